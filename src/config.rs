@@ -1,0 +1,425 @@
+//! Run configuration: the same keys on the command line (`--kebab-case`) and in TOML
+//! (`snake_case`). [`ConfigArgs`] is the partial form both sources fill; [`Config`] is the
+//! resolved form with every default applied, which is what outputs record.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperatorKind {
+    /// Dense Gaussian ensemble, entries N(0, 1/m).
+    Gaussian,
+    /// 𝒜 = vec: plain matrix factorisation (m = n1·n2).
+    Identity,
+    /// Matrix completion: m distinct entries, scaled so that E‖𝒜(Z)‖² = ‖Z‖².
+    Entries,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// σ_i geometrically spaced from 1 to 1/κ.
+    Geometric,
+    /// σ_i linearly spaced from 1 to 1/κ.
+    Linear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Tsitouras 5(4), explicit.
+    Tsit45,
+    /// Variable-order BDF, implicit.
+    Bdf,
+    /// TR-BDF2, implicit (SDIRK).
+    TrBdf2,
+    /// ESDIRK3(4), implicit.
+    Esdirk34,
+}
+
+impl Method {
+    pub fn is_implicit(self) -> bool {
+        !matches!(self, Method::Tsit45)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Tsit45 => "tsit45",
+            Method::Bdf => "bdf",
+            Method::TrBdf2 => "tr-bdf2",
+            Method::Esdirk34 => "esdirk34",
+        }
+    }
+}
+
+/// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
+/// winning. Unknown TOML keys are errors.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigArgs {
+    /// Rows of the target X* [default: 30]
+    #[arg(long)]
+    pub n1: Option<usize>,
+    /// Columns of the target X* [default: 25]
+    #[arg(long)]
+    pub n2: Option<usize>,
+    /// Rank r of the target [default: 3]
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Number of measurements m [default: 450; n1·n2 for --operator identity]
+    #[arg(long)]
+    pub measurements: Option<usize>,
+    /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Condition number σ_1/σ_r of the target [default: 2]
+    #[arg(long)]
+    pub kappa: Option<f64>,
+    /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
+    #[arg(long, value_enum)]
+    pub profile: Option<Profile>,
+    /// Explicit singular values of the target, comma-separated (overrides --kappa)
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub singular_values: Option<Vec<f64>>,
+    /// Measurement operator [default: gaussian]
+    #[arg(long, value_enum)]
+    pub operator: Option<OperatorKind>,
+    /// Standard deviation of the measurement noise ξ_i [default: 0]
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// Seed of every random draw (operator, target, start, noise) [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// GD step size η [default: 0.05]
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Number of GD steps; the flow runs to t = steps·η [default: 600]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Record every j-th GD iterate (and the flow at the same times) [default: 1]
+    #[arg(long)]
+    pub record_every: Option<usize>,
+    /// ODE method for the gradient flow [default: tsit45]
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Relative tolerance of the flow solver [default: 1e-8]
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// Load the problem (x_star, sensing, optional y, u0, v0) from a NumPy .npz file
+    #[arg(long, value_name = "FILE.npz")]
+    pub problem: Option<PathBuf>,
+    /// Save the problem actually run to a NumPy .npz file
+    #[arg(long, value_name = "FILE.npz")]
+    pub save_problem: Option<PathBuf>,
+    /// Write summary.json, trajectory.csv and config.toml into this directory
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, $($f:ident),*) => {
+        $( if $top.$f.is_some() { $base.$f = $top.$f.clone(); } )*
+    };
+}
+
+impl ConfigArgs {
+    /// Parse a TOML document; unknown keys are errors that suggest the closest known key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let hint = unknown_key_hint(&msg);
+            Error::invalid("config", "TOML", format!("{msg}{hint}"))
+        })
+    }
+
+    /// `self` overlaid by every field `top` sets.
+    pub fn overlaid_by(mut self, top: &ConfigArgs) -> Self {
+        overlay!(
+            self,
+            top,
+            n1,
+            n2,
+            rank,
+            width,
+            measurements,
+            alpha,
+            kappa,
+            profile,
+            singular_values,
+            operator,
+            noise,
+            seed,
+            eta,
+            steps,
+            record_every,
+            method,
+            rtol,
+            atol,
+            problem,
+            save_problem,
+            out
+        );
+        self
+    }
+
+    /// Apply defaults and check every value.
+    pub fn resolve(&self) -> Result<Config> {
+        let operator = self.operator.unwrap_or(OperatorKind::Gaussian);
+        let n1 = self.n1.unwrap_or(30);
+        let n2 = self.n2.unwrap_or(25);
+        let rank = self.rank.unwrap_or(3);
+        let width = self.width.unwrap_or(2 * rank);
+        let measurements = match (operator, self.measurements) {
+            (OperatorKind::Identity, None) => n1 * n2,
+            (_, Some(m)) => m,
+            (_, None) => 450,
+        };
+        let alpha = self.alpha.unwrap_or(1e-3);
+        let rtol = self.rtol.unwrap_or(1e-8);
+        let atol = self
+            .atol
+            .unwrap_or_else(|| rtol * alpha / (width.max(1) as f64).sqrt());
+        let cfg = Config {
+            n1,
+            n2,
+            rank,
+            width,
+            measurements,
+            alpha,
+            kappa: self.kappa.unwrap_or(2.0),
+            profile: self.profile.unwrap_or(Profile::Geometric),
+            singular_values: self.singular_values.clone(),
+            operator,
+            noise: self.noise.unwrap_or(0.0),
+            seed: self.seed.unwrap_or(0),
+            eta: self.eta.unwrap_or(0.05),
+            steps: self.steps.unwrap_or(600),
+            record_every: self.record_every.unwrap_or(1),
+            method: self.method.unwrap_or(Method::Tsit45),
+            rtol,
+            atol,
+            problem: self.problem.clone(),
+            save_problem: self.save_problem.clone(),
+            out: self.out.clone(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "n1",
+    "n2",
+    "rank",
+    "width",
+    "measurements",
+    "alpha",
+    "kappa",
+    "profile",
+    "singular_values",
+    "operator",
+    "noise",
+    "seed",
+    "eta",
+    "steps",
+    "record_every",
+    "method",
+    "rtol",
+    "atol",
+    "problem",
+    "save_problem",
+    "out",
+];
+
+fn unknown_key_hint(msg: &str) -> String {
+    let Some(start) = msg.find("unknown field `") else {
+        return String::new();
+    };
+    let rest = &msg[start + "unknown field `".len()..];
+    let key = rest.split('`').next().unwrap_or("");
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (strsim_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance; the key list is tiny, so the quadratic table is fine.
+fn strsim_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The resolved configuration of one run, as recorded in `summary.json` and `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub n1: usize,
+    pub n2: usize,
+    pub rank: usize,
+    pub width: usize,
+    pub measurements: usize,
+    pub alpha: f64,
+    pub kappa: f64,
+    pub profile: Profile,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub singular_values: Option<Vec<f64>>,
+    pub operator: OperatorKind,
+    pub noise: f64,
+    pub seed: u64,
+    pub eta: f64,
+    pub steps: usize,
+    pub record_every: usize,
+    pub method: Method,
+    pub rtol: f64,
+    pub atol: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_problem: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        ConfigArgs::default()
+            .resolve()
+            .expect("the built-in defaults are valid")
+    }
+}
+
+fn positive_finite(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, v, "must be a finite number > 0"))
+    }
+}
+
+impl Config {
+    /// The target's singular values, largest first.
+    pub fn target_singular_values(&self) -> Vec<f64> {
+        if let Some(sv) = &self.singular_values {
+            let mut sv = sv.clone();
+            sv.sort_by(|a, b| b.total_cmp(a));
+            return sv;
+        }
+        let r = self.rank;
+        (0..r)
+            .map(|i| {
+                if r == 1 {
+                    return 1.0;
+                }
+                let s = i as f64 / (r - 1) as f64;
+                match self.profile {
+                    Profile::Geometric => self.kappa.powf(-s),
+                    Profile::Linear => 1.0 - s * (1.0 - 1.0 / self.kappa),
+                }
+            })
+            .collect()
+    }
+
+    /// Check every value; the error names the field, the value and the allowed range.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("n1", self.n1),
+            ("n2", self.n2),
+            ("rank", self.rank),
+            ("width", self.width),
+            ("measurements", self.measurements),
+            ("record_every", self.record_every),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(field, v, "must be an integer >= 1"));
+            }
+        }
+        if self.rank > self.n1.min(self.n2) {
+            return Err(Error::invalid(
+                "rank",
+                self.rank,
+                format!("must be <= min(n1, n2) = {}", self.n1.min(self.n2)),
+            ));
+        }
+        let n12 = self.n1 * self.n2;
+        match self.operator {
+            OperatorKind::Identity if self.measurements != n12 => {
+                return Err(Error::invalid(
+                    "measurements",
+                    self.measurements,
+                    format!("must equal n1·n2 = {n12} for the identity operator"),
+                ));
+            }
+            OperatorKind::Entries if self.measurements > n12 => {
+                return Err(Error::invalid(
+                    "measurements",
+                    self.measurements,
+                    format!("must be <= n1·n2 = {n12} for entry sampling (distinct entries)"),
+                ));
+            }
+            _ => {}
+        }
+        positive_finite("alpha", self.alpha)?;
+        positive_finite("eta", self.eta)?;
+        positive_finite("rtol", self.rtol)?;
+        if !(self.atol.is_finite() && self.atol >= 0.0) {
+            return Err(Error::invalid(
+                "atol",
+                self.atol,
+                "must be a finite number >= 0",
+            ));
+        }
+        if !(self.kappa.is_finite() && self.kappa >= 1.0) {
+            return Err(Error::invalid(
+                "kappa",
+                self.kappa,
+                "must be a finite number >= 1",
+            ));
+        }
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(Error::invalid(
+                "noise",
+                self.noise,
+                "must be a finite number >= 0",
+            ));
+        }
+        if let Some(sv) = &self.singular_values {
+            if sv.len() != self.rank {
+                return Err(Error::invalid(
+                    "singular_values",
+                    format!("{sv:?}"),
+                    format!("must list exactly rank = {} values", self.rank),
+                ));
+            }
+            if let Some(bad) = sv.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(Error::invalid(
+                    "singular_values",
+                    bad,
+                    "every value must be finite and > 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! The vector field shared by GD and the gradient flow (MATH §2).
+//!
+//! A state is one vector (vec U, vec V) of length N = (n1 + n2)·k, both factors column-major.
+//!
+//! | quantity | formula | operator passes |
+//! |---|---|---|
+//! | loss | f = ½‖𝒜(UVᵀ) − y‖² | 1 |
+//! | G | 𝒜*(𝒜(UVᵀ) − y) | 2 |
+//! | field | F = (−GV, −GᵀU) = −∇f | 2 |
+//! | jvp | J(Ů, V̊) = −(ĠV + GV̊, ĠᵀU + GᵀŮ), Ġ = 𝒜*𝒜(ŮVᵀ + UV̊ᵀ) | 2 (G cached) |
+//! | Jacobian | J = −(CᵀC + S(G)), one GEMM | 2 + one pass building C |
+
+use std::sync::Arc;
+
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
+
+use crate::operator::SensingOperator;
+use crate::problem::Problem;
+
+/// f(U, V) = ½‖𝒜(UVᵀ) − y‖² and its negative gradient field.
+#[derive(Clone)]
+pub struct VectorField {
+    op: Arc<dyn SensingOperator>,
+    y: Vec<f64>,
+    n1: usize,
+    n2: usize,
+    k: usize,
+}
+
+/// Scratch buffers, and the residual of the last state seen so that a jvp at the state of
+/// the preceding rhs evaluation (what Newton iterations do) costs two passes, not four.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    x: DMatrix<f64>,
+    r: Vec<f64>,
+    g: DMatrix<f64>,
+    loss: f64,
+    cached: Option<Vec<f64>>,
+    xdot: DMatrix<f64>,
+    rdot: Vec<f64>,
+    gdot: DMatrix<f64>,
+}
+
+impl Workspace {
+    /// G at the state of the last evaluation.
+    pub fn g(&self) -> &DMatrix<f64> {
+        &self.g
+    }
+}
+
+impl VectorField {
+    pub fn new(op: Arc<dyn SensingOperator>, y: Vec<f64>, k: usize) -> Self {
+        assert_eq!(op.m(), y.len(), "one observation per measurement");
+        let (n1, n2) = (op.n1(), op.n2());
+        Self { op, y, n1, n2, k }
+    }
+
+    pub fn from_problem(p: &Problem) -> Self {
+        Self::new(p.op.clone(), p.y.clone(), p.width())
+    }
+
+    pub fn n1(&self) -> usize {
+        self.n1
+    }
+    pub fn n2(&self) -> usize {
+        self.n2
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    pub fn operator(&self) -> &dyn SensingOperator {
+        self.op.as_ref()
+    }
+    /// N = (n1 + n2)·k.
+    pub fn state_len(&self) -> usize {
+        (self.n1 + self.n2) * self.k
+    }
+
+    pub fn workspace(&self) -> Workspace {
+        let (n1, n2, m) = (self.n1, self.n2, self.y.len());
+        Workspace {
+            x: DMatrix::zeros(n1, n2),
+            r: vec![0.0; m],
+            g: DMatrix::zeros(n1, n2),
+            loss: f64::NAN,
+            cached: None,
+            xdot: DMatrix::zeros(n1, n2),
+            rdot: vec![0.0; m],
+            gdot: DMatrix::zeros(n1, n2),
+        }
+    }
+
+    /// Views of U (n1×k) and V (n2×k) inside a state.
+    pub fn split<'s>(&self, state: &'s [f64]) -> (DMatrixView<'s, f64>, DMatrixView<'s, f64>) {
+        let nu = self.n1 * self.k;
+        (
+            DMatrixView::from_slice(&state[..nu], self.n1, self.k),
+            DMatrixView::from_slice(&state[nu..], self.n2, self.k),
+        )
+    }
+
+    fn split_mut<'s>(
+        &self,
+        state: &'s mut [f64],
+    ) -> (DMatrixViewMut<'s, f64>, DMatrixViewMut<'s, f64>) {
+        let nu = self.n1 * self.k;
+        let (a, b) = state.split_at_mut(nu);
+        (
+            DMatrixViewMut::from_slice(a, self.n1, self.k),
+            DMatrixViewMut::from_slice(b, self.n2, self.k),
+        )
+    }
+
+    /// UVᵀ of a state.
+    pub fn product(&self, state: &[f64]) -> DMatrix<f64> {
+        let (u, v) = self.split(state);
+        u * v.transpose()
+    }
+
+    /// Residual r = 𝒜(UVᵀ) − y and G = 𝒜*(r) into the workspace; returns the loss.
+    pub fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        assert_eq!(state.len(), self.state_len(), "state length");
+        if ws.cached.as_deref() == Some(state) {
+            return ws.loss;
+        }
+        let (u, v) = self.split(state);
+        ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
+        self.op.apply(ws.x.as_slice(), &mut ws.r);
+        for (ri, yi) in ws.r.iter_mut().zip(&self.y) {
+            *ri -= yi;
+        }
+        self.op.adjoint(&ws.r, ws.g.as_mut_slice());
+        ws.loss = 0.5 * ws.r.iter().map(|r| r * r).sum::<f64>();
+        match &mut ws.cached {
+            Some(c) => c.copy_from_slice(state),
+            None => ws.cached = Some(state.to_vec()),
+        }
+        ws.loss
+    }
+
+    /// f(U, V) alone: one operator pass.
+    pub fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        let (u, v) = self.split(state);
+        ws.xdot.gemm(1.0, &u, &v.transpose(), 0.0);
+        self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
+        0.5 * ws
+            .rdot
+            .iter()
+            .zip(&self.y)
+            .map(|(a, y)| (a - y) * (a - y))
+            .sum::<f64>()
+    }
+
+    /// out = F(U, V) = (−GV, −GᵀU); returns the loss at the state.
+    pub fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
+        let loss = self.evaluate(state, ws);
+        let (u, v) = self.split(state);
+        let (mut fu, mut fv) = self.split_mut(out);
+        fu.gemm(-1.0, &ws.g, &v, 0.0);
+        fv.gemm_tr(-1.0, &ws.g, &u, 0.0);
+        loss
+    }
+
+    /// out = J(state)·dir, the exact derivative of [`Self::rhs`].
+    pub fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.evaluate(state, ws);
+        let (u, v) = self.split(state);
+        let (du, dv) = self.split(dir);
+        ws.xdot.gemm(1.0, &du, &v.transpose(), 0.0);
+        ws.xdot.gemm(1.0, &u, &dv.transpose(), 1.0);
+        self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
+        self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+        let (mut ou, mut ov) = self.split_mut(out);
+        ou.gemm(-1.0, &ws.gdot, &v, 0.0);
+        ou.gemm(-1.0, &ws.g, &dv, 1.0);
+        ov.gemm_tr(-1.0, &ws.gdot, &u, 0.0);
+        ov.gemm_tr(-1.0, &ws.g, &du, 1.0);
+    }
+
+    /// The dense N×N Jacobian J = −(CᵀC + S(G)) (MATH §2) in one GEMM, where row i of C is
+    /// (vec(A_i V), vec(A_iᵀ U)) and S(G) has I_k ⊗ G and its transpose off the diagonal.
+    pub fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
+        let n = self.state_len();
+        assert_eq!(jac.shape(), (n, n), "Jacobian shape");
+        self.evaluate(state, ws);
+        let (u, v) = self.split(state);
+        let (n1, n2, k, m) = (self.n1, self.n2, self.k, self.y.len());
+        let nu = n1 * k;
+        // Cᵀ, column i = row i of C: contiguous, and CᵀC = Cᵀ (Cᵀ)ᵀ is one GEMM on it.
+        let mut ct = DMatrix::<f64>::zeros(n, m);
+        let mut ai = vec![0.0; n1 * n2];
+        for i in 0..m {
+            self.op.measurement_matrix(i, &mut ai);
+            let a = DMatrixView::from_slice(&ai, n1, n2);
+            let col = ct.column_mut(i);
+            let col = col.data.into_slice_mut();
+            let (cu, cv) = col.split_at_mut(nu);
+            DMatrixViewMut::from_slice(cu, n1, k).gemm(1.0, &a, &v, 0.0);
+            DMatrixViewMut::from_slice(cv, n2, k).gemm_tr(1.0, &a, &u, 0.0);
+        }
+        // SAFETY: `ct` is n×m column-major (row stride 1, column stride n); read as its own
+        // transpose (m×n, row stride n, column stride 1); `jac` is n×n column-major and does
+        // not alias `ct`.
+        unsafe {
+            matrixmultiply::dgemm(
+                n,
+                m,
+                n,
+                -1.0,
+                ct.as_ptr(),
+                1,
+                n as isize,
+                ct.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                jac.as_mut_ptr(),
+                1,
+                n as isize,
+            );
+        }
+        // −S(G): entry (a + j·n1, nu + b + j·n2) and its mirror are −G_ab.
+        for j in 0..k {
+            for b in 0..n2 {
+                let col = nu + b + j * n2;
+                for a in 0..n1 {
+                    let row = a + j * n1;
+                    let g = ws.g[(a, b)];
+                    jac[(row, col)] -= g;
+                    jac[(col, row)] -= g;
+                }
+            }
+        }
+    }
+
+    /// Allocating form of [`Self::jacobian_into`].
+    pub fn jacobian(&self, state: &[f64], ws: &mut Workspace) -> DMatrix<f64> {
+        let n = self.state_len();
+        let mut jac = DMatrix::zeros(n, n);
+        self.jacobian_into(state, &mut jac, ws);
+        jac
+    }
+}

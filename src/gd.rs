@@ -1,0 +1,129 @@
+//! Gradient descent U ← U − ηGV, V ← V − ηGᵀU, both from the old iterate (MATH §2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::field::VectorField;
+
+/// How a trajectory ended. Divergence and solver failure are results, not errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Completed,
+    /// GD's loss became non-finite or exceeded the bound at `step` (time `t`); `last_loss` is
+    /// the last finite loss, at step − 1.
+    Diverged {
+        step: usize,
+        t: f64,
+        loss: f64,
+        last_loss: f64,
+    },
+    /// The flow solver stopped at time `t` for `reason` (diffsol's message).
+    Failed {
+        t: f64,
+        reason: String,
+    },
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Diverged { .. } => "diverged",
+            Status::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// States at output times; only finite states are kept.
+#[derive(Debug, Clone)]
+pub struct Trajectory {
+    pub steps: Vec<usize>,
+    pub times: Vec<f64>,
+    pub states: Vec<Vec<f64>>,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GdOptions {
+    pub eta: f64,
+    pub steps: usize,
+    /// Keep every j-th iterate (and always the last).
+    pub record_every: usize,
+    /// GD counts as diverged once the loss exceeds this multiple of max(f(x_0), 1).
+    pub divergence_factor: f64,
+}
+
+impl GdOptions {
+    pub fn new(eta: f64, steps: usize, record_every: usize) -> Self {
+        Self {
+            eta,
+            steps,
+            record_every: record_every.max(1),
+            divergence_factor: 1e12,
+        }
+    }
+
+    /// The steps GD records: 0, every, 2·every, …, and the last.
+    pub fn recorded_steps(&self) -> Vec<usize> {
+        let mut s: Vec<usize> = (0..=self.steps).step_by(self.record_every).collect();
+        if *s.last().expect("step 0") != self.steps {
+            s.push(self.steps);
+        }
+        s
+    }
+}
+
+/// Run GD from `x0`; `on_step(j, state)` sees every iterate (j = 0..=steps) before it is
+/// stepped from, for callers that need more than the recorded states.
+pub fn gradient_descent_with(
+    field: &VectorField,
+    x0: &[f64],
+    opts: &GdOptions,
+    mut on_step: impl FnMut(usize, &[f64]),
+) -> Trajectory {
+    let mut ws = field.workspace();
+    let mut x = x0.to_vec();
+    let mut f = vec![0.0; x.len()];
+    let mut traj = Trajectory {
+        steps: vec![],
+        times: vec![],
+        states: vec![],
+        status: Status::Completed,
+    };
+    let loss0 = field.loss(&x, &mut ws);
+    let bound = opts.divergence_factor * loss0.max(1.0);
+    let mut last_loss = loss0;
+    for j in 0..=opts.steps {
+        // The loss at x_j comes with the field at x_j, so divergence is caught before x_j is
+        // recorded and non-finite values never reach an output.
+        let loss = field.rhs(&x, &mut f, &mut ws);
+        if !loss.is_finite() || loss > bound || x.iter().any(|v| !v.is_finite()) {
+            traj.status = Status::Diverged {
+                step: j,
+                t: j as f64 * opts.eta,
+                loss,
+                last_loss,
+            };
+            break;
+        }
+        last_loss = loss;
+        on_step(j, &x);
+        if j % opts.record_every == 0 || j == opts.steps {
+            traj.steps.push(j);
+            traj.times.push(j as f64 * opts.eta);
+            traj.states.push(x.clone());
+        }
+        if j == opts.steps {
+            break;
+        }
+        for (xi, fi) in x.iter_mut().zip(&f) {
+            *xi += opts.eta * fi;
+        }
+    }
+    traj
+}
+
+/// Run GD from `x0`, keeping the iterates [`GdOptions::recorded_steps`] names.
+pub fn gradient_descent(field: &VectorField, x0: &[f64], opts: &GdOptions) -> Trajectory {
+    gradient_descent_with(field, x0, opts, |_, _| {})
+}

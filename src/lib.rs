@@ -1,0 +1,10 @@
+pub mod config;
+pub mod error;
+pub mod experiment;
+pub mod field;
+pub mod flow;
+pub mod gd;
+pub mod operator;
+pub mod output;
+pub mod problem;
+pub mod record;
