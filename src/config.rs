@@ -73,7 +73,7 @@ pub struct ConfigArgs {
     /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
     #[arg(long)]
     pub width: Option<usize>,
-    /// Number of measurements m [default: 450; n1·n2 for --operator identity]
+    /// Number of measurements m [default: 600; n1·n2 for --operator identity]
     #[arg(long)]
     pub measurements: Option<usize>,
     /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
@@ -100,7 +100,7 @@ pub struct ConfigArgs {
     /// GD step size η [default: 0.05]
     #[arg(long)]
     pub eta: Option<f64>,
-    /// Number of GD steps; the flow runs to t = steps·η [default: 600]
+    /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
     #[arg(long)]
     pub steps: Option<usize>,
     /// Record every j-th GD iterate (and the flow at the same times) [default: 1]
@@ -182,7 +182,7 @@ impl ConfigArgs {
         let measurements = match (operator, self.measurements) {
             (OperatorKind::Identity, None) => n1 * n2,
             (_, Some(m)) => m,
-            (_, None) => 450,
+            (_, None) => 600,
         };
         let alpha = self.alpha.unwrap_or(1e-3);
         let rtol = self.rtol.unwrap_or(1e-8);
@@ -203,7 +203,7 @@ impl ConfigArgs {
             noise: self.noise.unwrap_or(0.0),
             seed: self.seed.unwrap_or(0),
             eta: self.eta.unwrap_or(0.05),
-            steps: self.steps.unwrap_or(600),
+            steps: self.steps.unwrap_or(1000),
             record_every: self.record_every.unwrap_or(1),
             method: self.method.unwrap_or(Method::Tsit45),
             rtol,

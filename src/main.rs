@@ -27,7 +27,7 @@ Examples:
 #[derive(Subcommand)]
 enum Command {
     /// Run GD and the gradient flow on one problem and compare them at t = jη.
-    #[command(after_help = RUN_EXAMPLES)]
+    #[command(after_help = RUN_EXAMPLES, allow_negative_numbers = true)]
     Run {
         /// TOML file with any of the options below (snake_case keys); flags win over it
         #[arg(long, value_name = "FILE.toml")]

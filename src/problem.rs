@@ -89,6 +89,39 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The closed-form case of MATH §4: 𝒜 = identity, X* = diag(σ_1..σ_r, 0, …) (n1×n2), and
+    /// the aligned balanced start U_0 = V_0 restricted to the first k coordinates, column j
+    /// equal to √(s_j(0))·e_j. `sigma` may hold zeros (σ_j = 0 for j ≥ r); k = `s0.len()`.
+    pub fn aligned_factorisation(n1: usize, n2: usize, sigma: &[f64], s0: &[f64]) -> Self {
+        let k = s0.len();
+        assert!(
+            k <= n1.min(n2) && sigma.len() <= k,
+            "σ and s0 must fit the dimensions"
+        );
+        let mut x_star = DMatrix::zeros(n1, n2);
+        for (j, s) in sigma.iter().enumerate() {
+            x_star[(j, j)] = *s;
+        }
+        let mut u0 = DMatrix::zeros(n1, k);
+        let mut v0 = DMatrix::zeros(n2, k);
+        for (j, s) in s0.iter().enumerate() {
+            u0[(j, j)] = s.sqrt();
+            v0[(j, j)] = s.sqrt();
+        }
+        let op: Arc<dyn SensingOperator> = Arc::new(IdentityOperator::new(n1, n2));
+        let y = observe(op.as_ref(), &x_star, 0.0, 0);
+        Self {
+            op,
+            target_sv: nonzero_singular_values(&x_star),
+            x_star,
+            y,
+            u0,
+            v0,
+        }
+    }
+}
+
 /// X* = L diag(σ) Rᵀ with L, R the Q factors of Gaussian matrices.
 pub fn random_target(n1: usize, n2: usize, sv: &[f64], seed: u64) -> DMatrix<f64> {
     let mut rng = sub_rng(seed, STREAM_TARGET);

@@ -1,0 +1,2 @@
+//! All integration tests in one crate: one link step.
+mod suite;

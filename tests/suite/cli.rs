@@ -1,0 +1,140 @@
+//! The binary as a user calls it.
+
+use assert_cmd::Command;
+
+const SMALL: &[&str] = &[
+    "run",
+    "--n1",
+    "8",
+    "--n2",
+    "6",
+    "--rank",
+    "2",
+    "--width",
+    "3",
+    "--measurements",
+    "40",
+    "--eta",
+    "0.1",
+    "--steps",
+    "50",
+    "--seed",
+    "3",
+];
+
+fn gdflow() -> Command {
+    Command::cargo_bin("gdflow").unwrap()
+}
+
+#[test]
+fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    gdflow()
+        .args(SMALL)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["crate_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(summary["seed"], 3);
+    assert_eq!(summary["config"]["width"], 3);
+    assert!(summary["solver"]["rhs_evals"].as_u64().unwrap() > 0);
+    assert!(summary["distance"]["max"].as_f64().unwrap() >= 0.0);
+    assert_eq!(summary["gd"]["status"], "completed");
+
+    let mut rdr = csv::Reader::from_path(out.join("trajectory.csv")).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "dynamics",
+            "step",
+            "t",
+            "loss",
+            "rel_error",
+            "balance_drift",
+            "sv_1",
+            "sv_2",
+            "sv_3"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 2 * 51);
+    assert_eq!(rows.iter().filter(|r| &r[0] == "gd").count(), 51);
+    assert_eq!(rows.iter().filter(|r| &r[0] == "flow").count(), 51);
+    for r in &rows {
+        for v in r.iter().skip(1) {
+            assert!(v.parse::<f64>().unwrap().is_finite());
+        }
+    }
+}
+
+#[test]
+fn recorded_config_reruns_to_identical_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    gdflow().args(SMALL).arg("--out").arg(&a).assert().success();
+    gdflow()
+        .args(["run", "--config"])
+        .arg(a.join("config.toml"))
+        .arg("--out")
+        .arg(&b)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(a.join("trajectory.csv")).unwrap(),
+        std::fs::read(b.join("trajectory.csv")).unwrap()
+    );
+}
+
+#[test]
+fn save_problem_then_run_from_it_gives_the_same_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let npz = dir.path().join("p.npz");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    gdflow()
+        .args(SMALL)
+        .arg("--save-problem")
+        .arg(&npz)
+        .arg("--out")
+        .arg(&a)
+        .assert()
+        .success();
+    gdflow()
+        .args(["run", "--eta", "0.1", "--steps", "50", "--problem"])
+        .arg(&npz)
+        .arg("--out")
+        .arg(&b)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(a.join("trajectory.csv")).unwrap(),
+        std::fs::read(b.join("trajectory.csv")).unwrap()
+    );
+}
+
+#[test]
+fn bad_value_exits_2_naming_the_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let assert = gdflow()
+        .args(["run", "--alpha", "-1", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("alpha"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn help_shows_examples() {
+    let assert = gdflow().args(["run", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(text.contains("Examples:") && text.contains("--save-problem"));
+}

@@ -1,0 +1,214 @@
+//! The vector field against finite differences, the operators' adjoint identity, and the
+//! one-GEMM Jacobian against the jvp-assembled one.
+
+use std::sync::Arc;
+
+use gdflow::field::VectorField;
+use gdflow::operator::{DenseOperator, EntryOperator, IdentityOperator, SensingOperator};
+use rand::{Rng, SeedableRng};
+
+use super::{random_state, small_gaussian};
+
+fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    num / den
+}
+
+#[test]
+fn field_is_minus_the_gradient_by_central_differences() {
+    let p = small_gaussian(1);
+    let field = VectorField::from_problem(&p);
+    let mut ws = field.workspace();
+    let x = random_state(&p, 2, 0.5);
+    let mut f = vec![0.0; x.len()];
+    field.rhs(&x, &mut f, &mut ws);
+    let h = 1e-6;
+    let fd: Vec<f64> = (0..x.len())
+        .map(|i| {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            -(field.loss(&xp, &mut ws) - field.loss(&xm, &mut ws)) / (2.0 * h)
+        })
+        .collect();
+    let err = rel_diff(&f, &fd);
+    assert!(
+        err < 1e-7,
+        "field vs −∇f by central differences: relative error {err:e}"
+    );
+}
+
+#[test]
+fn jvp_matches_central_differences_of_the_field() {
+    let p = small_gaussian(3);
+    let field = VectorField::from_problem(&p);
+    let mut ws = field.workspace();
+    let x = random_state(&p, 4, 0.5);
+    let d = random_state(&p, 5, 1.0);
+    let mut jv = vec![0.0; x.len()];
+    field.jvp(&x, &d, &mut jv, &mut ws);
+    let h = 1e-6;
+    let shifted = |s: f64, ws: &mut _| {
+        let xs: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + s * b).collect();
+        let mut out = vec![0.0; x.len()];
+        field.rhs(&xs, &mut out, ws);
+        out
+    };
+    let fp = shifted(h, &mut ws);
+    let fm = shifted(-h, &mut ws);
+    let fd: Vec<f64> = fp
+        .iter()
+        .zip(&fm)
+        .map(|(a, b)| (a - b) / (2.0 * h))
+        .collect();
+    let err = rel_diff(&jv, &fd);
+    assert!(
+        err < 1e-7,
+        "jvp vs central differences: relative error {err:e}"
+    );
+}
+
+#[test]
+fn jvp_after_a_different_state_does_not_reuse_stale_residual() {
+    let p = small_gaussian(6);
+    let field = VectorField::from_problem(&p);
+    let x = random_state(&p, 7, 0.5);
+    let y = random_state(&p, 8, 0.5);
+    let d = random_state(&p, 9, 1.0);
+    let mut ws = field.workspace();
+    let mut out = vec![0.0; x.len()];
+    field.rhs(&y, &mut out, &mut ws);
+    let mut a = vec![0.0; x.len()];
+    field.jvp(&x, &d, &mut a, &mut ws);
+    let mut fresh = field.workspace();
+    let mut b = vec![0.0; x.len()];
+    field.jvp(&x, &d, &mut b, &mut fresh);
+    assert_eq!(a, b);
+}
+
+fn check_adjoint(op: &dyn SensingOperator, seed: u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = op.n1() * op.n2();
+    for _ in 0..5 {
+        let x: Vec<f64> = (0..n).map(|_| rng.gen::<f64>() - 0.5).collect();
+        let z: Vec<f64> = (0..op.m()).map(|_| rng.gen::<f64>() - 0.5).collect();
+        let mut ax = vec![0.0; op.m()];
+        let mut atz = vec![0.0; n];
+        op.apply(&x, &mut ax);
+        op.adjoint(&z, &mut atz);
+        let lhs: f64 = ax.iter().zip(&z).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(&atz).map(|(a, b)| a * b).sum();
+        let scale = lhs.abs().max(rhs.abs()).max(1.0);
+        assert!(
+            (lhs - rhs).abs() < 1e-13 * scale,
+            "{}: ⟨𝒜x, z⟩ = {lhs} but ⟨x, 𝒜*z⟩ = {rhs}",
+            op.name()
+        );
+        // apply agrees with the definition ⟨A_i, X⟩ through measurement_matrix
+        let mut ai = vec![0.0; n];
+        for (i, axi) in ax.iter().enumerate() {
+            op.measurement_matrix(i, &mut ai);
+            let direct: f64 = ai.iter().zip(&x).map(|(a, b)| a * b).sum();
+            assert!((direct - axi).abs() < 1e-13 * scale);
+        }
+    }
+}
+
+#[test]
+fn every_operator_satisfies_the_adjoint_identity() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    check_adjoint(&DenseOperator::gaussian(6, 4, 30, &mut rng), 1);
+    check_adjoint(&IdentityOperator::new(6, 4), 2);
+    check_adjoint(&EntryOperator::sample(6, 4, 15, &mut rng), 3);
+}
+
+#[test]
+fn gaussian_operator_is_normalised() {
+    // E‖𝒜(Z)‖² = ‖Z‖²: averaged over many unit Z the ratio is 1 within sampling error.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let op = DenseOperator::gaussian(10, 8, 2000, &mut rng);
+    let mut total = 0.0;
+    let trials = 50;
+    for _ in 0..trials {
+        let z: Vec<f64> = (0..80).map(|_| rng.gen::<f64>() - 0.5).collect();
+        let nz: f64 = z.iter().map(|v| v * v).sum();
+        let mut az = vec![0.0; 2000];
+        op.apply(&z, &mut az);
+        total += az.iter().map(|v| v * v).sum::<f64>() / nz;
+    }
+    let mean = total / trials as f64;
+    // each ratio is χ²_m/m: standard deviation √(2/m) ≈ 0.032, of the mean ≈ 0.0045
+    assert!((mean - 1.0).abs() < 0.03, "mean ‖𝒜Z‖²/‖Z‖² = {mean}");
+}
+
+#[test]
+fn entry_operator_gram_is_scaled_projection() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let op = EntryOperator::sample(5, 4, 8, &mut rng);
+    let mut z = vec![0.0; 20];
+    let x: Vec<f64> = (0..20).map(|i| i as f64 + 1.0).collect();
+    let mut ax = vec![0.0; 8];
+    op.apply(&x, &mut ax);
+    op.adjoint(&ax, &mut z);
+    // 𝒜*𝒜 = (n1·n2/m)·P_Ω: each entry is either 0 or 2.5·x
+    let mut sampled = 0;
+    for (zi, xi) in z.iter().zip(&x) {
+        if *zi != 0.0 {
+            sampled += 1;
+            assert!((zi - 2.5 * xi).abs() < 1e-12);
+        }
+    }
+    assert_eq!(sampled, 8, "m distinct entries");
+}
+
+fn assembled_jacobian(field: &VectorField, x: &[f64]) -> nalgebra::DMatrix<f64> {
+    let n = x.len();
+    let mut ws = field.workspace();
+    let mut jac = nalgebra::DMatrix::zeros(n, n);
+    let mut e = vec![0.0; n];
+    let mut col = vec![0.0; n];
+    for j in 0..n {
+        e[j] = 1.0;
+        field.jvp(x, &e, &mut col, &mut ws);
+        jac.column_mut(j).copy_from_slice(&col);
+        e[j] = 0.0;
+    }
+    jac
+}
+
+#[test]
+fn one_gemm_jacobian_equals_jvp_assembled_jacobian() {
+    let p = small_gaussian(14);
+    let field = VectorField::from_problem(&p);
+    let x = random_state(&p, 15, 0.7);
+    let exact = field.jacobian(&x, &mut field.workspace());
+    let assembled = assembled_jacobian(&field, &x);
+    let err = (&exact - &assembled).norm() / assembled.norm();
+    assert!(err < 1e-13, "relative difference {err:e}");
+    // and it is symmetric (−Hessian of f)
+    assert!((&exact - exact.transpose()).norm() < 1e-13 * exact.norm());
+}
+
+#[test]
+fn one_gemm_jacobian_for_identity_and_entry_operators() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    for op in [
+        Arc::new(IdentityOperator::new(4, 3)) as Arc<dyn SensingOperator>,
+        Arc::new(EntryOperator::sample(4, 3, 7, &mut rng)),
+    ] {
+        let y: Vec<f64> = (0..op.m()).map(|_| rng.gen::<f64>()).collect();
+        let field = VectorField::new(op, y, 2);
+        let x: Vec<f64> = (0..field.state_len())
+            .map(|_| rng.gen::<f64>() - 0.5)
+            .collect();
+        let exact = field.jacobian(&x, &mut field.workspace());
+        let assembled = assembled_jacobian(&field, &x);
+        assert!((&exact - &assembled).norm() < 1e-13 * assembled.norm());
+    }
+}

@@ -1,0 +1,35 @@
+mod cli;
+mod closed_form;
+mod config;
+mod convergence;
+mod field;
+mod invariants;
+mod npz;
+
+use gdflow::config::ConfigArgs;
+use gdflow::problem::Problem;
+
+/// A small Gaussian problem with n1 ≠ n2 so that transposition mistakes show.
+pub fn small_gaussian(seed: u64) -> Problem {
+    let args = ConfigArgs {
+        n1: Some(7),
+        n2: Some(5),
+        rank: Some(2),
+        width: Some(3),
+        measurements: Some(40),
+        alpha: Some(0.3),
+        seed: Some(seed),
+        ..Default::default()
+    };
+    Problem::generate(&args.resolve().unwrap()).unwrap()
+}
+
+/// A random state of the problem's shape with entries of order `scale`.
+pub fn random_state(p: &Problem, seed: u64, scale: f64) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = (p.n1() + p.n2()) * p.width();
+    (0..n)
+        .map(|_| scale * (rng.gen::<f64>() * 2.0 - 1.0))
+        .collect()
+}
