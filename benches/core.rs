@@ -1,1 +1,112 @@
-fn main() {}
+//! Cost of the basic operations against the memory floor: streaming the sensing matrix twice
+//! (one rhs evaluation needs 𝒜 and 𝒜*, one pass each).
+//!
+//! `cargo bench --bench core` (add `-- rhs` etc. to filter).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gdflow::config::{ConfigArgs, Method};
+use gdflow::field::VectorField;
+use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::operator::DenseOperator;
+use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
+
+const SIZES: [(usize, usize, usize); 3] = [(20, 5, 400), (50, 10, 1500), (100, 20, 5000)];
+
+fn problem(n: usize, k: usize, m: usize) -> Problem {
+    let args = ConfigArgs {
+        n1: Some(n),
+        n2: Some(n),
+        rank: Some((k / 2).max(1)),
+        width: Some(k),
+        measurements: Some(m),
+        alpha: Some(1e-2),
+        ..Default::default()
+    };
+    Problem::generate(&args.resolve().unwrap()).unwrap()
+}
+
+/// A plain read of every entry, with independent accumulators so that it is bandwidth-bound.
+fn stream(data: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    for c in data.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum()
+}
+
+fn label(n: usize, k: usize, m: usize) -> String {
+    format!("n{n}_k{k}_m{m}")
+}
+
+fn bench(c: &mut Criterion) {
+    for (n, k, m) in SIZES {
+        let mut c = c.benchmark_group(format!("ops_{}", label(n, k, m)));
+        c.sample_size(20)
+            .measurement_time(Duration::from_secs(if n >= 100 { 8 } else { 3 }));
+        let p = problem(n, k, m);
+        let field = VectorField::from_problem(&p);
+        let x = p.start_state();
+        let mut ws = field.workspace();
+        let mut out = vec![0.0; x.len()];
+        let dir: Vec<f64> = x.iter().map(|v| v * 0.5 + 1e-3).collect();
+
+        let dense = DenseOperator::gaussian(n, n, m, &mut sub_rng(0, STREAM_OPERATOR));
+        let data = dense.columns().as_slice();
+        c.bench_function("floor_stream_twice", |b| {
+            b.iter(|| black_box(stream(black_box(data)) + stream(black_box(data))))
+        });
+        c.bench_function("rhs", |b| {
+            // a fresh state each time: no cached residual
+            let mut y = x.clone();
+            b.iter(|| {
+                y[0] += 1e-12;
+                field.rhs(black_box(&y), &mut out, &mut ws)
+            })
+        });
+        c.bench_function("jvp", |b| {
+            field.rhs(&x, &mut out, &mut ws);
+            b.iter(|| field.jvp(black_box(&x), black_box(&dir), &mut out, &mut ws))
+        });
+        c.bench_function("gd_step", |b| {
+            let mut y = x.clone();
+            let mut f = vec![0.0; y.len()];
+            b.iter(|| {
+                field.rhs(&y, &mut f, &mut ws);
+                for (yi, fi) in y.iter_mut().zip(&f) {
+                    *yi += 0.01 * fi;
+                }
+            })
+        });
+        c.finish();
+    }
+    let mut g = c.benchmark_group("tsit45_solve");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for (n, k, m) in SIZES {
+        let p = problem(n, k, m);
+        let field = VectorField::from_problem(&p);
+        let x0 = p.start_state();
+        let times = [0.0, 5.0];
+        let opts = FlowOptions {
+            method: Method::Tsit45,
+            rtol: 1e-6,
+            atol: 1e-6 * 1e-2 / (k as f64).sqrt(),
+            jacobian: JacobianMode::Exact,
+        };
+        g.bench_with_input(BenchmarkId::from_parameter(label(n, k, m)), &(), |b, _| {
+            b.iter(|| solve_flow(&field, &x0, &times, &[0, 1], &opts).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// How often an operator has been applied.
@@ -132,18 +133,33 @@ impl SensingOperator for DenseOperator {
         self.counter.apply();
         let n = self.a.nrows();
         let data = self.a.as_slice();
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&data[i * n..(i + 1) * n], x);
+        if data.len() < PARALLEL_MIN_ENTRIES {
+            apply_rows(data, n, x, out);
+            return;
         }
+        // Each output entry is computed by exactly one task in a fixed order, so the result
+        // does not depend on the number of threads.
+        let rows_per_task = (out.len() / 8).max(4) / 4 * 4;
+        out.par_chunks_mut(rows_per_task)
+            .enumerate()
+            .for_each(|(t, o)| {
+                let start = t * rows_per_task * n;
+                apply_rows(&data[start..start + o.len() * n], n, x, o);
+            });
     }
     fn adjoint(&self, z: &[f64], out: &mut [f64]) {
         self.counter.adjoint();
         let n = self.a.nrows();
         let data = self.a.as_slice();
-        out.fill(0.0);
-        for (i, &zi) in z.iter().enumerate() {
-            axpy(zi, &data[i * n..(i + 1) * n], out);
+        if data.len() < PARALLEL_MIN_ENTRIES {
+            adjoint_rows(data, n, 0, z, out);
+            return;
         }
+        // Tasks own disjoint ranges of the output and sum over all rows in the same order.
+        let cols_per_task = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
+        out.par_chunks_mut(cols_per_task)
+            .enumerate()
+            .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         out.copy_from_slice(self.a.column(i).as_slice());
@@ -177,6 +193,74 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
         s += x * y;
     }
     s
+}
+
+/// Below this many stored entries the operator runs on one thread: the hand-off costs more
+/// than it saves.
+const PARALLEL_MIN_ENTRIES: usize = 1 << 20;
+
+/// `out[i] = ⟨row i, x⟩` for consecutive rows of length n.
+fn apply_rows(data: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
+    // Four rows per sweep over x: x is read once per four rows, and the sixteen partial sums
+    // keep the floating-point units busy while A streams from memory.
+    let mut rows = data.chunks_exact(4 * n);
+    let mut outs = out.chunks_exact_mut(4);
+    for (block, o) in (&mut rows).zip(&mut outs) {
+        let (a0, rest) = block.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        o.copy_from_slice(&dot4([a0, a1, a2, a3], x));
+    }
+    for (a, o) in rows.remainder().chunks_exact(n).zip(outs.into_remainder()) {
+        *o = dot(a, x);
+    }
+}
+
+/// `out = Σ_i z_i row_i[offset..offset + out.len()]`.
+fn adjoint_rows(data: &[f64], n: usize, offset: usize, z: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    let w = out.len();
+    // Four rows per sweep over `out`: it is read and written once per four rows, not per row.
+    let mut rows = data.chunks_exact(4 * n);
+    let mut zs = z.chunks_exact(4);
+    for (block, zc) in (&mut rows).zip(&mut zs) {
+        let a0 = &block[offset..offset + w];
+        let a1 = &block[n + offset..n + offset + w];
+        let a2 = &block[2 * n + offset..2 * n + offset + w];
+        let a3 = &block[3 * n + offset..3 * n + offset + w];
+        for j in 0..w {
+            out[j] += (zc[0] * a0[j] + zc[1] * a1[j]) + (zc[2] * a2[j] + zc[3] * a3[j]);
+        }
+    }
+    for (a, &zi) in rows.remainder().chunks_exact(n).zip(zs.remainder()) {
+        axpy(zi, &a[offset..offset + w], out);
+    }
+}
+
+/// Four dot products against one vector.
+#[inline]
+fn dot4(a: [&[f64]; 4], x: &[f64]) -> [f64; 4] {
+    let n = x.len();
+    let mut acc = [[0.0f64; 4]; 4];
+    let full = n / 4 * 4;
+    for j in (0..full).step_by(4) {
+        let xs = &x[j..j + 4];
+        for (r, ar) in a.iter().enumerate() {
+            let ar = &ar[j..j + 4];
+            for l in 0..4 {
+                acc[r][l] += ar[l] * xs[l];
+            }
+        }
+    }
+    let mut out = [0.0; 4];
+    for r in 0..4 {
+        let mut s = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+        for j in full..n {
+            s += a[r][j] * x[j];
+        }
+        out[r] = s;
+    }
+    out
 }
 
 #[inline]

@@ -212,3 +212,29 @@ fn one_gemm_jacobian_for_identity_and_entry_operators() {
         assert!((&exact - &assembled).norm() < 1e-13 * assembled.norm());
     }
 }
+
+#[test]
+fn parallel_operator_is_bit_identical_with_one_and_two_threads() {
+    // large enough (40·40·700 > 2^20 entries) to take the parallel path
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let op = DenseOperator::gaussian(40, 40, 701, &mut rng);
+    let x: Vec<f64> = (0..1600).map(|_| rng.gen::<f64>() - 0.5).collect();
+    let z: Vec<f64> = (0..701).map(|_| rng.gen::<f64>() - 0.5).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut ax = vec![0.0; 701];
+            let mut atz = vec![0.0; 1600];
+            op.apply(&x, &mut ax);
+            op.adjoint(&z, &mut atz);
+            (ax, atz)
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+    check_adjoint(&op, 18);
+}
