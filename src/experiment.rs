@@ -342,7 +342,7 @@ pub fn format_summary(s: &RunSummary) -> String {
     let _ = writeln!(out, "target σ: [{}]   problem: {}", sv.join(", "), p.source);
     let _ = writeln!(
         out,
-        "GD: η={} for {} steps (T={});  flow: {} rtol={:e} atol={:e}",
+        "GD: η={} for {} steps (T={});  flow: {} rtol={:e} atol={:.3e}",
         c.eta,
         c.steps,
         c.eta * c.steps as f64,
@@ -373,7 +373,7 @@ pub fn format_summary(s: &RunSummary) -> String {
         Some(d) => {
             let _ = writeln!(
                 out,
-                "max_j ‖U_jV_jᵀ − U(jη)V(jη)ᵀ‖ = {:.4e} ({:.3e} of ‖X*‖) at step {} (t = {}); at the end {:.3e}",
+                "max_j ‖U_jV_jᵀ − U(jη)V(jη)ᵀ‖ = {:.4e} ({:.3e} of ‖X*‖) at step {} (t = {:.6}); at the end {:.3e}",
                 d.max, d.max_relative, d.step, d.t, d.final_distance
             );
         }

@@ -24,7 +24,7 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(File) -> std::io::Result<
         std::process::id()
     ));
     let result = File::create(&tmp)
-        .and_then(|f| fill(f))
+        .and_then(fill)
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
