@@ -76,9 +76,9 @@ fn load_err(arrays: &[(&str, Vec<u64>, Vec<f64>)]) -> String {
 fn bad_files_are_clear_errors() {
     let x = ("x_star", vec![2, 3], vec![1., 0., 0., 0., 1., 0.]);
     let s = ("sensing", vec![1, 2, 3], vec![1.; 6]);
-    let e = load_err(&[s.clone()]);
+    let e = load_err(std::slice::from_ref(&s));
     assert!(e.contains("x_star") && e.contains("missing"), "{e}");
-    let e = load_err(&[x.clone()]);
+    let e = load_err(std::slice::from_ref(&x));
     assert!(e.contains("sensing") && e.contains("missing"), "{e}");
     let e = load_err(&[x.clone(), ("sensing", vec![1, 3, 2], vec![1.; 6])]);
     assert!(e.contains("sensing") && e.contains("shape"), "{e}");
