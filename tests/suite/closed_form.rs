@@ -157,3 +157,20 @@ fn exact_and_assembled_jacobians_give_the_same_bdf_solution() {
         assembled.stats.jacobian_evals * field.state_len()
     );
 }
+
+#[test]
+fn implicit_method_too_large_for_memory_is_refused_clearly() {
+    use gdflow::flow::check_implicit_memory;
+    // N = 10^6 states: the dense N×N matrices alone would need terabytes
+    let e = check_implicit_memory(Method::Bdf, 1_000_000, 100)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bdf") && e.contains("tsit45") && e.contains("MiB"),
+        "{e}"
+    );
+    // an explicit method needs no dense Jacobian, whatever the size
+    assert!(check_implicit_memory(Method::Tsit45, 1_000_000, 100).is_ok());
+    // and a small problem is accepted
+    assert!(check_implicit_memory(Method::Esdirk34, 100, 100).is_ok());
+}
