@@ -22,6 +22,13 @@ const SMALL: &[&str] = &[
     "3",
 ];
 
+fn assert_same_trajectory(a: &std::path::Path, b: &std::path::Path) {
+    assert_eq!(
+        std::fs::read(a.join("trajectory.csv")).unwrap(),
+        std::fs::read(b.join("trajectory.csv")).unwrap()
+    );
+}
+
 fn gdflow() -> Command {
     Command::cargo_bin("gdflow").unwrap()
 }
@@ -85,10 +92,7 @@ fn recorded_config_reruns_to_identical_trajectory() {
         .arg(&b)
         .assert()
         .success();
-    assert_eq!(
-        std::fs::read(a.join("trajectory.csv")).unwrap(),
-        std::fs::read(b.join("trajectory.csv")).unwrap()
-    );
+    assert_same_trajectory(&a, &b);
 }
 
 #[test]
@@ -112,10 +116,7 @@ fn save_problem_then_run_from_it_gives_the_same_trajectory() {
         .arg(&b)
         .assert()
         .success();
-    assert_eq!(
-        std::fs::read(a.join("trajectory.csv")).unwrap(),
-        std::fs::read(b.join("trajectory.csv")).unwrap()
-    );
+    assert_same_trajectory(&a, &b);
 }
 
 #[test]
