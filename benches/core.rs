@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gdflow::config::{ConfigArgs, Method};
 use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::flow::{solve_flow, FlowOptions};
 use gdflow::operator::DenseOperator;
 use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
@@ -91,12 +91,7 @@ fn bench(c: &mut Criterion) {
         let field = VectorField::from_problem(&p);
         let x0 = p.start_state();
         let times = [0.0, 5.0];
-        let opts = FlowOptions {
-            method: Method::Tsit45,
-            rtol: 1e-6,
-            atol: 1e-6 * 1e-2 / (k as f64).sqrt(),
-            jacobian: JacobianMode::Exact,
-        };
+        let opts = FlowOptions::new(Method::Tsit45, 1e-6, 1e-6 * 1e-2 / (k as f64).sqrt());
         g.bench_with_input(BenchmarkId::from_parameter(label(n, k, m)), &(), |b, _| {
             b.iter(|| solve_flow(&field, &x0, &times, &[0, 1], &opts).unwrap())
         });

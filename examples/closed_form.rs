@@ -5,7 +5,7 @@
 
 use gdflow::config::Method;
 use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::flow::{solve_flow, FlowOptions};
 use gdflow::gd::{gradient_descent, GdOptions};
 use gdflow::problem::Problem;
 
@@ -22,12 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &x0,
         &gd.times,
         &gd.steps,
-        &FlowOptions {
-            method: Method::Tsit45,
-            rtol: 1e-10,
-            atol: 1e-16,
-            jacobian: JacobianMode::Exact,
-        },
+        &FlowOptions::new(Method::Tsit45, 1e-10, 1e-16),
     )?;
     println!(
         "{:>6} {:>12} {:>12} {:>12}",

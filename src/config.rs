@@ -56,6 +56,25 @@ impl Method {
     }
 }
 
+/// Which continuous-time dynamics GD is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowVariant {
+    /// The gradient flow x' = −∇f (GD's first-order limit).
+    Plain,
+    /// GD's modified flow x' = −∇f̃, f̃ = f + (η/4)‖∇f‖² (second-order accurate).
+    Modified,
+}
+
+impl FlowVariant {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowVariant::Plain => "plain",
+            FlowVariant::Modified => "modified",
+        }
+    }
+}
+
 /// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
 /// winning. Unknown TOML keys are errors.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -106,6 +125,10 @@ pub struct ConfigArgs {
     /// Record every j-th GD iterate (and the flow at the same times) [default: 1]
     #[arg(long)]
     pub record_every: Option<usize>,
+    /// Continuous dynamics GD is compared with: the gradient flow, or GD's modified flow
+    /// for step η [default: plain]
+    #[arg(long, value_enum)]
+    pub flow: Option<FlowVariant>,
     /// ODE method for the gradient flow [default: tsit45]
     #[arg(long, value_enum)]
     pub method: Option<Method>,
@@ -133,13 +156,10 @@ macro_rules! overlay {
 }
 
 impl ConfigArgs {
-    /// Parse a TOML document; unknown keys are errors that suggest the closest known key.
+    /// Parse a TOML document; unknown keys are errors that suggest the closest known key. A
+    /// `[sweep]` table (written by `gdflow sweep`) is ignored here: see [`parse_config_file`].
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let hint = unknown_key_hint(&msg);
-            Error::invalid("config", "TOML", format!("{msg}{hint}"))
-        })
+        parse_config_file(text).map(|(args, _)| args)
     }
 
     /// `self` overlaid by every field `top` sets.
@@ -162,6 +182,7 @@ impl ConfigArgs {
             eta,
             steps,
             record_every,
+            flow,
             method,
             rtol,
             atol,
@@ -205,6 +226,7 @@ impl ConfigArgs {
             eta: self.eta.unwrap_or(0.05),
             steps: self.steps.unwrap_or(1000),
             record_every: self.record_every.unwrap_or(1),
+            flow: self.flow.unwrap_or(FlowVariant::Plain),
             method: self.method.unwrap_or(Method::Tsit45),
             rtol,
             atol,
@@ -215,6 +237,125 @@ impl ConfigArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Parse a configuration file: the run keys at the top level and the optional `[sweep]` table.
+pub fn parse_config_file(text: &str) -> Result<(ConfigArgs, Option<SweepArgs>)> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| Error::invalid("config", "TOML", e.message().to_string()))?;
+    let sweep = table.remove("sweep");
+    let args: ConfigArgs = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            let msg = e.message().to_string();
+            let hint = unknown_key_hint(&msg, KNOWN_KEYS);
+            Error::invalid("config", "TOML", format!("{msg}{hint}"))
+        })?;
+    let sweep = sweep
+        .map(|v| {
+            v.try_into().map_err(|e: toml::de::Error| {
+                let msg = e.message().to_string();
+                let hint = unknown_key_hint(&msg, SWEEP_KEYS);
+                Error::invalid("config [sweep]", "TOML", format!("{msg}{hint}"))
+            })
+        })
+        .transpose()?;
+    Ok((args, sweep))
+}
+
+/// Options of `gdflow sweep` beyond the problem's; in a TOML file they sit in a `[sweep]` table.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepArgs {
+    /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "eta_range")]
+    pub etas: Option<Vec<f64>>,
+    /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
+    #[arg(long, value_name = "MIN:MAX:COUNT")]
+    pub eta_range: Option<String>,
+    /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
+    /// takes to be half learned from the start's scale (MATH §4)]
+    #[arg(long, value_name = "T")]
+    pub horizon: Option<f64>,
+    /// Relative error ε whose first-passage time t_ε is reported [default: 1e-2]
+    #[arg(long)]
+    pub epsilon: Option<f64>,
+    /// GD steps per trial of the stability-limit bisection; 0 skips it [default: 1000, or
+    /// T/η if larger]
+    #[arg(long)]
+    pub stability_steps: Option<usize>,
+    /// A trial converges when its final loss is ≤ this fraction of the initial loss
+    /// [default: 1e-4]
+    #[arg(long)]
+    pub stability_tol: Option<f64>,
+    /// Rows of deviation.csv per step size at most (evenly spaced steps, the last included);
+    /// maxima are always taken over every step [default: 1000]
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+}
+
+const SWEEP_KEYS: &[&str] = &[
+    "etas",
+    "eta_range",
+    "horizon",
+    "epsilon",
+    "stability_steps",
+    "stability_tol",
+    "max_rows",
+];
+
+impl SweepArgs {
+    /// `self` overlaid by every field `top` sets.
+    pub fn overlaid_by(mut self, top: &SweepArgs) -> Self {
+        if top.etas.is_some() || top.eta_range.is_some() {
+            self.etas = top.etas.clone();
+            self.eta_range = top.eta_range.clone();
+        }
+        overlay!(
+            self,
+            top,
+            horizon,
+            epsilon,
+            stability_steps,
+            stability_tol,
+            max_rows
+        );
+        self
+    }
+}
+
+/// "MIN:MAX:COUNT" → COUNT geometrically spaced values from MIN to MAX.
+pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
+    let bad = |why: &str| Error::invalid("eta_range", spec, why.to_string());
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [lo, hi, count] = parts[..] else {
+        return Err(bad("must be MIN:MAX:COUNT, e.g. 0.01:0.2:6"));
+    };
+    let lo: f64 = lo.trim().parse().map_err(|_| bad("MIN must be a number"))?;
+    let hi: f64 = hi.trim().parse().map_err(|_| bad("MAX must be a number"))?;
+    let count: usize = count
+        .trim()
+        .parse()
+        .map_err(|_| bad("COUNT must be an integer >= 1"))?;
+    if !(lo.is_finite() && lo > 0.0 && hi.is_finite() && hi >= lo) {
+        return Err(bad("needs 0 < MIN <= MAX, both finite"));
+    }
+    if count == 0 || (count == 1 && hi != lo) {
+        return Err(bad("COUNT must be >= 1, and >= 2 when MIN < MAX"));
+    }
+    if count == 1 {
+        return Ok(vec![lo]);
+    }
+    let ratio = (hi / lo).ln() / (count - 1) as f64;
+    Ok((0..count)
+        .map(|i| {
+            if i == count - 1 {
+                hi
+            } else {
+                lo * (ratio * i as f64).exp()
+            }
+        })
+        .collect())
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -233,6 +374,7 @@ const KNOWN_KEYS: &[&str] = &[
     "eta",
     "steps",
     "record_every",
+    "flow",
     "method",
     "rtol",
     "atol",
@@ -241,13 +383,13 @@ const KNOWN_KEYS: &[&str] = &[
     "out",
 ];
 
-fn unknown_key_hint(msg: &str) -> String {
+fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
     let Some(start) = msg.find("unknown field `") else {
         return String::new();
     };
     let rest = &msg[start + "unknown field `".len()..];
     let key = rest.split('`').next().unwrap_or("");
-    KNOWN_KEYS
+    known
         .iter()
         .map(|k| (strsim_distance(key, k), *k))
         .filter(|(d, _)| *d <= 3)
@@ -291,6 +433,7 @@ pub struct Config {
     pub eta: f64,
     pub steps: usize,
     pub record_every: usize,
+    pub flow: FlowVariant,
     pub method: Method,
     pub rtol: f64,
     pub atol: f64,

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigArgs};
+use crate::config::{Config, ConfigArgs, FlowVariant};
 use crate::error::{Error, Result};
 use crate::field::VectorField;
-use crate::flow::{solve_flow, FlowOptions, JacobianMode, SolverStats};
+use crate::flow::{solve_flow, FlowOptions, SolverStats};
 use crate::gd::{gradient_descent, GdOptions, Status, Trajectory};
 use crate::operator::OperatorCounts;
+use crate::output::num;
 use crate::problem::Problem;
 use crate::record::{Record, Recorder};
 
@@ -27,6 +28,25 @@ pub struct ProblemInfo {
     pub measurements: usize,
     pub target_singular_values: Vec<f64>,
     pub target_norm: f64,
+}
+
+impl ProblemInfo {
+    pub fn new(cfg: &Config, problem: &Problem) -> Self {
+        Self {
+            source: cfg
+                .problem
+                .as_ref()
+                .map_or("generated".to_string(), |p| p.display().to_string()),
+            operator: problem.op.name().to_string(),
+            n1: problem.n1(),
+            n2: problem.n2(),
+            rank: problem.target_sv.len(),
+            width: problem.width(),
+            measurements: problem.m(),
+            target_singular_values: problem.target_sv.clone(),
+            target_norm: problem.x_star.norm(),
+        }
+    }
 }
 
 /// The end of one dynamics.
@@ -179,12 +199,10 @@ pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Res
 
     let steps = gd_opts.recorded_steps();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * cfg.eta).collect();
-    let flow_opts = FlowOptions {
-        method: cfg.method,
-        rtol: cfg.rtol,
-        atol: cfg.atol,
-        jacobian: JacobianMode::Exact,
-    };
+    let mut flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
+    if cfg.flow == FlowVariant::Modified {
+        flow_opts = flow_opts.modified(cfg.eta);
+    }
     let t = Instant::now();
     let flow = solve_flow(&field, &x0, &times, &steps, &flow_opts)?;
     let flow_seconds = t.elapsed().as_secs_f64();
@@ -211,20 +229,7 @@ pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Res
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         seed: cfg.seed,
         config: cfg.clone(),
-        problem: ProblemInfo {
-            source: cfg
-                .problem
-                .as_ref()
-                .map_or("generated".to_string(), |p| p.display().to_string()),
-            operator: problem.op.name().to_string(),
-            n1: problem.n1(),
-            n2: problem.n2(),
-            rank: problem.target_sv.len(),
-            width: problem.width(),
-            measurements: problem.m(),
-            target_singular_values: problem.target_sv.clone(),
-            target_norm,
-        },
+        problem: ProblemInfo::new(cfg, problem),
         gd: summarise(&gd_records, &gd.status),
         flow: summarise(&flow_records, &flow.trajectory.status),
         distance,
@@ -277,12 +282,12 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
             let mut row = vec![
                 name.to_string(),
                 r.step.to_string(),
-                r.t.to_string(),
-                r.loss.to_string(),
-                r.rel_error.to_string(),
-                r.balance_drift.to_string(),
+                num(r.t),
+                num(r.loss),
+                num(r.rel_error),
+                num(r.balance_drift),
             ];
-            row.extend(r.sv.iter().map(|s| s.to_string()));
+            row.extend(r.sv.iter().map(|s| num(*s)));
             w.write_record(&row).map_err(csv_err)?;
         }
     }
@@ -342,10 +347,11 @@ pub fn format_summary(s: &RunSummary) -> String {
     let _ = writeln!(out, "target σ: [{}]   problem: {}", sv.join(", "), p.source);
     let _ = writeln!(
         out,
-        "GD: η={} for {} steps (T={});  flow: {} rtol={:e} atol={:.3e}",
+        "GD: η={} for {} steps (T={});  {} flow: {} rtol={:e} atol={:.3e}",
         c.eta,
         c.steps,
         c.eta * c.steps as f64,
+        c.flow.name(),
         c.method.name(),
         c.rtol,
         c.atol

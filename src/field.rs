@@ -9,6 +9,7 @@
 //! | field | F = (−GV, −GᵀU) = −∇f | 2 |
 //! | jvp | J(Ů, V̊) = −(ĠV + GV̊, ĠᵀU + GᵀŮ), Ġ = 𝒜*𝒜(ŮVᵀ + UV̊ᵀ) | 2 (G cached) |
 //! | Jacobian | J = −(CᵀC + S(G)), one GEMM | 2 + one pass building C |
+//! | modified field | F̃ = F − (η/2)·J·F = −∇f̃, f̃ = f + (η/4)‖∇f‖² | 4 |
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct Workspace {
     xdot: DMatrix<f64>,
     rdot: Vec<f64>,
     gdot: DMatrix<f64>,
+    /// The plain field while the modified one is assembled.
+    plain: Vec<f64>,
 }
 
 impl Workspace {
@@ -71,6 +74,9 @@ impl VectorField {
     pub fn operator(&self) -> &dyn SensingOperator {
         self.op.as_ref()
     }
+    pub fn observations(&self) -> &[f64] {
+        &self.y
+    }
     /// N = (n1 + n2)·k.
     pub fn state_len(&self) -> usize {
         (self.n1 + self.n2) * self.k
@@ -87,6 +93,7 @@ impl VectorField {
             xdot: DMatrix::zeros(n1, n2),
             rdot: vec![0.0; m],
             gdot: DMatrix::zeros(n1, n2),
+            plain: vec![0.0; self.state_len()],
         }
     }
 
@@ -175,6 +182,40 @@ impl VectorField {
         ou.gemm(-1.0, &ws.g, &dv, 1.0);
         ov.gemm_tr(-1.0, &ws.gdot, &u, 0.0);
         ov.gemm_tr(-1.0, &ws.g, &du, 1.0);
+    }
+
+    /// out = H·dir with H = ∇²f = −J, the Hessian–vector product of the loss.
+    pub fn hvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.jvp(state, dir, out, ws);
+        out.iter_mut().for_each(|o| *o = -*o);
+    }
+
+    /// out = F̃ = −∇f̃ for GD's modified loss f̃ = f + (η/4)‖∇f‖² (GD with step η follows the
+    /// flow of f̃ to second order): ∇f̃ = ∇f + (η/2)∇²f·∇f, and with F = −∇f, J = −∇²f this
+    /// is F − (η/2)·J·F. Returns f (not f̃).
+    pub fn modified_rhs(
+        &self,
+        state: &[f64],
+        eta: f64,
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) -> f64 {
+        let mut plain = std::mem::take(&mut ws.plain);
+        plain.resize(self.state_len(), 0.0);
+        let loss = self.rhs(state, &mut plain, ws);
+        self.jvp(state, &plain, out, ws);
+        for (o, f) in out.iter_mut().zip(&plain) {
+            *o = f - 0.5 * eta * *o;
+        }
+        ws.plain = plain;
+        loss
+    }
+
+    /// f̃ = f + (η/4)‖∇f‖², the loss whose gradient flow [`Self::modified_rhs`] is.
+    pub fn modified_loss(&self, state: &[f64], eta: f64, ws: &mut Workspace) -> f64 {
+        let mut plain = vec![0.0; self.state_len()];
+        let loss = self.rhs(state, &mut plain, ws);
+        loss + 0.25 * eta * plain.iter().map(|v| v * v).sum::<f64>()
     }
 
     /// The dense N×N Jacobian J = −(CᵀC + S(G)) (MATH §2) in one GEMM, where row i of C is

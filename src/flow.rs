@@ -1,5 +1,5 @@
-//! The gradient flow U' = −GV, V' = −GᵀU solved with diffsol. This is the only module that
-//! talks to diffsol.
+//! The gradient flow U' = −GV, V' = −GᵀU, and GD's modified flow x' = −∇f̃ with
+//! f̃ = f + (η/4)‖∇f‖², solved with diffsol. This is the only module that talks to diffsol.
 //!
 //! The equations implement diffsol's traits directly so that the implicit methods get the
 //! exact Jacobian from [`VectorField::jacobian_into`] (one GEMM) instead of diffsol's default
@@ -38,6 +38,40 @@ pub struct FlowOptions {
     pub rtol: f64,
     pub atol: f64,
     pub jacobian: JacobianMode,
+    /// `Some(η)`: solve GD's modified flow for step η instead of the plain flow. Implicit
+    /// methods then get the plain flow's Jacobian, which differs from the modified field's by
+    /// O(η): it steers Newton's iteration only, so it costs iterations, never accuracy.
+    pub modified_eta: Option<f64>,
+}
+
+impl FlowOptions {
+    /// The plain flow with the exact Jacobian.
+    pub fn new(method: Method, rtol: f64, atol: f64) -> Self {
+        Self {
+            method,
+            rtol,
+            atol,
+            jacobian: JacobianMode::Exact,
+            modified_eta: None,
+        }
+    }
+
+    /// The same solver settings for GD's modified flow at step `eta`.
+    pub fn modified(self, eta: f64) -> Self {
+        Self {
+            modified_eta: Some(eta),
+            ..self
+        }
+    }
+
+    /// Both tolerances divided by `factor`.
+    pub fn tightened(self, factor: f64) -> Self {
+        Self {
+            rtol: self.rtol / factor,
+            atol: self.atol / factor,
+            ..self
+        }
+    }
 }
 
 /// Work done by one flow solve.
@@ -100,6 +134,7 @@ struct FlowEqn<'f> {
     p: V,
     ctx: NalgebraContext,
     mode: JacobianMode,
+    modified_eta: Option<f64>,
     rhs_evals: Cell<usize>,
     jvp_evals: Cell<usize>,
     jacobian_evals: Cell<usize>,
@@ -164,11 +199,15 @@ impl NonLinearOp for FlowRhs<'_, '_> {
     fn call_inplace(&self, x: &V, _t: f64, y: &mut V) {
         let e = self.eqn;
         e.rhs_evals.set(e.rhs_evals.get() + 1);
-        e.field.rhs(
+        let (x, y, ws) = (
             slice(x),
             y.inner_mut().as_mut_slice(),
-            &mut e.ws.borrow_mut(),
+            &mut *e.ws.borrow_mut(),
         );
+        match e.modified_eta {
+            None => e.field.rhs(x, y, ws),
+            Some(eta) => e.field.modified_rhs(x, eta, y, ws),
+        };
     }
 }
 
@@ -252,6 +291,7 @@ pub fn solve_flow(
         p: V::zeros(0, ctx),
         ctx,
         mode: opts.jacobian,
+        modified_eta: opts.modified_eta,
         rhs_evals: Cell::new(0),
         jvp_evals: Cell::new(0),
         jacobian_evals: Cell::new(0),

@@ -73,13 +73,13 @@ impl GdOptions {
     }
 }
 
-/// Run GD from `x0`; `on_step(j, state)` sees every iterate (j = 0..=steps) before it is
-/// stepped from, for callers that need more than the recorded states.
+/// Run GD from `x0`; `on_step(j, loss, state)` sees every iterate (j = 0..=steps) and its
+/// loss before it is stepped from, for callers that need more than the recorded states.
 pub fn gradient_descent_with(
     field: &VectorField,
     x0: &[f64],
     opts: &GdOptions,
-    mut on_step: impl FnMut(usize, &[f64]),
+    mut on_step: impl FnMut(usize, f64, &[f64]),
 ) -> Trajectory {
     let mut ws = field.workspace();
     let mut x = x0.to_vec();
@@ -107,7 +107,7 @@ pub fn gradient_descent_with(
             break;
         }
         last_loss = loss;
-        on_step(j, &x);
+        on_step(j, loss, &x);
         if j % opts.record_every == 0 || j == opts.steps {
             traj.steps.push(j);
             traj.times.push(j as f64 * opts.eta);
@@ -125,5 +125,5 @@ pub fn gradient_descent_with(
 
 /// Run GD from `x0`, keeping the iterates [`GdOptions::recorded_steps`] names.
 pub fn gradient_descent(field: &VectorField, x0: &[f64], opts: &GdOptions) -> Trajectory {
-    gradient_descent_with(field, x0, opts, |_, _| {})
+    gradient_descent_with(field, x0, opts, |_, _, _| {})
 }

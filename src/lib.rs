@@ -20,7 +20,7 @@
 //! ```
 //! use gdflow::config::Method;
 //! use gdflow::field::VectorField;
-//! use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+//! use gdflow::flow::{solve_flow, FlowOptions};
 //! use gdflow::gd::{gradient_descent, GdOptions};
 //! use gdflow::problem::Problem;
 //!
@@ -28,7 +28,7 @@
 //! let p = Problem::aligned_factorisation(3, 3, &[1.0, 0.5], &[1e-4, 1e-4]);
 //! let field = VectorField::from_problem(&p);
 //! let gd = gradient_descent(&field, &p.start_state(), &GdOptions::new(0.1, 300, 100));
-//! let opts = FlowOptions { method: Method::Tsit45, rtol: 1e-9, atol: 1e-14, jacobian: JacobianMode::Exact };
+//! let opts = FlowOptions::new(Method::Tsit45, 1e-9, 1e-14);
 //! let flow = solve_flow(&field, &p.start_state(), &gd.times, &gd.steps, &opts).unwrap();
 //! // at t = 30 both have learned X*
 //! let x = field.product(flow.trajectory.states.last().unwrap());
@@ -45,3 +45,5 @@ pub mod operator;
 pub mod output;
 pub mod problem;
 pub mod record;
+pub mod sharpness;
+pub mod sweep;

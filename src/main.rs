@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gdflow::config::ConfigArgs;
+use gdflow::config::{parse_config_file, ConfigArgs, SweepArgs};
 use gdflow::error::Error;
 
 /// Gradient descent versus gradient flow in low-rank matrix sensing.
@@ -20,9 +20,23 @@ Examples:
   gdflow run --n1 50 --n2 40 --rank 2 --width 8 --measurements 1200 --kappa 10
   gdflow run --singular-values 3,2,1 --operator entries --measurements 500
   gdflow run --method bdf --rtol 1e-10
+  gdflow run --flow modified --eta 0.2         # compare GD with its modified flow
   gdflow run --config results/config.toml      # re-run a recorded configuration
   gdflow run --problem mine.npz --out results/ # arrays x_star, sensing[, y, u0, v0]
   gdflow run --save-problem problem.npz        # write the generated problem for NumPy";
+
+const SWEEP_EXAMPLES: &str = "\
+Examples:
+  gdflow sweep                                 # default problem, 6 step sizes below 1/σ_1
+  gdflow sweep --etas 0.2,0.1,0.05,0.025 --horizon 20 --out sweep/
+  gdflow sweep --eta-range 0.005:0.16:6 --alpha 1e-2 --kappa 4
+  gdflow sweep --problem mine.npz --eta-range 0.01:0.1:4 --out sweep/
+  gdflow sweep --config sweep/config.toml      # re-run a recorded sweep
+  RAYON_NUM_THREADS=1 gdflow sweep ...         # same outputs with any thread count
+
+Outputs under --out: summary.json (order_plain, order_modified, stability_limit,
+two_over_lambda_max, fits, per-η results, provenance), sweep.csv (one row per η),
+deviation.csv (one row per η and time), config.toml.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -35,6 +49,32 @@ enum Command {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Compare GD with the plain and the modified gradient flow over a range of step sizes:
+    /// deviations, observed orders, stability limit against 2/λ_max.
+    #[command(after_help = SWEEP_EXAMPLES, allow_negative_numbers = true)]
+    Sweep {
+        /// TOML file with problem keys and an optional [sweep] table; flags win over it
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
+        /// No progress bar
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        sweep: SweepArgs,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs)> {
+    match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let (args, sweep) = parse_config_file(&text)?;
+            Ok((args, sweep.unwrap_or_default()))
+        }
+        None => Ok(Default::default()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,13 +99,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, args } => {
-            let base = match &config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                    ConfigArgs::from_toml(&text)?
-                }
-                None => ConfigArgs::default(),
-            };
+            let (base, _) = load(&config)?;
             let merged = base.overlaid_by(&args);
             let result = gdflow::experiment::run(&merged)?;
             print!("{}", gdflow::experiment::format_summary(&result.summary));
@@ -73,6 +107,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 gdflow::experiment::write_outputs(&result, dir)?;
                 println!(
                     "wrote {}/{{summary.json,trajectory.csv,config.toml}}",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Sweep {
+            config,
+            quiet,
+            sweep,
+            args,
+        } => {
+            let (base, base_sweep) = load(&config)?;
+            let merged = base.overlaid_by(&args);
+            let merged_sweep = base_sweep.overlaid_by(&sweep);
+            let result = gdflow::sweep::sweep(&merged, &merged_sweep, !quiet)?;
+            print!("{}", gdflow::sweep::format_sweep(&result.summary));
+            if let Some(dir) = &merged.out {
+                gdflow::sweep::write_sweep_outputs(&result, dir)?;
+                println!(
+                    "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
                     dir.display()
                 );
             }

@@ -40,3 +40,9 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()
     })
 }
+
+/// A number as CSV cells carry it: the shortest text that parses back to the same f64, in
+/// exponent form outside [1e-5, 1e16) (Rust's `Debug`); NaN and inf as NumPy reads them.
+pub fn num(x: f64) -> String {
+    format!("{x:?}")
+}

@@ -34,12 +34,7 @@ fn worst_error(method: Method, rtol: f64) -> f64 {
     let x0 = p.start_state();
     let steps: Vec<usize> = (0..=240).collect(); // t up to 12: every σ_j > 0 has converged
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * 0.05).collect();
-    let opts = FlowOptions {
-        method,
-        rtol,
-        atol: rtol * 1e-4,
-        jacobian: JacobianMode::Exact,
-    };
+    let opts = FlowOptions::new(method, rtol, rtol * 1e-4);
     let sol = solve_flow(&field, &x0, &times, &steps, &opts).unwrap();
     assert_eq!(sol.trajectory.status, Status::Completed, "{method:?}");
     assert_eq!(sol.trajectory.states.len(), times.len());
@@ -125,10 +120,8 @@ fn exact_and_assembled_jacobians_give_the_same_bdf_solution() {
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * 0.25).collect();
     let solve = |jacobian| {
         let opts = FlowOptions {
-            method: Method::Bdf,
-            rtol: 1e-8,
-            atol: 1e-12,
             jacobian,
+            ..FlowOptions::new(Method::Bdf, 1e-8, 1e-12)
         };
         solve_flow(&field, &x0, &times, &steps, &opts).unwrap()
     };

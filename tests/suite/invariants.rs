@@ -3,7 +3,7 @@
 
 use gdflow::config::Method;
 use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::flow::{solve_flow, FlowOptions};
 use gdflow::gd::{gradient_descent_with, GdOptions, Status};
 use gdflow::record::balance;
 use nalgebra::DMatrix;
@@ -23,12 +23,7 @@ fn flow_conserves_the_balance_to_solver_tolerance() {
         (Method::Bdf, 1e-10),
         (Method::Esdirk34, 1e-8),
     ] {
-        let opts = FlowOptions {
-            method,
-            rtol,
-            atol: rtol * 1e-3,
-            jacobian: JacobianMode::Exact,
-        };
+        let opts = FlowOptions::new(method, rtol, rtol * 1e-3);
         let sol = solve_flow(&field, &x0, &times, &steps, &opts).unwrap();
         assert_eq!(sol.trajectory.status, Status::Completed);
         let scale = p.x_star.norm();
@@ -57,7 +52,7 @@ fn gd_drift_equals_the_sum_of_the_per_step_identity() {
     let mut predicted = balance(&field, &x0);
     let k = p.width();
     let mut f = vec![0.0; x0.len()];
-    let traj = gradient_descent_with(&field, &x0, &opts, |j, x| {
+    let traj = gradient_descent_with(&field, &x0, &opts, |j, _, x| {
         if j == opts.steps {
             return;
         }
