@@ -1010,7 +1010,10 @@ pub fn format_sweep(s: &SweepSummary) -> String {
         out,
         "reference flow: {} at rtol {} and {}× tighter ({} and {} steps); ‖X*‖ = {:.4}",
         rs.method,
-        s.config.get("rtol").map_or("?".into(), |v| v.to_string()),
+        s.config
+            .get("rtol")
+            .and_then(|v| v.as_float())
+            .map_or("?".into(), |v| format!("{v:e}")),
         TIGHTENING,
         rs.steps,
         s.reference.solver_tight.steps,

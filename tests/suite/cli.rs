@@ -139,3 +139,142 @@ fn help_shows_examples() {
     let text = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(text.contains("Examples:") && text.contains("--save-problem"));
 }
+
+const SMALL_SWEEP: &[&str] = &[
+    "sweep",
+    "--n1",
+    "8",
+    "--n2",
+    "6",
+    "--rank",
+    "2",
+    "--width",
+    "3",
+    "--measurements",
+    "40",
+    "--alpha",
+    "1e-2",
+    "--seed",
+    "5",
+    "--etas",
+    "0.2,0.05,0.1",
+    "--horizon",
+    "12",
+    "--stability-steps",
+    "300",
+    "--quiet",
+];
+
+fn sweep_into(dir: &std::path::Path, threads: &str) {
+    gdflow()
+        .args(SMALL_SWEEP)
+        .arg("--out")
+        .arg(dir)
+        .env("RAYON_NUM_THREADS", threads)
+        .assert()
+        .success();
+}
+
+#[test]
+fn sweep_csvs_are_identical_with_one_and_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    sweep_into(&one, "1");
+    sweep_into(&two, "2");
+    for name in ["sweep.csv", "deviation.csv", "config.toml"] {
+        assert_eq!(
+            std::fs::read(one.join(name)).unwrap(),
+            std::fs::read(two.join(name)).unwrap(),
+            "{name} differs between 1 and 2 threads"
+        );
+    }
+}
+
+#[test]
+fn sweep_writes_the_contract_files_keys_and_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    sweep_into(&out, "2");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "order_plain",
+        "order_modified",
+        "stability_limit",
+        "two_over_lambda_max",
+    ] {
+        assert!(summary[key].is_f64(), "summary.json `{key}` is a number");
+    }
+    assert_eq!(summary["crate_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(summary["seed"], 5);
+
+    let sweep = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let mut lines = sweep.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for col in [
+        "eta",
+        "max_dev",
+        "max_dev_modified",
+        "ref_error",
+        "t_eps_gd",
+        "t_eps_flow",
+    ] {
+        assert!(header.contains(&col), "sweep.csv lacks `{col}`");
+    }
+    let etas: Vec<f64> = lines
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(etas, vec![0.05, 0.1, 0.2], "one row per η, ascending");
+
+    let dev = std::fs::read_to_string(out.join("deviation.csv")).unwrap();
+    let mut lines = dev.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&header[..4], &["eta", "step", "t", "dev"]);
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| {
+            l.split(',')
+                .filter(|c| *c != "true" && *c != "false")
+                .map(|c| c.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    for eta in [0.05, 0.1, 0.2] {
+        let n = rows.iter().filter(|r| r[0] == eta).count();
+        let steps = (12.0 / eta * (1.0 + 1e-12)).floor() as usize;
+        assert_eq!(n, steps + 1, "η = {eta}: one row per step 0..={steps}");
+    }
+    assert!(rows.iter().flatten().all(|v| v.is_finite()));
+}
+
+#[test]
+fn sweep_reruns_from_its_config_and_refuses_run_only_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    sweep_into(&a, "2");
+    gdflow()
+        .args(["sweep", "--quiet", "--config"])
+        .arg(a.join("config.toml"))
+        .arg("--out")
+        .arg(&b)
+        .assert()
+        .success();
+    for name in ["sweep.csv", "deviation.csv", "config.toml"] {
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "{name} differs after re-running from config.toml"
+        );
+    }
+    let assert = gdflow().args(["sweep", "--eta", "0.1"]).assert().code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("eta") && stderr.contains("--etas"),
+        "{stderr}"
+    );
+    let assert = gdflow()
+        .args(["sweep", "--eta-range", "0.1:0.01:3"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("eta_range"), "{stderr}");
+}

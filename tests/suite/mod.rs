@@ -5,6 +5,7 @@ mod convergence;
 mod field;
 mod invariants;
 mod npz;
+mod sweep;
 
 use gdflow::config::ConfigArgs;
 use gdflow::problem::Problem;
