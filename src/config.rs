@@ -18,6 +18,9 @@ pub enum OperatorKind {
     Identity,
     /// Matrix completion: m distinct entries, scaled so that E‖𝒜(Z)‖² = ‖Z‖².
     Entries,
+    /// The dense operator of a `--problem FILE.npz` (set by loading it; not a choice).
+    #[value(skip)]
+    File,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -147,6 +150,10 @@ pub struct ConfigArgs {
     /// Write summary.json, trajectory.csv and config.toml into this directory
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<SweepArgs>,
 }
 
 macro_rules! overlay {
@@ -240,27 +247,50 @@ impl ConfigArgs {
 }
 
 /// Parse a configuration file: the run keys at the top level and the optional `[sweep]` table.
+/// Errors name the offending key (`sweep.horizon` for one in the table) and its line.
 pub fn parse_config_file(text: &str) -> Result<(ConfigArgs, Option<SweepArgs>)> {
-    let mut table: toml::Table = toml::from_str(text)
-        .map_err(|e| Error::invalid("config", "TOML", e.message().to_string()))?;
-    let sweep = table.remove("sweep");
-    let args: ConfigArgs = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            let msg = e.message().to_string();
-            let hint = unknown_key_hint(&msg, KNOWN_KEYS);
-            Error::invalid("config", "TOML", format!("{msg}{hint}"))
-        })?;
-    let sweep = sweep
-        .map(|v| {
-            v.try_into().map_err(|e: toml::de::Error| {
-                let msg = e.message().to_string();
-                let hint = unknown_key_hint(&msg, SWEEP_KEYS);
-                Error::invalid("config [sweep]", "TOML", format!("{msg}{hint}"))
-            })
-        })
-        .transpose()?;
+    let mut args: ConfigArgs = toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        let (key, line) = e
+            .span()
+            .map(|span| key_at(text, span.start))
+            .unwrap_or((None, None));
+        let in_sweep = key.as_deref().is_some_and(|k| k.starts_with("sweep."));
+        let hint = unknown_key_hint(&msg, if in_sweep { SWEEP_KEYS } else { KNOWN_KEYS });
+        let at = line.map_or(String::new(), |l| format!(" (line {l})"));
+        Error::invalid(
+            key.as_deref().unwrap_or("config"),
+            format!("in the TOML file{at}"),
+            format!("{msg}{hint}"),
+        )
+    })?;
+    let sweep = args.sweep.take();
     Ok((args, sweep))
+}
+
+/// The key (prefixed by its table, e.g. `sweep.etas`) on the line holding byte `pos`, and the
+/// line number.
+fn key_at(text: &str, pos: usize) -> (Option<String>, Option<usize>) {
+    let pos = pos.min(text.len());
+    let line_no = text[..pos].matches('\n').count();
+    let mut table = None;
+    for line in text.lines().take(line_no + 1) {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        }
+    }
+    let line = text.lines().nth(line_no).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty())
+        .or_else(|| table.clone().filter(|_| line.trim().starts_with('[')));
+    let key = match (key, table) {
+        (Some(k), Some(t)) if !line.trim().starts_with('[') => Some(format!("{t}.{k}")),
+        (k, _) => k,
+    };
+    (key, Some(line_no + 1))
 }
 
 /// Options of `gdflow sweep` beyond the problem's; in a TOML file they sit in a `[sweep]` table.
@@ -381,6 +411,7 @@ const KNOWN_KEYS: &[&str] = &[
     "problem",
     "save_problem",
     "out",
+    "sweep",
 ];
 
 fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
@@ -461,7 +492,74 @@ fn positive_finite(field: &str, v: f64) -> Result<()> {
     }
 }
 
+/// Memory the system reports as available, if it says.
+pub fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 impl Config {
+    /// Bytes a run of this configuration holds at its peak: the operator, the target and its
+    /// copies, and the recorded states of GD and the flow.
+    pub fn memory_bytes(&self) -> f64 {
+        let (n1, n2, m, k) = (
+            self.n1 as f64,
+            self.n2 as f64,
+            self.measurements as f64,
+            self.width as f64,
+        );
+        let operator = match self.operator {
+            OperatorKind::Gaussian | OperatorKind::File => m * n1 * n2,
+            OperatorKind::Identity => 0.0,
+            OperatorKind::Entries => m,
+        };
+        let recorded = (self.steps / self.record_every.max(1)) as f64 + 2.0;
+        let states = 2.0 * recorded * ((n1 + n2) * k + k + 6.0);
+        8.0 * (operator + 6.0 * n1 * n2 + 4.0 * m + states)
+    }
+
+    /// Things that are allowed but probably not what the user meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.problem_warnings();
+        let s1 = self
+            .target_singular_values()
+            .first()
+            .copied()
+            .unwrap_or(1.0);
+        if self.eta > 1.0 / s1 {
+            w.push(format!(
+                "η = {} > 1/σ_1 = {}: beyond GD's usual stability limit near a balanced \
+                 solution (MATH §2); expect oscillation or divergence",
+                self.eta,
+                1.0 / s1
+            ));
+        }
+        w
+    }
+
+    /// [`Self::warnings`] about the problem alone (not GD's step size).
+    pub fn problem_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.width < self.rank {
+            w.push(format!(
+                "width k = {} < rank r = {}: UVᵀ has rank at most k, so X* cannot be reached \
+                 (the error stays at least the norm of σ_{{k+1}}, …, σ_r)",
+                self.width, self.rank
+            ));
+        }
+        let dof = self.rank * (self.n1 + self.n2 - self.rank);
+        if self.measurements < dof {
+            w.push(format!(
+                "measurements m = {} < r(n1 + n2 − r) = {dof}, the target's degrees of freedom: \
+                 X* is not identifiable from y",
+                self.measurements
+            ));
+        }
+        w
+    }
+
     /// The target's singular values, largest first.
     pub fn target_singular_values(&self) -> Vec<f64> {
         if let Some(sv) = &self.singular_values {
@@ -493,6 +591,7 @@ impl Config {
             ("width", self.width),
             ("measurements", self.measurements),
             ("record_every", self.record_every),
+            ("steps", self.steps),
         ] {
             if v == 0 {
                 return Err(Error::invalid(field, v, "must be an integer >= 1"));
@@ -506,6 +605,13 @@ impl Config {
             ));
         }
         let n12 = self.n1 * self.n2;
+        if self.operator == OperatorKind::File && self.problem.is_none() {
+            return Err(Error::invalid(
+                "operator",
+                "file",
+                "is set by loading --problem FILE.npz; choose gaussian, identity or entries",
+            ));
+        }
         match self.operator {
             OperatorKind::Identity if self.measurements != n12 => {
                 return Err(Error::invalid(
@@ -562,6 +668,40 @@ impl Config {
                     "every value must be finite and > 0",
                 ));
             }
+        }
+        self.check_memory()
+    }
+
+    fn check_memory(&self) -> Result<()> {
+        let needed = self.memory_bytes();
+        let available = available_memory_bytes().unwrap_or(16 << 30) as f64;
+        if needed > 0.8 * available {
+            let (field, value) = match self.operator {
+                OperatorKind::Gaussian
+                    if 8.0 * (self.measurements * self.n1 * self.n2) as f64 > 0.4 * available =>
+                {
+                    ("measurements", self.measurements.to_string())
+                }
+                _ if self.steps / self.record_every.max(1) > 1_000_000 => {
+                    ("record_every", self.record_every.to_string())
+                }
+                _ => ("n1", self.n1.to_string()),
+            };
+            return Err(Error::invalid(
+                field,
+                value,
+                format!(
+                    "the run would need about {:.1} GiB but about {:.1} GiB are available; use a \
+                     smaller problem{}",
+                    needed / f64::from(1u32 << 30),
+                    available / f64::from(1u32 << 30),
+                    if field == "record_every" {
+                        " or record fewer steps"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
         Ok(())
     }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ConfigArgs, FlowVariant};
 use crate::error::{Error, Result};
 use crate::field::VectorField;
-use crate::flow::{solve_flow, FlowOptions, SolverStats};
-use crate::gd::{gradient_descent, GdOptions, Status, Trajectory};
+use crate::flow::{solve_flow_with, FlowOptions, SolverStats};
+use crate::gd::{gradient_descent_with, GdOptions, Status, Trajectory};
 use crate::operator::OperatorCounts;
 use crate::output::num;
 use crate::problem::Problem;
@@ -88,6 +88,8 @@ pub struct RunSummary {
     pub crate_version: String,
     pub seed: u64,
     pub config: Config,
+    /// Allowed but suspicious settings (also printed on stderr).
+    pub warnings: Vec<String>,
     pub problem: ProblemInfo,
     pub gd: DynamicsSummary,
     pub flow: DynamicsSummary,
@@ -149,7 +151,7 @@ pub fn prepare(args: &ConfigArgs) -> Result<(Config, Problem)> {
     if args.atol.is_none() {
         cfg.atol = cfg.rtol * cfg.alpha / (cfg.width as f64).sqrt();
     }
-    cfg.operator = crate::config::OperatorKind::Gaussian;
+    cfg.operator = crate::config::OperatorKind::File;
     Ok((cfg, problem))
 }
 
@@ -186,15 +188,34 @@ pub fn distances(field: &VectorField, a: &Trajectory, b: &Trajectory) -> Vec<(us
         .collect()
 }
 
-/// Run GD and the flow on a prepared problem.
-pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Result<RunResult> {
+/// Run GD and the flow on a prepared problem; progress bars on stderr when `show_progress`
+/// (see [`crate::progress`]).
+pub fn run_problem(
+    cfg: &Config,
+    problem: &Problem,
+    problem_seconds: f64,
+    show_progress: bool,
+) -> Result<RunResult> {
     let start = Instant::now();
     let field = VectorField::from_problem(problem);
     let x0 = problem.start_state();
     let gd_opts = GdOptions::new(cfg.eta, cfg.steps, cfg.record_every);
 
+    let pass = problem.op.entries_per_pass() as f64;
+    let bar = crate::progress::bar(
+        show_progress,
+        2.0 * pass * cfg.steps as f64,
+        cfg.steps as u64,
+        "step",
+    );
+    bar.set_message("GD");
     let t = Instant::now();
-    let gd = gradient_descent(&field, &x0, &gd_opts);
+    let gd = gradient_descent_with(&field, &x0, &gd_opts, |j, _, _| {
+        if j % 64 == 0 {
+            bar.set_position(j as u64);
+        }
+    });
+    bar.finish_and_clear();
     let gd_seconds = t.elapsed().as_secs_f64();
 
     let steps = gd_opts.recorded_steps();
@@ -203,8 +224,18 @@ pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Res
     if cfg.flow == FlowVariant::Modified {
         flow_opts = flow_opts.modified(cfg.eta);
     }
+    let horizon = times.last().copied().unwrap_or(0.0);
+    // A Tsit45 step is 6 rhs evaluations; a few hundred steps is typical here.
+    let bar = crate::progress::bar(show_progress, 2.0 * pass * 6.0 * 300.0, 1000, "‰ of T");
+    bar.set_message(format!("{} flow to T = {horizon}", cfg.method.name()));
     let t = Instant::now();
-    let flow = solve_flow(&field, &x0, &times, &steps, &flow_opts)?;
+    let flow = solve_flow_with(&field, &x0, &times, &steps, &flow_opts, &mut |t| {
+        if horizon > 0.0 {
+            bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
+        }
+    });
+    bar.finish_and_clear();
+    let flow = flow?;
     let flow_seconds = t.elapsed().as_secs_f64();
 
     let recorder = Recorder::new(&field, &problem.x_star, &x0);
@@ -229,6 +260,7 @@ pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Res
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         seed: cfg.seed,
         config: cfg.clone(),
+        warnings: cfg.warnings(),
         problem: ProblemInfo::new(cfg, problem),
         gd: summarise(&gd_records, &gd.status),
         flow: summarise(&flow_records, &flow.trajectory.status),
@@ -249,14 +281,19 @@ pub fn run_problem(cfg: &Config, problem: &Problem, problem_seconds: f64) -> Res
     })
 }
 
-/// Resolve, prepare, save the problem if asked, and run.
+/// Resolve, prepare, save the problem if asked, and run (no progress bars).
 pub fn run(args: &ConfigArgs) -> Result<RunResult> {
+    run_with_progress(args, false)
+}
+
+/// [`run`] with progress bars on stderr when `show_progress`.
+pub fn run_with_progress(args: &ConfigArgs, show_progress: bool) -> Result<RunResult> {
     let t = Instant::now();
     let (cfg, problem) = prepare(args)?;
     if let Some(path) = &cfg.save_problem {
         problem.save_npz(path)?;
     }
-    run_problem(&cfg, &problem, t.elapsed().as_secs_f64())
+    run_problem(&cfg, &problem, t.elapsed().as_secs_f64(), show_progress)
 }
 
 /// `trajectory.csv`: one row per output time and dynamics.

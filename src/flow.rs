@@ -101,21 +101,13 @@ pub fn implicit_memory_bytes(n: usize, m: usize) -> u64 {
     8 * (4 * (n as u64) * (n as u64) + (n as u64) * (m as u64))
 }
 
-/// Memory the system reports as available, if it says.
-fn available_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Refuse an implicit method whose dense matrices would not fit in 80% of available memory.
 pub fn check_implicit_memory(method: Method, n: usize, m: usize) -> Result<()> {
     if !method.is_implicit() {
         return Ok(());
     }
     let needed = implicit_memory_bytes(n, m);
-    let available = available_memory_bytes().unwrap_or(16 << 30);
+    let available = crate::config::available_memory_bytes().unwrap_or(16 << 30);
     if needed as f64 > 0.8 * available as f64 {
         return Err(Error::TooLargeForImplicit {
             method: method.name().to_string(),
@@ -280,6 +272,18 @@ pub fn solve_flow(
     steps: &[usize],
     opts: &FlowOptions,
 ) -> Result<FlowSolution> {
+    solve_flow_with(field, x0, times, steps, opts, &mut |_| {})
+}
+
+/// [`solve_flow`], telling `on_step` the time reached after every accepted solver step.
+pub fn solve_flow_with(
+    field: &VectorField,
+    x0: &[f64],
+    times: &[f64],
+    steps: &[usize],
+    opts: &FlowOptions,
+    on_step: &mut dyn FnMut(f64),
+) -> Result<FlowSolution> {
     assert_eq!(times.len(), steps.len(), "one step label per output time");
     let n = field.state_len();
     check_implicit_memory(opts.method, n, field.operator().m())?;
@@ -308,10 +312,22 @@ pub fn solve_flow(
             )
         })?;
     let (trajectory, st) = match opts.method {
-        Method::Tsit45 => start(problem.tsit45(), x0, times, steps),
-        Method::Bdf => start(problem.bdf::<NalgebraLU<f64>>(), x0, times, steps),
-        Method::TrBdf2 => start(problem.tr_bdf2::<NalgebraLU<f64>>(), x0, times, steps),
-        Method::Esdirk34 => start(problem.esdirk34::<NalgebraLU<f64>>(), x0, times, steps),
+        Method::Tsit45 => start(problem.tsit45(), x0, times, steps, on_step),
+        Method::Bdf => start(problem.bdf::<NalgebraLU<f64>>(), x0, times, steps, on_step),
+        Method::TrBdf2 => start(
+            problem.tr_bdf2::<NalgebraLU<f64>>(),
+            x0,
+            times,
+            steps,
+            on_step,
+        ),
+        Method::Esdirk34 => start(
+            problem.esdirk34::<NalgebraLU<f64>>(),
+            x0,
+            times,
+            steps,
+            on_step,
+        ),
     };
     let e = &problem.eqn;
     let stats = SolverStats {
@@ -337,12 +353,13 @@ fn start<'p, 'f, S: OdeSolverMethod<'p, FlowEqn<'f>>>(
     x0: &[f64],
     times: &[f64],
     steps: &[usize],
+    on_step: &mut dyn FnMut(f64),
 ) -> (Trajectory, Stats)
 where
     'f: 'p,
 {
     match solver {
-        Ok(solver) => drive(solver, x0, times, steps),
+        Ok(solver) => drive(solver, x0, times, steps, on_step),
         Err(e) => (
             Trajectory {
                 steps: vec![],
@@ -365,6 +382,7 @@ fn drive<'p, 'f, S: OdeSolverMethod<'p, FlowEqn<'f>>>(
     x0: &[f64],
     times: &[f64],
     steps: &[usize],
+    on_step: &mut dyn FnMut(f64),
 ) -> (Trajectory, Stats)
 where
     'f: 'p,
@@ -388,6 +406,7 @@ where
                     };
                     break 'outer;
                 }
+                on_step(solver.state().t);
                 if slice(solver.state().y).iter().any(|v| !v.is_finite()) {
                     traj.status = Status::Failed {
                         t: solver.state().t,

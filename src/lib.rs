@@ -44,6 +44,7 @@ pub mod gd;
 pub mod operator;
 pub mod output;
 pub mod problem;
+pub mod progress;
 pub mod record;
 pub mod sharpness;
 pub mod sweep;

@@ -47,6 +47,8 @@ enum Command {
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
         #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
         args: ConfigArgs,
     },
     /// Compare GD with the plain and the modified gradient flow over a range of step sizes:
@@ -56,9 +58,8 @@ enum Command {
         /// TOML file with problem keys and an optional [sweep] table; flags win over it
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
-        /// No progress bar
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        common: Common,
         #[command(flatten)]
         sweep: SweepArgs,
         #[command(flatten)]
@@ -66,10 +67,40 @@ enum Command {
     },
 }
 
+/// Options every command takes.
+#[derive(clap::Args)]
+struct Common {
+    /// No progress bars (they are never drawn when stderr is not a terminal)
+    #[arg(long)]
+    quiet: bool,
+    /// Write into an --out directory that already holds files (the files gdflow writes are
+    /// replaced; nothing else is touched)
+    #[arg(long)]
+    force: bool,
+}
+
+impl Common {
+    /// Refuse an unusable --out before any work is done.
+    fn check_out(&self, out: &Option<PathBuf>) -> anyhow::Result<()> {
+        if let Some(dir) = out {
+            gdflow::output::check_out_dir(dir, self.force)?;
+        }
+        Ok(())
+    }
+}
+
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs)> {
     match config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid("config", path.display(), format!("cannot be read: {e}"))
+            })?;
             let (args, sweep) = parse_config_file(&text)?;
             Ok((args, sweep.unwrap_or_default()))
         }
@@ -98,10 +129,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, args } => {
+        Command::Run {
+            config,
+            common,
+            args,
+        } => {
             let (base, _) = load(&config)?;
             let merged = base.overlaid_by(&args);
-            let result = gdflow::experiment::run(&merged)?;
+            merged.resolve()?;
+            common.check_out(&merged.out)?;
+            let result = gdflow::experiment::run_with_progress(&merged, !common.quiet)?;
+            warn(&result.summary.warnings);
             print!("{}", gdflow::experiment::format_summary(&result.summary));
             if let Some(dir) = &result.summary.config.out {
                 gdflow::experiment::write_outputs(&result, dir)?;
@@ -114,14 +152,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sweep {
             config,
-            quiet,
+            common,
             sweep,
             args,
         } => {
             let (base, base_sweep) = load(&config)?;
             let merged = base.overlaid_by(&args);
             let merged_sweep = base_sweep.overlaid_by(&sweep);
-            let result = gdflow::sweep::sweep(&merged, &merged_sweep, !quiet)?;
+            gdflow::sweep::reject_run_only(&merged)?;
+            merged.resolve()?;
+            common.check_out(&merged.out)?;
+            let result = gdflow::sweep::sweep(&merged, &merged_sweep, !common.quiet)?;
+            warn(&result.summary.warnings);
             print!("{}", gdflow::sweep::format_sweep(&result.summary));
             if let Some(dir) = &merged.out {
                 gdflow::sweep::write_sweep_outputs(&result, dir)?;

@@ -60,6 +60,10 @@ pub trait SensingOperator: Send + Sync {
     fn counts(&self) -> OperatorCounts;
     /// Short name for summaries.
     fn name(&self) -> &'static str;
+    /// Stored entries one application streams (for work estimates).
+    fn entries_per_pass(&self) -> usize {
+        self.m() * self.n1() * self.n2()
+    }
     /// All A_i as columns of an (n1·n2) × m matrix.
     fn to_dense(&self) -> DMatrix<f64> {
         let n = self.n1() * self.n2();
@@ -315,6 +319,9 @@ impl SensingOperator for IdentityOperator {
     fn name(&self) -> &'static str {
         "identity"
     }
+    fn entries_per_pass(&self) -> usize {
+        self.n1 * self.n2
+    }
 }
 
 /// Matrix completion: A_i = s·e_a e_bᵀ for m distinct entries (a, b), with s = √(n1·n2/m) so
@@ -379,5 +386,9 @@ impl SensingOperator for EntryOperator {
     }
     fn name(&self) -> &'static str {
         "entries"
+    }
+    fn entries_per_pass(&self) -> usize {
+        // a pass also fills or reads the n1×n2 matrix
+        self.entries.len() + self.n1 * self.n2
     }
 }

@@ -33,6 +33,67 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(File) -> std::io::Result<
     Ok(())
 }
 
+/// Check, before any work, that results can be written to `dir`: it is a directory or can be
+/// created as one, it is writable, and it is empty unless `force` (so that a typo in a command
+/// cannot overwrite last week's results). Nothing is created.
+pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
+    let shown = dir.display();
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::invalid(
+                "out",
+                shown,
+                "must be a directory, not a file",
+            ));
+        }
+        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        if entries.next().is_some() && !force {
+            return Err(Error::invalid(
+                "out",
+                shown,
+                "is a directory with files in it; choose a new directory or pass --force to                  overwrite the files gdflow writes there",
+            ));
+        }
+        return probe_writable(dir, dir);
+    }
+    let mut ancestor = dir.parent();
+    while let Some(a) = ancestor {
+        let a = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        if a.exists() {
+            if !a.is_dir() {
+                return Err(Error::invalid(
+                    "out",
+                    shown,
+                    format!("cannot be created: {} is not a directory", a.display()),
+                ));
+            }
+            return probe_writable(a, dir);
+        }
+        ancestor = a.parent();
+    }
+    Ok(())
+}
+
+/// Create and remove a file in `existing` to learn whether `target` can be written.
+fn probe_writable(existing: &Path, target: &Path) -> Result<()> {
+    let probe = existing.join(format!(".gdflow-probe-{}", std::process::id()));
+    match File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::invalid(
+            "out",
+            target.display(),
+            format!("is not writable: {e}"),
+        )),
+    }
+}
+
 /// [`write_atomically`] for bytes already in memory.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(path, |mut f| {

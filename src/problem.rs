@@ -73,6 +73,13 @@ impl Problem {
             OperatorKind::Gaussian => Arc::new(DenseOperator::gaussian(n1, n2, m, &mut rng)),
             OperatorKind::Identity => Arc::new(IdentityOperator::new(n1, n2)),
             OperatorKind::Entries => Arc::new(EntryOperator::sample(n1, n2, m, &mut rng)),
+            OperatorKind::File => {
+                return Err(Error::invalid(
+                    "operator",
+                    "file",
+                    "a file's operator is loaded with --problem, not generated",
+                ))
+            }
         };
         let target_sv = cfg.target_singular_values();
         let x_star = random_target(n1, n2, &target_sv, cfg.seed);

@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -368,6 +367,8 @@ pub struct SweepSummary {
     /// at its top level).
     pub config: toml::Table,
     pub sweep: SweepSettings,
+    /// Allowed but suspicious settings (also printed on stderr).
+    pub warnings: Vec<String>,
     pub problem: ProblemInfo,
     /// Observed order of max_j ‖X_j − X(jη)‖ in η against the plain flow (expect ≈ 1).
     pub order_plain: Option<f64>,
@@ -435,20 +436,6 @@ pub fn reject_run_only(args: &ConfigArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn progress_bar(show: bool, len: u64) -> ProgressBar {
-    use std::io::IsTerminal;
-    if !show || !std::io::stderr().is_terminal() {
-        return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 /// Resolve the configuration, build the problem and run the sweep.
@@ -700,7 +687,13 @@ pub fn run_sweep(
     let field = VectorField::from_problem(problem);
     let x0 = problem.start_state();
     let flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
-    let bar = progress_bar(show_progress, settings.etas.len() as u64 + 2);
+    let total_steps: usize = settings.etas.iter().map(|&e| settings.steps_for(e)).sum();
+    let bar = crate::progress::bar(
+        show_progress,
+        3.0 * problem.op.entries_per_pass() as f64 * total_steps as f64,
+        settings.etas.len() as u64 + 2,
+        "stage",
+    );
     bar.set_message("reference flow (two tolerances)");
 
     let steps: Vec<usize> = settings
@@ -790,6 +783,7 @@ pub fn run_sweep(
         seed: cfg.seed,
         config: sweep_config_table(cfg)?,
         sweep: settings.clone(),
+        warnings: cfg.problem_warnings(),
         problem: ProblemInfo::new(cfg, problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,
