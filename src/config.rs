@@ -99,28 +99,28 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub measurements: Option<usize>,
     /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
     /// Condition number σ_1/σ_r of the target [default: 2]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub kappa: Option<f64>,
     /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
     /// Explicit singular values of the target, comma-separated (overrides --kappa)
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub singular_values: Option<Vec<f64>>,
     /// Measurement operator [default: gaussian]
     #[arg(long, value_enum)]
     pub operator: Option<OperatorKind>,
     /// Standard deviation of the measurement noise ξ_i [default: 0]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub noise: Option<f64>,
     /// Seed of every random draw (operator, target, start, noise) [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
     /// GD step size η [default: 0.05]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub eta: Option<f64>,
     /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
     #[arg(long)]
@@ -136,10 +136,10 @@ pub struct ConfigArgs {
     #[arg(long, value_enum)]
     pub method: Option<Method>,
     /// Relative tolerance of the flow solver [default: 1e-8]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rtol: Option<f64>,
     /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub atol: Option<f64>,
     /// Load the problem (x_star, sensing, optional y, u0, v0) from a NumPy .npz file
     #[arg(long, value_name = "FILE.npz")]
@@ -298,17 +298,22 @@ fn key_at(text: &str, pos: usize) -> (Option<String>, Option<usize>) {
 #[serde(deny_unknown_fields)]
 pub struct SweepArgs {
     /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
-    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "eta_range")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "eta_range",
+        allow_hyphen_values = true
+    )]
     pub etas: Option<Vec<f64>>,
     /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
     #[arg(long, value_name = "MIN:MAX:COUNT")]
     pub eta_range: Option<String>,
     /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
     /// takes to be half learned from the start's scale (MATH §4)]
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
     pub horizon: Option<f64>,
     /// Relative error ε whose first-passage time t_ε is reported [default: 1e-2]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub epsilon: Option<f64>,
     /// GD steps per trial of the stability-limit bisection; 0 skips it [default: 1000, or
     /// T/η if larger]
@@ -316,7 +321,7 @@ pub struct SweepArgs {
     pub stability_steps: Option<usize>,
     /// A trial converges when its final loss is ≤ this fraction of the initial loss
     /// [default: 1e-4]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub stability_tol: Option<f64>,
     /// Rows of deviation.csv per step size at most (evenly spaced steps, the last included);
     /// maxima are always taken over every step [default: 1000]

@@ -81,9 +81,12 @@ struct Common {
 
 impl Common {
     /// Refuse an unusable --out before any work is done.
-    fn check_out(&self, out: &Option<PathBuf>) -> anyhow::Result<()> {
-        if let Some(dir) = out {
+    fn check_out(&self, args: &ConfigArgs) -> anyhow::Result<()> {
+        if let Some(dir) = &args.out {
             gdflow::output::check_out_dir(dir, self.force)?;
+        }
+        if let Some(path) = &args.save_problem {
+            gdflow::output::check_file_target("save_problem", path)?;
         }
         Ok(())
     }
@@ -137,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (base, _) = load(&config)?;
             let merged = base.overlaid_by(&args);
             merged.resolve()?;
-            common.check_out(&merged.out)?;
+            common.check_out(&merged)?;
             let result = gdflow::experiment::run_with_progress(&merged, !common.quiet)?;
             warn(&result.summary.warnings);
             print!("{}", gdflow::experiment::format_summary(&result.summary));
@@ -161,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let merged_sweep = base_sweep.overlaid_by(&sweep);
             gdflow::sweep::reject_run_only(&merged)?;
             merged.resolve()?;
-            common.check_out(&merged.out)?;
+            common.check_out(&merged)?;
             let result = gdflow::sweep::sweep(&merged, &merged_sweep, !common.quiet)?;
             warn(&result.summary.warnings);
             print!("{}", gdflow::sweep::format_sweep(&result.summary));

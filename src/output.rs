@@ -78,6 +78,39 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Check, before any work, that a file can be written at `path` (its directory exists and is
+/// writable); `field` names the option in the error.
+pub fn check_file_target(field: &str, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if path.is_dir() {
+        return Err(Error::invalid(
+            field,
+            path.display(),
+            "is a directory, not a file path",
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            field,
+            path.display(),
+            format!(
+                "cannot be written: directory {} does not exist",
+                dir.display()
+            ),
+        ));
+    }
+    probe_writable(dir, path).map_err(|_| {
+        Error::invalid(
+            field,
+            path.display(),
+            format!("cannot be written in {}", dir.display()),
+        )
+    })
+}
+
 /// Create and remove a file in `existing` to learn whether `target` can be written.
 fn probe_writable(existing: &Path, target: &Path) -> Result<()> {
     let probe = existing.join(format!(".gdflow-probe-{}", std::process::id()));

@@ -204,6 +204,19 @@ fn read_array(
         .map_err(|e| Error::npz(path, format!("cannot read array `{name}`: {e}")))?;
     let Some(file) = file else { return Ok(None) };
     let shape: Vec<usize> = file.shape().iter().map(|&s| s as usize).collect();
+    // A header may claim any shape: refuse sizes that overflow or cannot fit in memory before
+    // anything is allocated for them.
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let limit = crate::config::available_memory_bytes().unwrap_or(16 << 30) / 2 / 8;
+    match count {
+        Some(c) if (c as u64) <= limit => {}
+        _ => {
+            return Err(Error::npz(
+                path,
+                format!("array `{name}` claims shape {shape:?}, too large to load"),
+            ))
+        }
+    }
     let fortran = file.order() == npyz::Order::Fortran;
     let dtype = file.dtype().descr();
     let raw: Vec<f64> = match file.into_vec::<f64>() {

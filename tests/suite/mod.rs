@@ -6,6 +6,7 @@ mod field;
 mod invariants;
 mod npz;
 mod sweep;
+mod validation;
 
 use gdflow::config::ConfigArgs;
 use gdflow::problem::Problem;
