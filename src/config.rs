@@ -206,9 +206,9 @@ impl ConfigArgs {
         let n1 = self.n1.unwrap_or(30);
         let n2 = self.n2.unwrap_or(25);
         let rank = self.rank.unwrap_or(3);
-        let width = self.width.unwrap_or(2 * rank);
+        let width = self.width.unwrap_or(rank.saturating_mul(2));
         let measurements = match (operator, self.measurements) {
-            (OperatorKind::Identity, None) => n1 * n2,
+            (OperatorKind::Identity, None) => n1.saturating_mul(n2),
             (_, Some(m)) => m,
             (_, None) => 600,
         };
@@ -554,7 +554,9 @@ impl Config {
                 self.width, self.rank
             ));
         }
-        let dof = self.rank * (self.n1 + self.n2 - self.rank);
+        let dof = self
+            .rank
+            .saturating_mul(self.n1.saturating_add(self.n2).saturating_sub(self.rank));
         if self.measurements < dof {
             w.push(format!(
                 "measurements m = {} < r(n1 + n2 − r) = {dof}, the target's degrees of freedom: \
@@ -609,7 +611,15 @@ impl Config {
                 format!("must be <= min(n1, n2) = {}", self.n1.min(self.n2)),
             ));
         }
-        let n12 = self.n1 * self.n2;
+        // Sizes come from users (and fuzzers): products must not overflow before the memory
+        // check below can refuse them.
+        let n12 = self.n1.checked_mul(self.n2).ok_or_else(|| {
+            Error::invalid(
+                "n1",
+                self.n1,
+                format!("n1·n2 overflows with n2 = {}", self.n2),
+            )
+        })?;
         if self.operator == OperatorKind::File && self.problem.is_none() {
             return Err(Error::invalid(
                 "operator",
@@ -678,12 +688,13 @@ impl Config {
     }
 
     fn check_memory(&self) -> Result<()> {
+        let n12 = self.n1 as f64 * self.n2 as f64;
         let needed = self.memory_bytes();
         let available = available_memory_bytes().unwrap_or(16 << 30) as f64;
         if needed > 0.8 * available {
             let (field, value) = match self.operator {
                 OperatorKind::Gaussian
-                    if 8.0 * (self.measurements * self.n1 * self.n2) as f64 > 0.4 * available =>
+                    if 8.0 * self.measurements as f64 * n12 as f64 > 0.4 * available =>
                 {
                     ("measurements", self.measurements.to_string())
                 }

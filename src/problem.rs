@@ -194,8 +194,8 @@ struct Array {
     data: Vec<f64>,
 }
 
-fn read_array(
-    archive: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+fn read_array<R: std::io::Read + std::io::Seek>(
+    archive: &mut npyz::npz::NpzArchive<R>,
     path: &Path,
     name: &str,
 ) -> Result<Option<Array>> {
@@ -290,7 +290,18 @@ impl Problem {
     /// `y`, `u0`, `v0` are taken from the file when present and generated from `cfg` (its
     /// noise, width, α and seed) when not.
     pub fn load_npz(path: &Path, cfg: &Config) -> Result<Self> {
-        let mut archive = npyz::npz::NpzArchive::open(path)
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::npz(path, format!("cannot be opened: {e}")))?;
+        Self::load_npz_from(std::io::BufReader::new(file), path, cfg)
+    }
+
+    /// [`Problem::load_npz`] from any seekable reader; `path` only labels errors.
+    pub fn load_npz_from<R: std::io::Read + std::io::Seek>(
+        reader: R,
+        path: &Path,
+        cfg: &Config,
+    ) -> Result<Self> {
+        let mut archive = npyz::npz::NpzArchive::new(reader)
             .map_err(|e| Error::npz(path, format!("not a readable .npz archive: {e}")))?;
         let x = read_array(&mut archive, path, "x_star")?
             .ok_or_else(|| Error::npz(path, "required array `x_star` (n1×n2) is missing"))?;

@@ -3,6 +3,7 @@ mod closed_form;
 mod config;
 mod convergence;
 mod field;
+mod fuzz_props;
 mod invariants;
 mod npz;
 mod sweep;

@@ -1,0 +1,92 @@
+//! The parsers under random input with a fixed budget (the long runs are cargo-fuzz targets
+//! in fuzz/): nothing a user can put in a config file or an `.npz` may panic.
+
+use std::path::Path;
+
+use gdflow::config::{parse_config_file, Config};
+use gdflow::problem::Problem;
+use proptest::prelude::*;
+
+const KEYS: &[&str] = &[
+    "n1",
+    "n2",
+    "rank",
+    "width",
+    "measurements",
+    "alpha",
+    "kappa",
+    "profile",
+    "singular_values",
+    "operator",
+    "noise",
+    "seed",
+    "eta",
+    "steps",
+    "record_every",
+    "flow",
+    "method",
+    "rtol",
+    "atol",
+];
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|v| v.to_string()),
+        any::<u64>().prop_map(|v| v.to_string()),
+        any::<f64>().prop_map(|v| format!("{v:?}")),
+        Just("nan".to_string()),
+        Just("-inf".to_string()),
+        "[a-z\\-]{0,10}".prop_map(|s| format!("\"{s}\"")),
+        prop::collection::vec(any::<f64>(), 0..4).prop_map(|v| format!("{v:?}")),
+    ]
+}
+
+fn small_npz() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.npz");
+    super::small_gaussian(2).save_npz(&path).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_config_file(&text).map(|(a, _)| a.resolve());
+    }
+
+    #[test]
+    fn known_keys_with_arbitrary_values_parse_or_fail_cleanly(
+        entries in prop::collection::vec((prop::sample::select(KEYS), value()), 0..8)
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let text: String = entries
+            .iter()
+            .filter(|(k, _)| seen.insert(*k))
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        if let Ok((args, _)) = parse_config_file(&text) {
+            if let Ok(cfg) = args.resolve() {
+                let _ = cfg.warnings();
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_npz_never_panics(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = small_npz();
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let _ = Problem::load_npz_from(std::io::Cursor::new(bytes), Path::new("m.npz"), &Config::default());
+    }
+}
