@@ -43,6 +43,7 @@ pub mod flow;
 pub mod gd;
 pub mod operator;
 pub mod output;
+pub mod plot;
 pub mod problem;
 pub mod progress;
 pub mod record;

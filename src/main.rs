@@ -43,6 +43,9 @@ enum Command {
     /// Run GD and the gradient flow on one problem and compare them at t = jη.
     #[command(after_help = RUN_EXAMPLES, allow_negative_numbers = true)]
     Run {
+        /// Also draw the figures into OUT/figures (needs --out)
+        #[arg(long)]
+        figures: bool,
         /// TOML file with any of the options below (snake_case keys); flags win over it
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
@@ -55,6 +58,9 @@ enum Command {
     /// deviations, observed orders, stability limit against 2/λ_max.
     #[command(after_help = SWEEP_EXAMPLES, allow_negative_numbers = true)]
     Sweep {
+        /// Also draw the figures into OUT/figures (needs --out)
+        #[arg(long)]
+        figures: bool,
         /// TOML file with problem keys and an optional [sweep] table; flags win over it
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
@@ -65,7 +71,58 @@ enum Command {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Draw figures (PNG, SVG and the plotted data as CSV) from saved results of `run` or
+    /// `sweep`.
+    #[command(after_help = PLOT_EXAMPLES)]
+    Plot {
+        /// Output directories of `gdflow run` (one or more) or of one `gdflow sweep`
+        #[arg(required = true, value_name = "DIR")]
+        results: Vec<PathBuf>,
+        /// Where the figures go [default: DIR/figures of the first DIR]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write into an --out directory that already holds files
+        #[arg(long)]
+        force: bool,
+    },
 }
+
+fn write_figures(figures: &[gdflow::plot::Figure], dir: &std::path::Path) -> anyhow::Result<()> {
+    for fig in figures {
+        gdflow::plot::write_figure(fig, dir)?;
+    }
+    println!(
+        "wrote {} figures into {}: {}",
+        figures.len(),
+        dir.display(),
+        figures
+            .iter()
+            .map(|f| format!("{}.{{png,svg,csv}}", f.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn needs_out(figures: bool, out: &Option<PathBuf>) -> anyhow::Result<()> {
+    if figures && out.is_none() {
+        Err(Error::invalid(
+            "figures",
+            "given",
+            "needs --out DIR (figures go into DIR/figures)",
+        ))?;
+    }
+    Ok(())
+}
+
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  gdflow plot results/                         # figures of one run into results/figures/
+  gdflow plot eta0.1/ eta0.05/ eta0.025/ --out figs/   # several runs: GD for each η
+  gdflow plot sweep/                           # a sweep: loss/error, drift, deviation vs η
+  gdflow run --out results/ --figures          # the same, straight after the run
+
+Each figure is written as NAME.png, NAME.svg and NAME.csv (exactly the plotted points).";
 
 /// Options every command takes.
 #[derive(clap::Args)]
@@ -133,6 +190,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
+            figures,
             config,
             common,
             args,
@@ -140,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (base, _) = load(&config)?;
             let merged = base.overlaid_by(&args);
             merged.resolve()?;
+            needs_out(figures, &merged.out)?;
             common.check_out(&merged)?;
             let result = gdflow::experiment::run_with_progress(&merged, !common.quiet)?;
             warn(&result.summary.warnings);
@@ -150,10 +209,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "wrote {}/{{summary.json,trajectory.csv,config.toml}}",
                     dir.display()
                 );
+                if figures {
+                    let figs = gdflow::plot::figures::run_figures(std::slice::from_ref(&result));
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
             }
             Ok(())
         }
         Command::Sweep {
+            figures,
             config,
             common,
             sweep,
@@ -164,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let merged_sweep = base_sweep.overlaid_by(&sweep);
             gdflow::sweep::reject_run_only(&merged)?;
             merged.resolve()?;
+            needs_out(figures, &merged.out)?;
             common.check_out(&merged)?;
             let result = gdflow::sweep::sweep(&merged, &merged_sweep, !common.quiet)?;
             warn(&result.summary.warnings);
@@ -174,8 +239,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
                     dir.display()
                 );
+                if figures {
+                    let figs = gdflow::plot::figures::sweep_figures(&result);
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
             }
             Ok(())
+        }
+        Command::Plot {
+            results,
+            out,
+            force,
+        } => {
+            let dir = out.unwrap_or_else(|| results[0].join("figures"));
+            gdflow::output::check_out_dir(&dir, force)?;
+            let figs = if results[0].join("sweep.csv").exists() {
+                if results.len() > 1 {
+                    Err(Error::invalid(
+                        "results",
+                        results[1].display(),
+                        "plot takes one sweep directory, or one or more run directories",
+                    ))?;
+                }
+                gdflow::plot::figures::sweep_figures(&gdflow::plot::figures::load_sweep(
+                    &results[0],
+                )?)
+            } else {
+                let runs = results
+                    .iter()
+                    .map(|d| gdflow::plot::figures::load_run(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                gdflow::plot::figures::run_figures(&runs)
+            };
+            write_figures(&figs, &dir)
         }
     }
 }

@@ -6,6 +6,7 @@ mod field;
 mod fuzz_props;
 mod invariants;
 mod npz;
+mod plot;
 mod sweep;
 mod validation;
 

@@ -1,0 +1,431 @@
+//! The figures users put in papers, built from results (in memory, or loaded from an output
+//! directory by [`load_run`] and [`load_sweep`]).
+
+use std::path::Path;
+
+use super::{Figure, Panel, Series, Style};
+use crate::error::{Error, Result};
+use crate::experiment::{RunResult, RunSummary};
+use crate::gd::Status;
+use crate::record::Record;
+use crate::sweep::{DeviationRow, SweepResult, SweepSummary};
+
+/// Colour index of the flow: black in the palette.
+const FLOW: usize = 6;
+
+fn ended_at(status: &Status) -> Option<f64> {
+    match status {
+        Status::Completed => None,
+        Status::Diverged { t, .. } | Status::Failed { t, .. } => Some(*t),
+    }
+}
+
+fn eta_label(eta: f64) -> String {
+    format!("GD η = {}", super::short(eta))
+}
+
+fn panel(title: &str, y_label: &str, log_y: bool) -> Panel {
+    Panel {
+        title: title.into(),
+        x_label: "t".into(),
+        y_label: y_label.into(),
+        log_x: false,
+        log_y,
+        series: vec![],
+        texts: vec![],
+    }
+}
+
+fn gd_series(label: String, color: usize, points: Vec<(f64, f64)>, status: &Status) -> Series {
+    Series {
+        diverged_at: ended_at(status),
+        ..Series::new(label, color, Style::Dashed, points)
+    }
+}
+
+/// The run with the longest horizon: its flow is drawn once for all.
+fn longest(runs: &[RunResult]) -> &RunResult {
+    runs.iter()
+        .max_by(|a, b| a.summary.flow.final_t.total_cmp(&b.summary.flow.final_t))
+        .expect("at least one run")
+}
+
+fn records_panel(
+    runs: &[RunResult],
+    title: &str,
+    y_label: &str,
+    value: impl Fn(&Record) -> f64,
+) -> Panel {
+    let mut p = panel(title, y_label, true);
+    let flow = longest(runs);
+    p.series.push(Series {
+        diverged_at: ended_at(&flow.summary.flow.status),
+        ..Series::new(
+            "gradient flow",
+            FLOW,
+            Style::Line,
+            flow.flow.iter().map(|r| (r.t, value(r))).collect(),
+        )
+    });
+    for (i, run) in runs.iter().enumerate() {
+        p.series.push(gd_series(
+            eta_label(run.summary.config.eta),
+            i,
+            run.gd.iter().map(|r| (r.t, value(r))).collect(),
+            &run.summary.gd.status,
+        ));
+    }
+    p
+}
+
+/// (a) Loss and relative error against t: the flow as a line, GD for each η dashed.
+pub fn loss_error_runs(runs: &[RunResult]) -> Figure {
+    Figure {
+        name: "loss_error".into(),
+        panels: vec![
+            records_panel(runs, "loss", "f(U, V)", |r| r.loss),
+            records_panel(runs, "relative error", "‖UVᵀ − X*‖ / ‖X*‖", |r| r.rel_error),
+        ],
+    }
+}
+
+/// (b) Singular values of UVᵀ against t: flow solid, GD dashed, the target's σ_i dotted.
+pub fn singular_values(run: &RunResult) -> Figure {
+    let mut p = panel("singular values of UVᵀ", "σ_i(UVᵀ)", true);
+    let k = run.flow.first().map_or(0, |r| r.sv.len());
+    let t_end = run
+        .flow
+        .last()
+        .map_or(0.0, |r| r.t)
+        .max(run.gd.last().map_or(0.0, |r| r.t));
+    let t_start = run.flow.first().map_or(0.0, |r| r.t);
+    for i in 0..k {
+        let first = i == 0;
+        p.series.push(Series {
+            diverged_at: ended_at(&run.summary.flow.status),
+            ..Series::new(
+                if first { "flow (solid)" } else { "" },
+                i,
+                Style::Line,
+                run.flow.iter().map(|r| (r.t, r.sv[i])).collect(),
+            )
+        });
+        p.series.push(gd_series(
+            if first {
+                format!("{} (dashed)", eta_label(run.summary.config.eta))
+            } else {
+                String::new()
+            },
+            i,
+            run.gd.iter().map(|r| (r.t, r.sv[i])).collect(),
+            &run.summary.gd.status,
+        ));
+    }
+    for (i, &s) in run
+        .summary
+        .problem
+        .target_singular_values
+        .iter()
+        .enumerate()
+    {
+        p.series.push(Series::new(
+            if i == 0 { "target σ_i (dotted)" } else { "" },
+            i,
+            Style::Guide,
+            vec![(t_start, s), (t_end, s)],
+        ));
+    }
+    Figure {
+        name: "singular_values".into(),
+        panels: vec![p],
+    }
+}
+
+/// (c) Balance drift ‖UᵀU − VᵀV − D_0‖ against t.
+pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
+    let mut p = records_panel(
+        runs,
+        "balance drift",
+        "‖UᵀU − VᵀV − D₀‖",
+        |r| r.balance_drift,
+    );
+    for s in p.series.iter_mut().skip(1) {
+        s.style = Style::Line;
+    }
+    p.texts
+        .push("GD: O(η²) per step; flow: solver error".into());
+    Figure {
+        name: "balance_drift".into(),
+        panels: vec![p],
+    }
+}
+
+/// Every figure a set of runs supports (b for the first run).
+pub fn run_figures(runs: &[RunResult]) -> Vec<Figure> {
+    if runs.is_empty() {
+        return vec![];
+    }
+    vec![
+        loss_error_runs(runs),
+        singular_values(&runs[0]),
+        balance_drift_runs(runs),
+    ]
+}
+
+fn by_eta(rows: &[DeviationRow]) -> Vec<(f64, Vec<&DeviationRow>)> {
+    let mut out: Vec<(f64, Vec<&DeviationRow>)> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some((eta, v)) if *eta == r.eta => v.push(r),
+            _ => out.push((r.eta, vec![r])),
+        }
+    }
+    out
+}
+
+fn sweep_panel(
+    s: &SweepResult,
+    title: &str,
+    y_label: &str,
+    gd: impl Fn(&DeviationRow) -> f64,
+    flow: impl Fn(&DeviationRow) -> f64,
+    style: Style,
+) -> Panel {
+    let mut p = panel(title, y_label, true);
+    let groups = by_eta(&s.deviations);
+    // The finest grid (smallest η) shows the flow best.
+    if let Some((_, rows)) = groups.first() {
+        p.series.push(Series {
+            diverged_at: ended_at(&s.summary.reference.status),
+            ..Series::new(
+                "gradient flow",
+                FLOW,
+                Style::Line,
+                rows.iter().map(|r| (r.t, flow(r))).collect(),
+            )
+        });
+    }
+    for (i, (eta, rows)) in groups.iter().enumerate() {
+        let status = s
+            .summary
+            .points
+            .iter()
+            .find(|q| q.eta == *eta)
+            .map_or(Status::Completed, |q| q.gd_status.clone());
+        p.series.push(Series {
+            style,
+            ..gd_series(
+                eta_label(*eta),
+                i,
+                rows.iter().map(|r| (r.t, gd(r))).collect(),
+                &status,
+            )
+        });
+    }
+    p
+}
+
+/// (a) from a sweep: loss and relative error for every η.
+pub fn loss_error_sweep(s: &SweepResult) -> Figure {
+    Figure {
+        name: "loss_error".into(),
+        panels: vec![
+            sweep_panel(
+                s,
+                "loss",
+                "f(U, V)",
+                |r| r.loss_gd,
+                |r| r.loss_flow,
+                Style::Dashed,
+            ),
+            sweep_panel(
+                s,
+                "relative error",
+                "‖UVᵀ − X*‖ / ‖X*‖",
+                |r| r.rel_error_gd,
+                |r| r.rel_error_flow,
+                Style::Dashed,
+            ),
+        ],
+    }
+}
+
+/// (c) from a sweep: GD's balance drift for every η, growing like η², and the flow's.
+pub fn balance_drift_sweep(s: &SweepResult) -> Figure {
+    let mut p = sweep_panel(
+        s,
+        "balance drift",
+        "‖UᵀU − VᵀV − D₀‖",
+        |r| r.drift_gd,
+        |r| r.drift_flow,
+        Style::Line,
+    );
+    p.texts
+        .push("GD: O(η²) per step; flow: solver error".into());
+    Figure {
+        name: "balance_drift".into(),
+        panels: vec![p],
+    }
+}
+
+fn fit_text(name: &str, order: Option<f64>, stderr: Option<f64>) -> String {
+    match (order, stderr) {
+        (Some(o), Some(e)) => format!("fitted slope vs {name}: {o:.3} ± {e:.3}"),
+        (Some(o), None) => format!("fitted slope vs {name}: {o:.3}"),
+        _ => format!("fitted slope vs {name}: not determined"),
+    }
+}
+
+/// A line of slope `order` in log–log through the geometric centre of `points` moved down by
+/// a factor 3 (so that it does not hide them), spanning them.
+fn reference_line(points: &[(f64, f64)], order: f64) -> Vec<(f64, f64)> {
+    let pts: Vec<&(f64, f64)> = points.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0).collect();
+    if pts.is_empty() {
+        return vec![];
+    }
+    let n = pts.len() as f64;
+    let cx = pts.iter().map(|p| p.0.ln()).sum::<f64>() / n;
+    let cy = pts.iter().map(|p| p.1.ln()).sum::<f64>() / n;
+    let lo = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.0).fold(0.0, f64::max);
+    [lo, hi]
+        .iter()
+        .map(|&x| (x, (cy + order * (x.ln() - cx)).exp() / 3.0))
+        .collect()
+}
+
+/// (d) Deviation against η, log–log, with the fitted slopes and reference slopes 1 and 2.
+pub fn deviation_vs_eta(s: &SweepSummary) -> Figure {
+    let plain: Vec<(f64, f64)> = s.points.iter().map(|p| (p.eta, p.max_dev.value)).collect();
+    let modified: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .map(|p| (p.eta, p.max_dev_modified.value))
+        .collect();
+    let reference: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .map(|p| (p.eta, p.ref_error.max(p.ref_error_modified)))
+        .collect();
+    let mut p = Panel {
+        title: "GD against the flows".into(),
+        x_label: "step size η".into(),
+        y_label: "max_j ‖X_j − X(jη)‖".into(),
+        log_x: true,
+        log_y: true,
+        series: vec![],
+        texts: vec![
+            fit_text("plain flow", s.fit_plain.order, s.fit_plain.order_stderr),
+            fit_text(
+                "modified flow",
+                s.fit_modified.order,
+                s.fit_modified.order_stderr,
+            ),
+        ],
+    };
+    p.series
+        .push(Series::new("plain flow", 0, Style::Line, plain.clone()));
+    p.series
+        .push(Series::new("", 0, Style::Markers, plain.clone()));
+    p.series.push(Series::new(
+        "modified flow",
+        1,
+        Style::Line,
+        modified.clone(),
+    ));
+    p.series
+        .push(Series::new("", 1, Style::Markers, modified.clone()));
+    p.series.push(Series::new(
+        "slope 1",
+        0,
+        Style::Guide,
+        reference_line(&plain, 1.0),
+    ));
+    p.series.push(Series::new(
+        "slope 2",
+        1,
+        Style::Guide,
+        reference_line(&modified, 2.0),
+    ));
+    p.series.push(Series::new(
+        "reference error",
+        FLOW,
+        Style::Markers,
+        reference,
+    ));
+    Figure {
+        name: "deviation_vs_eta".into(),
+        panels: vec![p],
+    }
+}
+
+/// Every figure a sweep supports.
+pub fn sweep_figures(s: &SweepResult) -> Vec<Figure> {
+    vec![
+        loss_error_sweep(s),
+        balance_drift_sweep(s),
+        deviation_vs_eta(&s.summary),
+    ]
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| Error::invalid("results", path.display(), format!("cannot be read: {e}")))
+}
+
+fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::invalid(
+        "results",
+        path.display(),
+        format!("is not a gdflow output: {e}"),
+    )
+}
+
+/// A `gdflow run` output directory (summary.json and trajectory.csv).
+pub fn load_run(dir: &Path) -> Result<RunResult> {
+    let path = dir.join("summary.json");
+    let summary: RunSummary = serde_json::from_slice(&read(&path)?).map_err(|e| bad(&path, e))?;
+    let path = dir.join("trajectory.csv");
+    let bytes = read(&path)?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let (mut gd, mut flow) = (Vec::new(), Vec::new());
+    for row in reader.records() {
+        let row = row.map_err(|e| bad(&path, e))?;
+        let num = |i: usize| -> Result<f64> {
+            row.get(i)
+                .ok_or_else(|| bad(&path, "short row"))?
+                .parse::<f64>()
+                .map_err(|e| bad(&path, e))
+        };
+        let record = Record {
+            step: num(1)? as usize,
+            t: num(2)?,
+            loss: num(3)?,
+            rel_error: num(4)?,
+            balance_drift: num(5)?,
+            sv: (6..row.len()).map(num).collect::<Result<_>>()?,
+        };
+        match row.get(0) {
+            Some("gd") => gd.push(record),
+            Some("flow") => flow.push(record),
+            other => return Err(bad(&path, format!("unknown dynamics {other:?}"))),
+        }
+    }
+    Ok(RunResult { summary, gd, flow })
+}
+
+/// A `gdflow sweep` output directory (summary.json and deviation.csv).
+pub fn load_sweep(dir: &Path) -> Result<SweepResult> {
+    let path = dir.join("summary.json");
+    let summary: SweepSummary = serde_json::from_slice(&read(&path)?).map_err(|e| bad(&path, e))?;
+    let path = dir.join("deviation.csv");
+    let bytes = read(&path)?;
+    let deviations = csv::Reader::from_reader(bytes.as_slice())
+        .deserialize()
+        .collect::<std::result::Result<Vec<DeviationRow>, _>>()
+        .map_err(|e| bad(&path, e))?;
+    Ok(SweepResult {
+        summary,
+        deviations,
+    })
+}
