@@ -278,3 +278,24 @@ fn sweep_reruns_from_its_config_and_refuses_run_only_flags() {
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     assert!(stderr.contains("eta_range"), "{stderr}");
 }
+
+#[test]
+fn plot_reads_saved_runs_and_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    gdflow().args(SMALL).arg("--quiet").arg("--out").arg(&run).assert().success();
+    let figs = dir.path().join("figs");
+    gdflow().arg("plot").arg(&run).arg("--out").arg(&figs).assert().success();
+    for name in ["loss_error", "singular_values", "balance_drift"] {
+        for ext in ["png", "svg", "csv"] {
+            assert!(figs.join(format!("{name}.{ext}")).exists(), "{name}.{ext}");
+        }
+    }
+    let sweep = dir.path().join("sweep");
+    sweep_into(&sweep, "2");
+    gdflow().arg("plot").arg(&sweep).assert().success();
+    assert!(sweep.join("figures/deviation_vs_eta.svg").exists());
+    // --figures needs somewhere to put them
+    let assert = gdflow().args(SMALL).arg("--figures").assert().code(2);
+    assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("figures"));
+}
