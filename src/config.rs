@@ -694,7 +694,7 @@ impl Config {
         if needed > 0.8 * available {
             let (field, value) = match self.operator {
                 OperatorKind::Gaussian
-                    if 8.0 * self.measurements as f64 * n12 as f64 > 0.4 * available =>
+                    if 8.0 * self.measurements as f64 * n12 > 0.4 * available =>
                 {
                     ("measurements", self.measurements.to_string())
                 }

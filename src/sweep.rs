@@ -281,7 +281,7 @@ pub fn fit_order(points: &[(f64, f64, f64, bool)]) -> OrderFit {
                 eta,
                 reason: "GD diverged or a flow failed".into(),
             });
-        } else if !(dev > ref_error) || dev <= 0.0 {
+        } else if dev.partial_cmp(&ref_error) != Some(std::cmp::Ordering::Greater) || dev <= 0.0 {
             excluded.push(Exclusion {
                 eta,
                 reason: format!("deviation {dev:e} not above the reference error {ref_error:e}"),

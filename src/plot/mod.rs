@@ -97,9 +97,12 @@ pub struct Figure {
     pub panels: Vec<Panel>,
 }
 
+type PlottedSeries = (usize, Vec<(f64, f64)>, Option<(f64, f64)>);
+
 /// A panel's points as they are drawn, and what was left out.
 struct Plotted {
-    series: Vec<(usize, Vec<(f64, f64)>, Option<(f64, f64)>)>,
+    /// (index into the panel's series, kept points, where a divergence mark goes)
+    series: Vec<PlottedSeries>,
     notes: Vec<String>,
 }
 
@@ -167,8 +170,7 @@ fn tx(log: bool, v: f64) -> f64 {
 fn tick(log: bool, v: f64) -> String {
     if log {
         let p = 10f64.powf(v);
-        let s = format!("{p:.0e}");
-        s.replace("e0", "").replace("e", "e")
+        format!("{p:.0e}").replace("e0", "")
     } else {
         short(v)
     }
@@ -243,20 +245,10 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
                 .draw_series(LineSeries::new(data, color.stroke_width(2)))
                 .map_err(|e| err(e.to_string()))?,
             Style::Dashed => chart
-                .draw_series(DashedLineSeries::new(
-                    data,
-                    9,
-                    6,
-                    color.stroke_width(2).into(),
-                ))
+                .draw_series(DashedLineSeries::new(data, 9, 6, color.stroke_width(2)))
                 .map_err(|e| err(e.to_string()))?,
             Style::Guide => chart
-                .draw_series(DashedLineSeries::new(
-                    data,
-                    3,
-                    5,
-                    color.stroke_width(1).into(),
-                ))
+                .draw_series(DashedLineSeries::new(data, 3, 5, color.stroke_width(1)))
                 .map_err(|e| err(e.to_string()))?,
             Style::Markers => chart
                 .draw_series(data.into_iter().map(|q| Circle::new(q, 3, color.filled())))

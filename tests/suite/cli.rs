@@ -283,9 +283,21 @@ fn sweep_reruns_from_its_config_and_refuses_run_only_flags() {
 fn plot_reads_saved_runs_and_sweeps() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    gdflow().args(SMALL).arg("--quiet").arg("--out").arg(&run).assert().success();
+    gdflow()
+        .args(SMALL)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(&run)
+        .assert()
+        .success();
     let figs = dir.path().join("figs");
-    gdflow().arg("plot").arg(&run).arg("--out").arg(&figs).assert().success();
+    gdflow()
+        .arg("plot")
+        .arg(&run)
+        .arg("--out")
+        .arg(&figs)
+        .assert()
+        .success();
     for name in ["loss_error", "singular_values", "balance_drift"] {
         for ext in ["png", "svg", "csv"] {
             assert!(figs.join(format!("{name}.{ext}")).exists(), "{name}.{ext}");

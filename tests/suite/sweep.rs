@@ -95,8 +95,8 @@ fn closed_form_deviations_and_order_match_the_gd_map_and_the_flow_formula() {
         let last = result
             .deviations
             .iter()
-            .filter(|r| r.eta == eta)
-            .last()
+            .rev()
+            .find(|r| r.eta == eta)
             .unwrap();
         assert_eq!(
             last.step,
