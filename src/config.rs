@@ -78,6 +78,34 @@ impl FlowVariant {
     }
 }
 
+/// The E of the perturbed gradient flow −G = (X* − UVᵀ) + E (MATH §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PerturbationModel {
+    /// E = 0: plain matrix factorisation.
+    None,
+    /// E = (𝒜*𝒜 − I)(X* − UVᵀ): the sensing flow, spelled out.
+    Sensing,
+    /// The sensing E plus 𝒜*ξ, ξ the measurement noise (--noise s).
+    Noise,
+    /// E = ε‖X* − UVᵀ‖·W/‖W‖, W a fixed seeded Gaussian direction.
+    Relative,
+    /// E = ε·W/‖W‖ (constant forcing).
+    Absolute,
+}
+
+impl PerturbationModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            PerturbationModel::None => "none",
+            PerturbationModel::Sensing => "sensing",
+            PerturbationModel::Noise => "noise",
+            PerturbationModel::Relative => "relative",
+            PerturbationModel::Absolute => "absolute",
+        }
+    }
+}
+
 /// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
 /// winning. Unknown TOML keys are errors.
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -132,6 +160,13 @@ pub struct ConfigArgs {
     /// for step η [default: plain]
     #[arg(long, value_enum)]
     pub flow: Option<FlowVariant>,
+    /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
+    /// model of E (MATH §5), GD included, instead of the sensing dynamics
+    #[arg(long, value_enum)]
+    pub perturbation: Option<PerturbationModel>,
+    /// ε of the `relative` and `absolute` perturbations [default: 0.1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub perturbation_size: Option<f64>,
     /// ODE method for the gradient flow [default: tsit45]
     #[arg(long, value_enum)]
     pub method: Option<Method>,
@@ -154,6 +189,10 @@ pub struct ConfigArgs {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub sweep: Option<SweepArgs>,
+    /// The `[check]` table of a configuration file.
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub check: Option<CheckArgs>,
 }
 
 macro_rules! overlay {
@@ -190,6 +229,8 @@ impl ConfigArgs {
             steps,
             record_every,
             flow,
+            perturbation,
+            perturbation_size,
             method,
             rtol,
             atol,
@@ -234,6 +275,8 @@ impl ConfigArgs {
             steps: self.steps.unwrap_or(1000),
             record_every: self.record_every.unwrap_or(1),
             flow: self.flow.unwrap_or(FlowVariant::Plain),
+            perturbation: self.perturbation,
+            perturbation_size: self.perturbation_size.unwrap_or(0.1),
             method: self.method.unwrap_or(Method::Tsit45),
             rtol,
             atol,
@@ -249,14 +292,25 @@ impl ConfigArgs {
 /// Parse a configuration file: the run keys at the top level and the optional `[sweep]` table.
 /// Errors name the offending key (`sweep.horizon` for one in the table) and its line.
 pub fn parse_config_file(text: &str) -> Result<(ConfigArgs, Option<SweepArgs>)> {
+    parse_config_file_all(text).map(|(a, s, _)| (a, s))
+}
+
+/// [`parse_config_file`] with the `[check]` table as well.
+pub fn parse_config_file_all(
+    text: &str,
+) -> Result<(ConfigArgs, Option<SweepArgs>, Option<CheckArgs>)> {
     let mut args: ConfigArgs = toml::from_str(text).map_err(|e| {
         let msg = e.message().to_string();
         let (key, line) = e
             .span()
             .map(|span| key_at(text, span.start))
             .unwrap_or((None, None));
-        let in_sweep = key.as_deref().is_some_and(|k| k.starts_with("sweep."));
-        let hint = unknown_key_hint(&msg, if in_sweep { SWEEP_KEYS } else { KNOWN_KEYS });
+        let keys = match key.as_deref() {
+            Some(k) if k.starts_with("sweep.") => SWEEP_KEYS,
+            Some(k) if k.starts_with("check.") => CHECK_KEYS,
+            _ => KNOWN_KEYS,
+        };
+        let hint = unknown_key_hint(&msg, keys);
         let at = line.map_or(String::new(), |l| format!(" (line {l})"));
         Error::invalid(
             key.as_deref().unwrap_or("config"),
@@ -265,7 +319,8 @@ pub fn parse_config_file(text: &str) -> Result<(ConfigArgs, Option<SweepArgs>)> 
         )
     })?;
     let sweep = args.sweep.take();
-    Ok((args, sweep))
+    let check = args.check.take();
+    Ok((args, sweep, check))
 }
 
 /// The key (prefixed by its table, e.g. `sweep.etas`) on the line holding byte `pos`, and the
@@ -328,6 +383,72 @@ pub struct SweepArgs {
     #[arg(long)]
     pub max_rows: Option<usize>,
 }
+
+/// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
+/// table.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckArgs {
+    /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
+    #[arg(long, allow_hyphen_values = true)]
+    pub drift_c: Option<f64>,
+    /// Relative tolerance of GD's drift identity [default: 1e-8]
+    #[arg(long, allow_hyphen_values = true)]
+    pub identity_tol: Option<f64>,
+    /// Allowed |order − 1| of GD against the flow [default: 0.15]
+    #[arg(long, allow_hyphen_values = true)]
+    pub order_tol: Option<f64>,
+    /// Allowed relative deviation of the slope of t_ε against ln(1/α) from 1/σ_r [default: 0.15]
+    #[arg(long, allow_hyphen_values = true)]
+    pub slope_tol: Option<f64>,
+    /// Allowed relative deviation of each learning time from ln(σ_i/α² − 1)/(2σ_i)
+    /// [default: 0.02]
+    #[arg(long, allow_hyphen_values = true)]
+    pub incremental_tol: Option<f64>,
+    /// Relative error ε of the convergence times t_ε [default: 0.1]
+    #[arg(long = "check-epsilon", allow_hyphen_values = true)]
+    pub epsilon: Option<f64>,
+    /// Bound on the empirical RIP constant δ̂ (reported only when not given)
+    #[arg(long, allow_hyphen_values = true)]
+    pub rip_bound: Option<f64>,
+    /// Bound on max ρ(t) along the flow (reported only when not given)
+    #[arg(long, allow_hyphen_values = true)]
+    pub rho_bound: Option<f64>,
+    /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
+    #[arg(long, allow_hyphen_values = true)]
+    pub alignment_tol: Option<f64>,
+}
+
+impl CheckArgs {
+    pub fn overlaid_by(mut self, top: &CheckArgs) -> Self {
+        overlay!(
+            self,
+            top,
+            drift_c,
+            identity_tol,
+            order_tol,
+            slope_tol,
+            incremental_tol,
+            epsilon,
+            rip_bound,
+            rho_bound,
+            alignment_tol
+        );
+        self
+    }
+}
+
+const CHECK_KEYS: &[&str] = &[
+    "drift_c",
+    "identity_tol",
+    "order_tol",
+    "slope_tol",
+    "incremental_tol",
+    "epsilon",
+    "rip_bound",
+    "rho_bound",
+    "alignment_tol",
+];
 
 const SWEEP_KEYS: &[&str] = &[
     "etas",
@@ -410,6 +531,8 @@ const KNOWN_KEYS: &[&str] = &[
     "steps",
     "record_every",
     "flow",
+    "perturbation",
+    "perturbation_size",
     "method",
     "rtol",
     "atol",
@@ -417,6 +540,7 @@ const KNOWN_KEYS: &[&str] = &[
     "save_problem",
     "out",
     "sweep",
+    "check",
 ];
 
 fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
@@ -470,6 +594,9 @@ pub struct Config {
     pub steps: usize,
     pub record_every: usize,
     pub flow: FlowVariant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<PerturbationModel>,
+    pub perturbation_size: f64,
     pub method: Method,
     pub rtol: f64,
     pub atol: f64,
@@ -659,6 +786,13 @@ impl Config {
                 "kappa",
                 self.kappa,
                 "must be a finite number >= 1",
+            ));
+        }
+        if !(self.perturbation_size.is_finite() && self.perturbation_size >= 0.0) {
+            return Err(Error::invalid(
+                "perturbation_size",
+                self.perturbation_size,
+                "must be a finite number >= 0",
             ));
         }
         if !(self.noise.is_finite() && self.noise >= 0.0) {

@@ -188,6 +188,20 @@ pub fn distances(field: &VectorField, a: &Trajectory, b: &Trajectory) -> Vec<(us
         .collect()
 }
 
+/// The dynamics a configuration asks for: the sensing field, or a perturbed flow.
+pub fn field_of(cfg: &Config, problem: &Problem) -> VectorField {
+    let field = VectorField::from_problem(problem);
+    match cfg.perturbation {
+        None => field,
+        Some(model) => field.perturbed(crate::field::Perturbation::new(
+            model,
+            cfg.perturbation_size,
+            problem,
+            cfg.seed,
+        )),
+    }
+}
+
 /// Run GD and the flow on a prepared problem; progress bars on stderr when `show_progress`
 /// (see [`crate::progress`]).
 pub fn run_problem(
@@ -197,7 +211,7 @@ pub fn run_problem(
     show_progress: bool,
 ) -> Result<RunResult> {
     let start = Instant::now();
-    let field = VectorField::from_problem(problem);
+    let field = field_of(cfg, problem);
     let x0 = problem.start_state();
     let gd_opts = GdOptions::new(cfg.eta, cfg.steps, cfg.record_every);
 
@@ -296,6 +310,17 @@ pub fn run_with_progress(args: &ConfigArgs, show_progress: bool) -> Result<RunRe
     run_problem(&cfg, &problem, t.elapsed().as_secs_f64(), show_progress)
 }
 
+/// The columns of `trajectory.csv` after `sv_1..sv_k` (see [`Record`]).
+pub const THEORY_COLUMNS: [&str; 7] = [
+    "rho",
+    "signal_u",
+    "signal_v",
+    "sin_theta_u",
+    "sin_theta_v",
+    "spurious_u",
+    "spurious_v",
+];
+
 /// `trajectory.csv`: one row per output time and dynamics.
 pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
     let k = result.summary.problem.width;
@@ -312,6 +337,7 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
     .map(|s| s.to_string())
     .collect();
     header.extend((1..=k).map(|i| format!("sv_{i}")));
+    header.extend(THEORY_COLUMNS.iter().map(|s| s.to_string()));
     let csv_err = |e: csv::Error| Error::invalid("trajectory.csv", "csv", e.to_string());
     w.write_record(&header).map_err(csv_err)?;
     for (name, records) in [("gd", &result.gd), ("flow", &result.flow)] {
@@ -325,6 +351,18 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
                 num(r.balance_drift),
             ];
             row.extend(r.sv.iter().map(|s| num(*s)));
+            row.extend(
+                [
+                    r.rho,
+                    r.signal_u,
+                    r.signal_v,
+                    r.sin_theta_u,
+                    r.sin_theta_v,
+                    r.spurious_u,
+                    r.spurious_v,
+                ]
+                .map(num),
+            );
             w.write_record(&row).map_err(csv_err)?;
         }
     }

@@ -15,8 +15,48 @@ use std::sync::Arc;
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
 
+use crate::config::PerturbationModel;
 use crate::operator::SensingOperator;
-use crate::problem::Problem;
+use crate::problem::{sub_rng, Problem};
+
+/// Stream of the seeded direction W of the `relative` and `absolute` perturbations.
+pub const STREAM_PERTURBATION: u64 = 6;
+
+/// The perturbed gradient flow of MATH §5: −G = (X* − UVᵀ) + E with E from a model.
+#[derive(Clone, Debug)]
+pub struct Perturbation {
+    pub model: PerturbationModel,
+    /// ε for `relative` and `absolute`.
+    pub size: f64,
+    x_star: DMatrix<f64>,
+    /// W/‖W‖_F, W Gaussian from the seed's perturbation stream.
+    direction: DMatrix<f64>,
+    /// 𝒜*ξ for `noise` (ξ the problem's measurement noise: y − 𝒜(X*)).
+    adjoint_noise: DMatrix<f64>,
+}
+
+impl Perturbation {
+    pub fn new(model: PerturbationModel, size: f64, problem: &Problem, seed: u64) -> Self {
+        use rand_distr::{Distribution, StandardNormal};
+        let (n1, n2) = (problem.n1(), problem.n2());
+        let mut rng = sub_rng(seed, STREAM_PERTURBATION);
+        let mut w = DMatrix::<f64>::from_fn(n1, n2, |_, _| StandardNormal.sample(&mut rng));
+        let norm = w.norm();
+        w /= norm;
+        let mut clean = vec![0.0; problem.m()];
+        problem.op.apply(problem.x_star.as_slice(), &mut clean);
+        let xi: Vec<f64> = problem.y.iter().zip(&clean).map(|(y, c)| y - c).collect();
+        let mut adjoint_noise = DMatrix::zeros(n1, n2);
+        problem.op.adjoint(&xi, adjoint_noise.as_mut_slice());
+        Self {
+            model,
+            size,
+            x_star: problem.x_star.clone(),
+            direction: w,
+            adjoint_noise,
+        }
+    }
+}
 
 /// f(U, V) = ½‖𝒜(UVᵀ) − y‖² and its negative gradient field.
 #[derive(Clone)]
@@ -26,6 +66,8 @@ pub struct VectorField {
     n1: usize,
     n2: usize,
     k: usize,
+    /// `Some`: the perturbed flow's G = −(X* − UVᵀ + E) replaces 𝒜*(𝒜(UVᵀ) − y).
+    perturbation: Option<Arc<Perturbation>>,
 }
 
 /// Scratch buffers, and the residual of the last state seen so that a jvp at the state of
@@ -42,6 +84,9 @@ pub struct Workspace {
     gdot: DMatrix<f64>,
     /// The plain field while the modified one is assembled.
     plain: Vec<f64>,
+    /// R = X* − UVᵀ of the cached state (perturbed fields only).
+    resid: DMatrix<f64>,
+    scratch: DMatrix<f64>,
 }
 
 impl Workspace {
@@ -55,7 +100,26 @@ impl VectorField {
     pub fn new(op: Arc<dyn SensingOperator>, y: Vec<f64>, k: usize) -> Self {
         assert_eq!(op.m(), y.len(), "one observation per measurement");
         let (n1, n2) = (op.n1(), op.n2());
-        Self { op, y, n1, n2, k }
+        Self {
+            op,
+            y,
+            n1,
+            n2,
+            k,
+            perturbation: None,
+        }
+    }
+
+    /// The perturbed flow of MATH §5 on the same problem: U' = (X* − UVᵀ + E)V,
+    /// V' = (X* − UVᵀ + E)ᵀU. Its loss is reported as ½‖X* − UVᵀ‖² (not every model is a
+    /// gradient flow).
+    pub fn perturbed(mut self, p: Perturbation) -> Self {
+        self.perturbation = Some(Arc::new(p));
+        self
+    }
+
+    pub fn perturbation(&self) -> Option<&Perturbation> {
+        self.perturbation.as_deref()
     }
 
     pub fn from_problem(p: &Problem) -> Self {
@@ -94,6 +158,8 @@ impl VectorField {
             rdot: vec![0.0; m],
             gdot: DMatrix::zeros(n1, n2),
             plain: vec![0.0; self.state_len()],
+            resid: DMatrix::zeros(n1, n2),
+            scratch: DMatrix::zeros(n1, n2),
         }
     }
 
@@ -132,12 +198,16 @@ impl VectorField {
         }
         let (u, v) = self.split(state);
         ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
-        self.op.apply(ws.x.as_slice(), &mut ws.r);
-        for (ri, yi) in ws.r.iter_mut().zip(&self.y) {
-            *ri -= yi;
+        if let Some(p) = &self.perturbation {
+            ws.loss = self.evaluate_perturbed(p, ws);
+        } else {
+            self.op.apply(ws.x.as_slice(), &mut ws.r);
+            for (ri, yi) in ws.r.iter_mut().zip(&self.y) {
+                *ri -= yi;
+            }
+            self.op.adjoint(&ws.r, ws.g.as_mut_slice());
+            ws.loss = 0.5 * ws.r.iter().map(|r| r * r).sum::<f64>();
         }
-        self.op.adjoint(&ws.r, ws.g.as_mut_slice());
-        ws.loss = 0.5 * ws.r.iter().map(|r| r * r).sum::<f64>();
         match &mut ws.cached {
             Some(c) => c.copy_from_slice(state),
             None => ws.cached = Some(state.to_vec()),
@@ -145,10 +215,68 @@ impl VectorField {
         ws.loss
     }
 
-    /// f(U, V) alone: one operator pass.
+    /// G = −(R + E) with R = X* − UVᵀ (ws.x holds UVᵀ); returns ½‖R‖².
+    fn evaluate_perturbed(&self, p: &Perturbation, ws: &mut Workspace) -> f64 {
+        ws.resid.copy_from(&p.x_star);
+        ws.resid -= &ws.x;
+        let e = &mut ws.scratch;
+        match p.model {
+            PerturbationModel::None => e.fill(0.0),
+            PerturbationModel::Sensing | PerturbationModel::Noise => {
+                // E = (𝒜*𝒜 − I)R (+ 𝒜*ξ), spelled out rather than folded into 𝒜*(𝒜X − y)
+                self.op.apply(ws.resid.as_slice(), &mut ws.r);
+                self.op.adjoint(&ws.r, e.as_mut_slice());
+                *e -= &ws.resid;
+                if p.model == PerturbationModel::Noise {
+                    *e += &p.adjoint_noise;
+                }
+            }
+            PerturbationModel::Relative => {
+                e.copy_from(&p.direction);
+                *e *= p.size * ws.resid.norm();
+            }
+            PerturbationModel::Absolute => {
+                e.copy_from(&p.direction);
+                *e *= p.size;
+            }
+        }
+        ws.g.copy_from(&ws.resid);
+        ws.g += &ws.scratch;
+        ws.g.neg_mut();
+        0.5 * ws.resid.norm_squared()
+    }
+
+    /// Ġ for a direction with Ẋ = ŮVᵀ + UV̊ᵀ in ws.xdot (perturbed fields; R cached).
+    fn gdot_perturbed(&self, p: &Perturbation, ws: &mut Workspace) {
+        // Ṙ = −Ẋ; Ġ = −(Ṙ + Ė) = Ẋ − Ė
+        ws.gdot.copy_from(&ws.xdot);
+        match p.model {
+            PerturbationModel::None | PerturbationModel::Absolute => {}
+            PerturbationModel::Sensing | PerturbationModel::Noise => {
+                // Ė = (𝒜*𝒜 − I)Ṙ = −𝒜*𝒜Ẋ + Ẋ, so Ġ = 𝒜*𝒜Ẋ
+                self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
+                self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+            }
+            PerturbationModel::Relative => {
+                // Ė = ε⟨R, Ṙ⟩/‖R‖ · W = −ε⟨R, Ẋ⟩/‖R‖ · W
+                let norm = ws.resid.norm();
+                if norm > 0.0 {
+                    let c = -p.size * ws.resid.dot(&ws.xdot) / norm;
+                    for (g, w) in ws.gdot.iter_mut().zip(p.direction.iter()) {
+                        *g -= c * w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// f(U, V) alone: one operator pass (none for perturbed fields).
     pub fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
         let (u, v) = self.split(state);
         ws.xdot.gemm(1.0, &u, &v.transpose(), 0.0);
+        if let Some(p) = &self.perturbation {
+            return 0.5 * (&p.x_star - &ws.xdot).norm_squared();
+        }
         self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
         0.5 * ws
             .rdot
@@ -175,8 +303,12 @@ impl VectorField {
         let (du, dv) = self.split(dir);
         ws.xdot.gemm(1.0, &du, &v.transpose(), 0.0);
         ws.xdot.gemm(1.0, &u, &dv.transpose(), 1.0);
-        self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
-        self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+        if let Some(p) = &self.perturbation {
+            self.gdot_perturbed(p, ws);
+        } else {
+            self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
+            self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+        }
         let (mut ou, mut ov) = self.split_mut(out);
         ou.gemm(-1.0, &ws.gdot, &v, 0.0);
         ou.gemm(-1.0, &ws.g, &dv, 1.0);
@@ -223,6 +355,18 @@ impl VectorField {
     pub fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
         let n = self.state_len();
         assert_eq!(jac.shape(), (n, n), "Jacobian shape");
+        if self.perturbation.is_some() {
+            // No one-GEMM form for every model: one jvp per column.
+            let mut e = vec![0.0; n];
+            let mut col = vec![0.0; n];
+            for j in 0..n {
+                e[j] = 1.0;
+                self.jvp(state, &e, &mut col, ws);
+                jac.column_mut(j).copy_from_slice(&col);
+                e[j] = 0.0;
+            }
+            return;
+        }
         self.evaluate(state, ws);
         let (u, v) = self.split(state);
         let (n1, n2, k, m) = (self.n1, self.n2, self.k, self.y.len());

@@ -35,6 +35,7 @@
 //! assert!((x[(0, 0)] - 1.0).abs() < 1e-8 && (x[(1, 1)] - 0.5).abs() < 1e-5);
 //! ```
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod experiment;
@@ -49,3 +50,4 @@ pub mod progress;
 pub mod record;
 pub mod sharpness;
 pub mod sweep;
+pub mod theory;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gdflow::config::{parse_config_file, ConfigArgs, SweepArgs};
+use gdflow::config::{parse_config_file_all, CheckArgs, ConfigArgs, SweepArgs};
 use gdflow::error::Error;
 
 /// Gradient descent versus gradient flow in low-rank matrix sensing.
@@ -71,6 +71,23 @@ enum Command {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Test the theory's predictions on a problem: a table of predicted against measured, with
+    /// pass/fail; exits 3 when a prediction fails, so it can gate a pipeline.
+    #[command(after_help = CHECK_EXAMPLES, allow_negative_numbers = true)]
+    Check {
+        /// Also draw the figures, phases included, into OUT/figures (needs --out)
+        #[arg(long)]
+        figures: bool,
+        /// TOML file with problem keys and an optional [check] table; flags win over it
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        check: CheckArgs,
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Draw figures (PNG, SVG and the plotted data as CSV) from saved results of `run` or
     /// `sweep`.
     #[command(after_help = PLOT_EXAMPLES)]
@@ -115,6 +132,15 @@ fn needs_out(figures: bool, out: &Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  gdflow check                                 # the battery on the default problem
+  gdflow check --kappa 4 --alpha 1e-4 --out checks/ --figures
+  gdflow check --rho-bound 2 --rip-bound 0.5   # give bounds to the reported-only rows
+  gdflow check --config checks/config.toml     # [check] table holds the constants
+
+Exit status: 0 all predictions passed, 3 a prediction failed, 2 bad input, 1 runtime error.";
+
 const PLOT_EXAMPLES: &str = "\
 Examples:
   gdflow plot results/                         # figures of one run into results/figures/
@@ -156,22 +182,30 @@ fn warn(warnings: &[String]) {
 }
 
 fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs)> {
+    load_all(config).map(|(a, s, _)| (a, s))
+}
+
+fn load_all(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
     match config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::invalid("config", path.display(), format!("cannot be read: {e}"))
             })?;
-            let (args, sweep) = parse_config_file(&text)?;
-            Ok((args, sweep.unwrap_or_default()))
+            let (args, sweep, check) = parse_config_file_all(&text)?;
+            Ok((args, sweep.unwrap_or_default(), check.unwrap_or_default()))
         }
         None => Ok(Default::default()),
     }
 }
 
+/// Exit status of `gdflow check` when a prediction failed.
+const CHECK_FAILED: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(CHECK_FAILED),
         Err(e) => {
             eprintln!("error: {e:#}");
             let usage = matches!(
@@ -187,7 +221,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Ok(false): the command ran, and a prediction it checked failed.
+fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run {
             figures,
@@ -214,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     write_figures(&figs, &dir.join("figures"))?;
                 }
             }
-            Ok(())
+            Ok(true)
         }
         Command::Sweep {
             figures,
@@ -244,7 +279,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     write_figures(&figs, &dir.join("figures"))?;
                 }
             }
-            Ok(())
+            Ok(true)
+        }
+        Command::Check {
+            figures,
+            config,
+            common,
+            check,
+            args,
+        } => {
+            let (base, _, base_check) = load_all(&config)?;
+            let merged = base.overlaid_by(&args);
+            let merged_check = base_check.overlaid_by(&check);
+            merged.resolve()?;
+            gdflow::check::CheckSettings::resolve(&merged_check)?;
+            needs_out(figures, &merged.out)?;
+            common.check_out(&merged)?;
+            let result = gdflow::check::check(&merged, &merged_check)?;
+            warn(&result.run.summary.warnings);
+            print!("{}", gdflow::check::format_checks(&result.summary));
+            if let Some(dir) = &merged.out {
+                gdflow::check::write_check_outputs(&result, dir)?;
+                println!(
+                    "wrote {}/{{summary.json,checks.csv,trajectory.csv,config.toml}}",
+                    dir.display()
+                );
+                if figures {
+                    let mut figs =
+                        gdflow::plot::figures::run_figures(std::slice::from_ref(&result.run));
+                    figs.push(gdflow::plot::figures::phases(
+                        &result.run,
+                        &result.summary.phases,
+                    ));
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
+            }
+            Ok(result.summary.passed)
         }
         Command::Plot {
             results,
@@ -271,7 +341,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect::<Result<Vec<_>, _>>()?;
                 gdflow::plot::figures::run_figures(&runs)
             };
-            write_figures(&figs, &dir)
+            write_figures(&figs, &dir)?;
+            Ok(true)
         }
     }
 }

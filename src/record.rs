@@ -17,6 +17,24 @@ pub struct Record {
     pub balance_drift: f64,
     /// Singular values of UVᵀ, largest first, k of them.
     pub sv: Vec<f64>,
+    /// ρ = ‖E‖_op / ‖X* − UVᵀ‖_op with E = −G − (X* − UVᵀ): the perturbation the dynamics
+    /// sees relative to the residual (MATH §5).
+    pub rho: f64,
+    /// Signal strength σ_r(L*ᵀU) and σ_r(R*ᵀV) (MATH §6).
+    pub signal_u: f64,
+    pub signal_v: f64,
+    /// ‖sin Θ‖_op between the top-r left (right) singular space of UVᵀ and L* (R*).
+    pub sin_theta_u: f64,
+    pub sin_theta_v: f64,
+    /// Spurious parts ‖(I − L*L*ᵀ)U‖_F and ‖(I − R*R*ᵀ)V‖_F.
+    pub spurious_u: f64,
+    pub spurious_v: f64,
+}
+
+/// The numerical rank of a target (relative threshold as in
+/// [`crate::problem::nonzero_singular_values`]).
+fn rank_of(x: &DMatrix<f64>) -> usize {
+    crate::problem::nonzero_singular_values(x).len()
 }
 
 /// Computes [`Record`]s against a fixed target and start.
@@ -25,6 +43,42 @@ pub struct Recorder<'f> {
     x_star: DMatrix<f64>,
     x_star_norm: f64,
     d0: DMatrix<f64>,
+    /// Orthonormal bases of X*'s column and row spaces (n1×r, n2×r).
+    l_star: DMatrix<f64>,
+    r_star: DMatrix<f64>,
+}
+
+/// Top-`r` left and right singular vectors of `x`, by decreasing singular value.
+pub fn top_singular_spaces(x: &DMatrix<f64>, r: usize) -> (DMatrix<f64>, DMatrix<f64>) {
+    let svd = x.clone().svd(true, true);
+    let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
+    order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
+    let u = svd.u.expect("asked for U");
+    let vt = svd.v_t.expect("asked for Vᵀ");
+    let r = r.min(order.len());
+    let l = DMatrix::from_fn(x.nrows(), r, |i, j| u[(i, order[j])]);
+    let rr = DMatrix::from_fn(x.ncols(), r, |i, j| vt[(order[j], i)]);
+    (l, rr)
+}
+
+/// The r-th largest singular value of `m` (0 when it has fewer).
+fn sigma_r(m: &DMatrix<f64>, r: usize) -> f64 {
+    let mut sv: Vec<f64> = m.singular_values().iter().copied().collect();
+    sv.sort_by(|a, b| b.total_cmp(a));
+    if r == 0 {
+        return 0.0;
+    }
+    sv.get(r - 1).copied().unwrap_or(0.0)
+}
+
+/// ‖sin Θ‖_op between span(a) and span(b), both orthonormal, b with r columns.
+fn sin_theta(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    let r = b.ncols();
+    if a.ncols() < r {
+        return 1.0;
+    }
+    let c = sigma_r(&(b.transpose() * a), r);
+    (1.0 - c * c).max(0.0).sqrt()
 }
 
 /// D(U, V) = UᵀU − VᵀV.
@@ -53,14 +107,30 @@ impl<'f> Recorder<'f> {
             x_star: x_star.clone(),
             x_star_norm: x_star.norm(),
             d0: balance(field, start),
+            l_star: top_singular_spaces(x_star, rank_of(x_star)).0,
+            r_star: top_singular_spaces(x_star, rank_of(x_star)).1,
         }
     }
 
     pub fn record(&self, step: usize, t: f64, state: &[f64], ws: &mut Workspace) -> Record {
-        let loss = self.field.loss(state, ws);
+        let loss = self.field.evaluate(state, ws);
         let x = self.field.product(state);
-        let rel_error = (x - &self.x_star).norm() / self.x_star_norm;
+        let resid = &self.x_star - &x;
+        let rel_error = resid.norm() / self.x_star_norm;
         let balance_drift = (balance(self.field, state) - &self.d0).norm();
+        let e = -ws.g() - &resid;
+        let resid_op = resid.singular_values().max();
+        let rho = if resid_op > 0.0 {
+            e.singular_values().max() / resid_op
+        } else {
+            0.0
+        };
+        let (u, v) = self.field.split(state);
+        let r = self.l_star.ncols();
+        let (lx, rx) = top_singular_spaces(&x, r.min(self.field.k()));
+        let spurious = |basis: &DMatrix<f64>, f: &nalgebra::DMatrixView<f64>| {
+            (f - basis * (basis.transpose() * f)).norm()
+        };
         Record {
             step,
             t,
@@ -68,6 +138,13 @@ impl<'f> Recorder<'f> {
             rel_error,
             balance_drift,
             sv: product_singular_values(self.field, state),
+            rho,
+            signal_u: sigma_r(&(self.l_star.transpose() * u), r),
+            signal_v: sigma_r(&(self.r_star.transpose() * v), r),
+            sin_theta_u: sin_theta(&lx, &self.l_star),
+            sin_theta_v: sin_theta(&rx, &self.r_star),
+            spurious_u: spurious(&self.l_star, &u),
+            spurious_v: spurious(&self.r_star, &v),
         }
     }
 }

@@ -498,7 +498,7 @@ fn plain_flow_all(
 }
 
 /// First time the relative error drops below ε, interpolated in log error between samples.
-fn first_passage(prev: Option<(f64, f64)>, t: f64, err: f64, eps: f64) -> Option<f64> {
+pub fn first_passage(prev: Option<(f64, f64)>, t: f64, err: f64, eps: f64) -> Option<f64> {
     if err >= eps {
         return None;
     }

@@ -160,6 +160,56 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
     }
 }
 
+/// (e) Phases: signal strength, alignment and spurious part against t for the flow (solid)
+/// and GD (dashed), with the detected phase boundaries as vertical lines.
+pub fn phases(run: &RunResult, phases: &crate::theory::Phases) -> Figure {
+    let mut p = panel("phases (MATH §6)", "", true);
+    let quantities: [(&str, fn(&Record) -> f64); 3] = [
+        ("signal σ_r(L*ᵀU)", |r| r.signal_u),
+        ("alignment ‖sin Θ‖", |r| r.sin_theta_u),
+        ("spurious ‖(I − L*L*ᵀ)U‖", |r| r.spurious_u),
+    ];
+    let mut lo = f64::INFINITY;
+    let mut hi: f64 = 0.0;
+    for (i, (name, f)) in quantities.iter().enumerate() {
+        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, f(r))).collect();
+        for &(_, v) in &flow {
+            if v > 0.0 && v.is_finite() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        p.series.push(Series::new(*name, i, Style::Line, flow));
+        p.series.push(gd_series(
+            String::new(),
+            i,
+            run.gd.iter().map(|r| (r.t, f(r))).collect(),
+            &run.summary.gd.status,
+        ));
+    }
+    if lo.is_finite() {
+        for (name, t, color) in [
+            ("end of alignment", phases.end_of_alignment, 1),
+            ("end of growth", phases.end_of_growth, 0),
+        ] {
+            if let Some(t) = t {
+                p.series.push(Series::new(
+                    name,
+                    color,
+                    Style::Guide,
+                    vec![(t, lo), (t, hi)],
+                ));
+                p.texts.push(format!("{name}: t = {}", super::short(t)));
+            }
+        }
+    }
+    p.texts.push("flow solid, GD dashed".into());
+    Figure {
+        name: "phases".into(),
+        panels: vec![p],
+    }
+}
+
 /// Every figure a set of runs supports (b for the first run).
 pub fn run_figures(runs: &[RunResult]) -> Vec<Figure> {
     if runs.is_empty() {
@@ -388,6 +438,21 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
     let path = dir.join("trajectory.csv");
     let bytes = read(&path)?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let header = reader.headers().map_err(|e| bad(&path, e))?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let sv_cols: Vec<usize> = (1..).map_while(|i| col(&format!("sv_{i}"))).collect();
+    let named = |name: &str| col(name).ok_or_else(|| bad(&path, format!("no column `{name}`")));
+    let cols = [
+        named("step")?,
+        named("t")?,
+        named("loss")?,
+        named("rel_error")?,
+        named("balance_drift")?,
+    ];
+    let theory: Vec<Option<usize>> = crate::experiment::THEORY_COLUMNS
+        .iter()
+        .map(|c| col(c))
+        .collect();
     let (mut gd, mut flow) = (Vec::new(), Vec::new());
     for row in reader.records() {
         let row = row.map_err(|e| bad(&path, e))?;
@@ -397,13 +462,21 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
                 .parse::<f64>()
                 .map_err(|e| bad(&path, e))
         };
+        let opt = |i: Option<usize>| i.map_or(Ok(f64::NAN), num);
         let record = Record {
-            step: num(1)? as usize,
-            t: num(2)?,
-            loss: num(3)?,
-            rel_error: num(4)?,
-            balance_drift: num(5)?,
-            sv: (6..row.len()).map(num).collect::<Result<_>>()?,
+            step: num(cols[0])? as usize,
+            t: num(cols[1])?,
+            loss: num(cols[2])?,
+            rel_error: num(cols[3])?,
+            balance_drift: num(cols[4])?,
+            sv: sv_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
+            rho: opt(theory[0])?,
+            signal_u: opt(theory[1])?,
+            signal_v: opt(theory[2])?,
+            sin_theta_u: opt(theory[3])?,
+            sin_theta_v: opt(theory[4])?,
+            spurious_u: opt(theory[5])?,
+            spurious_v: opt(theory[6])?,
         };
         match row.get(0) {
             Some("gd") => gd.push(record),

@@ -8,6 +8,7 @@ mod invariants;
 mod npz;
 mod plot;
 mod sweep;
+mod theory;
 mod validation;
 
 use gdflow::config::ConfigArgs;

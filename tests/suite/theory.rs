@@ -1,0 +1,230 @@
+//! The perturbed gradient flow, the theory quantities and phases, and the check battery.
+
+use gdflow::check::{check, check_with, CheckRow};
+use gdflow::config::{CheckArgs, ConfigArgs, Method, PerturbationModel};
+use gdflow::field::{Perturbation, VectorField};
+use gdflow::flow::{solve_flow, FlowOptions};
+use gdflow::operator::IdentityOperator;
+use gdflow::problem::Problem;
+use gdflow::record::Recorder;
+use gdflow::theory::detect_phases;
+
+use super::{random_state, small_gaussian};
+
+fn flow_states(field: &VectorField, x0: &[f64], times: &[f64]) -> Vec<Vec<f64>> {
+    let steps: Vec<usize> = (0..times.len()).collect();
+    let opts = FlowOptions::new(Method::Tsit45, 1e-10, 1e-14);
+    solve_flow(field, x0, times, &steps, &opts)
+        .unwrap()
+        .trajectory
+        .states
+}
+
+fn max_rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            d / y.iter().map(|q| q * q).sum::<f64>().sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn sensing_perturbation_reproduces_the_sensing_flow() {
+    let p = small_gaussian(21);
+    let x0 = random_state(&p, 22, 0.1);
+    let times: Vec<f64> = (0..=20).map(|j| 0.5 * j as f64).collect();
+    let sensing = VectorField::from_problem(&p);
+    let perturbed = VectorField::from_problem(&p).perturbed(Perturbation::new(
+        PerturbationModel::Sensing,
+        0.0,
+        &p,
+        1,
+    ));
+    let d = max_rel_diff(
+        &flow_states(&perturbed, &x0, &times),
+        &flow_states(&sensing, &x0, &times),
+    );
+    assert!(d < 1e-7, "relative difference {d:e}");
+}
+
+#[test]
+fn no_perturbation_is_plain_matrix_factorisation() {
+    let p = small_gaussian(23);
+    let x0 = random_state(&p, 24, 0.1);
+    let times: Vec<f64> = (0..=20).map(|j| 0.5 * j as f64).collect();
+    let perturbed = VectorField::from_problem(&p).perturbed(Perturbation::new(
+        PerturbationModel::None,
+        0.0,
+        &p,
+        1,
+    ));
+    let op = std::sync::Arc::new(IdentityOperator::new(p.n1(), p.n2()));
+    let plain = VectorField::new(op, p.x_star.as_slice().to_vec(), p.width());
+    let d = max_rel_diff(
+        &flow_states(&perturbed, &x0, &times),
+        &flow_states(&plain, &x0, &times),
+    );
+    assert!(d < 1e-7, "relative difference {d:e}");
+}
+
+#[test]
+fn perturbed_jvps_match_central_differences() {
+    let p = small_gaussian(25);
+    let x = random_state(&p, 26, 0.5);
+    let dir = random_state(&p, 27, 1.0);
+    for model in [
+        PerturbationModel::Sensing,
+        PerturbationModel::Noise,
+        PerturbationModel::Relative,
+        PerturbationModel::Absolute,
+    ] {
+        let f = VectorField::from_problem(&p).perturbed(Perturbation::new(model, 0.3, &p, 2));
+        let mut ws = f.workspace();
+        let n = x.len();
+        let mut jv = vec![0.0; n];
+        f.jvp(&x, &dir, &mut jv, &mut ws);
+        let h = 1e-6;
+        let (mut fp, mut fm) = (vec![0.0; n], vec![0.0; n]);
+        let xp: Vec<f64> = x.iter().zip(&dir).map(|(a, d)| a + h * d).collect();
+        let xm: Vec<f64> = x.iter().zip(&dir).map(|(a, d)| a - h * d).collect();
+        f.rhs(&xp, &mut fp, &mut ws);
+        f.rhs(&xm, &mut fm, &mut ws);
+        let fd: Vec<f64> = fp
+            .iter()
+            .zip(&fm)
+            .map(|(a, b)| (a - b) / (2.0 * h))
+            .collect();
+        let err: f64 = jv
+            .iter()
+            .zip(&fd)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / fd.iter().map(|b| b * b).sum::<f64>().sqrt();
+        assert!(err < 1e-7, "{model:?}: jvp vs central differences {err:e}");
+    }
+}
+
+/// X* = diag(1, 0) with the aligned start s = (a, b), b ≫ a: the top singular direction of UVᵀ
+/// is e₂ (misaligned) until s₁(t) overtakes s₂(t) = b/(1 + 2bt), and e₁ after; s₁ = 1/2 at
+/// ln(1/a − 1)/2. Both times are known in closed form.
+#[test]
+fn phase_detection_finds_boundaries_known_by_construction() {
+    let (a, b) = (1e-6, 1e-2);
+    let p = Problem::aligned_factorisation(2, 2, &[1.0, 0.0], &[a, b]);
+    let field = VectorField::from_problem(&p);
+    let dt = 0.01;
+    let times: Vec<f64> = (0..=1200).map(|j| dt * j as f64).collect();
+    let states = flow_states(&field, &p.start_state(), &times);
+    let recorder = Recorder::new(&field, &p.x_star, &p.start_state());
+    let mut ws = field.workspace();
+    let records: Vec<_> = times
+        .iter()
+        .zip(&states)
+        .enumerate()
+        .map(|(j, (t, x))| recorder.record(j, *t, x, &mut ws))
+        .collect();
+    let phases = detect_phases(&records, 1.0, 0.1);
+    let s1 = |t: f64| 1.0 / (1.0 + (1.0 / a - 1.0) * (-2.0 * t).exp());
+    let s2 = |t: f64| b / (1.0 + 2.0 * b * t);
+    let (mut lo, mut hi) = (0.0, 12.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if s1(mid) < s2(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let crossing = hi;
+    let half = (1.0 / a - 1.0f64).ln() / 2.0;
+    let aligned = phases.end_of_alignment.unwrap();
+    let grown = phases.end_of_growth.unwrap();
+    assert!(
+        aligned >= crossing - 1e-9 && aligned < crossing + dt + 1e-9,
+        "alignment {aligned} vs crossing {crossing}"
+    );
+    assert!(
+        grown >= half - 1e-9 && grown < half + dt + 1e-9,
+        "growth {grown} vs {half}"
+    );
+    assert!(aligned < grown);
+}
+
+fn closed_form_args(dir: &std::path::Path) -> ConfigArgs {
+    let alpha: f64 = 1e-3;
+    let p = Problem::aligned_factorisation(3, 3, &[1.0, 0.5], &[alpha * alpha; 2]);
+    let path = dir.join("closed.npz");
+    p.save_npz(&path).unwrap();
+    ConfigArgs {
+        problem: Some(path),
+        alpha: Some(alpha),
+        eta: Some(0.05),
+        steps: Some(400),
+        ..Default::default()
+    }
+}
+
+fn row<'a>(rows: &'a [CheckRow], name: &str) -> &'a CheckRow {
+    rows.iter().find(|r| r.name == name).unwrap()
+}
+
+#[test]
+fn check_battery_passes_on_the_closed_form_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = check(&closed_form_args(dir.path()), &CheckArgs::default()).unwrap();
+    let s = &result.summary;
+    for r in &s.rows {
+        assert_ne!(
+            r.pass,
+            Some(false),
+            "{}: measured {} vs {}",
+            r.name,
+            r.measured,
+            r.predicted
+        );
+    }
+    assert!(s.passed);
+    // the slope of t_ε in ln(1/α) is 1/σ_r = 2 here, and ρ = 0 (no sensing error)
+    assert!((row(&s.rows, "convergence_time").measured - 2.0).abs() < 0.1);
+    assert_eq!(row(&s.rows, "max_rho").measured, 0.0);
+}
+
+/// Updating V with the new U (Gauss–Seidel) is not GD: its drift breaks the identity.
+fn gauss_seidel_step(field: &VectorField, x: &[f64], eta: f64) -> Vec<f64> {
+    let mut ws = field.workspace();
+    let mut f = vec![0.0; x.len()];
+    field.rhs(x, &mut f, &mut ws);
+    let nu = field.n1() * field.k();
+    let mut y = x.to_vec();
+    for i in 0..nu {
+        y[i] += eta * f[i];
+    }
+    field.rhs(&y, &mut f, &mut ws);
+    for i in nu..x.len() {
+        y[i] = x[i] + eta * f[i];
+    }
+    y
+}
+
+#[test]
+fn a_wrong_stepper_fails_the_drift_identity_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = check_with(
+        &closed_form_args(dir.path()),
+        &CheckArgs::default(),
+        gauss_seidel_step,
+    )
+    .unwrap();
+    let r = row(&result.summary.rows, "gd_drift_identity");
+    assert_eq!(r.pass, Some(false), "measured {}", r.measured);
+    assert!(!result.summary.passed);
+}
