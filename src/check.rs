@@ -98,6 +98,8 @@ pub struct CheckSummary {
     pub passed: bool,
     /// Phase boundaries of the flow on the configured problem.
     pub phases: Phases,
+    /// Convergence time of the `relative`-perturbed flow against ε.
+    pub robustness: Vec<RobustnessPoint>,
     pub total_seconds: f64,
 }
 
@@ -339,6 +341,28 @@ pub fn check_with(args: &ConfigArgs, check: &CheckArgs, stepper: Stepper) -> Res
         pass: settings.rho_bound.map(|b| rho <= b),
     });
 
+    let robustness = robustness(&cfg, &problem)?;
+    let largest = robustness
+        .iter()
+        .filter(|r| r.time.is_some())
+        .map(|r| r.epsilon)
+        .fold(f64::NAN, f64::max);
+    rows.push(CheckRow {
+        name: "robustness_relative".into(),
+        prediction: format!(
+            "largest ε of E = ε‖X* − UVᵀ‖W/‖W‖ at which the flow reaches relative error {ROBUST_TOL:e} by T = {:.2} (times: {})",
+            robustness.first().map_or(0.0, |r| r.budget),
+            robustness
+                .iter()
+                .map(|r| format!("ε={}: {}", r.epsilon, r.time.map_or("—".into(), |t| format!("{t:.2}"))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        measured: largest,
+        predicted: "reported".into(),
+        pass: None,
+    });
+
     let phases = detect_phases(&run.flow, sr, settings.alignment_tol);
     for (name, t, what) in [
         (
@@ -372,6 +396,7 @@ pub fn check_with(args: &ConfigArgs, check: &CheckArgs, stepper: Stepper) -> Res
         rows,
         passed,
         phases,
+        robustness,
         total_seconds: start.elapsed().as_secs_f64(),
     };
     Ok(CheckResult { summary, run })
@@ -492,6 +517,68 @@ fn implicit_regularisation(cfg: &Config, problem: &Problem, sv: &[f64]) -> Resul
             pass: verdict(decreasing(&spurious)),
         },
     ])
+}
+
+/// Relative error the perturbed flow must reach in the robustness experiment.
+pub const ROBUST_TOL: f64 = 1e-3;
+
+/// The relative perturbation's sizes the robustness experiment tries.
+pub const ROBUST_EPSILONS: [f64; 8] = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2];
+
+/// One size of the `relative` perturbation and the time the flow needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessPoint {
+    pub epsilon: f64,
+    /// First t with relative error ≤ [`ROBUST_TOL`], if within the budget.
+    pub time: Option<f64>,
+    pub budget: f64,
+    pub final_rel_error: f64,
+}
+
+/// MATH §5: the flow with E = ε‖X* − UVᵀ‖W/‖W‖ for ε in [`ROBUST_EPSILONS`], each run until
+/// 3·ln(σ_r/α²)/σ_r.
+pub fn robustness(cfg: &Config, problem: &Problem) -> Result<Vec<RobustnessPoint>> {
+    let sr = *problem.target_sv.last().expect("rank >= 1");
+    let budget = 3.0 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr;
+    let dt = budget / 2000.0;
+    let norm = problem.x_star.norm();
+    ROBUST_EPSILONS
+        .iter()
+        .map(|&eps| {
+            let f = VectorField::from_problem(problem).perturbed(crate::field::Perturbation::new(
+                crate::config::PerturbationModel::Relative,
+                eps,
+                problem,
+                cfg.seed,
+            ));
+            let steps: Vec<usize> = (0..=2000).collect();
+            let times: Vec<f64> = steps.iter().map(|&j| j as f64 * dt).collect();
+            let sol = solve_flow(
+                &f,
+                &problem.start_state(),
+                &times,
+                &steps,
+                &flow_opts(cfg, cfg.alpha, cfg.width),
+            )?;
+            let mut prev = None;
+            let mut time = None;
+            let mut last = f64::NAN;
+            for (t, x) in sol.trajectory.times.iter().zip(&sol.trajectory.states) {
+                let err = (f.product(x) - &problem.x_star).norm() / norm;
+                if time.is_none() {
+                    time = first_passage(prev, *t, err, ROBUST_TOL);
+                }
+                prev = Some((*t, err));
+                last = err;
+            }
+            Ok(RobustnessPoint {
+                epsilon: eps,
+                time,
+                budget,
+                final_rel_error: last,
+            })
+        })
+        .collect()
 }
 
 /// `checks.csv`: one row per prediction.

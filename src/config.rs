@@ -167,6 +167,10 @@ pub struct ConfigArgs {
     /// ε of the `relative` and `absolute` perturbations [default: 0.1]
     #[arg(long, allow_hyphen_values = true)]
     pub perturbation_size: Option<f64>,
+    /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
+    /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub symmetric: Option<bool>,
     /// ODE method for the gradient flow [default: tsit45]
     #[arg(long, value_enum)]
     pub method: Option<Method>,
@@ -231,6 +235,7 @@ impl ConfigArgs {
             flow,
             perturbation,
             perturbation_size,
+            symmetric,
             method,
             rtol,
             atol,
@@ -277,6 +282,7 @@ impl ConfigArgs {
             flow: self.flow.unwrap_or(FlowVariant::Plain),
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
+            symmetric: self.symmetric.unwrap_or(false),
             method: self.method.unwrap_or(Method::Tsit45),
             rtol,
             atol,
@@ -533,6 +539,7 @@ const KNOWN_KEYS: &[&str] = &[
     "flow",
     "perturbation",
     "perturbation_size",
+    "symmetric",
     "method",
     "rtol",
     "atol",
@@ -597,6 +604,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perturbation: Option<PerturbationModel>,
     pub perturbation_size: f64,
+    pub symmetric: bool,
     pub method: Method,
     pub rtol: f64,
     pub atol: f64,
@@ -747,6 +755,20 @@ impl Config {
                 format!("n1·n2 overflows with n2 = {}", self.n2),
             )
         })?;
+        if self.symmetric && self.n1 != self.n2 && self.problem.is_none() {
+            return Err(Error::invalid(
+                "symmetric",
+                format!("n1 = {}, n2 = {}", self.n1, self.n2),
+                "the symmetric case needs n1 = n2",
+            ));
+        }
+        if self.symmetric && self.operator == OperatorKind::Entries {
+            return Err(Error::invalid(
+                "operator",
+                "entries",
+                "the symmetric case needs symmetric A_i: use gaussian or identity",
+            ));
+        }
         if self.operator == OperatorKind::File && self.problem.is_none() {
             return Err(Error::invalid(
                 "operator",

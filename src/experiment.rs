@@ -420,6 +420,20 @@ pub fn format_summary(s: &RunSummary) -> String {
         .map(|v| format!("{v:.4}"))
         .collect();
     let _ = writeln!(out, "target σ: [{}]   problem: {}", sv.join(", "), p.source);
+    if c.symmetric {
+        let _ = writeln!(
+            out,
+            "symmetric PSD case: U' = −GU, f = ¼‖𝒜(UUᵀ) − y‖² (MATH §3)"
+        );
+    }
+    if let Some(model) = c.perturbation {
+        let _ = writeln!(
+            out,
+            "perturbed flow (MATH §5): E = {} (size {}); GD is Euler on it",
+            model.name(),
+            c.perturbation_size
+        );
+    }
     let _ = writeln!(
         out,
         "GD: η={} for {} steps (T={});  {} flow: {} rtol={:e} atol={:.3e}",

@@ -68,6 +68,9 @@ pub struct VectorField {
     k: usize,
     /// `Some`: the perturbed flow's G = −(X* − UVᵀ + E) replaces 𝒜*(𝒜(UVᵀ) − y).
     perturbation: Option<Arc<Perturbation>>,
+    /// The symmetric PSD case (MATH §3): the state is vec U alone, V = U, f = ¼‖𝒜(UUᵀ) − y‖²
+    /// and U' = −GU.
+    symmetric: bool,
 }
 
 /// Scratch buffers, and the residual of the last state seen so that a jvp at the state of
@@ -107,7 +110,19 @@ impl VectorField {
             n2,
             k,
             perturbation: None,
+            symmetric: false,
         }
+    }
+
+    /// The symmetric flow U' = −GU of f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2 and symmetric A_i).
+    pub fn symmetric(mut self) -> Self {
+        assert_eq!(self.n1, self.n2, "the symmetric case needs n1 = n2");
+        self.symmetric = true;
+        self
+    }
+
+    pub fn is_symmetric(&self) -> bool {
+        self.symmetric
     }
 
     /// The perturbed flow of MATH §5 on the same problem: U' = (X* − UVᵀ + E)V,
@@ -123,7 +138,12 @@ impl VectorField {
     }
 
     pub fn from_problem(p: &Problem) -> Self {
-        Self::new(p.op.clone(), p.y.clone(), p.width())
+        let f = Self::new(p.op.clone(), p.y.clone(), p.width());
+        if p.symmetric {
+            f.symmetric()
+        } else {
+            f
+        }
     }
 
     pub fn n1(&self) -> usize {
@@ -141,9 +161,13 @@ impl VectorField {
     pub fn observations(&self) -> &[f64] {
         &self.y
     }
-    /// N = (n1 + n2)·k.
+    /// N = (n1 + n2)·k (n1·k in the symmetric case).
     pub fn state_len(&self) -> usize {
-        (self.n1 + self.n2) * self.k
+        if self.symmetric {
+            self.n1 * self.k
+        } else {
+            (self.n1 + self.n2) * self.k
+        }
     }
 
     pub fn workspace(&self) -> Workspace {
@@ -163,9 +187,13 @@ impl VectorField {
         }
     }
 
-    /// Views of U (n1×k) and V (n2×k) inside a state.
+    /// Views of U (n1×k) and V (n2×k) inside a state (both U in the symmetric case).
     pub fn split<'s>(&self, state: &'s [f64]) -> (DMatrixView<'s, f64>, DMatrixView<'s, f64>) {
         let nu = self.n1 * self.k;
+        if self.symmetric {
+            let u = DMatrixView::from_slice(&state[..nu], self.n1, self.k);
+            return (u, u);
+        }
         (
             DMatrixView::from_slice(&state[..nu], self.n1, self.k),
             DMatrixView::from_slice(&state[nu..], self.n2, self.k),
@@ -206,7 +234,7 @@ impl VectorField {
                 *ri -= yi;
             }
             self.op.adjoint(&ws.r, ws.g.as_mut_slice());
-            ws.loss = 0.5 * ws.r.iter().map(|r| r * r).sum::<f64>();
+            ws.loss = self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>();
         }
         match &mut ws.cached {
             Some(c) => c.copy_from_slice(state),
@@ -278,18 +306,31 @@ impl VectorField {
             return 0.5 * (&p.x_star - &ws.xdot).norm_squared();
         }
         self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
-        0.5 * ws
-            .rdot
-            .iter()
-            .zip(&self.y)
-            .map(|(a, y)| (a - y) * (a - y))
-            .sum::<f64>()
+        self.loss_factor()
+            * ws.rdot
+                .iter()
+                .zip(&self.y)
+                .map(|(a, y)| (a - y) * (a - y))
+                .sum::<f64>()
     }
 
-    /// out = F(U, V) = (−GV, −GᵀU); returns the loss at the state.
+    /// ½ in f = ½‖𝒜(UVᵀ) − y‖², ¼ in the symmetric f = ¼‖𝒜(UUᵀ) − y‖².
+    fn loss_factor(&self) -> f64 {
+        if self.symmetric {
+            0.25
+        } else {
+            0.5
+        }
+    }
+
+    /// out = F(U, V) = (−GV, −GᵀU) (−GU in the symmetric case); returns the loss.
     pub fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         let loss = self.evaluate(state, ws);
         let (u, v) = self.split(state);
+        if self.symmetric {
+            DMatrixViewMut::from_slice(out, self.n1, self.k).gemm(-1.0, &ws.g, &u, 0.0);
+            return loss;
+        }
         let (mut fu, mut fv) = self.split_mut(out);
         fu.gemm(-1.0, &ws.g, &v, 0.0);
         fv.gemm_tr(-1.0, &ws.g, &u, 0.0);
@@ -308,6 +349,13 @@ impl VectorField {
         } else {
             self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
             self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+        }
+        if self.symmetric {
+            // −(ĠU + GU̇)
+            let mut ou = DMatrixViewMut::from_slice(out, self.n1, self.k);
+            ou.gemm(-1.0, &ws.gdot, &u, 0.0);
+            ou.gemm(-1.0, &ws.g, &du, 1.0);
+            return;
         }
         let (mut ou, mut ov) = self.split_mut(out);
         ou.gemm(-1.0, &ws.gdot, &v, 0.0);
@@ -355,8 +403,8 @@ impl VectorField {
     pub fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
         let n = self.state_len();
         assert_eq!(jac.shape(), (n, n), "Jacobian shape");
-        if self.perturbation.is_some() {
-            // No one-GEMM form for every model: one jvp per column.
+        if self.perturbation.is_some() || self.symmetric {
+            // No one-GEMM form here: one jvp per column.
             let mut e = vec![0.0; n];
             let mut col = vec![0.0; n];
             for j in 0..n {

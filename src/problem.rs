@@ -41,6 +41,9 @@ pub struct Problem {
     pub y: Vec<f64>,
     pub u0: DMatrix<f64>,
     pub v0: DMatrix<f64>,
+    /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, V_0 = U_0, and the
+    /// dynamics run on U alone.
+    pub symmetric: bool,
 }
 
 impl Problem {
@@ -57,10 +60,12 @@ impl Problem {
         self.y.len()
     }
 
-    /// The start as one state vector (vec U_0, vec V_0).
+    /// The start as one state vector (vec U_0, vec V_0), or vec U_0 in the symmetric case.
     pub fn start_state(&self) -> Vec<f64> {
         let mut x = self.u0.as_slice().to_vec();
-        x.extend_from_slice(self.v0.as_slice());
+        if !self.symmetric {
+            x.extend_from_slice(self.v0.as_slice());
+        }
         x
     }
 
@@ -82,6 +87,9 @@ impl Problem {
             }
         };
         let target_sv = cfg.target_singular_values();
+        if cfg.symmetric {
+            return Ok(Self::symmetric_from(op, cfg));
+        }
         let x_star = random_target(n1, n2, &target_sv, cfg.seed);
         let y = observe(op.as_ref(), &x_star, cfg.noise, cfg.seed);
         let (u0, v0) = random_start(n1, n2, cfg.width, cfg.alpha, cfg.seed);
@@ -92,7 +100,56 @@ impl Problem {
             y,
             u0,
             v0,
+            symmetric: false,
         })
+    }
+
+    /// MATH §3: X* = L diag(σ) Lᵀ, every A_i replaced by (A_i + A_iᵀ)/2 (for symmetric Z,
+    /// ⟨(A + Aᵀ)/2, Z⟩ = ⟨A, Z⟩, so E‖𝒜(Z)‖² = ‖Z‖² still holds), V_0 = U_0.
+    fn symmetric_from(op: Arc<dyn SensingOperator>, cfg: &Config) -> Self {
+        let n = cfg.n1;
+        let target_sv = cfg.target_singular_values();
+        let mut dense = op.to_dense();
+        if cfg.operator == OperatorKind::Gaussian {
+            let mut a = vec![0.0; n * n];
+            for i in 0..dense.ncols() {
+                a.copy_from_slice(dense.column(i).as_slice());
+                let mut col = dense.column_mut(i);
+                for p in 0..n {
+                    for q in 0..n {
+                        col[p + q * n] = 0.5 * (a[p + q * n] + a[q + p * n]);
+                    }
+                }
+            }
+        }
+        let op: Arc<dyn SensingOperator> = if cfg.operator == OperatorKind::Gaussian {
+            Arc::new(DenseOperator::from_columns(n, n, dense))
+        } else {
+            op
+        };
+        let half = random_target(n, n, &target_sv, cfg.seed);
+        // the left factor of the random target: X* = L diag(σ) Lᵀ
+        let l = half.clone().svd(true, false).u.expect("asked for U");
+        let mut order: Vec<usize> = (0..n).collect();
+        let svals = half.singular_values();
+        order.sort_by(|&a, &b| svals[b].total_cmp(&svals[a]));
+        let mut x_star = DMatrix::zeros(n, n);
+        for (j, s) in target_sv.iter().enumerate() {
+            let c = l.column(order[j]);
+            x_star += c * c.transpose() * *s;
+        }
+        let x_star = 0.5 * (&x_star + x_star.transpose());
+        let y = observe(op.as_ref(), &x_star, cfg.noise, cfg.seed);
+        let (u0, _) = random_start(n, n, cfg.width, cfg.alpha, cfg.seed);
+        Self {
+            op,
+            x_star,
+            target_sv,
+            y,
+            v0: u0.clone(),
+            u0,
+            symmetric: true,
+        }
     }
 }
 
@@ -125,6 +182,7 @@ impl Problem {
             y,
             u0,
             v0,
+            symmetric: false,
         }
     }
 }
@@ -369,7 +427,10 @@ impl Problem {
                 "start factors have zero columns (width k must be >= 1)",
             ));
         }
-        let (gen_u, gen_v) = random_start(n1, n2, k, cfg.alpha, cfg.seed);
+        let (gen_u, mut gen_v) = random_start(n1, n2, k, cfg.alpha, cfg.seed);
+        if cfg.symmetric && n1 == n2 {
+            gen_v = gen_u.clone();
+        }
         let u0 = match u0 {
             Some(arr) => {
                 expect_shape(path, "u0", &arr, &[n1, k], "n1×k")?;
@@ -384,14 +445,49 @@ impl Problem {
             }
             None => gen_v,
         };
-        Ok(Self {
+        let mut problem = Self {
             op,
             x_star,
             target_sv,
             y,
             u0,
             v0,
-        })
+            symmetric: false,
+        };
+        if cfg.symmetric {
+            problem.make_symmetric(path)?;
+        }
+        Ok(problem)
+    }
+
+    /// Check that a loaded problem is the symmetric PSD case and mark it so.
+    fn make_symmetric(&mut self, path: &Path) -> Result<()> {
+        let n = self.n1();
+        let asym = |m: &DMatrix<f64>| (m - m.transpose()).norm() / m.norm().max(f64::MIN_POSITIVE);
+        if self.n2() != n {
+            return Err(Error::npz(path, "--symmetric needs a square `x_star`"));
+        }
+        if asym(&self.x_star) > 1e-12 {
+            return Err(Error::npz(path, "--symmetric needs a symmetric `x_star`"));
+        }
+        let mut a = vec![0.0; n * n];
+        for i in 0..self.m() {
+            self.op.measurement_matrix(i, &mut a);
+            if asym(&DMatrix::from_column_slice(n, n, &a)) > 1e-12 {
+                return Err(Error::npz(
+                    path,
+                    format!("--symmetric needs symmetric matrices: `sensing[{i}]` is not"),
+                ));
+            }
+        }
+        if self.u0 != self.v0 {
+            return Err(Error::npz(
+                path,
+                "--symmetric needs `v0` equal to `u0` (or neither given)",
+            ));
+        }
+        self.symmetric = true;
+        Ok(())
     }
 
     /// Write the instance in the format [`Problem::load_npz`] reads (all arrays float64, C

@@ -160,11 +160,14 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
     }
 }
 
+/// A recorded quantity and its legend label.
+type Quantity = (&'static str, fn(&Record) -> f64);
+
 /// (e) Phases: signal strength, alignment and spurious part against t for the flow (solid)
 /// and GD (dashed), with the detected phase boundaries as vertical lines.
 pub fn phases(run: &RunResult, phases: &crate::theory::Phases) -> Figure {
     let mut p = panel("phases (MATH §6)", "", true);
-    let quantities: [(&str, fn(&Record) -> f64); 3] = [
+    let quantities: [Quantity; 3] = [
         ("signal σ_r(L*ᵀU)", |r| r.signal_u),
         ("alignment ‖sin Θ‖", |r| r.sin_theta_u),
         ("spurious ‖(I − L*L*ᵀ)U‖", |r| r.spurious_u),

@@ -228,3 +228,77 @@ fn a_wrong_stepper_fails_the_drift_identity_check() {
     assert_eq!(r.pass, Some(false), "measured {}", r.measured);
     assert!(!result.summary.passed);
 }
+
+/// MATH §3: with symmetric A_i, a PSD target and U_0 = V_0 the asymmetric flow keeps U = V and
+/// is the symmetric flow U' = −GU.
+#[test]
+fn asymmetric_flow_from_a_symmetric_start_is_the_symmetric_flow() {
+    let args = ConfigArgs {
+        n1: Some(7),
+        n2: Some(7),
+        rank: Some(2),
+        width: Some(3),
+        measurements: Some(60),
+        alpha: Some(0.05),
+        symmetric: Some(true),
+        seed: Some(9),
+        ..Default::default()
+    };
+    let p = Problem::generate(&args.resolve().unwrap()).unwrap();
+    assert!((&p.x_star - p.x_star.transpose()).norm() < 1e-14);
+    assert!(
+        p.x_star.symmetric_eigenvalues().iter().all(|&l| l > -1e-12),
+        "X* ⪰ 0"
+    );
+    let sym = VectorField::from_problem(&p);
+    assert!(sym.is_symmetric());
+    let mut full = p.clone();
+    full.symmetric = false;
+    let asym = VectorField::from_problem(&full);
+    let times: Vec<f64> = (0..=30).map(|j| 0.5 * j as f64).collect();
+    let s = flow_states(&sym, &p.start_state(), &times);
+    let a = flow_states(&asym, &full.start_state(), &times);
+    let n = p.n1() * p.width();
+    let (u_of_a, v_of_a): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        a.iter().map(|x| (x[..n].to_vec(), x[n..].to_vec())).unzip();
+    assert!(
+        max_rel_diff(&u_of_a, &v_of_a) < 1e-12,
+        "U = V along the asymmetric flow"
+    );
+    let d = max_rel_diff(&u_of_a, &s);
+    assert!(d < 1e-7, "asymmetric U vs symmetric U: {d:e}");
+    // and the flow learns the target
+    let x = sym.product(s.last().unwrap());
+    assert!((x - &p.x_star).norm() / p.x_star.norm() < 0.05);
+}
+
+#[test]
+fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
+    let args = ConfigArgs {
+        n1: Some(5),
+        n2: Some(5),
+        rank: Some(2),
+        width: Some(2),
+        measurements: Some(30),
+        symmetric: Some(true),
+        ..Default::default()
+    };
+    let p = Problem::generate(&args.resolve().unwrap()).unwrap();
+    let f = VectorField::from_problem(&p);
+    let mut ws = f.workspace();
+    let x = random_state(&p, 3, 0.5)[..f.state_len()].to_vec();
+    let mut g = vec![0.0; x.len()];
+    f.rhs(&x, &mut g, &mut ws);
+    let h = 1e-6;
+    for i in 0..x.len() {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp[i] += h;
+        xm[i] -= h;
+        let fd = -(f.loss(&xp, &mut ws) - f.loss(&xm, &mut ws)) / (2.0 * h);
+        assert!(
+            (fd - g[i]).abs() < 1e-7 * (1.0 + g[i].abs()),
+            "component {i}: {fd} vs {}",
+            g[i]
+        );
+    }
+}
