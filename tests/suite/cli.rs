@@ -65,7 +65,14 @@ fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
             "balance_drift",
             "sv_1",
             "sv_2",
-            "sv_3"
+            "sv_3",
+            "rho",
+            "signal_u",
+            "signal_v",
+            "sin_theta_u",
+            "sin_theta_v",
+            "spurious_u",
+            "spurious_v"
         ]
     );
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
