@@ -16,7 +16,12 @@ fn main() -> anyhow::Result<()> {
         seed: Some(0),
         ..Default::default()
     })?;
-    let sigma_r = *run.summary.problem.target_singular_values.last().expect("rank >= 1");
+    let sigma_r = *run
+        .summary
+        .problem
+        .target_singular_values
+        .last()
+        .expect("rank >= 1");
     let phases = detect_phases(&run.flow, sigma_r, 0.1);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("figures");
     write_figure(&figures::phases(&run, &phases), &dir)?;

@@ -251,6 +251,7 @@ pub fn check_with(args: &ConfigArgs, check: &CheckArgs, stepper: Stepper) -> Res
         stability_steps: 0,
         stability_tol: 1e-4,
         max_rows: 1,
+        shard: None,
     };
     let order = run_sweep(&cfg, &problem, &sweep, false, 0.0)?
         .summary

@@ -388,6 +388,10 @@ pub struct SweepArgs {
     /// maxima are always taken over every step [default: 1000]
     #[arg(long)]
     pub max_rows: Option<usize>,
+    /// Run part i of N disjoint parts of the sweep (η number i, i+N, … of the list);
+    /// `gdflow merge` combines the parts' directories
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<String>,
 }
 
 /// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
@@ -464,6 +468,7 @@ const SWEEP_KEYS: &[&str] = &[
     "stability_steps",
     "stability_tol",
     "max_rows",
+    "shard",
 ];
 
 impl SweepArgs {
@@ -480,7 +485,8 @@ impl SweepArgs {
             epsilon,
             stability_steps,
             stability_tol,
-            max_rows
+            max_rows,
+            shard
         );
         self
     }

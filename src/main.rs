@@ -88,6 +88,23 @@ enum Command {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Combine the output directories of `gdflow sweep --shard 1/N … N/N` into the outputs of
+    /// the unsharded sweep (byte-identical CSVs).
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge {
+        /// The parts' output directories, all N of them, in any order
+        #[arg(required = true, value_name = "DIR")]
+        parts: Vec<PathBuf>,
+        /// Where the merged outputs go
+        #[arg(long, value_name = "DIR", required = true)]
+        out: PathBuf,
+        /// Write into an --out directory that already holds files
+        #[arg(long)]
+        force: bool,
+        /// Also draw the sweep's figures into OUT/figures
+        #[arg(long)]
+        figures: bool,
+    },
     /// Draw figures (PNG, SVG and the plotted data as CSV) from saved results of `run` or
     /// `sweep`.
     #[command(after_help = PLOT_EXAMPLES)]
@@ -140,6 +157,16 @@ Examples:
   gdflow check --config checks/config.toml     # [check] table holds the constants
 
 Exit status: 0 all predictions passed, 3 a prediction failed, 2 bad input, 1 runtime error.";
+
+const MERGE_EXAMPLES: &str = "\
+Examples:
+  for i in 1 2 3 4; do gdflow sweep --eta-range 0.005:0.2:16 --shard $i/4 --out part$i/ & done; wait
+  gdflow merge part1/ part2/ part3/ part4/ --out sweep/
+
+  # SLURM array job (one part per task), then merge:
+  #   gdflow sweep ... --shard ${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT} --out part${SLURM_ARRAY_TASK_ID}/
+  # GNU parallel:
+  #   parallel gdflow sweep ... --shard {}/8 --out part{}/ ::: $(seq 8)";
 
 const PLOT_EXAMPLES: &str = "\
 Examples:
@@ -315,6 +342,27 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
             }
             Ok(result.summary.passed)
+        }
+        Command::Merge {
+            parts,
+            out,
+            force,
+            figures,
+        } => {
+            gdflow::output::check_out_dir(&out, force)?;
+            let result = gdflow::sweep::merge(&parts)?;
+            print!("{}", gdflow::sweep::format_sweep(&result.summary));
+            gdflow::sweep::write_sweep_outputs(&result, &out)?;
+            println!(
+                "merged {} parts into {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
+                parts.len(),
+                out.display()
+            );
+            if figures {
+                let figs = gdflow::plot::figures::sweep_figures(&result);
+                write_figures(&figs, &out.join("figures"))?;
+            }
+            Ok(true)
         }
         Command::Plot {
             results,

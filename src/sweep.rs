@@ -46,6 +46,50 @@ pub struct SweepSettings {
     pub stability_steps: usize,
     pub stability_tol: f64,
     pub max_rows: usize,
+    /// Run only part `index` (1-based) of `count` disjoint parts: the η whose position in
+    /// `etas` is ≡ index − 1 (mod count). `gdflow merge` combines the parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// Written "i/N", as `--shard` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl From<Shard> for String {
+    fn from(s: Shard) -> String {
+        format!("{}/{}", s.index, s.count)
+    }
+}
+
+impl TryFrom<String> for Shard {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Shard::parse(&s)
+    }
+}
+
+impl Shard {
+    /// "i/N" with 1 ≤ i ≤ N.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = || Error::invalid("shard", spec, "must be i/N with 1 <= i <= N, e.g. 2/4");
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether the η at `position` of the full list belongs to this part.
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
 }
 
 fn settings_check(
@@ -140,6 +184,7 @@ impl SweepSettings {
             max_rows,
             "must be an integer >= 1",
         )?;
+        let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
         Ok(Self {
             etas,
             horizon,
@@ -147,7 +192,27 @@ impl SweepSettings {
             stability_steps: args.stability_steps.unwrap_or(1000),
             stability_tol,
             max_rows,
+            shard,
         })
+    }
+
+    /// The step sizes this run compares: all, or its shard's.
+    pub fn active_etas(&self) -> Vec<f64> {
+        self.etas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.shard.is_none_or(|s| s.owns(*i)))
+            .map(|(_, &e)| e)
+            .collect()
+    }
+
+    /// Where the sharpness is measured: the latest time any step size of the full list
+    /// reaches, so that every shard measures it at the same state.
+    pub fn sharpness_time(&self) -> f64 {
+        self.etas
+            .iter()
+            .map(|&e| self.steps_for(e) as f64 * e)
+            .fold(0.0, f64::max)
     }
 
     /// J: the last GD step with Jη ≤ T (rounding forgiven when T is a multiple of η).
@@ -380,7 +445,8 @@ pub struct SweepSummary {
     pub two_over_lambda_max: Option<f64>,
     pub fit_plain: OrderFit,
     pub fit_modified: OrderFit,
-    pub stability: StabilityReport,
+    /// `None` in shards other than the first.
+    pub stability: Option<StabilityReport>,
     pub reference: ReferenceSolves,
     pub points: Vec<SweepPoint>,
     pub operator_counts: OperatorCounts,
@@ -687,29 +753,36 @@ pub fn run_sweep(
     let field = VectorField::from_problem(problem);
     let x0 = problem.start_state();
     let flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
-    let total_steps: usize = settings.etas.iter().map(|&e| settings.steps_for(e)).sum();
+    let etas = settings.active_etas();
+    let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
     let bar = crate::progress::bar(
         show_progress,
         3.0 * problem.op.entries_per_pass() as f64 * total_steps as f64,
-        settings.etas.len() as u64 + 2,
+        etas.len() as u64 + 2,
         "stage",
     );
     bar.set_message("reference flow (two tolerances)");
 
-    let steps: Vec<usize> = settings
-        .etas
-        .iter()
-        .map(|&e| settings.steps_for(e))
-        .collect();
+    // One more output, at the sharpness time: a pseudo step size of one step.
+    let t_sharp = settings.sharpness_time();
+    let mut out_etas = etas.clone();
+    out_etas.push(t_sharp);
+    let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
+    steps.push(1);
     let t = Instant::now();
     let (plain, plain_tight) = rayon::join(
-        || plain_flow_all(&field, &x0, &settings.etas, &steps, &flow_opts),
+        || plain_flow_all(&field, &x0, &out_etas, &steps, &flow_opts),
         || {
             let tight = flow_opts.tightened(TIGHTENING);
-            plain_flow_all(&field, &x0, &settings.etas, &steps, &tight)
+            plain_flow_all(&field, &x0, &out_etas, &steps, &tight)
         },
     );
-    let (plain, plain_tight) = (plain?, plain_tight?);
+    let (plain, mut plain_tight) = (plain?, plain_tight?);
+    let sharp_state = plain_tight
+        .states
+        .pop()
+        .and_then(|mut s| s.pop().filter(|_| s.len() == 1))
+        .map(|x| (t_sharp, x));
     let reference_seconds = t.elapsed().as_secs_f64();
     bar.inc(1);
     bar.set_message("step sizes");
@@ -724,8 +797,7 @@ pub fn run_sweep(
         flow_opts,
     };
     let t = Instant::now();
-    let results: Vec<Result<(SweepPoint, Vec<DeviationRow>)>> = settings
-        .etas
+    let results: Vec<Result<(SweepPoint, Vec<DeviationRow>)>> = etas
         .par_iter()
         .enumerate()
         .map(|(i, &eta)| {
@@ -747,36 +819,23 @@ pub fn run_sweep(
         (Status::Completed, s) => s.clone(),
         (s, _) => s.clone(),
     };
-    let completed = |p: &SweepPoint| {
-        p.gd_status == Status::Completed
-            && plain_status == Status::Completed
-            && p.compared_steps == p.steps
-    };
-    let fit_plain = fit_order(
-        &points
-            .iter()
-            .map(|p| (p.eta, p.max_dev.value, p.ref_error, completed(p)))
-            .collect::<Vec<_>>(),
-    );
-    let fit_modified = fit_order(
-        &points
-            .iter()
-            .map(|p| {
-                let ok = completed(p) && p.modified_flow_status == Status::Completed;
-                (p.eta, p.max_dev_modified.value, p.ref_error_modified, ok)
-            })
-            .collect::<Vec<_>>(),
-    );
+    let (fit_plain, fit_modified) = fits(&points, &plain_status);
 
     bar.set_message("stability limit");
     let t = Instant::now();
-    let stability = stability_report(&ctx, &plain_tight, &steps, settings, cfg.seed);
+    let stability = if settings.shard.is_none_or(|s| s.index == 1) {
+        Some(stability_report(&ctx, sharp_state, settings, cfg.seed))
+    } else {
+        None
+    };
     let stability_seconds = t.elapsed().as_secs_f64();
     bar.inc(1);
     bar.finish_and_clear();
 
-    let two_over_lambda_max =
-        (stability.sharpness.lambda_max > 0.0).then(|| 2.0 / stability.sharpness.lambda_max);
+    let two_over_lambda_max = stability
+        .as_ref()
+        .filter(|s| s.sharpness.lambda_max > 0.0)
+        .map(|s| 2.0 / s.sharpness.lambda_max);
     let summary = SweepSummary {
         crate_name: env!("CARGO_PKG_NAME").to_string(),
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -787,7 +846,10 @@ pub fn run_sweep(
         problem: ProblemInfo::new(cfg, problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,
-        stability_limit: stability.bisection.as_ref().and_then(|b| b.limit),
+        stability_limit: stability
+            .as_ref()
+            .and_then(|s| s.bisection.as_ref())
+            .and_then(|b| b.limit),
         two_over_lambda_max,
         fit_plain,
         fit_modified,
@@ -813,26 +875,41 @@ pub fn run_sweep(
     })
 }
 
-/// Sharpness at the latest reference state, and the bisection started from 2/λ_max.
+/// Both order fits from the points (the sweep's, or a merge's).
+pub fn fits(points: &[SweepPoint], plain_status: &Status) -> (OrderFit, OrderFit) {
+    let completed = |p: &SweepPoint| {
+        p.gd_status == Status::Completed
+            && *plain_status == Status::Completed
+            && p.compared_steps == p.steps
+    };
+    let fit_plain = fit_order(
+        &points
+            .iter()
+            .map(|p| (p.eta, p.max_dev.value, p.ref_error, completed(p)))
+            .collect::<Vec<_>>(),
+    );
+    let fit_modified = fit_order(
+        &points
+            .iter()
+            .map(|p| {
+                let ok = completed(p) && p.modified_flow_status == Status::Completed;
+                (p.eta, p.max_dev_modified.value, p.ref_error_modified, ok)
+            })
+            .collect::<Vec<_>>(),
+    );
+    (fit_plain, fit_modified)
+}
+
+/// Sharpness at the reference state at [`SweepSettings::sharpness_time`] (the start if the
+/// reference failed before it), and the bisection started from 2/λ_max.
 fn stability_report(
     ctx: &Ctx,
-    plain_tight: &PerEta,
-    steps: &[usize],
+    sharp_state: Option<(f64, Vec<f64>)>,
     settings: &SweepSettings,
     seed: u64,
 ) -> StabilityReport {
-    // The state at the latest time any step size reached (ties: the first such step size).
-    let (t_end, state) = settings
-        .etas
-        .iter()
-        .zip(steps)
-        .zip(&plain_tight.states)
-        .filter_map(|((&eta, _), s)| s.last().map(|x| ((s.len() - 1) as f64 * eta, x)))
-        .fold(None::<(f64, &Vec<f64>)>, |best, (t, x)| match best {
-            Some((tb, _)) if tb >= t => best,
-            _ => Some((t, x)),
-        })
-        .map_or((0.0, &ctx.x0), |(t, x)| (t, x));
+    let (t_end, state) = sharp_state.unwrap_or((0.0, ctx.x0.clone()));
+    let state = &state;
     let sharp = sharpness(ctx.field, state, seed, 1e-6, 20_000);
     let steps_per_trial = settings.stability_steps;
     let bisection = (steps_per_trial > 0 && sharp.lambda_max > 0.0).then(|| {
@@ -1070,30 +1147,39 @@ pub fn format_sweep(s: &SweepSummary) -> String {
         "{}",
         describe_fit("modified flow (expect 2)", &s.fit_modified)
     );
-    let st = &s.stability;
-    let _ = writeln!(
-        out,
-        "sharpness λ_max = {:.6} at t = {:.3} (rel. error there {:.2e}; {} power iterations, residual {:.1e}) → 2/λ_max = {}",
-        st.sharpness.lambda_max,
-        st.sharpness_t,
-        st.sharpness_rel_error,
-        st.sharpness.iterations,
-        st.sharpness.residual,
-        opt(s.two_over_lambda_max, 6)
-    );
-    match &st.bisection {
-        Some(b) => {
+    match &s.stability {
+        Some(st) => {
             let _ = writeln!(
                 out,
-                "stability limit: GD converges at η = {} and not at η = {} ({} GD runs of ≥ {} steps)",
-                opt(b.limit, 6),
-                opt(b.upper, 6),
-                b.trials.len(),
-                st.steps_per_trial
+                "sharpness λ_max = {:.6} at t = {:.3} (rel. error there {:.2e}; {} power iterations, residual {:.1e}) → 2/λ_max = {}",
+                st.sharpness.lambda_max,
+                st.sharpness_t,
+                st.sharpness_rel_error,
+                st.sharpness.iterations,
+                st.sharpness.residual,
+                opt(s.two_over_lambda_max, 6)
             );
+            match &st.bisection {
+                Some(b) => {
+                    let _ = writeln!(
+                        out,
+                        "stability limit: GD converges at η = {} and not at η = {} ({} GD runs of ≥ {} steps)",
+                        opt(b.limit, 6),
+                        opt(b.upper, 6),
+                        b.trials.len(),
+                        st.steps_per_trial
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "stability limit: not searched");
+                }
+            }
         }
         None => {
-            let _ = writeln!(out, "stability limit: not searched");
+            let _ = writeln!(
+                out,
+                "sharpness and stability limit: in shard 1 of this sweep"
+            );
         }
     }
     let tm = &s.timings;
@@ -1103,4 +1189,126 @@ pub fn format_sweep(s: &SweepSummary) -> String {
         tm.total_seconds, tm.reference_seconds, tm.points_seconds, tm.stability_seconds
     );
     out
+}
+
+/// Combine the output directories of the parts `--shard 1/N` … `--shard N/N` of one sweep into
+/// the result the unsharded sweep gives: the same points and deviation rows (so the same CSVs,
+/// byte for byte), the fits recomputed over all step sizes, the stability report of part 1.
+pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
+    let parts = dirs
+        .iter()
+        .map(|d| crate::plot::figures::load_sweep(d).map(|r| (d, r)))
+        .collect::<Result<Vec<_>>>()?;
+    let bad = |d: &std::path::Path, why: String| Error::invalid("merge", d.display(), why);
+    let (first_dir, first) = parts
+        .first()
+        .ok_or_else(|| Error::invalid("merge", "[]", "needs the parts' directories"))?;
+    let count = first
+        .summary
+        .sweep
+        .shard
+        .ok_or_else(|| {
+            bad(
+                first_dir,
+                "is not a part of a sharded sweep (no `shard`)".into(),
+            )
+        })?
+        .count;
+    let mut seen = vec![false; count];
+    let unsharded = |s: &SweepSettings| SweepSettings {
+        shard: None,
+        ..s.clone()
+    };
+    for (d, p) in &parts {
+        let shard = p
+            .summary
+            .sweep
+            .shard
+            .ok_or_else(|| bad(d, "is not a part of a sharded sweep".into()))?;
+        if shard.count != count
+            || p.summary.config != first.summary.config
+            || unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep)
+        {
+            return Err(bad(
+                d,
+                format!("belongs to a different sweep than {}", first_dir.display()),
+            ));
+        }
+        if std::mem::replace(&mut seen[shard.index - 1], true) {
+            return Err(bad(d, format!("repeats part {}/{count}", shard.index)));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::invalid(
+            "merge",
+            format!("{} parts", parts.len()),
+            format!("part {}/{count} is missing", missing + 1),
+        ));
+    }
+    let settings = unsharded(&first.summary.sweep);
+    let mut points = Vec::new();
+    let mut deviations = Vec::new();
+    for &eta in &settings.etas {
+        for (_, p) in &parts {
+            if let Some(q) = p.summary.points.iter().find(|q| q.eta == eta) {
+                points.push(q.clone());
+                deviations.extend(p.deviations.iter().filter(|r| r.eta == eta).cloned());
+            }
+        }
+    }
+    let status = parts
+        .iter()
+        .map(|(_, p)| p.summary.reference.status.clone())
+        .find(|s| *s != Status::Completed)
+        .unwrap_or(Status::Completed);
+    let (fit_plain, fit_modified) = fits(&points, &status);
+    let stability = parts.iter().find_map(|(_, p)| p.summary.stability.clone());
+    let mut counts = first.summary.operator_counts.clone();
+    let mut timings = SweepTimings::default();
+    for (i, (_, p)) in parts.iter().enumerate() {
+        if i > 0 {
+            counts.apply += p.summary.operator_counts.apply;
+            counts.adjoint += p.summary.operator_counts.adjoint;
+        }
+        let t = &p.summary.timings;
+        timings.problem_seconds += t.problem_seconds;
+        timings.reference_seconds += t.reference_seconds;
+        timings.points_seconds += t.points_seconds;
+        timings.stability_seconds += t.stability_seconds;
+        timings.total_seconds += t.total_seconds;
+    }
+    let s = &first.summary;
+    let summary = SweepSummary {
+        crate_name: s.crate_name.clone(),
+        crate_version: s.crate_version.clone(),
+        seed: s.seed,
+        config: s.config.clone(),
+        sweep: settings,
+        warnings: s.warnings.clone(),
+        problem: s.problem.clone(),
+        order_plain: fit_plain.order,
+        order_modified: fit_modified.order,
+        stability_limit: stability
+            .as_ref()
+            .and_then(|st| st.bisection.as_ref())
+            .and_then(|b| b.limit),
+        two_over_lambda_max: stability
+            .as_ref()
+            .filter(|st| st.sharpness.lambda_max > 0.0)
+            .map(|st| 2.0 / st.sharpness.lambda_max),
+        fit_plain,
+        fit_modified,
+        stability,
+        reference: ReferenceSolves {
+            status,
+            ..s.reference.clone()
+        },
+        points,
+        operator_counts: counts,
+        timings,
+    };
+    Ok(SweepResult {
+        summary,
+        deviations,
+    })
 }

@@ -318,3 +318,62 @@ fn plot_reads_saved_runs_and_sweeps() {
     let assert = gdflow().args(SMALL).arg("--figures").assert().code(2);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("figures"));
 }
+
+#[test]
+fn shards_merge_into_the_unsharded_sweep_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    sweep_into(&full, "2");
+    let mut parts = Vec::new();
+    for i in 1..=2 {
+        let part = dir.path().join(format!("part{i}"));
+        gdflow()
+            .args(SMALL_SWEEP)
+            .args(["--shard", &format!("{i}/2"), "--out"])
+            .arg(&part)
+            .assert()
+            .success();
+        parts.push(part);
+    }
+    // a part alone is not the whole sweep
+    assert_ne!(
+        std::fs::read(full.join("sweep.csv")).unwrap(),
+        std::fs::read(parts[0].join("sweep.csv")).unwrap()
+    );
+    let merged = dir.path().join("merged");
+    gdflow()
+        .arg("merge")
+        .arg(&parts[1])
+        .arg(&parts[0])
+        .arg("--out")
+        .arg(&merged)
+        .assert()
+        .success();
+    for name in ["sweep.csv", "deviation.csv", "config.toml"] {
+        assert_eq!(
+            std::fs::read(full.join(name)).unwrap(),
+            std::fs::read(merged.join(name)).unwrap(),
+            "{name}: merged differs from unsharded"
+        );
+    }
+    let json = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap()
+    };
+    for key in [
+        "order_plain",
+        "order_modified",
+        "stability_limit",
+        "two_over_lambda_max",
+    ] {
+        assert_eq!(json(&full)[key], json(&merged)[key], "{key}");
+    }
+    // a missing part is an error naming it
+    let assert = gdflow()
+        .arg("merge")
+        .arg(&parts[0])
+        .arg("--out")
+        .arg(dir.path().join("m2"))
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("part 2/2 is missing"));
+}

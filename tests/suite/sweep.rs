@@ -45,6 +45,7 @@ fn settings(etas: &[f64], horizon: f64, stability_steps: usize) -> SweepSettings
         stability_steps,
         stability_tol: 1e-4,
         max_rows: 100,
+        shard: None,
     }
 }
 
