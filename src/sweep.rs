@@ -1263,7 +1263,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         .unwrap_or(Status::Completed);
     let (fit_plain, fit_modified) = fits(&points, &status);
     let stability = parts.iter().find_map(|(_, p)| p.summary.stability.clone());
-    let mut counts = first.summary.operator_counts.clone();
+    let mut counts = first.summary.operator_counts;
     let mut timings = SweepTimings::default();
     for (i, (_, p)) in parts.iter().enumerate() {
         if i > 0 {
