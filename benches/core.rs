@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gdflow::config::{ConfigArgs, Method};
 use gdflow::field::VectorField;
 use gdflow::flow::{solve_flow, FlowOptions};
-use gdflow::operator::DenseOperator;
+use gdflow::operator::{DenseOperator, Precision, StorageView};
 use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
 const SIZES: [(usize, usize, usize); 3] = [(20, 5, 400), (50, 10, 1500), (100, 20, 5000)];
@@ -26,6 +26,31 @@ fn problem(n: usize, k: usize, m: usize) -> Problem {
         ..Default::default()
     };
     Problem::generate(&args.resolve().unwrap()).unwrap()
+}
+
+fn problem_f32(n: usize, k: usize, m: usize) -> Problem {
+    let args = ConfigArgs {
+        n1: Some(n),
+        n2: Some(n),
+        rank: Some((k / 2).max(1)),
+        width: Some(k),
+        measurements: Some(m),
+        alpha: Some(1e-2),
+        sensing_precision: Some(Precision::F32),
+        ..Default::default()
+    };
+    Problem::generate(&args.resolve().unwrap()).unwrap()
+}
+
+/// [`stream`] over f32 entries, widened as the kernels widen them.
+fn stream32(data: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    for c in data.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] += c[i] as f64;
+        }
+    }
+    acc.iter().sum()
 }
 
 /// A plain read of every entry, with independent accumulators so that it is bandwidth-bound.
@@ -56,9 +81,25 @@ fn bench(c: &mut Criterion) {
         let dir: Vec<f64> = x.iter().map(|v| v * 0.5 + 1e-3).collect();
 
         let dense = DenseOperator::gaussian(n, n, m, &mut sub_rng(0, STREAM_OPERATOR));
-        let data = dense.columns().as_slice();
+        let StorageView::F64(data) = dense.storage() else {
+            unreachable!("generated in f64")
+        };
         c.bench_function("floor_stream_twice", |b| {
             b.iter(|| black_box(stream(black_box(data)) + stream(black_box(data))))
+        });
+        let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+        c.bench_function("floor_stream_twice_f32", |b| {
+            b.iter(|| black_box(stream32(black_box(&data32)) + stream32(black_box(&data32))))
+        });
+        let p32 = problem_f32(n, k, m);
+        let field32 = VectorField::from_problem(&p32);
+        let mut ws32 = field32.workspace();
+        c.bench_function("rhs_f32", |b| {
+            let mut y = x.clone();
+            b.iter(|| {
+                y[0] += 1e-12;
+                field32.rhs(black_box(&y), &mut out, &mut ws32)
+            })
         });
         c.bench_function("rhs", |b| {
             // a fresh state each time: no cached residual

@@ -141,6 +141,11 @@ pub struct ConfigArgs {
     /// Measurement operator [default: gaussian]
     #[arg(long, value_enum)]
     pub operator: Option<OperatorKind>,
+    /// Storage of the sensing matrix: f64, or f32 (half the memory and bandwidth, products
+    /// accumulated in f64; for a generated problem the f32 entries are the operator, for an f64
+    /// file the change of y is reported) [default: f64]
+    #[arg(long, value_enum)]
+    pub sensing_precision: Option<crate::operator::Precision>,
     /// Standard deviation of the measurement noise ξ_i [default: 0]
     #[arg(long, allow_hyphen_values = true)]
     pub noise: Option<f64>,
@@ -227,6 +232,7 @@ impl ConfigArgs {
             profile,
             singular_values,
             operator,
+            sensing_precision,
             noise,
             seed,
             eta,
@@ -274,6 +280,9 @@ impl ConfigArgs {
             profile: self.profile.unwrap_or(Profile::Geometric),
             singular_values: self.singular_values.clone(),
             operator,
+            sensing_precision: self
+                .sensing_precision
+                .unwrap_or(crate::operator::Precision::F64),
             noise: self.noise.unwrap_or(0.0),
             seed: self.seed.unwrap_or(0),
             eta: self.eta.unwrap_or(0.05),
@@ -537,6 +546,7 @@ const KNOWN_KEYS: &[&str] = &[
     "profile",
     "singular_values",
     "operator",
+    "sensing_precision",
     "noise",
     "seed",
     "eta",
@@ -601,6 +611,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub singular_values: Option<Vec<f64>>,
     pub operator: OperatorKind,
+    pub sensing_precision: crate::operator::Precision,
     pub noise: f64,
     pub seed: u64,
     pub eta: f64,
@@ -656,8 +667,12 @@ impl Config {
             self.measurements as f64,
             self.width as f64,
         );
+        let bytes_per_entry = match self.sensing_precision {
+            crate::operator::Precision::F64 => 1.0,
+            crate::operator::Precision::F32 => 0.5,
+        };
         let operator = match self.operator {
-            OperatorKind::Gaussian | OperatorKind::File => m * n1 * n2,
+            OperatorKind::Gaussian | OperatorKind::File => bytes_per_entry * m * n1 * n2,
             OperatorKind::Identity => 0.0,
             OperatorKind::Entries => m,
         };
@@ -766,6 +781,18 @@ impl Config {
                 "symmetric",
                 format!("n1 = {}, n2 = {}", self.n1, self.n2),
                 "the symmetric case needs n1 = n2",
+            ));
+        }
+        if self.sensing_precision == crate::operator::Precision::F32
+            && matches!(
+                self.operator,
+                OperatorKind::Identity | OperatorKind::Entries
+            )
+        {
+            return Err(Error::invalid(
+                "sensing_precision",
+                "f32",
+                "applies to a stored sensing matrix: the gaussian operator or a --problem file",
             ));
         }
         if self.symmetric && self.operator == OperatorKind::Entries {

@@ -28,6 +28,10 @@ pub struct ProblemInfo {
     pub measurements: usize,
     pub target_singular_values: Vec<f64>,
     pub target_norm: f64,
+    /// For an f64 problem file run with `--sensing-precision f32`: the relative change of
+    /// 𝒜(X*) that rounding the entries made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f32_change_of_y: Option<f64>,
 }
 
 impl ProblemInfo {
@@ -45,6 +49,7 @@ impl ProblemInfo {
             measurements: problem.m(),
             target_singular_values: problem.target_sv.clone(),
             target_norm: problem.x_star.norm(),
+            f32_change_of_y: problem.f32_change_of_y,
         }
     }
 }
@@ -420,6 +425,15 @@ pub fn format_summary(s: &RunSummary) -> String {
         .map(|v| format!("{v:.4}"))
         .collect();
     let _ = writeln!(out, "target σ: [{}]   problem: {}", sv.join(", "), p.source);
+    if c.sensing_precision == crate::operator::Precision::F32 {
+        let _ = writeln!(
+            out,
+            "sensing matrix stored in f32 (products accumulated in f64){}",
+            p.f32_change_of_y.map_or(String::new(), |d| format!(
+                "; rounding the file's f64 entries changed 𝒜(X*) by {d:.2e} (relative)"
+            ))
+        );
+    }
     if c.symmetric {
         let _ = writeln!(
             out,

@@ -75,12 +75,55 @@ pub trait SensingOperator: Send + Sync {
     }
 }
 
-/// Dense operator: column i of `a` is vec(A_i), so 𝒜 is `aᵀx` and 𝒜* is `a z`, each a single
-/// streaming pass over contiguous memory.
+/// A stored entry of the sensing matrix: f64, or f32 read into f64 (every product is
+/// accumulated in f64 either way).
+pub trait Entry: Copy + Send + Sync + 'static {
+    fn get(self) -> f64;
+}
+
+impl Entry for f64 {
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self
+    }
+}
+
+impl Entry for f32 {
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self as f64
+    }
+}
+
+/// How the sensing matrix is stored.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    F64,
+    /// Half the memory and half the bytes streamed per pass; products still accumulate in f64.
+    F32,
+}
+
+enum Storage {
+    F64(DMatrix<f64>),
+    F32(Vec<f32>),
+}
+
+/// The stored entries, column i being vec(A_i).
+pub enum StorageView<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+/// Dense operator: column i of the stored (n1·n2) × m matrix is vec(A_i), so 𝒜 is `aᵀx` and
+/// 𝒜* is `a z`, each a single streaming pass over contiguous memory.
 pub struct DenseOperator {
     n1: usize,
     n2: usize,
-    a: DMatrix<f64>,
+    m: usize,
+    a: Storage,
     counter: Counter,
     name: &'static str,
 }
@@ -92,7 +135,8 @@ impl DenseOperator {
         Self {
             n1,
             n2,
-            a,
+            m: a.ncols(),
+            a: Storage::F64(a),
             counter: Counter::default(),
             name: "dense",
         }
@@ -117,10 +161,58 @@ impl DenseOperator {
         op
     }
 
-    /// The (n1·n2) × m matrix of all vec(A_i).
-    pub fn columns(&self) -> &DMatrix<f64> {
-        &self.a
+    /// The same operator with every entry rounded to f32: the rounded entries are the new
+    /// operator.
+    pub fn into_f32(self) -> Self {
+        let a = match self.a {
+            Storage::F64(a) => Storage::F32(a.as_slice().iter().map(|&v| v as f32).collect()),
+            f32 => f32,
+        };
+        Self { a, ..self }
     }
+
+    pub fn precision(&self) -> Precision {
+        match self.a {
+            Storage::F64(_) => Precision::F64,
+            Storage::F32(_) => Precision::F32,
+        }
+    }
+
+    /// The stored entries, column-major (n1·n2) × m.
+    pub fn storage(&self) -> StorageView<'_> {
+        match &self.a {
+            Storage::F64(a) => StorageView::F64(a.as_slice()),
+            Storage::F32(a) => StorageView::F32(a),
+        }
+    }
+}
+
+fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+    if data.len() < PARALLEL_MIN_ENTRIES {
+        apply_rows(data, n, x, out);
+        return;
+    }
+    // Each output entry is computed by exactly one task in a fixed order, so the result does
+    // not depend on the number of threads.
+    let rows_per_task = (out.len() / 8).max(4) / 4 * 4;
+    out.par_chunks_mut(rows_per_task)
+        .enumerate()
+        .for_each(|(t, o)| {
+            let start = t * rows_per_task * n;
+            apply_rows(&data[start..start + o.len() * n], n, x, o);
+        });
+}
+
+fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [f64]) {
+    if data.len() < PARALLEL_MIN_ENTRIES {
+        adjoint_rows(data, n, 0, z, out);
+        return;
+    }
+    // Tasks own disjoint ranges of the output and sum over all rows in the same order.
+    let cols_per_task = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
+    out.par_chunks_mut(cols_per_task)
+        .enumerate()
+        .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
 }
 
 impl SensingOperator for DenseOperator {
@@ -131,42 +223,34 @@ impl SensingOperator for DenseOperator {
         self.n2
     }
     fn m(&self) -> usize {
-        self.a.ncols()
+        self.m
     }
     fn apply(&self, x: &[f64], out: &mut [f64]) {
         self.counter.apply();
-        let n = self.a.nrows();
-        let data = self.a.as_slice();
-        if data.len() < PARALLEL_MIN_ENTRIES {
-            apply_rows(data, n, x, out);
-            return;
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => apply_any(a.as_slice(), n, x, out),
+            Storage::F32(a) => apply_any(a, n, x, out),
         }
-        // Each output entry is computed by exactly one task in a fixed order, so the result
-        // does not depend on the number of threads.
-        let rows_per_task = (out.len() / 8).max(4) / 4 * 4;
-        out.par_chunks_mut(rows_per_task)
-            .enumerate()
-            .for_each(|(t, o)| {
-                let start = t * rows_per_task * n;
-                apply_rows(&data[start..start + o.len() * n], n, x, o);
-            });
     }
     fn adjoint(&self, z: &[f64], out: &mut [f64]) {
         self.counter.adjoint();
-        let n = self.a.nrows();
-        let data = self.a.as_slice();
-        if data.len() < PARALLEL_MIN_ENTRIES {
-            adjoint_rows(data, n, 0, z, out);
-            return;
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
+            Storage::F32(a) => adjoint_any(a, n, z, out),
         }
-        // Tasks own disjoint ranges of the output and sum over all rows in the same order.
-        let cols_per_task = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
-        out.par_chunks_mut(cols_per_task)
-            .enumerate()
-            .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
-        out.copy_from_slice(self.a.column(i).as_slice());
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => out.copy_from_slice(a.column(i).as_slice()),
+            Storage::F32(a) => {
+                for (o, v) in out.iter_mut().zip(&a[i * n..(i + 1) * n]) {
+                    *o = *v as f64;
+                }
+            }
+        }
     }
     fn counts(&self) -> OperatorCounts {
         self.counter.counts()
@@ -175,26 +259,31 @@ impl SensingOperator for DenseOperator {
         self.name
     }
     fn to_dense(&self) -> DMatrix<f64> {
-        self.a.clone()
+        match &self.a {
+            Storage::F64(a) => a.clone(),
+            Storage::F32(a) => {
+                DMatrix::from_iterator(self.n1 * self.n2, self.m, a.iter().map(|&v| v as f64))
+            }
+        }
     }
 }
 
 /// Four independent accumulators let the compiler vectorise the sum without `-ffast-math`.
-#[inline]
-pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+#[inline(always)]
+fn dot<E: Entry>(a: &[E], b: &[f64]) -> f64 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f64; 4];
     let (ac, ar) = a.split_at(a.len() / 4 * 4);
     let (bc, br) = b.split_at(ac.len());
     for (x, y) in ac.chunks_exact(4).zip(bc.chunks_exact(4)) {
-        acc[0] += x[0] * y[0];
-        acc[1] += x[1] * y[1];
-        acc[2] += x[2] * y[2];
-        acc[3] += x[3] * y[3];
+        acc[0] += x[0].get() * y[0];
+        acc[1] += x[1].get() * y[1];
+        acc[2] += x[2].get() * y[2];
+        acc[3] += x[3].get() * y[3];
     }
     let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     for (x, y) in ar.iter().zip(br) {
-        s += x * y;
+        s += x.get() * y;
     }
     s
 }
@@ -203,8 +292,60 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// than it saves.
 const PARALLEL_MIN_ENTRIES: usize = 1 << 20;
 
+/// Whether the CPU has AVX2, asked once: the kernels are then run as compiled for it (the
+/// default target has no AVX; users need not build with target-cpu=native). Only the vector
+/// width changes, not the order of any sum (no FMA), so results are bit-identical either way.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| std::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+    apply_rows_kernel(data, n, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adjoint_rows_avx2<E: Entry>(
+    data: &[E],
+    n: usize,
+    offset: usize,
+    z: &[f64],
+    out: &mut [f64],
+) {
+    adjoint_rows_kernel(data, n, offset, z, out)
+}
+
+fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { apply_rows_avx2(data, n, x, out) };
+    }
+    apply_rows_kernel(data, n, x, out)
+}
+
+fn adjoint_rows<E: Entry>(data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { adjoint_rows_avx2(data, n, offset, z, out) };
+    }
+    adjoint_rows_kernel(data, n, offset, z, out)
+}
+
 /// `out[i] = ⟨row i, x⟩` for consecutive rows of length n.
-fn apply_rows(data: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
+#[inline(always)]
+fn apply_rows_kernel<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     // Four rows per sweep over x: x is read once per four rows, and the sixteen partial sums
     // keep the floating-point units busy while A streams from memory.
     let mut rows = data.chunks_exact(4 * n);
@@ -221,7 +362,8 @@ fn apply_rows(data: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
 }
 
 /// `out = Σ_i z_i row_i[offset..offset + out.len()]`.
-fn adjoint_rows(data: &[f64], n: usize, offset: usize, z: &[f64], out: &mut [f64]) {
+#[inline(always)]
+fn adjoint_rows_kernel<E: Entry>(data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]) {
     out.fill(0.0);
     let w = out.len();
     // Four rows per sweep over `out`: it is read and written once per four rows, not per row.
@@ -233,17 +375,20 @@ fn adjoint_rows(data: &[f64], n: usize, offset: usize, z: &[f64], out: &mut [f64
         let a2 = &block[2 * n + offset..2 * n + offset + w];
         let a3 = &block[3 * n + offset..3 * n + offset + w];
         for j in 0..w {
-            out[j] += (zc[0] * a0[j] + zc[1] * a1[j]) + (zc[2] * a2[j] + zc[3] * a3[j]);
+            out[j] += (zc[0] * a0[j].get() + zc[1] * a1[j].get())
+                + (zc[2] * a2[j].get() + zc[3] * a3[j].get());
         }
     }
     for (a, &zi) in rows.remainder().chunks_exact(n).zip(zs.remainder()) {
-        axpy(zi, &a[offset..offset + w], out);
+        for (o, v) in out.iter_mut().zip(&a[offset..offset + w]) {
+            *o += zi * v.get();
+        }
     }
 }
 
 /// Four dot products against one vector.
-#[inline]
-fn dot4(a: [&[f64]; 4], x: &[f64]) -> [f64; 4] {
+#[inline(always)]
+fn dot4<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
     let n = x.len();
     let mut acc = [[0.0f64; 4]; 4];
     let full = n / 4 * 4;
@@ -252,7 +397,7 @@ fn dot4(a: [&[f64]; 4], x: &[f64]) -> [f64; 4] {
         for (r, ar) in a.iter().enumerate() {
             let ar = &ar[j..j + 4];
             for l in 0..4 {
-                acc[r][l] += ar[l] * xs[l];
+                acc[r][l] += ar[l].get() * xs[l];
             }
         }
     }
@@ -260,18 +405,11 @@ fn dot4(a: [&[f64]; 4], x: &[f64]) -> [f64; 4] {
     for r in 0..4 {
         let mut s = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
         for j in full..n {
-            s += a[r][j] * x[j];
+            s += a[r][j].get() * x[j];
         }
         out[r] = s;
     }
     out
-}
-
-#[inline]
-pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
-    }
 }
 
 /// 𝒜 = vec: plain matrix factorisation.

@@ -16,7 +16,7 @@ use rand_distr::{Distribution, Normal, StandardNormal};
 
 use crate::config::{Config, OperatorKind};
 use crate::error::{Error, Result};
-use crate::operator::{DenseOperator, EntryOperator, IdentityOperator, SensingOperator};
+use crate::operator::{DenseOperator, EntryOperator, IdentityOperator, Precision, SensingOperator};
 
 /// Stream numbers of the sub-seeds.
 pub const STREAM_OPERATOR: u64 = 1;
@@ -44,6 +44,9 @@ pub struct Problem {
     /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, V_0 = U_0, and the
     /// dynamics run on U alone.
     pub symmetric: bool,
+    /// For an f64 problem file stored in f32: ‖𝒜₃₂(X*) − 𝒜₆₄(X*)‖/‖𝒜₆₄(X*)‖, how much rounding
+    /// the entries changed the operator.
+    pub f32_change_of_y: Option<f64>,
 }
 
 impl Problem {
@@ -75,7 +78,14 @@ impl Problem {
         let (n1, n2, m) = (cfg.n1, cfg.n2, cfg.measurements);
         let mut rng = sub_rng(cfg.seed, STREAM_OPERATOR);
         let op: Arc<dyn SensingOperator> = match cfg.operator {
-            OperatorKind::Gaussian => Arc::new(DenseOperator::gaussian(n1, n2, m, &mut rng)),
+            OperatorKind::Gaussian => {
+                let op = DenseOperator::gaussian(n1, n2, m, &mut rng);
+                // the rounded entries are the operator: y is computed from them below
+                match cfg.sensing_precision {
+                    Precision::F64 => Arc::new(op),
+                    Precision::F32 => Arc::new(op.into_f32()),
+                }
+            }
             OperatorKind::Identity => Arc::new(IdentityOperator::new(n1, n2)),
             OperatorKind::Entries => Arc::new(EntryOperator::sample(n1, n2, m, &mut rng)),
             OperatorKind::File => {
@@ -101,6 +111,7 @@ impl Problem {
             u0,
             v0,
             symmetric: false,
+            f32_change_of_y: None,
         })
     }
 
@@ -123,7 +134,11 @@ impl Problem {
             }
         }
         let op: Arc<dyn SensingOperator> = if cfg.operator == OperatorKind::Gaussian {
-            Arc::new(DenseOperator::from_columns(n, n, dense))
+            let op = DenseOperator::from_columns(n, n, dense);
+            match cfg.sensing_precision {
+                Precision::F64 => Arc::new(op),
+                Precision::F32 => Arc::new(op.into_f32()),
+            }
         } else {
             op
         };
@@ -149,6 +164,7 @@ impl Problem {
             v0: u0.clone(),
             u0,
             symmetric: true,
+            f32_change_of_y: None,
         }
     }
 }
@@ -183,6 +199,7 @@ impl Problem {
             u0,
             v0,
             symmetric: false,
+            f32_change_of_y: None,
         }
     }
 }
@@ -399,8 +416,24 @@ impl Problem {
                 }
             }
         }
-        let op: Arc<dyn SensingOperator> = Arc::new(DenseOperator::from_columns(n1, n2, cols));
         let x_star = matrix_from_c(n1, n2, &x.data);
+        let op64 = DenseOperator::from_columns(n1, n2, cols);
+        let (op, f32_change_of_y): (Arc<dyn SensingOperator>, _) = match cfg.sensing_precision {
+            Precision::F64 => (Arc::new(op64), None),
+            Precision::F32 => {
+                let y64 = observe(&op64, &x_star, 0.0, 0);
+                let op32 = op64.into_f32();
+                let y32 = observe(&op32, &x_star, 0.0, 0);
+                let diff: f64 = y64
+                    .iter()
+                    .zip(&y32)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let norm: f64 = y64.iter().map(|a| a * a).sum::<f64>().sqrt();
+                (Arc::new(op32), Some(diff / norm.max(f64::MIN_POSITIVE)))
+            }
+        };
         let target_sv = nonzero_singular_values(&x_star);
         let y = match read_array(&mut archive, path, "y")? {
             Some(arr) => {
@@ -453,6 +486,7 @@ impl Problem {
             u0,
             v0,
             symmetric: false,
+            f32_change_of_y,
         };
         if cfg.symmetric {
             problem.make_symmetric(path)?;

@@ -265,3 +265,58 @@ fn parallel_operator_is_bit_identical_with_one_and_two_threads() {
     assert_eq!(one, run(3));
     check_adjoint(&op, 18);
 }
+
+#[test]
+fn f32_storage_satisfies_the_adjoint_identity_to_f64_rounding() {
+    use gdflow::operator::Precision;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+    let op64 = DenseOperator::gaussian(9, 7, 50, &mut rng);
+    let dense64 = op64.to_dense();
+    let op32 = op64.into_f32();
+    assert_eq!(op32.precision(), Precision::F32);
+    // the stored entries are f32 values, and to_dense gives them exactly
+    let dense32 = op32.to_dense();
+    for (a, b) in dense32.iter().zip(dense64.iter()) {
+        assert_eq!(*a, (*b as f32) as f64);
+    }
+    let x: Vec<f64> = (0..63).map(|_| rng.gen::<f64>() - 0.5).collect();
+    let z: Vec<f64> = (0..50).map(|_| rng.gen::<f64>() - 0.5).collect();
+    let (mut ax, mut atz) = (vec![0.0; 50], vec![0.0; 63]);
+    op32.apply(&x, &mut ax);
+    op32.adjoint(&z, &mut atz);
+    let lhs: f64 = ax.iter().zip(&z).map(|(a, b)| a * b).sum();
+    let rhs: f64 = x.iter().zip(&atz).map(|(a, b)| a * b).sum();
+    assert!(
+        (lhs - rhs).abs() < 1e-14 * lhs.abs().max(1.0),
+        "{lhs} vs {rhs}"
+    );
+    // and it is the f64 operator of the rounded entries, applied in f64
+    let exact = dense32.transpose() * nalgebra::DVector::from_column_slice(&x);
+    for (a, b) in ax.iter().zip(exact.iter()) {
+        assert!((a - b).abs() < 1e-14 * b.abs().max(1.0));
+    }
+}
+
+#[test]
+fn generated_f32_problem_observes_through_its_rounded_entries() {
+    use gdflow::config::ConfigArgs;
+    use gdflow::operator::Precision;
+    let args = ConfigArgs {
+        n1: Some(8),
+        n2: Some(6),
+        rank: Some(2),
+        measurements: Some(40),
+        sensing_precision: Some(Precision::F32),
+        ..Default::default()
+    };
+    let p = gdflow::problem::Problem::generate(&args.resolve().unwrap()).unwrap();
+    let a = p.op.to_dense();
+    assert!(
+        a.iter().all(|v| (*v as f32) as f64 == *v),
+        "entries are f32 values"
+    );
+    let y = a.transpose() * nalgebra::DVector::from_column_slice(p.x_star.as_slice());
+    for (yi, ei) in p.y.iter().zip(y.iter()) {
+        assert!((yi - ei).abs() < 1e-14, "y is 𝒜₃₂(X*)");
+    }
+}
