@@ -145,20 +145,40 @@ impl DenseOperator {
     /// Gaussian ensemble, entries N(0, 1/m), drawn A_1, A_2, … each in row-major (C) order of
     /// its entries, so the draw order matches the `.npz` layout `sensing[i, a, b]`.
     pub fn gaussian(n1: usize, n2: usize, m: usize, rng: &mut impl Rng) -> Self {
+        Self::gaussian_stored(n1, n2, m, rng, Precision::F64)
+    }
+
+    /// [`Self::gaussian`] stored at `precision`: the same draws, rounded to f32 as they are
+    /// stored (no f64 copy is ever held, so f32 needs half the memory at its peak too).
+    pub fn gaussian_stored(
+        n1: usize,
+        n2: usize,
+        m: usize,
+        rng: &mut impl Rng,
+        precision: Precision,
+    ) -> Self {
         let normal = Normal::new(0.0, 1.0 / (m as f64).sqrt()).expect("finite positive scale");
-        let mut a = DMatrix::zeros(n1 * n2, m);
-        for i in 0..m {
-            let col = a.column_mut(i);
-            let col = col.data.into_slice_mut();
-            for row in 0..n1 {
-                for c in 0..n2 {
-                    col[row + c * n1] = normal.sample(rng);
-                }
+        let n = n1 * n2;
+        let a = match precision {
+            Precision::F64 => {
+                let mut a = DMatrix::zeros(n, m);
+                fill_gaussian(a.as_mut_slice(), n1, n2, &normal, rng, |v| v);
+                Storage::F64(a)
             }
+            Precision::F32 => {
+                let mut a = vec![0f32; n * m];
+                fill_gaussian(&mut a, n1, n2, &normal, rng, |v| v as f32);
+                Storage::F32(a)
+            }
+        };
+        Self {
+            n1,
+            n2,
+            m,
+            a,
+            counter: Counter::default(),
+            name: "gaussian",
         }
-        let mut op = Self::from_columns(n1, n2, a);
-        op.name = "gaussian";
-        op
     }
 
     /// The same operator with every entry rounded to f32: the rounded entries are the new
@@ -183,6 +203,24 @@ impl DenseOperator {
         match &self.a {
             Storage::F64(a) => StorageView::F64(a.as_slice()),
             Storage::F32(a) => StorageView::F32(a),
+        }
+    }
+}
+
+/// Column i of `a` (n1·n2 entries) from the draws of A_i in row-major order.
+fn fill_gaussian<T>(
+    a: &mut [T],
+    n1: usize,
+    n2: usize,
+    normal: &Normal<f64>,
+    rng: &mut impl Rng,
+    store: impl Fn(f64) -> T,
+) {
+    for col in a.chunks_exact_mut(n1 * n2) {
+        for row in 0..n1 {
+            for c in 0..n2 {
+                col[row + c * n1] = store(normal.sample(rng));
+            }
         }
     }
 }

@@ -79,12 +79,14 @@ impl Problem {
         let mut rng = sub_rng(cfg.seed, STREAM_OPERATOR);
         let op: Arc<dyn SensingOperator> = match cfg.operator {
             OperatorKind::Gaussian => {
-                let op = DenseOperator::gaussian(n1, n2, m, &mut rng);
                 // the rounded entries are the operator: y is computed from them below
-                match cfg.sensing_precision {
-                    Precision::F64 => Arc::new(op),
-                    Precision::F32 => Arc::new(op.into_f32()),
-                }
+                Arc::new(DenseOperator::gaussian_stored(
+                    n1,
+                    n2,
+                    m,
+                    &mut rng,
+                    cfg.sensing_precision,
+                ))
             }
             OperatorKind::Identity => Arc::new(IdentityOperator::new(n1, n2)),
             OperatorKind::Entries => Arc::new(EntryOperator::sample(n1, n2, m, &mut rng)),

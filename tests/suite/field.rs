@@ -320,3 +320,16 @@ fn generated_f32_problem_observes_through_its_rounded_entries() {
         assert!((yi - ei).abs() < 1e-14, "y is 𝒜₃₂(X*)");
     }
 }
+
+#[test]
+fn f32_gaussian_is_the_f64_gaussian_rounded() {
+    use gdflow::operator::Precision;
+    let draw = |p| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        DenseOperator::gaussian_stored(5, 4, 30, &mut rng, p).to_dense()
+    };
+    let (a64, a32) = (draw(Precision::F64), draw(Precision::F32));
+    for (a, b) in a64.iter().zip(a32.iter()) {
+        assert_eq!((*a as f32) as f64, *b);
+    }
+}
