@@ -337,6 +337,51 @@ impl VectorField {
         loss
     }
 
+    /// [`Self::rhs`] for several states sharing this field, with 𝒜 and 𝒜* applied to all of them
+    /// in one pass over the sensing matrix each. Outputs and losses equal [`Self::rhs`]'s bit
+    /// for bit.
+    pub fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Vec<f64> {
+        if self.perturbation.is_some() || self.symmetric || states.len() < 2 {
+            let mut ws = self.workspace();
+            return states
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(x, o)| self.rhs(x, o, &mut ws))
+                .collect();
+        }
+        let (n1, n2, m) = (self.n1, self.n2, self.y.len());
+        let xs: Vec<DMatrix<f64>> = states
+            .iter()
+            .map(|s| {
+                let (u, v) = self.split(s);
+                let mut x = DMatrix::zeros(n1, n2);
+                x.gemm(1.0, &u, &v.transpose(), 0.0);
+                x
+            })
+            .collect();
+        let views: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
+        let mut rs = vec![vec![0.0; m]; states.len()];
+        self.op.apply_block(&views, &mut rs);
+        let mut losses = Vec::with_capacity(states.len());
+        for r in rs.iter_mut() {
+            for (ri, yi) in r.iter_mut().zip(&self.y) {
+                *ri -= yi;
+            }
+            losses.push(self.loss_factor() * r.iter().map(|v| v * v).sum::<f64>());
+        }
+        let rviews: Vec<&[f64]> = rs.iter().map(|r| r.as_slice()).collect();
+        let mut gs = vec![vec![0.0; n1 * n2]; states.len()];
+        self.op.adjoint_block(&rviews, &mut gs);
+        for ((s, g), out) in states.iter().zip(&gs).zip(outs.iter_mut()) {
+            let g = DMatrixView::from_slice(g, n1, n2);
+            let (u, v) = self.split(s);
+            let (mut fu, mut fv) = self.split_mut(out);
+            fu.gemm(-1.0, &g, &v, 0.0);
+            fv.gemm_tr(-1.0, &g, &u, 0.0);
+        }
+        losses
+    }
+
     /// out = J(state)·dir, the exact derivative of [`Self::rhs`].
     pub fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
         self.evaluate(state, ws);

@@ -127,3 +127,66 @@ pub fn gradient_descent_with(
 pub fn gradient_descent(field: &VectorField, x0: &[f64], opts: &GdOptions) -> Trajectory {
     gradient_descent_with(field, x0, opts, |_, _, _| {})
 }
+
+/// GD at several step sizes (or horizons) from one start, in lockstep: each step evaluates the
+/// field of every unfinished run with one pass of 𝒜 and one of 𝒜* over the sensing matrix
+/// ([`VectorField::rhs_batch`]). Every trajectory equals [`gradient_descent`]'s bit for bit.
+pub fn gradient_descent_batch(
+    field: &VectorField,
+    x0: &[f64],
+    opts: &[GdOptions],
+) -> Vec<Trajectory> {
+    let mut ws = field.workspace();
+    let loss0 = field.loss(x0, &mut ws);
+    let mut xs: Vec<Vec<f64>> = opts.iter().map(|_| x0.to_vec()).collect();
+    let mut fs: Vec<Vec<f64>> = opts.iter().map(|_| vec![0.0; x0.len()]).collect();
+    let mut last_loss = vec![loss0; opts.len()];
+    let mut done = vec![false; opts.len()];
+    let mut trajs: Vec<Trajectory> = opts
+        .iter()
+        .map(|_| Trajectory {
+            steps: vec![],
+            times: vec![],
+            states: vec![],
+            status: Status::Completed,
+        })
+        .collect();
+    let mut j = 0;
+    while done.iter().any(|d| !d) {
+        let active: Vec<usize> = (0..opts.len()).filter(|&b| !done[b]).collect();
+        let states: Vec<&[f64]> = active.iter().map(|&b| xs[b].as_slice()).collect();
+        let mut outs: Vec<Vec<f64>> = active.iter().map(|&b| std::mem::take(&mut fs[b])).collect();
+        let losses = field.rhs_batch(&states, &mut outs);
+        for ((&b, loss), out) in active.iter().zip(losses).zip(outs) {
+            fs[b] = out;
+            let o = &opts[b];
+            let bound = o.divergence_factor * loss0.max(1.0);
+            let x = &mut xs[b];
+            if !loss.is_finite() || loss > bound || x.iter().any(|v| !v.is_finite()) {
+                trajs[b].status = Status::Diverged {
+                    step: j,
+                    t: j as f64 * o.eta,
+                    loss,
+                    last_loss: last_loss[b],
+                };
+                done[b] = true;
+                continue;
+            }
+            last_loss[b] = loss;
+            if j % o.record_every == 0 || j == o.steps {
+                trajs[b].steps.push(j);
+                trajs[b].times.push(j as f64 * o.eta);
+                trajs[b].states.push(x.clone());
+            }
+            if j == o.steps {
+                done[b] = true;
+                continue;
+            }
+            for (xi, fi) in x.iter_mut().zip(&fs[b]) {
+                *xi += o.eta * fi;
+            }
+        }
+        j += 1;
+    }
+    trajs
+}

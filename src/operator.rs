@@ -43,6 +43,10 @@ impl Counter {
     fn adjoint(&self) {
         self.adjoint.fetch_add(1, Ordering::Relaxed);
     }
+    fn add(&self, apply: u64, adjoint: u64) {
+        self.apply.fetch_add(apply, Ordering::Relaxed);
+        self.adjoint.fetch_add(adjoint, Ordering::Relaxed);
+    }
 }
 
 /// A linear measurement operator with its adjoint.
@@ -63,6 +67,19 @@ pub trait SensingOperator: Send + Sync {
     /// Stored entries one application streams (for work estimates).
     fn entries_per_pass(&self) -> usize {
         self.m() * self.n1() * self.n2()
+    }
+    /// `outs[b] = 𝒜(xs[b])` for a block of inputs. Dense operators stream their matrix once for
+    /// the whole block; the results equal [`Self::apply`]'s bit for bit.
+    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        for (x, out) in xs.iter().zip(outs.iter_mut()) {
+            self.apply(x, out);
+        }
+    }
+    /// `outs[b] = 𝒜*(zs[b])`, as [`Self::apply_block`].
+    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        for (z, out) in zs.iter().zip(outs.iter_mut()) {
+            self.adjoint(z, out);
+        }
     }
     /// All A_i as columns of an (n1·n2) × m matrix.
     fn to_dense(&self) -> DMatrix<f64> {
@@ -225,6 +242,194 @@ fn fill_gaussian<T>(
     }
 }
 
+/// Rows `first..first + len` of 𝒜 applied to every input: row i is read from memory once and
+/// then stays in cache for all of them. Each product is [`dot`], the same sum in the same order
+/// as the single-input kernels, so every output is bit-identical to [`SensingOperator::apply`].
+fn apply_block_rows<E: Entry>(
+    data: &[E],
+    n: usize,
+    first: usize,
+    len: usize,
+    xs: &[&[f64]],
+) -> Vec<f64> {
+    let nb = xs.len();
+    let mut out = vec![0.0; len * nb];
+    for r in 0..len {
+        let row = &data[(first + r) * n..(first + r + 1) * n];
+        let o = &mut out[r * nb..(r + 1) * nb];
+        let mut b = 0;
+        // four inputs at a time: four independent accumulator chains per row read
+        while b + 4 <= nb {
+            o[b..b + 4].copy_from_slice(&dispatch_dot_row4(
+                row,
+                [xs[b], xs[b + 1], xs[b + 2], xs[b + 3]],
+            ));
+            b += 4;
+        }
+        for (ob, x) in o[b..].iter_mut().zip(&xs[b..]) {
+            *ob = dispatch_dot(row, x);
+        }
+    }
+    out
+}
+
+/// [`dot`] of one row with four vectors at once, each sum in [`dot`]'s order.
+#[inline(always)]
+fn dot_row4<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
+    let n = a.len();
+    let full = n / 4 * 4;
+    let mut acc = [[0.0f64; 4]; 4];
+    for j in (0..full).step_by(4) {
+        let aj = [a[j].get(), a[j + 1].get(), a[j + 2].get(), a[j + 3].get()];
+        for (b, xb) in x.iter().enumerate() {
+            let xs = &xb[j..j + 4];
+            for l in 0..4 {
+                acc[b][l] += aj[l] * xs[l];
+            }
+        }
+    }
+    let mut out = [0.0; 4];
+    for b in 0..4 {
+        let mut s = (acc[b][0] + acc[b][1]) + (acc[b][2] + acc[b][3]);
+        for j in full..n {
+            s += a[j].get() * x[b][j];
+        }
+        out[b] = s;
+    }
+    out
+}
+
+fn dispatch_dot_row4<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { dot_row4_avx2(a, x) };
+    }
+    dot_row4(a, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_row4_avx2<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
+    dot_row4(a, x)
+}
+
+fn dispatch_dot<E: Entry>(a: &[E], x: &[f64]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { dot_avx2(a, x) };
+    }
+    dot(a, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2<E: Entry>(a: &[E], x: &[f64]) -> f64 {
+    dot(a, x)
+}
+
+fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+    let m = data.len() / n;
+    let rows_per_task = if data.len() < PARALLEL_MIN_ENTRIES {
+        m.max(1)
+    } else {
+        (m / 8).max(4)
+    };
+    let starts: Vec<usize> = (0..m).step_by(rows_per_task).collect();
+    let parts: Vec<Vec<f64>> = starts
+        .par_iter()
+        .map(|&s| apply_block_rows(data, n, s, rows_per_task.min(m - s), xs))
+        .collect();
+    let nb = xs.len();
+    for (&s, part) in starts.iter().zip(&parts) {
+        for (r, vals) in part.chunks_exact(nb).enumerate() {
+            for (b, v) in vals.iter().enumerate() {
+                outs[b][s + r] = *v;
+            }
+        }
+    }
+}
+
+/// Columns `offset..offset + width` of 𝒜*(z_b) for every b, four rows of 𝒜 at a time as in
+/// [`adjoint_rows_kernel`] (the same sums in the same order).
+#[inline(always)]
+fn adjoint_block_kernel<E: Entry>(
+    data: &[E],
+    n: usize,
+    offset: usize,
+    width: usize,
+    zs: &[&[f64]],
+) -> Vec<Vec<f64>> {
+    let m = data.len() / n;
+    let mut outs = vec![vec![0.0; width]; zs.len()];
+    let full = m / 4 * 4;
+    for i in (0..full).step_by(4) {
+        let a0 = &data[i * n + offset..i * n + offset + width];
+        let a1 = &data[(i + 1) * n + offset..(i + 1) * n + offset + width];
+        let a2 = &data[(i + 2) * n + offset..(i + 2) * n + offset + width];
+        let a3 = &data[(i + 3) * n + offset..(i + 3) * n + offset + width];
+        for (z, out) in zs.iter().zip(outs.iter_mut()) {
+            let zc = &z[i..i + 4];
+            for j in 0..width {
+                out[j] += (zc[0] * a0[j].get() + zc[1] * a1[j].get())
+                    + (zc[2] * a2[j].get() + zc[3] * a3[j].get());
+            }
+        }
+    }
+    for i in full..m {
+        let a = &data[i * n + offset..i * n + offset + width];
+        for (z, out) in zs.iter().zip(outs.iter_mut()) {
+            for (o, v) in out.iter_mut().zip(a) {
+                *o += z[i] * v.get();
+            }
+        }
+    }
+    outs
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adjoint_block_avx2<E: Entry>(
+    data: &[E],
+    n: usize,
+    offset: usize,
+    width: usize,
+    zs: &[&[f64]],
+) -> Vec<Vec<f64>> {
+    adjoint_block_kernel(data, n, offset, width, zs)
+}
+
+fn adjoint_block_cols<E: Entry>(
+    data: &[E],
+    n: usize,
+    offset: usize,
+    width: usize,
+    zs: &[&[f64]],
+) -> Vec<Vec<f64>> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { adjoint_block_avx2(data, n, offset, width, zs) };
+    }
+    adjoint_block_kernel(data, n, offset, width, zs)
+}
+
+fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+    // Column ranges small enough that four rows of them stay in L1 across the block.
+    let width = 512.min(n).max(1);
+    let offsets: Vec<usize> = (0..n).step_by(width).collect();
+    let parts: Vec<Vec<Vec<f64>>> = offsets
+        .par_iter()
+        .map(|&o| adjoint_block_cols(data, n, o, width.min(n - o), zs))
+        .collect();
+    for (&o, part) in offsets.iter().zip(parts) {
+        for (out, vals) in outs.iter_mut().zip(part) {
+            out[o..o + vals.len()].copy_from_slice(&vals);
+        }
+    }
+}
+
 fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     if data.len() < PARALLEL_MIN_ENTRIES {
         apply_rows(data, n, x, out);
@@ -295,6 +500,22 @@ impl SensingOperator for DenseOperator {
     }
     fn name(&self) -> &'static str {
         self.name
+    }
+    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        self.counter.add(xs.len() as u64, 0);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => apply_block_any(a.as_slice(), n, xs, outs),
+            Storage::F32(a) => apply_block_any(a, n, xs, outs),
+        }
+    }
+    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        self.counter.add(0, zs.len() as u64);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
+            Storage::F32(a) => adjoint_block_any(a, n, zs, outs),
+        }
     }
     fn to_dense(&self) -> DMatrix<f64> {
         match &self.a {

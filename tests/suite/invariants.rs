@@ -76,3 +76,42 @@ fn gd_drift_equals_the_sum_of_the_per_step_identity() {
         "observed D differs from the summed identity by {err:e} (drift {drift:e})"
     );
 }
+
+/// Batched GD streams the sensing matrix once per step for all step sizes; its trajectories
+/// are the unbatched ones bit for bit (same sums in the same order), on a small problem and on
+/// one large enough for the operator to split its work across threads.
+#[test]
+fn batched_gd_equals_separate_runs_bit_for_bit() {
+    use gdflow::config::ConfigArgs;
+    use gdflow::gd::{gradient_descent, gradient_descent_batch};
+    use gdflow::problem::Problem;
+    for (n, m) in [(7, 40), (40, 700)] {
+        let args = ConfigArgs {
+            n1: Some(n),
+            n2: Some(n - 1),
+            rank: Some(2),
+            width: Some(3),
+            measurements: Some(m),
+            alpha: Some(0.1),
+            ..Default::default()
+        };
+        let p = Problem::generate(&args.resolve().unwrap()).unwrap();
+        let field = VectorField::from_problem(&p);
+        let x0 = p.start_state();
+        // different step counts (runs leave the block as they finish) and one diverging run
+        let opts = [
+            GdOptions::new(0.05, 60, 7),
+            GdOptions::new(0.1, 30, 1),
+            GdOptions::new(0.2, 45, 5),
+            GdOptions::new(40.0, 50, 1),
+        ];
+        let batched = gradient_descent_batch(&field, &x0, &opts);
+        for (o, b) in opts.iter().zip(&batched) {
+            let single = gradient_descent(&field, &x0, o);
+            assert_eq!(single.status, b.status, "η = {}", o.eta);
+            assert_eq!(single.steps, b.steps);
+            assert_eq!(single.states, b.states, "η = {}: states differ", o.eta);
+        }
+        assert!(matches!(batched[3].status, Status::Diverged { .. }));
+    }
+}
