@@ -641,14 +641,9 @@ pub fn format_checks(s: &CheckSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "gdflow {} check — {} operator, n1={} n2={} r={} k={} m={}, α={:e}, η={}, seed={}\n",
+        "gdflow {} check — {}, α={:e}, η={}, seed={}\n",
         s.crate_version,
-        p.operator,
-        p.n1,
-        p.n2,
-        p.rank,
-        p.width,
-        p.measurements,
+        p.headline(),
         s.config.alpha,
         s.config.eta,
         s.seed

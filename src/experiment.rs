@@ -35,6 +35,14 @@ pub struct ProblemInfo {
 }
 
 impl ProblemInfo {
+    /// "gaussian operator, n1=30 n2=25 r=3 k=6 m=600": the first line of every report.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} operator, n1={} n2={} r={} k={} m={}",
+            self.operator, self.n1, self.n2, self.rank, self.width, self.measurements
+        )
+    }
+
     pub fn new(cfg: &Config, problem: &Problem) -> Self {
         Self {
             source: cfg
@@ -416,8 +424,11 @@ pub fn format_summary(s: &RunSummary) -> String {
     use std::fmt::Write;
     let _ = writeln!(
         out,
-        "gdflow {} — {} operator, n1={} n2={} r={} k={} m={}, α={:e}, seed={}",
-        s.crate_version, p.operator, p.n1, p.n2, p.rank, p.width, p.measurements, c.alpha, s.seed
+        "gdflow {} — {}, α={:e}, seed={}",
+        s.crate_version,
+        p.headline(),
+        c.alpha,
+        s.seed
     );
     let sv: Vec<String> = p
         .target_singular_values

@@ -1065,14 +1065,9 @@ pub fn format_sweep(s: &SweepSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "gdflow {} sweep — {} operator, n1={} n2={} r={} k={} m={}, seed={}, T={:.4}",
+        "gdflow {} sweep — {}, seed={}, T={:.4}",
         s.crate_version,
-        p.operator,
-        p.n1,
-        p.n2,
-        p.rank,
-        p.width,
-        p.measurements,
+        p.headline(),
         s.seed,
         s.sweep.horizon
     );

@@ -8,7 +8,8 @@ use npyz::WriterBuilder;
 
 use super::small_gaussian;
 
-fn write_npz(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)]) {
+/// Write float64 arrays (name, shape, C-order data) as an `.npz`.
+pub fn write_npz(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)]) {
     let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
     for (name, shape, data) in arrays {
         let mut w = npz

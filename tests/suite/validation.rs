@@ -73,21 +73,7 @@ fn ok_x() -> (&'static str, Vec<u64>, Vec<f64>) {
 fn write_npz(path: &Path, file: &Npz) {
     match file {
         Npz::Garbage => std::fs::write(path, b"this is not a zip archive").unwrap(),
-        Npz::F64(arrays) => {
-            let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
-            for (name, shape, data) in arrays {
-                let mut w = npz
-                    .array::<f64>(name, Default::default())
-                    .unwrap()
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()
-                    .unwrap();
-                w.extend(data.iter().copied()).unwrap();
-                w.finish().unwrap();
-            }
-            npz.zip_writer().finish().unwrap();
-        }
+        Npz::F64(arrays) => super::npz::write_npz(path, arrays),
         Npz::F32XStar => {
             let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
             let mut w = npz
