@@ -242,9 +242,96 @@ fn fill_gaussian<T>(
     }
 }
 
-/// Rows `first..first + len` of 𝒜 applied to every input: row i is read from memory once and
-/// then stays in cache for all of them. Each product is [`dot`], the same sum in the same order
-/// as the single-input kernels, so every output is bit-identical to [`SensingOperator::apply`].
+/// Rows `first..first + len` of 𝒜 applied to every input. The row is walked in tiles that stay
+/// in L1 together with the inputs' matching tiles, and four inputs advance together so that
+/// four independent accumulator chains keep the floating-point units busy. Each product keeps
+/// [`dot`]'s four lanes across the tiles, so it is the same sum in the same order and every
+/// output is bit-identical to [`SensingOperator::apply`].
+#[inline(always)]
+fn apply_block_kernel<E: Entry>(
+    data: &[E],
+    n: usize,
+    first: usize,
+    len: usize,
+    xs: &[&[f64]],
+) -> Vec<f64> {
+    const TILE: usize = 256;
+    let nb = xs.len();
+    let full = n / 4 * 4;
+    let mut acc = vec![[0.0f64; 4]; len * nb];
+    for t0 in (0..full).step_by(TILE) {
+        let t1 = (t0 + TILE).min(full);
+        for r in 0..len {
+            let row = &data[(first + r) * n..(first + r + 1) * n];
+            let accs = &mut acc[r * nb..(r + 1) * nb];
+            let mut b = 0;
+            let rt = &row[t0..t1];
+            while b + 4 <= nb {
+                let (x0, x1, x2, x3) = (
+                    &xs[b][t0..t1],
+                    &xs[b + 1][t0..t1],
+                    &xs[b + 2][t0..t1],
+                    &xs[b + 3][t0..t1],
+                );
+                let (mut a0, mut a1, mut a2, mut a3) =
+                    (accs[b], accs[b + 1], accs[b + 2], accs[b + 3]);
+                for ((((rc, c0), c1), c2), c3) in rt
+                    .chunks_exact(4)
+                    .zip(x0.chunks_exact(4))
+                    .zip(x1.chunks_exact(4))
+                    .zip(x2.chunks_exact(4))
+                    .zip(x3.chunks_exact(4))
+                {
+                    let v = [rc[0].get(), rc[1].get(), rc[2].get(), rc[3].get()];
+                    for l in 0..4 {
+                        a0[l] += v[l] * c0[l];
+                        a1[l] += v[l] * c1[l];
+                        a2[l] += v[l] * c2[l];
+                        a3[l] += v[l] * c3[l];
+                    }
+                }
+                accs[b] = a0;
+                accs[b + 1] = a1;
+                accs[b + 2] = a2;
+                accs[b + 3] = a3;
+                b += 4;
+            }
+            for (a, x) in accs[b..].iter_mut().zip(&xs[b..]) {
+                for (rc, c) in rt.chunks_exact(4).zip(x[t0..t1].chunks_exact(4)) {
+                    for l in 0..4 {
+                        a[l] += rc[l].get() * c[l];
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![0.0; len * nb];
+    for r in 0..len {
+        let row = &data[(first + r) * n..(first + r + 1) * n];
+        for (b, x) in xs.iter().enumerate() {
+            let a = acc[r * nb + b];
+            let mut s = (a[0] + a[1]) + (a[2] + a[3]);
+            for j in full..n {
+                s += row[j].get() * x[j];
+            }
+            out[r * nb + b] = s;
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_block_avx2<E: Entry>(
+    data: &[E],
+    n: usize,
+    first: usize,
+    len: usize,
+    xs: &[&[f64]],
+) -> Vec<f64> {
+    apply_block_kernel(data, n, first, len, xs)
+}
+
 fn apply_block_rows<E: Entry>(
     data: &[E],
     n: usize,
@@ -252,81 +339,12 @@ fn apply_block_rows<E: Entry>(
     len: usize,
     xs: &[&[f64]],
 ) -> Vec<f64> {
-    let nb = xs.len();
-    let mut out = vec![0.0; len * nb];
-    for r in 0..len {
-        let row = &data[(first + r) * n..(first + r + 1) * n];
-        let o = &mut out[r * nb..(r + 1) * nb];
-        let mut b = 0;
-        // four inputs at a time: four independent accumulator chains per row read
-        while b + 4 <= nb {
-            o[b..b + 4].copy_from_slice(&dispatch_dot_row4(
-                row,
-                [xs[b], xs[b + 1], xs[b + 2], xs[b + 3]],
-            ));
-            b += 4;
-        }
-        for (ob, x) in o[b..].iter_mut().zip(&xs[b..]) {
-            *ob = dispatch_dot(row, x);
-        }
-    }
-    out
-}
-
-/// [`dot`] of one row with four vectors at once, each sum in [`dot`]'s order.
-#[inline(always)]
-fn dot_row4<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
-    let n = a.len();
-    let full = n / 4 * 4;
-    let mut acc = [[0.0f64; 4]; 4];
-    for j in (0..full).step_by(4) {
-        let aj = [a[j].get(), a[j + 1].get(), a[j + 2].get(), a[j + 3].get()];
-        for (b, xb) in x.iter().enumerate() {
-            let xs = &xb[j..j + 4];
-            for l in 0..4 {
-                acc[b][l] += aj[l] * xs[l];
-            }
-        }
-    }
-    let mut out = [0.0; 4];
-    for b in 0..4 {
-        let mut s = (acc[b][0] + acc[b][1]) + (acc[b][2] + acc[b][3]);
-        for j in full..n {
-            s += a[j].get() * x[b][j];
-        }
-        out[b] = s;
-    }
-    out
-}
-
-fn dispatch_dot_row4<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { dot_row4_avx2(a, x) };
+        return unsafe { apply_block_avx2(data, n, first, len, xs) };
     }
-    dot_row4(a, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_row4_avx2<E: Entry>(a: &[E], x: [&[f64]; 4]) -> [f64; 4] {
-    dot_row4(a, x)
-}
-
-fn dispatch_dot<E: Entry>(a: &[E], x: &[f64]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { dot_avx2(a, x) };
-    }
-    dot(a, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2<E: Entry>(a: &[E], x: &[f64]) -> f64 {
-    dot(a, x)
+    apply_block_kernel(data, n, first, len, xs)
 }
 
 fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
@@ -370,10 +388,9 @@ fn adjoint_block_kernel<E: Entry>(
         let a2 = &data[(i + 2) * n + offset..(i + 2) * n + offset + width];
         let a3 = &data[(i + 3) * n + offset..(i + 3) * n + offset + width];
         for (z, out) in zs.iter().zip(outs.iter_mut()) {
-            let zc = &z[i..i + 4];
-            for j in 0..width {
-                out[j] += (zc[0] * a0[j].get() + zc[1] * a1[j].get())
-                    + (zc[2] * a2[j].get() + zc[3] * a3[j].get());
+            let zc = [z[i], z[i + 1], z[i + 2], z[i + 3]];
+            for ((((o, v0), v1), v2), v3) in out.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+                *o += (zc[0] * v0.get() + zc[1] * v1.get()) + (zc[2] * v2.get() + zc[3] * v3.get());
             }
         }
     }
@@ -417,7 +434,7 @@ fn adjoint_block_cols<E: Entry>(
 
 fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
     // Column ranges small enough that four rows of them stay in L1 across the block.
-    let width = 512.min(n).max(1);
+    let width = 256.min(n).max(1);
     let offsets: Vec<usize> = (0..n).step_by(width).collect();
     let parts: Vec<Vec<Vec<f64>>> = offsets
         .par_iter()
