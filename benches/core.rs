@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gdflow::config::{ConfigArgs, Method};
 use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions};
+use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
 use gdflow::operator::{DenseOperator, Precision, StorageView};
 use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
@@ -134,6 +134,28 @@ fn bench(c: &mut Criterion) {
         let times = [0.0, 5.0];
         let opts = FlowOptions::new(Method::Tsit45, 1e-6, 1e-6 * 1e-2 / (k as f64).sqrt());
         g.bench_with_input(BenchmarkId::from_parameter(label(n, k, m)), &(), |b, _| {
+            b.iter(|| solve_flow(&field, &x0, &times, &[0, 1], &opts).unwrap())
+        });
+    }
+    g.finish();
+
+    // BDF with the one-GEMM Jacobian against diffsol's N jvps per Jacobian (N = 1000 here).
+    let (n, k, m) = (50, 10, 1500);
+    let p = problem(n, k, m);
+    let field = VectorField::from_problem(&p);
+    let x0 = p.start_state();
+    let times = [0.0, 2.0];
+    let mut g = c.benchmark_group(format!("bdf_solve_{}", label(n, k, m)));
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    for (name, jacobian) in [
+        ("exact", JacobianMode::Exact),
+        ("assembled", JacobianMode::Assembled),
+    ] {
+        let opts = FlowOptions {
+            jacobian,
+            ..FlowOptions::new(Method::Bdf, 1e-6, 1e-6 * 1e-2 / (k as f64).sqrt())
+        };
+        g.bench_function(name, |b| {
             b.iter(|| solve_flow(&field, &x0, &times, &[0, 1], &opts).unwrap())
         });
     }
