@@ -209,10 +209,20 @@ fn verdict(ok: bool) -> Option<bool> {
 /// Run the battery on the configured problem; `stepper` is the GD step the drift identity
 /// is checked against (the library's, unless a test wants to see the check fail).
 pub fn check_with(args: &ConfigArgs, check: &CheckArgs, stepper: Stepper) -> Result<CheckResult> {
+    check_with_progress(args, check, stepper, false)
+}
+
+/// [`check_with`], with progress bars on stderr for its runs and sweep when `show_progress`.
+pub fn check_with_progress(
+    args: &ConfigArgs,
+    check: &CheckArgs,
+    stepper: Stepper,
+    show_progress: bool,
+) -> Result<CheckResult> {
     let start = Instant::now();
     let settings = CheckSettings::resolve(check)?;
     let (cfg, problem) = prepare(args)?;
-    let run = run_problem(&cfg, &problem, 0.0, false)?;
+    let run = run_problem(&cfg, &problem, 0.0, show_progress)?;
     let field = field_of(&cfg, &problem);
     let x0 = problem.start_state();
     let sv = problem.target_sv.clone();
@@ -253,7 +263,7 @@ pub fn check_with(args: &ConfigArgs, check: &CheckArgs, stepper: Stepper) -> Res
         max_rows: 1,
         shard: None,
     };
-    let order = run_sweep(&cfg, &problem, &sweep, false, 0.0)?
+    let order = run_sweep(&cfg, &problem, &sweep, show_progress, 0.0)?
         .summary
         .order_plain;
     rows.push(CheckRow {

@@ -322,7 +322,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             gdflow::check::CheckSettings::resolve(&merged_check)?;
             needs_out(figures, &merged.out)?;
             common.check_out(&merged)?;
-            let result = gdflow::check::check(&merged, &merged_check)?;
+            let result = gdflow::check::check_with_progress(
+                &merged,
+                &merged_check,
+                gdflow::check::library_gd_step,
+                !common.quiet,
+            )?;
             warn(&result.run.summary.warnings);
             print!("{}", gdflow::check::format_checks(&result.summary));
             if let Some(dir) = &merged.out {

@@ -204,6 +204,12 @@ fn cases() -> Vec<Case> {
             "[sweep]\netaz = [0.1]\n",
             "did you mean `etas`",
         ),
+        // found by cargo-fuzz: n1·n2 overflowed in the memory check
+        toml(
+            "sizes whose product overflows",
+            "n1 = 666666966666666666\nn2 = 666666966666666666\n",
+            "n1",
+        ),
         toml(
             "operator file without a problem",
             "operator = \"file\"\n",
