@@ -102,13 +102,14 @@ pub fn product_singular_values(field: &VectorField, state: &[f64]) -> Vec<f64> {
 
 impl<'f> Recorder<'f> {
     pub fn new(field: &'f VectorField, x_star: &DMatrix<f64>, start: &[f64]) -> Self {
+        let (l_star, r_star) = top_singular_spaces(x_star, rank_of(x_star));
         Self {
             field,
             x_star: x_star.clone(),
             x_star_norm: x_star.norm(),
             d0: balance(field, start),
-            l_star: top_singular_spaces(x_star, rank_of(x_star)).0,
-            r_star: top_singular_spaces(x_star, rank_of(x_star)).1,
+            l_star,
+            r_star,
         }
     }
 
