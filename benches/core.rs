@@ -15,7 +15,7 @@ use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
 const SIZES: [(usize, usize, usize); 3] = [(20, 5, 400), (50, 10, 1500), (100, 20, 5000)];
 
-fn problem(n: usize, k: usize, m: usize) -> Problem {
+fn problem(n: usize, k: usize, m: usize, precision: Precision) -> Problem {
     let args = ConfigArgs {
         n1: Some(n),
         n2: Some(n),
@@ -23,20 +23,7 @@ fn problem(n: usize, k: usize, m: usize) -> Problem {
         width: Some(k),
         measurements: Some(m),
         alpha: Some(1e-2),
-        ..Default::default()
-    };
-    Problem::generate(&args.resolve().unwrap()).unwrap()
-}
-
-fn problem_f32(n: usize, k: usize, m: usize) -> Problem {
-    let args = ConfigArgs {
-        n1: Some(n),
-        n2: Some(n),
-        rank: Some((k / 2).max(1)),
-        width: Some(k),
-        measurements: Some(m),
-        alpha: Some(1e-2),
-        sensing_precision: Some(Precision::F32),
+        sensing_precision: Some(precision),
         ..Default::default()
     };
     Problem::generate(&args.resolve().unwrap()).unwrap()
@@ -73,7 +60,7 @@ fn bench(c: &mut Criterion) {
         let mut c = c.benchmark_group(format!("ops_{}", label(n, k, m)));
         c.sample_size(20)
             .measurement_time(Duration::from_secs(if n >= 100 { 8 } else { 3 }));
-        let p = problem(n, k, m);
+        let p = problem(n, k, m, Precision::F64);
         let field = VectorField::from_problem(&p);
         let x = p.start_state();
         let mut ws = field.workspace();
@@ -91,7 +78,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function("floor_stream_twice_f32", |b| {
             b.iter(|| black_box(stream32(black_box(&data32)) + stream32(black_box(&data32))))
         });
-        let p32 = problem_f32(n, k, m);
+        let p32 = problem(n, k, m, Precision::F32);
         let field32 = VectorField::from_problem(&p32);
         let mut ws32 = field32.workspace();
         c.bench_function("rhs_f32", |b| {
@@ -128,7 +115,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("tsit45_solve");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (n, k, m) in SIZES {
-        let p = problem(n, k, m);
+        let p = problem(n, k, m, Precision::F64);
         let field = VectorField::from_problem(&p);
         let x0 = p.start_state();
         let times = [0.0, 5.0];
@@ -141,7 +128,7 @@ fn bench(c: &mut Criterion) {
 
     // BDF with the one-GEMM Jacobian against diffsol's N jvps per Jacobian (N = 1000 here).
     let (n, k, m) = (50, 10, 1500);
-    let p = problem(n, k, m);
+    let p = problem(n, k, m, Precision::F64);
     let field = VectorField::from_problem(&p);
     let x0 = p.start_state();
     let times = [0.0, 2.0];

@@ -535,7 +535,8 @@ pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
         .collect())
 }
 
-const KNOWN_KEYS: &[&str] = &[
+/// Every top-level key of a configuration file.
+pub const KNOWN_KEYS: &[&str] = &[
     "n1",
     "n2",
     "rank",

@@ -320,33 +320,6 @@ fn apply_block_kernel<E: Entry>(
     out
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn apply_block_avx2<E: Entry>(
-    data: &[E],
-    n: usize,
-    first: usize,
-    len: usize,
-    xs: &[&[f64]],
-) -> Vec<f64> {
-    apply_block_kernel(data, n, first, len, xs)
-}
-
-fn apply_block_rows<E: Entry>(
-    data: &[E],
-    n: usize,
-    first: usize,
-    len: usize,
-    xs: &[&[f64]],
-) -> Vec<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { apply_block_avx2(data, n, first, len, xs) };
-    }
-    apply_block_kernel(data, n, first, len, xs)
-}
-
 fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
     let m = data.len() / n;
     let rows_per_task = if data.len() < PARALLEL_MIN_ENTRIES {
@@ -403,33 +376,6 @@ fn adjoint_block_kernel<E: Entry>(
         }
     }
     outs
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adjoint_block_avx2<E: Entry>(
-    data: &[E],
-    n: usize,
-    offset: usize,
-    width: usize,
-    zs: &[&[f64]],
-) -> Vec<Vec<f64>> {
-    adjoint_block_kernel(data, n, offset, width, zs)
-}
-
-fn adjoint_block_cols<E: Entry>(
-    data: &[E],
-    n: usize,
-    offset: usize,
-    width: usize,
-    zs: &[&[f64]],
-) -> Vec<Vec<f64>> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { adjoint_block_avx2(data, n, offset, width, zs) };
-    }
-    adjoint_block_kernel(data, n, offset, width, zs)
 }
 
 fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
@@ -583,41 +529,37 @@ fn has_avx2() -> bool {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
-    apply_rows_kernel(data, n, x, out)
+/// `fn $name(args) -> ret` runs `$kernel(args)` as compiled for AVX2 when the CPU has it (see
+/// [`has_avx2`]), and as compiled for the default target otherwise.
+macro_rules! avx2_dispatch {
+    ($name:ident => $kernel:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $name<E: Entry>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<E: Entry>($($arg: $ty),*) -> $ret {
+                    $kernel($($arg),*)
+                }
+                if has_avx2() {
+                    // SAFETY: the CPU supports AVX2 (checked at run time).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adjoint_rows_avx2<E: Entry>(
-    data: &[E],
-    n: usize,
-    offset: usize,
-    z: &[f64],
-    out: &mut [f64],
-) {
-    adjoint_rows_kernel(data, n, offset, z, out)
-}
-
-fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { apply_rows_avx2(data, n, x, out) };
-    }
-    apply_rows_kernel(data, n, x, out)
-}
-
-fn adjoint_rows<E: Entry>(data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { adjoint_rows_avx2(data, n, offset, z, out) };
-    }
-    adjoint_rows_kernel(data, n, offset, z, out)
-}
+avx2_dispatch!(apply_rows => apply_rows_kernel(data: &[E], n: usize, x: &[f64], out: &mut [f64]) -> ());
+avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
+    data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]
+) -> ());
+avx2_dispatch!(apply_block_rows => apply_block_kernel(
+    data: &[E], n: usize, first: usize, len: usize, xs: &[&[f64]]
+) -> Vec<f64>);
+avx2_dispatch!(adjoint_block_cols => adjoint_block_kernel(
+    data: &[E], n: usize, offset: usize, width: usize, zs: &[&[f64]]
+) -> Vec<Vec<f64>>);
 
 /// `out[i] = ⟨row i, x⟩` for consecutive rows of length n.
 #[inline(always)]

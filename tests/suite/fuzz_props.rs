@@ -3,31 +3,9 @@
 
 use std::path::Path;
 
-use gdflow::config::{parse_config_file, Config};
+use gdflow::config::{parse_config_file, Config, KNOWN_KEYS};
 use gdflow::problem::Problem;
 use proptest::prelude::*;
-
-const KEYS: &[&str] = &[
-    "n1",
-    "n2",
-    "rank",
-    "width",
-    "measurements",
-    "alpha",
-    "kappa",
-    "profile",
-    "singular_values",
-    "operator",
-    "noise",
-    "seed",
-    "eta",
-    "steps",
-    "record_every",
-    "flow",
-    "method",
-    "rtol",
-    "atol",
-];
 
 fn value() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -58,7 +36,7 @@ proptest! {
 
     #[test]
     fn known_keys_with_arbitrary_values_parse_or_fail_cleanly(
-        entries in prop::collection::vec((prop::sample::select(KEYS), value()), 0..8)
+        entries in prop::collection::vec((prop::sample::select(KNOWN_KEYS), value()), 0..8)
     ) {
         let mut seen = std::collections::HashSet::new();
         let text: String = entries
