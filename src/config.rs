@@ -43,11 +43,16 @@ pub enum Method {
     TrBdf2,
     /// ESDIRK3(4), implicit.
     Esdirk34,
+    /// Tsit45 while the flow is not stiff, BDF with the exact Jacobian while it is; the
+    /// switches are reported with the solver statistics.
+    Auto,
 }
 
 impl Method {
+    /// Needs a dense Jacobian from the start. `auto` checks for itself whether one fits
+    /// before it switches to BDF.
     pub fn is_implicit(self) -> bool {
-        !matches!(self, Method::Tsit45)
+        !matches!(self, Method::Tsit45 | Method::Auto)
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -55,6 +60,7 @@ impl Method {
             Method::Bdf => "bdf",
             Method::TrBdf2 => "tr-bdf2",
             Method::Esdirk34 => "esdirk34",
+            Method::Auto => "auto",
         }
     }
 }

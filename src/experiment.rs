@@ -513,6 +513,9 @@ pub fn format_summary(s: &RunSummary) -> String {
         st.jacobian_evals,
         st.lu_factorisations
     );
+    if let Some(a) = &st.auto {
+        let _ = writeln!(out, "{}", crate::flow::describe_auto(a));
+    }
     let tm = &s.timings;
     let _ = writeln!(
         out,

@@ -443,8 +443,23 @@ impl VectorField {
         loss + 0.25 * eta * plain.iter().map(|v| v * v).sum::<f64>()
     }
 
-    /// The dense N×N Jacobian J = −(CᵀC + S(G)) (MATH §2) in one GEMM, where row i of C is
-    /// (vec(A_i V), vec(A_iᵀ U)) and S(G) has I_k ⊗ G and its transpose off the diagonal.
+    /// Multiply–adds of one [`Self::rhs`]: two passes over the operator and the three
+    /// factor products (UVᵀ, GV, GᵀU).
+    pub fn rhs_cost_macs(&self) -> f64 {
+        2.0 * self.op.entries_per_pass() as f64 + 3.0 * (self.n1 * self.n2 * self.k) as f64
+    }
+
+    /// Multiply–adds of one [`Self::jacobian_into`]: building C and the GEMM CᵀC, or one jvp
+    /// per column where there is no one-GEMM form.
+    pub fn jacobian_cost_macs(&self) -> f64 {
+        let n = self.state_len() as f64;
+        if self.perturbation.is_some() || self.symmetric {
+            return n * self.rhs_cost_macs();
+        }
+        let m = self.y.len() as f64;
+        m * n * n + m * 2.0 * (self.n1 * self.n2 * self.k) as f64
+    }
+
     pub fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
         let n = self.state_len();
         assert_eq!(jac.shape(), (n, n), "Jacobian shape");

@@ -20,6 +20,7 @@ Examples:
   gdflow run --n1 50 --n2 40 --rank 2 --width 8 --measurements 1200 --kappa 10
   gdflow run --singular-values 3,2,1 --operator entries --measurements 500
   gdflow run --method bdf --rtol 1e-10
+  gdflow run --kappa 100 --eta 0.5 --steps 3000 --method auto   # switches to BDF when stiff
   gdflow run --flow modified --eta 0.2         # compare GD with its modified flow
   gdflow run --config results/config.toml      # re-run a recorded configuration
   gdflow run --problem mine.npz --out results/ # arrays x_star, sensing[, y, u0, v0]

@@ -377,3 +377,60 @@ fn shards_merge_into_the_unsharded_sweep_byte_for_byte() {
         .code(2);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("part 2/2 is missing"));
 }
+
+#[test]
+fn method_auto_reports_its_switches_in_the_summary_and_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("auto");
+    let args = [
+        "run",
+        "--n1",
+        "12",
+        "--n2",
+        "10",
+        "--rank",
+        "2",
+        "--width",
+        "4",
+        "--measurements",
+        "240",
+        "--kappa",
+        "100",
+        "--eta",
+        "0.5",
+        "--steps",
+        "3000",
+        "--record-every",
+        "100",
+        "--method",
+        "auto",
+    ];
+    let assert = gdflow()
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    assert!(stdout.contains("tsit45 → bdf"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let auto = &summary["solver"]["auto"];
+    let switch = &auto["switches"][0];
+    assert_eq!(switch["from"], "tsit45");
+    assert_eq!(switch["to"], "bdf");
+    for key in ["t", "step_size", "spectral_radius", "h_rho"] {
+        assert!(switch[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_eq!(summary["config"]["method"], "auto");
+    // The recorded configuration re-runs to the same trajectory.
+    let again = dir.path().join("again");
+    gdflow()
+        .args(["run", "--config"])
+        .arg(out.join("config.toml"))
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    assert_same_trajectory(&out, &again);
+}
