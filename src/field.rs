@@ -491,26 +491,27 @@ impl VectorField {
             DMatrixViewMut::from_slice(cu, n1, k).gemm(1.0, &a, &v, 0.0);
             DMatrixViewMut::from_slice(cv, n2, k).gemm_tr(1.0, &a, &u, 0.0);
         }
-        // SAFETY: `ct` is n×m column-major (row stride 1, column stride n); read as its own
-        // transpose (m×n, row stride n, column stride 1); `jac` is n×n column-major and does
-        // not alias `ct`.
-        unsafe {
-            matrixmultiply::dgemm(
-                n,
-                m,
-                n,
+        // CᵀC is symmetric: form its lower triangle only (half the multiply–adds of a full
+        // GEMM) and mirror it. Sequential, so the result does not depend on the thread count.
+        {
+            use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+            let c = faer::MatRef::from_column_major_slice(ct.as_slice(), n, m);
+            matmul(
+                faer::MatMut::from_column_major_slice_mut(jac.as_mut_slice(), n, n),
+                BlockStructure::TriangularLower,
+                faer::Accum::Replace,
+                c,
+                BlockStructure::Rectangular,
+                c.transpose(),
+                BlockStructure::Rectangular,
                 -1.0,
-                ct.as_ptr(),
-                1,
-                n as isize,
-                ct.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                jac.as_mut_ptr(),
-                1,
-                n as isize,
+                faer::Par::Seq,
             );
+        }
+        for col in 1..n {
+            for row in 0..col {
+                jac[(row, col)] = jac[(col, row)];
+            }
         }
         // −S(G): entry (a + j·n1, nu + b + j·n2) and its mirror are −G_ab.
         for j in 0..k {
