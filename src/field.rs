@@ -337,9 +337,9 @@ impl VectorField {
         loss
     }
 
-    /// [`Self::rhs`] for several states sharing this field, with 𝒜 and 𝒜* applied to all of them
-    /// in one pass over the sensing matrix each. Outputs and losses equal [`Self::rhs`]'s bit
-    /// for bit.
+    /// [`Self::rhs`] for several states sharing this field, with 𝒜 and 𝒜* applied to eight of
+    /// them per pass over the sensing matrix ([`SensingOperator::apply_block`]). Outputs and
+    /// losses equal [`Self::rhs`]'s to rounding.
     pub fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Vec<f64> {
         if self.perturbation.is_some() || self.symmetric || states.len() < 2 {
             let mut ws = self.workspace();

@@ -130,7 +130,8 @@ pub fn gradient_descent(field: &VectorField, x0: &[f64], opts: &GdOptions) -> Tr
 
 /// GD at several step sizes (or horizons) from one start, in lockstep: each step evaluates the
 /// field of every unfinished run with one pass of 𝒜 and one of 𝒜* over the sensing matrix
-/// ([`VectorField::rhs_batch`]). Every trajectory equals [`gradient_descent`]'s bit for bit.
+/// ([`VectorField::rhs_batch`]; one pass per eight runs). Every trajectory equals
+/// [`gradient_descent`]'s to rounding: the batched products sum in another order.
 pub fn gradient_descent_batch(
     field: &VectorField,
     x0: &[f64],
