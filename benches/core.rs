@@ -112,6 +112,27 @@ fn bench(c: &mut Criterion) {
         });
         c.finish();
     }
+    // Cost growth beyond the bench sizes: the two smaller matrices (1.3 MB, 30 MB) sit in this
+    // machine's L2 and L3, so only (100, 20, 5000) and this one (800 MB) both stream from
+    // DRAM; their ratio is the per-entry cost without cache effects.
+    {
+        let (n, k, m) = (100, 20, 10000);
+        let mut g = c.benchmark_group(format!("growth_{}", label(n, k, m)));
+        g.sample_size(20).measurement_time(Duration::from_secs(10));
+        let p = problem(n, k, m, Precision::F64);
+        let field = VectorField::from_problem(&p);
+        let x = p.start_state();
+        let mut ws = field.workspace();
+        let mut out = vec![0.0; x.len()];
+        g.bench_function("rhs", |b| {
+            let mut y = x.clone();
+            b.iter(|| {
+                y[0] += 1e-12;
+                field.rhs(black_box(&y), &mut out, &mut ws)
+            })
+        });
+        g.finish();
+    }
     let mut g = c.benchmark_group("tsit45_solve");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (n, k, m) in SIZES {
