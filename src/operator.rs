@@ -327,15 +327,24 @@ fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Ve
         (m / 8).max(4)
     };
     let starts: Vec<usize> = (0..m).step_by(rows_per_task).collect();
-    for (g, xi) in interleave(xs, n).iter().enumerate() {
-        let parts: Vec<Vec<f64>> = starts
-            .par_iter()
-            .map(|&s| apply_group_rows(data, n, s, rows_per_task.min(m - s), xi))
-            .collect();
+    by_groups(&starts, xs, n, outs, |s, xi| {
+        apply_group_rows(data, n, s, rows_per_task.min(m - s), xi)
+    });
+}
+
+/// Run `piece(start, group)` for every start in parallel and every interleaved group of
+/// `inputs` (each `len` long), and write the interleaved pieces, `GROUP` values per index
+/// from `start` on, back into `outs`.
+fn by_groups<F>(starts: &[usize], inputs: &[&[f64]], len: usize, outs: &mut [Vec<f64>], piece: F)
+where
+    F: Fn(usize, &[f64]) -> Vec<f64> + Sync,
+{
+    for (group, inter) in outs.chunks_mut(GROUP).zip(interleave(inputs, len)) {
+        let parts: Vec<Vec<f64>> = starts.par_iter().map(|&s| piece(s, &inter)).collect();
         for (&s, part) in starts.iter().zip(&parts) {
-            for (r, vals) in part.chunks_exact(GROUP).enumerate() {
-                for (b, out) in outs[g * GROUP..].iter_mut().take(GROUP).enumerate() {
-                    out[s + r] = vals[b];
+            for (i, vals) in part.chunks_exact(GROUP).enumerate() {
+                for (out, v) in group.iter_mut().zip(vals) {
+                    out[s + i] = *v;
                 }
             }
         }
@@ -396,19 +405,9 @@ fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [
         n.div_ceil(8).max(64)
     };
     let offsets: Vec<usize> = (0..n).step_by(width).collect();
-    for (g, zi) in interleave(zs, m).iter().enumerate() {
-        let parts: Vec<Vec<f64>> = offsets
-            .par_iter()
-            .map(|&o| adjoint_group_cols(data, n, o, width.min(n - o), zi))
-            .collect();
-        for (&o, part) in offsets.iter().zip(&parts) {
-            for (j, vals) in part.chunks_exact(GROUP).enumerate() {
-                for (b, out) in outs[g * GROUP..].iter_mut().take(GROUP).enumerate() {
-                    out[o + j] = vals[b];
-                }
-            }
-        }
-    }
+    by_groups(&offsets, zs, m, outs, |o, zi| {
+        adjoint_group_cols(data, n, o, width.min(n - o), zi)
+    });
 }
 
 fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
