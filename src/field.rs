@@ -460,6 +460,8 @@ impl VectorField {
         m * n * n + m * 2.0 * (self.n1 * self.n2 * self.k) as f64
     }
 
+    /// The dense N×N Jacobian J = −(CᵀC + S(G)) (MATH §2) in one GEMM, where row i of C is
+    /// (vec(A_i V), vec(A_iᵀ U)) and S(G) has I_k ⊗ G and its transpose off the diagonal.
     pub fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
         let n = self.state_len();
         assert_eq!(jac.shape(), (n, n), "Jacobian shape");
