@@ -137,11 +137,23 @@ pub fn gradient_descent_batch(
     x0: &[f64],
     opts: &[GdOptions],
 ) -> Vec<Trajectory> {
+    let starts = vec![x0; opts.len()];
+    gradient_descent_batch_from(field, &starts, opts)
+}
+
+/// [`gradient_descent_batch`] with a start of its own for every run (several seeds or α
+/// values on one operator): run b starts from `starts[b]` with `opts[b]`.
+pub fn gradient_descent_batch_from(
+    field: &VectorField,
+    starts: &[&[f64]],
+    opts: &[GdOptions],
+) -> Vec<Trajectory> {
+    assert_eq!(starts.len(), opts.len(), "one start per run");
     let mut ws = field.workspace();
-    let loss0 = field.loss(x0, &mut ws);
-    let mut xs: Vec<Vec<f64>> = opts.iter().map(|_| x0.to_vec()).collect();
-    let mut fs: Vec<Vec<f64>> = opts.iter().map(|_| vec![0.0; x0.len()]).collect();
-    let mut last_loss = vec![loss0; opts.len()];
+    let loss0: Vec<f64> = starts.iter().map(|x| field.loss(x, &mut ws)).collect();
+    let mut xs: Vec<Vec<f64>> = starts.iter().map(|x| x.to_vec()).collect();
+    let mut fs: Vec<Vec<f64>> = starts.iter().map(|x| vec![0.0; x.len()]).collect();
+    let mut last_loss = loss0.clone();
     let mut done = vec![false; opts.len()];
     let mut trajs: Vec<Trajectory> = opts
         .iter()
@@ -161,7 +173,7 @@ pub fn gradient_descent_batch(
         for ((&b, loss), out) in active.iter().zip(losses).zip(outs) {
             fs[b] = out;
             let o = &opts[b];
-            let bound = o.divergence_factor * loss0.max(1.0);
+            let bound = o.divergence_factor * loss0[b].max(1.0);
             let x = &mut xs[b];
             if !loss.is_finite() || loss > bound || x.iter().any(|v| !v.is_finite()) {
                 trajs[b].status = Status::Diverged {
