@@ -44,6 +44,28 @@ fn bench(c: &mut Criterion) {
             b.iter(|| gradient_descent_batch(&field, &x0, &opts))
         });
         g.finish();
+
+        // The two products behind it: one pass for eight inputs against one for one.
+        let op = field.operator();
+        let nx = n * n;
+        let xs: Vec<Vec<f64>> = (0..8)
+            .map(|b| (0..nx).map(|i| ((i * 7 + b) % 13) as f64 - 6.0).collect())
+            .collect();
+        let zs: Vec<Vec<f64>> = (0..8)
+            .map(|b| (0..m).map(|i| ((i * 5 + b) % 11) as f64 - 5.0).collect())
+            .collect();
+        let xr: Vec<&[f64]> = xs.iter().map(Vec::as_slice).collect();
+        let zr: Vec<&[f64]> = zs.iter().map(Vec::as_slice).collect();
+        let (mut ys, mut ws) = (vec![vec![0.0; m]; 8], vec![vec![0.0; nx]; 8]);
+        let mut g = c.benchmark_group(format!("products_n{n}_k{k}_m{m}"));
+        g.sample_size(20).measurement_time(Duration::from_secs(5));
+        g.bench_function("apply_1", |b| b.iter(|| op.apply(&xs[0], &mut ys[0])));
+        g.bench_function("apply_block_8", |b| b.iter(|| op.apply_block(&xr, &mut ys)));
+        g.bench_function("adjoint_1", |b| b.iter(|| op.adjoint(&zs[0], &mut ws[0])));
+        g.bench_function("adjoint_block_8", |b| {
+            b.iter(|| op.adjoint_block(&zr, &mut ws))
+        });
+        g.finish();
     }
 }
 

@@ -153,6 +153,45 @@ fn bench(c: &mut Criterion) {
     let field = VectorField::from_problem(&p);
     let x0 = p.start_state();
     let times = [0.0, 2.0];
+    // What one Newton set-up costs at N = 1000: the one-GEMM Jacobian, and the LU of I − γJ
+    // by nalgebra's unblocked algorithm (the one diffsol's NalgebraLU runs in place) and by
+    // faer's blocked partial-pivot LU (what flow::BlockedLu runs).
+    {
+        let mut g = c.benchmark_group(format!("newton_{}", label(n, k, m)));
+        g.sample_size(20).measurement_time(Duration::from_secs(5));
+        let mut ws = field.workspace();
+        let nn = field.state_len();
+        let mut jac = nalgebra::DMatrix::zeros(nn, nn);
+        g.bench_function("jacobian", |b| {
+            b.iter(|| field.jacobian_into(black_box(&x0), &mut jac, &mut ws))
+        });
+        let newton = nalgebra::DMatrix::<f64>::identity(nn, nn) - &jac * 0.1;
+        g.bench_function("lu_nalgebra", |b| b.iter(|| black_box(newton.clone()).lu()));
+        g.bench_function("lu_faer_blocked", |b| {
+            use faer::linalg::lu::partial_pivoting::factor;
+            let (mut perm, mut perm_inv) = (vec![0usize; nn], vec![0usize; nn]);
+            let scratch = factor::lu_in_place_scratch::<usize, f64>(
+                nn,
+                nn,
+                faer::Par::Seq,
+                Default::default(),
+            );
+            let mut mem = faer::dyn_stack::MemBuffer::new(scratch);
+            b.iter(|| {
+                let mut a = newton.clone();
+                factor::lu_in_place(
+                    faer::MatMut::from_column_major_slice_mut(a.as_mut_slice(), nn, nn),
+                    &mut perm,
+                    &mut perm_inv,
+                    faer::Par::Seq,
+                    faer::dyn_stack::MemStack::new(&mut mem),
+                    Default::default(),
+                );
+                black_box(a)
+            })
+        });
+        g.finish();
+    }
     let mut g = c.benchmark_group(format!("bdf_solve_{}", label(n, k, m)));
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     for (name, jacobian) in [

@@ -150,7 +150,15 @@ pub fn gradient_descent_batch_from(
 ) -> Vec<Trajectory> {
     assert_eq!(starts.len(), opts.len(), "one start per run");
     let mut ws = field.workspace();
-    let loss0: Vec<f64> = starts.iter().map(|x| field.loss(x, &mut ws)).collect();
+    // Runs sharing a start (a step-size sweep) share its loss: one pass, not one per run.
+    let mut loss0: Vec<f64> = Vec::with_capacity(starts.len());
+    for (b, x) in starts.iter().enumerate() {
+        let shared = starts[..b].iter().position(|y| std::ptr::eq(*x, *y));
+        loss0.push(match shared {
+            Some(a) => loss0[a],
+            None => field.loss(x, &mut ws),
+        });
+    }
     let mut xs: Vec<Vec<f64>> = starts.iter().map(|x| x.to_vec()).collect();
     let mut fs: Vec<Vec<f64>> = starts.iter().map(|x| vec![0.0; x.len()]).collect();
     let mut last_loss = loss0.clone();

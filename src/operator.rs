@@ -320,7 +320,8 @@ fn apply_group_kernel<E: Entry, const FMA: bool>(
 
 fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
     let m = data.len() / n;
-    // Fixed task sizes: which thread sums an output never changes the sum.
+    // Eight row ranges, for balance when a core is busy elsewhere. Every output is summed
+    // whole by one task, in the same order whatever the partition.
     let rows_per_task = if data.len() < PARALLEL_MIN_ENTRIES {
         m.max(1)
     } else {
@@ -397,12 +398,12 @@ fn adjoint_group_kernel<E: Entry, const FMA: bool>(
 
 fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
     let m = data.len() / n;
-    // Column ranges of a fixed width: each thread streams long contiguous pieces of four rows,
-    // and which thread sums an output never changes the sum.
+    // One column range per thread: each streams the longest contiguous pieces of four rows.
+    // Every output is summed whole by one task, in the same order whatever the partition.
     let width = if data.len() < PARALLEL_MIN_ENTRIES {
         n
     } else {
-        n.div_ceil(8).max(64)
+        n.div_ceil(rayon::current_num_threads()).max(64)
     };
     let offsets: Vec<usize> = (0..n).step_by(width).collect();
     by_groups(&offsets, zs, m, outs, |o, zi| {
