@@ -257,3 +257,37 @@ fn block_products_equal_single_products_within_the_rounding_bound() {
         }
     }
 }
+
+/// The block products split their work by the number of threads, but every output is summed
+/// whole by one task in one order: results are bit-identical with 1, 2 and 3 threads.
+#[test]
+fn block_products_do_not_depend_on_the_thread_count() {
+    use gdflow::operator::{DenseOperator, SensingOperator};
+    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    let (n1, n2, m) = (40, 31, 900); // above the operator's threshold for splitting work
+    let op = DenseOperator::gaussian(n1, n2, m, &mut sub_rng(2, STREAM_OPERATOR));
+    let n = n1 * n2;
+    let xs: Vec<Vec<f64>> = (0..5)
+        .map(|b| (0..n).map(|j| ((j * 3 + b) % 7) as f64 - 3.1).collect())
+        .collect();
+    let zs: Vec<Vec<f64>> = (0..5)
+        .map(|b| (0..m).map(|i| ((i * 11 + b) % 5) as f64 - 2.3).collect())
+        .collect();
+    let products = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let xr: Vec<&[f64]> = xs.iter().map(Vec::as_slice).collect();
+            let zr: Vec<&[f64]> = zs.iter().map(Vec::as_slice).collect();
+            let (mut ys, mut ws) = (vec![vec![0.0; m]; 5], vec![vec![0.0; n]; 5]);
+            op.apply_block(&xr, &mut ys);
+            op.adjoint_block(&zr, &mut ws);
+            (ys, ws)
+        })
+    };
+    let one = products(1);
+    assert_eq!(one, products(2));
+    assert_eq!(one, products(3));
+}
