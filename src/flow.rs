@@ -518,13 +518,13 @@ pub fn solve_flow_with(
             Some(&mut monitor),
         )?;
         stats.absorb(&seg);
-        let t_end = handover
+        let reached = handover
             .as_ref()
             .map(|h| h.t)
             .unwrap_or_else(|| trajectory.times.last().copied().unwrap_or(t0));
         match method {
-            Method::Bdf => monitor.report.time_implicit += t_end - t0,
-            _ => monitor.report.time_explicit += t_end - t0,
+            Method::Bdf => monitor.report.time_implicit += reached - t0,
+            _ => monitor.report.time_explicit += reached - t0,
         }
         match handover {
             None => break,
@@ -539,7 +539,7 @@ pub fn solve_flow_with(
     Ok(FlowSolution { trajectory, stats })
 }
 
-/// The output times still to be reached, with their labels.
+/// The requested output times with their labels; the trajectory records how many are reached.
 struct Outputs<'a> {
     times: &'a [f64],
     steps: &'a [usize],
