@@ -560,47 +560,46 @@ fn has_fma() -> bool {
     }
 }
 
-/// As [`avx2_dispatch`] for the batch kernels, which do eight products per loaded entry and
-/// are limited by arithmetic: with AVX2 and FMA the kernel is compiled for both and fuses its
-/// multiply–adds (`FMA = true`); otherwise it runs unfused for the default target. The two
-/// differ by rounding only.
-macro_rules! fma_dispatch {
-    ($name:ident => $kernel:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+/// `fn $name(args) -> ret` runs `$fast(args)` as compiled for the target features `$features`
+/// when `$has()` says the CPU has them, and `$slow(args)` as compiled for the default target
+/// otherwise (the default target has no AVX; users need not build with target-cpu=native).
+macro_rules! runtime_dispatch {
+    ($features:literal if $has:ident: $name:ident => $fast:expr, $slow:expr;
+     ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         fn $name<E: Entry>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn fma<E: Entry>($($arg: $ty),*) -> $ret {
-                    $kernel::<E, true>($($arg),*)
+                #[target_feature(enable = $features)]
+                unsafe fn fast<E: Entry>($($arg: $ty),*) -> $ret {
+                    $fast($($arg),*)
                 }
-                if has_fma() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                    return unsafe { fma($($arg),*) };
+                if $has() {
+                    // SAFETY: the CPU has the features (checked at run time).
+                    return unsafe { fast($($arg),*) };
                 }
             }
-            $kernel::<E, false>($($arg),*)
+            $slow($($arg),*)
         }
     };
 }
 
-/// `fn $name(args) -> ret` runs `$kernel(args)` as compiled for AVX2 when the CPU has it (see
-/// [`has_avx2`]), and as compiled for the default target otherwise.
+/// The single-product kernels, as compiled for AVX2 when the CPU has it. Only the vector
+/// width changes, not the order of any sum, so the results are bit-identical either way.
 macro_rules! avx2_dispatch {
     ($name:ident => $kernel:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        fn $name<E: Entry>($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<E: Entry>($($arg: $ty),*) -> $ret {
-                    $kernel($($arg),*)
-                }
-                if has_avx2() {
-                    // SAFETY: the CPU supports AVX2 (checked at run time).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $kernel($($arg),*)
-        }
+        runtime_dispatch!("avx2" if has_avx2: $name => $kernel::<E>, $kernel::<E>;
+            ($($arg: $ty),*) -> $ret);
+    };
+}
+
+/// The batch kernels, which do eight products per loaded entry and are limited by arithmetic:
+/// with AVX2 and FMA the kernel is compiled for both and fuses its multiply–adds
+/// (`FMA = true`); otherwise it runs unfused for the default target. The two differ by
+/// rounding only.
+macro_rules! fma_dispatch {
+    ($name:ident => $kernel:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        runtime_dispatch!("avx2,fma" if has_fma: $name => $kernel::<E, true>, $kernel::<E, false>;
+            ($($arg: $ty),*) -> $ret);
     };
 }
 

@@ -77,6 +77,23 @@ fn gd_drift_equals_the_sum_of_the_per_step_identity() {
     );
 }
 
+/// Each batched state is the separate run's to 1e-12 relative (rounding over whole runs).
+fn assert_states_agree(single: &[Vec<f64>], batched: &[Vec<f64>], label: &str) {
+    for (x, y) in single.iter().zip(batched) {
+        let scale = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            diff <= 1e-12 * scale,
+            "{label}: states differ by {diff:e} (norm {scale:e})"
+        );
+    }
+}
+
 /// Batched GD streams the sensing matrix once per step for all step sizes. Its sums run in
 /// another order (and fused on FMA machines), so its trajectories equal the unbatched ones to
 /// rounding: on a small problem, and on one large enough for the operator to split its work
@@ -116,20 +133,7 @@ fn batched_gd_equals_separate_runs_to_rounding() {
                 }
                 other => panic!("η = {}: {other:?}", o.eta),
             }
-            for (x, y) in single.states.iter().zip(&b.states) {
-                let scale = x.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let diff = x
-                    .iter()
-                    .zip(y)
-                    .map(|(p, q)| (p - q).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                assert!(
-                    diff <= 1e-12 * scale,
-                    "η = {}: states differ by {diff:e} (norm {scale:e})",
-                    o.eta
-                );
-            }
+            assert_states_agree(&single.states, &b.states, &format!("η = {}", o.eta));
         }
         assert!(matches!(batched[8].status, Status::Diverged { .. }));
     }
@@ -176,16 +180,7 @@ fn batched_gd_from_several_starts_equals_separate_runs() {
         assert_eq!(single.steps, b.steps);
         assert_eq!(single.status, Status::Completed);
         assert_eq!(b.status, Status::Completed);
-        for (x, y) in single.states.iter().zip(&b.states) {
-            let scale = x.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let diff = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            assert!(diff <= 1e-12 * scale, "differ by {diff:e} (norm {scale:e})");
-        }
+        assert_states_agree(&single.states, &b.states, "start");
     }
     assert_ne!(batched[0].states[1], batched[1].states[1]);
 }
