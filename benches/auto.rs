@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gdflow::config::{ConfigArgs, Method};
-use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions};
+use gdflow::dynamics::flow::{solve_flow, FlowOptions};
+use gdflow::field::SensingField;
 use gdflow::problem::Problem;
 
 fn bench(c: &mut Criterion) {
@@ -28,8 +28,8 @@ fn bench(c: &mut Criterion) {
         }
         .resolve()
         .unwrap();
-        let p = Problem::generate(&cfg).unwrap();
-        let field = VectorField::from_problem(&p);
+        let p = Problem::generate(&cfg.problem_spec()).unwrap();
+        let field = SensingField::from_problem(&p);
         let x0 = p.start_state();
         let steps: Vec<usize> = (0..=100).collect();
         let times: Vec<f64> = steps.iter().map(|&j| horizon * j as f64 / 100.0).collect();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gdflow::config::ConfigArgs;
-use gdflow::field::VectorField;
-use gdflow::gd::{gradient_descent, gradient_descent_batch, GdOptions};
+use gdflow::dynamics::{gradient_descent, gradient_descent_batch, RunOptions as GdOptions};
+use gdflow::field::{Field, SensingField};
 use gdflow::problem::Problem;
 
 const STEPS: usize = 40;
@@ -24,8 +24,8 @@ fn bench(c: &mut Criterion) {
             alpha: Some(1e-2),
             ..Default::default()
         };
-        let p = Problem::generate(&args.resolve().unwrap()).unwrap();
-        let field = VectorField::from_problem(&p);
+        let p = Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
+        let field = SensingField::from_problem(&p);
         let x0 = p.start_state();
         let opts: Vec<GdOptions> = (0..8)
             .map(|i| GdOptions::new(0.0125 * 1.35f64.powi(i), STEPS, STEPS))

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gdflow::config::{ConfigArgs, Method};
-use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::dynamics::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::field::{Field, SensingField};
 use gdflow::operator::{DenseOperator, Precision, StorageView};
 use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
@@ -26,7 +26,7 @@ fn problem(n: usize, k: usize, m: usize, precision: Precision) -> Problem {
         sensing_precision: Some(precision),
         ..Default::default()
     };
-    Problem::generate(&args.resolve().unwrap()).unwrap()
+    Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap()
 }
 
 /// [`stream`] over f32 entries, widened as the kernels widen them.
@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         c.sample_size(20)
             .measurement_time(Duration::from_secs(if n >= 100 { 8 } else { 3 }));
         let p = problem(n, k, m, Precision::F64);
-        let field = VectorField::from_problem(&p);
+        let field = SensingField::from_problem(&p);
         let x = p.start_state();
         let mut ws = field.workspace();
         let mut out = vec![0.0; x.len()];
@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(stream32(black_box(&data32)) + stream32(black_box(&data32))))
         });
         let p32 = problem(n, k, m, Precision::F32);
-        let field32 = VectorField::from_problem(&p32);
+        let field32 = SensingField::from_problem(&p32);
         let mut ws32 = field32.workspace();
         c.bench_function("rhs_f32", |b| {
             let mut y = x.clone();
@@ -120,7 +120,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("growth_{}", label(n, k, m)));
         g.sample_size(20).measurement_time(Duration::from_secs(10));
         let p = problem(n, k, m, Precision::F64);
-        let field = VectorField::from_problem(&p);
+        let field = SensingField::from_problem(&p);
         let x = p.start_state();
         let mut ws = field.workspace();
         let mut out = vec![0.0; x.len()];
@@ -137,7 +137,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (n, k, m) in SIZES {
         let p = problem(n, k, m, Precision::F64);
-        let field = VectorField::from_problem(&p);
+        let field = SensingField::from_problem(&p);
         let x0 = p.start_state();
         let times = [0.0, 5.0];
         let opts = FlowOptions::new(Method::Tsit45, 1e-6, 1e-6 * 1e-2 / (k as f64).sqrt());
@@ -150,7 +150,7 @@ fn bench(c: &mut Criterion) {
     // BDF with the one-GEMM Jacobian against diffsol's N jvps per Jacobian (N = 1000 here).
     let (n, k, m) = (50, 10, 1500);
     let p = problem(n, k, m, Precision::F64);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let times = [0.0, 2.0];
     // What one Newton set-up costs at N = 1000: the one-GEMM Jacobian, and the LU of I − γJ

@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("eight_step_sizes_n50_k10_m1500");
     g.sample_size(10).measurement_time(Duration::from_secs(60));
     g.bench_function("sweep", |b| {
-        b.iter(|| gdflow::sweep::sweep(&problem_args(), &sweep_args, false).unwrap())
+        b.iter(|| gdflow::experiments::sweep_config(&problem_args(), &sweep_args).unwrap())
     });
     g.bench_function("eight_runs", |b| {
         b.iter(|| {
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
                     steps: Some((HORIZON / eta * (1.0 + 1e-12)).floor() as usize),
                     ..problem_args()
                 };
-                gdflow::experiment::run(&args).unwrap();
+                gdflow::experiments::run_config(&args).unwrap();
             }
         })
     });

@@ -4,15 +4,15 @@
 //! `cargo run --release --example closed_form`
 
 use gdflow::config::Method;
-use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions};
-use gdflow::gd::{gradient_descent, GdOptions};
+use gdflow::dynamics::flow::{solve_flow, FlowOptions};
+use gdflow::dynamics::{gradient_descent, RunOptions as GdOptions};
+use gdflow::field::{Field, SensingField};
 use gdflow::problem::Problem;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (sigma, s0) = ([1.0, 0.25], [1e-6, 1e-6]);
     let problem = Problem::aligned_factorisation(4, 3, &sigma, &s0);
-    let field = VectorField::from_problem(&problem);
+    let field = SensingField::from_problem(&problem);
     let x0 = problem.start_state();
     let eta = 0.1;
     let opts = GdOptions::new(eta, 800, 80);

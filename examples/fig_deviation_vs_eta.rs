@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
         stability_steps: Some(0),
         ..Default::default()
     };
-    let s = gdflow::sweep::sweep(&ConfigArgs::default(), &sweep, false)?;
+    let s = gdflow::experiments::sweep_config(&ConfigArgs::default(), &sweep)?;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("figures");
     write_figure(&figures::deviation_vs_eta(&s.summary), &dir)?;
     println!("wrote {}/deviation_vs_eta.{{png,svg,csv}}", dir.display());

@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let runs = [0.4, 0.2, 0.1]
         .iter()
         .map(|&eta: &f64| {
-            gdflow::experiment::run(&ConfigArgs {
+            gdflow::experiments::run_config(&ConfigArgs {
                 eta: Some(eta),
                 steps: Some((40.0 / eta).round() as usize),
                 seed: Some(0),

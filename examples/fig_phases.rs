@@ -4,12 +4,12 @@
 //!
 //! `cargo run --release --example fig_phases`
 
+use gdflow::analysis::theory::detect_phases;
 use gdflow::config::ConfigArgs;
 use gdflow::plot::{figures, write_figure};
-use gdflow::theory::detect_phases;
 
 fn main() -> anyhow::Result<()> {
-    let run = gdflow::experiment::run(&ConfigArgs {
+    let run = gdflow::experiments::run_config(&ConfigArgs {
         alpha: Some(1e-4),
         eta: Some(0.05),
         steps: Some(1200),

@@ -8,7 +8,7 @@ use gdflow::config::ConfigArgs;
 use gdflow::plot::{figures, write_figure};
 
 fn main() -> anyhow::Result<()> {
-    let run = gdflow::experiment::run(&ConfigArgs {
+    let run = gdflow::experiments::run_config(&ConfigArgs {
         singular_values: Some(vec![1.0, 0.3, 0.1]),
         rank: Some(3),
         width: Some(5),

@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A result that could not be serialised: a fault of the program, not of the input.
+    #[error("cannot write {what}: {message}")]
+    Serialise { what: String, message: String },
 }
 
 impl Error {
@@ -47,6 +50,25 @@ impl Error {
             message: message.into(),
         }
     }
+    pub fn serialise(what: &str, message: impl Into<String>) -> Self {
+        Error::Serialise {
+            what: what.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The process exit status this error calls for: 2 for anything the user can fix (flags,
+    /// configuration and problem files, output paths, sizes that cannot fit), 1 for a failure
+    /// at run time (I/O, serialisation).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidConfig { .. } | Error::Npz { .. } | Error::TooLargeForImplicit { .. } => {
+                2
+            }
+            Error::Io { .. } | Error::Serialise { .. } => 1,
+        }
+    }
+
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),

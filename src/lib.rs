@@ -1,33 +1,38 @@
 //! # gdflow
 //!
-//! Gradient descent versus gradient flow in low-rank matrix sensing (see `MATH.md`):
-//! f(U, V) = ½‖𝒜(UVᵀ) − y‖², GD U ← U − ηGV, V ← V − ηGᵀU, and the flow U' = −GV, V' = −GᵀU.
+//! Gradient descent versus gradient flow in low-rank matrix sensing (the mathematics is in
+//! [`math`], the repository's MATH.md): f(U, V) = ½‖𝒜(UVᵀ) − y‖², GD U ← U − ηGV,
+//! V ← V − ηGᵀU, and the flow U' = −GV, V' = −GᵀU.
 //!
-//! A tour, in the order a run uses the pieces:
+//! The layers, from the bottom up (each uses only those below it):
 //!
-//! 1. [`config::ConfigArgs`] → [`config::Config`]: options from flags and TOML, validated.
-//! 2. [`problem::Problem`]: target X*, operator, observations y and start (U_0, V_0), generated
+//! 1. [`operator`]: the measurement operator 𝒜 and its adjoint behind one trait,
+//!    [`operator::SensingOperator`] (Gaussian, identity, entry sampling, or your own).
+//! 2. [`problem`]: a target X*, an operator, observations y and a start (U_0, V_0), generated
 //!    from one seed or loaded from `.npz`.
-//! 3. [`operator::SensingOperator`]: 𝒜 and 𝒜* into caller buffers (Gaussian, identity, entry
-//!    sampling).
-//! 4. [`field::VectorField`]: the loss, G, the field F = (−GV, −GᵀU), its jvp and its exact
-//!    Jacobian — shared by both dynamics.
-//! 5. [`gd::gradient_descent`] and [`flow::solve_flow`] (diffsol), each giving a
-//!    [`gd::Trajectory`] whose [`gd::Status`] says how it ended.
-//! 6. [`record::Recorder`]: loss, relative error, balance drift and singular values at every
-//!    output time; [`experiment`] ties it together for `gdflow run`.
+//! 3. [`field`]: the vector fields — [`field::SensingField`], the perturbed flows
+//!    ([`field::Perturbed`]) and GD's modified field ([`field::Modified`]) as wrappers — all
+//!    behind [`field::Field`].
+//! 4. [`dynamics`]: discrete methods ([`dynamics::Stepper`], GD is [`dynamics::Gd`]) run by one
+//!    [`dynamics::Driver`] with observers; flows solved by [`dynamics::flow::solve_flow`]
+//!    (diffsol, confined there); the Hessian's top eigenpairs ([`dynamics::sharpness`]).
+//! 5. [`analysis`]: quantities recorded along trajectories ([`analysis::Recorder`], and your
+//!    own through [`analysis::Quantity`]), the theory's quantities and fits.
+//! 6. [`config`] and [`results`]: the configuration (partial from flags and TOML, resolved
+//!    with defaults) and the results as serde types with each file's writer and reader.
+//! 7. [`experiments`]: `run`, `sweep`, `check`, `merge`, all entered through
+//!    [`experiments::Setup`]; [`plot`] draws figures from results; [`cli`] is the command line.
 //!
 //! ```
-//! use gdflow::config::Method;
-//! use gdflow::field::VectorField;
-//! use gdflow::flow::{solve_flow, FlowOptions};
-//! use gdflow::gd::{gradient_descent, GdOptions};
+//! use gdflow::dynamics::flow::{solve_flow, FlowOptions, Method};
+//! use gdflow::dynamics::{gradient_descent, RunOptions};
+//! use gdflow::field::{Field, SensingField};
 //! use gdflow::problem::Problem;
 //!
 //! // MATH §4: plain factorisation, X* = diag(1, 0.5), aligned start s_j(0) = 1e-4.
 //! let p = Problem::aligned_factorisation(3, 3, &[1.0, 0.5], &[1e-4, 1e-4]);
-//! let field = VectorField::from_problem(&p);
-//! let gd = gradient_descent(&field, &p.start_state(), &GdOptions::new(0.1, 300, 100));
+//! let field = SensingField::from_problem(&p);
+//! let gd = gradient_descent(&field, &p.start_state(), &RunOptions::new(0.1, 300, 100));
 //! let opts = FlowOptions::new(Method::Tsit45, 1e-9, 1e-14);
 //! let flow = solve_flow(&field, &p.start_state(), &gd.times, &gd.steps, &opts).unwrap();
 //! // at t = 30 both have learned X*
@@ -35,19 +40,19 @@
 //! assert!((x[(0, 0)] - 1.0).abs() < 1e-8 && (x[(1, 1)] - 0.5).abs() < 1e-5);
 //! ```
 
-pub mod check;
+pub mod analysis;
+pub mod cli;
 pub mod config;
+pub mod dynamics;
 pub mod error;
-pub mod experiment;
+pub mod experiments;
 pub mod field;
-pub mod flow;
-pub mod gd;
 pub mod operator;
 pub mod output;
 pub mod plot;
 pub mod problem;
-pub mod progress;
-pub mod record;
-pub mod sharpness;
-pub mod sweep;
-pub mod theory;
+pub mod resources;
+pub mod results;
+
+#[doc = include_str!("../MATH.md")]
+pub mod math {}

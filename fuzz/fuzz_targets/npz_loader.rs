@@ -9,6 +9,6 @@ use gdflow::problem::Problem;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = Config::default();
+    let cfg = Config::default().problem_spec();
     let _ = Problem::load_npz_from(std::io::Cursor::new(data), Path::new("fuzz.npz"), &cfg);
 });

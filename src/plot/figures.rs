@@ -1,14 +1,12 @@
 //! The figures users put in papers, built from results (in memory, or loaded from an output
 //! directory by [`load_run`] and [`load_sweep`]).
 
-use std::path::Path;
-
 use super::{Figure, Panel, Series, Style};
-use crate::error::{Error, Result};
-use crate::experiment::{RunResult, RunSummary};
-use crate::gd::Status;
-use crate::record::Record;
-use crate::sweep::{DeviationRow, SweepResult, SweepSummary};
+
+use crate::analysis::Record;
+use crate::dynamics::Status;
+use crate::results::run::RunResult;
+use crate::results::sweep::{DeviationRow, SweepResult, SweepSummary};
 
 /// Colour index of the flow: black in the palette.
 const FLOW: usize = 6;
@@ -69,7 +67,7 @@ fn records_panel(
     });
     for (i, run) in runs.iter().enumerate() {
         p.series.push(gd_series(
-            eta_label(run.summary.config.eta),
+            eta_label(run.summary.config().eta),
             i,
             run.gd.iter().map(|r| (r.t, value(r))).collect(),
             &run.summary.gd.status,
@@ -112,7 +110,7 @@ pub fn singular_values(run: &RunResult) -> Figure {
         });
         p.series.push(gd_series(
             if first {
-                format!("{} (dashed)", eta_label(run.summary.config.eta))
+                format!("{} (dashed)", eta_label(run.summary.config().eta))
             } else {
                 String::new()
             },
@@ -165,7 +163,7 @@ type Quantity = (&'static str, fn(&Record) -> f64);
 
 /// (e) Phases: signal strength, alignment and spurious part against t for the flow (solid)
 /// and GD (dashed), with the detected phase boundaries as vertical lines.
-pub fn phases(run: &RunResult, phases: &crate::theory::Phases) -> Figure {
+pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figure {
     let mut p = panel("phases (MATH §6)", "", true);
     let quantities: [Quantity; 3] = [
         ("signal σ_r(L*ᵀU)", |r| r.signal_u),
@@ -419,89 +417,4 @@ pub fn sweep_figures(s: &SweepResult) -> Vec<Figure> {
         balance_drift_sweep(s),
         deviation_vs_eta(&s.summary),
     ]
-}
-
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| Error::invalid("results", path.display(), format!("cannot be read: {e}")))
-}
-
-fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::invalid(
-        "results",
-        path.display(),
-        format!("is not a gdflow output: {e}"),
-    )
-}
-
-/// A `gdflow run` output directory (summary.json and trajectory.csv).
-pub fn load_run(dir: &Path) -> Result<RunResult> {
-    let path = dir.join("summary.json");
-    let summary: RunSummary = serde_json::from_slice(&read(&path)?).map_err(|e| bad(&path, e))?;
-    let path = dir.join("trajectory.csv");
-    let bytes = read(&path)?;
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let header = reader.headers().map_err(|e| bad(&path, e))?.clone();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let sv_cols: Vec<usize> = (1..).map_while(|i| col(&format!("sv_{i}"))).collect();
-    let named = |name: &str| col(name).ok_or_else(|| bad(&path, format!("no column `{name}`")));
-    let cols = [
-        named("step")?,
-        named("t")?,
-        named("loss")?,
-        named("rel_error")?,
-        named("balance_drift")?,
-    ];
-    let theory: Vec<Option<usize>> = crate::experiment::THEORY_COLUMNS
-        .iter()
-        .map(|c| col(c))
-        .collect();
-    let (mut gd, mut flow) = (Vec::new(), Vec::new());
-    for row in reader.records() {
-        let row = row.map_err(|e| bad(&path, e))?;
-        let num = |i: usize| -> Result<f64> {
-            row.get(i)
-                .ok_or_else(|| bad(&path, "short row"))?
-                .parse::<f64>()
-                .map_err(|e| bad(&path, e))
-        };
-        let opt = |i: Option<usize>| i.map_or(Ok(f64::NAN), num);
-        let record = Record {
-            step: num(cols[0])? as usize,
-            t: num(cols[1])?,
-            loss: num(cols[2])?,
-            rel_error: num(cols[3])?,
-            balance_drift: num(cols[4])?,
-            sv: sv_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
-            rho: opt(theory[0])?,
-            signal_u: opt(theory[1])?,
-            signal_v: opt(theory[2])?,
-            sin_theta_u: opt(theory[3])?,
-            sin_theta_v: opt(theory[4])?,
-            spurious_u: opt(theory[5])?,
-            spurious_v: opt(theory[6])?,
-        };
-        match row.get(0) {
-            Some("gd") => gd.push(record),
-            Some("flow") => flow.push(record),
-            other => return Err(bad(&path, format!("unknown dynamics {other:?}"))),
-        }
-    }
-    Ok(RunResult { summary, gd, flow })
-}
-
-/// A `gdflow sweep` output directory (summary.json and deviation.csv).
-pub fn load_sweep(dir: &Path) -> Result<SweepResult> {
-    let path = dir.join("summary.json");
-    let summary: SweepSummary = serde_json::from_slice(&read(&path)?).map_err(|e| bad(&path, e))?;
-    let path = dir.join("deviation.csv");
-    let bytes = read(&path)?;
-    let deviations = csv::Reader::from_reader(bytes.as_slice())
-        .deserialize()
-        .collect::<std::result::Result<Vec<DeviationRow>, _>>()
-        .map_err(|e| bad(&path, e))?;
-    Ok(SweepResult {
-        summary,
-        deviations,
-    })
 }

@@ -2,9 +2,9 @@
 //! s_j(t) is known in closed form for the flow and by a scalar recursion for GD.
 
 use gdflow::config::Method;
-use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions, JacobianMode};
-use gdflow::gd::{gradient_descent, GdOptions, Status};
+use gdflow::dynamics::flow::{solve_flow, FlowOptions, JacobianMode};
+use gdflow::dynamics::{gradient_descent, RunOptions as GdOptions, Status};
+use gdflow::field::{Field, SensingField};
 use gdflow::problem::Problem;
 
 const SIGMA: [f64; 3] = [2.0, 0.5, 0.0];
@@ -18,7 +18,7 @@ fn flow_exact(sigma: f64, s0: f64, t: f64) -> f64 {
     }
 }
 
-fn diagonal(field: &VectorField, x: &[f64]) -> Vec<f64> {
+fn diagonal(field: &SensingField, x: &[f64]) -> Vec<f64> {
     let p = field.product(x);
     (0..S0.len()).map(|j| p[(j, j)]).collect()
 }
@@ -30,7 +30,7 @@ fn closed_form_problem() -> Problem {
 /// Largest |s_j(t) − exact| over the output times and the diagonal.
 fn worst_error(method: Method, rtol: f64) -> f64 {
     let p = closed_form_problem();
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let steps: Vec<usize> = (0..=240).collect(); // t up to 12: every σ_j > 0 has converged
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * 0.05).collect();
@@ -88,7 +88,7 @@ fn every_method_matches_the_closed_form_flow() {
 #[test]
 fn gd_matches_the_scalar_recursion_to_rounding() {
     let p = closed_form_problem();
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let eta = 0.1;
     let opts = GdOptions::new(eta, 400, 1);
     let traj = gradient_descent(&field, &p.start_state(), &opts);
@@ -114,7 +114,7 @@ fn gd_matches_the_scalar_recursion_to_rounding() {
 #[test]
 fn exact_and_assembled_jacobians_give_the_same_bdf_solution() {
     let p = closed_form_problem();
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let steps: Vec<usize> = (0..=40).collect();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * 0.25).collect();
@@ -153,7 +153,7 @@ fn exact_and_assembled_jacobians_give_the_same_bdf_solution() {
 
 #[test]
 fn implicit_method_too_large_for_memory_is_refused_clearly() {
-    use gdflow::flow::check_implicit_memory;
+    use gdflow::dynamics::flow::check_implicit_memory;
     // N = 10^6 states: the dense N×N matrices alone would need terabytes
     let e = check_implicit_memory(Method::Bdf, 1_000_000, 100)
         .unwrap_err()

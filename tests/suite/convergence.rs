@@ -2,8 +2,8 @@
 //! solved by GD and by the flow.
 
 use gdflow::config::ConfigArgs;
-use gdflow::experiment;
-use gdflow::gd::Status;
+use gdflow::dynamics::Status;
+use gdflow::experiments;
 
 #[test]
 fn gd_and_flow_reach_small_relative_error() {
@@ -21,7 +21,7 @@ fn gd_and_flow_reach_small_relative_error() {
         seed: Some(5),
         ..Default::default()
     };
-    let result = experiment::run(&args).unwrap();
+    let result = experiments::run_config(&args).unwrap();
     let s = &result.summary;
     assert_eq!(s.gd.status, Status::Completed);
     assert_eq!(s.flow.status, Status::Completed);

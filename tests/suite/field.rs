@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gdflow::field::VectorField;
+use gdflow::field::{Field, SensingField};
 use gdflow::operator::{DenseOperator, EntryOperator, IdentityOperator, SensingOperator};
 use rand::{Rng, SeedableRng};
 
@@ -23,7 +23,7 @@ fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn field_is_minus_the_gradient_by_central_differences() {
     let p = small_gaussian(1);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let mut ws = field.workspace();
     let x = random_state(&p, 2, 0.5);
     let mut f = vec![0.0; x.len()];
@@ -47,13 +47,14 @@ fn field_is_minus_the_gradient_by_central_differences() {
 #[test]
 fn modified_field_is_minus_the_gradient_of_the_modified_loss() {
     let p = small_gaussian(4);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let mut ws = field.workspace();
     let x = random_state(&p, 5, 0.5);
     let eta = 0.3;
     let mut f = vec![0.0; x.len()];
     let mut plain = vec![0.0; x.len()];
-    field.modified_rhs(&x, eta, &mut f, &mut ws);
+    let modified = gdflow::field::Modified::new(std::sync::Arc::new(field.clone()), eta);
+    modified.rhs(&x, &mut f, &mut ws);
     field.rhs(&x, &mut plain, &mut ws);
     let h = 1e-5;
     let fd: Vec<f64> = (0..x.len())
@@ -61,7 +62,7 @@ fn modified_field_is_minus_the_gradient_of_the_modified_loss() {
             let (mut xp, mut xm) = (x.clone(), x.clone());
             xp[i] += h;
             xm[i] -= h;
-            -(field.modified_loss(&xp, eta, &mut ws) - field.modified_loss(&xm, eta, &mut ws))
+            -(modified.modified_loss(&xp, &mut ws) - modified.modified_loss(&xm, &mut ws))
                 / (2.0 * h)
         })
         .collect();
@@ -74,7 +75,7 @@ fn modified_field_is_minus_the_gradient_of_the_modified_loss() {
 #[test]
 fn jvp_matches_central_differences_of_the_field() {
     let p = small_gaussian(3);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let mut ws = field.workspace();
     let x = random_state(&p, 4, 0.5);
     let d = random_state(&p, 5, 1.0);
@@ -104,7 +105,7 @@ fn jvp_matches_central_differences_of_the_field() {
 #[test]
 fn jvp_after_a_different_state_does_not_reuse_stale_residual() {
     let p = small_gaussian(6);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x = random_state(&p, 7, 0.5);
     let y = random_state(&p, 8, 0.5);
     let d = random_state(&p, 9, 1.0);
@@ -194,7 +195,7 @@ fn entry_operator_gram_is_scaled_projection() {
     assert_eq!(sampled, 8, "m distinct entries");
 }
 
-fn assembled_jacobian(field: &VectorField, x: &[f64]) -> nalgebra::DMatrix<f64> {
+fn assembled_jacobian(field: &SensingField, x: &[f64]) -> nalgebra::DMatrix<f64> {
     let n = x.len();
     let mut ws = field.workspace();
     let mut jac = nalgebra::DMatrix::zeros(n, n);
@@ -212,7 +213,7 @@ fn assembled_jacobian(field: &VectorField, x: &[f64]) -> nalgebra::DMatrix<f64> 
 #[test]
 fn one_gemm_jacobian_equals_jvp_assembled_jacobian() {
     let p = small_gaussian(14);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x = random_state(&p, 15, 0.7);
     let exact = field.jacobian(&x, &mut field.workspace());
     let assembled = assembled_jacobian(&field, &x);
@@ -230,7 +231,7 @@ fn one_gemm_jacobian_for_identity_and_entry_operators() {
         Arc::new(EntryOperator::sample(4, 3, 7, &mut rng)),
     ] {
         let y: Vec<f64> = (0..op.m()).map(|_| rng.gen::<f64>()).collect();
-        let field = VectorField::new(op, y, 2);
+        let field = SensingField::new(op, y, 2);
         let x: Vec<f64> = (0..field.state_len())
             .map(|_| rng.gen::<f64>() - 0.5)
             .collect();
@@ -309,7 +310,7 @@ fn generated_f32_problem_observes_through_its_rounded_entries() {
         sensing_precision: Some(Precision::F32),
         ..Default::default()
     };
-    let p = gdflow::problem::Problem::generate(&args.resolve().unwrap()).unwrap();
+    let p = gdflow::problem::Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
     let a = p.op.to_dense();
     assert!(
         a.iter().all(|v| (*v as f32) as f64 == *v),

@@ -65,6 +65,6 @@ proptest! {
         if truncate {
             bytes.truncate(cut.index(bytes.len()));
         }
-        let _ = Problem::load_npz_from(std::io::Cursor::new(bytes), Path::new("m.npz"), &Config::default());
+        let _ = Problem::load_npz_from(std::io::Cursor::new(bytes), Path::new("m.npz"), &Config::default().problem_spec());
     }
 }

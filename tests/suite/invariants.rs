@@ -1,11 +1,11 @@
 //! MATH §3: the flow conserves D = UᵀU − VᵀV; GD changes it by exactly
 //! η²(VᵀGᵀGV − UᵀGGᵀU) per step.
 
+use gdflow::analysis::record::balance;
 use gdflow::config::Method;
-use gdflow::field::VectorField;
-use gdflow::flow::{solve_flow, FlowOptions};
-use gdflow::gd::{gradient_descent_with, GdOptions, Status};
-use gdflow::record::balance;
+use gdflow::dynamics::flow::{solve_flow, FlowOptions};
+use gdflow::dynamics::{Driver, Gd, Iterate, RunOptions as GdOptions, Status};
+use gdflow::field::{Field, SensingField};
 use nalgebra::DMatrix;
 
 use super::small_gaussian;
@@ -13,7 +13,7 @@ use super::small_gaussian;
 #[test]
 fn flow_conserves_the_balance_to_solver_tolerance() {
     let p = small_gaussian(21);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let d0 = balance(&field, &x0);
     let steps: Vec<usize> = (0..=100).collect();
@@ -44,7 +44,7 @@ fn flow_conserves_the_balance_to_solver_tolerance() {
 #[test]
 fn gd_drift_equals_the_sum_of_the_per_step_identity() {
     let p = small_gaussian(22);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let eta = 0.05;
     let opts = GdOptions::new(eta, 300, 1);
@@ -52,19 +52,24 @@ fn gd_drift_equals_the_sum_of_the_per_step_identity() {
     let mut predicted = balance(&field, &x0);
     let k = p.width();
     let mut f = vec![0.0; x0.len()];
-    let traj = gradient_descent_with(&field, &x0, &opts, |j, _, x| {
+    let mut observe = |it: &Iterate<'_>| {
+        let (j, x) = (it.step, it.state);
         if j == opts.steps {
             return;
         }
         field.rhs(x, &mut f, &mut ws);
         let g: &DMatrix<f64> = ws.g();
-        let (u, v) = field.split(x);
+        let (u, v) = field.factors().split(x);
         let gv = g * v;
         let gtu = g.transpose() * u;
         let step: DMatrix<f64> = eta * eta * (gv.tr_mul(&gv) - gtu.tr_mul(&gtu));
         assert_eq!(step.shape(), (k, k));
         predicted += step;
-    });
+    };
+    let traj = Driver::new(&field, Gd::new(), &x0, opts.clone())
+        .run(&mut observe)
+        .pop()
+        .unwrap();
     assert_eq!(traj.status, Status::Completed);
     let observed = balance(&field, traj.states.last().unwrap());
     let d0 = balance(&field, &x0);
@@ -101,7 +106,7 @@ fn assert_states_agree(single: &[Vec<f64>], batched: &[Vec<f64>], label: &str) {
 #[test]
 fn batched_gd_equals_separate_runs_to_rounding() {
     use gdflow::config::ConfigArgs;
-    use gdflow::gd::{gradient_descent, gradient_descent_batch};
+    use gdflow::dynamics::{gradient_descent, gradient_descent_batch, RunOptions as GdOptions};
     use gdflow::problem::Problem;
     for (n, m) in [(7, 40), (40, 700)] {
         let args = ConfigArgs {
@@ -113,8 +118,8 @@ fn batched_gd_equals_separate_runs_to_rounding() {
             alpha: Some(0.1),
             ..Default::default()
         };
-        let p = Problem::generate(&args.resolve().unwrap()).unwrap();
-        let field = VectorField::from_problem(&p);
+        let p = Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
+        let field = SensingField::from_problem(&p);
         let x0 = p.start_state();
         // nine runs: a full group of eight and a padded one; different step counts, one
         // diverging
@@ -144,7 +149,9 @@ fn batched_gd_equals_separate_runs_to_rounding() {
 #[test]
 fn batched_gd_from_several_starts_equals_separate_runs() {
     use gdflow::config::ConfigArgs;
-    use gdflow::gd::{gradient_descent, gradient_descent_batch_from};
+    use gdflow::dynamics::{
+        gradient_descent, gradient_descent_batch_from, RunOptions as GdOptions,
+    };
     use gdflow::problem::Problem;
     let problem = |seed: u64, alpha: f64| {
         let args = ConfigArgs {
@@ -157,10 +164,10 @@ fn batched_gd_from_several_starts_equals_separate_runs() {
             seed: Some(seed),
             ..Default::default()
         };
-        Problem::generate(&args.resolve().unwrap()).unwrap()
+        Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap()
     };
     let base = problem(0, 0.1);
-    let field = VectorField::from_problem(&base);
+    let field = SensingField::from_problem(&base);
     // The same operator (seed 0) with starts drawn for other seeds and scales.
     let starts: Vec<Vec<f64>> = [(0, 0.1), (1, 0.1), (2, 0.01), (3, 0.3), (4, 1e-3)]
         .iter()

@@ -27,7 +27,7 @@ pub fn small_gaussian(seed: u64) -> Problem {
         seed: Some(seed),
         ..Default::default()
     };
-    Problem::generate(&args.resolve().unwrap()).unwrap()
+    Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap()
 }
 
 /// A random state of the problem's shape with entries of order `scale`.

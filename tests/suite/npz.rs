@@ -31,7 +31,7 @@ fn save_then_load_is_identical() {
     let path = dir.path().join("p.npz");
     let p = small_gaussian(31);
     p.save_npz(&path).unwrap();
-    let q = Problem::load_npz(&path, &Config::default()).unwrap();
+    let q = Problem::load_npz(&path, &Config::default().problem_spec()).unwrap();
     assert_eq!(p.x_star, q.x_star);
     assert_eq!(p.op.to_dense(), q.op.to_dense());
     assert_eq!(p.y, q.y);
@@ -54,7 +54,7 @@ fn hand_written_non_square_problem_gives_the_expected_measurements() {
         ],
     );
     let cfg = Config::default();
-    let p = Problem::load_npz(&path, &cfg).unwrap();
+    let p = Problem::load_npz(&path, &cfg.problem_spec()).unwrap();
     assert_eq!((p.n1(), p.n2(), p.m()), (2, 3, 2));
     assert_eq!(p.y, vec![34.0, 7.0]);
     assert_eq!(p.x_star[(0, 2)], 7.0);
@@ -67,7 +67,7 @@ fn load_err(arrays: &[(&str, Vec<u64>, Vec<f64>)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.npz");
     write_npz(&path, arrays);
-    match Problem::load_npz(&path, &Config::default()) {
+    match Problem::load_npz(&path, &Config::default().problem_spec()) {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
     }
@@ -118,7 +118,7 @@ fn integer_arrays_are_refused_with_their_dtype() {
     w.extend([1i64, 0, 0, 1]).unwrap();
     w.finish().unwrap();
     npz.zip_writer().finish().unwrap();
-    let e = Problem::load_npz(&path, &Config::default())
+    let e = Problem::load_npz(&path, &Config::default().problem_spec())
         .err()
         .unwrap()
         .to_string();

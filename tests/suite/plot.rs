@@ -38,7 +38,7 @@ fn every_figure_kind_renders_for_runs_and_sweeps() {
     let runs: Vec<_> = [0.1, 0.05]
         .iter()
         .map(|&eta| {
-            gdflow::experiment::run(&ConfigArgs {
+            gdflow::experiments::run_config(&ConfigArgs {
                 eta: Some(eta),
                 ..small()
             })
@@ -70,7 +70,7 @@ fn every_figure_kind_renders_for_runs_and_sweeps() {
         steps: None,
         ..small()
     };
-    let s = gdflow::sweep::sweep(&args, &sweep, false).unwrap();
+    let s = gdflow::experiments::sweep_config(&args, &sweep).unwrap();
     let figs = sweep_figures(&s);
     let names: Vec<&str> = figs.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["loss_error", "balance_drift", "deviation_vs_eta"]);
@@ -159,7 +159,7 @@ fn non_finite_values_mark_a_divergence() {
 #[test]
 fn csv_beside_a_figure_is_exactly_the_plotted_points() {
     let dir = tempfile::tempdir().unwrap();
-    let run = gdflow::experiment::run(&small()).unwrap();
+    let run = gdflow::experiments::run_config(&small()).unwrap();
     let figs = run_figures(std::slice::from_ref(&run));
     write_figure(&figs[0], dir.path()).unwrap();
     let text = std::fs::read_to_string(dir.path().join("loss_error.csv")).unwrap();

@@ -1,12 +1,16 @@
 //! GD against the plain and the modified flow over step sizes: the closed-form case, observed
 //! orders on a Gaussian problem, the order fit, sharpness and the stability limit.
 
+use gdflow::analysis::fit::fit_order;
 use gdflow::config::{Config, ConfigArgs, SweepArgs};
-use gdflow::field::VectorField;
-use gdflow::gd::Status;
+use gdflow::dynamics::sharpness::sharpness;
+use gdflow::dynamics::stability::{stability_limit, StabilityOptions};
+use gdflow::dynamics::Status;
+use gdflow::experiments::sweep::{resolve_settings, run_sweep};
+use gdflow::experiments::Setup;
+use gdflow::field::SensingField;
 use gdflow::problem::{random_target, Problem};
-use gdflow::sharpness::{sharpness, stability_limit, StabilityOptions};
-use gdflow::sweep::{fit_order, run_sweep, SweepSettings};
+use gdflow::results::sweep::SweepSettings;
 use nalgebra::DMatrix;
 
 const SIGMA: [f64; 2] = [1.0, 0.5];
@@ -59,7 +63,8 @@ fn closed_form_deviations_and_order_match_the_gd_map_and_the_flow_formula() {
     };
     let etas = [0.0125, 0.025, 0.05, 0.1];
     let horizon = 16.0;
-    let result = run_sweep(&cfg, &p, &settings(&etas, horizon, 0), false, 0.0).unwrap();
+    let setup = Setup::from_problem(cfg, p).unwrap();
+    let result = run_sweep(&setup, &settings(&etas, horizon, 0), false).unwrap();
     let s = &result.summary;
     let mut analytic = Vec::new();
     for (point, &eta) in s.points.iter().zip(&etas) {
@@ -119,14 +124,15 @@ fn gaussian_orders_are_one_against_the_plain_flow_and_two_against_the_modified_f
         ..Default::default()
     };
     let cfg = args.resolve().unwrap();
-    let p = Problem::generate(&cfg).unwrap();
+    let p = Problem::generate(&cfg.problem_spec()).unwrap();
     let sweep = SweepArgs {
         eta_range: Some("0.005:0.04:4".into()),
         stability_steps: Some(0),
         ..Default::default()
     };
-    let st = SweepSettings::resolve(&sweep, &cfg, &p).unwrap();
-    let s = run_sweep(&cfg, &p, &st, false, 0.0).unwrap().summary;
+    let st = resolve_settings(&sweep, &cfg, &p).unwrap();
+    let setup = Setup::from_problem(cfg, p).unwrap();
+    let s = run_sweep(&setup, &st, false).unwrap().summary;
     assert!(s.fit_plain.excluded.is_empty() && s.fit_modified.excluded.is_empty());
     let plain = s.order_plain.unwrap();
     let modified = s.order_modified.unwrap();
@@ -169,7 +175,7 @@ fn stability_limit_near_a_balanced_solution_is_two_over_lambda_max() {
         seed: 7,
         ..Config::default()
     };
-    let mut p = Problem::generate(&cfg).unwrap();
+    let mut p = Problem::generate(&cfg.problem_spec()).unwrap();
     let x = random_target(n1, n2, &sv, 7);
     let svd = x.clone().svd(true, true);
     let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
@@ -183,15 +189,16 @@ fn stability_limit_near_a_balanced_solution_is_two_over_lambda_max() {
         rt[(order[j], i)] * svd.singular_values[order[j]].sqrt()
     });
     assert!((&u_star * v_star.transpose() - &x).norm() < 1e-12);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let mut solution = u_star.as_slice().to_vec();
     solution.extend_from_slice(v_star.as_slice());
     let sharp = sharpness(&field, &solution, 3, 1e-8, 50_000);
     assert!(sharp.converged);
+    let lambda_max = sharp.values[0];
     assert!(
-        (sharp.lambda_max - 2.0 * sv[0]).abs() < 1e-6,
+        (lambda_max - 2.0 * sv[0]).abs() < 1e-6,
         "λ_max {} vs 2σ_1 = {}",
-        sharp.lambda_max,
+        lambda_max,
         2.0 * sv[0]
     );
     // start 1e-2 away from the solution, in a seeded direction
@@ -203,7 +210,7 @@ fn stability_limit_near_a_balanced_solution_is_two_over_lambda_max() {
         + DMatrix::from_fn(n2, 2, |i, j| {
             1e-2 * (((2 * i + 3 * j) % 5) as f64 - 2.0) / 2.0
         });
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let opts = StabilityOptions {
         steps: 2000,
         tol: 1e-4,
@@ -212,7 +219,7 @@ fn stability_limit_near_a_balanced_solution_is_two_over_lambda_max() {
     // start the bracket away from the answer so that the bisection has to find it
     let limit = stability_limit(&field, &p.start_state(), 0.3, &opts);
     let eta_star = limit.limit.unwrap();
-    let predicted = 2.0 / sharp.lambda_max;
+    let predicted = 2.0 / lambda_max;
     assert!(
         (eta_star - predicted).abs() < 0.1 * predicted,
         "stability limit {eta_star} vs 2/λ_max = {predicted}"
@@ -238,7 +245,7 @@ fn run_with_the_modified_flow_tracks_gd_far_closer_than_the_plain_flow() {
             flow: Some(flow),
             ..base.clone()
         };
-        let r = gdflow::experiment::run(&args).unwrap();
+        let r = gdflow::experiments::run_config(&args).unwrap();
         r.summary.distance.unwrap().max
     };
     let plain = distance(gdflow::config::FlowVariant::Plain);

@@ -1,17 +1,19 @@
 //! The perturbed gradient flow, the theory quantities and phases, and the check battery.
 
-use gdflow::check::{check, check_with, CheckRow};
+use gdflow::analysis::record::Recorder;
+use gdflow::analysis::theory::detect_phases;
 use gdflow::config::{CheckArgs, ConfigArgs, Method, PerturbationModel};
-use gdflow::field::{Perturbation, VectorField};
-use gdflow::flow::{solve_flow, FlowOptions};
+use gdflow::dynamics::flow::{solve_flow, FlowOptions};
+use gdflow::dynamics::Stepper;
+use gdflow::experiments::{check, check_with, Command, Setup};
+use gdflow::field::{Field, Perturbation, Perturbed, SensingField, Workspace};
 use gdflow::operator::IdentityOperator;
 use gdflow::problem::Problem;
-use gdflow::record::Recorder;
-use gdflow::theory::detect_phases;
+use gdflow::results::check::CheckRow;
 
 use super::{random_state, small_gaussian};
 
-fn flow_states(field: &VectorField, x0: &[f64], times: &[f64]) -> Vec<Vec<f64>> {
+fn flow_states(field: &dyn Field, x0: &[f64], times: &[f64]) -> Vec<Vec<f64>> {
     let steps: Vec<usize> = (0..times.len()).collect();
     let opts = FlowOptions::new(Method::Tsit45, 1e-10, 1e-14);
     solve_flow(field, x0, times, &steps, &opts)
@@ -41,13 +43,11 @@ fn sensing_perturbation_reproduces_the_sensing_flow() {
     let p = small_gaussian(21);
     let x0 = random_state(&p, 22, 0.1);
     let times: Vec<f64> = (0..=20).map(|j| 0.5 * j as f64).collect();
-    let sensing = VectorField::from_problem(&p);
-    let perturbed = VectorField::from_problem(&p).perturbed(Perturbation::new(
-        PerturbationModel::Sensing,
-        0.0,
-        &p,
-        1,
-    ));
+    let sensing = SensingField::from_problem(&p);
+    let perturbed = Perturbed::new(
+        SensingField::from_problem(&p),
+        Perturbation::new(PerturbationModel::Sensing, 0.0, &p, 1),
+    );
     let d = max_rel_diff(
         &flow_states(&perturbed, &x0, &times),
         &flow_states(&sensing, &x0, &times),
@@ -60,14 +60,12 @@ fn no_perturbation_is_plain_matrix_factorisation() {
     let p = small_gaussian(23);
     let x0 = random_state(&p, 24, 0.1);
     let times: Vec<f64> = (0..=20).map(|j| 0.5 * j as f64).collect();
-    let perturbed = VectorField::from_problem(&p).perturbed(Perturbation::new(
-        PerturbationModel::None,
-        0.0,
-        &p,
-        1,
-    ));
+    let perturbed = Perturbed::new(
+        SensingField::from_problem(&p),
+        Perturbation::new(PerturbationModel::None, 0.0, &p, 1),
+    );
     let op = std::sync::Arc::new(IdentityOperator::new(p.n1(), p.n2()));
-    let plain = VectorField::new(op, p.x_star.as_slice().to_vec(), p.width());
+    let plain = SensingField::new(op, p.x_star.as_slice().to_vec(), p.width());
     let d = max_rel_diff(
         &flow_states(&perturbed, &x0, &times),
         &flow_states(&plain, &x0, &times),
@@ -86,7 +84,10 @@ fn perturbed_jvps_match_central_differences() {
         PerturbationModel::Relative,
         PerturbationModel::Absolute,
     ] {
-        let f = VectorField::from_problem(&p).perturbed(Perturbation::new(model, 0.3, &p, 2));
+        let f = Perturbed::new(
+            SensingField::from_problem(&p),
+            Perturbation::new(model, 0.3, &p, 2),
+        );
         let mut ws = f.workspace();
         let n = x.len();
         let mut jv = vec![0.0; n];
@@ -120,7 +121,7 @@ fn perturbed_jvps_match_central_differences() {
 fn phase_detection_finds_boundaries_known_by_construction() {
     let (a, b) = (1e-6, 1e-2);
     let p = Problem::aligned_factorisation(2, 2, &[1.0, 0.0], &[a, b]);
-    let field = VectorField::from_problem(&p);
+    let field = SensingField::from_problem(&p);
     let dt = 0.01;
     let times: Vec<f64> = (0..=1200).map(|j| dt * j as f64).collect();
     let states = flow_states(&field, &p.start_state(), &times);
@@ -161,12 +162,13 @@ fn phase_detection_finds_boundaries_known_by_construction() {
 
 fn closed_form_args(dir: &std::path::Path) -> ConfigArgs {
     let alpha: f64 = 1e-3;
-    let p = Problem::aligned_factorisation(3, 3, &[1.0, 0.5], &[alpha * alpha; 2]);
+    let mut p = Problem::aligned_factorisation(3, 3, &[1.0, 0.5], &[alpha * alpha; 2]);
+    // s_j(0) = α²: the file records the α its start was made with
+    p.start_alpha = Some(alpha);
     let path = dir.join("closed.npz");
     p.save_npz(&path).unwrap();
     ConfigArgs {
         problem: Some(path),
-        alpha: Some(alpha),
         eta: Some(0.05),
         steps: Some(400),
         ..Default::default()
@@ -180,7 +182,9 @@ fn row<'a>(rows: &'a [CheckRow], name: &str) -> &'a CheckRow {
 #[test]
 fn check_battery_passes_on_the_closed_form_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let result = check(&closed_form_args(dir.path()), &CheckArgs::default()).unwrap();
+    let setup = Setup::new(&closed_form_args(dir.path()), Command::Check, false).unwrap();
+    assert_eq!(setup.config.alpha, 1e-3, "α from the file");
+    let result = check(&setup, &CheckArgs::default(), false).unwrap();
     let s = &result.summary;
     for r in &s.rows {
         assert_ne!(
@@ -199,29 +203,43 @@ fn check_battery_passes_on_the_closed_form_problem() {
 }
 
 /// Updating V with the new U (Gauss–Seidel) is not GD: its drift breaks the identity.
-fn gauss_seidel_step(field: &VectorField, x: &[f64], eta: f64) -> Vec<f64> {
-    let mut ws = field.workspace();
-    let mut f = vec![0.0; x.len()];
-    field.rhs(x, &mut f, &mut ws);
-    let nu = field.n1() * field.k();
-    let mut y = x.to_vec();
-    for i in 0..nu {
-        y[i] += eta * f[i];
+#[derive(Default)]
+struct GaussSeidel {
+    f: Vec<f64>,
+    ws: Option<Workspace>,
+}
+
+impl Stepper for GaussSeidel {
+    fn name(&self) -> String {
+        "gauss-seidel".into()
     }
-    field.rhs(&y, &mut f, &mut ws);
-    for i in nu..x.len() {
-        y[i] = x[i] + eta * f[i];
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        self.f.resize(x.len(), 0.0);
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        field.rhs(x, &mut self.f, ws)
     }
-    y
+    fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
+        let nu = field.factors().n1 * field.factors().k;
+        for i in 0..nu {
+            x[i] += eta * self.f[i];
+        }
+        let ws = self.ws.as_mut().unwrap();
+        field.rhs(x, &mut self.f, ws);
+        for i in nu..x.len() {
+            x[i] += eta * self.f[i];
+        }
+    }
 }
 
 #[test]
 fn a_wrong_stepper_fails_the_drift_identity_check() {
     let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(&closed_form_args(dir.path()), Command::Check, false).unwrap();
     let result = check_with(
-        &closed_form_args(dir.path()),
+        &setup,
         &CheckArgs::default(),
-        gauss_seidel_step,
+        Box::new(GaussSeidel::default()),
+        false,
     )
     .unwrap();
     let r = row(&result.summary.rows, "gd_drift_identity");
@@ -244,17 +262,17 @@ fn asymmetric_flow_from_a_symmetric_start_is_the_symmetric_flow() {
         seed: Some(9),
         ..Default::default()
     };
-    let p = Problem::generate(&args.resolve().unwrap()).unwrap();
+    let p = Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
     assert!((&p.x_star - p.x_star.transpose()).norm() < 1e-14);
     assert!(
         p.x_star.symmetric_eigenvalues().iter().all(|&l| l > -1e-12),
         "X* ⪰ 0"
     );
-    let sym = VectorField::from_problem(&p);
+    let sym = SensingField::from_problem(&p);
     assert!(sym.is_symmetric());
     let mut full = p.clone();
     full.symmetric = false;
-    let asym = VectorField::from_problem(&full);
+    let asym = SensingField::from_problem(&full);
     let times: Vec<f64> = (0..=30).map(|j| 0.5 * j as f64).collect();
     let s = flow_states(&sym, &p.start_state(), &times);
     let a = flow_states(&asym, &full.start_state(), &times);
@@ -283,8 +301,8 @@ fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
         symmetric: Some(true),
         ..Default::default()
     };
-    let p = Problem::generate(&args.resolve().unwrap()).unwrap();
-    let f = VectorField::from_problem(&p);
+    let p = Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
+    let f = SensingField::from_problem(&p);
     let mut ws = f.workspace();
     let x = random_state(&p, 3, 0.5)[..f.state_len()].to_vec();
     let mut g = vec![0.0; x.len()];

@@ -1,9 +1,34 @@
-//! Quantities recorded at every output time, for GD and for the flow alike.
+//! Quantities recorded at every output time, for every dynamics alike: the built-in ones of
+//! [`Record`], and any a user adds through [`Quantity`].
+
+use std::sync::Arc;
 
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
-use crate::field::{VectorField, Workspace};
+use crate::field::{Field, Workspace};
+
+/// A recorded quantity a user adds: its columns in `trajectory.csv` (after the built-in ones)
+/// and its values at a state. See `examples/custom_quantity.rs`.
+pub trait Quantity: Send + Sync {
+    /// Column names, unique and distinct from the built-in ones.
+    fn columns(&self) -> Vec<String>;
+    /// One value per column at the state `at` describes.
+    fn measure(&self, at: &At<'_>) -> Vec<f64>;
+}
+
+/// What a [`Quantity`] may look at.
+pub struct At<'a> {
+    pub step: usize,
+    pub t: f64,
+    pub field: &'a dyn Field,
+    pub state: &'a [f64],
+    /// UVᵀ.
+    pub product: &'a DMatrix<f64>,
+    pub x_star: &'a DMatrix<f64>,
+    /// The field evaluated at the state: [`Workspace::g`] is G there.
+    pub workspace: &'a Workspace,
+}
 
 /// One row of a trajectory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +54,9 @@ pub struct Record {
     /// Spurious parts ‖(I − L*L*ᵀ)U‖_F and ‖(I − R*R*ᵀ)V‖_F.
     pub spurious_u: f64,
     pub spurious_v: f64,
+    /// The values of the user's [`Quantity`]s, in the order of their columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<f64>,
 }
 
 /// The numerical rank of a target (relative threshold as in
@@ -39,13 +67,14 @@ fn rank_of(x: &DMatrix<f64>) -> usize {
 
 /// Computes [`Record`]s against a fixed target and start.
 pub struct Recorder<'f> {
-    field: &'f VectorField,
+    field: &'f dyn Field,
     x_star: DMatrix<f64>,
     x_star_norm: f64,
     d0: DMatrix<f64>,
     /// Orthonormal bases of X*'s column and row spaces (n1×r, n2×r).
     l_star: DMatrix<f64>,
     r_star: DMatrix<f64>,
+    quantities: Vec<Arc<dyn Quantity>>,
 }
 
 /// Top-`r` left and right singular vectors of `x`, by decreasing singular value.
@@ -82,26 +111,26 @@ fn sin_theta(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
 }
 
 /// D(U, V) = UᵀU − VᵀV.
-pub fn balance(field: &VectorField, state: &[f64]) -> DMatrix<f64> {
-    let (u, v) = field.split(state);
+pub fn balance(field: &dyn Field, state: &[f64]) -> DMatrix<f64> {
+    let (u, v) = field.factors().split(state);
     u.tr_mul(&u) - v.tr_mul(&v)
 }
 
 /// Singular values of UVᵀ from the k×k core R_U R_Vᵀ of the QR factors, exact and
 /// O((n1 + n2)k²) instead of an n1×n2 SVD; zero-padded to k values.
-pub fn product_singular_values(field: &VectorField, state: &[f64]) -> Vec<f64> {
-    let (u, v) = field.split(state);
+pub fn product_singular_values(field: &dyn Field, state: &[f64]) -> Vec<f64> {
+    let (u, v) = field.factors().split(state);
     let ru = u.clone_owned().qr().r();
     let rv = v.clone_owned().qr().r();
     let core = ru * rv.transpose();
     let mut sv: Vec<f64> = core.singular_values().iter().copied().collect();
     sv.sort_by(|a, b| b.total_cmp(a));
-    sv.resize(field.k(), 0.0);
+    sv.resize(field.factors().k, 0.0);
     sv
 }
 
 impl<'f> Recorder<'f> {
-    pub fn new(field: &'f VectorField, x_star: &DMatrix<f64>, start: &[f64]) -> Self {
+    pub fn new(field: &'f dyn Field, x_star: &DMatrix<f64>, start: &[f64]) -> Self {
         let (l_star, r_star) = top_singular_spaces(x_star, rank_of(x_star));
         Self {
             field,
@@ -110,12 +139,56 @@ impl<'f> Recorder<'f> {
             d0: balance(field, start),
             l_star,
             r_star,
+            quantities: Vec::new(),
         }
     }
 
+    /// Also record these quantities.
+    pub fn with_quantities(mut self, quantities: &[Arc<dyn Quantity>]) -> Self {
+        self.quantities.extend(quantities.iter().cloned());
+        self
+    }
+
+    /// The columns the added quantities fill, in order.
+    pub fn extra_columns(&self) -> Vec<String> {
+        self.quantities.iter().flat_map(|q| q.columns()).collect()
+    }
+
+    /// ‖UᵀU − VᵀV − D_0‖_F.
+    pub fn balance_drift(&self, state: &[f64]) -> f64 {
+        (balance(self.field, state) - &self.d0).norm()
+    }
+
+    /// The record at `state`, evaluating the field there (one rhs, two operator passes).
     pub fn record(&self, step: usize, t: f64, state: &[f64], ws: &mut Workspace) -> Record {
-        let loss = self.field.evaluate(state, ws);
+        self.field.evaluate(state, ws);
+        self.record_evaluated(step, t, state, ws)
+    }
+
+    /// The record at `state` from a workspace that already holds the field's evaluation there
+    /// (e.g. GD's own, at the iterate it steps from): no operator pass.
+    pub fn record_evaluated(&self, step: usize, t: f64, state: &[f64], ws: &Workspace) -> Record {
+        assert!(
+            ws.holds(state),
+            "the workspace must hold the evaluation at `state`"
+        );
+        let loss = ws.loss;
         let x = self.field.product(state);
+        let extra = self
+            .quantities
+            .iter()
+            .flat_map(|q| {
+                q.measure(&At {
+                    step,
+                    t,
+                    field: self.field,
+                    state,
+                    product: &x,
+                    x_star: &self.x_star,
+                    workspace: ws,
+                })
+            })
+            .collect();
         let resid = &self.x_star - &x;
         let rel_error = resid.norm() / self.x_star_norm;
         let balance_drift = (balance(self.field, state) - &self.d0).norm();
@@ -126,9 +199,9 @@ impl<'f> Recorder<'f> {
         } else {
             0.0
         };
-        let (u, v) = self.field.split(state);
+        let (u, v) = self.field.factors().split(state);
         let r = self.l_star.ncols();
-        let (lx, rx) = top_singular_spaces(&x, r.min(self.field.k()));
+        let (lx, rx) = top_singular_spaces(&x, r.min(self.field.factors().k));
         let spurious = |basis: &DMatrix<f64>, f: &nalgebra::DMatrixView<f64>| {
             (f - basis * (basis.transpose() * f)).norm()
         };
@@ -146,6 +219,7 @@ impl<'f> Recorder<'f> {
             sin_theta_v: sin_theta(&rx, &self.r_star),
             spurious_u: spurious(&self.l_star, &u),
             spurious_v: spurious(&self.r_star, &v),
+            extra,
         }
     }
 }

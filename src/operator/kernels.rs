@@ -1,247 +1,10 @@
-//! Measurement operators 𝒜: R^{n1×n2} → R^m, 𝒜(Z)_i = ⟨A_i, Z⟩ (MATH §1).
-//!
-//! Matrices enter and leave as column-major `vec` slices of length n1·n2: entry (a, b) of Z
-//! is `z[a + b·n1]`, the layout nalgebra uses.
-//!
-//! | operator | storage | 𝒜 and 𝒜* |
-//! |---|---|---|
-//! | [`DenseOperator`] (Gaussian or loaded) | all A_i, m·n1·n2 values | one pass over the matrix each |
-//! | [`IdentityOperator`] | nothing | copy |
-//! | [`EntryOperator`] | m indices | gather / scatter |
+//! The streaming kernels behind [`super::DenseOperator`]: single products (four rows per
+//! sweep, bit-identical for any thread count) and block products over eight interleaved
+//! inputs, each compiled for AVX2 (and FMA) when the CPU has it, chosen at run time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use nalgebra::DMatrix;
-use rand::Rng;
-use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// How often an operator has been applied.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorCounts {
-    pub apply: u64,
-    pub adjoint: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counter {
-    apply: AtomicU64,
-    adjoint: AtomicU64,
-}
-
-impl Counter {
-    fn counts(&self) -> OperatorCounts {
-        OperatorCounts {
-            apply: self.apply.load(Ordering::Relaxed),
-            adjoint: self.adjoint.load(Ordering::Relaxed),
-        }
-    }
-    fn apply(&self) {
-        self.apply.fetch_add(1, Ordering::Relaxed);
-    }
-    fn adjoint(&self) {
-        self.adjoint.fetch_add(1, Ordering::Relaxed);
-    }
-    fn add(&self, apply: u64, adjoint: u64) {
-        self.apply.fetch_add(apply, Ordering::Relaxed);
-        self.adjoint.fetch_add(adjoint, Ordering::Relaxed);
-    }
-}
-
-/// A linear measurement operator with its adjoint.
-pub trait SensingOperator: Send + Sync {
-    fn n1(&self) -> usize;
-    fn n2(&self) -> usize;
-    /// Number of measurements.
-    fn m(&self) -> usize;
-    /// `out = 𝒜(x)`, x = vec(X) (length n1·n2), out of length m.
-    fn apply(&self, x: &[f64], out: &mut [f64]);
-    /// `out = 𝒜*(z) = Σ_i z_i vec(A_i)`.
-    fn adjoint(&self, z: &[f64], out: &mut [f64]);
-    /// Copy vec(A_i) into `out` (length n1·n2).
-    fn measurement_matrix(&self, i: usize, out: &mut [f64]);
-    fn counts(&self) -> OperatorCounts;
-    /// Short name for summaries.
-    fn name(&self) -> &'static str;
-    /// Stored entries one application streams (for work estimates).
-    fn entries_per_pass(&self) -> usize {
-        self.m() * self.n1() * self.n2()
-    }
-    /// `outs[b] = 𝒜(xs[b])` for a block of inputs. Dense operators stream their matrix once per
-    /// eight inputs; their sums run in another order (fused where the CPU has FMA), so the
-    /// results equal [`Self::apply`]'s to rounding.
-    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
-        for (x, out) in xs.iter().zip(outs.iter_mut()) {
-            self.apply(x, out);
-        }
-    }
-    /// `outs[b] = 𝒜*(zs[b])`, as [`Self::apply_block`].
-    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
-        for (z, out) in zs.iter().zip(outs.iter_mut()) {
-            self.adjoint(z, out);
-        }
-    }
-    /// All A_i as columns of an (n1·n2) × m matrix.
-    fn to_dense(&self) -> DMatrix<f64> {
-        let n = self.n1() * self.n2();
-        let mut out = DMatrix::zeros(n, self.m());
-        for i in 0..self.m() {
-            self.measurement_matrix(i, out.column_mut(i).as_mut_slice());
-        }
-        out
-    }
-}
-
-/// A stored entry of the sensing matrix: f64, or f32 read into f64 (every product is
-/// accumulated in f64 either way).
-pub trait Entry: Copy + Send + Sync + 'static {
-    fn get(self) -> f64;
-}
-
-impl Entry for f64 {
-    #[inline(always)]
-    fn get(self) -> f64 {
-        self
-    }
-}
-
-impl Entry for f32 {
-    #[inline(always)]
-    fn get(self) -> f64 {
-        self as f64
-    }
-}
-
-/// How the sensing matrix is stored.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    F64,
-    /// Half the memory and half the bytes streamed per pass; products still accumulate in f64.
-    F32,
-}
-
-enum Storage {
-    F64(DMatrix<f64>),
-    F32(Vec<f32>),
-}
-
-/// The stored entries, column i being vec(A_i).
-pub enum StorageView<'a> {
-    F64(&'a [f64]),
-    F32(&'a [f32]),
-}
-
-/// Dense operator: column i of the stored (n1·n2) × m matrix is vec(A_i), so 𝒜 is `aᵀx` and
-/// 𝒜* is `a z`, each a single streaming pass over contiguous memory.
-pub struct DenseOperator {
-    n1: usize,
-    n2: usize,
-    m: usize,
-    a: Storage,
-    counter: Counter,
-    name: &'static str,
-}
-
-impl DenseOperator {
-    /// From an (n1·n2) × m matrix whose column i is vec(A_i).
-    pub fn from_columns(n1: usize, n2: usize, a: DMatrix<f64>) -> Self {
-        assert_eq!(a.nrows(), n1 * n2, "columns must have n1·n2 entries");
-        Self {
-            n1,
-            n2,
-            m: a.ncols(),
-            a: Storage::F64(a),
-            counter: Counter::default(),
-            name: "dense",
-        }
-    }
-
-    /// Gaussian ensemble, entries N(0, 1/m), drawn A_1, A_2, … each in row-major (C) order of
-    /// its entries, so the draw order matches the `.npz` layout `sensing[i, a, b]`.
-    pub fn gaussian(n1: usize, n2: usize, m: usize, rng: &mut impl Rng) -> Self {
-        Self::gaussian_stored(n1, n2, m, rng, Precision::F64)
-    }
-
-    /// [`Self::gaussian`] stored at `precision`: the same draws, rounded to f32 as they are
-    /// stored (no f64 copy is ever held, so f32 needs half the memory at its peak too).
-    pub fn gaussian_stored(
-        n1: usize,
-        n2: usize,
-        m: usize,
-        rng: &mut impl Rng,
-        precision: Precision,
-    ) -> Self {
-        let normal = Normal::new(0.0, 1.0 / (m as f64).sqrt()).expect("finite positive scale");
-        let n = n1 * n2;
-        let a = match precision {
-            Precision::F64 => {
-                let mut a = DMatrix::zeros(n, m);
-                fill_gaussian(a.as_mut_slice(), n1, n2, &normal, rng, |v| v);
-                Storage::F64(a)
-            }
-            Precision::F32 => {
-                let mut a = vec![0f32; n * m];
-                fill_gaussian(&mut a, n1, n2, &normal, rng, |v| v as f32);
-                Storage::F32(a)
-            }
-        };
-        Self {
-            n1,
-            n2,
-            m,
-            a,
-            counter: Counter::default(),
-            name: "gaussian",
-        }
-    }
-
-    /// The same operator with every entry rounded to f32: the rounded entries are the new
-    /// operator.
-    pub fn into_f32(self) -> Self {
-        let a = match self.a {
-            Storage::F64(a) => Storage::F32(a.as_slice().iter().map(|&v| v as f32).collect()),
-            f32 => f32,
-        };
-        Self { a, ..self }
-    }
-
-    pub fn precision(&self) -> Precision {
-        match self.a {
-            Storage::F64(_) => Precision::F64,
-            Storage::F32(_) => Precision::F32,
-        }
-    }
-
-    /// The stored entries, column-major (n1·n2) × m.
-    pub fn storage(&self) -> StorageView<'_> {
-        match &self.a {
-            Storage::F64(a) => StorageView::F64(a.as_slice()),
-            Storage::F32(a) => StorageView::F32(a),
-        }
-    }
-}
-
-/// Column i of `a` (n1·n2 entries) from the draws of A_i in row-major order.
-fn fill_gaussian<T>(
-    a: &mut [T],
-    n1: usize,
-    n2: usize,
-    normal: &Normal<f64>,
-    rng: &mut impl Rng,
-    store: impl Fn(f64) -> T,
-) {
-    for col in a.chunks_exact_mut(n1 * n2) {
-        for row in 0..n1 {
-            for c in 0..n2 {
-                col[row + c * n1] = store(normal.sample(rng));
-            }
-        }
-    }
-}
+use super::Entry;
 
 /// Inputs per group of the batch kernels: eight f64 lanes, two AVX2 registers.
 const GROUP: usize = 8;
@@ -318,7 +81,12 @@ fn apply_group_kernel<E: Entry, const FMA: bool>(
     out
 }
 
-fn apply_block_any<E: Entry>(data: &[E], n: usize, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+pub(super) fn apply_block_any<E: Entry>(
+    data: &[E],
+    n: usize,
+    xs: &[&[f64]],
+    outs: &mut [Vec<f64>],
+) {
     let m = data.len() / n;
     // Eight row ranges, for balance when a core is busy elsewhere. Every output is summed
     // whole by one task, in the same order whatever the partition.
@@ -396,7 +164,12 @@ fn adjoint_group_kernel<E: Entry, const FMA: bool>(
     out
 }
 
-fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+pub(super) fn adjoint_block_any<E: Entry>(
+    data: &[E],
+    n: usize,
+    zs: &[&[f64]],
+    outs: &mut [Vec<f64>],
+) {
     let m = data.len() / n;
     // One column range per thread: each streams the longest contiguous pieces of four rows.
     // Every output is summed whole by one task, in the same order whatever the partition.
@@ -411,7 +184,7 @@ fn adjoint_block_any<E: Entry>(data: &[E], n: usize, zs: &[&[f64]], outs: &mut [
     });
 }
 
-fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+pub(super) fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     if data.len() < PARALLEL_MIN_ENTRIES {
         apply_rows(data, n, x, out);
         return;
@@ -427,7 +200,7 @@ fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
         });
 }
 
-fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [f64]) {
+pub(super) fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [f64]) {
     if data.len() < PARALLEL_MIN_ENTRIES {
         adjoint_rows(data, n, 0, z, out);
         return;
@@ -437,75 +210,6 @@ fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [f64]) {
     out.par_chunks_mut(cols_per_task)
         .enumerate()
         .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
-}
-
-impl SensingOperator for DenseOperator {
-    fn n1(&self) -> usize {
-        self.n1
-    }
-    fn n2(&self) -> usize {
-        self.n2
-    }
-    fn m(&self) -> usize {
-        self.m
-    }
-    fn apply(&self, x: &[f64], out: &mut [f64]) {
-        self.counter.apply();
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => apply_any(a.as_slice(), n, x, out),
-            Storage::F32(a) => apply_any(a, n, x, out),
-        }
-    }
-    fn adjoint(&self, z: &[f64], out: &mut [f64]) {
-        self.counter.adjoint();
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
-            Storage::F32(a) => adjoint_any(a, n, z, out),
-        }
-    }
-    fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => out.copy_from_slice(a.column(i).as_slice()),
-            Storage::F32(a) => {
-                for (o, v) in out.iter_mut().zip(&a[i * n..(i + 1) * n]) {
-                    *o = *v as f64;
-                }
-            }
-        }
-    }
-    fn counts(&self) -> OperatorCounts {
-        self.counter.counts()
-    }
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
-        self.counter.add(xs.len() as u64, 0);
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => apply_block_any(a.as_slice(), n, xs, outs),
-            Storage::F32(a) => apply_block_any(a, n, xs, outs),
-        }
-    }
-    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
-        self.counter.add(0, zs.len() as u64);
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
-            Storage::F32(a) => adjoint_block_any(a, n, zs, outs),
-        }
-    }
-    fn to_dense(&self) -> DMatrix<f64> {
-        match &self.a {
-            Storage::F64(a) => a.clone(),
-            Storage::F32(a) => {
-                DMatrix::from_iterator(self.n1 * self.n2, self.m, a.iter().map(|&v| v as f64))
-            }
-        }
-    }
 }
 
 /// Four independent accumulators let the compiler vectorise the sum without `-ffast-math`.
@@ -755,125 +459,6 @@ fn dot4<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
         out[r] = s;
     }
     out
-}
-
-/// 𝒜 = vec: plain matrix factorisation.
-pub struct IdentityOperator {
-    n1: usize,
-    n2: usize,
-    counter: Counter,
-}
-
-impl IdentityOperator {
-    pub fn new(n1: usize, n2: usize) -> Self {
-        Self {
-            n1,
-            n2,
-            counter: Counter::default(),
-        }
-    }
-}
-
-impl SensingOperator for IdentityOperator {
-    fn n1(&self) -> usize {
-        self.n1
-    }
-    fn n2(&self) -> usize {
-        self.n2
-    }
-    fn m(&self) -> usize {
-        self.n1 * self.n2
-    }
-    fn apply(&self, x: &[f64], out: &mut [f64]) {
-        self.counter.apply();
-        out.copy_from_slice(x);
-    }
-    fn adjoint(&self, z: &[f64], out: &mut [f64]) {
-        self.counter.adjoint();
-        out.copy_from_slice(z);
-    }
-    fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
-        out.fill(0.0);
-        out[i] = 1.0;
-    }
-    fn counts(&self) -> OperatorCounts {
-        self.counter.counts()
-    }
-    fn name(&self) -> &'static str {
-        "identity"
-    }
-    fn entries_per_pass(&self) -> usize {
-        self.n1 * self.n2
-    }
-}
-
-/// Matrix completion: A_i = s·e_a e_bᵀ for m distinct entries (a, b), with s = √(n1·n2/m) so
-/// that 𝒜*𝒜 = (n1·n2/m)·P_Ω and E‖𝒜(Z)‖² = ‖Z‖².
-pub struct EntryOperator {
-    n1: usize,
-    n2: usize,
-    /// Column-major linear index a + b·n1 of each sampled entry.
-    entries: Vec<usize>,
-    scale: f64,
-    counter: Counter,
-}
-
-impl EntryOperator {
-    /// m distinct entries drawn uniformly (`rand::seq::index::sample`), kept in drawn order.
-    pub fn sample(n1: usize, n2: usize, m: usize, rng: &mut impl Rng) -> Self {
-        let entries = rand::seq::index::sample(rng, n1 * n2, m).into_vec();
-        Self::new(n1, n2, entries)
-    }
-
-    pub fn new(n1: usize, n2: usize, entries: Vec<usize>) -> Self {
-        let scale = ((n1 * n2) as f64 / entries.len() as f64).sqrt();
-        Self {
-            n1,
-            n2,
-            entries,
-            scale,
-            counter: Counter::default(),
-        }
-    }
-}
-
-impl SensingOperator for EntryOperator {
-    fn n1(&self) -> usize {
-        self.n1
-    }
-    fn n2(&self) -> usize {
-        self.n2
-    }
-    fn m(&self) -> usize {
-        self.entries.len()
-    }
-    fn apply(&self, x: &[f64], out: &mut [f64]) {
-        self.counter.apply();
-        for (o, &e) in out.iter_mut().zip(&self.entries) {
-            *o = self.scale * x[e];
-        }
-    }
-    fn adjoint(&self, z: &[f64], out: &mut [f64]) {
-        self.counter.adjoint();
-        out.fill(0.0);
-        for (&zi, &e) in z.iter().zip(&self.entries) {
-            out[e] += self.scale * zi;
-        }
-    }
-    fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
-        out.fill(0.0);
-        out[self.entries[i]] = self.scale;
-    }
-    fn counts(&self) -> OperatorCounts {
-        self.counter.counts()
-    }
-    fn name(&self) -> &'static str {
-        "entries"
-    }
-    fn entries_per_pass(&self) -> usize {
-        // a pass also fills or reads the n1×n2 matrix
-        self.entries.len() + self.n1 * self.n2
-    }
 }
 
 #[cfg(test)]

@@ -1,79 +1,9 @@
-//! Sharpness λ_max(∇²f) by power iteration on Hessian–vector products (MATH §2), and the
-//! step size at which GD stops converging, found by bisection.
+//! The largest step size at which GD converges from a start, found by bisection.
 
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::field::VectorField;
-use crate::problem::sub_rng;
-
-/// Stream of the power iteration's start vector (after the problem's streams 1–4).
-pub const STREAM_POWER: u64 = 5;
-
-/// λ_max of the Hessian at a state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Sharpness {
-    pub lambda_max: f64,
-    pub iterations: usize,
-    /// ‖Hv − λv‖ / |λ| at the last iterate; the eigenvalue's own error is of order its square
-    /// times λ/gap.
-    pub residual: f64,
-    pub converged: bool,
-}
-
-/// Power iteration v ← Hv/‖Hv‖ from a seeded Gaussian vector, stopped when the eigen-residual
-/// ‖Hv − λv‖ drops below `tol`·|λ|. It finds the eigenvalue of largest modulus, which is
-/// λ_max at (or near) a minimiser, where H is positive semidefinite.
-pub fn sharpness(
-    field: &VectorField,
-    state: &[f64],
-    seed: u64,
-    tol: f64,
-    max_iterations: usize,
-) -> Sharpness {
-    let n = field.state_len();
-    let mut rng = sub_rng(seed, STREAM_POWER);
-    let mut v: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    normalise(&mut v);
-    let mut hv = vec![0.0; n];
-    let mut ws = field.workspace();
-    let mut result = Sharpness {
-        lambda_max: 0.0,
-        iterations: 0,
-        residual: f64::INFINITY,
-        converged: false,
-    };
-    for it in 1..=max_iterations {
-        field.hvp(state, &v, &mut hv, &mut ws);
-        let lambda: f64 = v.iter().zip(&hv).map(|(a, b)| a * b).sum();
-        let residual = v
-            .iter()
-            .zip(&hv)
-            .map(|(a, b)| (b - lambda * a).powi(2))
-            .sum::<f64>()
-            .sqrt()
-            / lambda.abs().max(f64::MIN_POSITIVE);
-        result = Sharpness {
-            lambda_max: lambda,
-            iterations: it,
-            residual,
-            converged: residual <= tol,
-        };
-        if result.converged || hv.iter().all(|x| *x == 0.0) {
-            break;
-        }
-        v.copy_from_slice(&hv);
-        normalise(&mut v);
-    }
-    result
-}
-
-fn normalise(v: &mut [f64]) {
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
+use super::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
+use crate::field::Field;
 
 /// How one GD run used by the bisection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,34 +32,30 @@ pub struct StabilityOptions {
 /// (the way GD leaves a minimum whose sharpness exceeds 2/η) grow over it.
 const WINDOW: usize = 10;
 
-/// Run GD at step `eta` for the budget and classify the end.
-pub fn gd_outcome(field: &VectorField, x0: &[f64], eta: f64, opts: &StabilityOptions) -> GdOutcome {
-    let mut ws = field.workspace();
-    let mut x = x0.to_vec();
-    let mut f = vec![0.0; x.len()];
-    let mut losses = Vec::with_capacity(2 * WINDOW);
+/// Run GD at step `eta` for the budget and classify the end (divergence by the driver's one
+/// rule, [`super::Divergence`]).
+pub fn gd_outcome(field: &dyn Field, x0: &[f64], eta: f64, opts: &StabilityOptions) -> GdOutcome {
+    let mut losses: Vec<f64> = Vec::with_capacity(2 * WINDOW);
     let mut loss0 = f64::NAN;
-    let mut bound = f64::INFINITY;
-    let y_norm2: f64 = 0.5 * field.observations().iter().map(|v| v * v).sum::<f64>();
-    for j in 0..=opts.steps {
-        let loss = field.rhs(&x, &mut f, &mut ws);
-        if j == 0 {
-            loss0 = loss;
-            bound = 1e6 * loss.max(y_norm2).max(f64::MIN_POSITIVE);
-        }
-        if !loss.is_finite() || loss > bound || x.iter().any(|v| !v.is_finite()) {
-            return GdOutcome::Diverged;
+    let run = RunOptions {
+        save: SaveAt::Nothing,
+        ..RunOptions::new(eta, opts.steps, 1)
+    };
+    let mut watch = |it: &Iterate<'_>| {
+        if it.step == 0 {
+            loss0 = it.loss;
         }
         if losses.len() == 2 * WINDOW {
             losses.remove(0);
         }
-        losses.push(loss);
-        if j == opts.steps {
-            break;
-        }
-        for (xi, fi) in x.iter_mut().zip(&f) {
-            *xi += eta * fi;
-        }
+        losses.push(it.loss);
+    };
+    let traj = Driver::new(field, Gd::new(), x0, run)
+        .run(&mut watch)
+        .pop()
+        .expect("one run");
+    if matches!(traj.status, Status::Diverged { .. }) {
+        return GdOutcome::Diverged;
     }
     let last = *losses.last().expect("at least one step");
     let (before, recent) = losses.split_at(losses.len() / 2);
@@ -164,7 +90,7 @@ pub struct StabilityLimit {
 /// halve until the limit is bracketed (at most 20 times each way), then halve the bracket until
 /// it is narrower than `rel_width`.
 pub fn stability_limit(
-    field: &VectorField,
+    field: &dyn Field,
     x0: &[f64],
     eta0: f64,
     opts: &StabilityOptions,

@@ -5,9 +5,9 @@ use nalgebra::DMatrix;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use super::record::Record;
 use crate::operator::SensingOperator;
 use crate::problem::sub_rng;
-use crate::record::Record;
 
 /// Stream of the random low-rank matrices of the RIP estimate.
 pub const STREAM_RIP: u64 = 7;

@@ -1,269 +1,13 @@
-//! Problem instances (MATH §1): target, operator, observations and start, generated from one
-//! seed or loaded from a NumPy `.npz` file.
-//!
-//! Seeds: every random object draws from its own ChaCha20 stream of the user seed
-//! (`ChaCha20Rng::seed_from_u64(seed)` with stream 1 = operator, 2 = target, 3 = start,
-//! 4 = noise), so changing e.g. α leaves the operator and the target as they were, and the
-//! same inputs give bit-identical problems on every platform.
+//! NumPy interop: `.npz` problem files, read and written side by side.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use nalgebra::DMatrix;
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use rand_distr::{Distribution, Normal, StandardNormal};
 
-use crate::config::{Config, OperatorKind};
+use super::{nonzero_singular_values, observe, random_start, Problem, ProblemSource, ProblemSpec};
 use crate::error::{Error, Result};
-use crate::operator::{DenseOperator, EntryOperator, IdentityOperator, Precision, SensingOperator};
-
-/// Stream numbers of the sub-seeds.
-pub const STREAM_OPERATOR: u64 = 1;
-pub const STREAM_TARGET: u64 = 2;
-pub const STREAM_START: u64 = 3;
-pub const STREAM_NOISE: u64 = 4;
-
-/// The generator of one random object of a run.
-pub fn sub_rng(seed: u64, stream: u64) -> ChaCha20Rng {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
-
-/// One instance: y = 𝒜(X*) + ξ, start (U_0, V_0).
-#[derive(Clone)]
-pub struct Problem {
-    pub op: Arc<dyn SensingOperator>,
-    pub x_star: DMatrix<f64>,
-    /// The target's nonzero singular values, largest first.
-    pub target_sv: Vec<f64>,
-    pub y: Vec<f64>,
-    pub u0: DMatrix<f64>,
-    pub v0: DMatrix<f64>,
-    /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, V_0 = U_0, and the
-    /// dynamics run on U alone.
-    pub symmetric: bool,
-    /// For an f64 problem file stored in f32: ‖𝒜₃₂(X*) − 𝒜₆₄(X*)‖/‖𝒜₆₄(X*)‖, how much rounding
-    /// the entries changed the operator.
-    pub f32_change_of_y: Option<f64>,
-}
-
-impl Problem {
-    pub fn n1(&self) -> usize {
-        self.x_star.nrows()
-    }
-    pub fn n2(&self) -> usize {
-        self.x_star.ncols()
-    }
-    pub fn width(&self) -> usize {
-        self.u0.ncols()
-    }
-    pub fn m(&self) -> usize {
-        self.y.len()
-    }
-
-    /// The start as one state vector (vec U_0, vec V_0), or vec U_0 in the symmetric case.
-    pub fn start_state(&self) -> Vec<f64> {
-        let mut x = self.u0.as_slice().to_vec();
-        if !self.symmetric {
-            x.extend_from_slice(self.v0.as_slice());
-        }
-        x
-    }
-
-    /// Generate the instance a configuration describes.
-    pub fn generate(cfg: &Config) -> Result<Self> {
-        cfg.validate()?;
-        let (n1, n2, m) = (cfg.n1, cfg.n2, cfg.measurements);
-        let mut rng = sub_rng(cfg.seed, STREAM_OPERATOR);
-        let op: Arc<dyn SensingOperator> = match cfg.operator {
-            OperatorKind::Gaussian => {
-                // the rounded entries are the operator: y is computed from them below
-                Arc::new(DenseOperator::gaussian_stored(
-                    n1,
-                    n2,
-                    m,
-                    &mut rng,
-                    cfg.sensing_precision,
-                ))
-            }
-            OperatorKind::Identity => Arc::new(IdentityOperator::new(n1, n2)),
-            OperatorKind::Entries => Arc::new(EntryOperator::sample(n1, n2, m, &mut rng)),
-            OperatorKind::File => {
-                return Err(Error::invalid(
-                    "operator",
-                    "file",
-                    "a file's operator is loaded with --problem, not generated",
-                ))
-            }
-        };
-        let target_sv = cfg.target_singular_values();
-        if cfg.symmetric {
-            return Ok(Self::symmetric_from(op, cfg));
-        }
-        let x_star = random_target(n1, n2, &target_sv, cfg.seed);
-        let y = observe(op.as_ref(), &x_star, cfg.noise, cfg.seed);
-        let (u0, v0) = random_start(n1, n2, cfg.width, cfg.alpha, cfg.seed);
-        Ok(Self {
-            op,
-            x_star,
-            target_sv,
-            y,
-            u0,
-            v0,
-            symmetric: false,
-            f32_change_of_y: None,
-        })
-    }
-
-    /// MATH §3: X* = L diag(σ) Lᵀ, every A_i replaced by (A_i + A_iᵀ)/2 (for symmetric Z,
-    /// ⟨(A + Aᵀ)/2, Z⟩ = ⟨A, Z⟩, so E‖𝒜(Z)‖² = ‖Z‖² still holds), V_0 = U_0.
-    fn symmetric_from(op: Arc<dyn SensingOperator>, cfg: &Config) -> Self {
-        let n = cfg.n1;
-        let target_sv = cfg.target_singular_values();
-        let mut dense = op.to_dense();
-        if cfg.operator == OperatorKind::Gaussian {
-            let mut a = vec![0.0; n * n];
-            for i in 0..dense.ncols() {
-                a.copy_from_slice(dense.column(i).as_slice());
-                let mut col = dense.column_mut(i);
-                for p in 0..n {
-                    for q in 0..n {
-                        col[p + q * n] = 0.5 * (a[p + q * n] + a[q + p * n]);
-                    }
-                }
-            }
-        }
-        let op: Arc<dyn SensingOperator> = if cfg.operator == OperatorKind::Gaussian {
-            let op = DenseOperator::from_columns(n, n, dense);
-            match cfg.sensing_precision {
-                Precision::F64 => Arc::new(op),
-                Precision::F32 => Arc::new(op.into_f32()),
-            }
-        } else {
-            op
-        };
-        let half = random_target(n, n, &target_sv, cfg.seed);
-        // the left factor of the random target: X* = L diag(σ) Lᵀ
-        let l = half.clone().svd(true, false).u.expect("asked for U");
-        let mut order: Vec<usize> = (0..n).collect();
-        let svals = half.singular_values();
-        order.sort_by(|&a, &b| svals[b].total_cmp(&svals[a]));
-        let mut x_star = DMatrix::zeros(n, n);
-        for (j, s) in target_sv.iter().enumerate() {
-            let c = l.column(order[j]);
-            x_star += c * c.transpose() * *s;
-        }
-        let x_star = 0.5 * (&x_star + x_star.transpose());
-        let y = observe(op.as_ref(), &x_star, cfg.noise, cfg.seed);
-        let (u0, _) = random_start(n, n, cfg.width, cfg.alpha, cfg.seed);
-        Self {
-            op,
-            x_star,
-            target_sv,
-            y,
-            v0: u0.clone(),
-            u0,
-            symmetric: true,
-            f32_change_of_y: None,
-        }
-    }
-}
-
-impl Problem {
-    /// The closed-form case of MATH §4: 𝒜 = identity, X* = diag(σ_1..σ_r, 0, …) (n1×n2), and
-    /// the aligned balanced start U_0 = V_0 restricted to the first k coordinates, column j
-    /// equal to √(s_j(0))·e_j. `sigma` may hold zeros (σ_j = 0 for j ≥ r); k = `s0.len()`.
-    pub fn aligned_factorisation(n1: usize, n2: usize, sigma: &[f64], s0: &[f64]) -> Self {
-        let k = s0.len();
-        assert!(
-            k <= n1.min(n2) && sigma.len() <= k,
-            "σ and s0 must fit the dimensions"
-        );
-        let mut x_star = DMatrix::zeros(n1, n2);
-        for (j, s) in sigma.iter().enumerate() {
-            x_star[(j, j)] = *s;
-        }
-        let mut u0 = DMatrix::zeros(n1, k);
-        let mut v0 = DMatrix::zeros(n2, k);
-        for (j, s) in s0.iter().enumerate() {
-            u0[(j, j)] = s.sqrt();
-            v0[(j, j)] = s.sqrt();
-        }
-        let op: Arc<dyn SensingOperator> = Arc::new(IdentityOperator::new(n1, n2));
-        let y = observe(op.as_ref(), &x_star, 0.0, 0);
-        Self {
-            op,
-            target_sv: nonzero_singular_values(&x_star),
-            x_star,
-            y,
-            u0,
-            v0,
-            symmetric: false,
-            f32_change_of_y: None,
-        }
-    }
-}
-
-/// X* = L diag(σ) Rᵀ with L, R the Q factors of Gaussian matrices.
-pub fn random_target(n1: usize, n2: usize, sv: &[f64], seed: u64) -> DMatrix<f64> {
-    let mut rng = sub_rng(seed, STREAM_TARGET);
-    let r = sv.len();
-    let mut gauss = |rows: usize| {
-        let g = DMatrix::<f64>::from_fn(rows, r, |_, _| StandardNormal.sample(&mut rng));
-        g.qr().q()
-    };
-    let l = gauss(n1);
-    let rr = gauss(n2);
-    let mut ls = l.clone();
-    for (j, s) in sv.iter().enumerate() {
-        ls.column_mut(j).scale_mut(*s);
-    }
-    ls * rr.transpose()
-}
-
-/// U_0, V_0 with iid N(0, α²/k) entries, U_0 drawn first.
-pub fn random_start(
-    n1: usize,
-    n2: usize,
-    k: usize,
-    alpha: f64,
-    seed: u64,
-) -> (DMatrix<f64>, DMatrix<f64>) {
-    let mut rng = sub_rng(seed, STREAM_START);
-    let normal = Normal::new(0.0, alpha / (k as f64).sqrt()).expect("alpha validated");
-    let u0 = DMatrix::from_fn(n1, k, |_, _| normal.sample(&mut rng));
-    let v0 = DMatrix::from_fn(n2, k, |_, _| normal.sample(&mut rng));
-    (u0, v0)
-}
-
-/// y = 𝒜(X*) + ξ, ξ_i ~ N(0, noise²).
-pub fn observe(op: &dyn SensingOperator, x_star: &DMatrix<f64>, noise: f64, seed: u64) -> Vec<f64> {
-    let mut y = vec![0.0; op.m()];
-    op.apply(x_star.as_slice(), &mut y);
-    if noise > 0.0 {
-        let mut rng = sub_rng(seed, STREAM_NOISE);
-        let normal = Normal::new(0.0, noise).expect("noise validated");
-        for yi in &mut y {
-            *yi += normal.sample(&mut rng);
-        }
-    }
-    y
-}
-
-/// Nonzero singular values of a matrix (relative threshold max(n1, n2)·ε·σ_1).
-pub fn nonzero_singular_values(x: &DMatrix<f64>) -> Vec<f64> {
-    let mut sv: Vec<f64> = x.singular_values().iter().copied().collect();
-    sv.sort_by(|a, b| b.total_cmp(a));
-    let top = sv.first().copied().unwrap_or(0.0);
-    let tol = top * f64::EPSILON * x.nrows().max(x.ncols()) as f64;
-    sv.retain(|s| *s > tol);
-    sv
-}
-
-// ---------------------------------------------------------------------------------------------
-// NumPy interop
+use crate::operator::{DenseOperator, Precision, SensingOperator};
 
 /// An array read from the archive: its shape and its values in C (row-major) order.
 struct Array {
@@ -284,7 +28,7 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     // A header may claim any shape: refuse sizes that overflow or cannot fit in memory before
     // anything is allocated for them.
     let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let limit = crate::config::available_memory_bytes().unwrap_or(16 << 30) / 2 / 8;
+    let limit = crate::resources::available_or_default() / 2 / 8;
     match count {
         Some(c) if (c as u64) <= limit => {}
         _ => {
@@ -366,7 +110,7 @@ impl Problem {
     /// Load `x_star` (n1×n2) and `sensing` (m×n1×n2, `sensing[i, a, b]` = entry (a, b) of A_i);
     /// `y`, `u0`, `v0` are taken from the file when present and generated from `cfg` (its
     /// noise, width, α and seed) when not.
-    pub fn load_npz(path: &Path, cfg: &Config) -> Result<Self> {
+    pub fn load_npz(path: &Path, cfg: &ProblemSpec) -> Result<Self> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::npz(path, format!("cannot be opened: {e}")))?;
         Self::load_npz_from(std::io::BufReader::new(file), path, cfg)
@@ -376,7 +120,7 @@ impl Problem {
     pub fn load_npz_from<R: std::io::Read + std::io::Seek>(
         reader: R,
         path: &Path,
-        cfg: &Config,
+        cfg: &ProblemSpec,
     ) -> Result<Self> {
         let mut archive = npyz::npz::NpzArchive::new(reader)
             .map_err(|e| Error::npz(path, format!("not a readable .npz archive: {e}")))?;
@@ -420,7 +164,7 @@ impl Problem {
         }
         let x_star = matrix_from_c(n1, n2, &x.data);
         let op64 = DenseOperator::from_columns(n1, n2, cols);
-        let (op, f32_change_of_y): (Arc<dyn SensingOperator>, _) = match cfg.sensing_precision {
+        let (op, f32_change_of_y): (Arc<dyn SensingOperator>, _) = match cfg.precision {
             Precision::F64 => (Arc::new(op64), None),
             Precision::F32 => {
                 let y64 = observe(&op64, &x_star, 0.0, 0);
@@ -437,7 +181,9 @@ impl Problem {
             }
         };
         let target_sv = nonzero_singular_values(&x_star);
-        let y = match read_array(&mut archive, path, "y")? {
+        let y_arr = read_array(&mut archive, path, "y")?;
+        let has_y = y_arr.is_some();
+        let y = match y_arr {
             Some(arr) => {
                 expect_shape(path, "y", &arr, &[m], "one value per measurement")?;
                 arr.data
@@ -446,6 +192,23 @@ impl Problem {
         };
         let u0 = read_array(&mut archive, path, "u0")?;
         let v0 = read_array(&mut archive, path, "v0")?;
+        let (has_u0, has_v0) = (u0.is_some(), v0.is_some());
+        let alpha = match read_array(&mut archive, path, "alpha")? {
+            Some(arr) => {
+                expect_shape(
+                    path,
+                    "alpha",
+                    &arr,
+                    &[1],
+                    "the scale the start was drawn with",
+                )?;
+                if !(arr.data[0] > 0.0) {
+                    return Err(Error::npz(path, "array `alpha` must be > 0"));
+                }
+                Some(arr.data[0])
+            }
+            None => None,
+        };
         let k = match (&u0, &v0) {
             (Some(a), _) | (None, Some(a)) if a.shape.len() == 2 => a.shape[1],
             (Some(a), _) | (None, Some(a)) => {
@@ -489,6 +252,17 @@ impl Problem {
             v0,
             symmetric: false,
             f32_change_of_y,
+            source: ProblemSource::File {
+                path: path.to_path_buf(),
+                has_y,
+                has_u0,
+                has_v0,
+            },
+            // a file's α describes its start; a generated start has the configured α
+            start_alpha: match (has_u0, has_v0) {
+                (false, false) => Some(cfg.alpha),
+                _ => alpha,
+            },
         };
         if cfg.symmetric {
             problem.make_symmetric(path)?;
@@ -541,7 +315,7 @@ impl Problem {
             }
         }
         let c_order = |mat: &DMatrix<f64>| -> Vec<f64> { mat.transpose().as_slice().to_vec() };
-        let arrays: [(&str, Vec<u64>, Vec<f64>); 5] = [
+        let mut arrays: Vec<(&str, Vec<u64>, Vec<f64>)> = vec![
             ("x_star", vec![n1 as u64, n2 as u64], c_order(&self.x_star)),
             ("sensing", vec![m as u64, n1 as u64, n2 as u64], sensing),
             ("y", vec![m as u64], self.y.clone()),
@@ -556,6 +330,9 @@ impl Problem {
                 c_order(&self.v0),
             ),
         ];
+        if let Some(a) = self.start_alpha {
+            arrays.push(("alpha", vec![1], vec![a]));
+        }
         crate::output::write_atomically(path, |file| {
             let mut npz = npyz::npz::NpzWriter::new(std::io::BufWriter::new(file));
             for (name, shape, data) in &arrays {

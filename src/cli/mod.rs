@@ -1,0 +1,383 @@
+//! The command line: the only layer that knows clap. It parses, overlays the flags on a
+//! `--config` file, hands the result to [`crate::experiments`] through one
+//! [`Setup`](crate::experiments::Setup), prints a report and writes the outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{parse_config_file_all, CheckArgs, ConfigArgs, SweepArgs};
+use crate::error::Error;
+use crate::experiments::{Command as Cmd, RunExtras, Setup};
+
+mod args;
+mod report;
+
+use args::{CheckFlags, GdFlags, OutputFlags, ProblemFlags, SolverFlags, SweepFlags};
+pub use report::{describe_auto, format_checks, format_summary, format_sweep};
+
+/// Gradient descent versus gradient flow in low-rank matrix sensing.
+#[derive(Parser)]
+#[command(name = "gdflow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  gdflow run                                   # built-in default problem
+  gdflow run --eta 0.1 --steps 300 --out results/
+  gdflow run --n1 50 --n2 40 --rank 2 --width 8 --measurements 1200 --kappa 10
+  gdflow run --singular-values 3,2,1 --operator entries --measurements 500
+  gdflow run --method bdf --rtol 1e-10
+  gdflow run --kappa 100 --eta 0.5 --steps 3000 --method auto   # switches to BDF when stiff
+  gdflow run --flow modified --eta 0.2         # compare GD with its modified flow
+  gdflow run --config results/config.toml      # re-run a recorded configuration
+  gdflow run --problem mine.npz --out results/ # arrays x_star, sensing[, y, u0, v0, alpha]
+  gdflow run --save-problem problem.npz        # write the generated problem for NumPy";
+
+const SWEEP_EXAMPLES: &str = "\
+Examples:
+  gdflow sweep                                 # default problem, 6 step sizes below 1/σ_1
+  gdflow sweep --etas 0.2,0.1,0.05,0.025 --horizon 20 --out sweep/
+  gdflow sweep --eta-range 0.005:0.16:6 --alpha 1e-2 --kappa 4
+  gdflow sweep --perturbation relative --perturbation-size 0.3   # GD on the perturbed flow
+  gdflow sweep --problem mine.npz --eta-range 0.01:0.1:4 --out sweep/
+  gdflow sweep --config sweep/config.toml      # re-run a recorded sweep
+  RAYON_NUM_THREADS=1 gdflow sweep ...         # same outputs with any thread count
+
+Outputs under --out: summary.json (order_plain, order_modified, stability_limit,
+two_over_lambda_max, fits, per-η results, provenance), sweep.csv (one row per η),
+deviation.csv (one row per η and time), config.toml.";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  gdflow check                                 # the battery on the default problem
+  gdflow check --kappa 4 --alpha 1e-4 --out checks/ --figures
+  gdflow check --rho-bound 2 --rip-bound 0.5   # give bounds to the reported-only rows
+  gdflow check --config checks/config.toml     # [check] table holds the constants
+
+Exit status: 0 all predictions passed, 3 a prediction failed, 2 bad input, 1 runtime error.";
+
+const MERGE_EXAMPLES: &str = "\
+Examples:
+  for i in 1 2 3 4; do gdflow sweep --eta-range 0.005:0.2:16 --shard $i/4 --out part$i/ & done; wait
+  gdflow merge part1/ part2/ part3/ part4/ --out sweep/
+
+  # SLURM array job (one part per task), then merge:
+  #   gdflow sweep ... --shard ${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT} --out part${SLURM_ARRAY_TASK_ID}/
+  # GNU parallel:
+  #   parallel gdflow sweep ... --shard {}/8 --out part{}/ ::: $(seq 8)";
+
+const PLOT_EXAMPLES: &str = "\
+Examples:
+  gdflow plot results/                         # figures of one run into results/figures/
+  gdflow plot eta0.1/ eta0.05/ eta0.025/ --out figs/   # several runs: GD for each η
+  gdflow plot sweep/                           # a sweep: loss/error, drift, deviation vs η
+  gdflow run --out results/ --figures          # the same, straight after the run
+
+Each figure is written as NAME.png, NAME.svg and NAME.csv (exactly the plotted points).";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run GD and a gradient flow on one problem and compare them at every t = jη.
+    #[command(after_help = RUN_EXAMPLES, allow_negative_numbers = true)]
+    Run {
+        #[command(flatten)]
+        output: OutputFlags,
+        #[command(flatten)]
+        problem: ProblemFlags,
+        #[command(flatten)]
+        gd: GdFlags,
+        /// Continuous dynamics GD is compared with: the gradient flow, or GD's modified flow
+        /// for step η [default: plain]
+        #[arg(long, value_enum)]
+        flow: Option<crate::config::FlowVariant>,
+        #[command(flatten)]
+        solver: SolverFlags,
+    },
+    /// Compare GD with the plain and the modified gradient flow over a range of step sizes:
+    /// deviations, observed orders, stability limit against 2/λ_max.
+    #[command(after_help = SWEEP_EXAMPLES, allow_negative_numbers = true)]
+    Sweep {
+        #[command(flatten)]
+        output: OutputFlags,
+        #[command(flatten)]
+        sweep: SweepFlags,
+        #[command(flatten)]
+        problem: ProblemFlags,
+        #[command(flatten)]
+        solver: SolverFlags,
+    },
+    /// Test the theory's predictions on a problem: a table of predicted against measured, with
+    /// pass/fail; exits 3 when a prediction fails, so it can gate a pipeline.
+    #[command(after_help = CHECK_EXAMPLES, allow_negative_numbers = true)]
+    Check {
+        #[command(flatten)]
+        output: OutputFlags,
+        #[command(flatten)]
+        check: CheckFlags,
+        #[command(flatten)]
+        problem: ProblemFlags,
+        #[command(flatten)]
+        gd: GdFlags,
+        #[command(flatten)]
+        solver: SolverFlags,
+    },
+    /// Combine the output directories of `gdflow sweep --shard 1/N … N/N` into the outputs of
+    /// the unsharded sweep (byte-identical CSVs).
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge {
+        /// The parts' output directories, all N of them, in any order
+        #[arg(required = true, value_name = "DIR")]
+        parts: Vec<PathBuf>,
+        /// Where the merged outputs go
+        #[arg(long, value_name = "DIR", required = true)]
+        out: PathBuf,
+        /// Write into an --out directory that already holds files
+        #[arg(long)]
+        force: bool,
+        /// Also draw the sweep's figures into OUT/figures
+        #[arg(long)]
+        figures: bool,
+    },
+    /// Draw figures (PNG, SVG and the plotted data as CSV) from saved results of `run` or
+    /// `sweep`.
+    #[command(after_help = PLOT_EXAMPLES)]
+    Plot {
+        /// Output directories of `gdflow run` (one or more) or of one `gdflow sweep`
+        #[arg(required = true, value_name = "DIR")]
+        results: Vec<PathBuf>,
+        /// Where the figures go [default: DIR/figures of the first DIR]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write into an --out directory that already holds files
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit status of `gdflow check` when a prediction failed.
+const CHECK_FAILED: u8 = 3;
+
+/// The program: parse, run, report the error chain with its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(CHECK_FAILED),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.downcast_ref::<Error>().map_or(1, Error::exit_code))
+        }
+    }
+}
+
+fn write_figures(figures: &[crate::plot::Figure], dir: &Path) -> anyhow::Result<()> {
+    for fig in figures {
+        crate::plot::write_figure(fig, dir)?;
+    }
+    println!(
+        "wrote {} figures into {}: {}",
+        figures.len(),
+        dir.display(),
+        figures
+            .iter()
+            .map(|f| format!("{}.{{png,svg,csv}}", f.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// The `--config` file's keys and tables (empty without one).
+fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
+    match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid("config", path.display(), format!("cannot be read: {e}"))
+            })?;
+            let (args, sweep, check) = parse_config_file_all(&text)?;
+            Ok((args, sweep.unwrap_or_default(), check.unwrap_or_default()))
+        }
+        None => Ok(Default::default()),
+    }
+}
+
+/// The `--config` file overlaid by the flags, with the file's `[sweep]` and `[check]` tables.
+fn gather(
+    output: &OutputFlags,
+    problem: &ProblemFlags,
+    gd: Option<&GdFlags>,
+    flow: Option<crate::config::FlowVariant>,
+    solver: &SolverFlags,
+) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
+    let (base, sweep, check) = load(&output.config)?;
+    let mut flags = ConfigArgs::default();
+    problem.fill(&mut flags);
+    solver.fill(&mut flags);
+    if let Some(gd) = gd {
+        gd.fill(&mut flags);
+    }
+    flags.flow = flow;
+    flags.out = output.out.clone();
+    let merged = base.overlaid_by(&flags);
+    if output.figures && merged.out.is_none() {
+        Err(Error::invalid(
+            "figures",
+            "given",
+            "needs --out DIR (figures go into DIR/figures)",
+        ))?;
+    }
+    Ok((merged, sweep, check))
+}
+
+/// Ok(false): the command ran, and a prediction it checked failed.
+fn dispatch(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Run {
+            output,
+            problem,
+            gd,
+            flow,
+            solver,
+        } => {
+            let (args, _, _) = gather(&output, &problem, Some(&gd), flow, &solver)?;
+            let setup = Setup::new(&args, Cmd::Run, output.force)?;
+            let extras = RunExtras {
+                progress: !output.quiet,
+                ..RunExtras::default()
+            };
+            let result = crate::experiments::run(&setup, &extras)?;
+            warn(&result.summary.warnings);
+            print!("{}", format_summary(&result.summary));
+            if let Some(dir) = &setup.config.out {
+                crate::results::run::write_run(&result, dir)?;
+                println!(
+                    "wrote {}/{{summary.json,trajectory.csv,config.toml}}",
+                    dir.display()
+                );
+                if output.figures {
+                    let figs = crate::plot::figures::run_figures(std::slice::from_ref(&result));
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
+            }
+            Ok(true)
+        }
+        Command::Sweep {
+            output,
+            sweep,
+            problem,
+            solver,
+        } => {
+            let (args, base_sweep, _) = gather(&output, &problem, None, None, &solver)?;
+            let setup = Setup::new(&args, Cmd::Sweep, output.force)?;
+            let merged_sweep = base_sweep.overlaid_by(&SweepArgs::from(&sweep));
+            let result = crate::experiments::sweep(&setup, &merged_sweep, !output.quiet)?;
+            warn(&result.summary.warnings);
+            print!("{}", format_sweep(&result.summary));
+            if let Some(dir) = &setup.config.out {
+                crate::results::sweep::write_sweep(&result, dir)?;
+                println!(
+                    "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
+                    dir.display()
+                );
+                if output.figures {
+                    let figs = crate::plot::figures::sweep_figures(&result);
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
+            }
+            Ok(true)
+        }
+        Command::Check {
+            output,
+            check,
+            problem,
+            gd,
+            solver,
+        } => {
+            let (args, _, base_check) = gather(&output, &problem, Some(&gd), None, &solver)?;
+            let merged_check = base_check.overlaid_by(&CheckArgs::from(&check));
+            // Bad constants are refused before the problem is built.
+            crate::results::check::CheckSettings::resolve(&merged_check)?;
+            let setup = Setup::new(&args, Cmd::Check, output.force)?;
+            let result = crate::experiments::check(&setup, &merged_check, !output.quiet)?;
+            warn(&result.run.summary.warnings);
+            print!("{}", format_checks(&result.summary));
+            if let Some(dir) = &setup.config.out {
+                crate::results::check::write_check(&result, dir)?;
+                println!(
+                    "wrote {}/{{summary.json,checks.csv,trajectory.csv,config.toml}}",
+                    dir.display()
+                );
+                if output.figures {
+                    let mut figs =
+                        crate::plot::figures::run_figures(std::slice::from_ref(&result.run));
+                    figs.push(crate::plot::figures::phases(
+                        &result.run,
+                        &result.summary.phases,
+                    ));
+                    write_figures(&figs, &dir.join("figures"))?;
+                }
+            }
+            Ok(result.summary.passed)
+        }
+        Command::Merge {
+            parts,
+            out,
+            force,
+            figures,
+        } => {
+            crate::output::check_out_dir(&out, force)?;
+            let result = crate::experiments::merge(&parts)?;
+            print!("{}", format_sweep(&result.summary));
+            crate::results::sweep::write_sweep(&result, &out)?;
+            println!(
+                "merged {} parts into {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
+                parts.len(),
+                out.display()
+            );
+            if figures {
+                let figs = crate::plot::figures::sweep_figures(&result);
+                write_figures(&figs, &out.join("figures"))?;
+            }
+            Ok(true)
+        }
+        Command::Plot {
+            results,
+            out,
+            force,
+        } => {
+            let dir = out.unwrap_or_else(|| results[0].join("figures"));
+            crate::output::check_out_dir(&dir, force)?;
+            let figs = if results[0].join("sweep.csv").exists() {
+                if results.len() > 1 {
+                    Err(Error::invalid(
+                        "results",
+                        results[1].display(),
+                        "plot takes one sweep directory, or one or more run directories",
+                    ))?;
+                }
+                crate::plot::figures::sweep_figures(&crate::results::sweep::load_sweep(
+                    &results[0],
+                )?)
+            } else {
+                let runs = results
+                    .iter()
+                    .map(|d| crate::results::run::load_run(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                crate::plot::figures::run_figures(&runs)
+            };
+            write_figures(&figs, &dir)?;
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! What the commands print on the terminal: short readable summaries of the results.
+
+use crate::analysis::fit::OrderFit;
+use crate::dynamics::flow::AutoReport;
+use crate::dynamics::Status;
+use crate::experiments::sweep::TIGHTENING;
+use crate::results::check::CheckSummary;
+use crate::results::run::{DynamicsSummary, RunSummary};
+use crate::results::sweep::SweepSummary;
+
+/// The auto report in a few lines for the terminal.
+pub fn describe_auto(a: &AutoReport) -> String {
+    let mut text = format!(
+        "auto: flow time {:.4} in tsit45, {:.4} in bdf; {} stiffness checks ({} Hessian–vector products); tsit45 stability bound h·ρ = {:.4}",
+        a.time_explicit, a.time_implicit, a.checks, a.hvp_evals, a.stability_bound
+    );
+    for s in &a.switches {
+        text.push_str(&format!(
+            "\n  t = {:.6}: {} → {} (h = {:.4e}, ρ(∇²f) = {:.4e}, h·ρ = {:.4})",
+            s.t, s.from, s.to, s.step_size, s.spectral_radius, s.h_rho
+        ));
+    }
+    if a.declined > 0 {
+        text.push_str(&format!(
+            "\n  stayed on tsit45 through a stiff stretch: the rest of the horizon needs fewer than {} × {:.0} rhs (one Jacobian + LU)",
+            a.payback, a.switch_cost_rhs
+        ));
+    }
+    if let Some(note) = &a.note {
+        text.push_str(&format!("\n  {note}"));
+    }
+    text
+}
+
+fn status_line(d: &DynamicsSummary) -> String {
+    match &d.status {
+        Status::Completed => "completed".to_string(),
+        Status::Diverged {
+            step,
+            t,
+            loss,
+            last_loss,
+        } => format!(
+            "DIVERGED at step {step} (t = {t}): loss {loss:e}, last finite loss {last_loss:e}"
+        ),
+        Status::Failed { t, reason } => format!("FAILED at t = {t}: {reason}"),
+    }
+}
+
+/// The short readable summary `gdflow run` prints.
+pub fn format_summary(s: &RunSummary) -> String {
+    let c = s.config();
+    let p = &s.problem;
+    let mut out = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "gdflow {} — {}, α={:e}, seed={}",
+        s.provenance.crate_version,
+        p.headline(),
+        c.alpha,
+        s.provenance.seed
+    );
+    let sv: Vec<String> = p
+        .target_singular_values
+        .iter()
+        .map(|v| format!("{v:.4}"))
+        .collect();
+    let _ = writeln!(out, "target σ: [{}]   problem: {}", sv.join(", "), p.source);
+    if c.sensing_precision == crate::operator::Precision::F32 {
+        let _ = writeln!(
+            out,
+            "sensing matrix stored in f32 (products accumulated in f64){}",
+            p.f32_change_of_y.map_or(String::new(), |d| format!(
+                "; rounding the file's f64 entries changed 𝒜(X*) by {d:.2e} (relative)"
+            ))
+        );
+    }
+    if c.symmetric {
+        let _ = writeln!(
+            out,
+            "symmetric PSD case: U' = −GU, f = ¼‖𝒜(UUᵀ) − y‖² (MATH §3)"
+        );
+    }
+    if let Some(model) = c.perturbation {
+        let _ = writeln!(
+            out,
+            "perturbed flow (MATH §5): E = {} (size {}); GD is Euler on it",
+            model.name(),
+            c.perturbation_size
+        );
+    }
+    let _ = writeln!(
+        out,
+        "GD: η={} for {} steps (T={});  {} flow: {} rtol={:e} atol={:.3e}",
+        c.eta,
+        c.steps,
+        c.eta * c.steps as f64,
+        c.flow.name(),
+        c.method.name(),
+        c.rtol,
+        c.atol
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<6} {:>12} {:>14} {:>14} {:>16}  status",
+        "", "t_final", "rel_error", "loss", "balance_drift"
+    );
+    for (name, d) in [("GD", &s.gd), ("flow", &s.flow)] {
+        let _ = writeln!(
+            out,
+            "{:<6} {:>12.6} {:>14.3e} {:>14.3e} {:>16.3e}  {}",
+            name,
+            d.final_t,
+            d.final_rel_error,
+            d.final_loss,
+            d.final_balance_drift,
+            status_line(d)
+        );
+    }
+    let _ = writeln!(out);
+    match &s.distance {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "max_j ‖U_jV_jᵀ − U(jη)V(jη)ᵀ‖ = {:.4e} ({:.3e} of ‖X*‖) at step {} (t = {:.6}); at the end {:.3e}",
+                d.max, d.max_relative, d.step, d.t, d.final_distance
+            );
+        }
+        None => {
+            let _ = writeln!(out, "GD-vs-flow distance: no common output times");
+        }
+    }
+    let st = &s.solver;
+    let _ = writeln!(
+        out,
+        "solver {}: {} steps ({} rejected), {} rhs, {} jvp, {} Jacobians, {} LU factorisations",
+        st.method,
+        st.steps,
+        st.rejected_steps,
+        st.rhs_evals,
+        st.jvp_evals,
+        st.jacobian_evals,
+        st.lu_factorisations
+    );
+    if let Some(a) = &st.auto {
+        let _ = writeln!(out, "{}", describe_auto(a));
+    }
+    let tm = &s.timings;
+    let _ = writeln!(
+        out,
+        "wall time: {:.3} s (problem {:.3} s, GD {:.3} s, flow {:.3} s)",
+        tm.total_seconds, tm.problem_seconds, tm.gd_seconds, tm.flow_seconds
+    );
+    out
+}
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "—".to_string(), |x| format!("{x:.prec$}"))
+}
+
+fn describe_fit(name: &str, f: &OrderFit) -> String {
+    let mut s = format!("order vs {name}: {}", opt(f.order, 3));
+    if let Some(se) = f.order_stderr {
+        s += &format!(" ± {se:.3} (std. error)");
+    }
+    if let Some(r) = f.residual_std {
+        s += &format!(", residual spread {r:.3} in ln dev");
+    }
+    s += &format!(", {} points", f.etas_used.len());
+    for e in &f.excluded {
+        s += &format!("\n    left out η = {}: {}", e.eta, e.reason);
+    }
+    s
+}
+
+/// The table `gdflow sweep` prints.
+pub fn format_sweep(s: &SweepSummary) -> String {
+    use std::fmt::Write;
+    let p = &s.problem;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gdflow {} sweep — {}, seed={}, T={:.4}",
+        s.provenance.crate_version,
+        p.headline(),
+        s.provenance.seed,
+        s.sweep.horizon
+    );
+    let rs = &s.reference.solver;
+    let _ = writeln!(
+        out,
+        "reference flow: {} at rtol {} and {}× tighter ({} and {} steps); ‖X*‖ = {:.4}",
+        rs.method,
+        s.provenance
+            .config
+            .get("rtol")
+            .and_then(|v| v.as_float())
+            .map_or("?".into(), |v| format!("{v:e}")),
+        TIGHTENING,
+        rs.steps,
+        s.reference.solver_tight.steps,
+        p.target_norm
+    );
+    if s.reference.status != Status::Completed {
+        let _ = writeln!(out, "REFERENCE FLOW {:?}", s.reference.status);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>10} {:>7} {:>11} {:>9} {:>11} {:>11} {:>9} {:>10} {:>10} {:>9} {:>9}  status",
+        "η",
+        "steps",
+        "dev plain",
+        "at t",
+        "dev modif.",
+        "ref error",
+        "rel dev",
+        "err GD",
+        "err flow",
+        "t_ε GD",
+        "t_ε flow"
+    );
+    for q in &s.points {
+        let flag = |below: bool| if below { "*" } else { " " };
+        let _ = writeln!(
+            out,
+            "{:>10.4e} {:>7} {:>10.3e}{} {:>9.3} {:>10.3e}{} {:>11.2e} {:>9.2e} {:>10.2e} {:>10.2e} {:>9} {:>9}  {}",
+            q.eta,
+            q.steps,
+            q.max_dev.value,
+            flag(q.below_ref),
+            q.max_dev.t,
+            q.max_dev_modified.value,
+            flag(q.below_ref_modified),
+            q.ref_error.max(q.ref_error_modified),
+            q.max_dev_rel,
+            q.final_rel_error_gd,
+            q.final_rel_error_flow,
+            opt(q.t_eps_gd, 3),
+            opt(q.t_eps_flow, 3),
+            q.gd_status.label()
+        );
+    }
+    if s.points.iter().any(|q| q.below_ref || q.below_ref_modified) {
+        let _ = writeln!(
+            out,
+            "  * deviation not above the reference's own error: not resolved"
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{}",
+        describe_fit("plain flow (expect 1)", &s.fit_plain)
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        describe_fit("modified flow (expect 2)", &s.fit_modified)
+    );
+    match &s.stability {
+        Some(st) => {
+            let sh = &st.sharpness;
+            let (value, residual) = (
+                sh.values.first().copied().unwrap_or(f64::NAN),
+                sh.residuals.first().copied().unwrap_or(f64::NAN),
+            );
+            if sh.converged {
+                let _ = writeln!(
+                    out,
+                    "sharpness λ_max = {value:.6} at t = {:.3} (rel. error there {:.2e}; block Lanczos, {} Hessian–vector products, residual {residual:.1e}) → 2/λ_max = {}",
+                    st.sharpness_t,
+                    st.sharpness_rel_error,
+                    sh.hvps,
+                    opt(s.two_over_lambda_max, 6)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "sharpness λ_max at t = {:.3}: NOT CONVERGED after {} Hessian–vector products (best estimate {value:.3e}, residual {residual:.1e}); 2/λ_max not reported, bisection started at 1/σ_1",
+                    st.sharpness_t, sh.hvps
+                );
+            }
+            match &st.bisection {
+                Some(b) => {
+                    let _ = writeln!(
+                        out,
+                        "stability limit: GD converges at η = {} and not at η = {} ({} GD runs of ≥ {} steps)",
+                        opt(b.limit, 6),
+                        opt(b.upper, 6),
+                        b.trials.len(),
+                        st.steps_per_trial
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "stability limit: not searched");
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "sharpness and stability limit: in shard 1 of this sweep"
+            );
+        }
+    }
+    let tm = &s.timings;
+    let _ = writeln!(
+        out,
+        "wall time: {:.3} s (reference {:.3} s, step sizes {:.3} s, stability {:.3} s)",
+        tm.total_seconds, tm.reference_seconds, tm.points_seconds, tm.stability_seconds
+    );
+    out
+}
+
+/// The table `gdflow check` prints.
+pub fn format_checks(s: &CheckSummary) -> String {
+    use std::fmt::Write;
+    let p = &s.problem;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gdflow {} check — {}, α={:e}, η={}, seed={}\n",
+        s.provenance.crate_version,
+        p.headline(),
+        s.provenance.config.alpha,
+        s.provenance.config.eta,
+        s.provenance.seed
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>13}  {:<28} {:<6} prediction",
+        "check", "measured", "predicted", "result"
+    );
+    for r in &s.rows {
+        let verdict = match r.pass {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "—",
+        };
+        let _ = writeln!(
+            out,
+            "{:<26} {:>13.5e}  {:<28} {:<6} {}",
+            r.name, r.measured, r.predicted, verdict, r.prediction
+        );
+    }
+    let failed = s.rows.iter().filter(|r| r.pass == Some(false)).count();
+    let _ = writeln!(
+        out,
+        "\n{} — {} checks with a verdict, {} failed ({:.1} s)",
+        if s.passed {
+            "ALL PASSED"
+        } else {
+            "SOME CHECKS FAILED"
+        },
+        s.rows.iter().filter(|r| r.pass.is_some()).count(),
+        failed,
+        s.total_seconds
+    );
+    out
+}

@@ -1,0 +1,485 @@
+//! Run configuration: the same keys on the command line (`--kebab-case`, defined by the CLI
+//! layer) and in TOML (`snake_case`). [`ConfigArgs`] is the partial form both sources fill;
+//! [`Config`] is the resolved form with every default applied, which is what outputs record.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+mod resolved;
+
+pub use crate::dynamics::flow::Method;
+pub use crate::dynamics::FlowVariant;
+pub use crate::field::PerturbationModel;
+pub use crate::operator::Precision;
+pub use crate::problem::OperatorKind;
+pub use resolved::{Config, MAX_HORIZON_TIMESCALES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// σ_i geometrically spaced from 1 to 1/κ.
+    Geometric,
+    /// σ_i linearly spaced from 1 to 1/κ.
+    Linear,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Geometric, Profile::Linear];
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Geometric => "geometric",
+            Profile::Linear => "linear",
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            Profile::Geometric => "σ_i geometrically spaced from 1 to 1/κ",
+            Profile::Linear => "σ_i linearly spaced from 1 to 1/κ",
+        }
+    }
+}
+
+/// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
+/// winning. Unknown TOML keys are errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigArgs {
+    /// Rows of the target X* [default: 30]
+    pub n1: Option<usize>,
+    /// Columns of the target X* [default: 25]
+    pub n2: Option<usize>,
+    /// Rank r of the target [default: 3]
+    pub rank: Option<usize>,
+    /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
+    pub width: Option<usize>,
+    /// Number of measurements m [default: 600; n1·n2 for --operator identity]
+    pub measurements: Option<usize>,
+    /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
+    pub alpha: Option<f64>,
+    /// Condition number σ_1/σ_r of the target [default: 2]
+    pub kappa: Option<f64>,
+    /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
+    pub profile: Option<Profile>,
+    /// Explicit singular values of the target, comma-separated (overrides --kappa)
+    pub singular_values: Option<Vec<f64>>,
+    /// Measurement operator [default: gaussian]
+    pub operator: Option<OperatorKind>,
+    /// Storage of the sensing matrix: f64, or f32 (half the memory and bandwidth, products
+    /// accumulated in f64; for a generated problem the f32 entries are the operator, for an f64
+    /// file the change of y is reported) [default: f64]
+    pub sensing_precision: Option<Precision>,
+    /// Standard deviation of the measurement noise ξ_i [default: 0]
+    pub noise: Option<f64>,
+    /// Seed of every random draw (operator, target, start, noise) [default: 0]
+    pub seed: Option<u64>,
+    /// GD step size η [default: 0.05]
+    pub eta: Option<f64>,
+    /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
+    pub steps: Option<usize>,
+    /// Record every j-th GD iterate (and the flow at the same times) [default: 1]
+    pub record_every: Option<usize>,
+    /// Continuous dynamics GD is compared with: the gradient flow, or GD's modified flow
+    /// for step η [default: plain]
+    pub flow: Option<FlowVariant>,
+    /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
+    /// model of E (MATH §5), GD included, instead of the sensing dynamics
+    pub perturbation: Option<PerturbationModel>,
+    /// ε of the `relative` and `absolute` perturbations [default: 0.1]
+    pub perturbation_size: Option<f64>,
+    /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
+    /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
+    pub symmetric: Option<bool>,
+    /// ODE method for the gradient flow [default: tsit45]
+    pub method: Option<Method>,
+    /// Relative tolerance of the flow solver [default: 1e-8]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
+    pub atol: Option<f64>,
+    /// Load the problem (x_star, sensing, optional y, u0, v0) from a NumPy .npz file
+    pub problem: Option<PathBuf>,
+    /// Save the problem actually run to a NumPy .npz file
+    pub save_problem: Option<PathBuf>,
+    /// Write summary.json, trajectory.csv and config.toml into this directory
+    pub out: Option<PathBuf>,
+    /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<SweepArgs>,
+    /// The `[check]` table of a configuration file.
+    #[serde(default, skip_serializing)]
+    pub check: Option<CheckArgs>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, $($f:ident),*) => {
+        $( if $top.$f.is_some() { $base.$f = $top.$f.clone(); } )*
+    };
+}
+
+impl ConfigArgs {
+    /// Parse a TOML document; unknown keys are errors that suggest the closest known key. A
+    /// `[sweep]` table (written by `gdflow sweep`) is ignored here: see [`parse_config_file`].
+    pub fn from_toml(text: &str) -> Result<Self> {
+        parse_config_file(text).map(|(args, _)| args)
+    }
+
+    /// `self` overlaid by every field `top` sets.
+    pub fn overlaid_by(mut self, top: &ConfigArgs) -> Self {
+        overlay!(
+            self,
+            top,
+            n1,
+            n2,
+            rank,
+            width,
+            measurements,
+            alpha,
+            kappa,
+            profile,
+            singular_values,
+            operator,
+            sensing_precision,
+            noise,
+            seed,
+            eta,
+            steps,
+            record_every,
+            flow,
+            perturbation,
+            perturbation_size,
+            symmetric,
+            method,
+            rtol,
+            atol,
+            problem,
+            save_problem,
+            out
+        );
+        self
+    }
+
+    /// Apply defaults and check every value. With a problem file the dimensions, the target
+    /// and possibly y and the start come from the file: those are checked against it when it is
+    /// loaded (`experiments::Setup`), not here.
+    pub fn resolve(&self) -> Result<Config> {
+        let operator = self.operator.unwrap_or(OperatorKind::Gaussian);
+        let n1 = self.n1.unwrap_or(30);
+        let n2 = self.n2.unwrap_or(25);
+        let rank = self.rank.unwrap_or(3);
+        let width = self.width.unwrap_or(rank.saturating_mul(2));
+        let measurements = match (operator, self.measurements) {
+            (OperatorKind::Identity, None) => n1.saturating_mul(n2),
+            (_, Some(m)) => m,
+            (_, None) => 600,
+        };
+        let alpha = self.alpha.unwrap_or(1e-3);
+        let rtol = self.rtol.unwrap_or(1e-8);
+        let atol = self
+            .atol
+            .unwrap_or_else(|| rtol * alpha / (width.max(1) as f64).sqrt());
+        let cfg = Config {
+            n1,
+            n2,
+            rank,
+            width,
+            measurements,
+            alpha,
+            kappa: self.kappa.unwrap_or(2.0),
+            profile: Some(self.profile.unwrap_or(Profile::Geometric)),
+            singular_values: self.singular_values.clone(),
+            operator,
+            sensing_precision: self.sensing_precision.unwrap_or(Precision::F64),
+            noise: self.noise.unwrap_or(0.0),
+            seed: self.seed.unwrap_or(0),
+            eta: self.eta.unwrap_or(0.05),
+            steps: self.steps.unwrap_or(1000),
+            record_every: self.record_every.unwrap_or(1),
+            flow: self.flow.unwrap_or(FlowVariant::Plain),
+            perturbation: self.perturbation,
+            perturbation_size: self.perturbation_size.unwrap_or(0.1),
+            symmetric: self.symmetric.unwrap_or(false),
+            method: self.method.unwrap_or(Method::Tsit45),
+            rtol,
+            atol,
+            problem: self.problem.clone(),
+            save_problem: self.save_problem.clone(),
+            out: self.out.clone(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Parse a configuration file: the run keys at the top level and the optional `[sweep]` table.
+/// Errors name the offending key (`sweep.horizon` for one in the table) and its line.
+pub fn parse_config_file(text: &str) -> Result<(ConfigArgs, Option<SweepArgs>)> {
+    parse_config_file_all(text).map(|(a, s, _)| (a, s))
+}
+
+/// [`parse_config_file`] with the `[check]` table as well.
+pub fn parse_config_file_all(
+    text: &str,
+) -> Result<(ConfigArgs, Option<SweepArgs>, Option<CheckArgs>)> {
+    let mut args: ConfigArgs = toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        let (key, line) = e
+            .span()
+            .map(|span| key_at(text, span.start))
+            .unwrap_or((None, None));
+        let keys = match key.as_deref() {
+            Some(k) if k.starts_with("sweep.") => SWEEP_KEYS,
+            Some(k) if k.starts_with("check.") => CHECK_KEYS,
+            _ => KNOWN_KEYS,
+        };
+        let hint = unknown_key_hint(&msg, keys);
+        let at = line.map_or(String::new(), |l| format!(" (line {l})"));
+        Error::invalid(
+            key.as_deref().unwrap_or("config"),
+            format!("in the TOML file{at}"),
+            format!("{msg}{hint}"),
+        )
+    })?;
+    let sweep = args.sweep.take();
+    let check = args.check.take();
+    Ok((args, sweep, check))
+}
+
+/// The key (prefixed by its table, e.g. `sweep.etas`) on the line holding byte `pos`, and the
+/// line number.
+fn key_at(text: &str, pos: usize) -> (Option<String>, Option<usize>) {
+    let pos = pos.min(text.len());
+    let line_no = text[..pos].matches('\n').count();
+    let mut table = None;
+    for line in text.lines().take(line_no + 1) {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        }
+    }
+    let line = text.lines().nth(line_no).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty())
+        .or_else(|| table.clone().filter(|_| line.trim().starts_with('[')));
+    let key = match (key, table) {
+        (Some(k), Some(t)) if !line.trim().starts_with('[') => Some(format!("{t}.{k}")),
+        (k, _) => k,
+    };
+    (key, Some(line_no + 1))
+}
+
+/// Options of `gdflow sweep` beyond the problem's; in a TOML file they sit in a `[sweep]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepArgs {
+    /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
+    pub etas: Option<Vec<f64>>,
+    /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
+    pub eta_range: Option<String>,
+    /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
+    /// takes to be half learned from the start's scale (MATH §4)]
+    pub horizon: Option<f64>,
+    /// Relative error ε whose first-passage time t_ε is reported [default: 1e-2]
+    pub epsilon: Option<f64>,
+    /// GD steps per trial of the stability-limit bisection; 0 skips it [default: 1000, or
+    /// T/η if larger]
+    pub stability_steps: Option<usize>,
+    /// A trial converges when its final loss is ≤ this fraction of the initial loss
+    /// [default: 1e-4]
+    pub stability_tol: Option<f64>,
+    /// Rows of deviation.csv per step size at most (evenly spaced steps, the last included);
+    /// maxima are always taken over every step [default: 1000]
+    pub max_rows: Option<usize>,
+    /// Run part i of N disjoint parts of the sweep (η number i, i+N, … of the list);
+    /// `gdflow merge` combines the parts' directories
+    pub shard: Option<String>,
+}
+
+/// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
+/// table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckArgs {
+    /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
+    pub drift_c: Option<f64>,
+    /// Relative tolerance of GD's drift identity [default: 1e-8]
+    pub identity_tol: Option<f64>,
+    /// Allowed |order − 1| of GD against the flow [default: 0.15]
+    pub order_tol: Option<f64>,
+    /// Allowed relative deviation of the slope of t_ε against ln(1/α) from 1/σ_r [default: 0.15]
+    pub slope_tol: Option<f64>,
+    /// Allowed relative deviation of each learning time from ln(σ_i/α² − 1)/(2σ_i)
+    /// [default: 0.02]
+    pub incremental_tol: Option<f64>,
+    /// Relative error ε of the convergence times t_ε [default: 0.1]
+    pub epsilon: Option<f64>,
+    /// Bound on the empirical RIP constant δ̂ (reported only when not given)
+    pub rip_bound: Option<f64>,
+    /// Bound on max ρ(t) along the flow (reported only when not given)
+    pub rho_bound: Option<f64>,
+    /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
+    pub alignment_tol: Option<f64>,
+}
+
+impl CheckArgs {
+    pub fn overlaid_by(mut self, top: &CheckArgs) -> Self {
+        overlay!(
+            self,
+            top,
+            drift_c,
+            identity_tol,
+            order_tol,
+            slope_tol,
+            incremental_tol,
+            epsilon,
+            rip_bound,
+            rho_bound,
+            alignment_tol
+        );
+        self
+    }
+}
+
+const CHECK_KEYS: &[&str] = &[
+    "drift_c",
+    "identity_tol",
+    "order_tol",
+    "slope_tol",
+    "incremental_tol",
+    "epsilon",
+    "rip_bound",
+    "rho_bound",
+    "alignment_tol",
+];
+
+const SWEEP_KEYS: &[&str] = &[
+    "etas",
+    "eta_range",
+    "horizon",
+    "epsilon",
+    "stability_steps",
+    "stability_tol",
+    "max_rows",
+    "shard",
+];
+
+impl SweepArgs {
+    /// `self` overlaid by every field `top` sets.
+    pub fn overlaid_by(mut self, top: &SweepArgs) -> Self {
+        if top.etas.is_some() || top.eta_range.is_some() {
+            self.etas = top.etas.clone();
+            self.eta_range = top.eta_range.clone();
+        }
+        overlay!(
+            self,
+            top,
+            horizon,
+            epsilon,
+            stability_steps,
+            stability_tol,
+            max_rows,
+            shard
+        );
+        self
+    }
+}
+
+/// "MIN:MAX:COUNT" → COUNT geometrically spaced values from MIN to MAX.
+pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
+    let bad = |why: &str| Error::invalid("eta_range", spec, why.to_string());
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [lo, hi, count] = parts[..] else {
+        return Err(bad("must be MIN:MAX:COUNT, e.g. 0.01:0.2:6"));
+    };
+    let lo: f64 = lo.trim().parse().map_err(|_| bad("MIN must be a number"))?;
+    let hi: f64 = hi.trim().parse().map_err(|_| bad("MAX must be a number"))?;
+    let count: usize = count
+        .trim()
+        .parse()
+        .map_err(|_| bad("COUNT must be an integer >= 1"))?;
+    if !(lo.is_finite() && lo > 0.0 && hi.is_finite() && hi >= lo) {
+        return Err(bad("needs 0 < MIN <= MAX, both finite"));
+    }
+    if count == 0 || (count == 1 && hi != lo) {
+        return Err(bad("COUNT must be >= 1, and >= 2 when MIN < MAX"));
+    }
+    if count == 1 {
+        return Ok(vec![lo]);
+    }
+    let ratio = (hi / lo).ln() / (count - 1) as f64;
+    Ok((0..count)
+        .map(|i| {
+            if i == count - 1 {
+                hi
+            } else {
+                lo * (ratio * i as f64).exp()
+            }
+        })
+        .collect())
+}
+
+/// Every top-level key of a configuration file.
+pub const KNOWN_KEYS: &[&str] = &[
+    "n1",
+    "n2",
+    "rank",
+    "width",
+    "measurements",
+    "alpha",
+    "kappa",
+    "profile",
+    "singular_values",
+    "operator",
+    "sensing_precision",
+    "noise",
+    "seed",
+    "eta",
+    "steps",
+    "record_every",
+    "flow",
+    "perturbation",
+    "perturbation_size",
+    "symmetric",
+    "method",
+    "rtol",
+    "atol",
+    "problem",
+    "save_problem",
+    "out",
+    "sweep",
+    "check",
+];
+
+fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
+    let Some(start) = msg.find("unknown field `") else {
+        return String::new();
+    };
+    let rest = &msg[start + "unknown field `".len()..];
+    let key = rest.split('`').next().unwrap_or("");
+    known
+        .iter()
+        .map(|k| (strsim_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance; the key list is tiny, so the quadratic table is fine.
+fn strsim_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,418 @@
+//! The resolved configuration: every default applied, every value checked.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigArgs, FlowVariant, Method, OperatorKind, PerturbationModel, Precision, Profile};
+use crate::error::{Error, Result};
+use crate::problem::ProblemSpec;
+
+/// The flow's horizon T may be at most this many of the problem's time units 1/σ_1: an
+/// explicit solver near a minimum needs about T·σ_1/1.75 steps, so beyond it a run would not
+/// end in any useful time.
+pub const MAX_HORIZON_TIMESCALES: f64 = 1e7;
+
+/// The resolved configuration of one run, as recorded in `summary.json` and `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub n1: usize,
+    pub n2: usize,
+    pub rank: usize,
+    pub width: usize,
+    pub measurements: usize,
+    pub alpha: f64,
+    pub kappa: f64,
+    /// `None` for a problem file (whose target is its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub singular_values: Option<Vec<f64>>,
+    pub operator: OperatorKind,
+    pub sensing_precision: Precision,
+    pub noise: f64,
+    pub seed: u64,
+    pub eta: f64,
+    pub steps: usize,
+    pub record_every: usize,
+    pub flow: FlowVariant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<PerturbationModel>,
+    pub perturbation_size: f64,
+    pub symmetric: bool,
+    pub method: Method,
+    pub rtol: f64,
+    pub atol: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub save_problem: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        ConfigArgs::default()
+            .resolve()
+            .expect("the built-in defaults are valid")
+    }
+}
+
+fn positive_finite(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, v, "must be a finite number > 0"))
+    }
+}
+
+impl Config {
+    /// Bytes a run of this configuration holds at its peak: the operator, the target and its
+    /// copies, and the recorded states of GD and the flow.
+    pub fn memory_bytes(&self) -> f64 {
+        let (n1, n2, m, k) = (
+            self.n1 as f64,
+            self.n2 as f64,
+            self.measurements as f64,
+            self.width as f64,
+        );
+        let bytes_per_entry = match self.sensing_precision {
+            Precision::F64 => 1.0,
+            Precision::F32 => 0.5,
+        };
+        let operator = match self.operator {
+            OperatorKind::Gaussian | OperatorKind::File => bytes_per_entry * m * n1 * n2,
+            OperatorKind::Identity | OperatorKind::Custom => 0.0,
+            OperatorKind::Entries => m,
+        };
+        let recorded = (self.steps / self.record_every.max(1)) as f64 + 2.0;
+        let states = 2.0 * recorded * ((n1 + n2) * k + k + 6.0);
+        8.0 * (operator + 6.0 * n1 * n2 + 4.0 * m + states)
+    }
+
+    /// Things that are allowed but probably not what the user meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.problem_warnings();
+        let s1 = self
+            .target_singular_values()
+            .first()
+            .copied()
+            .unwrap_or(1.0);
+        if self.eta > 1.0 / s1 {
+            w.push(format!(
+                "η = {} > 1/σ_1 = {}: beyond GD's usual stability limit near a balanced \
+                 solution (MATH §2); expect oscillation or divergence",
+                self.eta,
+                1.0 / s1
+            ));
+        }
+        w
+    }
+
+    /// [`Self::warnings`] about the problem alone (not GD's step size).
+    pub fn problem_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.width < self.rank {
+            w.push(format!(
+                "width k = {} < rank r = {}: UVᵀ has rank at most k, so X* cannot be reached \
+                 (the error stays at least the norm of σ_{{k+1}}, …, σ_r)",
+                self.width, self.rank
+            ));
+        }
+        let dof = self
+            .rank
+            .saturating_mul(self.n1.saturating_add(self.n2).saturating_sub(self.rank));
+        if self.measurements < dof {
+            w.push(format!(
+                "measurements m = {} < r(n1 + n2 − r) = {dof}, the target's degrees of freedom: \
+                 X* is not identifiable from y",
+                self.measurements
+            ));
+        }
+        w
+    }
+
+    /// The target's singular values, largest first.
+    pub fn target_singular_values(&self) -> Vec<f64> {
+        if let Some(sv) = &self.singular_values {
+            let mut sv = sv.clone();
+            sv.sort_by(|a, b| b.total_cmp(a));
+            return sv;
+        }
+        let r = self.rank;
+        (0..r)
+            .map(|i| {
+                if r == 1 {
+                    return 1.0;
+                }
+                let s = i as f64 / (r - 1) as f64;
+                match self.profile.unwrap_or(Profile::Geometric) {
+                    Profile::Geometric => self.kappa.powf(-s),
+                    Profile::Linear => 1.0 - s * (1.0 - 1.0 / self.kappa),
+                }
+            })
+            .collect()
+    }
+
+    /// Check every value; the error names the field, the value and the allowed range. For a
+    /// problem file the dimensions are checked once they are known ([`Self::validate_sizes`],
+    /// called by `experiments::Setup` after loading).
+    pub fn validate(&self) -> Result<()> {
+        self.validate_values()?;
+        if self.problem.is_none() {
+            self.validate_sizes()?;
+        }
+        Ok(())
+    }
+
+    /// Everything that does not depend on the problem's sizes.
+    pub fn validate_values(&self) -> Result<()> {
+        for (field, v) in [("record_every", self.record_every), ("steps", self.steps)] {
+            if v == 0 {
+                return Err(Error::invalid(field, v, "must be an integer >= 1"));
+            }
+        }
+        if self.sensing_precision == Precision::F32
+            && matches!(
+                self.operator,
+                OperatorKind::Identity | OperatorKind::Entries
+            )
+        {
+            return Err(Error::invalid(
+                "sensing_precision",
+                "f32",
+                "applies to a stored sensing matrix: the gaussian operator or a --problem file",
+            ));
+        }
+        if self.symmetric && self.operator == OperatorKind::Entries {
+            return Err(Error::invalid(
+                "operator",
+                "entries",
+                "the symmetric case needs symmetric A_i: use gaussian or identity",
+            ));
+        }
+        if let (true, Some(model)) = (self.symmetric, self.perturbation) {
+            if !model.keeps_symmetry() {
+                return Err(Error::invalid(
+                    "perturbation",
+                    model.name(),
+                    "the symmetric case needs a symmetric E (MATH §5): use none, sensing or \
+                     noise, whose E is symmetric with symmetric A_i; relative and absolute add \
+                     the non-symmetric direction W",
+                ));
+            }
+        }
+        if (self.operator == OperatorKind::File && self.problem.is_none())
+            || self.operator == OperatorKind::Custom
+        {
+            return Err(Error::invalid(
+                "operator",
+                self.operator.name(),
+                "is set by loading --problem FILE.npz or by handing a problem over; choose \
+                 gaussian, identity or entries",
+            ));
+        }
+        positive_finite("alpha", self.alpha)?;
+        positive_finite("eta", self.eta)?;
+        positive_finite("rtol", self.rtol)?;
+        if !(self.atol.is_finite() && self.atol >= 0.0) {
+            return Err(Error::invalid(
+                "atol",
+                self.atol,
+                "must be a finite number >= 0",
+            ));
+        }
+        if !(self.kappa.is_finite() && self.kappa >= 1.0) {
+            return Err(Error::invalid(
+                "kappa",
+                self.kappa,
+                "must be a finite number >= 1",
+            ));
+        }
+        if !(self.perturbation_size.is_finite() && self.perturbation_size >= 0.0) {
+            return Err(Error::invalid(
+                "perturbation_size",
+                self.perturbation_size,
+                "must be a finite number >= 0",
+            ));
+        }
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(Error::invalid(
+                "noise",
+                self.noise,
+                "must be a finite number >= 0",
+            ));
+        }
+        if let Some(bad) = self
+            .singular_values
+            .iter()
+            .flatten()
+            .find(|s| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(Error::invalid(
+                "singular_values",
+                bad,
+                "every value must be finite and > 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sizes, the target's spectrum against the rank, what the run needs in memory, and
+    /// the flow's horizon against the problem's time scale.
+    pub fn validate_sizes(&self) -> Result<()> {
+        for (field, v) in [
+            ("n1", self.n1),
+            ("n2", self.n2),
+            ("rank", self.rank),
+            ("width", self.width),
+            ("measurements", self.measurements),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(field, v, "must be an integer >= 1"));
+            }
+        }
+        if self.rank > self.n1.min(self.n2) {
+            return Err(Error::invalid(
+                "rank",
+                self.rank,
+                format!("must be <= min(n1, n2) = {}", self.n1.min(self.n2)),
+            ));
+        }
+        // Sizes come from users (and fuzzers): products must not overflow before the memory
+        // check below can refuse them.
+        let n12 = self.n1.checked_mul(self.n2).ok_or_else(|| {
+            Error::invalid(
+                "n1",
+                self.n1,
+                format!("n1·n2 overflows with n2 = {}", self.n2),
+            )
+        })?;
+        if self.symmetric && self.n1 != self.n2 {
+            return Err(Error::invalid(
+                "symmetric",
+                format!("n1 = {}, n2 = {}", self.n1, self.n2),
+                "the symmetric case needs n1 = n2",
+            ));
+        }
+        match self.operator {
+            OperatorKind::Identity if self.measurements != n12 => {
+                return Err(Error::invalid(
+                    "measurements",
+                    self.measurements,
+                    format!("must equal n1·n2 = {n12} for the identity operator"),
+                ));
+            }
+            OperatorKind::Entries if self.measurements > n12 => {
+                return Err(Error::invalid(
+                    "measurements",
+                    self.measurements,
+                    format!("must be <= n1·n2 = {n12} for entry sampling (distinct entries)"),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(sv) = &self.singular_values {
+            if sv.len() != self.rank {
+                return Err(Error::invalid(
+                    "singular_values",
+                    format!("{sv:?}"),
+                    format!("must list exactly rank = {} values", self.rank),
+                ));
+            }
+        }
+        self.check_memory()?;
+        let n = self
+            .width
+            .checked_mul(if self.symmetric {
+                self.n1
+            } else {
+                self.n1.saturating_add(self.n2)
+            })
+            .unwrap_or(usize::MAX);
+        crate::dynamics::flow::check_implicit_memory(self.method, n, self.measurements)?;
+        self.check_horizon(self.target_singular_values()[0])
+    }
+
+    /// T = η·steps must be finite and at most [`MAX_HORIZON_TIMESCALES`]/σ_1.
+    pub fn check_horizon(&self, sigma1: f64) -> Result<()> {
+        let horizon = self.eta * self.steps as f64;
+        let limit = MAX_HORIZON_TIMESCALES / sigma1;
+        if !(horizon.is_finite() && horizon <= limit) {
+            return Err(Error::invalid(
+                "eta",
+                self.eta,
+                format!(
+                    "the flow's horizon T = eta·steps = {horizon:e} must be finite and at most \
+                     {MAX_HORIZON_TIMESCALES:e}/σ_1 = {limit:e} (the flow would need about \
+                     T·σ_1 solver steps)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The problem this configuration generates (or, for a file, what fills what it lacks).
+    pub fn problem_spec(&self) -> ProblemSpec {
+        ProblemSpec {
+            n1: self.n1,
+            n2: self.n2,
+            width: self.width,
+            measurements: self.measurements,
+            alpha: self.alpha,
+            singular_values: self.target_singular_values(),
+            operator: self.operator,
+            precision: self.sensing_precision,
+            noise: self.noise,
+            seed: self.seed,
+            symmetric: self.symmetric,
+        }
+    }
+
+    /// The resolved configuration as a TOML table without the keys in `leave_out` (e.g. what a
+    /// problem file fixed, or the output paths).
+    pub fn table_without(&self, leave_out: &[&str]) -> Result<toml::Table> {
+        let mut table = toml::Table::try_from(self)
+            .map_err(|e| Error::serialise("config.toml", e.to_string()))?;
+        for key in leave_out {
+            table.remove(*key);
+        }
+        Ok(table)
+    }
+
+    fn check_memory(&self) -> Result<()> {
+        let n12 = self.n1 as f64 * self.n2 as f64;
+        let needed = self.memory_bytes();
+        let available = crate::resources::available_or_default() as f64;
+        if needed > 0.8 * available {
+            let (field, value) = match self.operator {
+                OperatorKind::Gaussian
+                    if 8.0 * self.measurements as f64 * n12 > 0.4 * available =>
+                {
+                    ("measurements", self.measurements.to_string())
+                }
+                _ if self.steps / self.record_every.max(1) > 1_000_000 => {
+                    ("record_every", self.record_every.to_string())
+                }
+                _ => ("n1", self.n1.to_string()),
+            };
+            return Err(Error::invalid(
+                field,
+                value,
+                format!(
+                    "the run would need about {:.1} GiB but about {:.1} GiB are available; use a \
+                     smaller problem{}",
+                    needed / f64::from(1u32 << 30),
+                    available / f64::from(1u32 << 30),
+                    if field == "record_every" {
+                        " or record fewer steps"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

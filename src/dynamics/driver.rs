@@ -1,0 +1,280 @@
+//! The loop every discrete method runs in: evaluate, test for divergence, show the iterate to
+//! the observers, keep what [`SaveAt`] asks for, step. Several runs on one field advance in
+//! lockstep, so that a [`Stepper`] can share each pass over the sensing matrix between them.
+
+use super::{Status, Stepper, Trajectory};
+use crate::field::{Field, Workspace};
+
+/// Which iterates a run keeps as states.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveAt {
+    /// Iterates 0, n, 2n, … and the last.
+    Every(usize),
+    /// Only the last iterate reached.
+    Last,
+    /// None (observers see every iterate anyway).
+    Nothing,
+}
+
+impl SaveAt {
+    fn keeps(&self, j: usize, steps: usize) -> bool {
+        match self {
+            SaveAt::Every(n) => j % n.max(&1) == 0 || j == steps,
+            SaveAt::Last => j == steps,
+            SaveAt::Nothing => false,
+        }
+    }
+}
+
+/// The one divergence rule: the loss is non-finite, a state entry is non-finite, or the loss
+/// exceeds `factor`·max(f(x_0), 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Divergence {
+    pub factor: f64,
+}
+
+impl Default for Divergence {
+    fn default() -> Self {
+        Self { factor: 1e12 }
+    }
+}
+
+impl Divergence {
+    fn bound(&self, loss0: f64) -> f64 {
+        self.factor * loss0.max(1.0)
+    }
+}
+
+/// One run: step size, number of steps, what to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    pub eta: f64,
+    pub steps: usize,
+    pub save: SaveAt,
+    pub divergence: Divergence,
+}
+
+impl RunOptions {
+    /// `steps` steps of size `eta`, keeping every `record_every`-th iterate and the last.
+    pub fn new(eta: f64, steps: usize, record_every: usize) -> Self {
+        Self {
+            eta,
+            steps,
+            save: SaveAt::Every(record_every.max(1)),
+            divergence: Divergence::default(),
+        }
+    }
+
+    /// The steps [`SaveAt`] keeps when the run completes.
+    pub fn saved_steps(&self) -> Vec<usize> {
+        (0..=self.steps)
+            .filter(|&j| self.save.keeps(j, self.steps))
+            .collect()
+    }
+}
+
+/// What an observer sees of one iterate.
+pub struct Iterate<'a> {
+    /// Which run of the driver (0 for a single run).
+    pub run: usize,
+    pub step: usize,
+    pub t: f64,
+    pub state: &'a [f64],
+    pub loss: f64,
+    /// The field's workspace at this iterate (G at x_j), when the stepper has one.
+    pub workspace: Option<&'a Workspace>,
+}
+
+/// Sees every iterate of every run, in order, after its divergence test.
+pub trait Observer {
+    fn observe(&mut self, it: &Iterate<'_>);
+}
+
+impl<F: FnMut(&Iterate<'_>)> Observer for F {
+    fn observe(&mut self, it: &Iterate<'_>) {
+        self(it)
+    }
+}
+
+struct Run<S> {
+    stepper: S,
+    x: Vec<f64>,
+    opts: RunOptions,
+    bound: f64,
+    last_loss: f64,
+    done: bool,
+    traj: Trajectory,
+}
+
+/// Runs one or more trajectories of a stepper on a field, one iterate at a time.
+pub struct Driver<'f, S: Stepper> {
+    field: &'f dyn Field,
+    runs: Vec<Run<S>>,
+    step: usize,
+}
+
+impl<'f, S: Stepper> Driver<'f, S> {
+    /// One run from `x0`.
+    pub fn new(field: &'f dyn Field, stepper: S, x0: &[f64], opts: RunOptions) -> Self {
+        Self::batch(field, vec![(stepper, x0.to_vec(), opts)])
+    }
+
+    /// Several runs, each with its own stepper, start and options.
+    pub fn batch(field: &'f dyn Field, runs: Vec<(S, Vec<f64>, RunOptions)>) -> Self {
+        let runs = runs
+            .into_iter()
+            .map(|(stepper, x, opts)| {
+                assert_eq!(x.len(), field.state_len(), "start of the field's shape");
+                Run {
+                    stepper,
+                    x,
+                    opts,
+                    bound: f64::INFINITY,
+                    last_loss: f64::NAN,
+                    done: false,
+                    traj: Trajectory::empty(),
+                }
+            })
+            .collect();
+        Self {
+            field,
+            runs,
+            step: 0,
+        }
+    }
+
+    /// The index of the next iterate to be evaluated.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Whether every run has ended.
+    pub fn is_done(&self) -> bool {
+        self.runs.iter().all(|r| r.done)
+    }
+
+    /// Evaluate iterate j of every unfinished run, test it for divergence, show it to
+    /// `observer`, keep it if asked, and step from it. Returns whether a run is unfinished.
+    pub fn advance(&mut self, observer: &mut dyn Observer) -> bool
+    where
+        S: Sized,
+    {
+        let j = self.step;
+        let active: Vec<usize> = (0..self.runs.len())
+            .filter(|&b| !self.runs[b].done)
+            .collect();
+        if active.is_empty() {
+            return false;
+        }
+        let losses = if active.len() == 1 {
+            let r = &mut self.runs[active[0]];
+            vec![r.stepper.evaluate(self.field, &r.x)]
+        } else {
+            let (xs, mut steppers): (Vec<&[f64]>, Vec<&mut S>) = self
+                .runs
+                .iter_mut()
+                .filter(|r| !r.done)
+                .map(|r| {
+                    let Run { x, stepper, .. } = r;
+                    (x.as_slice(), stepper)
+                })
+                .unzip();
+            S::evaluate_batch(&mut steppers, self.field, &xs)
+        };
+        for (&b, loss) in active.iter().zip(losses) {
+            let r = &mut self.runs[b];
+            if j == 0 {
+                r.bound = r.opts.divergence.bound(loss);
+            }
+            let t = j as f64 * r.opts.eta;
+            // The loss at x_j comes with the field at x_j, so divergence is caught before x_j
+            // is kept and non-finite values never reach an output.
+            if !loss.is_finite() || loss > r.bound || r.x.iter().any(|v| !v.is_finite()) {
+                r.traj.status = Status::Diverged {
+                    step: j,
+                    t,
+                    loss,
+                    last_loss: r.last_loss,
+                };
+                r.done = true;
+                continue;
+            }
+            r.last_loss = loss;
+            observer.observe(&Iterate {
+                run: b,
+                step: j,
+                t,
+                state: &r.x,
+                loss,
+                workspace: r.stepper.workspace(),
+            });
+            if r.opts.save.keeps(j, r.opts.steps) {
+                r.traj.steps.push(j);
+                r.traj.times.push(t);
+                r.traj.states.push(r.x.clone());
+            }
+            if j == r.opts.steps {
+                r.done = true;
+                continue;
+            }
+            r.stepper.advance(self.field, &mut r.x, r.opts.eta);
+        }
+        self.step += 1;
+        !self.is_done()
+    }
+
+    /// Advance until every run has ended.
+    pub fn run(mut self, observer: &mut dyn Observer) -> Vec<Trajectory> {
+        while self.advance(observer) {}
+        self.finish()
+    }
+
+    /// The trajectories (runs still unfinished end where they stand).
+    pub fn finish(self) -> Vec<Trajectory> {
+        self.runs.into_iter().map(|r| r.traj).collect()
+    }
+
+    /// The current state of run `b`.
+    pub fn state(&self, b: usize) -> &[f64] {
+        &self.runs[b].x
+    }
+}
+
+/// Run GD from `x0`, keeping the iterates `opts` asks for.
+pub fn gradient_descent(field: &dyn Field, x0: &[f64], opts: &RunOptions) -> Trajectory {
+    let mut none = |_: &Iterate<'_>| {};
+    Driver::new(field, super::Gd::new(), x0, opts.clone())
+        .run(&mut none)
+        .pop()
+        .expect("one run")
+}
+
+/// GD at several step sizes (or lengths) from one start, in lockstep: each step evaluates
+/// every unfinished run with one pass of 𝒜 and one of 𝒜* over the sensing matrix per eight
+/// runs ([`Field::rhs_batch`]). Every trajectory equals [`gradient_descent`]'s to rounding:
+/// the batched products sum in another order.
+pub fn gradient_descent_batch(
+    field: &dyn Field,
+    x0: &[f64],
+    opts: &[RunOptions],
+) -> Vec<Trajectory> {
+    let starts = vec![x0; opts.len()];
+    gradient_descent_batch_from(field, &starts, opts)
+}
+
+/// [`gradient_descent_batch`] with a start of its own for every run (several seeds or α
+/// values on one operator): run b starts from `starts[b]` with `opts[b]`.
+pub fn gradient_descent_batch_from(
+    field: &dyn Field,
+    starts: &[&[f64]],
+    opts: &[RunOptions],
+) -> Vec<Trajectory> {
+    assert_eq!(starts.len(), opts.len(), "one start per run");
+    let runs = starts
+        .iter()
+        .zip(opts)
+        .map(|(x, o)| (super::Gd::new(), x.to_vec(), o.clone()))
+        .collect();
+    let mut none = |_: &Iterate<'_>| {};
+    Driver::batch(field, runs).run(&mut none)
+}

@@ -1,0 +1,104 @@
+//! Dynamics on a [`crate::field::Field`]: discrete methods stepped by one [`Driver`], and
+//! flows integrated by one adapter ([`flow`], the only user of diffsol).
+//!
+//! In the spirit of argmin's problem/solver/executor and diffrax's term/solver/SaveAt:
+//!
+//! | piece | role |
+//! |---|---|
+//! | [`Stepper`] | one discrete method: evaluate at x_j, then step to x_{j+1} ([`Gd`] is GD) |
+//! | [`Driver`] | the loop: one divergence rule, [`Observer`]s of every iterate, [`SaveAt`] |
+//! | [`flow::solve_flow`] | a field's flow at requested times, with a hook at each output |
+//! | [`sharpness`] | the top eigenvalues of ∇²f from Hessian–vector products |
+//! | [`stability`] | the largest step size at which GD converges, by bisection |
+
+use serde::{Deserialize, Serialize};
+
+mod driver;
+pub mod flow;
+pub mod sharpness;
+pub mod stability;
+mod stepper;
+
+pub use driver::{
+    gradient_descent, gradient_descent_batch, gradient_descent_batch_from, Divergence, Driver,
+    Iterate, Observer, RunOptions, SaveAt,
+};
+pub use stepper::{Gd, Stepper};
+
+/// How a trajectory ended. Divergence and solver failure are results, not errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Completed,
+    /// The loss became non-finite or exceeded the divergence bound at `step` (time `t`);
+    /// `last_loss` is the last finite loss, at step − 1.
+    Diverged {
+        step: usize,
+        t: f64,
+        loss: f64,
+        last_loss: f64,
+    },
+    /// The flow solver stopped at time `t` for `reason`.
+    Failed {
+        t: f64,
+        reason: String,
+    },
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Diverged { .. } => "diverged",
+            Status::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// States at output times; only finite states are kept.
+#[derive(Debug, Clone)]
+pub struct Trajectory {
+    pub steps: Vec<usize>,
+    pub times: Vec<f64>,
+    pub states: Vec<Vec<f64>>,
+    pub status: Status,
+}
+
+impl Trajectory {
+    pub fn empty() -> Self {
+        Self {
+            steps: vec![],
+            times: vec![],
+            states: vec![],
+            status: Status::Completed,
+        }
+    }
+}
+
+/// Which continuous-time dynamics GD is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowVariant {
+    /// The gradient flow x' = −∇f (GD's first-order limit).
+    Plain,
+    /// GD's modified flow x' = −∇f̃, f̃ = f + (η/4)‖∇f‖² (second-order accurate).
+    Modified,
+}
+
+impl FlowVariant {
+    pub const ALL: [FlowVariant; 2] = [FlowVariant::Plain, FlowVariant::Modified];
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowVariant::Plain => "plain",
+            FlowVariant::Modified => "modified",
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            FlowVariant::Plain => "the gradient flow x' = −∇f (GD's first-order limit)",
+            FlowVariant::Modified => {
+                "GD's modified flow x' = −∇f̃, f̃ = f + (η/4)‖∇f‖² (second-order accurate)"
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The algebraically largest eigenvalues of the Hessian ∇²f and their eigenvectors, from
+//! Hessian–vector products (MATH §8): block Lanczos with full reorthogonalisation, i.e.
+//! Rayleigh–Ritz on a growing block Krylov space, with a residual test on every Ritz pair.
+//!
+//! Not power iteration: that finds the eigenvalue of largest *modulus*, and near the saddle at
+//! the origin the Hessian has pairs ±σ_i(𝒜*y) where the negative one can win. The block (of
+//! size ≥ the multiplicity) finds repeated top eigenvalues, which the factorisation's Hessian
+//! has. A start from the previous call's vectors (warm start) makes a call along a trajectory
+//! cheap.
+//!
+//! Written here rather than taken from a crate: the Lanczos crates on crates.io take stored
+//! matrices (not a Hessian–vector product), run a fixed number of steps without a residual
+//! test, or build on another nalgebra version.
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::field::{Field, Workspace};
+use crate::problem::sub_rng;
+
+/// Stream of the random start vectors (after the problem's streams 1–4).
+pub const STREAM_POWER: u64 = 5;
+
+/// What to compute and when to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EigenOptions {
+    /// How many of the top eigenpairs must converge.
+    pub count: usize,
+    /// Vectors added to the Krylov space per step (≥ the multiplicity to be resolved).
+    pub block: usize,
+    /// A Ritz pair (θ, y) has converged when ‖Hy − θy‖ ≤ tol·max_i |θ_i|.
+    pub tol: f64,
+    /// Budget of Hessian–vector products.
+    pub max_hvps: usize,
+    /// Restart (keeping the best Ritz vectors) when the basis reaches this size.
+    pub max_basis: usize,
+}
+
+impl Default for EigenOptions {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            block: 2,
+            tol: 1e-6,
+            max_hvps: 2000,
+            max_basis: 60,
+        }
+    }
+}
+
+/// The top eigenpairs found, largest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopEigen {
+    /// Ritz values, largest first (`count` of them, or fewer if the space was smaller).
+    pub values: Vec<f64>,
+    /// ‖Hy − θy‖ of each (an eigenvalue lies within it of θ).
+    pub residuals: Vec<f64>,
+    /// Unit Ritz vectors.
+    #[serde(skip)]
+    pub vectors: Vec<Vec<f64>>,
+    /// Every requested pair passed the residual test.
+    pub converged: bool,
+    pub hvps: usize,
+    /// The scale the tolerance was relative to (largest |Ritz value|).
+    pub scale: f64,
+}
+
+impl TopEigen {
+    /// λ_max, if it converged.
+    pub fn lambda_max(&self) -> Option<f64> {
+        self.values.first().copied().filter(|_| self.converged)
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// Orthonormalise `v` against `basis` (twice, classical Gram–Schmidt: stable to rounding);
+/// `None` when nothing of it is left.
+fn orthonormalise(basis: &[Vec<f64>], mut v: Vec<f64>) -> Option<Vec<f64>> {
+    let before = norm(&v);
+    if before == 0.0 || !before.is_finite() {
+        return None;
+    }
+    for _ in 0..2 {
+        for q in basis {
+            let c = dot(q, &v);
+            v.iter_mut().zip(q).for_each(|(x, qi)| *x -= c * qi);
+        }
+    }
+    let after = norm(&v);
+    if after <= 1e-10 * before {
+        return None;
+    }
+    v.iter_mut().for_each(|x| *x /= after);
+    Some(v)
+}
+
+/// Combination Σ_j c_j·vs_j.
+fn combine(vs: &[Vec<f64>], c: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut out = vec![0.0; vs[0].len()];
+    for (v, cj) in vs.iter().zip(c) {
+        out.iter_mut().zip(v).for_each(|(o, x)| *o += cj * x);
+    }
+    out
+}
+
+/// The top `opts.count` eigenpairs of ∇²f at `state`. `start` (e.g. the previous call's
+/// vectors) seeds the first block; random vectors from `seed` fill it up.
+pub fn top_eigenpairs(
+    field: &dyn Field,
+    state: &[f64],
+    start: &[Vec<f64>],
+    opts: &EigenOptions,
+    seed: u64,
+) -> TopEigen {
+    let n = field.state_len();
+    let block = opts.block.max(1).min(n);
+    let count = opts.count.max(1).min(n);
+    let mut ws: Workspace = field.workspace();
+    let mut rng = sub_rng(seed, STREAM_POWER);
+    let mut random =
+        move || -> Vec<f64> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
+    let mut q: Vec<Vec<f64>> = Vec::new();
+    let mut hq: Vec<Vec<f64>> = Vec::new();
+    let mut hvps = 0;
+    let mut pending: Vec<Vec<f64>> = start.iter().take(block.max(count)).cloned().collect();
+    let mut result = TopEigen {
+        values: vec![],
+        residuals: vec![],
+        vectors: vec![],
+        converged: false,
+        hvps: 0,
+        scale: 0.0,
+    };
+    let mut fills = 0;
+    loop {
+        // Extend the basis by the pending block (filled up with random vectors).
+        while pending.len() < block && fills < 4 * block {
+            pending.push(random());
+            fills += 1;
+        }
+        let mut added = 0;
+        for v in pending.drain(..) {
+            if q.len() >= n {
+                break;
+            }
+            if let Some(v) = orthonormalise(&q, v) {
+                let mut h = vec![0.0; n];
+                field.hvp(state, &v, &mut h, &mut ws);
+                hvps += 1;
+                q.push(v);
+                hq.push(h);
+                added += 1;
+            }
+        }
+        // Rayleigh–Ritz on span(q).
+        let d = q.len();
+        if d == 0 {
+            break;
+        }
+        let t = DMatrix::from_fn(d, d, |i, j| 0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])));
+        let eig = SymmetricEigen::new(t);
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+        let scale = eig.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let keep = (count + block).min(d);
+        let mut ritz = Vec::with_capacity(keep);
+        for &i in order.iter().take(keep) {
+            let s = eig.eigenvectors.column(i);
+            let y = combine(&q, s.iter().copied());
+            let hy = combine(&hq, s.iter().copied());
+            let theta = eig.eigenvalues[i];
+            let r: Vec<f64> = hy.iter().zip(&y).map(|(h, yy)| h - theta * yy).collect();
+            ritz.push((theta, y, hy, r));
+        }
+        let tol = opts.tol * scale.max(f64::MIN_POSITIVE);
+        let top = count.min(ritz.len());
+        let converged = top == count && ritz[..top].iter().all(|(_, _, _, r)| norm(r) <= tol);
+        result = TopEigen {
+            values: ritz[..top].iter().map(|p| p.0).collect(),
+            residuals: ritz[..top].iter().map(|p| norm(&p.3)).collect(),
+            vectors: ritz[..top].iter().map(|p| p.1.clone()).collect(),
+            converged,
+            hvps,
+            scale,
+        };
+        if converged || hvps >= opts.max_hvps || d >= n || (added == 0 && fills >= 4 * block) {
+            // A space that is the whole of R^N is exact: its Ritz pairs are eigenpairs.
+            if d >= n {
+                result.converged = top == count;
+            }
+            break;
+        }
+        // Next block: the residuals of the best unconverged Ritz pairs.
+        pending = ritz
+            .iter()
+            .filter(|(_, _, _, r)| norm(r) > tol)
+            .take(block)
+            .map(|p| p.3.clone())
+            .collect();
+        if q.len() + block > opts.max_basis.max(count + 2 * block) {
+            // Thick restart: keep the best Ritz vectors and their images (no new products).
+            // They are orthonormal to rounding, as Rayleigh–Ritz needs.
+            q = ritz.iter().map(|p| p.1.clone()).collect();
+            hq = ritz.iter().map(|p| p.2.clone()).collect();
+        }
+    }
+    result
+}
+
+/// λ_max of the Hessian at a state (the top Ritz value; see [`TopEigen::lambda_max`] for
+/// whether it may be used).
+pub fn sharpness(
+    field: &dyn Field,
+    state: &[f64],
+    seed: u64,
+    tol: f64,
+    max_hvps: usize,
+) -> TopEigen {
+    top_eigenpairs(
+        field,
+        state,
+        &[],
+        &EigenOptions {
+            tol,
+            max_hvps,
+            ..EigenOptions::default()
+        },
+        seed,
+    )
+}

@@ -1,0 +1,101 @@
+//! Discrete methods: what one step does, apart from the loop that runs it ([`super::Driver`]).
+
+use crate::field::{Field, Workspace};
+
+/// One discrete method. The driver calls [`Stepper::evaluate`] at every iterate x_j (its loss
+/// decides divergence and goes to the observers), then [`Stepper::advance`] to x_{j+1}.
+pub trait Stepper {
+    /// Short name for reports.
+    fn name(&self) -> String;
+    /// Evaluate at the iterate `x` about to be stepped from; returns the loss there.
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64;
+    /// Replace `x` by the next iterate, step size `eta`; the last call was `evaluate(x)`.
+    fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64);
+    /// The field's workspace at the last evaluation (G at x_j), where the method has one.
+    fn workspace(&self) -> Option<&Workspace> {
+        None
+    }
+    /// Evaluate several runs, one per stepper, at once. The default evaluates them one by
+    /// one; [`Gd`] shares each pass over the sensing matrix between them.
+    fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64>
+    where
+        Self: Sized,
+    {
+        steppers
+            .iter_mut()
+            .zip(xs)
+            .map(|(s, x)| s.evaluate(field, x))
+            .collect()
+    }
+}
+
+/// Gradient descent U ← U − ηGV, V ← V − ηGᵀU, both from the old iterate (MATH §2):
+/// x ← x + η F(x).
+#[derive(Clone, Debug, Default)]
+pub struct Gd {
+    f: Vec<f64>,
+    ws: Option<Workspace>,
+}
+
+impl Gd {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// F(x_j) of the last evaluation.
+    pub fn direction(&self) -> &[f64] {
+        &self.f
+    }
+}
+
+impl Stepper for Gd {
+    fn name(&self) -> String {
+        "gd".into()
+    }
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        self.f.resize(x.len(), 0.0);
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        field.rhs(x, &mut self.f, ws)
+    }
+    fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
+        for (xi, fi) in x.iter_mut().zip(&self.f) {
+            *xi += eta * fi;
+        }
+    }
+    fn workspace(&self) -> Option<&Workspace> {
+        self.ws.as_ref()
+    }
+    /// 𝒜 and 𝒜* applied to every run in one pass over the sensing matrix per eight runs
+    /// ([`Field::rhs_batch`]); the steppers' workspaces are not updated.
+    fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64> {
+        let mut outs: Vec<Vec<f64>> = steppers
+            .iter_mut()
+            .zip(xs)
+            .map(|(s, x)| {
+                s.ws = None;
+                let mut f = std::mem::take(&mut s.f);
+                f.resize(x.len(), 0.0);
+                f
+            })
+            .collect();
+        let losses = field.rhs_batch(xs, &mut outs);
+        for (s, f) in steppers.iter_mut().zip(outs) {
+            s.f = f;
+        }
+        losses
+    }
+}
+
+impl<S: Stepper + ?Sized> Stepper for Box<S> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        (**self).evaluate(field, x)
+    }
+    fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
+        (**self).advance(field, x, eta)
+    }
+    fn workspace(&self) -> Option<&Workspace> {
+        (**self).workspace()
+    }
+}

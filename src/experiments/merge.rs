@@ -1,0 +1,127 @@
+//! `gdflow merge`: the parts of a sharded sweep combined into the unsharded sweep's result.
+
+use super::sweep::fits;
+use crate::dynamics::Status;
+use crate::error::{Error, Result};
+use crate::results::sweep::{
+    load_sweep, ReferenceSolves, StabilityReport, SweepResult, SweepSettings, SweepSummary,
+    SweepTimings,
+};
+
+/// Combine the output directories of the parts `--shard 1/N` … `--shard N/N` of one sweep into
+/// the result the unsharded sweep gives: the same points and deviation rows (so the same CSVs,
+/// byte for byte), the fits recomputed over all step sizes, the stability report of part 1.
+pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
+    let parts = dirs
+        .iter()
+        .map(|d| load_sweep(d).map(|r| (d, r)))
+        .collect::<Result<Vec<_>>>()?;
+    let bad = |d: &std::path::Path, why: String| Error::invalid("merge", d.display(), why);
+    let (first_dir, first) = parts
+        .first()
+        .ok_or_else(|| Error::invalid("merge", "[]", "needs the parts' directories"))?;
+    let count = first
+        .summary
+        .sweep
+        .shard
+        .ok_or_else(|| {
+            bad(
+                first_dir,
+                "is not a part of a sharded sweep (no `shard`)".into(),
+            )
+        })?
+        .count;
+    let mut seen = vec![false; count];
+    let unsharded = |s: &SweepSettings| SweepSettings {
+        shard: None,
+        ..s.clone()
+    };
+    for (d, p) in &parts {
+        let shard = p
+            .summary
+            .sweep
+            .shard
+            .ok_or_else(|| bad(d, "is not a part of a sharded sweep".into()))?;
+        if shard.count != count
+            || p.summary.provenance.config != first.summary.provenance.config
+            || unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep)
+        {
+            return Err(bad(
+                d,
+                format!("belongs to a different sweep than {}", first_dir.display()),
+            ));
+        }
+        if std::mem::replace(&mut seen[shard.index - 1], true) {
+            return Err(bad(d, format!("repeats part {}/{count}", shard.index)));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::invalid(
+            "merge",
+            format!("{} parts", parts.len()),
+            format!("part {}/{count} is missing", missing + 1),
+        ));
+    }
+    let settings = unsharded(&first.summary.sweep);
+    let mut points = Vec::new();
+    let mut deviations = Vec::new();
+    for &eta in &settings.etas {
+        for (_, p) in &parts {
+            if let Some(q) = p.summary.points.iter().find(|q| q.eta == eta) {
+                points.push(q.clone());
+                deviations.extend(p.deviations.iter().filter(|r| r.eta == eta).cloned());
+            }
+        }
+    }
+    let status = parts
+        .iter()
+        .map(|(_, p)| p.summary.reference.status.clone())
+        .find(|s| *s != Status::Completed)
+        .unwrap_or(Status::Completed);
+    let (fit_plain, fit_modified) = fits(&points, &status);
+    let stability = parts.iter().find_map(|(_, p)| p.summary.stability.clone());
+    let mut counts = first.summary.operator_counts;
+    let mut timings = SweepTimings::default();
+    for (i, (_, p)) in parts.iter().enumerate() {
+        if i > 0 {
+            counts.apply += p.summary.operator_counts.apply;
+            counts.adjoint += p.summary.operator_counts.adjoint;
+        }
+        let t = &p.summary.timings;
+        timings.problem_seconds += t.problem_seconds;
+        timings.reference_seconds += t.reference_seconds;
+        timings.points_seconds += t.points_seconds;
+        timings.stability_seconds += t.stability_seconds;
+        timings.total_seconds += t.total_seconds;
+    }
+    let s = &first.summary;
+    let summary = SweepSummary {
+        provenance: s.provenance.clone(),
+        sweep: settings,
+        warnings: s.warnings.clone(),
+        problem: s.problem.clone(),
+        order_plain: fit_plain.order,
+        order_modified: fit_modified.order,
+        stability_limit: stability
+            .as_ref()
+            .and_then(|st| st.bisection.as_ref())
+            .and_then(|b| b.limit),
+        two_over_lambda_max: stability
+            .as_ref()
+            .and_then(StabilityReport::two_over_lambda_max),
+        fit_plain,
+        fit_modified,
+        stability,
+        reference: ReferenceSolves {
+            status,
+            ..s.reference.clone()
+        },
+        points,
+        operator_counts: counts,
+        timings,
+    };
+    Ok(SweepResult {
+        summary,
+        deviations,
+    })
+}

@@ -1,0 +1,367 @@
+//! The one way into every experiment: resolve the configuration, refuse what the command
+//! cannot use, check the output paths, build or load the problem (checking every option a
+//! loaded file overrides against the file), check memory and horizon, save the problem if
+//! asked — all before any expensive work — and build the field the configuration describes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, ConfigArgs, FlowVariant, OperatorKind};
+use crate::error::{Error, Result};
+use crate::field::{Field, Modified, Perturbation, Perturbed, SensingField};
+use crate::problem::{Problem, ProblemSource};
+use crate::results::Provenance;
+
+/// The command a configuration is set up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Sweep,
+    Check,
+}
+
+impl Command {
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Run => "run",
+            Command::Sweep => "sweep",
+            Command::Check => "check",
+        }
+    }
+
+    /// Options the command has no use for, with what to do instead: refused, never recorded
+    /// as if they had acted.
+    fn refused(self, args: &ConfigArgs) -> Option<(&'static str, &'static str)> {
+        let given = |set: bool, field, why| set.then_some((field, why));
+        match self {
+            Command::Run => None,
+            Command::Sweep => given(args.eta.is_some(), "eta", "use --etas or --eta-range")
+                .or(given(args.steps.is_some(), "steps", "use --horizon"))
+                .or(given(
+                    args.record_every.is_some(),
+                    "record_every",
+                    "use --max-rows",
+                ))
+                .or(given(
+                    args.flow.is_some(),
+                    "flow",
+                    "a sweep compares with both flows",
+                )),
+            Command::Check => given(
+                args.flow.is_some(),
+                "flow",
+                "the checks are predictions about the plain gradient flow (its conservation \
+                 law, GD's order against it)",
+            ),
+        }
+    }
+}
+
+/// A resolved configuration and its problem, ready for an experiment.
+#[derive(Clone)]
+pub struct Setup {
+    pub config: Config,
+    pub problem: Problem,
+    /// Configuration keys whose values came from the problem file.
+    pub from_file: Vec<String>,
+    /// Wall-clock seconds spent building or loading (and saving) the problem.
+    pub seconds: f64,
+    /// Whether atol was given (it then scales with α in [`Setup::with_alpha`]; otherwise it is
+    /// the default rtol·α/√k there too).
+    atol_given: bool,
+}
+
+/// Relative agreement asked of a given value with the file's.
+const FILE_TOL: f64 = 1e-9;
+
+fn agrees(a: f64, b: f64) -> bool {
+    (a - b).abs() <= FILE_TOL * a.abs().max(b.abs())
+}
+
+impl Setup {
+    /// Everything before the experiment proper: see the module documentation. `force` lets
+    /// `--out` name a directory that already holds files.
+    pub fn new(args: &ConfigArgs, command: Command, force: bool) -> Result<Self> {
+        let start = Instant::now();
+        if let Some((field, why)) = command.refused(args) {
+            return Err(Error::invalid(
+                field,
+                "given",
+                format!("is not an option of `gdflow {}`: {why}", command.name()),
+            ));
+        }
+        let mut cfg = args.resolve()?;
+        if let Some(dir) = &cfg.out {
+            crate::output::check_out_dir(dir, force)?;
+        }
+        if let Some(path) = &cfg.save_problem {
+            crate::output::check_file_target("save_problem", path)?;
+        }
+        let (problem, from_file) = match cfg.problem.clone() {
+            None => (Problem::generate(&cfg.problem_spec())?, Vec::new()),
+            Some(path) => {
+                let problem = Problem::load_npz(&path, &cfg.problem_spec())?;
+                let from_file = adopt_file(args, &mut cfg, &problem)?;
+                cfg.validate_sizes()?;
+                (problem, from_file)
+            }
+        };
+        if let Some(path) = &cfg.save_problem {
+            problem.save_npz(path)?;
+        }
+        Ok(Self {
+            config: cfg,
+            problem,
+            from_file,
+            seconds: start.elapsed().as_secs_f64(),
+            atol_given: args.atol.is_some(),
+        })
+    }
+
+    /// A set-up for a problem built in code (a custom operator, a closed form): `config`
+    /// supplies what the problem does not (η, steps, solver, perturbation, seed…); the sizes,
+    /// the target and α come from the problem.
+    pub fn from_problem(mut config: Config, problem: Problem) -> Result<Self> {
+        let sv = problem.target_sv.clone();
+        if sv.is_empty() {
+            return Err(Error::invalid(
+                "problem",
+                "x_star = 0",
+                "the target must have rank >= 1",
+            ));
+        }
+        config.n1 = problem.n1();
+        config.n2 = problem.n2();
+        config.measurements = problem.m();
+        config.width = problem.width();
+        config.rank = sv.len();
+        config.kappa = sv[0] / sv[sv.len() - 1];
+        config.singular_values = Some(sv);
+        config.profile = None;
+        config.symmetric = problem.symmetric;
+        config.alpha = problem.start_scale();
+        config.problem = None;
+        config.operator = OperatorKind::Gaussian;
+        config.validate_values()?;
+        config.validate_sizes()?;
+        config.operator = OperatorKind::Custom;
+        Ok(Self {
+            config,
+            problem,
+            from_file: Vec::new(),
+            seconds: 0.0,
+            atol_given: true,
+        })
+    }
+
+    /// The start (vec U_0, vec V_0).
+    pub fn start(&self) -> Vec<f64> {
+        self.problem.start_state()
+    }
+
+    /// The field the configuration describes: the sensing field (symmetric when asked), or
+    /// the perturbed flow of `--perturbation` around it. GD and every flow run on it.
+    pub fn field(&self) -> Arc<dyn Field> {
+        let plain = SensingField::from_problem(&self.problem);
+        match self.config.perturbation {
+            None => Arc::new(plain),
+            Some(model) => Arc::new(Perturbed::new(
+                plain,
+                Perturbation::new(
+                    model,
+                    self.config.perturbation_size,
+                    &self.problem,
+                    self.config.seed,
+                ),
+            )),
+        }
+    }
+
+    /// The field of the flow GD at step `eta` is compared with.
+    pub fn flow_field(&self, variant: FlowVariant, eta: f64) -> Arc<dyn Field> {
+        match variant {
+            FlowVariant::Plain => self.field(),
+            FlowVariant::Modified => Arc::new(Modified::new(self.field(), eta)),
+        }
+    }
+
+    /// The provenance every summary starts with.
+    pub fn provenance(&self) -> Provenance<Config> {
+        Provenance::new(
+            self.config.seed,
+            self.config.clone(),
+            self.from_file.clone(),
+        )
+    }
+
+    /// The same problem with its start at scale `alpha`: regenerated (the operator, target and
+    /// start direction have seed streams of their own, so only the scale changes), or for a
+    /// loaded problem its start scaled by alpha/α. The default atol follows the new scale.
+    pub fn with_alpha(&self, alpha: f64) -> Result<Setup> {
+        let mut c = self.config.clone();
+        let old = c.alpha;
+        c.alpha = alpha;
+        c.atol = if self.atol_given {
+            c.atol * alpha / old
+        } else {
+            c.rtol * alpha / (c.width as f64).sqrt()
+        };
+        let problem = match &self.problem.source {
+            ProblemSource::File { .. } => {
+                let mut p = self.problem.clone();
+                p.u0 *= alpha / old;
+                p.v0 *= alpha / old;
+                p
+            }
+            ProblemSource::Generated => Problem::generate(&c.problem_spec())?,
+        };
+        Ok(Setup {
+            config: c,
+            problem,
+            from_file: self.from_file.clone(),
+            seconds: 0.0,
+            atol_given: self.atol_given,
+        })
+    }
+}
+
+/// Check every given option a problem file fixes against the file, refuse those it makes
+/// meaningless, and fill the configuration from it. Returns the keys that came from it.
+fn adopt_file(args: &ConfigArgs, cfg: &mut Config, problem: &Problem) -> Result<Vec<String>> {
+    let ProblemSource::File {
+        path,
+        has_y,
+        has_u0,
+        has_v0,
+    } = &problem.source
+    else {
+        unreachable!("loaded from a file")
+    };
+    let shown = path.display();
+    let file_has = |what: &str| format!("the problem file {shown} has {what}");
+    if problem.target_sv.is_empty() {
+        return Err(Error::npz(
+            path,
+            "`x_star` is zero: the target must have rank >= 1",
+        ));
+    }
+    let start_in_file = *has_u0 && (*has_v0 || problem.symmetric);
+    let sv = &problem.target_sv;
+    let kappa = sv[0] / sv[sv.len() - 1];
+    let sizes = [
+        ("n1", args.n1, problem.n1()),
+        ("n2", args.n2, problem.n2()),
+        ("measurements", args.measurements, problem.m()),
+        ("rank", args.rank, sv.len()),
+    ];
+    for (field, given, actual) in sizes {
+        if let Some(g) = given.filter(|&g| g != actual) {
+            return Err(Error::invalid(
+                field,
+                g,
+                file_has(&format!("{field} = {actual}")),
+            ));
+        }
+    }
+    if let Some(g) = args
+        .width
+        .filter(|&g| g != problem.width() && (*has_u0 || *has_v0))
+    {
+        return Err(Error::invalid(
+            "width",
+            g,
+            file_has(&format!("start factors of width k = {}", problem.width())),
+        ));
+    }
+    if let Some(given) = &args.singular_values {
+        let mut given = given.clone();
+        given.sort_by(|a, b| b.total_cmp(a));
+        if given.len() != sv.len() || given.iter().zip(sv).any(|(a, b)| !agrees(*a, *b)) {
+            return Err(Error::invalid(
+                "singular_values",
+                format!("{given:?}"),
+                file_has(&format!("a target with singular values {sv:?}")),
+            ));
+        }
+    }
+    if let Some(g) = args.kappa.filter(|&g| !agrees(g, kappa)) {
+        return Err(Error::invalid(
+            "kappa",
+            g,
+            file_has(&format!("a target with κ = σ_1/σ_r = {kappa}")),
+        ));
+    }
+    let refuse = |field: &str, value: String, why: String| Err(Error::invalid(field, value, why));
+    if let Some(p) = args.profile {
+        return refuse(
+            "profile",
+            p.name().into(),
+            format!("has no effect: {}", file_has("its own target `x_star`")),
+        );
+    }
+    if let Some(op) = args.operator.filter(|&o| o != OperatorKind::File) {
+        return refuse(
+            "operator",
+            op.name().into(),
+            format!("has no effect: {}", file_has("its own operator `sensing`")),
+        );
+    }
+    if let (Some(s), true) = (args.noise, *has_y) {
+        return refuse(
+            "noise",
+            s.to_string(),
+            format!(
+                "has no effect: {}; noise is added only when y is generated",
+                file_has("its own observations `y`")
+            ),
+        );
+    }
+    if let (Some(a), true) = (args.alpha, start_in_file) {
+        return refuse(
+            "alpha",
+            a.to_string(),
+            format!(
+                "has no effect: {}; α sets the scale of a generated start",
+                file_has("its own start `u0`, `v0`")
+            ),
+        );
+    }
+    let mut from_file: Vec<String> = [
+        "n1",
+        "n2",
+        "rank",
+        "measurements",
+        "singular_values",
+        "kappa",
+        "operator",
+        "profile",
+    ]
+    .map(String::from)
+    .to_vec();
+    cfg.n1 = problem.n1();
+    cfg.n2 = problem.n2();
+    cfg.measurements = problem.m();
+    cfg.width = problem.width();
+    cfg.rank = sv.len();
+    cfg.singular_values = Some(sv.clone());
+    cfg.kappa = kappa;
+    cfg.profile = None;
+    cfg.operator = OperatorKind::File;
+    if *has_y {
+        from_file.push("noise".into());
+    }
+    if *has_u0 || *has_v0 {
+        from_file.push("width".into());
+    }
+    if start_in_file {
+        // α is the file's (its `alpha` array, or what its start measures)
+        cfg.alpha = problem.start_scale();
+        from_file.push("alpha".into());
+    }
+    if args.atol.is_none() {
+        // below the smallest start scale in play, whatever the file holds (MATH §7)
+        let scale = cfg.alpha.min(problem.start_scale());
+        cfg.atol = cfg.rtol * scale / (cfg.width as f64).sqrt();
+    }
+    Ok(from_file)
+}

@@ -1,0 +1,586 @@
+//! `gdflow sweep`: GD against the gradient flow and against GD's modified flow over a range of
+//! step sizes (MATH §2, §6, §7).
+//!
+//! For each η, GD runs j = 0..J with Jη ≤ T and is compared at every step with
+//! - the plain flow at t_j = jη, solved once for all η at the union of their output times, and
+//! - the modified flow x' = F − (η/2)·J·F, solved per η,
+//!
+//! both on the field the configuration describes (the perturbed flow of `--perturbation`
+//! included). Each flow is solved twice, at (rtol, atol) and 100× tighter; the tighter solve is
+//! the reference and the distance between the two is reported beside every deviation as the
+//! reference's error (an overestimate: it is essentially the looser solve's error). A deviation
+//! not above it is flagged and kept out of the order fits.
+
+use std::time::Instant;
+
+use nalgebra::DMatrix;
+use rayon::prelude::*;
+
+use super::Setup;
+use crate::analysis::fit::{first_passage, fit_order, OrderFit};
+use crate::analysis::record::balance;
+use crate::config::{parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES};
+use crate::dynamics::flow::{solve_flow, FlowOptions, SolverStats};
+use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
+use crate::dynamics::stability::{stability_limit, StabilityOptions};
+use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
+use crate::error::{Error, Result};
+use crate::field::Field;
+use crate::problem::Problem;
+use crate::results::run::ProblemInfo;
+use crate::results::sweep::{
+    DeviationRow, Peak, ReferenceSolves, Shard, StabilityReport, SweepPoint, SweepResult,
+    SweepSettings, SweepSummary, SweepTimings,
+};
+use crate::results::Provenance;
+
+/// The reference is solved again with tolerances divided by this to estimate its error.
+pub const TIGHTENING: f64 = 100.0;
+
+/// GD runs at most this many steps per step size.
+const MAX_STEPS: f64 = 1e8;
+
+fn settings_check(
+    field: &str,
+    ok: bool,
+    value: impl std::fmt::Display,
+    allowed: &str,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, value, allowed.to_string()))
+    }
+}
+
+/// The sweep's settings: defaults depend on the problem, η up to 0.2/σ_1 and
+/// T = 1.5·ln(σ_r/α²)/σ_r.
+pub fn resolve_settings(
+    args: &SweepArgs,
+    cfg: &Config,
+    problem: &Problem,
+) -> Result<SweepSettings> {
+    let s1 = problem.target_sv[0];
+    let sr = *problem.target_sv.last().expect("rank >= 1");
+    let mut etas = match (&args.etas, &args.eta_range) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "etas",
+                "both --etas and --eta-range",
+                "give one of them",
+            ))
+        }
+        (Some(list), None) => list.clone(),
+        (None, Some(spec)) => parse_eta_range(spec)?,
+        (None, None) => parse_eta_range(&format!("{}:{}:6", 0.01 / s1, 0.2 / s1))?,
+    };
+    settings_check(
+        "etas",
+        !etas.is_empty(),
+        "[]",
+        "must list at least one step size",
+    )?;
+    for &eta in &etas {
+        settings_check(
+            "etas",
+            eta.is_finite() && eta > 0.0,
+            eta,
+            "every step size must be finite and > 0",
+        )?;
+    }
+    etas.sort_by(f64::total_cmp);
+    etas.dedup();
+    let horizon = args
+        .horizon
+        .unwrap_or_else(|| 1.5 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr);
+    settings_check(
+        "horizon",
+        horizon.is_finite() && horizon > 0.0,
+        horizon,
+        "must be a finite number > 0",
+    )?;
+    settings_check(
+        "horizon",
+        horizon * s1 <= MAX_HORIZON_TIMESCALES,
+        horizon,
+        &format!(
+            "must be at most {MAX_HORIZON_TIMESCALES:e}/σ_1 = {:e} (the flows would need \
+             about T·σ_1 solver steps)",
+            MAX_HORIZON_TIMESCALES / s1
+        ),
+    )?;
+    for &eta in &etas {
+        settings_check(
+            "etas",
+            eta <= horizon,
+            eta,
+            &format!("every step size must be <= the horizon T = {horizon} (at least one GD step)"),
+        )?;
+        settings_check(
+            "etas",
+            horizon / eta <= MAX_STEPS,
+            eta,
+            &format!("T/η must be <= {MAX_STEPS:e} GD steps (T = {horizon})"),
+        )?;
+    }
+    let epsilon = args.epsilon.unwrap_or(1e-2);
+    settings_check(
+        "epsilon",
+        epsilon.is_finite() && epsilon > 0.0,
+        epsilon,
+        "must be a finite number > 0",
+    )?;
+    let stability_tol = args.stability_tol.unwrap_or(1e-4);
+    settings_check(
+        "stability_tol",
+        stability_tol > 0.0 && stability_tol < 1.0,
+        stability_tol,
+        "must lie in (0, 1)",
+    )?;
+    let max_rows = args.max_rows.unwrap_or(1000);
+    settings_check(
+        "max_rows",
+        max_rows >= 1,
+        max_rows,
+        "must be an integer >= 1",
+    )?;
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    Ok(SweepSettings {
+        etas,
+        horizon,
+        epsilon,
+        stability_steps: args.stability_steps.unwrap_or(1000),
+        stability_tol,
+        max_rows,
+        shard,
+    })
+}
+
+/// The keys of the resolved configuration a sweep uses: everything but GD's own (η, steps,
+/// recording, flow variant), the output paths, and what a problem file fixed.
+pub fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
+    let mut leave_out = vec![
+        "eta",
+        "steps",
+        "record_every",
+        "flow",
+        "out",
+        "save_problem",
+    ];
+    leave_out.extend(setup.from_file.iter().map(String::as_str));
+    setup.config.table_without(&leave_out)
+}
+
+/// Resolve the sweep's settings against a set-up problem and run it.
+pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<SweepResult> {
+    let settings = resolve_settings(args, &setup.config, &setup.problem)?;
+    run_sweep(setup, &settings, show_progress)
+}
+
+/// States of one flow solve, split per step size.
+struct PerEta {
+    states: Vec<Vec<Vec<f64>>>,
+    status: Status,
+    stats: SolverStats,
+}
+
+/// Solve the plain flow once at the union of every step size's output times.
+fn plain_flow_all(
+    field: &dyn Field,
+    x0: &[f64],
+    etas: &[f64],
+    steps: &[usize],
+    opts: &FlowOptions,
+) -> Result<PerEta> {
+    let mut outputs: Vec<(f64, usize)> = etas
+        .iter()
+        .zip(steps)
+        .enumerate()
+        .flat_map(|(i, (&eta, &n))| (0..=n).map(move |j| (j as f64 * eta, i)))
+        .collect();
+    outputs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let times: Vec<f64> = outputs.iter().map(|o| o.0).collect();
+    let labels: Vec<usize> = (0..times.len()).collect();
+    let sol = solve_flow(field, x0, &times, &labels, opts)?;
+    let mut states: Vec<Vec<Vec<f64>>> = steps.iter().map(|&n| Vec::with_capacity(n + 1)).collect();
+    // Within one step size the times ascend with j, so pushing in time order keeps j order.
+    for (state, (_, i)) in sol.trajectory.states.into_iter().zip(&outputs) {
+        states[*i].push(state);
+    }
+    Ok(PerEta {
+        states,
+        status: sol.trajectory.status,
+        stats: sol.stats,
+    })
+}
+
+struct Ctx<'a> {
+    field: &'a dyn Field,
+    setup: &'a Setup,
+    x0: Vec<f64>,
+    x_star: &'a DMatrix<f64>,
+    x_star_norm: f64,
+    d0: DMatrix<f64>,
+    settings: &'a SweepSettings,
+    flow_opts: FlowOptions,
+}
+
+fn split_diff(field: &dyn Field, a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let (ua, va) = field.factors().split(a);
+    let (ub, vb) = field.factors().split(b);
+    let dx = (field.product(a) - field.product(b)).norm();
+    (dx, (ua - ub).norm(), (va - vb).norm())
+}
+
+fn compare_point(
+    ctx: &Ctx,
+    eta: f64,
+    plain: &[Vec<f64>],
+    plain_tight: &[Vec<f64>],
+) -> Result<(SweepPoint, Vec<DeviationRow>)> {
+    let field = ctx.field;
+    let n = ctx.settings.steps_for(eta);
+    let steps: Vec<usize> = (0..=n).collect();
+    let times: Vec<f64> = steps.iter().map(|&j| j as f64 * eta).collect();
+    let mod_field = ctx.setup.flow_field(FlowVariant::Modified, eta);
+    let mod_opts = ctx.flow_opts;
+    let (modified, modified_tight) = rayon::join(
+        || solve_flow(mod_field.as_ref(), &ctx.x0, &times, &steps, &mod_opts),
+        || {
+            solve_flow(
+                mod_field.as_ref(),
+                &ctx.x0,
+                &times,
+                &steps,
+                &mod_opts.tightened(TIGHTENING),
+            )
+        },
+    );
+    let (modified, modified_tight) = (modified?, modified_tight?);
+    let mod_states = &modified.trajectory.states;
+    let mod_tight_states = &modified_tight.trajectory.states;
+    let comparable = plain
+        .len()
+        .min(plain_tight.len())
+        .min(mod_states.len())
+        .min(mod_tight_states.len());
+
+    let stride = (n + 1).div_ceil(ctx.settings.max_rows).max(1);
+    let mut rows = Vec::new();
+    let mut ws = field.workspace();
+    let zero = Peak::new();
+    let (mut max_dev, mut max_u, mut max_v, mut max_loss, mut max_mod) =
+        (zero, zero, zero, zero, zero);
+    let (mut ref_error, mut ref_error_modified, mut max_drift_gd) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut t_eps_gd, mut t_eps_flow) = (None, None);
+    let mut prev_flow_err: Option<(f64, f64)> = None;
+    let mut last_row: Option<DeviationRow> = None;
+    let eps = ctx.settings.epsilon;
+    let rel = |x: &[f64]| (field.product(x) - ctx.x_star).norm() / ctx.x_star_norm;
+    let drift = |x: &[f64]| (balance(field, x) - &ctx.d0).norm();
+
+    let gd_opts = RunOptions {
+        save: SaveAt::Nothing,
+        ..RunOptions::new(eta, n, n.max(1))
+    };
+    let mut compare = |it: &Iterate<'_>| {
+        let (j, loss_gd, x) = (it.step, it.loss, it.state);
+        if j >= comparable {
+            return;
+        }
+        let t = j as f64 * eta;
+        let (dev, dev_u, dev_v) = split_diff(field, x, &plain_tight[j]);
+        let ref_err = (field.product(&plain[j]) - field.product(&plain_tight[j])).norm();
+        let dev_mod = (field.product(x) - field.product(&mod_tight_states[j])).norm();
+        let ref_err_mod =
+            (field.product(&mod_states[j]) - field.product(&mod_tight_states[j])).norm();
+        let loss_flow = field.loss(&plain_tight[j], &mut ws);
+        let rel_gd = rel(x);
+        let rel_flow = rel(&plain_tight[j]);
+        let drift_gd = drift(x);
+        max_dev.update(dev, j, t);
+        max_u.update(dev_u, j, t);
+        max_v.update(dev_v, j, t);
+        max_loss.update((loss_gd - loss_flow).abs(), j, t);
+        max_mod.update(dev_mod, j, t);
+        ref_error = ref_error.max(ref_err);
+        ref_error_modified = ref_error_modified.max(ref_err_mod);
+        max_drift_gd = max_drift_gd.max(drift_gd);
+        if t_eps_gd.is_none() && rel_gd < eps {
+            t_eps_gd = Some(t);
+        }
+        if t_eps_flow.is_none() {
+            t_eps_flow = first_passage(prev_flow_err, t, rel_flow, eps);
+        }
+        prev_flow_err = Some((t, rel_flow));
+        let row = DeviationRow {
+            eta,
+            step: j,
+            t,
+            dev,
+            dev_rel: dev / ctx.x_star_norm,
+            dev_u,
+            dev_v,
+            loss_gd,
+            loss_flow,
+            loss_diff: loss_gd - loss_flow,
+            ref_error: ref_err,
+            below_ref: dev <= ref_err,
+            dev_modified: dev_mod,
+            dev_modified_rel: dev_mod / ctx.x_star_norm,
+            ref_error_modified: ref_err_mod,
+            below_ref_modified: dev_mod <= ref_err_mod,
+            rel_error_gd: rel_gd,
+            rel_error_flow: rel_flow,
+            rel_error_modified: rel(&mod_tight_states[j]),
+            drift_gd,
+            drift_flow: drift(&plain_tight[j]),
+        };
+        if j % stride == 0 {
+            rows.push(row);
+        } else {
+            last_row = Some(row);
+        }
+    };
+    let gd = Driver::new(field, Gd::new(), &ctx.x0, gd_opts)
+        .run(&mut compare)
+        .pop()
+        .expect("one run");
+    // The last compared step always closes the table.
+    if let Some(row) = last_row {
+        if rows.last().is_none_or(|r| r.step < row.step) {
+            rows.push(row);
+        }
+    }
+    let last = rows.last();
+    let point = SweepPoint {
+        eta,
+        steps: n,
+        compared_steps: last.map_or(0, |r| r.step),
+        gd_status: gd.status,
+        modified_flow_status: if modified_tight.trajectory.status != Status::Completed {
+            modified_tight.trajectory.status.clone()
+        } else {
+            modified.trajectory.status.clone()
+        },
+        max_dev_rel: max_dev.value / ctx.x_star_norm,
+        max_dev,
+        max_dev_u: max_u,
+        max_dev_v: max_v,
+        max_loss_diff: max_loss,
+        ref_error,
+        below_ref: max_dev.value <= ref_error,
+        max_dev_modified_rel: max_mod.value / ctx.x_star_norm,
+        max_dev_modified: max_mod,
+        ref_error_modified,
+        below_ref_modified: max_mod.value <= ref_error_modified,
+        final_rel_error_gd: last.map_or(f64::NAN, |r| r.rel_error_gd),
+        final_rel_error_flow: last.map_or(f64::NAN, |r| r.rel_error_flow),
+        final_rel_error_modified: last.map_or(f64::NAN, |r| r.rel_error_modified),
+        t_eps_gd,
+        t_eps_flow,
+        final_drift_gd: last.map_or(f64::NAN, |r| r.drift_gd),
+        final_drift_flow: last.map_or(f64::NAN, |r| r.drift_flow),
+        max_drift_gd,
+        modified_solver: modified.stats,
+        modified_solver_tight: modified_tight.stats,
+    };
+    Ok((point, rows))
+}
+
+/// Run a sweep with resolved settings on a set-up problem.
+pub fn run_sweep(
+    setup: &Setup,
+    settings: &SweepSettings,
+    show_progress: bool,
+) -> Result<SweepResult> {
+    let start = Instant::now();
+    let (cfg, problem) = (&setup.config, &setup.problem);
+    let field = setup.field();
+    let field = field.as_ref();
+    let x0 = problem.start_state();
+    let flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
+    let etas = settings.active_etas();
+    let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
+    let bar = super::progress::bar(
+        show_progress,
+        3.0 * problem.op.entries_per_pass() as f64 * total_steps as f64,
+        etas.len() as u64 + 2,
+        "stage",
+    );
+    bar.set_message("reference flow (two tolerances)");
+
+    // One more output, at the sharpness time: a pseudo step size of one step.
+    let t_sharp = settings.sharpness_time();
+    let mut out_etas = etas.clone();
+    out_etas.push(t_sharp);
+    let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
+    steps.push(1);
+    let t = Instant::now();
+    let (plain, plain_tight) = rayon::join(
+        || plain_flow_all(field, &x0, &out_etas, &steps, &flow_opts),
+        || {
+            let tight = flow_opts.tightened(TIGHTENING);
+            plain_flow_all(field, &x0, &out_etas, &steps, &tight)
+        },
+    );
+    let (plain, mut plain_tight) = (plain?, plain_tight?);
+    let sharp_state = plain_tight
+        .states
+        .pop()
+        .and_then(|mut s| s.pop().filter(|_| s.len() == 1))
+        .map(|x| (t_sharp, x));
+    let reference_seconds = t.elapsed().as_secs_f64();
+    bar.inc(1);
+    bar.set_message("step sizes");
+
+    let ctx = Ctx {
+        field,
+        setup,
+        x0: x0.clone(),
+        x_star: &problem.x_star,
+        x_star_norm: problem.x_star.norm(),
+        d0: balance(field, &x0),
+        settings,
+        flow_opts,
+    };
+    let t = Instant::now();
+    let results: Vec<Result<(SweepPoint, Vec<DeviationRow>)>> = etas
+        .par_iter()
+        .enumerate()
+        .map(|(i, &eta)| {
+            let r = compare_point(&ctx, eta, &plain.states[i], &plain_tight.states[i]);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    let points_seconds = t.elapsed().as_secs_f64();
+    let mut points = Vec::with_capacity(results.len());
+    let mut deviations = Vec::new();
+    for r in results {
+        let (p, rows) = r?;
+        points.push(p);
+        deviations.extend(rows);
+    }
+
+    let plain_status = match (&plain.status, &plain_tight.status) {
+        (Status::Completed, s) => s.clone(),
+        (s, _) => s.clone(),
+    };
+    let (fit_plain, fit_modified) = fits(&points, &plain_status);
+
+    bar.set_message("stability limit");
+    let t = Instant::now();
+    let stability = if settings.shard.is_none_or(|s| s.index == 1) {
+        Some(stability_report(&ctx, sharp_state, settings, cfg.seed))
+    } else {
+        None
+    };
+    let stability_seconds = t.elapsed().as_secs_f64();
+    bar.inc(1);
+    bar.finish_and_clear();
+
+    let two_over_lambda_max = stability
+        .as_ref()
+        .and_then(StabilityReport::two_over_lambda_max);
+    let summary = SweepSummary {
+        provenance: Provenance::new(
+            cfg.seed,
+            sweep_config_table(setup)?,
+            setup.from_file.clone(),
+        ),
+        sweep: settings.clone(),
+        warnings: cfg.problem_warnings(),
+        problem: ProblemInfo::new(problem),
+        order_plain: fit_plain.order,
+        order_modified: fit_modified.order,
+        stability_limit: stability
+            .as_ref()
+            .and_then(|s| s.bisection.as_ref())
+            .and_then(|b| b.limit),
+        two_over_lambda_max,
+        fit_plain,
+        fit_modified,
+        stability,
+        reference: ReferenceSolves {
+            status: plain_status,
+            solver: plain.stats,
+            solver_tight: plain_tight.stats,
+        },
+        points,
+        operator_counts: problem.op.counts(),
+        timings: SweepTimings {
+            problem_seconds: setup.seconds,
+            reference_seconds,
+            points_seconds,
+            stability_seconds,
+            total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
+        },
+    };
+    Ok(SweepResult {
+        summary,
+        deviations,
+    })
+}
+
+/// Both order fits from the points (the sweep's, or a merge's).
+pub fn fits(points: &[SweepPoint], plain_status: &Status) -> (OrderFit, OrderFit) {
+    let completed = |p: &SweepPoint| {
+        p.gd_status == Status::Completed
+            && *plain_status == Status::Completed
+            && p.compared_steps == p.steps
+    };
+    let fit_plain = fit_order(
+        &points
+            .iter()
+            .map(|p| (p.eta, p.max_dev.value, p.ref_error, completed(p)))
+            .collect::<Vec<_>>(),
+    );
+    let fit_modified = fit_order(
+        &points
+            .iter()
+            .map(|p| {
+                let ok = completed(p) && p.modified_flow_status == Status::Completed;
+                (p.eta, p.max_dev_modified.value, p.ref_error_modified, ok)
+            })
+            .collect::<Vec<_>>(),
+    );
+    (fit_plain, fit_modified)
+}
+
+/// The sharpness (the algebraically largest eigenvalue of ∇²f, by block Lanczos) at the
+/// reference state at [`SweepSettings::sharpness_time`] (the start if the reference failed
+/// before it), and the bisection started from 2/λ_max, or from 1/σ_1 when λ_max did not
+/// converge (an unconverged estimate is reported as such, never used).
+fn stability_report(
+    ctx: &Ctx,
+    sharp_state: Option<(f64, Vec<f64>)>,
+    settings: &SweepSettings,
+    seed: u64,
+) -> StabilityReport {
+    let (t_end, state) = sharp_state.unwrap_or((0.0, ctx.x0.clone()));
+    let state = &state;
+    let sharp = top_eigenpairs(ctx.field, state, &[], &EigenOptions::default(), seed);
+    let steps_per_trial = settings.stability_steps;
+    let sigma1 = ctx.setup.problem.target_sv[0];
+    let guess = match sharp.lambda_max() {
+        Some(l) if l > 0.0 => 2.0 / l,
+        _ => 1.0 / sigma1,
+    };
+    let bisection = (steps_per_trial > 0).then(|| {
+        let opts = StabilityOptions {
+            steps: steps_per_trial.max(settings.steps_for(guess.min(settings.horizon))),
+            tol: settings.stability_tol,
+            rel_width: 5e-3,
+        };
+        stability_limit(ctx.field, &ctx.x0, guess, &opts)
+    });
+    StabilityReport {
+        sharpness_t: t_end,
+        sharpness_rel_error: (ctx.field.product(state) - ctx.x_star).norm() / ctx.x_star_norm,
+        sharpness: sharp,
+        bisection_start: guess,
+        bisection,
+        steps_per_trial,
+    }
+}

@@ -1,0 +1,493 @@
+//! The vector fields every dynamics runs on (MATH §2, §5): GD steps along them, the flows
+//! integrate them.
+//!
+//! A state is one vector (vec U, vec V) of length N = (n1 + n2)·k, both factors column-major
+//! (vec U alone, N = n1·k, in the symmetric case), described by [`Factors`].
+//!
+//! | type | field | what it wraps |
+//! |---|---|---|
+//! | [`SensingField`] | F = (−GV, −GᵀU), G = 𝒜*(𝒜(UVᵀ) − y) = ∇_X f | the operator and y |
+//! | [`Perturbed`] | F = ((X* − UVᵀ + E)V, (X* − UVᵀ + E)ᵀU), E from a model (MATH §5) | a [`SensingField`] |
+//! | [`Modified`] | F̃ = F − (η/2)·J·F, GD's second-order modified field | any [`Field`] |
+//!
+//! The first two are [`FactorGradient`]s: a matrix G(X) of X = UVᵀ, mapped to the factors.
+//! Every [`FactorGradient`] is a [`Field`] through one implementation of the factor maps, so a
+//! new one (another perturbation model, a preconditioned gradient) only says what G, its
+//! derivative and its second derivative are.
+//!
+//! | quantity | operator passes (sensing) |
+//! |---|---|
+//! | loss | 1 |
+//! | rhs (G and F) | 2 |
+//! | jvp (G cached by state) | 2 |
+//! | second derivative D²F[u, w] | 6 |
+//! | Jacobian (one GEMM) | 2 + one pass building C |
+//! | modified rhs | 4 |
+
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
+use serde::{Deserialize, Serialize};
+
+use crate::operator::SensingOperator;
+
+mod modified;
+mod perturbed;
+mod sensing;
+
+pub use modified::Modified;
+pub use perturbed::{Perturbation, PerturbationModel, Perturbed, STREAM_PERTURBATION};
+pub use sensing::SensingField;
+
+/// The shape of a state: U (n1×k) and V (n2×k), or U alone with V = U in the symmetric case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factors {
+    pub n1: usize,
+    pub n2: usize,
+    pub k: usize,
+    pub symmetric: bool,
+}
+
+impl Factors {
+    /// N = (n1 + n2)·k (n1·k in the symmetric case).
+    pub fn state_len(&self) -> usize {
+        if self.symmetric {
+            self.n1 * self.k
+        } else {
+            (self.n1 + self.n2) * self.k
+        }
+    }
+
+    /// Views of U (n1×k) and V (n2×k) inside a state (both U in the symmetric case).
+    pub fn split<'s>(&self, state: &'s [f64]) -> (DMatrixView<'s, f64>, DMatrixView<'s, f64>) {
+        let nu = self.n1 * self.k;
+        if self.symmetric {
+            let u = DMatrixView::from_slice(&state[..nu], self.n1, self.k);
+            return (u, u);
+        }
+        (
+            DMatrixView::from_slice(&state[..nu], self.n1, self.k),
+            DMatrixView::from_slice(&state[nu..], self.n2, self.k),
+        )
+    }
+
+    /// Mutable views of U and V (asymmetric states only).
+    pub fn split_mut<'s>(
+        &self,
+        state: &'s mut [f64],
+    ) -> (DMatrixViewMut<'s, f64>, DMatrixViewMut<'s, f64>) {
+        let nu = self.n1 * self.k;
+        let (a, b) = state.split_at_mut(nu);
+        (
+            DMatrixViewMut::from_slice(a, self.n1, self.k),
+            DMatrixViewMut::from_slice(b, self.n2, self.k),
+        )
+    }
+
+    /// UVᵀ of a state.
+    pub fn product(&self, state: &[f64]) -> DMatrix<f64> {
+        let (u, v) = self.split(state);
+        u * v.transpose()
+    }
+
+    /// Ẋ = ŮVᵀ + UV̊ᵀ, the product's derivative at `state` in direction `dir`, into `out`.
+    pub fn product_dot(&self, state: &[f64], dir: &[f64], out: &mut DMatrix<f64>) {
+        let (u, v) = self.split(state);
+        let (du, dv) = self.split(dir);
+        out.gemm(1.0, &du, &v.transpose(), 0.0);
+        out.gemm(1.0, &u, &dv.transpose(), 1.0);
+    }
+
+    /// out = (−GV, −GᵀU), or −GU in the symmetric case.
+    pub fn map_gradient(&self, state: &[f64], g: &DMatrix<f64>, out: &mut [f64]) {
+        let (u, v) = self.split(state);
+        if self.symmetric {
+            DMatrixViewMut::from_slice(out, self.n1, self.k).gemm(-1.0, g, &u, 0.0);
+            return;
+        }
+        let (mut fu, mut fv) = self.split_mut(out);
+        fu.gemm(-1.0, g, &v, 0.0);
+        fv.gemm_tr(-1.0, g, &u, 0.0);
+    }
+
+    /// The derivative of [`Self::map_gradient`] along `dir` with Ġ the derivative of G:
+    /// out = −(ĠV + GV̊, ĠᵀU + GᵀŮ), or −(ĠU + GŮ).
+    pub fn map_gradient_dot(
+        &self,
+        state: &[f64],
+        dir: &[f64],
+        g: &DMatrix<f64>,
+        gdot: &DMatrix<f64>,
+        out: &mut [f64],
+    ) {
+        let (u, v) = self.split(state);
+        let (du, dv) = self.split(dir);
+        if self.symmetric {
+            let mut ou = DMatrixViewMut::from_slice(out, self.n1, self.k);
+            ou.gemm(-1.0, gdot, &u, 0.0);
+            ou.gemm(-1.0, g, &du, 1.0);
+            return;
+        }
+        let (mut ou, mut ov) = self.split_mut(out);
+        ou.gemm(-1.0, gdot, &v, 0.0);
+        ou.gemm(-1.0, g, &dv, 1.0);
+        ov.gemm_tr(-1.0, gdot, &u, 0.0);
+        ov.gemm_tr(-1.0, g, &du, 1.0);
+    }
+}
+
+/// Scratch buffers of one caller, and the G of the last state seen, so that a jvp at the
+/// state of the preceding rhs evaluation (what Newton iterations do) costs two passes, not
+/// four. One workspace per thread.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub(crate) x: DMatrix<f64>,
+    pub(crate) r: Vec<f64>,
+    pub(crate) g: DMatrix<f64>,
+    pub(crate) loss: f64,
+    pub(crate) cached: Option<Vec<f64>>,
+    pub(crate) xdot: DMatrix<f64>,
+    pub(crate) rdot: Vec<f64>,
+    pub(crate) gdot: DMatrix<f64>,
+    /// The inner field while a wrapper assembles its own.
+    pub(crate) plain: Vec<f64>,
+    /// R = X* − UVᵀ of the cached state (perturbed fields).
+    pub(crate) resid: DMatrix<f64>,
+    pub(crate) scratch: DMatrix<f64>,
+}
+
+impl Workspace {
+    /// Buffers for states of shape `factors` and `m` measurements.
+    pub fn new(factors: Factors, m: usize) -> Self {
+        let (n1, n2) = (factors.n1, factors.n2);
+        Self {
+            x: DMatrix::zeros(n1, n2),
+            r: vec![0.0; m],
+            g: DMatrix::zeros(n1, n2),
+            loss: f64::NAN,
+            cached: None,
+            xdot: DMatrix::zeros(n1, n2),
+            rdot: vec![0.0; m],
+            gdot: DMatrix::zeros(n1, n2),
+            plain: vec![0.0; factors.state_len()],
+            resid: DMatrix::zeros(n1, n2),
+            scratch: DMatrix::zeros(n1, n2),
+        }
+    }
+
+    /// G at the state of the last evaluation.
+    pub fn g(&self) -> &DMatrix<f64> {
+        &self.g
+    }
+
+    /// The residual r = 𝒜(UVᵀ) − y of the last evaluation (sensing fields).
+    pub fn residual(&self) -> &[f64] {
+        &self.r
+    }
+
+    /// Whether `state` is the state of the last evaluation.
+    pub(crate) fn holds(&self, state: &[f64]) -> bool {
+        self.cached.as_deref() == Some(state)
+    }
+
+    pub(crate) fn remember(&mut self, state: &[f64], loss: f64) {
+        self.loss = loss;
+        match &mut self.cached {
+            Some(c) => c.copy_from_slice(state),
+            None => self.cached = Some(state.to_vec()),
+        }
+    }
+}
+
+/// A vector field on factor states: what GD steps along and what the flows integrate.
+///
+/// Required: the shape, the operator it measures with, [`Field::evaluate`], [`Field::rhs`],
+/// [`Field::jvp`] and [`Field::loss`]; everything else has a default built on those.
+pub trait Field: Send + Sync {
+    /// The state's shape.
+    fn factors(&self) -> Factors;
+    /// The sensing operator (work estimates, the one-GEMM Jacobian).
+    fn operator(&self) -> &dyn SensingOperator;
+    /// The observations y.
+    fn observations(&self) -> &[f64];
+    /// A short description for reports ("sensing", "perturbed (relative, ε = 0.1)", …).
+    fn describe(&self) -> String;
+
+    /// G at `state` into the workspace (see [`Workspace::g`]); returns the loss. Cached: a
+    /// second call at the same state costs nothing.
+    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64;
+    /// out = F(state); returns the loss f(state).
+    fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64;
+    /// out = J(state)·dir, the derivative of [`Field::rhs`].
+    fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace);
+    /// The loss alone.
+    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64;
+
+    /// out = D²F(state)[u, w], the second derivative of the field (symmetric in u, w). For a
+    /// gradient field F = −∇f this is −D³f[u, w, ·] (MATH §8). The default is a central
+    /// difference of [`Field::jvp`] along u with a step of ε^{1/3} relative to the state;
+    /// fields with a closed form override it.
+    fn second_derivative(
+        &self,
+        state: &[f64],
+        u: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        let scale = norm(state).max(1.0) / norm(u).max(f64::MIN_POSITIVE);
+        let h = f64::EPSILON.cbrt() * scale;
+        let plus: Vec<f64> = state.iter().zip(u).map(|(x, d)| x + h * d).collect();
+        let minus: Vec<f64> = state.iter().zip(u).map(|(x, d)| x - h * d).collect();
+        let mut a = vec![0.0; out.len()];
+        self.jvp(&plus, w, &mut a, ws);
+        self.jvp(&minus, w, out, ws);
+        for (o, p) in out.iter_mut().zip(&a) {
+            *o = (p - *o) / (2.0 * h);
+        }
+    }
+
+    /// out = H·dir with H = ∇²f = −J, the Hessian–vector product of the loss (for gradient
+    /// fields).
+    fn hvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.jvp(state, dir, out, ws);
+        out.iter_mut().for_each(|o| *o = -*o);
+    }
+
+    /// A fresh workspace for this field.
+    fn workspace(&self) -> Workspace {
+        Workspace::new(self.factors(), self.operator().m())
+    }
+
+    /// N, the length of a state.
+    fn state_len(&self) -> usize {
+        self.factors().state_len()
+    }
+
+    /// UVᵀ of a state.
+    fn product(&self, state: &[f64]) -> DMatrix<f64> {
+        self.factors().product(state)
+    }
+
+    /// The dense N×N Jacobian (or the matrix Newton's iteration uses, see
+    /// [`Field::jacobian_is_exact`]). The default is one jvp per column.
+    fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
+        default_jacobian(self, state, jac, ws);
+    }
+
+    /// Whether [`Field::jacobian_into`] is the exact Jacobian (false where it is a cheaper
+    /// matrix that only steers Newton's iteration, e.g. the modified field's).
+    fn jacobian_is_exact(&self) -> bool {
+        true
+    }
+
+    /// Allocating form of [`Field::jacobian_into`].
+    fn jacobian(&self, state: &[f64], ws: &mut Workspace) -> DMatrix<f64> {
+        let n = self.state_len();
+        let mut jac = DMatrix::zeros(n, n);
+        self.jacobian_into(state, &mut jac, ws);
+        jac
+    }
+
+    /// Multiply–adds of one [`Field::rhs`]: two passes over the operator and the three
+    /// factor products (UVᵀ, GV, GᵀU).
+    fn rhs_cost_macs(&self) -> f64 {
+        let f = self.factors();
+        2.0 * self.operator().entries_per_pass() as f64 + 3.0 * (f.n1 * f.n2 * f.k) as f64
+    }
+
+    /// Multiply–adds of one [`Field::jacobian_into`].
+    fn jacobian_cost_macs(&self) -> f64 {
+        self.state_len() as f64 * self.rhs_cost_macs()
+    }
+
+    /// [`Field::rhs`] for several states; fields that can share a pass over the sensing
+    /// matrix between them override it. Outputs and losses equal [`Field::rhs`]'s to
+    /// rounding.
+    fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Vec<f64> {
+        let mut ws = self.workspace();
+        states
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(x, o)| self.rhs(x, o, &mut ws))
+            .collect()
+    }
+}
+
+/// A field F = (−GV, −GᵀU) (−GU symmetric) whose G is a matrix function of X = UVᵀ: the
+/// sensing field, and the perturbed flows of MATH §5. Implementing the three derivatives of G
+/// makes it a [`Field`] with exact jvp and second derivative.
+pub trait FactorGradient: Send + Sync {
+    fn factors(&self) -> Factors;
+    fn operator(&self) -> &dyn SensingOperator;
+    fn observations(&self) -> &[f64];
+    fn describe(&self) -> String;
+    /// G(X) into `ws.g` with X = UVᵀ already in `ws.x`; returns the loss.
+    fn gradient(&self, ws: &mut Workspace) -> f64;
+    /// Ġ = DG(X)[Ẋ] for Ẋ in `ws.xdot`, into `ws.gdot` (X is the state `gradient` last saw).
+    fn gradient_dot(&self, ws: &mut Workspace);
+    /// G̈ = D²G(X)[Ẋ_u, Ẋ_w] + DG(X)[Ẍ] into `out`.
+    fn gradient_second(
+        &self,
+        ws: &mut Workspace,
+        xdot_u: &DMatrix<f64>,
+        xdot_w: &DMatrix<f64>,
+        xddot: &DMatrix<f64>,
+        out: &mut DMatrix<f64>,
+    );
+    /// The loss at X = `x`, preferably without G.
+    fn loss_at(&self, x: &DMatrix<f64>, ws: &mut Workspace) -> f64;
+    /// Overrides of the [`Field`] defaults.
+    fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) -> bool {
+        let _ = (state, jac, ws);
+        false
+    }
+    fn jacobian_cost_macs(&self) -> Option<f64> {
+        None
+    }
+    fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Option<Vec<f64>> {
+        let _ = (states, outs);
+        None
+    }
+}
+
+impl<T: FactorGradient> Field for T {
+    fn factors(&self) -> Factors {
+        FactorGradient::factors(self)
+    }
+    fn operator(&self) -> &dyn SensingOperator {
+        FactorGradient::operator(self)
+    }
+    fn observations(&self) -> &[f64] {
+        FactorGradient::observations(self)
+    }
+    fn describe(&self) -> String {
+        FactorGradient::describe(self)
+    }
+
+    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        let f = FactorGradient::factors(self);
+        assert_eq!(state.len(), f.state_len(), "state length");
+        if ws.holds(state) {
+            return ws.loss;
+        }
+        let (u, v) = f.split(state);
+        ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
+        let loss = self.gradient(ws);
+        ws.remember(state, loss);
+        loss
+    }
+
+    fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
+        let loss = self.evaluate(state, ws);
+        FactorGradient::factors(self).map_gradient(state, &ws.g, out);
+        loss
+    }
+
+    fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.evaluate(state, ws);
+        let f = FactorGradient::factors(self);
+        f.product_dot(state, dir, &mut ws.xdot);
+        self.gradient_dot(ws);
+        f.map_gradient_dot(state, dir, &ws.g, &ws.gdot, out);
+    }
+
+    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        let (u, v) = FactorGradient::factors(self).split(state);
+        let mut x = std::mem::replace(&mut ws.xdot, DMatrix::zeros(0, 0));
+        x.gemm(1.0, &u, &v.transpose(), 0.0);
+        let loss = self.loss_at(&x, ws);
+        ws.xdot = x;
+        loss
+    }
+
+    /// D²F[u, w] = −(G̈V + Ġ_uV_w + Ġ_wV_u, G̈ᵀU + Ġ_uᵀU_w + Ġ_wᵀU_u) with Ẍ = U_uV_wᵀ + U_wV_uᵀ
+    /// (V = U and V_u = U_u in the symmetric case).
+    fn second_derivative(
+        &self,
+        state: &[f64],
+        u: &[f64],
+        w: &[f64],
+        out: &mut [f64],
+        ws: &mut Workspace,
+    ) {
+        self.evaluate(state, ws);
+        let f = FactorGradient::factors(self);
+        let (n1, n2) = (f.n1, f.n2);
+        let mut xu = DMatrix::zeros(n1, n2);
+        let mut xw = DMatrix::zeros(n1, n2);
+        f.product_dot(state, u, &mut xu);
+        f.product_dot(state, w, &mut xw);
+        let (uu, vu) = f.split(u);
+        let (uw, vw) = f.split(w);
+        let mut xuw = DMatrix::zeros(n1, n2);
+        xuw.gemm(1.0, &uu, &vw.transpose(), 0.0);
+        xuw.gemm(1.0, &uw, &vu.transpose(), 1.0);
+        ws.xdot.copy_from(&xu);
+        self.gradient_dot(ws);
+        let gu = ws.gdot.clone();
+        ws.xdot.copy_from(&xw);
+        self.gradient_dot(ws);
+        let gw = ws.gdot.clone();
+        let mut guw = DMatrix::zeros(n1, n2);
+        self.gradient_second(ws, &xu, &xw, &xuw, &mut guw);
+        let (x_u, x_v) = f.split(state);
+        if f.symmetric {
+            let mut o = DMatrixViewMut::from_slice(out, n1, f.k);
+            o.gemm(-1.0, &guw, &x_u, 0.0);
+            o.gemm(-1.0, &gu, &uw, 1.0);
+            o.gemm(-1.0, &gw, &uu, 1.0);
+            return;
+        }
+        let (mut ou, mut ov) = f.split_mut(out);
+        ou.gemm(-1.0, &guw, &x_v, 0.0);
+        ou.gemm(-1.0, &gu, &vw, 1.0);
+        ou.gemm(-1.0, &gw, &vu, 1.0);
+        ov.gemm_tr(-1.0, &guw, &x_u, 0.0);
+        ov.gemm_tr(-1.0, &gu, &uw, 1.0);
+        ov.gemm_tr(-1.0, &gw, &uu, 1.0);
+    }
+
+    fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) {
+        if !FactorGradient::jacobian_into(self, state, jac, ws) {
+            default_jacobian(self, state, jac, ws);
+        }
+    }
+
+    fn jacobian_cost_macs(&self) -> f64 {
+        FactorGradient::jacobian_cost_macs(self)
+            .unwrap_or_else(|| self.state_len() as f64 * self.rhs_cost_macs())
+    }
+
+    fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Vec<f64> {
+        FactorGradient::rhs_batch(self, states, outs).unwrap_or_else(|| {
+            let mut ws = Field::workspace(self);
+            states
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(x, o)| Field::rhs(self, x, o, &mut ws))
+                .collect()
+        })
+    }
+}
+
+/// One jvp per column.
+fn default_jacobian<F: Field + ?Sized>(
+    field: &F,
+    state: &[f64],
+    jac: &mut DMatrix<f64>,
+    ws: &mut Workspace,
+) {
+    let n = field.state_len();
+    assert_eq!(jac.shape(), (n, n), "Jacobian shape");
+    let mut e = vec![0.0; n];
+    let mut col = vec![0.0; n];
+    for j in 0..n {
+        e[j] = 1.0;
+        field.jvp(state, &e, &mut col, ws);
+        jac.column_mut(j).copy_from_slice(&col);
+        e[j] = 0.0;
+    }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}

@@ -1,0 +1,240 @@
+//! The sensing field F = (−GV, −GᵀU), G = 𝒜*(𝒜(UVᵀ) − y), of f = ½‖𝒜(UVᵀ) − y‖² (MATH §2),
+//! and of f = ¼‖𝒜(UUᵀ) − y‖² in the symmetric case (MATH §3).
+
+use std::sync::Arc;
+
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
+
+use super::{FactorGradient, Factors, Workspace};
+use crate::operator::SensingOperator;
+use crate::problem::Problem;
+
+/// f(U, V) = ½‖𝒜(UVᵀ) − y‖² and its negative gradient field.
+#[derive(Clone)]
+pub struct SensingField {
+    op: Arc<dyn SensingOperator>,
+    y: Vec<f64>,
+    factors: Factors,
+}
+
+impl SensingField {
+    /// The field of f = ½‖𝒜(UVᵀ) − y‖² with factors of width `k`.
+    pub fn new(op: Arc<dyn SensingOperator>, y: Vec<f64>, k: usize) -> Self {
+        assert_eq!(op.m(), y.len(), "one observation per measurement");
+        let factors = Factors {
+            n1: op.n1(),
+            n2: op.n2(),
+            k,
+            symmetric: false,
+        };
+        Self { op, y, factors }
+    }
+
+    /// The symmetric flow U' = −GU of f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2 and symmetric A_i).
+    pub fn symmetric(mut self) -> Self {
+        assert_eq!(
+            self.factors.n1, self.factors.n2,
+            "the symmetric case needs n1 = n2"
+        );
+        self.factors.symmetric = true;
+        self
+    }
+
+    /// The field of a problem (symmetric when the problem is).
+    pub fn from_problem(p: &Problem) -> Self {
+        let f = Self::new(p.op.clone(), p.y.clone(), p.width());
+        if p.symmetric {
+            f.symmetric()
+        } else {
+            f
+        }
+    }
+
+    pub fn is_symmetric(&self) -> bool {
+        self.factors.symmetric
+    }
+
+    /// The shared operator.
+    pub fn operator_arc(&self) -> &Arc<dyn SensingOperator> {
+        &self.op
+    }
+
+    /// ½ in f = ½‖𝒜(UVᵀ) − y‖², ¼ in the symmetric f = ¼‖𝒜(UUᵀ) − y‖².
+    fn loss_factor(&self) -> f64 {
+        if self.factors.symmetric {
+            0.25
+        } else {
+            0.5
+        }
+    }
+}
+
+impl FactorGradient for SensingField {
+    fn factors(&self) -> Factors {
+        self.factors
+    }
+    fn operator(&self) -> &dyn SensingOperator {
+        self.op.as_ref()
+    }
+    fn observations(&self) -> &[f64] {
+        &self.y
+    }
+    fn describe(&self) -> String {
+        if self.factors.symmetric {
+            "sensing, symmetric".into()
+        } else {
+            "sensing".into()
+        }
+    }
+
+    /// r = 𝒜(X) − y, G = 𝒜*(r).
+    fn gradient(&self, ws: &mut Workspace) -> f64 {
+        self.op.apply(ws.x.as_slice(), &mut ws.r);
+        for (ri, yi) in ws.r.iter_mut().zip(&self.y) {
+            *ri -= yi;
+        }
+        self.op.adjoint(&ws.r, ws.g.as_mut_slice());
+        self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>()
+    }
+
+    /// Ġ = 𝒜*𝒜Ẋ.
+    fn gradient_dot(&self, ws: &mut Workspace) {
+        self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
+        self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+    }
+
+    /// G is affine in X: G̈ = 𝒜*𝒜Ẍ.
+    fn gradient_second(
+        &self,
+        ws: &mut Workspace,
+        _xdot_u: &DMatrix<f64>,
+        _xdot_w: &DMatrix<f64>,
+        xddot: &DMatrix<f64>,
+        out: &mut DMatrix<f64>,
+    ) {
+        self.op.apply(xddot.as_slice(), &mut ws.rdot);
+        self.op.adjoint(&ws.rdot, out.as_mut_slice());
+    }
+
+    fn loss_at(&self, x: &DMatrix<f64>, ws: &mut Workspace) -> f64 {
+        self.op.apply(x.as_slice(), &mut ws.rdot);
+        self.loss_factor()
+            * ws.rdot
+                .iter()
+                .zip(&self.y)
+                .map(|(a, y)| (a - y) * (a - y))
+                .sum::<f64>()
+    }
+
+    /// With 𝒜 and 𝒜* applied to eight states per pass over the sensing matrix
+    /// ([`SensingOperator::apply_block`]).
+    fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Option<Vec<f64>> {
+        if self.factors.symmetric || states.len() < 2 {
+            return None;
+        }
+        let f = self.factors;
+        let (n1, n2, m) = (f.n1, f.n2, self.y.len());
+        let xs: Vec<DMatrix<f64>> = states
+            .iter()
+            .map(|s| {
+                let (u, v) = f.split(s);
+                let mut x = DMatrix::zeros(n1, n2);
+                x.gemm(1.0, &u, &v.transpose(), 0.0);
+                x
+            })
+            .collect();
+        let views: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
+        let mut rs = vec![vec![0.0; m]; states.len()];
+        self.op.apply_block(&views, &mut rs);
+        let mut losses = Vec::with_capacity(states.len());
+        for r in rs.iter_mut() {
+            for (ri, yi) in r.iter_mut().zip(&self.y) {
+                *ri -= yi;
+            }
+            losses.push(self.loss_factor() * r.iter().map(|v| v * v).sum::<f64>());
+        }
+        let rviews: Vec<&[f64]> = rs.iter().map(|r| r.as_slice()).collect();
+        let mut gs = vec![vec![0.0; n1 * n2]; states.len()];
+        self.op.adjoint_block(&rviews, &mut gs);
+        for ((s, g), out) in states.iter().zip(&gs).zip(outs.iter_mut()) {
+            let g = DMatrixView::from_slice(g, n1, n2);
+            let (u, v) = f.split(s);
+            let (mut fu, mut fv) = f.split_mut(out);
+            fu.gemm(-1.0, &g, &v, 0.0);
+            fv.gemm_tr(-1.0, &g, &u, 0.0);
+        }
+        Some(losses)
+    }
+
+    fn jacobian_cost_macs(&self) -> Option<f64> {
+        if self.factors.symmetric {
+            return None;
+        }
+        let f = self.factors;
+        let n = f.state_len() as f64;
+        let m = self.y.len() as f64;
+        Some(m * n * n + m * 2.0 * (f.n1 * f.n2 * f.k) as f64)
+    }
+
+    /// The dense N×N Jacobian J = −(CᵀC + S(G)) (MATH §2) in one GEMM, where row i of C is
+    /// (vec(A_i V), vec(A_iᵀ U)) and S(G) has I_k ⊗ G and its transpose off the diagonal.
+    fn jacobian_into(&self, state: &[f64], jac: &mut DMatrix<f64>, ws: &mut Workspace) -> bool {
+        if self.factors.symmetric {
+            return false;
+        }
+        let n = self.factors.state_len();
+        assert_eq!(jac.shape(), (n, n), "Jacobian shape");
+        super::Field::evaluate(self, state, ws);
+        let f = self.factors;
+        let (u, v) = f.split(state);
+        let (n1, n2, k, m) = (f.n1, f.n2, f.k, self.y.len());
+        let nu = n1 * k;
+        // Cᵀ, column i = row i of C: contiguous, and CᵀC = Cᵀ (Cᵀ)ᵀ is one GEMM on it.
+        let mut ct = DMatrix::<f64>::zeros(n, m);
+        let mut ai = vec![0.0; n1 * n2];
+        for i in 0..m {
+            self.op.measurement_matrix(i, &mut ai);
+            let a = DMatrixView::from_slice(&ai, n1, n2);
+            let col = ct.column_mut(i);
+            let col = col.data.into_slice_mut();
+            let (cu, cv) = col.split_at_mut(nu);
+            DMatrixViewMut::from_slice(cu, n1, k).gemm(1.0, &a, &v, 0.0);
+            DMatrixViewMut::from_slice(cv, n2, k).gemm_tr(1.0, &a, &u, 0.0);
+        }
+        // CᵀC is symmetric: form its lower triangle only (half the multiply–adds of a full
+        // GEMM) and mirror it. Sequential, so the result does not depend on the thread count.
+        {
+            use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+            let c = faer::MatRef::from_column_major_slice(ct.as_slice(), n, m);
+            matmul(
+                faer::MatMut::from_column_major_slice_mut(jac.as_mut_slice(), n, n),
+                BlockStructure::TriangularLower,
+                faer::Accum::Replace,
+                c,
+                BlockStructure::Rectangular,
+                c.transpose(),
+                BlockStructure::Rectangular,
+                -1.0,
+                faer::Par::Seq,
+            );
+        }
+        for col in 1..n {
+            for row in 0..col {
+                jac[(row, col)] = jac[(col, row)];
+            }
+        }
+        // −S(G): entry (a + j·n1, nu + b + j·n2) and its mirror are −G_ab.
+        for j in 0..k {
+            for b in 0..n2 {
+                let col = nu + b + j * n2;
+                for a in 0..n1 {
+                    let row = a + j * n1;
+                    let g = ws.g[(a, b)];
+                    jac[(row, col)] -= g;
+                    jac[(col, row)] -= g;
+                }
+            }
+        }
+        true
+    }
+}

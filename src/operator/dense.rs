@@ -1,0 +1,196 @@
+//! The dense operator: every A_i stored, in f64 or f32.
+
+use nalgebra::DMatrix;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::kernels::{adjoint_any, adjoint_block_any, apply_any, apply_block_any};
+use super::{Counter, OperatorCounts, Precision, SensingOperator};
+
+enum Storage {
+    F64(DMatrix<f64>),
+    F32(Vec<f32>),
+}
+
+/// The stored entries, column i being vec(A_i).
+pub enum StorageView<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+}
+
+/// Dense operator: column i of the stored (n1·n2) × m matrix is vec(A_i), so 𝒜 is `aᵀx` and
+/// 𝒜* is `a z`, each a single streaming pass over contiguous memory.
+pub struct DenseOperator {
+    n1: usize,
+    n2: usize,
+    m: usize,
+    a: Storage,
+    counter: Counter,
+    name: &'static str,
+}
+
+impl DenseOperator {
+    /// From an (n1·n2) × m matrix whose column i is vec(A_i).
+    pub fn from_columns(n1: usize, n2: usize, a: DMatrix<f64>) -> Self {
+        assert_eq!(a.nrows(), n1 * n2, "columns must have n1·n2 entries");
+        Self {
+            n1,
+            n2,
+            m: a.ncols(),
+            a: Storage::F64(a),
+            counter: Counter::default(),
+            name: "dense",
+        }
+    }
+
+    /// Gaussian ensemble, entries N(0, 1/m), drawn A_1, A_2, … each in row-major (C) order of
+    /// its entries, so the draw order matches the `.npz` layout `sensing[i, a, b]`.
+    pub fn gaussian(n1: usize, n2: usize, m: usize, rng: &mut impl Rng) -> Self {
+        Self::gaussian_stored(n1, n2, m, rng, Precision::F64)
+    }
+
+    /// [`Self::gaussian`] stored at `precision`: the same draws, rounded to f32 as they are
+    /// stored (no f64 copy is ever held, so f32 needs half the memory at its peak too).
+    pub fn gaussian_stored(
+        n1: usize,
+        n2: usize,
+        m: usize,
+        rng: &mut impl Rng,
+        precision: Precision,
+    ) -> Self {
+        let normal = Normal::new(0.0, 1.0 / (m as f64).sqrt()).expect("finite positive scale");
+        let n = n1 * n2;
+        let a = match precision {
+            Precision::F64 => {
+                let mut a = DMatrix::zeros(n, m);
+                fill_gaussian(a.as_mut_slice(), n1, n2, &normal, rng, |v| v);
+                Storage::F64(a)
+            }
+            Precision::F32 => {
+                let mut a = vec![0f32; n * m];
+                fill_gaussian(&mut a, n1, n2, &normal, rng, |v| v as f32);
+                Storage::F32(a)
+            }
+        };
+        Self {
+            n1,
+            n2,
+            m,
+            a,
+            counter: Counter::default(),
+            name: "gaussian",
+        }
+    }
+
+    /// The same operator with every entry rounded to f32: the rounded entries are the new
+    /// operator.
+    pub fn into_f32(self) -> Self {
+        let a = match self.a {
+            Storage::F64(a) => Storage::F32(a.as_slice().iter().map(|&v| v as f32).collect()),
+            f32 => f32,
+        };
+        Self { a, ..self }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.a {
+            Storage::F64(_) => Precision::F64,
+            Storage::F32(_) => Precision::F32,
+        }
+    }
+
+    /// The stored entries, column-major (n1·n2) × m.
+    pub fn storage(&self) -> StorageView<'_> {
+        match &self.a {
+            Storage::F64(a) => StorageView::F64(a.as_slice()),
+            Storage::F32(a) => StorageView::F32(a),
+        }
+    }
+}
+
+/// Column i of `a` (n1·n2 entries) from the draws of A_i in row-major order.
+fn fill_gaussian<T>(
+    a: &mut [T],
+    n1: usize,
+    n2: usize,
+    normal: &Normal<f64>,
+    rng: &mut impl Rng,
+    store: impl Fn(f64) -> T,
+) {
+    for col in a.chunks_exact_mut(n1 * n2) {
+        for row in 0..n1 {
+            for c in 0..n2 {
+                col[row + c * n1] = store(normal.sample(rng));
+            }
+        }
+    }
+}
+
+impl SensingOperator for DenseOperator {
+    fn n1(&self) -> usize {
+        self.n1
+    }
+    fn n2(&self) -> usize {
+        self.n2
+    }
+    fn m(&self) -> usize {
+        self.m
+    }
+    fn apply(&self, x: &[f64], out: &mut [f64]) {
+        self.counter.apply();
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => apply_any(a.as_slice(), n, x, out),
+            Storage::F32(a) => apply_any(a, n, x, out),
+        }
+    }
+    fn adjoint(&self, z: &[f64], out: &mut [f64]) {
+        self.counter.adjoint();
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
+            Storage::F32(a) => adjoint_any(a, n, z, out),
+        }
+    }
+    fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => out.copy_from_slice(a.column(i).as_slice()),
+            Storage::F32(a) => {
+                for (o, v) in out.iter_mut().zip(&a[i * n..(i + 1) * n]) {
+                    *o = *v as f64;
+                }
+            }
+        }
+    }
+    fn counts(&self) -> OperatorCounts {
+        self.counter.counts()
+    }
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        self.counter.add(xs.len() as u64, 0);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => apply_block_any(a.as_slice(), n, xs, outs),
+            Storage::F32(a) => apply_block_any(a, n, xs, outs),
+        }
+    }
+    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        self.counter.add(0, zs.len() as u64);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
+            Storage::F32(a) => adjoint_block_any(a, n, zs, outs),
+        }
+    }
+    fn to_dense(&self) -> DMatrix<f64> {
+        match &self.a {
+            Storage::F64(a) => a.clone(),
+            Storage::F32(a) => {
+                DMatrix::from_iterator(self.n1 * self.n2, self.m, a.iter().map(|&v| v as f64))
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Measurement operators 𝒜: R^{n1×n2} → R^m, 𝒜(Z)_i = ⟨A_i, Z⟩ (MATH §1).
+//!
+//! Matrices enter and leave as column-major `vec` slices of length n1·n2: entry (a, b) of Z
+//! is `z[a + b·n1]`, the layout nalgebra uses.
+//!
+//! | operator | storage | 𝒜 and 𝒜* |
+//! |---|---|---|
+//! | [`DenseOperator`] (Gaussian or loaded) | all A_i, m·n1·n2 values | one pass over the matrix each |
+//! | [`IdentityOperator`] | nothing | copy |
+//! | [`EntryOperator`] | m indices | gather / scatter |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+mod dense;
+mod kernels;
+mod sampled;
+
+pub use dense::{DenseOperator, StorageView};
+pub use sampled::{EntryOperator, IdentityOperator};
+
+/// How often an operator has been applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCounts {
+    pub apply: u64,
+    pub adjoint: u64,
+}
+
+/// Application counts an operator keeps for its statistics (thread-safe; a custom operator
+/// holds one and calls [`Counter::apply`] and [`Counter::adjoint`] as it works).
+#[derive(Debug, Default)]
+pub struct Counter {
+    apply: AtomicU64,
+    adjoint: AtomicU64,
+}
+
+impl Counter {
+    pub fn counts(&self) -> OperatorCounts {
+        OperatorCounts {
+            apply: self.apply.load(Ordering::Relaxed),
+            adjoint: self.adjoint.load(Ordering::Relaxed),
+        }
+    }
+    pub fn apply(&self) {
+        self.apply.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn adjoint(&self) {
+        self.adjoint.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add(&self, apply: u64, adjoint: u64) {
+        self.apply.fetch_add(apply, Ordering::Relaxed);
+        self.adjoint.fetch_add(adjoint, Ordering::Relaxed);
+    }
+}
+
+/// A linear measurement operator with its adjoint.
+pub trait SensingOperator: Send + Sync {
+    fn n1(&self) -> usize;
+    fn n2(&self) -> usize;
+    /// Number of measurements.
+    fn m(&self) -> usize;
+    /// `out = 𝒜(x)`, x = vec(X) (length n1·n2), out of length m.
+    fn apply(&self, x: &[f64], out: &mut [f64]);
+    /// `out = 𝒜*(z) = Σ_i z_i vec(A_i)`.
+    fn adjoint(&self, z: &[f64], out: &mut [f64]);
+    /// Copy vec(A_i) into `out` (length n1·n2).
+    fn measurement_matrix(&self, i: usize, out: &mut [f64]);
+    fn counts(&self) -> OperatorCounts;
+    /// Short name for summaries.
+    fn name(&self) -> &'static str;
+    /// Stored entries one application streams (for work estimates).
+    fn entries_per_pass(&self) -> usize {
+        self.m() * self.n1() * self.n2()
+    }
+    /// `outs[b] = 𝒜(xs[b])` for a block of inputs. Dense operators stream their matrix once per
+    /// eight inputs; their sums run in another order (fused where the CPU has FMA), so the
+    /// results equal [`Self::apply`]'s to rounding.
+    fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        for (x, out) in xs.iter().zip(outs.iter_mut()) {
+            self.apply(x, out);
+        }
+    }
+    /// `outs[b] = 𝒜*(zs[b])`, as [`Self::apply_block`].
+    fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
+        for (z, out) in zs.iter().zip(outs.iter_mut()) {
+            self.adjoint(z, out);
+        }
+    }
+    /// All A_i as columns of an (n1·n2) × m matrix.
+    fn to_dense(&self) -> DMatrix<f64> {
+        let n = self.n1() * self.n2();
+        let mut out = DMatrix::zeros(n, self.m());
+        for i in 0..self.m() {
+            self.measurement_matrix(i, out.column_mut(i).as_mut_slice());
+        }
+        out
+    }
+}
+
+/// A stored entry of the sensing matrix: f64, or f32 read into f64 (every product is
+/// accumulated in f64 either way).
+pub trait Entry: Copy + Send + Sync + 'static {
+    fn get(self) -> f64;
+}
+
+impl Entry for f64 {
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self
+    }
+}
+
+impl Entry for f32 {
+    #[inline(always)]
+    fn get(self) -> f64 {
+        self as f64
+    }
+}
+
+/// How the sensing matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    F64,
+    /// Half the memory and half the bytes streamed per pass; products still accumulate in f64.
+    F32,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F64, Precision::F32];
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F64 => "f64",
+            Precision::F32 => "f32",
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            Precision::F64 => "every entry in f64",
+            Precision::F32 => {
+                "entries in f32: half the memory and bandwidth, products still accumulated in f64"
+            }
+        }
+    }
+}
