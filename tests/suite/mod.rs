@@ -7,6 +7,7 @@ mod field;
 mod fuzz_props;
 mod invariants;
 mod npz;
+mod one_way_in;
 mod plot;
 mod sweep;
 mod theory;
