@@ -434,3 +434,133 @@ fn method_auto_reports_its_switches_in_the_summary_and_on_the_terminal() {
         .success();
     assert_same_trajectory(&out, &again);
 }
+
+fn header(path: &std::path::Path) -> Vec<String> {
+    let mut rdr = csv::Reader::from_path(path).unwrap();
+    rdr.headers().unwrap().iter().map(String::from).collect()
+}
+
+/// The full header of every CSV the README documents, as users' scripts read them.
+#[test]
+fn every_documented_csv_has_its_full_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("sweep");
+    gdflow()
+        .args(SMALL_SWEEP)
+        .arg("--figures")
+        .arg("--out")
+        .arg(&sweep)
+        .assert()
+        .success();
+    assert_eq!(
+        header(&sweep.join("sweep.csv")),
+        [
+            "eta",
+            "steps",
+            "gd_status",
+            "max_dev",
+            "max_dev_rel",
+            "t_max_dev",
+            "ref_error",
+            "below_ref",
+            "max_dev_modified",
+            "max_dev_modified_rel",
+            "t_max_dev_modified",
+            "ref_error_modified",
+            "below_ref_modified",
+            "max_dev_u",
+            "max_dev_v",
+            "max_loss_diff",
+            "final_rel_error_gd",
+            "final_rel_error_flow",
+            "final_rel_error_modified",
+            "t_eps_gd",
+            "t_eps_flow",
+            "final_drift_gd",
+            "final_drift_flow",
+            "max_drift_gd"
+        ]
+    );
+    assert_eq!(
+        header(&sweep.join("deviation.csv")),
+        [
+            "eta",
+            "step",
+            "t",
+            "dev",
+            "dev_rel",
+            "dev_u",
+            "dev_v",
+            "loss_gd",
+            "loss_flow",
+            "loss_diff",
+            "ref_error",
+            "below_ref",
+            "dev_modified",
+            "dev_modified_rel",
+            "ref_error_modified",
+            "below_ref_modified",
+            "rel_error_gd",
+            "rel_error_flow",
+            "rel_error_modified",
+            "drift_gd",
+            "drift_flow"
+        ]
+    );
+    for fig in ["loss_error", "balance_drift", "deviation_vs_eta"] {
+        assert_eq!(
+            header(&sweep.join(format!("figures/{fig}.csv"))),
+            ["panel", "series", "x", "y"],
+            "{fig}.csv"
+        );
+    }
+    let check = dir.path().join("check");
+    let done = gdflow()
+        .args([
+            "check",
+            "--n1",
+            "8",
+            "--n2",
+            "6",
+            "--rank",
+            "2",
+            "--width",
+            "3",
+            "--measurements",
+            "40",
+            "--steps",
+            "60",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&check)
+        .output()
+        .unwrap();
+    assert!(matches!(done.status.code(), Some(0) | Some(3)));
+    assert_eq!(
+        header(&check.join("checks.csv")),
+        ["name", "prediction", "measured", "predicted", "pass"]
+    );
+    let traj = header(&check.join("trajectory.csv"));
+    assert_eq!(
+        traj,
+        [
+            "dynamics",
+            "step",
+            "t",
+            "loss",
+            "rel_error",
+            "balance_drift",
+            "sv_1",
+            "sv_2",
+            "sv_3",
+            "rho",
+            "signal_u",
+            "signal_v",
+            "sin_theta_u",
+            "sin_theta_v",
+            "spurious_u",
+            "spurious_v"
+        ]
+    );
+}
