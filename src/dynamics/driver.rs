@@ -234,6 +234,11 @@ impl<'f, S: Stepper> Driver<'f, S> {
         self.runs.into_iter().map(|r| r.traj).collect()
     }
 
+    /// The stepper of run `b` (with whatever it accumulated).
+    pub fn stepper(&self, b: usize) -> &S {
+        &self.runs[b].stepper
+    }
+
     /// The current state of run `b`.
     pub fn state(&self, b: usize) -> &[f64] {
         &self.runs[b].x
