@@ -44,14 +44,14 @@ impl Stepper for Alternating {
             (u.clone_owned(), v.clone_owned())
         };
         // U step with G(U_j, V_j)
-        for i in 0..nu {
-            x[i] += eta * self.f[i];
+        for (xi, fi) in x[..nu].iter_mut().zip(&self.f[..nu]) {
+            *xi += eta * fi;
         }
         // V step with G(U_{j+1}, V_j)
         field.rhs(x, &mut self.f, ws);
         let g2 = ws.g().clone();
-        for i in nu..x.len() {
-            x[i] += eta * self.f[i];
+        for (xi, fi) in x[nu..].iter_mut().zip(&self.f[nu..]) {
+            *xi += eta * fi;
         }
         let u2 = fac.split(x).0.clone_owned();
         let step = (v.transpose() * g2.transpose() * &u2 + u2.transpose() * &g2 * &v

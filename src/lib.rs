@@ -55,4 +55,5 @@ pub mod resources;
 pub mod results;
 
 #[doc = include_str!("../MATH.md")]
+#[allow(clippy::doc_overindented_list_items, clippy::doc_lazy_continuation)]
 pub mod math {}

@@ -323,14 +323,11 @@ impl Config {
             }
         }
         self.check_memory()?;
-        let n = self
-            .width
-            .checked_mul(if self.symmetric {
-                self.n1
-            } else {
-                self.n1.saturating_add(self.n2)
-            })
-            .unwrap_or(usize::MAX);
+        let n = self.width.saturating_mul(if self.symmetric {
+            self.n1
+        } else {
+            self.n1.saturating_add(self.n2)
+        });
         crate::dynamics::flow::check_implicit_memory(self.method, n, self.measurements)?;
         self.check_horizon(self.target_singular_values()[0])
     }

@@ -158,7 +158,7 @@ pub fn resolve_settings(
 
 /// The keys of the resolved configuration a sweep uses: everything but GD's own (η, steps,
 /// recording, flow variant), the output paths, and what a problem file fixed.
-pub fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
+pub(crate) fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
     let mut leave_out = vec![
         "eta",
         "steps",
@@ -524,7 +524,7 @@ pub fn run_sweep(
 }
 
 /// Both order fits from the points (the sweep's, or a merge's).
-pub fn fits(points: &[SweepPoint], plain_status: &Status) -> (OrderFit, OrderFit) {
+pub(crate) fn fits(points: &[SweepPoint], plain_status: &Status) -> (OrderFit, OrderFit) {
     let completed = |p: &SweepPoint| {
         p.gd_status == Status::Completed
             && *plain_status == Status::Completed

@@ -101,7 +101,7 @@ pub trait SensingOperator: Send + Sync {
 
 /// A stored entry of the sensing matrix: f64, or f32 read into f64 (every product is
 /// accumulated in f64 either way).
-pub trait Entry: Copy + Send + Sync + 'static {
+pub(crate) trait Entry: Copy + Send + Sync + 'static {
     fn get(self) -> f64;
 }
 

@@ -202,7 +202,7 @@ impl Problem {
                     &[1],
                     "the scale the start was drawn with",
                 )?;
-                if !(arr.data[0] > 0.0) {
+                if arr.data[0] <= 0.0 {
                     return Err(Error::npz(path, "array `alpha` must be > 0"));
                 }
                 Some(arr.data[0])

@@ -132,7 +132,7 @@ pub struct DeviationRow {
 }
 
 /// A maximum over time and where it occurs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
     pub value: f64,
     pub step: usize,
@@ -141,11 +141,7 @@ pub struct Peak {
 
 impl Peak {
     pub fn new() -> Self {
-        Self {
-            value: 0.0,
-            step: 0,
-            t: 0.0,
-        }
+        Self::default()
     }
     pub fn update(&mut self, value: f64, step: usize, t: f64) {
         if value > self.value {

@@ -220,13 +220,13 @@ impl Stepper for GaussSeidel {
     }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let nu = field.factors().n1 * field.factors().k;
-        for i in 0..nu {
-            x[i] += eta * self.f[i];
+        for (xi, fi) in x[..nu].iter_mut().zip(&self.f[..nu]) {
+            *xi += eta * fi;
         }
         let ws = self.ws.as_mut().unwrap();
         field.rhs(x, &mut self.f, ws);
-        for i in nu..x.len() {
-            x[i] += eta * self.f[i];
+        for (xi, fi) in x[nu..].iter_mut().zip(&self.f[nu..]) {
+            *xi += eta * fi;
         }
     }
 }
