@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
-use crate::dynamics::flow::{solve_flow_with, FlowOptions};
+use crate::dynamics::flow::{solve_flow_with, FlowOptions, Times};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
 use crate::error::Result;
 use crate::results::run::{Distance, DynamicsSummary, ProblemInfo, RunResult, RunSummary, Timings};
@@ -98,8 +98,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         }
     };
 
-    let times: Vec<f64> = (0..=cfg.steps).map(|j| j as f64 * cfg.eta).collect();
-    let horizon = times.last().copied().unwrap_or(0.0);
+    let times = Times::Grid {
+        dt: cfg.eta,
+        count: cfg.steps + 1,
+    };
+    let horizon = times.last();
     let pass = problem.op.entries_per_pass() as f64;
     // A Tsit45 step is 6 rhs evaluations; a few hundred steps is typical here.
     let bar = super::progress::bar(
@@ -117,7 +120,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     let (flow_status, solver) = solve_flow_with(
         flow_field.as_ref(),
         &x0,
-        &times,
+        times,
         &flow_opts,
         &mut |j, t, y| {
             let t0 = Instant::now();

@@ -103,7 +103,7 @@ fn tsit45_steps_are_pinned_at_the_stability_bound() {
     solve_flow_with(
         &field,
         &x0,
-        &times,
+        gdflow::dynamics::flow::Times::List(&times),
         &FlowOptions::new(Method::Tsit45, 1e-6, 1e-10),
         &mut |_, _, y| end = y.to_vec(),
         &mut |t| step_ends.push(t),

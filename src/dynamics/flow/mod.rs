@@ -324,6 +324,38 @@ impl<'f> OdeEquations for FlowEqn<'f> {
     }
 }
 
+/// Output times of a flow solve, ascending and ≥ 0.
+#[derive(Debug, Clone, Copy)]
+pub enum Times<'a> {
+    /// These times.
+    List(&'a [f64]),
+    /// j·dt for j = 0..count, never stored (GD's times jη over millions of steps).
+    Grid { dt: f64, count: usize },
+}
+
+impl Times<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Times::List(t) => t.len(),
+            Times::Grid { count, .. } => *count,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The i-th time.
+    pub fn at(&self, i: usize) -> f64 {
+        match self {
+            Times::List(t) => t[i],
+            Times::Grid { dt, .. } => i as f64 * dt,
+        }
+    }
+    /// The last time (0 when there is none).
+    pub fn last(&self) -> f64 {
+        self.len().checked_sub(1).map_or(0.0, |i| self.at(i))
+    }
+}
+
 /// Solve the flow of `field` from `x0` and keep its state at each of `times` (ascending,
 /// ≥ 0); `steps` labels each output (GD's step numbers when compared with GD).
 ///
@@ -341,7 +373,7 @@ pub fn solve_flow(
     let (status, stats) = solve_flow_with(
         field,
         x0,
-        times,
+        Times::List(times),
         opts,
         &mut |i, t, y| {
             trajectory.steps.push(steps[i]);
@@ -354,13 +386,13 @@ pub fn solve_flow(
     Ok(FlowSolution { trajectory, stats })
 }
 
-/// The save-at hook of a flow solve: `on_output(i, times[i], state)` for every output time
+/// The save-at hook of a flow solve: `on_output(i, times.at(i), state)` for every output time
 /// reached, in order (nothing is stored unless the hook stores it), and `on_step(t)` after
 /// every accepted solver step. Returns how the solve ended and its statistics.
 pub fn solve_flow_with(
     field: &dyn Field,
     x0: &[f64],
-    times: &[f64],
+    times: Times<'_>,
     opts: &FlowOptions,
     on_output: &mut dyn FnMut(usize, f64, &[f64]),
     on_step: &mut dyn FnMut(f64),
@@ -379,7 +411,7 @@ pub fn solve_flow_with(
         return Ok((out.status, stats));
     }
 
-    let t_end = times.last().copied().unwrap_or(0.0);
+    let t_end = times.last();
     let mut monitor = auto::StiffnessMonitor::new(field, t_end);
     if let Err(e) = check_implicit_memory(Method::Bdf, n, field.operator().m()) {
         monitor.report.note = Some(format!("stayed explicit: {e}"));
@@ -425,7 +457,7 @@ pub fn solve_flow_with(
 
 /// The requested output times, how many are reached, and where they go.
 struct Outputs<'a> {
-    times: &'a [f64],
+    times: Times<'a>,
     next: usize,
     on_output: &'a mut dyn FnMut(usize, f64, &[f64]),
     status: Status,
@@ -435,14 +467,14 @@ struct Outputs<'a> {
 
 impl Outputs<'_> {
     fn emit(&mut self, y: &[f64]) {
-        (self.on_output)(self.next, self.times[self.next], y);
+        (self.on_output)(self.next, self.times.at(self.next), y);
         self.next += 1;
     }
     fn done(&self) -> bool {
         self.next == self.times.len()
     }
     fn last_time(&self, t0: f64) -> f64 {
-        self.next.checked_sub(1).map_or(t0, |i| self.times[i])
+        self.next.checked_sub(1).map_or(t0, |i| self.times.at(i))
     }
 }
 
@@ -564,7 +596,7 @@ impl Segment<'_, '_, '_, '_> {
         'f: 'p,
     {
         let t0 = solver.state().t;
-        while !self.out.done() && self.out.times[self.out.next] <= t0 {
+        while !self.out.done() && self.out.times.at(self.out.next) <= t0 {
             self.out.emit(self.y0);
         }
         let mut handover = None;
@@ -575,7 +607,7 @@ impl Segment<'_, '_, '_, '_> {
                     reason: format!(
                         "step budget of {} accepted steps exhausted before t = {}",
                         self.max_steps,
-                        self.out.times.last().copied().unwrap_or(0.0)
+                        self.out.times.last()
                     ),
                 };
                 break;
@@ -597,12 +629,12 @@ impl Segment<'_, '_, '_, '_> {
                 };
                 break;
             }
-            while !self.out.done() && self.out.times[self.out.next] <= t {
-                match solver.interpolate(self.out.times[self.out.next]) {
+            while !self.out.done() && self.out.times.at(self.out.next) <= t {
+                match solver.interpolate(self.out.times.at(self.out.next)) {
                     Ok(y) => self.out.emit(slice(&y)),
                     Err(e) => {
                         self.out.status = Status::Failed {
-                            t: self.out.times[self.out.next],
+                            t: self.out.times.at(self.out.next),
                             reason: format!("interpolation failed: {e}"),
                         };
                         return (None, solver.get_statistics().clone());
