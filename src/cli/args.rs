@@ -7,8 +7,8 @@ use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use crate::config::{
-    CheckArgs, ConfigArgs, FlowVariant, Method, OperatorKind, PerturbationModel, Precision,
-    Profile, SweepArgs,
+    CheckArgs, ConfigArgs, ErrorScale, FlowVariant, Method, OperatorKind, PerturbationModel,
+    Precision, Profile, SweepArgs,
 };
 
 /// The library's choice enums as clap value enums: their names and descriptions are theirs.
@@ -29,6 +29,7 @@ value_enum!(OperatorKind, OperatorKind::CHOICES);
 value_enum!(Profile, Profile::ALL);
 value_enum!(Precision, Precision::ALL);
 value_enum!(Method, Method::ALL);
+value_enum!(ErrorScale, ErrorScale::ALL);
 value_enum!(FlowVariant, FlowVariant::ALL);
 value_enum!(PerturbationModel, PerturbationModel::ALL);
 
@@ -99,7 +100,7 @@ pub struct ProblemFlags {
 /// The flow solver.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SolverFlags {
-    /// ODE method for the flows [default: tsit45]
+    /// ODE method for the flows [default: dop853]
     #[arg(long, value_enum)]
     pub method: Option<Method>,
     /// Relative tolerance of the flow solver [default: 1e-8]
@@ -108,6 +109,10 @@ pub struct SolverFlags {
     /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
     #[arg(long, allow_hyphen_values = true)]
     pub atol: Option<f64>,
+    /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
+    /// relative to the whole state [default: componentwise]
+    #[arg(long, value_enum)]
+    pub error_scale: Option<ErrorScale>,
 }
 
 /// GD's run: step size, length, recording.
@@ -176,6 +181,7 @@ impl SolverFlags {
         args.method = self.method;
         args.rtol = self.rtol;
         args.atol = self.atol;
+        args.error_scale = self.error_scale;
     }
 }
 

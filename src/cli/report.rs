@@ -11,8 +11,13 @@ use crate::results::sweep::SweepSummary;
 /// The auto report in a few lines for the terminal.
 pub fn describe_auto(a: &AutoReport) -> String {
     let mut text = format!(
-        "auto: flow time {:.4} in tsit45, {:.4} in bdf; {} stiffness checks ({} Hessian–vector products); tsit45 stability bound h·ρ = {:.4}",
-        a.time_explicit, a.time_implicit, a.checks, a.hvp_evals, a.stability_bound
+        "auto: flow time {:.4} in {e}, {:.4} in bdf; {} stiffness checks ({} Hessian–vector products); {e} stability bound h·ρ = {:.4}",
+        a.time_explicit,
+        a.time_implicit,
+        a.checks,
+        a.hvp_evals,
+        a.stability_bound,
+        e = a.explicit
     );
     for s in &a.switches {
         text.push_str(&format!(
@@ -22,7 +27,7 @@ pub fn describe_auto(a: &AutoReport) -> String {
     }
     if a.declined > 0 {
         text.push_str(&format!(
-            "\n  stayed on tsit45 through a stiff stretch: the rest of the horizon needs fewer than {} × {:.0} rhs (one Jacobian + LU)",
+            "\n  stayed on the explicit method through a stiff stretch: the rest of the horizon needs fewer than {} × {:.0} rhs (one Jacobian + LU)",
             a.payback, a.switch_cost_rhs
         ));
     }

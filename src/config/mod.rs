@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 mod resolved;
 
-pub use crate::dynamics::flow::Method;
+pub use crate::dynamics::flow::{ErrorScale, Method};
 pub use crate::dynamics::FlowVariant;
 pub use crate::field::PerturbationModel;
 pub use crate::operator::Precision;
@@ -92,12 +92,14 @@ pub struct ConfigArgs {
     /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
     /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
     pub symmetric: Option<bool>,
-    /// ODE method for the gradient flow [default: tsit45]
+    /// ODE method for the flows [default: dop853]
     pub method: Option<Method>,
     /// Relative tolerance of the flow solver [default: 1e-8]
     pub rtol: Option<f64>,
     /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
     pub atol: Option<f64>,
+    /// How DOP853 weighs a step's error: `componentwise` or `state` [default: componentwise]
+    pub error_scale: Option<ErrorScale>,
     /// Load the problem (x_star, sensing, optional y, u0, v0) from a NumPy .npz file
     pub problem: Option<PathBuf>,
     /// Save the problem actually run to a NumPy .npz file
@@ -153,6 +155,7 @@ impl ConfigArgs {
             method,
             rtol,
             atol,
+            error_scale,
             problem,
             save_problem,
             out
@@ -200,13 +203,28 @@ impl ConfigArgs {
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
             symmetric: self.symmetric.unwrap_or(false),
-            method: self.method.unwrap_or(Method::Tsit45),
+            method: self.method.unwrap_or(Method::Dop853),
             rtol,
             atol,
+            error_scale: self.error_scale.unwrap_or(ErrorScale::Componentwise),
             problem: self.problem.clone(),
             save_problem: self.save_problem.clone(),
             out: self.out.clone(),
         };
+        if let Some(scale) = self.error_scale {
+            if !cfg.uses_dop853() {
+                return Err(Error::invalid(
+                    "error_scale",
+                    scale.name(),
+                    format!(
+                        "weighs DOP853's errors, and method {} at rtol {:e} does not use DOP853 \
+                         (dop853 does, and auto below rtol 1e-6)",
+                        cfg.method.name(),
+                        cfg.rtol
+                    ),
+                ));
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -446,6 +464,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "method",
     "rtol",
     "atol",
+    "error_scale",
     "problem",
     "save_problem",
     "out",

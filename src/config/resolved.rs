@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigArgs, FlowVariant, Method, OperatorKind, PerturbationModel, Precision, Profile};
+use super::{
+    ConfigArgs, ErrorScale, FlowVariant, Method, OperatorKind, PerturbationModel, Precision,
+    Profile,
+};
+use crate::dynamics::flow::FlowOptions;
 use crate::error::{Error, Result};
 use crate::problem::ProblemSpec;
 
@@ -43,6 +47,7 @@ pub struct Config {
     pub method: Method,
     pub rtol: f64,
     pub atol: f64,
+    pub error_scale: ErrorScale,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +73,20 @@ fn positive_finite(field: &str, v: f64) -> Result<()> {
 }
 
 impl Config {
+    /// The flow solver's settings.
+    pub fn flow_options(&self) -> FlowOptions {
+        FlowOptions {
+            scale: self.error_scale,
+            ..FlowOptions::new(self.method, self.rtol, self.atol)
+        }
+    }
+
+    /// Whether the flow is solved (at least in part) by DOP853.
+    pub fn uses_dop853(&self) -> bool {
+        self.method == Method::Dop853
+            || (self.method == Method::Auto && Method::explicit_for(self.rtol) == Method::Dop853)
+    }
+
     /// Bytes a run of this configuration holds at its peak: the operator, the target and its
     /// copies, and the recorded states of GD and the flow.
     pub fn memory_bytes(&self) -> f64 {

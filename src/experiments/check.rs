@@ -70,7 +70,7 @@ pub fn drift_identity_error(
 }
 
 fn flow_opts(cfg: &Config) -> FlowOptions {
-    FlowOptions::new(cfg.method, cfg.rtol, cfg.atol)
+    cfg.flow_options()
 }
 
 /// First time the flow's relative error drops below ε, on a grid of `dt`, up to `horizon`.
@@ -335,7 +335,10 @@ fn incremental_learning(cfg: &Config, sv: &[f64], settings: &CheckSettings) -> R
     let n = (horizon / dt).ceil() as usize;
     let steps: Vec<usize> = (0..=n).collect();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * dt).collect();
-    let opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.rtol * s0.sqrt() * 1e-2);
+    let opts = FlowOptions {
+        atol: cfg.rtol * s0.sqrt() * 1e-2,
+        ..cfg.flow_options()
+    };
     let sol = solve_flow(&field, &p.start_state(), &times, &steps, &opts)?;
     let mut measured = vec![None; r];
     let mut prev: Option<(f64, Vec<f64>)> = None;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
-use crate::dynamics::flow::{solve_flow_with, FlowOptions, Times};
+use crate::dynamics::flow::{solve_flow_with, Times};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
 use crate::error::Result;
 use crate::results::run::{Distance, DynamicsSummary, ProblemInfo, RunResult, RunSummary, Timings};
@@ -115,7 +115,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         "GD and the {} flow to T = {horizon}",
         cfg.flow.name()
     ));
-    let flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
+    let flow_opts = cfg.flow_options();
     let solve_start = Instant::now();
     let (flow_status, solver) = solve_flow_with(
         flow_field.as_ref(),

@@ -399,7 +399,7 @@ pub fn run_sweep(
     let field = setup.field();
     let field = field.as_ref();
     let x0 = problem.start_state();
-    let flow_opts = FlowOptions::new(cfg.method, cfg.rtol, cfg.atol);
+    let flow_opts = cfg.flow_options();
     let etas = settings.active_etas();
     let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
     let bar = super::progress::bar(

@@ -48,7 +48,9 @@ fn auto_switches_on_a_stiff_closed_form_and_keeps_its_accuracy() {
         .unwrap()
     };
     let auto = solve(Method::Auto);
-    let tsit = solve(Method::Tsit45);
+    // below rtol 1e-6 auto's explicit method is DOP853
+    let explicit = Method::explicit_for(rtol);
+    let tsit = solve(explicit);
     assert_eq!(auto.trajectory.status, Status::Completed);
     assert_eq!(auto.trajectory.times, times);
 
@@ -67,7 +69,10 @@ fn auto_switches_on_a_stiff_closed_form_and_keeps_its_accuracy() {
 
     let report = auto.stats.auto.as_ref().expect("auto reports its monitor");
     let first = report.switches.first().expect("a stiff flow switches");
-    assert_eq!((first.from.as_str(), first.to.as_str()), ("tsit45", "bdf"));
+    assert_eq!(
+        (first.from.as_str(), first.to.as_str()),
+        (explicit.name(), "bdf")
+    );
     assert!(first.h_rho >= report.to_implicit_fraction * report.stability_bound);
     assert!(
         (report.time_explicit + report.time_implicit - HORIZON).abs() < 1e-9 * HORIZON,
@@ -79,7 +84,8 @@ fn auto_switches_on_a_stiff_closed_form_and_keeps_its_accuracy() {
         + auto.stats.jacobian_evals as f64 * report.switch_cost_rhs;
     assert!(
         auto_cost < 0.5 * tsit.stats.rhs_evals as f64,
-        "auto costs {auto_cost} rhs-equivalents, Tsit45 {}",
+        "auto costs {auto_cost} rhs-equivalents, {} {}",
+        explicit.name(),
         tsit.stats.rhs_evals
     );
 }
@@ -195,20 +201,24 @@ fn auto_gives_the_trajectory_of_tsit45_and_bdf_within_tolerance() {
     );
 }
 
-/// Until it switches, auto is Tsit45: the checks only read the state.
+/// Until it switches, auto is its explicit method (DOP853 below rtol 1e-6, Tsit45 above):
+/// the checks only read the state.
 #[test]
-fn auto_without_a_switch_is_tsit45_bit_for_bit() {
+fn auto_without_a_switch_is_its_explicit_method_bit_for_bit() {
     let p = Problem::generate(&ConfigArgs::default().resolve().unwrap().problem_spec()).unwrap();
     let field = SensingField::from_problem(&p);
     let x0 = p.start_state();
     let (times, steps) = outputs(20.0, 40);
-    let opts = |m| FlowOptions::new(m, 1e-8, 1e-8 * 1e-3 / 6f64.sqrt());
-    let auto = solve_flow(&field, &x0, &times, &steps, &opts(Method::Auto)).unwrap();
-    let tsit = solve_flow(&field, &x0, &times, &steps, &opts(Method::Tsit45)).unwrap();
-    let report = auto.stats.auto.as_ref().unwrap();
-    assert!(report.switches.is_empty() && report.checks > 0);
-    assert_eq!(auto.trajectory.states, tsit.trajectory.states);
-    assert_eq!(auto.stats.rhs_evals, tsit.stats.rhs_evals);
+    for (rtol, explicit) in [(1e-8, Method::Dop853), (1e-5, Method::Tsit45)] {
+        let opts = |m| FlowOptions::new(m, rtol, rtol * 1e-3 / 6f64.sqrt());
+        let auto = solve_flow(&field, &x0, &times, &steps, &opts(Method::Auto)).unwrap();
+        let alone = solve_flow(&field, &x0, &times, &steps, &opts(explicit)).unwrap();
+        let report = auto.stats.auto.as_ref().unwrap();
+        assert_eq!(report.explicit, explicit.name());
+        assert!(report.switches.is_empty() && report.checks > 0);
+        assert_eq!(auto.trajectory.states, alone.trajectory.states);
+        assert_eq!(auto.stats.rhs_evals, alone.stats.rhs_evals);
+    }
 }
 
 fn norm(x: &[f64]) -> f64 {

@@ -412,12 +412,12 @@ fn method_auto_reports_its_switches_in_the_summary_and_on_the_terminal() {
         .assert()
         .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
-    assert!(stdout.contains("tsit45 → bdf"), "{stdout}");
+    assert!(stdout.contains("dop853 → bdf"), "{stdout}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let auto = &summary["solver"]["auto"];
     let switch = &auto["switches"][0];
-    assert_eq!(switch["from"], "tsit45");
+    assert_eq!(switch["from"], "dop853");
     assert_eq!(switch["to"], "bdf");
     for key in ["t", "step_size", "spectral_radius", "h_rho"] {
         assert!(switch[key].as_f64().unwrap() > 0.0, "{key}");

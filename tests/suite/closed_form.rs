@@ -67,6 +67,7 @@ fn worst_error(method: Method, rtol: f64) -> f64 {
 fn every_method_matches_the_closed_form_flow() {
     let scale = SIGMA[0];
     for (method, multiple) in [
+        (Method::Dop853, 10.0),
         (Method::Tsit45, 10.0),
         (Method::Bdf, 100.0),
         (Method::Esdirk34, 200.0),

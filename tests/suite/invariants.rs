@@ -19,6 +19,7 @@ fn flow_conserves_the_balance_to_solver_tolerance() {
     let steps: Vec<usize> = (0..=100).collect();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * 0.2).collect();
     for (method, rtol) in [
+        (Method::Dop853, 1e-10),
         (Method::Tsit45, 1e-10),
         (Method::Bdf, 1e-10),
         (Method::Esdirk34, 1e-8),

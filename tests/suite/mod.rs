@@ -3,6 +3,7 @@ mod cli;
 mod closed_form;
 mod config;
 mod convergence;
+mod dop853;
 mod field;
 mod fuzz_props;
 mod invariants;

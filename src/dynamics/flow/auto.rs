@@ -1,5 +1,6 @@
-//! `--method auto`: a stiffness monitor that hands the solve from Tsit45 to BDF with the exact
-//! Jacobian when the step is held by stability, not accuracy, and back.
+//! `--method auto`: a stiffness monitor that hands the solve from the explicit method (Tsit45 or
+//! DOP853, by tolerance) to BDF with the exact Jacobian when the step is held by stability,
+//! not accuracy, and back.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,9 +10,13 @@ use crate::field::{Field, Workspace};
 /// The stiffness monitor of `--method auto`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoReport {
-    /// Where Tsit45's stability region meets the negative real axis: h·λ beyond it diverges.
+    /// The explicit method auto starts on and returns to (chosen by tolerance).
+    #[serde(default)]
+    pub explicit: String,
+    /// Where the explicit method's stability region meets the negative real axis: h·λ beyond
+    /// it diverges.
     pub stability_bound: f64,
-    /// Tsit45 hands over to BDF when h·ρ(∇²f) ≥ this fraction of the bound at two checks in
+    /// The explicit method hands over to BDF when h·ρ(∇²f) ≥ this fraction of the bound at two checks in
     /// a row (its step is pinned by stability, not accuracy) ...
     pub to_implicit_fraction: f64,
     /// ... and BDF hands back when h·ρ ≤ this fraction at two checks in a row.
@@ -24,7 +29,7 @@ pub struct AutoReport {
     pub time_explicit: f64,
     pub time_implicit: f64,
     /// One Jacobian and one LU factorisation, in units of one rhs evaluation (estimated from
-    /// the sizes). Tsit45 keeps a stiff stretch when the rhs evaluations it still needs to
+    /// the sizes). The explicit method keeps a stiff stretch when the rhs evaluations it still needs to
     /// reach the end, at its pinned step, are fewer than `payback` times this.
     pub switch_cost_rhs: f64,
     pub payback: f64,
@@ -48,41 +53,50 @@ pub struct MethodSwitch {
     pub h_rho: f64,
 }
 
-/// Where the stability region of diffsol's Tsit45 meets the negative real axis: the first
-/// x > 0 with |R(−x)| > 1, R(z) = 1 + z·bᵀ(I − zA)⁻¹𝟙 its stability polynomial. The flow's
-/// Jacobian −∇²f is symmetric, so its eigenvalues are real and this is the bound that binds.
+/// Where the stability region of an explicit Runge–Kutta method with `s` stages (its
+/// tableau `a(i, j)`, `b(i)`) meets the negative real axis: the first x > 0 with
+/// |R(−x)| > 1, R(z) = 1 + z·bᵀ(I − zA)⁻¹𝟙 its stability polynomial. The flow's Jacobian
+/// −∇²f is symmetric, so its eigenvalues are real and this is the bound that binds.
+pub fn real_stability_bound(
+    s: usize,
+    a: impl Fn(usize, usize) -> f64,
+    b: impl Fn(usize) -> f64,
+) -> f64 {
+    let r = |z: f64| {
+        let mut stages = vec![0.0; s];
+        for i in 0..s {
+            stages[i] = 1.0 + z * (0..i).map(|j| a(i, j) * stages[j]).sum::<f64>();
+        }
+        1.0 + z * (0..s).map(|i| b(i) * stages[i]).sum::<f64>()
+    };
+    let unstable = |x: f64| r(-x).abs() > 1.0;
+    let mut hi = 1e-3;
+    while !unstable(hi) {
+        hi += 1e-3;
+    }
+    let mut lo = hi - 1e-3;
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if unstable(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    lo
+}
+
+/// [`real_stability_bound`] of diffsol's Tsit45.
 pub fn tsit45_stability_bound() -> f64 {
     static BOUND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *BOUND.get_or_init(|| {
         let tab = diffsol::Tableau::<f64>::tsit45();
-        let s = tab.s();
-        let r = |z: f64| {
-            let mut stages = vec![0.0; s];
-            for i in 0..s {
-                stages[i] = 1.0 + z * (0..i).map(|j| tab.a(i, j) * stages[j]).sum::<f64>();
-            }
-            1.0 + z * (0..s).map(|i| tab.b()[i] * stages[i]).sum::<f64>()
-        };
-        let unstable = |x: f64| r(-x).abs() > 1.0;
-        let mut hi = 1e-3;
-        while !unstable(hi) {
-            hi += 1e-3;
-        }
-        let mut lo = hi - 1e-3;
-        for _ in 0..60 {
-            let mid = 0.5 * (lo + hi);
-            if unstable(mid) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        lo
+        real_stability_bound(tab.s(), |i, j| tab.a(i, j), |i| tab.b()[i])
     })
 }
 
 /// Decides, every few accepted steps, whether the flow is stiff at the current step size:
-/// h·ρ(∇²f) against Tsit45's stability bound, ρ from a few power iterations on
+/// h·ρ(∇²f) against the explicit method's stability bound, ρ from a few power iterations on
 /// Hessian–vector products warm-started from the last check's vector.
 pub(super) struct StiffnessMonitor<'f> {
     field: &'f dyn Field,
@@ -97,6 +111,7 @@ pub(super) struct StiffnessMonitor<'f> {
     /// switch, and must not be sent back while its step is still growing.
     last_h: f64,
     t_end: f64,
+    explicit: Method,
     pub(super) implicit_allowed: bool,
     pub(super) report: AutoReport,
 }
@@ -112,10 +127,8 @@ impl<'f> StiffnessMonitor<'f> {
     /// keeps crossing the thresholds gains nothing from more set-up costs.
     const MAX_SWITCHES: usize = 20;
     const PAYBACK: f64 = 10.0;
-    /// New rhs evaluations per accepted Tsit45 step (7 stages, the last reused).
-    const EXPLICIT_RHS_PER_STEP: f64 = 6.0;
 
-    pub(super) fn new(field: &'f dyn Field, t_end: f64) -> Self {
+    pub(super) fn new(field: &'f dyn Field, t_end: f64, explicit: Method) -> Self {
         let n = field.state_len();
         let lu_macs = (n as f64).powi(3) / 3.0;
         // A fixed, dense start vector: deterministic, and not orthogonal to any eigenvector
@@ -133,9 +146,14 @@ impl<'f> StiffnessMonitor<'f> {
             votes: 0,
             last_h: f64::INFINITY,
             t_end,
+            explicit,
             implicit_allowed: true,
             report: AutoReport {
-                stability_bound: tsit45_stability_bound(),
+                explicit: explicit.name().to_string(),
+                stability_bound: match explicit {
+                    Method::Dop853 => super::dop853::stability_bound(),
+                    _ => tsit45_stability_bound(),
+                },
                 to_implicit_fraction: Self::TO_IMPLICIT,
                 to_explicit_fraction: Self::TO_EXPLICIT,
                 switch_cost_rhs: (field.jacobian_cost_macs() + lu_macs) / field.rhs_cost_macs(),
@@ -197,7 +215,7 @@ impl<'f> StiffnessMonitor<'f> {
         let (vote, to) = match method {
             Method::Bdf => (
                 h_rho <= Self::TO_EXPLICIT * bound && !growing,
-                Method::Tsit45,
+                self.explicit,
             ),
             _ => (h_rho >= Self::TO_IMPLICIT * bound, Method::Bdf),
         };
@@ -213,7 +231,14 @@ impl<'f> StiffnessMonitor<'f> {
         }
         self.votes = 0;
         if to == Method::Bdf {
-            let remaining = Self::EXPLICIT_RHS_PER_STEP * (self.t_end - t) / h.abs();
+            // new rhs evaluations per accepted step: Tsit45 7 stages, the last reused; DOP853
+            // 12, and 3 more where the dense output is asked for
+            let per_step = if self.explicit == Method::Dop853 {
+                15.0
+            } else {
+                6.0
+            };
+            let remaining = per_step * (self.t_end - t) / h.abs();
             if remaining < self.report.payback * self.report.switch_cost_rhs {
                 // The rest of the horizon only gets shorter: stop checking.
                 self.report.declined += 1;

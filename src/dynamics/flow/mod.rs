@@ -21,9 +21,11 @@ use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
 
 mod auto;
+pub mod dop853;
 mod lu;
 
-pub use auto::{tsit45_stability_bound, AutoReport, MethodSwitch};
+pub use auto::{real_stability_bound, tsit45_stability_bound, AutoReport, MethodSwitch};
+pub use dop853::ErrorScale;
 pub use lu::BlockedLu;
 
 type M = NalgebraMat<f64>;
@@ -33,6 +35,8 @@ type V = NalgebraVec<f64>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
+    /// Dormand–Prince 8(5,3), explicit, with a 7th-order dense output (tight tolerances).
+    Dop853,
     /// Tsitouras 5(4), explicit.
     Tsit45,
     /// Variable-order BDF, implicit.
@@ -41,25 +45,38 @@ pub enum Method {
     TrBdf2,
     /// ESDIRK3(4), implicit.
     Esdirk34,
-    /// Tsit45 while the flow is not stiff, BDF with the exact Jacobian while it is.
+    /// DOP853 or Tsit45 (by tolerance) while the flow is not stiff, BDF with the exact
+    /// Jacobian while it is.
     Auto,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
+        Method::Dop853,
         Method::Tsit45,
         Method::Bdf,
         Method::TrBdf2,
         Method::Esdirk34,
         Method::Auto,
     ];
+    /// The explicit method for a relative tolerance: DOP853 below 1e-6, where its order pays
+    /// for its 12 stages, Tsit45 above.
+    pub fn explicit_for(rtol: f64) -> Method {
+        if rtol < 1e-6 {
+            Method::Dop853
+        } else {
+            Method::Tsit45
+        }
+    }
+
     /// Needs a dense Jacobian from the start. `auto` checks for itself whether one fits
     /// before it switches to BDF.
     pub fn is_implicit(self) -> bool {
-        !matches!(self, Method::Tsit45 | Method::Auto)
+        !matches!(self, Method::Dop853 | Method::Tsit45 | Method::Auto)
     }
     pub fn name(self) -> &'static str {
         match self {
+            Method::Dop853 => "dop853",
             Method::Tsit45 => "tsit45",
             Method::Bdf => "bdf",
             Method::TrBdf2 => "tr-bdf2",
@@ -69,13 +86,17 @@ impl Method {
     }
     pub fn description(self) -> &'static str {
         match self {
+            Method::Dop853 => {
+                "Dormand–Prince 8(5,3), explicit, order 8 with a 7th-order dense output: for \
+                 tight tolerances"
+            }
             Method::Tsit45 => "Tsitouras 5(4), explicit",
             Method::Bdf => "variable-order BDF, implicit",
             Method::TrBdf2 => "TR-BDF2, implicit (SDIRK)",
             Method::Esdirk34 => "ESDIRK3(4), implicit",
             Method::Auto => {
-                "Tsit45 while the flow is not stiff, BDF with the exact Jacobian while it is; \
-                 the switches are reported with the solver statistics"
+                "DOP853 (rtol < 1e-6) or Tsit45 while the flow is not stiff, BDF with the exact \
+                 Jacobian while it is; the switches are reported with the solver statistics"
             }
         }
     }
@@ -103,6 +124,8 @@ pub struct FlowOptions {
     pub jacobian: JacobianMode,
     /// Budget of accepted steps ([`DEFAULT_MAX_STEPS`]).
     pub max_steps: usize,
+    /// How DOP853 weighs a step's error (diffsol's methods use their own, componentwise).
+    pub scale: ErrorScale,
 }
 
 impl FlowOptions {
@@ -113,6 +136,7 @@ impl FlowOptions {
             atol,
             jacobian: JacobianMode::Exact,
             max_steps: DEFAULT_MAX_STEPS,
+            scale: ErrorScale::Componentwise,
         }
     }
 
@@ -412,7 +436,8 @@ pub fn solve_flow_with(
     }
 
     let t_end = times.last();
-    let mut monitor = auto::StiffnessMonitor::new(field, t_end);
+    let explicit = Method::explicit_for(opts.rtol);
+    let mut monitor = auto::StiffnessMonitor::new(field, t_end, explicit);
     if let Err(e) = check_implicit_memory(Method::Bdf, n, field.operator().m()) {
         monitor.report.note = Some(format!("stayed explicit: {e}"));
         monitor.implicit_allowed = false;
@@ -421,7 +446,7 @@ pub fn solve_flow_with(
         method: Method::Auto.name().to_string(),
         ..SolverStats::default()
     };
-    let (mut method, mut t0, mut y0) = (Method::Tsit45, 0.0, x0.to_vec());
+    let (mut method, mut t0, mut y0) = (explicit, 0.0, x0.to_vec());
     loop {
         let (handover, seg) = segment(
             field,
@@ -498,6 +523,9 @@ fn segment(
     on_step: &mut dyn FnMut(f64),
     monitor: Option<&mut auto::StiffnessMonitor<'_>>,
 ) -> Result<(Option<Handover>, SolverStats)> {
+    if method == Method::Dop853 {
+        return Ok(dop853_segment(field, opts, y0, t0, out, on_step, monitor));
+    }
     let ctx = NalgebraContext::default();
     let eqn = FlowEqn {
         field,
@@ -531,7 +559,7 @@ fn segment(
         max_steps: opts.max_steps,
     };
     let (handover, st) = match method {
-        Method::Tsit45 | Method::Auto => run.start(problem.tsit45()),
+        Method::Tsit45 | Method::Auto | Method::Dop853 => run.start(problem.tsit45()),
         Method::Bdf => run.start(problem.bdf::<BlockedLu>()),
         Method::TrBdf2 => run.start(problem.tr_bdf2::<BlockedLu>()),
         Method::Esdirk34 => run.start(problem.esdirk34::<BlockedLu>()),
@@ -550,6 +578,84 @@ fn segment(
         auto: None,
     };
     Ok((handover, stats))
+}
+
+/// [`segment`] for DOP853, ours rather than diffsol's.
+fn dop853_segment(
+    field: &dyn Field,
+    opts: &FlowOptions,
+    y0: &[f64],
+    t0: f64,
+    out: &mut Outputs,
+    on_step: &mut dyn FnMut(f64),
+    mut monitor: Option<&mut auto::StiffnessMonitor<'_>>,
+) -> (Option<Handover>, SolverStats) {
+    while !out.done() && out.times.at(out.next) <= t0 {
+        out.emit(y0);
+    }
+    let mut stats = SolverStats {
+        method: Method::Dop853.name().to_string(),
+        ..SolverStats::default()
+    };
+    if out.done() {
+        return (None, stats);
+    }
+    let t_end = out.times.last();
+    let mut s = dop853::Dop853::new(field, t0, y0, opts.rtol, opts.atol, opts.scale, t_end);
+    let mut buf = vec![0.0; y0.len()];
+    let mut handover = None;
+    while !out.done() {
+        if out.steps_taken >= opts.max_steps {
+            out.status = Status::Failed {
+                t: s.t(),
+                reason: format!(
+                    "step budget of {} accepted steps exhausted before t = {t_end}",
+                    opts.max_steps
+                ),
+            };
+            break;
+        }
+        if let Err(reason) = s.step(t_end) {
+            out.status = Status::Failed { t: s.t(), reason };
+            break;
+        }
+        out.steps_taken += 1;
+        let t = s.t();
+        on_step(t);
+        if s.y().iter().any(|v| !v.is_finite()) {
+            out.status = Status::Failed {
+                t,
+                reason: "non-finite state".to_string(),
+            };
+            break;
+        }
+        while !out.done() && out.times.at(out.next) <= t {
+            let at = out.times.at(out.next);
+            if at == t {
+                out.emit(s.y());
+            } else {
+                s.interpolate(at, &mut buf);
+                out.emit(&buf);
+            }
+        }
+        if out.done() {
+            break;
+        }
+        if let Some(monitor) = monitor.as_deref_mut() {
+            if let Some(to) = monitor.after_step(Method::Dop853, s.y(), t, s.h()) {
+                handover = Some(Handover {
+                    t,
+                    y: s.y().to_vec(),
+                    to,
+                });
+                break;
+            }
+        }
+    }
+    stats.steps = s.steps;
+    stats.rejected_steps = s.rejected;
+    stats.rhs_evals = s.rhs_evals;
+    (handover, stats)
 }
 
 type Stats = diffsol::ode_solver::OdeSolverStatistics;
