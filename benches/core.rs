@@ -88,6 +88,24 @@ fn bench(c: &mut Criterion) {
                 field32.rhs(black_box(&y), &mut out, &mut ws32)
             })
         });
+        // One gradient (the residual and G = 𝒜*r) from X, in one fused pass and in two.
+        for (name, prob) in [("", &p), ("_f32", &p32)] {
+            let op = prob.op.clone();
+            let xm = field.product(&x);
+            let (mut r, mut gm) = (vec![0.0; m], vec![0.0; n * n]);
+            c.bench_function(format!("gradient_fused{name}"), |b| {
+                b.iter(|| op.residual_adjoint(black_box(xm.as_slice()), &prob.y, &mut r, &mut gm))
+            });
+            c.bench_function(format!("gradient_two_pass{name}"), |b| {
+                b.iter(|| {
+                    op.apply(black_box(xm.as_slice()), &mut r);
+                    for (ri, yi) in r.iter_mut().zip(&prob.y) {
+                        *ri -= yi;
+                    }
+                    op.adjoint(&r, &mut gm)
+                })
+            });
+        }
         c.bench_function("rhs", |b| {
             // a fresh state each time: no cached residual
             let mut y = x.clone();

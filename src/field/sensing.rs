@@ -87,13 +87,10 @@ impl FactorGradient for SensingField {
         }
     }
 
-    /// r = 𝒜(X) − y, G = 𝒜*(r).
+    /// r = 𝒜(X) − y, G = 𝒜*(r): one pass over a dense operator.
     fn gradient(&self, ws: &mut Workspace) -> f64 {
-        self.op.apply(ws.x.as_slice(), &mut ws.r);
-        for (ri, yi) in ws.r.iter_mut().zip(&self.y) {
-            *ri -= yi;
-        }
-        self.op.adjoint(&ws.r, ws.g.as_mut_slice());
+        self.op
+            .residual_adjoint(ws.x.as_slice(), &self.y, &mut ws.r, ws.g.as_mut_slice());
         self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>()
     }
 

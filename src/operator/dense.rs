@@ -4,7 +4,7 @@ use nalgebra::DMatrix;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::kernels::{adjoint_any, adjoint_block_any, apply_any, apply_block_any};
+use super::kernels::{adjoint_any, adjoint_block_any, apply_any, apply_block_any, fused_any};
 use super::{Counter, OperatorCounts, Precision, SensingOperator};
 
 enum Storage {
@@ -150,6 +150,14 @@ impl SensingOperator for DenseOperator {
         match &self.a {
             Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
             Storage::F32(a) => adjoint_any(a, n, z, out),
+        }
+    }
+    fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {
+        self.counter.fused();
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out),
+            Storage::F32(a) => fused_any(a, n, x, y, residual, out),
         }
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {

@@ -308,6 +308,9 @@ macro_rules! fma_dispatch {
 }
 
 avx2_dispatch!(apply_rows => apply_rows_kernel(data: &[E], n: usize, x: &[f64], out: &mut [f64]) -> ());
+avx2_dispatch!(fused_rows => fused_rows_kernel(
+    data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64], g: &mut [f64]
+) -> ());
 avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
     data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]
 ) -> ());
@@ -390,6 +393,105 @@ fn adjoint_group_avx2_fma<E: Entry>(
         }
     }
     out
+}
+
+/// Row blocks of the fused kernel: a fixed number, whatever the thread count, so that every
+/// sum runs in the same order on any machine (each block's partial gradient is summed in
+/// row order, and the partials in block order).
+const FUSED_BLOCKS: usize = 16;
+
+/// r = 𝒜(x) − y and g = 𝒜*(r) in one pass over the stored rows: each group of four rows is
+/// read from memory once for their residuals r_i = ⟨a_i, x⟩ − y_i, and again from cache,
+/// while it is still there, for g += Σ r_i a_i. The residuals equal [`apply_any`]'s bit for
+/// bit (same four-row dot products); g differs from the two-pass adjoint's by rounding (its
+/// rows are summed per block, then the blocks).
+pub(super) fn fused_any<E: Entry>(
+    data: &[E],
+    n: usize,
+    x: &[f64],
+    y: &[f64],
+    r: &mut [f64],
+    g: &mut [f64],
+) {
+    let m = y.len();
+    // whole groups of four rows per block, so that the blocks' dot products are apply's
+    let rows = (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4;
+    let blocks: Vec<(usize, usize)> = (0..m)
+        .step_by(rows.max(4))
+        .map(|s| (s, (s + rows).min(m)))
+        .collect();
+    let run = |&(s, e): &(usize, usize)| {
+        let mut part = vec![0.0; n];
+        let mut rb = vec![0.0; e - s];
+        fused_rows(&data[s * n..e * n], n, x, &y[s..e], &mut rb, &mut part);
+        (rb, part)
+    };
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = if data.len() < PARALLEL_MIN_ENTRIES {
+        blocks.iter().map(run).collect()
+    } else {
+        blocks.par_iter().map(run).collect()
+    };
+    for (&(s, e), (rb, _)) in blocks.iter().zip(&parts) {
+        r[s..e].copy_from_slice(rb);
+    }
+    // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
+    let reduce = |(offset, out): (usize, &mut [f64])| {
+        out.fill(0.0);
+        let len = out.len();
+        for (_, part) in &parts {
+            for (o, p) in out.iter_mut().zip(&part[offset..offset + len]) {
+                *o += p;
+            }
+        }
+    };
+    if data.len() < PARALLEL_MIN_ENTRIES {
+        reduce((0, g));
+    } else {
+        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+        g.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(t, out)| reduce((t * width, out)));
+    }
+}
+
+/// [`fused_any`] over consecutive rows: residuals into `r`, their gradient added into `g`.
+#[inline(always)]
+fn fused_rows_kernel<E: Entry>(
+    data: &[E],
+    n: usize,
+    x: &[f64],
+    y: &[f64],
+    r: &mut [f64],
+    g: &mut [f64],
+) {
+    let mut rows = data.chunks_exact(4 * n);
+    let mut rs = r.chunks_exact_mut(4);
+    let mut ys = y.chunks_exact(4);
+    for ((block, rc), yc) in (&mut rows).zip(&mut rs).zip(&mut ys) {
+        let (a0, rest) = block.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        let d = dot4([a0, a1, a2, a3], x);
+        for q in 0..4 {
+            rc[q] = d[q] - yc[q];
+        }
+        let (r0, r1, r2, r3) = (rc[0], rc[1], rc[2], rc[3]);
+        for j in 0..n {
+            g[j] += (r0 * a0[j].get() + r1 * a1[j].get()) + (r2 * a2[j].get() + r3 * a3[j].get());
+        }
+    }
+    for ((a, ri), yi) in rows
+        .remainder()
+        .chunks_exact(n)
+        .zip(rs.into_remainder())
+        .zip(ys.remainder())
+    {
+        *ri = dot(a, x) - yi;
+        let rv = *ri;
+        for (o, v) in g.iter_mut().zip(a) {
+            *o += rv * v.get();
+        }
+    }
 }
 
 /// `out[i] = ⟨row i, x⟩` for consecutive rows of length n.

@@ -26,6 +26,9 @@ pub use sampled::{EntryOperator, IdentityOperator};
 pub struct OperatorCounts {
     pub apply: u64,
     pub adjoint: u64,
+    /// Passes that computed the residual and its adjoint together ([`SensingOperator::residual_adjoint`]).
+    #[serde(default)]
+    pub fused: u64,
 }
 
 /// Application counts an operator keeps for its statistics (thread-safe; a custom operator
@@ -34,6 +37,7 @@ pub struct OperatorCounts {
 pub struct Counter {
     apply: AtomicU64,
     adjoint: AtomicU64,
+    fused: AtomicU64,
 }
 
 impl Counter {
@@ -41,6 +45,7 @@ impl Counter {
         OperatorCounts {
             apply: self.apply.load(Ordering::Relaxed),
             adjoint: self.adjoint.load(Ordering::Relaxed),
+            fused: self.fused.load(Ordering::Relaxed),
         }
     }
     pub fn apply(&self) {
@@ -48,6 +53,9 @@ impl Counter {
     }
     pub fn adjoint(&self) {
         self.adjoint.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn fused(&self) {
+        self.fused.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn add(&self, apply: u64, adjoint: u64) {
         self.apply.fetch_add(apply, Ordering::Relaxed);
@@ -65,6 +73,16 @@ pub trait SensingOperator: Send + Sync {
     fn apply(&self, x: &[f64], out: &mut [f64]);
     /// `out = 𝒜*(z) = Σ_i z_i vec(A_i)`.
     fn adjoint(&self, z: &[f64], out: &mut [f64]);
+    /// r = 𝒜(x) − y into `residual` and 𝒜*(r) into `out`: the residual and its gradient, what
+    /// every evaluation of the field needs. The default applies the two products one after
+    /// the other; [`DenseOperator`] does both in one pass over its matrix.
+    fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {
+        self.apply(x, residual);
+        for (r, yi) in residual.iter_mut().zip(y) {
+            *r -= yi;
+        }
+        self.adjoint(residual, out);
+    }
     /// Copy vec(A_i) into `out` (length n1·n2).
     fn measurement_matrix(&self, i: usize, out: &mut [f64]);
     fn counts(&self) -> OperatorCounts;
