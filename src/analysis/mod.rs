@@ -2,6 +2,7 @@
 //! theorems are about ([`theory`]), and fits of them ([`fit`]).
 
 pub mod fit;
+pub mod lowrank;
 pub mod record;
 pub mod theory;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
+use super::lowrank::{op_norm, FactoredSvd};
 use crate::field::{Field, Workspace};
 
 /// A recorded quantity a user adds: its columns in `trajectory.csv` (after the built-in ones)
@@ -74,11 +75,14 @@ pub struct Recorder<'f> {
     /// Orthonormal bases of X*'s column and row spaces (n1×r, n2×r).
     l_star: DMatrix<f64>,
     r_star: DMatrix<f64>,
+    /// L*Σ*, so that X* = (L*Σ*)R*ᵀ.
+    l_star_sigma: DMatrix<f64>,
     quantities: Vec<Arc<dyn Quantity>>,
 }
 
-/// Top-`r` left and right singular vectors of `x`, by decreasing singular value.
-pub fn top_singular_spaces(x: &DMatrix<f64>, r: usize) -> (DMatrix<f64>, DMatrix<f64>) {
+/// Top-`r` left and right singular vectors of `x`, by decreasing singular value, with the
+/// singular values.
+pub fn top_singular_spaces(x: &DMatrix<f64>, r: usize) -> (DMatrix<f64>, DMatrix<f64>, Vec<f64>) {
     let svd = x.clone().svd(true, true);
     let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
     order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
@@ -87,7 +91,8 @@ pub fn top_singular_spaces(x: &DMatrix<f64>, r: usize) -> (DMatrix<f64>, DMatrix
     let r = r.min(order.len());
     let l = DMatrix::from_fn(x.nrows(), r, |i, j| u[(i, order[j])]);
     let rr = DMatrix::from_fn(x.ncols(), r, |i, j| vt[(order[j], i)]);
-    (l, rr)
+    let values = order[..r].iter().map(|&i| svd.singular_values[i]).collect();
+    (l, rr, values)
 }
 
 /// The r-th largest singular value of `m` (0 when it has fewer).
@@ -120,18 +125,18 @@ pub fn balance(field: &dyn Field, state: &[f64]) -> DMatrix<f64> {
 /// O((n1 + n2)k²) instead of an n1×n2 SVD; zero-padded to k values.
 pub fn product_singular_values(field: &dyn Field, state: &[f64]) -> Vec<f64> {
     let (u, v) = field.factors().split(state);
-    let ru = u.clone_owned().qr().r();
-    let rv = v.clone_owned().qr().r();
-    let core = ru * rv.transpose();
-    let mut sv: Vec<f64> = core.singular_values().iter().copied().collect();
-    sv.sort_by(|a, b| b.total_cmp(a));
+    let mut sv = FactoredSvd::of(u, v).values;
     sv.resize(field.factors().k, 0.0);
     sv
 }
 
 impl<'f> Recorder<'f> {
     pub fn new(field: &'f dyn Field, x_star: &DMatrix<f64>, start: &[f64]) -> Self {
-        let (l_star, r_star) = top_singular_spaces(x_star, rank_of(x_star));
+        let (l_star, r_star, sigma) = top_singular_spaces(x_star, rank_of(x_star));
+        let mut l_star_sigma = l_star.clone();
+        for (j, s) in sigma.iter().enumerate() {
+            l_star_sigma.column_mut(j).scale_mut(*s);
+        }
         Self {
             field,
             x_star: x_star.clone(),
@@ -139,6 +144,7 @@ impl<'f> Recorder<'f> {
             d0: balance(field, start),
             l_star,
             r_star,
+            l_star_sigma,
             quantities: Vec::new(),
         }
     }
@@ -192,16 +198,40 @@ impl<'f> Recorder<'f> {
         let resid = &self.x_star - &x;
         let rel_error = resid.norm() / self.x_star_norm;
         let balance_drift = (balance(self.field, state) - &self.d0).norm();
-        let e = -ws.g() - &resid;
-        let resid_op = resid.singular_values().max();
+        let (u, v) = self.field.factors().split(state);
+        let k = self.field.factors().k;
+        // UVᵀ and X* − UVᵀ = [L*Σ*, U]·[R*, −V]ᵀ through the cores of their factors
+        let product = FactoredSvd::of(u, v);
+        let mut sv = product.values.clone();
+        sv.resize(k, 0.0);
+        let a = DMatrix::from_fn(u.nrows(), self.l_star.ncols() + k, |i, j| {
+            if j < self.l_star.ncols() {
+                self.l_star_sigma[(i, j)]
+            } else {
+                u[(i, j - self.l_star.ncols())]
+            }
+        });
+        let b = DMatrix::from_fn(v.nrows(), self.r_star.ncols() + k, |i, j| {
+            if j < self.r_star.ncols() {
+                self.r_star[(i, j)]
+            } else {
+                -v[(i, j - self.r_star.ncols())]
+            }
+        });
+        let resid_op = FactoredSvd::of(a.as_view(), b.as_view())
+            .values
+            .first()
+            .copied()
+            .unwrap_or(0.0);
         let rho = if resid_op > 0.0 {
-            e.singular_values().max() / resid_op
+            op_norm(&(-ws.g() - &resid)) / resid_op
         } else {
             0.0
         };
-        let (u, v) = self.field.factors().split(state);
         let r = self.l_star.ncols();
-        let (lx, rx) = top_singular_spaces(&x, r.min(self.field.factors().k));
+        let top = r.min(k);
+        let lx = product.left.columns(0, top).clone_owned();
+        let rx = product.right.columns(0, top).clone_owned();
         let spurious = |basis: &DMatrix<f64>, f: &nalgebra::DMatrixView<f64>| {
             (f - basis * (basis.transpose() * f)).norm()
         };
@@ -211,7 +241,7 @@ impl<'f> Recorder<'f> {
             loss,
             rel_error,
             balance_drift,
-            sv: product_singular_values(self.field, state),
+            sv,
             rho,
             signal_u: sigma_r(&(self.l_star.transpose() * u), r),
             signal_v: sigma_r(&(self.r_star.transpose() * v), r),

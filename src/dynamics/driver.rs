@@ -111,15 +111,22 @@ pub struct Driver<'f, S: Stepper> {
     field: &'f dyn Field,
     runs: Vec<Run<S>>,
     step: usize,
+    /// Made by [`Driver::batch`]: every evaluation goes through [`Stepper::evaluate_batch`].
+    batched: bool,
 }
 
 impl<'f, S: Stepper> Driver<'f, S> {
     /// One run from `x0`.
     pub fn new(field: &'f dyn Field, stepper: S, x0: &[f64], opts: RunOptions) -> Self {
-        Self::batch(field, vec![(stepper, x0.to_vec(), opts)])
+        Self {
+            batched: false,
+            ..Self::batch(field, vec![(stepper, x0.to_vec(), opts)])
+        }
     }
 
-    /// Several runs, each with its own stepper, start and options.
+    /// Several runs, each with its own stepper, start and options, evaluated together
+    /// ([`Stepper::evaluate_batch`]) however many are left: a run's iterates do not depend on
+    /// which others it is batched with, or on their number.
     pub fn batch(field: &'f dyn Field, runs: Vec<(S, Vec<f64>, RunOptions)>) -> Self {
         let runs = runs
             .into_iter()
@@ -140,6 +147,7 @@ impl<'f, S: Stepper> Driver<'f, S> {
             field,
             runs,
             step: 0,
+            batched: true,
         }
     }
 
@@ -166,7 +174,7 @@ impl<'f, S: Stepper> Driver<'f, S> {
         if active.is_empty() {
             return false;
         }
-        let losses = if active.len() == 1 {
+        let losses = if !self.batched {
             let r = &mut self.runs[active[0]];
             vec![r.stepper.evaluate(self.field, &r.x)]
         } else {

@@ -20,12 +20,12 @@ use super::Setup;
 use crate::analysis::fit::{first_passage, fit_order, OrderFit};
 use crate::analysis::record::balance;
 use crate::config::{parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES};
-use crate::dynamics::flow::{solve_flow, FlowOptions, SolverStats};
+use crate::dynamics::flow::{solve_flow, FlowOptions, FlowSolution, SolverStats};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
-use crate::field::Field;
+use crate::field::{Field, Workspace};
 use crate::problem::Problem;
 use crate::results::run::ProblemInfo;
 use crate::results::sweep::{
@@ -232,87 +232,139 @@ fn split_diff(field: &dyn Field, a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     (dx, (ua - ub).norm(), (va - vb).norm())
 }
 
-fn compare_point(
-    ctx: &Ctx,
-    eta: f64,
-    plain: &[Vec<f64>],
-    plain_tight: &[Vec<f64>],
-) -> Result<(SweepPoint, Vec<DeviationRow>)> {
-    let field = ctx.field;
+/// The modified flow for one step size, at two tolerances.
+struct ModifiedFlows {
+    coarse: FlowSolution,
+    tight: FlowSolution,
+}
+
+fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
     let n = ctx.settings.steps_for(eta);
     let steps: Vec<usize> = (0..=n).collect();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * eta).collect();
-    let mod_field = ctx.setup.flow_field(FlowVariant::Modified, eta);
-    let mod_opts = ctx.flow_opts;
-    let (modified, modified_tight) = rayon::join(
-        || solve_flow(mod_field.as_ref(), &ctx.x0, &times, &steps, &mod_opts),
+    let field = ctx.setup.flow_field(FlowVariant::Modified, eta);
+    let opts = ctx.flow_opts;
+    let (coarse, tight) = rayon::join(
+        || solve_flow(field.as_ref(), &ctx.x0, &times, &steps, &opts),
         || {
             solve_flow(
-                mod_field.as_ref(),
+                field.as_ref(),
                 &ctx.x0,
                 &times,
                 &steps,
-                &mod_opts.tightened(TIGHTENING),
+                &opts.tightened(TIGHTENING),
             )
         },
     );
-    let (modified, modified_tight) = (modified?, modified_tight?);
-    let mod_states = &modified.trajectory.states;
-    let mod_tight_states = &modified_tight.trajectory.states;
-    let comparable = plain
-        .len()
-        .min(plain_tight.len())
-        .min(mod_states.len())
-        .min(mod_tight_states.len());
+    Ok(ModifiedFlows {
+        coarse: coarse?,
+        tight: tight?,
+    })
+}
 
-    let stride = (n + 1).div_ceil(ctx.settings.max_rows).max(1);
-    let mut rows = Vec::new();
-    let mut ws = field.workspace();
-    let zero = Peak::new();
-    let (mut max_dev, mut max_u, mut max_v, mut max_loss, mut max_mod) =
-        (zero, zero, zero, zero, zero);
-    let (mut ref_error, mut ref_error_modified, mut max_drift_gd) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut t_eps_gd, mut t_eps_flow) = (None, None);
-    let mut prev_flow_err: Option<(f64, f64)> = None;
-    let mut last_row: Option<DeviationRow> = None;
-    let eps = ctx.settings.epsilon;
-    let rel = |x: &[f64]| (field.product(x) - ctx.x_star).norm() / ctx.x_star_norm;
-    let drift = |x: &[f64]| (balance(field, x) - &ctx.d0).norm();
+/// GD at one step size against both flows, iterate by iterate.
+struct Comparison<'a> {
+    ctx: &'a Ctx<'a>,
+    eta: f64,
+    n: usize,
+    plain: &'a [Vec<f64>],
+    plain_tight: &'a [Vec<f64>],
+    modified: &'a ModifiedFlows,
+    comparable: usize,
+    stride: usize,
+    ws: Workspace,
+    rows: Vec<DeviationRow>,
+    last_row: Option<DeviationRow>,
+    max_dev: Peak,
+    max_u: Peak,
+    max_v: Peak,
+    max_loss: Peak,
+    max_mod: Peak,
+    ref_error: f64,
+    ref_error_modified: f64,
+    max_drift_gd: f64,
+    t_eps_gd: Option<f64>,
+    t_eps_flow: Option<f64>,
+    prev_flow_err: Option<(f64, f64)>,
+}
 
-    let gd_opts = RunOptions {
-        save: SaveAt::Nothing,
-        ..RunOptions::new(eta, n, n.max(1))
-    };
-    let mut compare = |it: &Iterate<'_>| {
+impl<'a> Comparison<'a> {
+    fn new(
+        ctx: &'a Ctx<'a>,
+        eta: f64,
+        plain: &'a [Vec<f64>],
+        plain_tight: &'a [Vec<f64>],
+        modified: &'a ModifiedFlows,
+    ) -> Self {
+        let n = ctx.settings.steps_for(eta);
+        let comparable = plain
+            .len()
+            .min(plain_tight.len())
+            .min(modified.coarse.trajectory.states.len())
+            .min(modified.tight.trajectory.states.len());
+        Self {
+            ctx,
+            eta,
+            n,
+            plain,
+            plain_tight,
+            modified,
+            comparable,
+            stride: (n + 1).div_ceil(ctx.settings.max_rows).max(1),
+            ws: ctx.field.workspace(),
+            rows: Vec::new(),
+            last_row: None,
+            max_dev: Peak::new(),
+            max_u: Peak::new(),
+            max_v: Peak::new(),
+            max_loss: Peak::new(),
+            max_mod: Peak::new(),
+            ref_error: 0.0,
+            ref_error_modified: 0.0,
+            max_drift_gd: 0.0,
+            t_eps_gd: None,
+            t_eps_flow: None,
+            prev_flow_err: None,
+        }
+    }
+
+    fn observe(&mut self, it: &Iterate<'_>) {
         let (j, loss_gd, x) = (it.step, it.loss, it.state);
-        if j >= comparable {
+        if j >= self.comparable {
             return;
         }
+        let (ctx, eta) = (self.ctx, self.eta);
+        let field = ctx.field;
+        let rel = |x: &[f64]| (field.product(x) - ctx.x_star).norm() / ctx.x_star_norm;
+        let drift = |x: &[f64]| (balance(field, x) - &ctx.d0).norm();
+        let (plain, plain_tight) = (&self.plain[j], &self.plain_tight[j]);
+        let mod_state = &self.modified.coarse.trajectory.states[j];
+        let mod_tight = &self.modified.tight.trajectory.states[j];
         let t = j as f64 * eta;
-        let (dev, dev_u, dev_v) = split_diff(field, x, &plain_tight[j]);
-        let ref_err = (field.product(&plain[j]) - field.product(&plain_tight[j])).norm();
-        let dev_mod = (field.product(x) - field.product(&mod_tight_states[j])).norm();
-        let ref_err_mod =
-            (field.product(&mod_states[j]) - field.product(&mod_tight_states[j])).norm();
-        let loss_flow = field.loss(&plain_tight[j], &mut ws);
+        let (dev, dev_u, dev_v) = split_diff(field, x, plain_tight);
+        let ref_err = (field.product(plain) - field.product(plain_tight)).norm();
+        let dev_mod = (field.product(x) - field.product(mod_tight)).norm();
+        let ref_err_mod = (field.product(mod_state) - field.product(mod_tight)).norm();
+        let loss_flow = field.loss(plain_tight, &mut self.ws);
         let rel_gd = rel(x);
-        let rel_flow = rel(&plain_tight[j]);
+        let rel_flow = rel(plain_tight);
         let drift_gd = drift(x);
-        max_dev.update(dev, j, t);
-        max_u.update(dev_u, j, t);
-        max_v.update(dev_v, j, t);
-        max_loss.update((loss_gd - loss_flow).abs(), j, t);
-        max_mod.update(dev_mod, j, t);
-        ref_error = ref_error.max(ref_err);
-        ref_error_modified = ref_error_modified.max(ref_err_mod);
-        max_drift_gd = max_drift_gd.max(drift_gd);
-        if t_eps_gd.is_none() && rel_gd < eps {
-            t_eps_gd = Some(t);
+        self.max_dev.update(dev, j, t);
+        self.max_u.update(dev_u, j, t);
+        self.max_v.update(dev_v, j, t);
+        self.max_loss.update((loss_gd - loss_flow).abs(), j, t);
+        self.max_mod.update(dev_mod, j, t);
+        self.ref_error = self.ref_error.max(ref_err);
+        self.ref_error_modified = self.ref_error_modified.max(ref_err_mod);
+        self.max_drift_gd = self.max_drift_gd.max(drift_gd);
+        let eps = ctx.settings.epsilon;
+        if self.t_eps_gd.is_none() && rel_gd < eps {
+            self.t_eps_gd = Some(t);
         }
-        if t_eps_flow.is_none() {
-            t_eps_flow = first_passage(prev_flow_err, t, rel_flow, eps);
+        if self.t_eps_flow.is_none() {
+            self.t_eps_flow = first_passage(self.prev_flow_err, t, rel_flow, eps);
         }
-        prev_flow_err = Some((t, rel_flow));
+        self.prev_flow_err = Some((t, rel_flow));
         let row = DeviationRow {
             eta,
             step: j,
@@ -332,60 +384,61 @@ fn compare_point(
             below_ref_modified: dev_mod <= ref_err_mod,
             rel_error_gd: rel_gd,
             rel_error_flow: rel_flow,
-            rel_error_modified: rel(&mod_tight_states[j]),
+            rel_error_modified: rel(mod_tight),
             drift_gd,
-            drift_flow: drift(&plain_tight[j]),
+            drift_flow: drift(plain_tight),
         };
-        if j % stride == 0 {
-            rows.push(row);
+        if j % self.stride == 0 {
+            self.rows.push(row);
         } else {
-            last_row = Some(row);
-        }
-    };
-    let gd = Driver::new(field, Gd::new(), &ctx.x0, gd_opts)
-        .run(&mut compare)
-        .pop()
-        .expect("one run");
-    // The last compared step always closes the table.
-    if let Some(row) = last_row {
-        if rows.last().is_none_or(|r| r.step < row.step) {
-            rows.push(row);
+            self.last_row = Some(row);
         }
     }
-    let last = rows.last();
-    let point = SweepPoint {
-        eta,
-        steps: n,
-        compared_steps: last.map_or(0, |r| r.step),
-        gd_status: gd.status,
-        modified_flow_status: if modified_tight.trajectory.status != Status::Completed {
-            modified_tight.trajectory.status.clone()
-        } else {
-            modified.trajectory.status.clone()
-        },
-        max_dev_rel: max_dev.value / ctx.x_star_norm,
-        max_dev,
-        max_dev_u: max_u,
-        max_dev_v: max_v,
-        max_loss_diff: max_loss,
-        ref_error,
-        below_ref: max_dev.value <= ref_error,
-        max_dev_modified_rel: max_mod.value / ctx.x_star_norm,
-        max_dev_modified: max_mod,
-        ref_error_modified,
-        below_ref_modified: max_mod.value <= ref_error_modified,
-        final_rel_error_gd: last.map_or(f64::NAN, |r| r.rel_error_gd),
-        final_rel_error_flow: last.map_or(f64::NAN, |r| r.rel_error_flow),
-        final_rel_error_modified: last.map_or(f64::NAN, |r| r.rel_error_modified),
-        t_eps_gd,
-        t_eps_flow,
-        final_drift_gd: last.map_or(f64::NAN, |r| r.drift_gd),
-        final_drift_flow: last.map_or(f64::NAN, |r| r.drift_flow),
-        max_drift_gd,
-        modified_solver: modified.stats,
-        modified_solver_tight: modified_tight.stats,
-    };
-    Ok((point, rows))
+
+    fn finish(mut self, gd_status: Status) -> (SweepPoint, Vec<DeviationRow>) {
+        // The last compared step always closes the table.
+        if let Some(row) = self.last_row.take() {
+            if self.rows.last().is_none_or(|r| r.step < row.step) {
+                self.rows.push(row);
+            }
+        }
+        let norm = self.ctx.x_star_norm;
+        let last = self.rows.last();
+        let (coarse, tight) = (&self.modified.coarse, &self.modified.tight);
+        let point = SweepPoint {
+            eta: self.eta,
+            steps: self.n,
+            compared_steps: last.map_or(0, |r| r.step),
+            gd_status,
+            modified_flow_status: if tight.trajectory.status != Status::Completed {
+                tight.trajectory.status.clone()
+            } else {
+                coarse.trajectory.status.clone()
+            },
+            max_dev_rel: self.max_dev.value / norm,
+            max_dev: self.max_dev,
+            max_dev_u: self.max_u,
+            max_dev_v: self.max_v,
+            max_loss_diff: self.max_loss,
+            ref_error: self.ref_error,
+            below_ref: self.max_dev.value <= self.ref_error,
+            max_dev_modified_rel: self.max_mod.value / norm,
+            max_dev_modified: self.max_mod,
+            ref_error_modified: self.ref_error_modified,
+            below_ref_modified: self.max_mod.value <= self.ref_error_modified,
+            final_rel_error_gd: last.map_or(f64::NAN, |r| r.rel_error_gd),
+            final_rel_error_flow: last.map_or(f64::NAN, |r| r.rel_error_flow),
+            final_rel_error_modified: last.map_or(f64::NAN, |r| r.rel_error_modified),
+            t_eps_gd: self.t_eps_gd,
+            t_eps_flow: self.t_eps_flow,
+            final_drift_gd: last.map_or(f64::NAN, |r| r.drift_gd),
+            final_drift_flow: last.map_or(f64::NAN, |r| r.drift_flow),
+            max_drift_gd: self.max_drift_gd,
+            modified_solver: coarse.stats.clone(),
+            modified_solver_tight: tight.stats.clone(),
+        };
+        (point, self.rows)
+    }
 }
 
 /// Run a sweep with resolved settings on a set-up problem.
@@ -445,20 +498,45 @@ pub fn run_sweep(
         flow_opts,
     };
     let t = Instant::now();
-    let results: Vec<Result<(SweepPoint, Vec<DeviationRow>)>> = etas
+    // The modified flows, per step size in parallel; then GD at every step size in one
+    // batched run (each pass over the sensing matrix serves eight step sizes), compared with
+    // the flows iterate by iterate.
+    let modified: Vec<ModifiedFlows> = etas
         .par_iter()
-        .enumerate()
-        .map(|(i, &eta)| {
-            let r = compare_point(&ctx, eta, &plain.states[i], &plain_tight.states[i]);
+        .map(|&eta| {
+            let m = modified_flows(&ctx, eta);
             bar.inc(1);
-            r
+            m
+        })
+        .collect::<Result<_>>()?;
+    let mut comparisons: Vec<Comparison> = etas
+        .iter()
+        .zip(&modified)
+        .enumerate()
+        .map(|(i, (&eta, m))| {
+            Comparison::new(&ctx, eta, &plain.states[i], &plain_tight.states[i], m)
         })
         .collect();
+    let runs = comparisons
+        .iter()
+        .map(|c| {
+            let opts = RunOptions {
+                save: SaveAt::Nothing,
+                ..RunOptions::new(c.eta, c.n, 1)
+            };
+            (Gd::new(), x0.clone(), opts)
+        })
+        .collect();
+    let statuses: Vec<Status> = Driver::batch(field, runs)
+        .run(&mut |it: &Iterate<'_>| comparisons[it.run].observe(it))
+        .into_iter()
+        .map(|traj| traj.status)
+        .collect();
     let points_seconds = t.elapsed().as_secs_f64();
-    let mut points = Vec::with_capacity(results.len());
+    let mut points = Vec::with_capacity(etas.len());
     let mut deviations = Vec::new();
-    for r in results {
-        let (p, rows) = r?;
+    for (c, status) in comparisons.into_iter().zip(statuses) {
+        let (p, rows) = c.finish(status);
         points.push(p);
         deviations.extend(rows);
     }

@@ -124,9 +124,10 @@ impl FactorGradient for SensingField {
     }
 
     /// With 𝒜 and 𝒜* applied to eight states per pass over the sensing matrix
-    /// ([`SensingOperator::apply_block`]).
+    /// ([`SensingOperator::apply_block`]); every state's result is independent of the others
+    /// in the batch (a batch of one included).
     fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Option<Vec<f64>> {
-        if self.factors.symmetric || states.len() < 2 {
+        if self.factors.symmetric {
             return None;
         }
         let f = self.factors;

@@ -395,10 +395,15 @@ fn adjoint_group_avx2_fma<E: Entry>(
     out
 }
 
-/// Row blocks of the fused kernel: a fixed number, whatever the thread count, so that every
-/// sum runs in the same order on any machine (each block's partial gradient is summed in
-/// row order, and the partials in block order).
+/// Row blocks of the fused kernel above the one-thread size: a fixed number, whatever the
+/// thread count, so that every sum runs in the same order on any machine (each block's
+/// partial gradient is summed in row order, and the partials in block order).
 const FUSED_BLOCKS: usize = 16;
+
+/// The fused pass splits its rows across threads from this size on: lower than
+/// [`PARALLEL_MIN_ENTRIES`], because each thread's share then stays in its own core's L2
+/// from one pass to the next.
+const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 16;
 
 /// r = 𝒜(x) − y and g = 𝒜*(r) in one pass over the stored rows: each group of four rows is
 /// read from memory once for their residuals r_i = ⟨a_i, x⟩ − y_i, and again from cache,
@@ -414,6 +419,12 @@ pub(super) fn fused_any<E: Entry>(
     g: &mut [f64],
 ) {
     let m = y.len();
+    if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
+        // always one thread here: one block, straight into g
+        g.fill(0.0);
+        fused_rows(data, n, x, y, r, g);
+        return;
+    }
     // whole groups of four rows per block, so that the blocks' dot products are apply's
     let rows = (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4;
     let blocks: Vec<(usize, usize)> = (0..m)
@@ -426,11 +437,7 @@ pub(super) fn fused_any<E: Entry>(
         fused_rows(&data[s * n..e * n], n, x, &y[s..e], &mut rb, &mut part);
         (rb, part)
     };
-    let parts: Vec<(Vec<f64>, Vec<f64>)> = if data.len() < PARALLEL_MIN_ENTRIES {
-        blocks.iter().map(run).collect()
-    } else {
-        blocks.par_iter().map(run).collect()
-    };
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = blocks.par_iter().map(run).collect();
     for (&(s, e), (rb, _)) in blocks.iter().zip(&parts) {
         r[s..e].copy_from_slice(rb);
     }
@@ -444,14 +451,10 @@ pub(super) fn fused_any<E: Entry>(
             }
         }
     };
-    if data.len() < PARALLEL_MIN_ENTRIES {
-        reduce((0, g));
-    } else {
-        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-        g.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(t, out)| reduce((t * width, out)));
-    }
+    let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+    g.par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(t, out)| reduce((t * width, out)));
 }
 
 /// [`fused_any`] over consecutive rows: residuals into `r`, their gradient added into `g`.

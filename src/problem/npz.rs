@@ -337,8 +337,12 @@ impl Problem {
             let mut npz = npyz::npz::NpzWriter::new(std::io::BufWriter::new(file));
             for (name, shape, data) in &arrays {
                 use npyz::WriterBuilder;
+                // stored, not deflated, as `np.savez` writes: random floats do not compress, and
+                // inflating them made loading a problem slower than solving it
+                let stored = zip::write::FileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
                 let mut w = npz
-                    .array::<f64>(name, Default::default())?
+                    .array::<f64>(name, stored)?
                     .default_dtype()
                     .shape(shape)
                     .begin_nd()?;

@@ -320,3 +320,50 @@ fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
         );
     }
 }
+
+/// The recorded quantities come from small cores and a Lanczos op-norm, not n1×n2 SVDs: they
+/// agree with the dense SVDs they replace.
+#[test]
+fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
+    let p = small_gaussian(31);
+    let field = SensingField::from_problem(&p);
+    let recorder = Recorder::new(&field, &p.x_star, &p.start_state());
+    let mut ws = field.workspace();
+    for (seed, scale) in [(1, 0.05), (2, 0.4), (3, 1.5)] {
+        let x = random_state(&p, seed, scale);
+        let rec = recorder.record(0, 0.0, &x, &mut ws);
+        let prod = field.product(&x);
+        let mut sv: Vec<f64> = prod.singular_values().iter().copied().collect();
+        sv.sort_by(|a, b| b.total_cmp(a));
+        for (a, b) in rec.sv.iter().zip(&sv) {
+            assert!((a - b).abs() <= 1e-12 * sv[0], "σ(UVᵀ): {a} vs {b}");
+        }
+        let resid = &p.x_star - &prod;
+        let e = -ws.g() - &resid;
+        let op = |m: &nalgebra::DMatrix<f64>| m.singular_values().max();
+        let rho = op(&e) / op(&resid);
+        assert!(
+            (rec.rho - rho).abs() <= 1e-10 * rho,
+            "ρ {} vs {rho}",
+            rec.rho
+        );
+        // sin Θ between the top-2 left singular space of UVᵀ and X*'s column space
+        let svd = prod.clone().svd(true, false);
+        let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
+        order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
+        let u = svd.u.unwrap();
+        let top = nalgebra::DMatrix::from_fn(p.n1(), 2, |i, j| u[(i, order[j])]);
+        let star = p.x_star.clone().svd(true, false);
+        let mut so: Vec<usize> = (0..star.singular_values.len()).collect();
+        so.sort_by(|&a, &b| star.singular_values[b].total_cmp(&star.singular_values[a]));
+        let su = star.u.unwrap();
+        let l = nalgebra::DMatrix::from_fn(p.n1(), 2, |i, j| su[(i, so[j])]);
+        let c = (l.transpose() * &top).singular_values().min();
+        let sin = (1.0 - c * c).max(0.0).sqrt();
+        assert!(
+            (rec.sin_theta_u - sin).abs() <= 1e-8,
+            "sin Θ {} vs {sin}",
+            rec.sin_theta_u
+        );
+    }
+}
