@@ -14,6 +14,8 @@ use crate::problem::Problem;
 pub struct SensingField {
     op: Arc<dyn SensingOperator>,
     y: Vec<f64>,
+    /// m zeros: 𝒜*𝒜Ẋ is the residual–adjoint pass with y = 0.
+    zeros: Vec<f64>,
     factors: Factors,
 }
 
@@ -27,7 +29,13 @@ impl SensingField {
             k,
             symmetric: false,
         };
-        Self { op, y, factors }
+        let zeros = vec![0.0; y.len()];
+        Self {
+            op,
+            y,
+            zeros,
+            factors,
+        }
     }
 
     /// The symmetric flow U' = −GU of f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2 and symmetric A_i).
@@ -94,10 +102,14 @@ impl FactorGradient for SensingField {
         self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>()
     }
 
-    /// Ġ = 𝒜*𝒜Ẋ.
+    /// Ġ = 𝒜*𝒜Ẋ, in one pass (the residual–adjoint pass with y = 0).
     fn gradient_dot(&self, ws: &mut Workspace) {
-        self.op.apply(ws.xdot.as_slice(), &mut ws.rdot);
-        self.op.adjoint(&ws.rdot, ws.gdot.as_mut_slice());
+        self.op.residual_adjoint(
+            ws.xdot.as_slice(),
+            &self.zeros,
+            &mut ws.rdot,
+            ws.gdot.as_mut_slice(),
+        );
     }
 
     /// G is affine in X: G̈ = 𝒜*𝒜Ẍ.
@@ -109,8 +121,8 @@ impl FactorGradient for SensingField {
         xddot: &DMatrix<f64>,
         out: &mut DMatrix<f64>,
     ) {
-        self.op.apply(xddot.as_slice(), &mut ws.rdot);
-        self.op.adjoint(&ws.rdot, out.as_mut_slice());
+        self.op
+            .residual_adjoint(xddot.as_slice(), &self.zeros, &mut ws.rdot, out.as_mut_slice());
     }
 
     fn loss_at(&self, x: &DMatrix<f64>, ws: &mut Workspace) -> f64 {
