@@ -121,8 +121,12 @@ impl FactorGradient for SensingField {
         xddot: &DMatrix<f64>,
         out: &mut DMatrix<f64>,
     ) {
-        self.op
-            .residual_adjoint(xddot.as_slice(), &self.zeros, &mut ws.rdot, out.as_mut_slice());
+        self.op.residual_adjoint(
+            xddot.as_slice(),
+            &self.zeros,
+            &mut ws.rdot,
+            out.as_mut_slice(),
+        );
     }
 
     fn loss_at(&self, x: &DMatrix<f64>, ws: &mut Workspace) -> f64 {

@@ -307,10 +307,148 @@ macro_rules! fma_dispatch {
     };
 }
 
-avx2_dispatch!(apply_rows => apply_rows_kernel(data: &[E], n: usize, x: &[f64], out: &mut [f64]) -> ());
-avx2_dispatch!(fused_rows => fused_rows_kernel(
-    data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64], g: &mut [f64]
-) -> ());
+/// [`apply_rows_kernel`], in AVX2 intrinsics when the CPU has it (left to itself the compiler
+/// vectorises the four dot products across rows, with shuffles): the same operations in the
+/// same order, so the results are bit-identical either way.
+fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        return unsafe { apply_rows_avx2(data, n, x, out) };
+    }
+    apply_rows_kernel(data, n, x, out)
+}
+
+/// [`fused_rows_kernel`], in AVX2 intrinsics when the CPU has it, bit-identical either way
+/// (see [`apply_rows`]).
+fn fused_rows<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64], g: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
+    }
+    fused_rows_kernel(data, n, x, y, r, g)
+}
+
+/// [`dot4`] in AVX2: lane l of row q's accumulator sums a_q[j]·x[j] over j ≡ l (mod 4),
+/// products rounded before they are added (no FMA), the lanes added as (l0 + l1) + (l2 + l3),
+/// then the tail in order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot4_avx2<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let full = n / 4 * 4;
+    let mut acc = [_mm256_setzero_pd(); 4];
+    let mut j = 0;
+    while j < full {
+        // SAFETY: j + 4 <= full <= n, the length of x and of every row.
+        unsafe {
+            let xv = _mm256_loadu_pd(x.as_ptr().add(j));
+            for q in 0..4 {
+                let av = E::load4(a[q].as_ptr().add(j));
+                acc[q] = _mm256_add_pd(acc[q], _mm256_mul_pd(av, xv));
+            }
+        }
+        j += 4;
+    }
+    let mut out = [0.0; 4];
+    for q in 0..4 {
+        let mut lanes = [0.0f64; 4];
+        // SAFETY: `lanes` holds four f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[q]) };
+        let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+        for j in full..n {
+            s += a[q][j].get() * x[j];
+        }
+        out[q] = s;
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
+    let mut rows = data.chunks_exact(4 * n);
+    let mut outs = out.chunks_exact_mut(4);
+    for (block, o) in (&mut rows).zip(&mut outs) {
+        let (a0, rest) = block.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        o.copy_from_slice(&dot4_avx2([a0, a1, a2, a3], x));
+    }
+    for (a, o) in rows.remainder().chunks_exact(n).zip(outs.into_remainder()) {
+        *o = dot(a, x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fused_rows_avx2<E: Entry>(
+    data: &[E],
+    n: usize,
+    x: &[f64],
+    y: &[f64],
+    r: &mut [f64],
+    g: &mut [f64],
+) {
+    use std::arch::x86_64::*;
+    let full = n / 4 * 4;
+    let mut rows = data.chunks_exact(4 * n);
+    let mut rs = r.chunks_exact_mut(4);
+    let mut ys = y.chunks_exact(4);
+    for ((block, rc), yc) in (&mut rows).zip(&mut rs).zip(&mut ys) {
+        let (a0, rest) = block.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        let d = dot4_avx2([a0, a1, a2, a3], x);
+        for q in 0..4 {
+            rc[q] = d[q] - yc[q];
+        }
+        let rv = [
+            _mm256_set1_pd(rc[0]),
+            _mm256_set1_pd(rc[1]),
+            _mm256_set1_pd(rc[2]),
+            _mm256_set1_pd(rc[3]),
+        ];
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 4 <= full <= n, the length of g and of every row.
+            unsafe {
+                let t01 = _mm256_add_pd(
+                    _mm256_mul_pd(rv[0], E::load4(a0.as_ptr().add(j))),
+                    _mm256_mul_pd(rv[1], E::load4(a1.as_ptr().add(j))),
+                );
+                let t23 = _mm256_add_pd(
+                    _mm256_mul_pd(rv[2], E::load4(a2.as_ptr().add(j))),
+                    _mm256_mul_pd(rv[3], E::load4(a3.as_ptr().add(j))),
+                );
+                let gp = g.as_mut_ptr().add(j);
+                _mm256_storeu_pd(
+                    gp,
+                    _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
+                );
+            }
+            j += 4;
+        }
+        let (r0, r1, r2, r3) = (rc[0], rc[1], rc[2], rc[3]);
+        for j in full..n {
+            g[j] += (r0 * a0[j].get() + r1 * a1[j].get()) + (r2 * a2[j].get() + r3 * a3[j].get());
+        }
+    }
+    for ((a, ri), yi) in rows
+        .remainder()
+        .chunks_exact(n)
+        .zip(rs.into_remainder())
+        .zip(ys.remainder())
+    {
+        *ri = dot(a, x) - yi;
+        let rv = *ri;
+        for (o, v) in g.iter_mut().zip(a) {
+            *o += rv * v.get();
+        }
+    }
+}
 avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
     data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]
 ) -> ());
@@ -569,6 +707,33 @@ fn dot4<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The intrinsics single-product and fused kernels do the generic kernels' operations in
+    /// the same order: bit for bit, f64 and f32 entries, with row and column tails.
+    #[test]
+    fn intrinsics_kernels_equal_the_generic_ones() {
+        let (n, m) = (37, 23);
+        let data: Vec<f64> = (0..n * m)
+            .map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0)
+            .collect();
+        let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+        let x: Vec<f64> = (0..n).map(|j| ((j * 5 % 17) as f64 - 8.0) / 3.0).collect();
+        let y: Vec<f64> = (0..m).map(|i| (i % 7) as f64 * 0.1).collect();
+        fn both<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64]) {
+            let m = y.len();
+            let (mut a1, mut a2) = (vec![0.0; m], vec![0.0; m]);
+            apply_rows_kernel(data, n, x, &mut a1);
+            apply_rows(data, n, x, &mut a2);
+            assert_eq!(a1, a2);
+            let (mut r1, mut g1) = (vec![0.0; m], vec![0.0; n]);
+            let (mut r2, mut g2) = (vec![0.0; m], vec![0.0; n]);
+            fused_rows_kernel(data, n, x, y, &mut r1, &mut g1);
+            fused_rows(data, n, x, y, &mut r2, &mut g2);
+            assert_eq!((r1, g1), (r2, g2));
+        }
+        both(&data, n, &x, &y);
+        both(&data32, n, &x, &y);
+    }
 
     /// The intrinsics kernel performs the generic FMA kernel's operations in the same order,
     /// so the two agree bit for bit; the unfused kernel (CPUs without FMA) agrees to rounding.

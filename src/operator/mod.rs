@@ -121,6 +121,12 @@ pub trait SensingOperator: Send + Sync {
 /// accumulated in f64 either way).
 pub(crate) trait Entry: Copy + Send + Sync + 'static {
     fn get(self) -> f64;
+    /// Four consecutive entries as f64 lanes.
+    ///
+    /// # Safety
+    /// `p` points to four readable entries, and the CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d;
 }
 
 impl Entry for f64 {
@@ -128,12 +134,25 @@ impl Entry for f64 {
     fn get(self) -> f64 {
         self
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d {
+        // SAFETY: the caller's contract
+        unsafe { std::arch::x86_64::_mm256_loadu_pd(p) }
+    }
 }
 
 impl Entry for f32 {
     #[inline(always)]
     fn get(self) -> f64 {
         self as f64
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
     }
 }
 
