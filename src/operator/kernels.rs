@@ -394,14 +394,19 @@ fn fused_rows_avx2<E: Entry>(
 ) {
     use std::arch::x86_64::*;
     let full = n / 4 * 4;
+    let groups = data.len() / (4 * n);
     let mut rows = data.chunks_exact(4 * n);
     let mut rs = r.chunks_exact_mut(4);
     let mut ys = y.chunks_exact(4);
-    for ((block, rc), yc) in (&mut rows).zip(&mut rs).zip(&mut ys) {
+    for (((block, rc), yc), group) in (&mut rows).zip(&mut rs).zip(&mut ys).zip(0..) {
         let (a0, rest) = block.split_at(n);
         let (a1, rest) = rest.split_at(n);
         let (a2, a3) = rest.split_at(n);
         let d = dot4_avx2([a0, a1, a2, a3], x);
+        // While this group's rows are re-read from cache below, have the next group's come
+        // in from memory: otherwise memory idles through every second phase.
+        let next = (group + 1 < groups).then(|| data[(group + 1) * 4 * n..].as_ptr());
+        let line = 64 / std::mem::size_of::<E>();
         for q in 0..4 {
             rc[q] = d[q] - yc[q];
         }
@@ -413,6 +418,17 @@ fn fused_rows_avx2<E: Entry>(
         ];
         let mut j = 0;
         while j < full {
+            if let Some(next) = next {
+                if j % line == 0 {
+                    for q in 0..4 {
+                        // SAFETY: prefetching only hints; the address is within `data`
+                        // (the next group has 4n entries, j < n).
+                        unsafe {
+                            _mm_prefetch::<_MM_HINT_T0>(next.add(q * n + j) as *const i8);
+                        }
+                    }
+                }
+            }
             // SAFETY: j + 4 <= full <= n, the length of g and of every row.
             unsafe {
                 let t01 = _mm256_add_pd(
