@@ -150,18 +150,19 @@ impl Problem {
         }
         let m = s.shape[0];
         let n12 = n1 * n2;
-        // C order holds A_i row-major; our columns hold vec(A_i) column-major.
-        let mut cols = DMatrix::zeros(n12, m);
-        for i in 0..m {
-            let src = &s.data[i * n12..(i + 1) * n12];
-            let col = cols.column_mut(i);
-            let col = col.data.into_slice_mut();
+        // C order holds A_i row-major; our columns hold vec(A_i) column-major. Transposed in
+        // place, one A_i at a time, so that the matrix is held once, not twice, at the peak.
+        let mut data = s.data;
+        let mut tmp = vec![0.0; n12];
+        for block in data.chunks_exact_mut(n12) {
+            tmp.copy_from_slice(block);
             for a in 0..n1 {
                 for b in 0..n2 {
-                    col[a + b * n1] = src[a * n2 + b];
+                    block[a + b * n1] = tmp[a * n2 + b];
                 }
             }
         }
+        let cols = DMatrix::from_vec(n12, m, data);
         let x_star = matrix_from_c(n1, n2, &x.data);
         let op64 = DenseOperator::from_columns(n1, n2, cols);
         let (op, f32_change_of_y): (Arc<dyn SensingOperator>, _) = match cfg.precision {
