@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod central;
 mod driver;
 pub mod flow;
 pub mod sharpness;

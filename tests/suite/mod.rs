@@ -1,4 +1,5 @@
 mod auto;
+mod central;
 mod cli;
 mod closed_form;
 mod config;

@@ -1,0 +1,419 @@
+//! The central flow (MATH §8; Cohen, Damian, Talwalkar, Kolter, Lee, ICLR 2025): the flow GD's
+//! time-averaged trajectory follows past the stability limit, where the sharpness sits at
+//! 2/η and GD oscillates along the Hessian's top eigenvectors.
+//!
+//! With Q = [q_1 … q_p] the eigenvectors whose eigenvalues have reached 2/η,
+//!   x' = −∇f − ½ Σ_ab M_ab g_ab,   g_ab = D³f[q_a, q_b, ·] = −D²F[q_a, q_b],
+//! and M ⪰ 0 the solution of the small semidefinite problem
+//!   minimise ½⟨M, 𝒦(M)⟩ − ⟨ã, M⟩ over M ⪰ 0,  𝒦(M)_cd = ½ Σ_ab ⟨g_cd, g_ab⟩ M_ab,
+//!   ã_cd = −⟨g_cd, ∇f⟩ − β(λ_c − 2/η)δ_cd,
+//! where the last term (Baumgarte's) pulls active eigenvalues that drifted off 2/η back to it.
+//! [`CentralField`] is that field for a fixed number p of active eigenvalues; the solver in
+//! [`super::flow`] integrates it between events, when an eigenvalue reaches 2/η or M lets
+//! one go.
+
+use std::sync::{Arc, Mutex};
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use serde::{Deserialize, Serialize};
+
+use super::sharpness::{top_eigenpairs, EigenOptions};
+use crate::field::{Factors, Field, Workspace};
+use crate::operator::SensingOperator;
+
+/// A solution of the semidefinite problem for M, with how well it meets its optimality
+/// conditions: M ⪰ 0, Z = 𝒦(M) − ã ⪰ 0, ⟨M, Z⟩ = 0.
+#[derive(Debug, Clone)]
+pub struct SdpSolution {
+    pub m: DMatrix<f64>,
+    pub iterations: usize,
+    /// ‖M − Π_{⪰0}(M − (𝒦(M) − ã))‖_F relative to ‖ã‖_F: zero exactly at the optimum.
+    pub residual: f64,
+}
+
+/// The linear map 𝒦 on symmetric p×p matrices, from the Gram matrix of the g_ab.
+#[derive(Debug, Clone)]
+pub struct KMap {
+    p: usize,
+    /// W[(c·p + d), (a·p + b)] = ½⟨g_cd, g_ab⟩.
+    w: DMatrix<f64>,
+}
+
+impl KMap {
+    /// From the p(p+1)/2 vectors g_ab, a ≤ b, in the order (0,0), (0,1), …, (1,1), …
+    pub fn new(p: usize, g: &[Vec<f64>]) -> Self {
+        assert_eq!(g.len(), p * (p + 1) / 2, "one g per pair a ≤ b");
+        // position of the pair (a, b), a ≤ b, in row-major upper order
+        let mut pos = vec![vec![0usize; p]; p];
+        let mut k = 0;
+        for a in 0..p {
+            for b in a..p {
+                pos[a][b] = k;
+                pos[b][a] = k;
+                k += 1;
+            }
+        }
+        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| x * y).sum::<f64>();
+        let w = DMatrix::from_fn(p * p, p * p, |r, c| {
+            let (cc, dd) = (r / p, r % p);
+            let (aa, bb) = (c / p, c % p);
+            0.5 * dot(&g[pos[cc][dd]], &g[pos[aa][bb]])
+        });
+        Self { p, w }
+    }
+
+    /// 𝒦(M).
+    pub fn apply(&self, m: &DMatrix<f64>) -> DMatrix<f64> {
+        let v = nalgebra::DVector::from_iterator(self.p * self.p, m.transpose().iter().copied());
+        let out = &self.w * v;
+        DMatrix::from_fn(self.p, self.p, |c, d| out[c * self.p + d])
+    }
+}
+
+/// The projection onto the positive semidefinite cone (eigenvalues clipped at zero).
+pub fn project_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let sym = 0.5 * (m + m.transpose());
+    let eig = SymmetricEigen::new(sym);
+    let clipped = eig.eigenvalues.map(|l| l.max(0.0));
+    &eig.eigenvectors * DMatrix::from_diagonal(&clipped) * eig.eigenvectors.transpose()
+}
+
+/// The symmetric basis E_u of svec: E_ii = e_i e_iᵀ, E_ij = (e_i e_jᵀ + e_j e_iᵀ)/√2 (i < j),
+/// orthonormal for ⟨A, B⟩ = tr(AᵀB).
+fn basis(p: usize) -> Vec<DMatrix<f64>> {
+    let mut out = Vec::with_capacity(p * (p + 1) / 2);
+    for i in 0..p {
+        for j in i..p {
+            let mut e = DMatrix::zeros(p, p);
+            if i == j {
+                e[(i, i)] = 1.0;
+            } else {
+                e[(i, j)] = std::f64::consts::FRAC_1_SQRT_2;
+                e[(j, i)] = std::f64::consts::FRAC_1_SQRT_2;
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// minimise ½⟨M, 𝒦(M)⟩ − ⟨a, M⟩ over M ⪰ 0 by a primal interior-point method: Newton steps on
+/// ½⟨M, 𝒦(M)⟩ − ⟨a, M⟩ − μ log det M in the orthonormal symmetric basis, each kept inside
+/// the cone (damped as for a self-concordant function), μ shrinking tenfold until μ·p is below
+/// `tol`·‖a‖ (the p × p problem is tiny). Rounding limits the optimality residual to about
+/// 1e-9 relative when the solution is rank-deficient; [`SdpSolution::residual`] reports it.
+/// For p = 1 the solution is max(0, a/𝒦(1)) exactly.
+pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) -> SdpSolution {
+    let p = k.p;
+    let a = 0.5 * (a + a.transpose());
+    let scale = a.norm().max(f64::MIN_POSITIVE);
+    let residual = |m: &DMatrix<f64>| {
+        let z = k.apply(m) - &a;
+        (m - project_psd(&(m - z))).norm() / scale
+    };
+    if p == 1 {
+        let kk = k.w[(0, 0)];
+        let m = if kk > 0.0 {
+            (a[(0, 0)] / kk).max(0.0)
+        } else {
+            0.0
+        };
+        let m = DMatrix::from_element(1, 1, m);
+        return SdpSolution {
+            residual: residual(&m),
+            m,
+            iterations: 1,
+        };
+    }
+    let e = basis(p);
+    let s = e.len();
+    let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
+    let kmat = DMatrix::from_fn(s, s, |u, v| 0.5 * (e[u].dot(&ke[v]) + e[v].dot(&ke[u])));
+    let avec = nalgebra::DVector::from_fn(s, |u, _| e[u].dot(&a));
+    let to_mat = |v: &nalgebra::DVector<f64>| {
+        e.iter()
+            .zip(v.iter())
+            .fold(DMatrix::zeros(p, p), |acc, (eu, c)| acc + eu * *c)
+    };
+    // start at the scaled identity, inside the cone
+    let start = scale.max(1.0) * 1e-3 / p as f64;
+    let mut v = nalgebra::DVector::from_fn(s, |u, _| {
+        let (i, j) = (e[u].iamax_full().0, e[u].iamax_full().1);
+        if i == j {
+            start
+        } else {
+            0.0
+        }
+    });
+    let mut mu = scale.max(1.0) * 1e-2;
+    let mut iterations = 0;
+    while iterations < max_iterations {
+        // Newton on the barrier problem at this μ
+        for _ in 0..60 {
+            iterations += 1;
+            let m = to_mat(&v);
+            let Some(minv) = m.clone().try_inverse() else {
+                break;
+            };
+            let grad =
+                &kmat * &v - &avec - nalgebra::DVector::from_fn(s, |u, _| mu * e[u].dot(&minv));
+            let hb = DMatrix::from_fn(s, s, |u, w| (&minv * &e[u] * &minv).dot(&e[w]));
+            let hess = &kmat + hb * mu;
+            let Some(step) = hess.clone().cholesky().map(|c| c.solve(&(-&grad))) else {
+                break;
+            };
+            // damped Newton for the self-concordant ½⟨M, 𝒦M⟩/μ − ⟨a, M⟩/μ − log det M:
+            // the step 1/(1 + λ) stays in the cone and decreases it; full steps once λ < ¼
+            let lambda = (-grad.dot(&step) / mu).max(0.0).sqrt();
+            let t = if lambda < 0.25 {
+                1.0
+            } else {
+                1.0 / (1.0 + lambda)
+            };
+            let trial = &v + &step * t;
+            if to_mat(&trial).cholesky().is_none() {
+                break;
+            }
+            v = trial;
+            if lambda < 1e-10 {
+                break;
+            }
+        }
+        if mu * p as f64 <= tol * scale {
+            break;
+        }
+        mu *= 0.1;
+    }
+    // The barrier keeps directions that should vanish at about μ: drop those that are below
+    // a threshold when that meets the optimality conditions better.
+    let interior = project_psd(&to_mat(&v));
+    let eig = SymmetricEigen::new(interior.clone());
+    let mut best = (residual(&interior), interior);
+    for threshold in [1e-12, 1e-10, 1e-8] {
+        let kept = eig.eigenvalues.map(|l| {
+            if l <= threshold * scale.max(1.0) {
+                0.0
+            } else {
+                l
+            }
+        });
+        let m = &eig.eigenvectors * DMatrix::from_diagonal(&kept) * eig.eigenvectors.transpose();
+        let r = residual(&m);
+        if r < best.0 {
+            best = (r, m);
+        }
+    }
+    SdpSolution {
+        residual: best.0,
+        m: best.1,
+        iterations,
+    }
+}
+
+/// Work done by the central flow's field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CentralStats {
+    /// Evaluations of the central field (each: the plain field, an eigen-solve, the g_ab, M).
+    pub evaluations: usize,
+    pub hvps: usize,
+    pub second_derivatives: usize,
+    pub eigen_solves: usize,
+    pub sdp_iterations: usize,
+    /// The largest SDP optimality residual met.
+    pub worst_sdp_residual: f64,
+    /// Eigen-solves that missed their tolerance (their best estimate was used).
+    pub unconverged_eigen_solves: usize,
+}
+
+/// What the central field saw at its last evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct CentralPoint {
+    /// Top eigenvalues of ∇²f (p + 1 of them).
+    pub eigenvalues: Vec<f64>,
+    /// Their eigenvectors.
+    pub vectors: Vec<Vec<f64>>,
+    /// M (p × p), zero-sized while p = 0.
+    pub m: DMatrix<f64>,
+}
+
+impl CentralPoint {
+    /// tr Σ = tr M (Q orthonormal).
+    pub fn sigma_trace(&self) -> f64 {
+        self.m.trace()
+    }
+}
+
+/// x' = −∇f − ½ Σ M_ab g_ab with p active eigenvalues, around a gradient field.
+pub struct CentralField {
+    inner: Arc<dyn Field>,
+    eta: f64,
+    p: usize,
+    beta: f64,
+    eig_tol: f64,
+    state: Mutex<(CentralPoint, CentralStats)>,
+}
+
+/// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate
+/// β = this/η.
+pub const DRIFT_RATE: f64 = 0.1;
+
+impl CentralField {
+    /// `inner` must be a gradient field (F = −∇f); `p` eigenvalues are held at 2/η.
+    pub fn new(inner: Arc<dyn Field>, eta: f64, p: usize, eig_tol: f64) -> Self {
+        Self {
+            inner,
+            eta,
+            p,
+            beta: DRIFT_RATE / eta,
+            eig_tol,
+            state: Mutex::new((CentralPoint::default(), CentralStats::default())),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.p
+    }
+
+    /// The warm start and counters carried from another field (the previous segment's).
+    pub fn carry(&self, point: CentralPoint, stats: CentralStats) {
+        *self.state.lock().expect("not poisoned") = (point, stats);
+    }
+
+    /// What the last evaluation saw, and the work so far.
+    pub fn last(&self) -> (CentralPoint, CentralStats) {
+        self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// The top `count` eigenpairs at `x`, warm-started from the last evaluation's vectors.
+    pub fn eigenpairs(&self, x: &[f64], count: usize) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
+        let mut guard = self.state.lock().expect("not poisoned");
+        let (point, stats) = &mut *guard;
+        let eig = top_eigenpairs(
+            self.inner.as_ref(),
+            x,
+            &point.vectors,
+            &EigenOptions {
+                count,
+                block: count + 1,
+                tol: self.eig_tol,
+                max_hvps: 400 * (count + 1),
+                max_basis: 12 * (count + 1),
+            },
+            0,
+        );
+        stats.eigen_solves += 1;
+        stats.hvps += eig.hvps;
+        if !eig.converged {
+            stats.unconverged_eigen_solves += 1;
+        }
+        point.vectors = eig.vectors.clone();
+        point.eigenvalues = eig.values.clone();
+        (eig.values, eig.vectors, eig.converged)
+    }
+
+    /// out = the central field at x, and the M it used.
+    fn evaluate_into(&self, x: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
+        let loss = self.inner.rhs(x, out, ws);
+        let p = self.p;
+        let (values, vectors, _) = self.eigenpairs(x, p + 1);
+        if p == 0 {
+            let mut guard = self.state.lock().expect("not poisoned");
+            guard.0.m = DMatrix::zeros(0, 0);
+            guard.1.evaluations += 1;
+            return loss;
+        }
+        let n = x.len();
+        let mut d2 = Vec::with_capacity(p * (p + 1) / 2);
+        for a in 0..p {
+            for b in a..p {
+                let mut v = vec![0.0; n];
+                self.inner
+                    .second_derivative(x, &vectors[a], &vectors[b], &mut v, ws);
+                d2.push(v);
+            }
+        }
+        // g_ab = −D²F[q_a, q_b]; ∇f = −F; a_cd = −⟨g_cd, ∇f⟩ = −⟨D²F_cd, F⟩
+        let g: Vec<Vec<f64>> = d2.iter().map(|v| v.iter().map(|x| -x).collect()).collect();
+        let kmap = KMap::new(p, &g);
+        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| x * y).sum::<f64>();
+        let mut pos = 0;
+        let mut a = DMatrix::zeros(p, p);
+        for c in 0..p {
+            for d in c..p {
+                let acd = -dot(&d2[pos], out);
+                a[(c, d)] = acd;
+                a[(d, c)] = acd;
+                pos += 1;
+            }
+        }
+        for c in 0..p {
+            a[(c, c)] -= self.beta * (values[c] - 2.0 / self.eta);
+        }
+        let sol = solve_sdp(&kmap, &a, 1e-10, 2_000);
+        // x' = F − ½ Σ M_ab g_ab = F + ½ Σ M_ab D²F_ab (each pair a ≠ b twice)
+        let mut pos = 0;
+        for a_ in 0..p {
+            for b in a_..p {
+                let w = if a_ == b { 0.5 } else { 1.0 } * sol.m[(a_, b)];
+                if w != 0.0 {
+                    out.iter_mut().zip(&d2[pos]).for_each(|(o, v)| *o += w * v);
+                }
+                pos += 1;
+            }
+        }
+        let mut guard = self.state.lock().expect("not poisoned");
+        let (point, stats) = &mut *guard;
+        point.m = sol.m;
+        stats.evaluations += 1;
+        stats.second_derivatives += d2.len();
+        stats.sdp_iterations += sol.iterations;
+        stats.worst_sdp_residual = stats.worst_sdp_residual.max(sol.residual);
+        loss
+    }
+}
+
+impl Field for CentralField {
+    fn factors(&self) -> Factors {
+        self.inner.factors()
+    }
+    fn operator(&self) -> &dyn SensingOperator {
+        self.inner.operator()
+    }
+    fn observations(&self) -> &[f64] {
+        self.inner.observations()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "central (η = {}, {} active) of {}",
+            self.eta,
+            self.p,
+            self.inner.describe()
+        )
+    }
+    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        self.inner.evaluate(state, ws)
+    }
+    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        self.inner.loss(state, ws)
+    }
+    fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
+        self.evaluate_into(state, out, ws)
+    }
+    /// By central differences of the field (the explicit solvers never ask for it).
+    fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let h = f64::EPSILON.cbrt() * norm(state).max(1.0) / norm(dir).max(f64::MIN_POSITIVE);
+        let plus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x + h * d).collect();
+        let minus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x - h * d).collect();
+        let mut a = vec![0.0; out.len()];
+        self.rhs(&plus, &mut a, ws);
+        self.rhs(&minus, out, ws);
+        for (o, p) in out.iter_mut().zip(&a) {
+            *o = (p - *o) / (2.0 * h);
+        }
+    }
+    /// The Hessian of f itself.
+    fn hvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
+        self.inner.hvp(state, dir, out, ws);
+    }
+}
