@@ -55,6 +55,15 @@ pub struct Record {
     /// Spurious parts ‖(I − L*L*ᵀ)U‖_F and ‖(I − R*R*ᵀ)V‖_F.
     pub spurious_u: f64,
     pub spurious_v: f64,
+    /// λ_max(∇²f), where computed (see `sharpness_every`).
+    #[serde(default)]
+    pub sharpness: Option<f64>,
+    /// tr Σ of the central flow (0 while no eigenvalue is active; none for other dynamics).
+    #[serde(default)]
+    pub sigma_trace: Option<f64>,
+    /// The central flow's number of active eigenvalues.
+    #[serde(default)]
+    pub active: Option<usize>,
     /// The values of the user's [`Quantity`]s, in the order of their columns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra: Vec<f64>,
@@ -249,6 +258,9 @@ impl<'f> Recorder<'f> {
             sin_theta_v: sin_theta(&rx, &self.r_star),
             spurious_u: spurious(&self.l_star, &u),
             spurious_v: spurious(&self.r_star, &v),
+            sharpness: None,
+            sigma_trace: None,
+            active: None,
             extra,
         }
     }

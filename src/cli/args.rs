@@ -128,6 +128,10 @@ pub struct GdFlags {
     /// distance are still taken over every step) [default: 1]
     #[arg(long)]
     pub record_every: Option<usize>,
+    /// Compute the sharpness λ_max(∇²f) (block Lanczos) at every j-th record of every
+    /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
+    #[arg(long)]
+    pub sharpness_every: Option<usize>,
 }
 
 /// Where results go and how the command behaves.
@@ -190,6 +194,7 @@ impl GdFlags {
         args.eta = self.eta;
         args.steps = self.steps;
         args.record_every = self.record_every;
+        args.sharpness_every = self.sharpness_every;
     }
 }
 

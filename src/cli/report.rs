@@ -137,6 +137,72 @@ pub fn format_summary(s: &RunSummary) -> String {
             let _ = writeln!(out, "GD-vs-flow distance: no common output times");
         }
     }
+    if let Some(c) = &s.central {
+        let r = &c.report;
+        match r.first_reached {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "central flow: the sharpness reached 2/η = {:.6} at t = {t:.4}; at most {} eigenvalues held there; events: {}",
+                    r.threshold,
+                    r.max_active,
+                    r.events
+                        .iter()
+                        .map(|e| format!("{} at t = {:.4} (p = {})", e.kind, e.t, e.active))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "central flow: the sharpness never reached 2/η = {:.6}: it was the gradient flow throughout",
+                    r.threshold
+                );
+            }
+        }
+        if let Some(d) = &c.distance_mean {
+            let _ = writeln!(
+                out,
+                "GD's two-step average against the central flow at (j + ½)η: max {:.4e} ({:.3e} of ‖X*‖) at t = {:.4}; at the end {:.3e}",
+                d.max, d.max_relative, d.t, d.final_distance
+            );
+        }
+        if let Some(e) = &c.edge_of_stability {
+            let _ = writeln!(
+                out,
+                "edge of stability, t in [{:.3}, {:.3}] ({} steps): GD's oscillation along the active eigenvectors {:.4e} against tr Σ {:.4e}; GD's mean loss {:.4e} against f + tr Σ/η {:.4e}",
+                e.t_from,
+                e.t_to,
+                e.steps,
+                e.oscillation_second_moment,
+                e.sigma_trace,
+                e.gd_mean_loss,
+                e.predicted_loss
+            );
+        }
+        let w = &r.work;
+        let _ = writeln!(
+            out,
+            "central flow's work: {} evaluations, {} Hessian–vector products in {} eigen-solves, {} second derivatives, {} SDP iterations (worst residual {:.1e})",
+            w.evaluations, w.hvps, w.eigen_solves, w.second_derivatives, w.sdp_iterations, w.worst_sdp_residual
+        );
+    }
+    let sc = &s.sharpness_cost;
+    if sc.computations > 0 {
+        let _ = writeln!(
+            out,
+            "sharpness column: {} computations, {} Hessian–vector products, {:.3} s{}",
+            sc.computations,
+            sc.hvps,
+            sc.seconds,
+            if sc.unconverged > 0 {
+                format!(" ({} unconverged, left empty)", sc.unconverged)
+            } else {
+                String::new()
+            }
+        );
+    }
     let st = &s.solver;
     let _ = writeln!(
         out,

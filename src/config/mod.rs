@@ -98,6 +98,9 @@ pub struct ConfigArgs {
     pub rtol: Option<f64>,
     /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
     pub atol: Option<f64>,
+    /// Compute the sharpness at every j-th record of every dynamics (0: never) [default: 1
+    /// with the central flow, 0 otherwise]
+    pub sharpness_every: Option<usize>,
     /// How DOP853 weighs a step's error: `componentwise` or `state` [default: componentwise]
     pub error_scale: Option<ErrorScale>,
     /// Load the problem (x_star, sensing, optional y, u0, v0) from a NumPy .npz file
@@ -148,6 +151,7 @@ impl ConfigArgs {
             eta,
             steps,
             record_every,
+            sharpness_every,
             flow,
             perturbation,
             perturbation_size,
@@ -199,6 +203,13 @@ impl ConfigArgs {
             eta: self.eta.unwrap_or(0.05),
             steps: self.steps.unwrap_or(1000),
             record_every: self.record_every.unwrap_or(1),
+            sharpness_every: self.sharpness_every.unwrap_or(
+                if self.flow == Some(FlowVariant::Central) {
+                    1
+                } else {
+                    0
+                },
+            ),
             flow: self.flow.unwrap_or(FlowVariant::Plain),
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
@@ -457,6 +468,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "eta",
     "steps",
     "record_every",
+    "sharpness_every",
     "flow",
     "perturbation",
     "perturbation_size",

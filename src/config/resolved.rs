@@ -39,6 +39,9 @@ pub struct Config {
     pub eta: f64,
     pub steps: usize,
     pub record_every: usize,
+    /// The sharpness at every j-th record (0: never).
+    #[serde(default)]
+    pub sharpness_every: usize,
     pub flow: FlowVariant,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perturbation: Option<PerturbationModel>,
@@ -210,6 +213,19 @@ impl Config {
                 "entries",
                 "the symmetric case needs symmetric A_i: use gaussian or identity",
             ));
+        }
+        if let (FlowVariant::Central, Some(model)) = (self.flow, self.perturbation) {
+            if !model.is_gradient() {
+                return Err(Error::invalid(
+                    "flow",
+                    "central",
+                    format!(
+                        "the central flow needs a gradient field (MATH §8), and the `{}` \
+                         perturbation is not one: use none, sensing or noise",
+                        model.name()
+                    ),
+                ));
+            }
         }
         if let (true, Some(model)) = (self.symmetric, self.perturbation) {
             if !model.keeps_symmetry() {

@@ -315,13 +315,14 @@ impl CentralField {
     fn evaluate_into(&self, x: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         let loss = self.inner.rhs(x, out, ws);
         let p = self.p;
-        let (values, vectors, _) = self.eigenpairs(x, p + 1);
         if p == 0 {
+            // the gradient flow: no eigen-solve at every stage (events are checked per step)
             let mut guard = self.state.lock().expect("not poisoned");
             guard.0.m = DMatrix::zeros(0, 0);
             guard.1.evaluations += 1;
             return loss;
         }
+        let (values, vectors, _) = self.eigenpairs(x, p + 1);
         let n = x.len();
         let mut d2 = Vec::with_capacity(p * (p + 1) / 2);
         for a in 0..p {

@@ -84,14 +84,22 @@ pub enum FlowVariant {
     Plain,
     /// GD's modified flow x' = −∇f̃, f̃ = f + (η/4)‖∇f‖² (second-order accurate).
     Modified,
+    /// The central flow (MATH §8): the gradient flow until the sharpness reaches 2/η, then
+    /// the flow of GD's time average at the edge of stability.
+    Central,
 }
 
 impl FlowVariant {
-    pub const ALL: [FlowVariant; 2] = [FlowVariant::Plain, FlowVariant::Modified];
+    pub const ALL: [FlowVariant; 3] = [
+        FlowVariant::Plain,
+        FlowVariant::Modified,
+        FlowVariant::Central,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             FlowVariant::Plain => "plain",
             FlowVariant::Modified => "modified",
+            FlowVariant::Central => "central",
         }
     }
     pub fn description(self) -> &'static str {
@@ -99,6 +107,10 @@ impl FlowVariant {
             FlowVariant::Plain => "the gradient flow x' = −∇f (GD's first-order limit)",
             FlowVariant::Modified => {
                 "GD's modified flow x' = −∇f̃, f̃ = f + (η/4)‖∇f‖² (second-order accurate)"
+            }
+            FlowVariant::Central => {
+                "the central flow: GD's time average past the stability limit, where the \
+                 sharpness sits at 2/η (MATH §8)"
             }
         }
     }

@@ -4,15 +4,25 @@
 //! save-at hook), GD takes step j beside it, and the distance and balance drifts are measured
 //! at every step, recorded or not. Only the recorded steps keep their quantities, and no state
 //! is stored, so memory does not grow with the number of steps.
+//!
+//! With the central flow (MATH §8) the flow is also asked for (j + ½)η, where GD's two-step
+//! average x̄_j = ½(x_j + x_{j+1}) is compared with it: the average cancels the period-2
+//! oscillation GD settles into at the edge of stability.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
-use crate::dynamics::flow::{solve_flow_with, Times};
+use crate::config::FlowVariant;
+use crate::dynamics::flow::{solve_central_flow_with, solve_flow_with, CentralOutput, Times};
+use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
 use crate::error::Result;
-use crate::results::run::{Distance, DynamicsSummary, ProblemInfo, RunResult, RunSummary, Timings};
+use crate::field::Field;
+use crate::results::run::{
+    CentralSummary, Distance, DynamicsSummary, EdgeOfStability, ProblemInfo, RunResult, RunSummary,
+    SharpnessCost, Timings,
+};
 use crate::results::sweep::Peak;
 
 use super::Setup;
@@ -52,6 +62,55 @@ impl Track {
     }
 }
 
+/// λ_max(∇²f) at records, warm-started from the last one (block Lanczos, MATH §2); an
+/// estimate that misses its tolerance leaves the cell empty.
+struct SharpnessTracker {
+    vectors: Vec<Vec<f64>>,
+    cost: SharpnessCost,
+}
+
+impl SharpnessTracker {
+    fn new() -> Self {
+        Self {
+            vectors: Vec::new(),
+            cost: SharpnessCost::default(),
+        }
+    }
+    fn at(&mut self, field: &dyn Field, x: &[f64]) -> Option<f64> {
+        let start = Instant::now();
+        let top = top_eigenpairs(
+            field,
+            x,
+            &self.vectors,
+            &EigenOptions {
+                tol: 1e-8,
+                ..EigenOptions::default()
+            },
+            0,
+        );
+        self.cost.computations += 1;
+        self.cost.hvps += top.hvps;
+        self.cost.seconds += start.elapsed().as_secs_f64();
+        if !top.converged {
+            self.cost.unconverged += 1;
+        }
+        self.vectors = top.vectors.clone();
+        top.lambda_max()
+    }
+}
+
+/// Running means of the edge-of-stability comparison over a window of steps.
+#[derive(Default)]
+struct EosAccumulator {
+    steps: usize,
+    t_from: Option<f64>,
+    t_to: f64,
+    oscillation: f64,
+    sigma_trace: f64,
+    loss_gd: f64,
+    loss_predicted: f64,
+}
+
 /// Run GD and the configured flow on a set-up problem.
 pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     let start = Instant::now();
@@ -59,10 +118,12 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     let problem = &setup.problem;
     let field = setup.field();
     let flow_field = setup.flow_field(cfg.flow, cfg.eta);
+    let central = cfg.flow == FlowVariant::Central;
     let x0 = setup.start();
     let recorder =
         Recorder::new(field.as_ref(), &problem.x_star, &x0).with_quantities(&extras.quantities);
     let recorded = |j: usize| j % cfg.record_every == 0 || j == cfg.steps;
+    let sharp_due = |record: usize| cfg.sharpness_every > 0 && record % cfg.sharpness_every == 0;
     let target_norm = problem.x_star.norm();
 
     let mut driver = Driver::new(
@@ -74,11 +135,16 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every)
         },
     );
-    let mut gd = Track::new();
-    let mut flow = Track::new();
+    let (mut gd, mut flow, mut mean) = (Track::new(), Track::new(), Track::new());
+    let (mut sharp_gd, mut sharp_flow) = (SharpnessTracker::new(), SharpnessTracker::new());
     let mut distance = Peak::new();
     let mut final_distance = None;
+    let mut distance_mean = Peak::new();
+    let mut final_distance_mean = None;
+    let mut eos = EosAccumulator::default();
     let mut flow_state: Option<Vec<f64>> = None;
+    // x_j and f(x_j) of the last GD iterate seen (for x̄_j and the averaged loss)
+    let last_gd: std::cell::RefCell<Option<(usize, Vec<f64>, f64)>> = Default::default();
     let mut flow_ws = field.workspace();
     let (mut gd_seconds, mut record_seconds) = (0.0, 0.0);
 
@@ -93,21 +159,26 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         }
         if recorded(it.step) {
             let ws = it.workspace.expect("GD keeps its workspace");
-            gd.records
-                .push(recorder.record_evaluated(it.step, it.t, it.state, ws));
+            let mut rec = recorder.record_evaluated(it.step, it.t, it.state, ws);
+            if sharp_due(gd.records.len()) {
+                rec.sharpness = sharp_gd.at(field.as_ref(), it.state);
+            }
+            gd.records.push(rec);
         }
+        *last_gd.borrow_mut() = Some((it.step, it.state.to_vec(), it.loss));
     };
 
+    let half = if central { 2 } else { 1 };
     let times = Times::Grid {
-        dt: cfg.eta,
-        count: cfg.steps + 1,
+        dt: cfg.eta / half as f64,
+        count: half * cfg.steps + 1,
     };
     let horizon = times.last();
     let pass = problem.op.entries_per_pass() as f64;
-    // A Tsit45 step is 6 rhs evaluations; a few hundred steps is typical here.
+    // A DOP853 step is about 16 rhs evaluations; a hundred steps is typical here.
     let bar = super::progress::bar(
         extras.progress,
-        2.0 * pass * (6.0 * 300.0 + cfg.steps as f64),
+        pass * (16.0 * 100.0 + 2.0 * cfg.steps as f64),
         1000,
         "‰ of T",
     );
@@ -117,31 +188,108 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     ));
     let flow_opts = cfg.flow_options();
     let solve_start = Instant::now();
-    let (flow_status, solver) = solve_flow_with(
-        flow_field.as_ref(),
-        &x0,
-        times,
-        &flow_opts,
-        &mut |j, t, y| {
-            let t0 = Instant::now();
-            flow.max_drift = flow.max_drift.max(recorder.balance_drift(y));
-            if recorded(j) {
-                flow.records.push(recorder.record(j, t, y, &mut flow_ws));
+    let mut on_step = |t: f64| {
+        if horizon > 0.0 {
+            bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
+        }
+    };
+    // One output of the flow: at t_j = jη (i = half·j) a flow record and GD's step j; with
+    // the central flow, at (j + ½)η GD's average.
+    let mut on_output = |i: usize, t: f64, y: &[f64], what: Option<&CentralOutput>| {
+        let t0 = Instant::now();
+        if i % half == 1 {
+            let j = i / half;
+            if let Some((jj, xj, _)) = last_gd.borrow().as_ref().filter(|l| l.0 == j) {
+                if driver.step() == j + 1 && (j < cfg.steps) {
+                    let xbar: Vec<f64> = xj
+                        .iter()
+                        .zip(driver.state(0))
+                        .map(|(a, b)| 0.5 * (a + b))
+                        .collect();
+                    let d = (field.product(&xbar) - field.product(y)).norm();
+                    distance_mean.update(d, *jj, t);
+                    final_distance_mean = Some(d);
+                    if recorded(j) {
+                        mean.records
+                            .push(recorder.record(j, t, &xbar, &mut flow_ws));
+                    }
+                }
             }
             record_seconds += t0.elapsed().as_secs_f64();
-            let t0 = Instant::now();
-            flow_state = Some(y.to_vec());
-            if driver.step() == j && !driver.is_done() {
-                driver.advance(&mut |it: &Iterate<'_>| observe_gd(it, &flow_state));
+            return;
+        }
+        let j = i / half;
+        flow.max_drift = flow.max_drift.max(recorder.balance_drift(y));
+        if recorded(j) {
+            let mut rec = recorder.record(j, t, y, &mut flow_ws);
+            match what {
+                Some(w) => {
+                    rec.sharpness = Some(w.sharpness);
+                    rec.sigma_trace = Some(w.sigma_trace);
+                    rec.active = Some(w.active);
+                }
+                None => {
+                    if sharp_due(flow.records.len()) {
+                        rec.sharpness = sharp_flow.at(field.as_ref(), y);
+                    }
+                }
             }
-            gd_seconds += t0.elapsed().as_secs_f64();
-        },
-        &mut |t| {
-            if horizon > 0.0 {
-                bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
+            flow.records.push(rec);
+        }
+        record_seconds += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        flow_state = Some(y.to_vec());
+        if driver.step() == j && !driver.is_done() {
+            driver.advance(&mut |it: &Iterate<'_>| observe_gd(it, &flow_state));
+        }
+        gd_seconds += t0.elapsed().as_secs_f64();
+        // the edge-of-stability comparison over the second half of the run, once active
+        if let (Some(w), Some((jj, xj, fj))) = (what, last_gd.borrow().as_ref()) {
+            if *jj == j && t >= 0.5 * horizon && w.active > 0 {
+                let osc: f64 = w
+                    .vectors
+                    .iter()
+                    .map(|q| {
+                        q.iter()
+                            .zip(xj.iter().zip(y))
+                            .map(|(qi, (a, b))| qi * (a - b))
+                            .sum::<f64>()
+                            .powi(2)
+                    })
+                    .sum();
+                let f_flow = field.loss(y, &mut flow_ws);
+                eos.steps += 1;
+                eos.t_from.get_or_insert(t);
+                eos.t_to = t;
+                eos.oscillation += osc;
+                eos.sigma_trace += w.sigma_trace;
+                eos.loss_gd += fj;
+                eos.loss_predicted += f_flow + w.sigma_trace / cfg.eta;
             }
-        },
-    )?;
+        }
+    };
+    let (flow_status, solver, central_report) = if central {
+        let (status, stats, report) = solve_central_flow_with(
+            flow_field.clone(),
+            cfg.eta,
+            &x0,
+            times,
+            &flow_opts,
+            &mut |i, t, y, w| on_output(i, t, y, Some(w)),
+            &mut on_step,
+        );
+        (status, stats, Some(report))
+    } else {
+        let (status, stats) = solve_flow_with(
+            flow_field.as_ref(),
+            &x0,
+            times,
+            &flow_opts,
+            &mut |i, t, y| on_output(i, t, y, None),
+            &mut on_step,
+        )?;
+        (status, stats, None)
+    };
     let solve_seconds = solve_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     // A flow that stopped early leaves GD to finish alone.
@@ -150,6 +298,30 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     gd_seconds += t0.elapsed().as_secs_f64();
     let gd_status = driver.finish().pop().expect("one run").status;
 
+    let central = central_report.map(|report| {
+        let n = eos.steps as f64;
+        CentralSummary {
+            report,
+            distance_mean: final_distance_mean.map(|final_distance| Distance {
+                max: distance_mean.value,
+                max_relative: distance_mean.value / target_norm,
+                step: distance_mean.step,
+                t: distance_mean.t,
+                final_distance,
+            }),
+            edge_of_stability: (eos.steps > 0).then(|| EdgeOfStability {
+                t_from: eos.t_from.unwrap_or(0.0),
+                t_to: eos.t_to,
+                steps: eos.steps,
+                oscillation_second_moment: eos.oscillation / n,
+                sigma_trace: eos.sigma_trace / n,
+                gd_mean_loss: eos.loss_gd / n,
+                predicted_loss: eos.loss_predicted / n,
+            }),
+        }
+    });
+    let mut sharpness_cost = sharp_gd.cost;
+    sharpness_cost.absorb(&sharp_flow.cost);
     let summary = RunSummary {
         provenance: setup.provenance(),
         warnings: cfg.warnings(),
@@ -163,6 +335,9 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             t: distance.t,
             final_distance,
         }),
+        two_over_eta: 2.0 / cfg.eta,
+        sharpness_cost,
+        central,
         solver,
         operator_counts: problem.op.counts(),
         timings: Timings {
@@ -177,6 +352,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         summary,
         gd: gd.records,
         flow: flow.records,
+        gd_mean: mean.records,
         extra_columns: recorder.extra_columns(),
     })
 }

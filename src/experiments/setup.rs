@@ -45,7 +45,12 @@ impl Command {
                 .or(given(
                     args.flow.is_some(),
                     "flow",
-                    "a sweep compares with both flows",
+                    "a sweep compares with the plain, modified and central flows",
+                ))
+                .or(given(
+                    args.sharpness_every.is_some(),
+                    "sharpness_every",
+                    "a sweep measures the sharpness at the end of its reference flow",
                 )),
             Command::Check => given(
                 args.flow.is_some(),
@@ -182,6 +187,8 @@ impl Setup {
         match variant {
             FlowVariant::Plain => self.field(),
             FlowVariant::Modified => Arc::new(Modified::new(self.field(), eta)),
+            // the central flow is solved by its own driver around the plain field
+            FlowVariant::Central => self.field(),
         }
     }
 

@@ -163,6 +163,7 @@ pub(crate) fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
         "eta",
         "steps",
         "record_every",
+        "sharpness_every",
         "flow",
         "out",
         "save_problem",

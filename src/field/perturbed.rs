@@ -61,6 +61,12 @@ impl PerturbationModel {
             PerturbationModel::Relative | PerturbationModel::Absolute
         )
     }
+    /// Whether −G = X* − UVᵀ + E is the negative gradient of a loss of X (so that ∇²f,
+    /// the sharpness and the central flow mean something): not for the relative model, and
+    /// for the absolute one the loss would not be the ½‖X* − UVᵀ‖² reported.
+    pub fn is_gradient(self) -> bool {
+        !self.uses_size()
+    }
     /// Whether E is symmetric whenever X* − UUᵀ is (what the symmetric case needs): models
     /// built from the seeded, non-symmetric direction W are not.
     pub fn keeps_symmetry(self) -> bool {

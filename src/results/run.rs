@@ -105,6 +105,54 @@ pub struct Timings {
     pub total_seconds: f64,
 }
 
+/// What computing the sharpness column cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SharpnessCost {
+    pub computations: usize,
+    /// Hessian–vector products (each one pass over the sensing matrix).
+    pub hvps: usize,
+    /// Computations whose estimate missed its tolerance (their cells are empty).
+    pub unconverged: usize,
+    pub seconds: f64,
+}
+
+impl SharpnessCost {
+    pub fn absorb(&mut self, other: &SharpnessCost) {
+        self.computations += other.computations;
+        self.hvps += other.hvps;
+        self.unconverged += other.unconverged;
+        self.seconds += other.seconds;
+    }
+}
+
+/// GD against the central flow at the edge of stability (MATH §8), averaged over the steps of
+/// the run's second half where the flow holds eigenvalues at 2/η.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeOfStability {
+    pub t_from: f64,
+    pub t_to: f64,
+    pub steps: usize,
+    /// mean_j ‖Qᵀ(x_j − x(t_j))‖², GD's oscillation along the active eigenvectors Q of the
+    /// central flow ...
+    pub oscillation_second_moment: f64,
+    /// ... against the mean tr Σ it predicts.
+    pub sigma_trace: f64,
+    /// mean_j f(x_j), GD's averaged loss ...
+    pub gd_mean_loss: f64,
+    /// ... against the mean of f(x(t_j)) + tr Σ/η.
+    pub predicted_loss: f64,
+}
+
+/// The central flow's part of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CentralSummary {
+    #[serde(flatten)]
+    pub report: crate::dynamics::flow::CentralReport,
+    /// max and final of ‖X̄_j − X((j + ½)η)‖_F, GD's two-step average against the flow.
+    pub distance_mean: Option<Distance>,
+    pub edge_of_stability: Option<EdgeOfStability>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     #[serde(flatten)]
@@ -115,6 +163,15 @@ pub struct RunSummary {
     pub gd: DynamicsSummary,
     pub flow: DynamicsSummary,
     pub distance: Option<Distance>,
+    /// 2/η: GD is stable near a minimum only while the sharpness is below it (MATH §2, §8).
+    #[serde(default)]
+    pub two_over_eta: f64,
+    /// What the `sharpness` column cost.
+    #[serde(default)]
+    pub sharpness_cost: SharpnessCost,
+    /// With `--flow central`: its events, GD's average against it, the predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central: Option<CentralSummary>,
     pub solver: SolverStats,
     /// Operator applications over the whole run (GD, flow, recording).
     pub operator_counts: OperatorCounts,
@@ -133,6 +190,9 @@ pub struct RunResult {
     pub summary: RunSummary,
     pub gd: Vec<Record>,
     pub flow: Vec<Record>,
+    /// With the central flow: GD's two-step average x̄_j = ½(x_j + x_{j+1}) at t = (j + ½)η,
+    /// the rows `gd_mean` (MATH §8).
+    pub gd_mean: Vec<Record>,
     /// Columns of the user's recorded quantities ([`crate::analysis::Quantity`]), after the
     /// built-in ones; each record's `extra` holds their values.
     pub extra_columns: Vec<String>,
@@ -159,11 +219,16 @@ pub const THEORY_COLUMNS: [&str; 7] = [
     "spurious_v",
 ];
 
+/// The columns after the theory ones (MATH §8): λ_max(∇²f) where computed, and the central
+/// flow's tr Σ and number of active eigenvalues (empty cells where they do not apply).
+pub const STABILITY_COLUMNS: [&str; 3] = ["sharpness", "sigma_trace", "active"];
+
 /// The header of `trajectory.csv` for width `k` and the user's extra columns.
 pub fn trajectory_header(k: usize, extra: &[String]) -> Vec<String> {
     let mut header: Vec<String> = LEADING_COLUMNS.iter().map(|s| s.to_string()).collect();
     header.extend((1..=k).map(|i| format!("sv_{i}")));
     header.extend(THEORY_COLUMNS.iter().map(|s| s.to_string()));
+    header.extend(STABILITY_COLUMNS.iter().map(|s| s.to_string()));
     header.extend(extra.iter().cloned());
     header
 }
@@ -175,7 +240,11 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
     let err = csv_error("trajectory.csv");
     w.write_record(trajectory_header(k, &result.extra_columns))
         .map_err(&err)?;
-    for (name, records) in [("gd", &result.gd), ("flow", &result.flow)] {
+    for (name, records) in [
+        ("gd", &result.gd),
+        ("flow", &result.flow),
+        ("gd_mean", &result.gd_mean),
+    ] {
         for r in records {
             let mut row = vec![
                 name.to_string(),
@@ -198,6 +267,9 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
                 ]
                 .map(num),
             );
+            row.push(r.sharpness.map_or_else(String::new, num));
+            row.push(r.sigma_trace.map_or_else(String::new, num));
+            row.push(r.active.map_or_else(String::new, |p| p.to_string()));
             row.extend(r.extra.iter().map(|v| num(*v)));
             w.write_record(&row).map_err(&err)?;
         }
@@ -247,11 +319,12 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         named("balance_drift")?,
     ];
     let theory: Vec<Option<usize>> = THEORY_COLUMNS.iter().map(|c| col(c)).collect();
+    let stability: Vec<Option<usize>> = STABILITY_COLUMNS.iter().map(|c| col(c)).collect();
     let standard = trajectory_header(sv_cols.len(), &[]);
     let extra_cols: Vec<usize> = (0..header.len())
         .filter(|&i| !standard.iter().any(|s| s == &header[i]))
         .collect();
-    let (mut gd, mut flow) = (Vec::new(), Vec::new());
+    let (mut gd, mut flow, mut gd_mean) = (Vec::new(), Vec::new(), Vec::new());
     for row in reader.records() {
         let row = row.map_err(|e| not_ours(&path, e))?;
         let num = |i: usize| -> Result<f64> {
@@ -261,6 +334,12 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
                 .map_err(|e| not_ours(&path, e))
         };
         let opt = |i: Option<usize>| i.map_or(Ok(f64::NAN), num);
+        let cell = |i: Option<usize>| -> Result<Option<f64>> {
+            match i.and_then(|i| row.get(i)) {
+                None | Some("") => Ok(None),
+                Some(c) => c.parse::<f64>().map(Some).map_err(|e| not_ours(&path, e)),
+            }
+        };
         let record = Record {
             step: num(cols[0])? as usize,
             t: num(cols[1])?,
@@ -275,11 +354,15 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
             sin_theta_v: opt(theory[4])?,
             spurious_u: opt(theory[5])?,
             spurious_v: opt(theory[6])?,
+            sharpness: cell(stability[0])?,
+            sigma_trace: cell(stability[1])?,
+            active: cell(stability[2])?.map(|p| p as usize),
             extra: extra_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
         };
         match row.get(0) {
             Some("gd") => gd.push(record),
             Some("flow") => flow.push(record),
+            Some("gd_mean") => gd_mean.push(record),
             other => return Err(not_ours(&path, format!("unknown dynamics {other:?}"))),
         }
     }
@@ -287,6 +370,7 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         summary,
         gd,
         flow,
+        gd_mean,
         extra_columns: extra_cols.iter().map(|&i| header[i].to_string()).collect(),
     })
 }

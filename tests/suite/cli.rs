@@ -72,7 +72,10 @@ fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
             "sin_theta_u",
             "sin_theta_v",
             "spurious_u",
-            "spurious_v"
+            "spurious_v",
+            "sharpness",
+            "sigma_trace",
+            "active"
         ]
     );
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
@@ -80,9 +83,11 @@ fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
     assert_eq!(rows.iter().filter(|r| &r[0] == "gd").count(), 51);
     assert_eq!(rows.iter().filter(|r| &r[0] == "flow").count(), 51);
     for r in &rows {
-        for v in r.iter().skip(1) {
+        // the last three are empty without the sharpness and the central flow
+        for v in r.iter().skip(1).take(r.len() - 4) {
             assert!(v.parse::<f64>().unwrap().is_finite());
         }
+        assert!(r.iter().skip(r.len() - 3).all(str::is_empty));
     }
 }
 
@@ -560,7 +565,10 @@ fn every_documented_csv_has_its_full_header() {
             "sin_theta_u",
             "sin_theta_v",
             "spurious_u",
-            "spurious_v"
+            "spurious_v",
+            "sharpness",
+            "sigma_trace",
+            "active"
         ]
     );
 }

@@ -445,6 +445,10 @@ fn diverging_gd_is_a_result_with_its_step_and_a_finite_csv() {
     for line in csv.lines().skip(1) {
         let cells: Vec<&str> = line.split(',').collect();
         for c in &cells[1..] {
+            // empty cells: quantities not computed here (sharpness, the central flow's)
+            if c.is_empty() {
+                continue;
+            }
             let v: f64 = c.parse().unwrap();
             assert!(v.is_finite(), "non-finite cell in {line}");
         }

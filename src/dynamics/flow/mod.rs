@@ -21,10 +21,12 @@ use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
 
 mod auto;
+mod central_solve;
 pub mod dop853;
 mod lu;
 
 pub use auto::{real_stability_bound, tsit45_stability_bound, AutoReport, MethodSwitch};
+pub use central_solve::{solve_central_flow_with, CentralEvent, CentralOutput, CentralReport};
 pub use dop853::ErrorScale;
 pub use lu::BlockedLu;
 

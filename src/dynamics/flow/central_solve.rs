@@ -1,0 +1,274 @@
+//! The central flow solved adaptively (MATH §8): DOP853 on [`CentralField`] with a fixed
+//! number p of active eigenvalues between events. p = 0 is the gradient flow; an eigenvalue of
+//! ∇²f reaching 2/η (located by bisection on the dense output) adds one; M letting one go (a
+//! zero eigenvalue of M while that Hessian eigenvalue has fallen below 2/η) removes one.
+
+use std::sync::Arc;
+
+use nalgebra::SymmetricEigen;
+use serde::{Deserialize, Serialize};
+
+use super::dop853::Dop853;
+use super::{FlowOptions, Method, SolverStats, Times};
+use crate::dynamics::central::{CentralField, CentralPoint, CentralStats};
+use crate::dynamics::Status;
+use crate::field::Field;
+
+/// One change of the active set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CentralEvent {
+    pub t: f64,
+    /// "enter" (an eigenvalue reached 2/η) or "leave" (M released one).
+    pub kind: String,
+    /// The number of active eigenvalues after the event.
+    pub active: usize,
+    /// The eigenvalue concerned.
+    pub eigenvalue: f64,
+}
+
+/// What the central flow did, for `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CentralReport {
+    pub eta: f64,
+    /// 2/η.
+    pub threshold: f64,
+    /// When the sharpness first reached 2/η (`None`: never, and the flow was the gradient
+    /// flow throughout).
+    pub first_reached: Option<f64>,
+    pub max_active: usize,
+    pub events: Vec<CentralEvent>,
+    pub work: CentralStats,
+}
+
+/// What is known at an output of the central flow.
+#[derive(Debug, Clone)]
+pub struct CentralOutput {
+    /// λ_max(∇²f).
+    pub sharpness: f64,
+    /// tr Σ (0 while no eigenvalue is active).
+    pub sigma_trace: f64,
+    pub active: usize,
+    /// The active eigenvectors (p of them), an orthonormal basis of Σ's range.
+    pub vectors: Vec<Vec<f64>>,
+}
+
+/// Hessian eigenvalues within this fraction of 2/η count as having reached it.
+const REACHED: f64 = 1e-7;
+/// M's eigenvalues below this fraction of its trace count as zero (a released direction).
+const RELEASED: f64 = 1e-8;
+
+/// Solve the central flow of `field` (a gradient field) for GD's step `eta` at `times`;
+/// `on_output(i, t, state, what)` for each output reached. A failure (a step size too small,
+/// an eigen-solve or semidefinite problem that cannot be met) ends the solve as
+/// [`Status::Failed`] with t and the reason.
+pub fn solve_central_flow_with(
+    field: Arc<dyn Field>,
+    eta: f64,
+    x0: &[f64],
+    times: Times<'_>,
+    opts: &FlowOptions,
+    on_output: &mut dyn FnMut(usize, f64, &[f64], &CentralOutput),
+    on_step: &mut dyn FnMut(f64),
+) -> (Status, SolverStats, CentralReport) {
+    let threshold = 2.0 / eta;
+    let eig_tol = (opts.rtol * 1e-2).min(1e-9);
+    let t_end = times.last();
+    let mut report = CentralReport {
+        eta,
+        threshold,
+        ..CentralReport::default()
+    };
+    let mut stats = SolverStats {
+        method: format!("{} (central)", Method::Dop853.name()),
+        ..SolverStats::default()
+    };
+    let mut next = 0;
+    let (mut t0, mut y0, mut p) = (0.0, x0.to_vec(), 0usize);
+    let (mut point, mut work) = (CentralPoint::default(), CentralStats::default());
+    let mut status = Status::Completed;
+    let mut buf = vec![0.0; x0.len()];
+    'segments: loop {
+        let central = CentralField::new(field.clone(), eta, p, eig_tol);
+        central.carry(point.clone(), work.clone());
+        // how many eigenvalues have reached 2/η here (at the start, or after an event)
+        let (values, _, _) = central.eigenpairs(&y0, p + 1);
+        let reached = values
+            .iter()
+            .take_while(|l| **l >= threshold * (1.0 - REACHED))
+            .count();
+        if reached > p {
+            report.first_reached.get_or_insert(t0);
+            p = reached;
+            report.max_active = report.max_active.max(p);
+            report.events.push(CentralEvent {
+                t: t0,
+                kind: "enter".into(),
+                active: p,
+                eigenvalue: values[p - 1],
+            });
+            (point, work) = central.last();
+            continue 'segments;
+        }
+        let output = |central: &CentralField, y: &[f64]| -> CentralOutput {
+            let mut out = vec![0.0; y.len()];
+            central.rhs(y, &mut out, &mut central.workspace());
+            if p == 0 {
+                central.eigenpairs(y, 1);
+            }
+            let (pt, _) = central.last();
+            CentralOutput {
+                sharpness: pt.eigenvalues.first().copied().unwrap_or(f64::NAN),
+                sigma_trace: if p == 0 { 0.0 } else { pt.sigma_trace() },
+                active: p,
+                vectors: pt.vectors.iter().take(p).cloned().collect(),
+            }
+        };
+        while next < times.len() && times.at(next) <= t0 {
+            let what = output(&central, &y0);
+            on_output(next, times.at(next), &y0, &what);
+            next += 1;
+        }
+        if next == times.len() {
+            (_, work) = central.last();
+            break;
+        }
+        let mut s = Dop853::new(&central, t0, &y0, opts.rtol, opts.atol, opts.scale, t_end);
+        loop {
+            if stats.steps >= opts.max_steps {
+                status = Status::Failed {
+                    t: s.t(),
+                    reason: format!("step budget of {} steps exhausted", opts.max_steps),
+                };
+                break 'segments;
+            }
+            let (t_old, steps_before, rejected_before) = (s.t(), s.steps, s.rejected);
+            if let Err(reason) = s.step(t_end) {
+                status = Status::Failed { t: s.t(), reason };
+                break 'segments;
+            }
+            stats.steps += s.steps - steps_before;
+            stats.rejected_steps += s.rejected - rejected_before;
+            let t = s.t();
+            on_step(t);
+            if s.y().iter().any(|v| !v.is_finite()) {
+                status = Status::Failed {
+                    t,
+                    reason: "non-finite state".into(),
+                };
+                break 'segments;
+            }
+            // an eigenvalue beyond the active ones reaching 2/η?
+            let (values, _, converged) = central.eigenpairs(s.y(), p + 1);
+            if !converged {
+                let (_, w) = central.last();
+                if w.unconverged_eigen_solves > 20 {
+                    status = Status::Failed {
+                        t,
+                        reason: "the Hessian's top eigenvalues did not converge".into(),
+                    };
+                    break 'segments;
+                }
+            }
+            let mut event_at = None;
+            if values.get(p).is_some_and(|l| *l >= threshold) {
+                // bisection on the dense output for λ_{p+1}(y(τ)) = 2/η
+                let (mut lo, mut hi) = (t_old, t);
+                for _ in 0..60 {
+                    if hi - lo <= 1e-12 * t.abs().max(1.0) {
+                        break;
+                    }
+                    let mid = 0.5 * (lo + hi);
+                    s.interpolate(mid, &mut buf);
+                    let (vals, _, _) = central.eigenpairs(&buf, p + 1);
+                    if vals.get(p).is_some_and(|l| *l >= threshold) {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                event_at = Some(hi);
+            }
+            // outputs up to the event (or the step's end)
+            let until = event_at.unwrap_or(t);
+            while next < times.len() && times.at(next) <= until {
+                let at = times.at(next);
+                if at == t {
+                    buf.copy_from_slice(s.y());
+                } else {
+                    s.interpolate(at, &mut buf);
+                }
+                let what = output(&central, &buf);
+                on_output(next, at, &buf, &what);
+                next += 1;
+            }
+            if let Some(te) = event_at {
+                if te == t {
+                    y0 = s.y().to_vec();
+                } else {
+                    s.interpolate(te, &mut buf);
+                    y0 = buf.clone();
+                }
+                t0 = te;
+                (point, work) = central.last();
+                report.first_reached.get_or_insert(te);
+                report.events.push(CentralEvent {
+                    t: te,
+                    kind: "enter".into(),
+                    active: p + 1,
+                    eigenvalue: threshold,
+                });
+                p += 1;
+                report.max_active = report.max_active.max(p);
+                continue 'segments;
+            }
+            if next == times.len() {
+                (_, work) = central.last();
+                break 'segments;
+            }
+            // M releasing a direction whose eigenvalue has fallen below 2/η?
+            if p > 0 {
+                let mut out = vec![0.0; buf.len()];
+                central.rhs(s.y(), &mut out, &mut central.workspace());
+                let (pt, _) = central.last();
+                let eig = SymmetricEigen::new(pt.m.clone());
+                let trace = pt.m.trace().max(f64::MIN_POSITIVE);
+                let released = eig.eigenvalues.min() <= RELEASED * trace;
+                if released
+                    && pt
+                        .eigenvalues
+                        .get(p - 1)
+                        .is_some_and(|l| *l < threshold * (1.0 - 1e-4))
+                {
+                    y0 = s.y().to_vec();
+                    t0 = t;
+                    (point, work) = central.last();
+                    p -= 1;
+                    report.events.push(CentralEvent {
+                        t,
+                        kind: "leave".into(),
+                        active: p,
+                        eigenvalue: pt.eigenvalues[p],
+                    });
+                    continue 'segments;
+                }
+            }
+            let (_, w) = central.last();
+            if w.worst_sdp_residual > 1e-6 {
+                status = Status::Failed {
+                    t,
+                    reason: format!(
+                        "the semidefinite problem for M could not be solved (residual {:.1e})",
+                        w.worst_sdp_residual
+                    ),
+                };
+                break 'segments;
+            }
+        }
+    }
+    // every evaluation of the central field (steps, outputs, event checks) is one rhs; its
+    // Hessian–vector products count as jvps
+    stats.rhs_evals = work.evaluations;
+    stats.jvp_evals = work.hvps;
+    report.work = work;
+    (status, stats, report)
+}
