@@ -6,8 +6,10 @@
 //!   x' = −∇f − ½ Σ_ab M_ab g_ab,   g_ab = D³f[q_a, q_b, ·] = −D²F[q_a, q_b],
 //! and M ⪰ 0 the solution of the small semidefinite problem
 //!   minimise ½⟨M, 𝒦(M)⟩ − ⟨ã, M⟩ over M ⪰ 0,  𝒦(M)_cd = ½ Σ_ab ⟨g_cd, g_ab⟩ M_ab,
-//!   ã_cd = −⟨g_cd, ∇f⟩ − β(λ_c − 2/η)δ_cd,
-//! where the last term (Baumgarte's) pulls active eigenvalues that drifted off 2/η back to it.
+//!   ã_cd = −⟨g_cd, ∇f⟩ + β(λ_c − 2/η)δ_cd,
+//! where the last term (Baumgarte's) pulls active eigenvalues that drifted off 2/η back to it:
+//! along the field the restricted Hessian moves by d(QᵀHQ)/dt = a − 𝒦(M), so an active
+//! direction (Z = 𝒦(M) − ã vanishing on it) has λ_c' = −β(λ_c − 2/η).
 //! [`CentralField`] is that field for a fixed number p of active eigenvalues; the solver in
 //! [`super::flow`] integrates it between events, when an eigenvalue reaches 2/η or M lets
 //! one go.
@@ -348,7 +350,7 @@ impl CentralField {
             }
         }
         for c in 0..p {
-            a[(c, c)] -= self.beta * (values[c] - 2.0 / self.eta);
+            a[(c, c)] += self.beta * (values[c] - 2.0 / self.eta);
         }
         let sol = solve_sdp(&kmap, &a, 1e-10, 2_000);
         // x' = F − ½ Σ M_ab g_ab = F + ½ Σ M_ab D²F_ab (each pair a ≠ b twice)

@@ -239,3 +239,223 @@ fn semidefinite_problem_meets_its_optimality_conditions() {
         assert!((sol.m[(0, 0)] - closed).abs() <= 1e-14 * closed.max(1.0));
     }
 }
+
+use gdflow::config::{FlowVariant, Method};
+use gdflow::dynamics::central::{CentralField, DRIFT_RATE};
+use gdflow::dynamics::flow::{solve_central_flow_with, solve_flow_with, FlowOptions, Times};
+use gdflow::experiments::{run, Command, RunExtras, Setup};
+
+/// The edge-of-stability problem of MATH §8's kind: 8×7, r = 2, k = 3, m = 60.
+fn eos_args(eta: f64, steps: usize) -> ConfigArgs {
+    ConfigArgs {
+        n1: Some(8),
+        n2: Some(7),
+        rank: Some(2),
+        width: Some(3),
+        measurements: Some(60),
+        alpha: Some(1e-2),
+        seed: Some(1),
+        eta: Some(eta),
+        steps: Some(steps),
+        ..Default::default()
+    }
+}
+
+/// Below the stability limit no eigenvalue reaches 2/η: the central flow is the gradient
+/// flow, to the solver's tolerance (here: the same steps, bit for bit).
+#[test]
+fn below_the_limit_the_central_flow_is_the_gradient_flow() {
+    let setup = Setup::new(&eos_args(0.1, 300), Command::Run, false).unwrap();
+    let field = setup.field();
+    let x0 = setup.start();
+    let times = Times::Grid {
+        dt: 0.1,
+        count: 301,
+    };
+    let opts = FlowOptions::new(Method::Dop853, 1e-8, 1e-12);
+    let mut plain = Vec::new();
+    solve_flow_with(
+        field.as_ref(),
+        &x0,
+        times,
+        &opts,
+        &mut |_, _, y| plain.push(y.to_vec()),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut central = Vec::new();
+    let (status, _, report) = solve_central_flow_with(
+        field.clone(),
+        0.1,
+        &x0,
+        times,
+        &opts,
+        &mut |_, _, y, w| {
+            assert_eq!(w.active, 0);
+            assert!(w.sharpness < 20.0);
+            central.push(y.to_vec());
+        },
+        &mut |_| {},
+    );
+    assert_eq!(status, gdflow::dynamics::Status::Completed);
+    assert!(report.first_reached.is_none() && report.events.is_empty());
+    let norm = setup.problem.x_star.norm();
+    let worst = plain
+        .iter()
+        .zip(&central)
+        .map(|(a, b)| (field.product(a) - field.product(b)).norm())
+        .fold(0.0, f64::max);
+    assert!(worst <= 10.0 * 1e-8 * norm, "{worst:e}");
+}
+
+/// p = 1 at a state where λ_1 = 2/η exactly (no drift correction): the central field is the
+/// gradient flow projected onto the tangent space of {S = 2/η}, −∇f + (⟨∇S, ∇f⟩/‖∇S‖²)∇S
+/// when the flow would raise S (⟨∇S, ∇f⟩ < 0), with ∇S by central differences of the
+/// dense Hessian's top eigenvalue.
+#[test]
+fn one_active_eigenvalue_is_the_closed_form_projection() {
+    let p = small_gaussian(45);
+    let field = std::sync::Arc::new(SensingField::from_problem(&p));
+    let sharpness = |x: &[f64]| sorted_eigenvalues(dense_hessian(field.as_ref(), x))[0];
+    // a state where the gradient flow raises the sharpness: along the flow from a small
+    // start (the sharpness first falls as the start's imbalance decays, then rises as UVᵀ
+    // grows towards X*)
+    let mut x = random_state(&p, 100, 0.01);
+    let n = x.len();
+    let mut f = vec![0.0; n];
+    let mut found = None;
+    for _ in 0..400 {
+        field.rhs(&x, &mut f, &mut field.workspace());
+        let h = 1e-6;
+        let grad_s: Vec<f64> = (0..n)
+            .map(|j| {
+                let (mut a, mut b) = (x.clone(), x.clone());
+                a[j] += h;
+                b[j] -= h;
+                (sharpness(&a) - sharpness(&b)) / (2.0 * h)
+            })
+            .collect();
+        // F = −∇f: ⟨∇S, F⟩ > 0 means S grows along the flow
+        if dot(&grad_s, &f) > 0.1 * dot(&grad_s, &grad_s).sqrt() * dot(&f, &f).sqrt() {
+            found = Some((x.clone(), grad_s, f.clone()));
+            break;
+        }
+        for (xi, fi) in x.iter_mut().zip(&f) {
+            *xi += 0.1 * fi;
+        }
+    }
+    let (x, grad_s, f) = found.expect("a state where the flow sharpens");
+    let eta = 2.0 / sharpness(&x);
+    let central = CentralField::new(field.clone(), eta, 1, 1e-12);
+    let mut out = vec![0.0; x.len()];
+    central.rhs(&x, &mut out, &mut field.workspace());
+    let gg = dot(&grad_s, &grad_s);
+    let coef = dot(&grad_s, &f) / gg; // ⟨∇S, −∇f⟩/‖∇S‖²
+    let expected: Vec<f64> = f
+        .iter()
+        .zip(&grad_s)
+        .map(|(fi, gi)| fi - coef * gi)
+        .collect();
+    let err = out
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let scale = dot(&expected, &expected).sqrt();
+    assert!(
+        err <= 1e-5 * scale,
+        "central field vs projection: {err:e} of {scale:e}"
+    );
+    // and it is tangent: S does not change along it
+    assert!(dot(&out, &grad_s).abs() <= 1e-5 * scale * gg.sqrt());
+
+    // Off the constraint, Baumgarte's term pulls S back: with S 1% above 2/η the field moves S
+    // at the rate −β(S − 2/η), β = DRIFT_RATE/η, by a central difference of S along the field.
+    let s0 = sharpness(&x);
+    let eta = 2.0 * 1.01 / s0;
+    let central = CentralField::new(field.clone(), eta, 1, 1e-12);
+    central.rhs(&x, &mut out, &mut field.workspace());
+    let h = 1e-5 / dot(&out, &out).sqrt();
+    let along =
+        |sign: f64| -> Vec<f64> { x.iter().zip(&out).map(|(a, b)| a + sign * h * b).collect() };
+    let rate = (sharpness(&along(1.0)) - sharpness(&along(-1.0))) / (2.0 * h);
+    let expected = -DRIFT_RATE / eta * (s0 - 2.0 / eta);
+    assert!(expected < 0.0);
+    assert!(
+        (rate - expected).abs() <= 1e-3 * expected.abs(),
+        "dS/dt {rate:e} against −β(S − 2/η) = {expected:e}"
+    );
+}
+
+/// With 2/η at 0.9× the sharpness S* = 2.4387 of the flattest minimum the gradient flow
+/// reaches on this problem (MATH §8), GD cannot converge there: it settles into a 2-cycle
+/// around a point the central flow predicts. GD's two-step average and the central flow end
+/// within a few percent of each other in ‖UVᵀ − X*‖/‖X*‖ while the gradient flow ends an order
+/// of magnitude closer to X*; GD's averaged loss is near f + tr Σ/η, far above the gradient
+/// flow's; and the central flow holds the sharpness at 2/η from the moment it reaches it.
+#[test]
+fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
+    let eta = 2.0 / (0.9 * 2.4387);
+    let steps = 300;
+    let setup = Setup::new(
+        &ConfigArgs {
+            flow: Some(FlowVariant::Central),
+            ..eos_args(eta, steps)
+        },
+        Command::Run,
+        false,
+    )
+    .unwrap();
+    let r = run(&setup, &RunExtras::default()).unwrap();
+    let central = r.summary.central.as_ref().unwrap();
+    let reached = central
+        .report
+        .first_reached
+        .expect("the sharpness reaches 2/η");
+    let plain = run(
+        &Setup::new(&eos_args(eta, steps), Command::Run, false).unwrap(),
+        &RunExtras::default(),
+    )
+    .unwrap();
+
+    let mean_err = r.gd_mean.last().unwrap().rel_error;
+    let central_err = r.flow.last().unwrap().rel_error;
+    let plain_err = plain.flow.last().unwrap().rel_error;
+    assert!(
+        (mean_err - central_err).abs() <= 0.05 * mean_err,
+        "GD's average {mean_err:.4} against the central flow {central_err:.4}"
+    );
+    assert!(
+        plain_err < 0.25 * mean_err,
+        "the gradient flow ends at {plain_err:.4}"
+    );
+
+    let eos = central.edge_of_stability.as_ref().unwrap();
+    let plain_loss = plain.flow.last().unwrap().loss;
+    assert!(
+        (eos.predicted_loss - eos.gd_mean_loss).abs() <= 0.2 * eos.gd_mean_loss,
+        "predicted {} against GD's averaged loss {}",
+        eos.predicted_loss,
+        eos.gd_mean_loss
+    );
+    assert!(plain_loss < 0.01 * eos.gd_mean_loss, "{plain_loss}");
+    assert!(
+        (eos.sigma_trace - eos.oscillation_second_moment).abs()
+            <= 0.2 * eos.oscillation_second_moment,
+        "tr Σ {} against GD's oscillation {}",
+        eos.sigma_trace,
+        eos.oscillation_second_moment
+    );
+
+    // the constraint is held: drift off 2/η is pulled back, not amplified
+    let threshold = 2.0 / eta;
+    for rec in r.flow.iter().filter(|rec| rec.t > reached) {
+        let s = rec.sharpness.unwrap();
+        assert!(
+            (s / threshold - 1.0).abs() < 1e-6,
+            "sharpness {s} at t = {}",
+            rec.t
+        );
+    }
+}
