@@ -285,6 +285,14 @@ pub struct CheckFlags {
     /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
     #[arg(long, allow_hyphen_values = true)]
     pub alignment_tol: Option<f64>,
+    /// Past the stability limit (η·λ_max > 2 where the flow ends): allowed relative deviation
+    /// of the sharpness at GD's two-step average from 2/η [default: 0.05]
+    #[arg(long, allow_hyphen_values = true)]
+    pub eos_sharpness_tol: Option<f64>,
+    /// Past the stability limit: allowed relative deviation of the central flow's predicted
+    /// loss f + tr Σ/η from GD's time-averaged loss [default: 0.2]
+    #[arg(long, allow_hyphen_values = true)]
+    pub eos_loss_tol: Option<f64>,
 }
 
 impl From<&CheckFlags> for CheckArgs {
@@ -299,6 +307,8 @@ impl From<&CheckFlags> for CheckArgs {
             rip_bound: f.rip_bound,
             rho_bound: f.rho_bound,
             alignment_tol: f.alignment_tol,
+            eos_sharpness_tol: f.eos_sharpness_tol,
+            eos_loss_tol: f.eos_loss_tol,
         }
     }
 }

@@ -145,7 +145,10 @@ pub fn format_summary(s: &RunSummary) -> String {
                     out,
                     "central flow: the sharpness reached 2/η = {:.6} at t = {t:.4}; at most {} eigenvalues held there; events: {}",
                     r.threshold,
-                    r.max_active,
+                    match r.max_active {
+                        1 => "1 eigenvalue".to_string(),
+                        p => format!("{p} eigenvalues"),
+                    },
                     r.events
                         .iter()
                         .map(|e| format!("{} at t = {:.4} (p = {})", e.kind, e.t, e.active))

@@ -351,6 +351,12 @@ pub struct CheckArgs {
     pub rho_bound: Option<f64>,
     /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
     pub alignment_tol: Option<f64>,
+    /// Past the stability limit: allowed relative deviation of the sharpness at GD's two-step
+    /// average from 2/η [default: 0.05]
+    pub eos_sharpness_tol: Option<f64>,
+    /// Past the stability limit: allowed relative deviation of the central flow's predicted
+    /// loss f + tr Σ/η from GD's time-averaged loss [default: 0.2]
+    pub eos_loss_tol: Option<f64>,
 }
 
 impl CheckArgs {
@@ -366,7 +372,9 @@ impl CheckArgs {
             epsilon,
             rip_bound,
             rho_bound,
-            alignment_tol
+            alignment_tol,
+            eos_sharpness_tol,
+            eos_loss_tol
         );
         self
     }
@@ -382,6 +390,8 @@ const CHECK_KEYS: &[&str] = &[
     "rip_bound",
     "rho_bound",
     "alignment_tol",
+    "eos_sharpness_tol",
+    "eos_loss_tol",
 ];
 
 const SWEEP_KEYS: &[&str] = &[

@@ -308,7 +308,10 @@ impl CentralField {
         if !eig.converged {
             stats.unconverged_eigen_solves += 1;
         }
-        point.vectors = eig.vectors.clone();
+        // a solve for fewer pairs than the last one keeps the later vectors as warm starts
+        let mut vectors = eig.vectors.clone();
+        vectors.extend(point.vectors.drain(..).skip(eig.vectors.len()));
+        point.vectors = vectors;
         point.eigenvalues = eig.values.clone();
         (eig.values, eig.vectors, eig.converged)
     }
@@ -324,7 +327,8 @@ impl CentralField {
             guard.1.evaluations += 1;
             return loss;
         }
-        let (values, vectors, _) = self.eigenpairs(x, p + 1);
+        // the field needs the p held pairs; the (p+1)-th is asked for where events are checked
+        let (values, vectors, _) = self.eigenpairs(x, p);
         let n = x.len();
         let mut d2 = Vec::with_capacity(p * (p + 1) / 2);
         for a in 0..p {

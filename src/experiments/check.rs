@@ -14,6 +14,7 @@ use crate::analysis::record::{balance, product_singular_values};
 use crate::analysis::theory::{detect_phases, empirical_rip};
 use crate::config::{CheckArgs, Config, PerturbationModel};
 use crate::dynamics::flow::{solve_flow, FlowOptions};
+use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::Result;
 use crate::field::{Field, Perturbation, Perturbed, SensingField};
@@ -301,6 +302,9 @@ pub fn check_with(
         });
     }
 
+    // MATH §8: past the stability limit.
+    rows.extend(edge_of_stability(setup, &settings, show_progress)?);
+
     let passed = rows.iter().all(|r| r.pass != Some(false));
     let summary = CheckSummary {
         provenance: setup.provenance(),
@@ -479,4 +483,110 @@ pub fn robustness(setup: &Setup) -> Result<Vec<RobustnessPoint>> {
             })
         })
         .collect()
+}
+
+/// MATH §8: where the gradient flow ends, is GD stable (η·λ_max ≤ 2)? When it is not, GD
+/// cannot converge there: the central flow is run beside it, and the sharpness at GD's
+/// two-step average and GD's time-averaged loss are compared with its predictions, over the
+/// second half of the run (after the transient into the edge of stability).
+fn edge_of_stability(
+    setup: &Setup,
+    settings: &CheckSettings,
+    show_progress: bool,
+) -> Result<Vec<CheckRow>> {
+    let cfg = &setup.config;
+    let field = setup.field();
+    let horizon = cfg.eta * cfg.steps as f64;
+    let sol = solve_flow(
+        field.as_ref(),
+        &setup.start(),
+        &[0.0, horizon],
+        &[0, cfg.steps],
+        &flow_opts(cfg),
+    )?;
+    let end = sol.trajectory.states.last().expect("the start at least");
+    let top = top_eigenpairs(field.as_ref(), end, &[], &EigenOptions::default(), 0);
+    let lambda = top.lambda_max().unwrap_or(f64::NAN);
+    let ratio = cfg.eta * lambda / 2.0;
+    let mut rows = vec![CheckRow {
+        name: "stability_limit".into(),
+        prediction: format!(
+            "η·λ_max/2 where the gradient flow ends (t = {horizon}): above 1, GD cannot converge \
+             there and the edge-of-stability rows follow (λ_max = {lambda:.6}, 2/η = {:.6})",
+            2.0 / cfg.eta
+        ),
+        measured: ratio,
+        predicted: "reported".into(),
+        pass: None,
+    }];
+    if !(ratio > 1.0) {
+        return Ok(rows);
+    }
+    let Some(central) = setup.with_central_flow() else {
+        rows.push(CheckRow {
+            name: "eos_sharpness".into(),
+            prediction: "the central flow needs a gradient field; this perturbation is not one"
+                .into(),
+            measured: f64::NAN,
+            predicted: "not applicable".into(),
+            pass: None,
+        });
+        return Ok(rows);
+    };
+    let r = run(
+        &central,
+        &RunExtras {
+            progress: show_progress,
+            ..RunExtras::default()
+        },
+    )?;
+    let late: Vec<f64> = r
+        .gd_mean
+        .iter()
+        .filter(|rec| rec.t >= 0.5 * horizon)
+        .filter_map(|rec| rec.sharpness)
+        .collect();
+    let mean_sharpness = late.iter().sum::<f64>() / late.len() as f64;
+    let s = mean_sharpness * cfg.eta / 2.0;
+    rows.push(CheckRow {
+        name: "eos_sharpness".into(),
+        prediction: format!(
+            "the sharpness at GD's two-step average ½(x_j + x_(j+1)), over t ≥ {:.4}, settles at \
+             2/η (measured: its mean·η/2, from {} records)",
+            0.5 * horizon,
+            late.len()
+        ),
+        measured: s,
+        predicted: format!("1 ± {}", settings.eos_sharpness_tol),
+        pass: verdict((s - 1.0).abs() <= settings.eos_sharpness_tol),
+    });
+    let summary = r.summary.central.as_ref();
+    let eos = summary.and_then(|c| c.edge_of_stability.as_ref());
+    let completed = r.summary.flow.status == Status::Completed;
+    let loss_ratio = eos.map_or(f64::NAN, |e| e.predicted_loss / e.gd_mean_loss);
+    rows.push(CheckRow {
+        name: "eos_predicted_loss".into(),
+        prediction: format!(
+            "the central flow's f + tr Σ/η against GD's time-averaged loss over its last half \
+             (measured: their ratio; central flow {})",
+            match &r.summary.flow.status {
+                Status::Failed { t, reason } => format!("failed at t = {t}: {reason}"),
+                other => other.label().to_string(),
+            }
+        ),
+        measured: loss_ratio,
+        predicted: format!("1 ± {}", settings.eos_loss_tol),
+        pass: verdict(completed && (loss_ratio - 1.0).abs() <= settings.eos_loss_tol),
+    });
+    let distance = summary.and_then(|c| c.distance_mean.as_ref());
+    rows.push(CheckRow {
+        name: "eos_distance_mean".into(),
+        prediction: "‖X̄_j − X(t_j)‖/‖X*‖ between GD's two-step average and the central flow at \
+                     the end (see gdflow run --flow central for the whole path)"
+            .into(),
+        measured: distance.map_or(f64::NAN, |d| d.final_distance / setup.problem.x_star.norm()),
+        predicted: "reported".into(),
+        pass: None,
+    });
+    Ok(rows)
 }

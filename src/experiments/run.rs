@@ -136,7 +136,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         },
     );
     let (mut gd, mut flow, mut mean) = (Track::new(), Track::new(), Track::new());
-    let (mut sharp_gd, mut sharp_flow) = (SharpnessTracker::new(), SharpnessTracker::new());
+    let (mut sharp_gd, mut sharp_flow, mut sharp_mean) = (
+        SharpnessTracker::new(),
+        SharpnessTracker::new(),
+        SharpnessTracker::new(),
+    );
     let mut distance = Peak::new();
     let mut final_distance = None;
     let mut distance_mean = Peak::new();
@@ -210,8 +214,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
                     distance_mean.update(d, *jj, t);
                     final_distance_mean = Some(d);
                     if recorded(j) {
-                        mean.records
-                            .push(recorder.record(j, t, &xbar, &mut flow_ws));
+                        let mut rec = recorder.record(j, t, &xbar, &mut flow_ws);
+                        if sharp_due(mean.records.len()) {
+                            rec.sharpness = sharp_mean.at(field.as_ref(), &xbar);
+                        }
+                        mean.records.push(rec);
                     }
                 }
             }
@@ -322,6 +329,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     });
     let mut sharpness_cost = sharp_gd.cost;
     sharpness_cost.absorb(&sharp_flow.cost);
+    sharpness_cost.absorb(&sharp_mean.cost);
     let summary = RunSummary {
         provenance: setup.provenance(),
         warnings: cfg.warnings(),

@@ -201,6 +201,19 @@ impl Setup {
         )
     }
 
+    /// The same problem and settings with the central flow as the flow, the sharpness at every
+    /// record; `None` when the field is not a gradient (the central flow is not defined).
+    pub fn with_central_flow(&self) -> Option<Setup> {
+        if self.config.perturbation.is_some_and(|m| !m.is_gradient()) {
+            return None;
+        }
+        let mut s = self.clone();
+        s.config.flow = FlowVariant::Central;
+        s.config.sharpness_every = s.config.sharpness_every.max(1);
+        s.seconds = 0.0;
+        Some(s)
+    }
+
     /// The same problem with its start at scale `alpha`: regenerated (the operator, target and
     /// start direction have seed streams of their own, so only the scale changes), or for a
     /// loaded problem its start scaled by alpha/α. The default atol follows the new scale.

@@ -25,6 +25,8 @@ pub struct CheckSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rho_bound: Option<f64>,
     pub alignment_tol: f64,
+    pub eos_sharpness_tol: f64,
+    pub eos_loss_tol: f64,
 }
 
 impl CheckSettings {
@@ -39,6 +41,8 @@ impl CheckSettings {
             rip_bound: a.rip_bound,
             rho_bound: a.rho_bound,
             alignment_tol: a.alignment_tol.unwrap_or(0.1),
+            eos_sharpness_tol: a.eos_sharpness_tol.unwrap_or(0.05),
+            eos_loss_tol: a.eos_loss_tol.unwrap_or(0.2),
         };
         for (field, v) in [
             ("drift_c", Some(s.drift_c)),
@@ -48,6 +52,8 @@ impl CheckSettings {
             ("incremental_tol", Some(s.incremental_tol)),
             ("rip_bound", s.rip_bound),
             ("rho_bound", s.rho_bound),
+            ("eos_sharpness_tol", Some(s.eos_sharpness_tol)),
+            ("eos_loss_tol", Some(s.eos_loss_tol)),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0) {

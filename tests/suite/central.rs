@@ -388,7 +388,30 @@ fn one_active_eigenvalue_is_the_closed_form_projection() {
     );
 }
 
-/// With 2/η at 0.9× the sharpness S* = 2.4387 of the flattest minimum the gradient flow
+/// The sharpness where the gradient flow of the problem of [`eos_args`] is at time `t`, from a
+/// dense eigendecomposition of the Hessian.
+fn flow_sharpness_at(t: f64) -> f64 {
+    let setup = Setup::new(&eos_args(0.1, 1), Command::Run, false).unwrap();
+    let field = setup.field();
+    let mut end = Vec::new();
+    solve_flow_with(
+        field.as_ref(),
+        &setup.start(),
+        Times::Grid { dt: t, count: 2 },
+        &FlowOptions::new(Method::Dop853, 1e-10, 1e-14),
+        &mut |_, _, y| end = y.to_vec(),
+        &mut |_| {},
+    )
+    .unwrap();
+    sorted_eigenvalues(dense_hessian(field.as_ref(), &end))[0]
+}
+
+/// η with 2/η at 0.9× the sharpness S* of the minimum the gradient flow reaches (by t = 270).
+fn eta_past_the_limit() -> f64 {
+    2.0 / (0.9 * flow_sharpness_at(270.0))
+}
+
+/// With 2/η at 0.9× the sharpness S* of the flattest minimum the gradient flow
 /// reaches on this problem (MATH §8), GD cannot converge there: it settles into a 2-cycle
 /// around a point the central flow predicts. GD's two-step average and the central flow end
 /// within a few percent of each other in ‖UVᵀ − X*‖/‖X*‖ while the gradient flow ends an order
@@ -396,7 +419,7 @@ fn one_active_eigenvalue_is_the_closed_form_projection() {
 /// flow's; and the central flow holds the sharpness at 2/η from the moment it reaches it.
 #[test]
 fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
-    let eta = 2.0 / (0.9 * 2.4387);
+    let eta = eta_past_the_limit();
     let steps = 300;
     let setup = Setup::new(
         &ConfigArgs {
@@ -458,4 +481,41 @@ fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
             rec.t
         );
     }
+}
+
+/// `gdflow check` past the limit adds the edge-of-stability rows and they pass; below it (the
+/// same problem at a small η) only the stability row is there, below 1.
+#[test]
+fn check_reports_the_edge_of_stability_only_past_the_limit() {
+    use gdflow::config::CheckArgs;
+    use gdflow::experiments::check;
+    let row = |rows: &[gdflow::results::check::CheckRow], name: &str| {
+        rows.iter().find(|r| r.name == name).cloned()
+    };
+    let eta = eta_past_the_limit();
+    let past = Setup::new(&eos_args(eta, 300), Command::Check, false).unwrap();
+    let rows = check(&past, &CheckArgs::default(), false)
+        .unwrap()
+        .summary
+        .rows;
+    let limit = row(&rows, "stability_limit").unwrap();
+    let expected = eta * flow_sharpness_at(300.0 * eta) / 2.0;
+    assert!(
+        (limit.measured / expected - 1.0).abs() < 1e-6,
+        "{} against {expected}",
+        limit.measured
+    );
+    for name in ["eos_sharpness", "eos_predicted_loss"] {
+        let r = row(&rows, name).unwrap();
+        assert_eq!(r.pass, Some(true), "{name}: {}", r.measured);
+    }
+    assert!(row(&rows, "eos_distance_mean").unwrap().measured < 0.05);
+
+    let below = Setup::new(&eos_args(0.2, 300), Command::Check, false).unwrap();
+    let rows = check(&below, &CheckArgs::default(), false)
+        .unwrap()
+        .summary
+        .rows;
+    assert!(row(&rows, "stability_limit").unwrap().measured < 1.0);
+    assert!(row(&rows, "eos_sharpness").is_none());
 }

@@ -71,6 +71,9 @@ pub fn solve_central_flow_with(
     on_step: &mut dyn FnMut(f64),
 ) -> (Status, SolverStats, CentralReport) {
     let threshold = 2.0 / eta;
+    // Eigenvectors resolved to a tenth of rtol make the field look rough to the error
+    // control (86 → 157 steps on the default problem at η = 1); a thousandth buys no steps
+    // and costs 13% more Hessian–vector products.
     let eig_tol = (opts.rtol * 1e-2).min(1e-9);
     let t_end = times.last();
     let mut report = CentralReport {
