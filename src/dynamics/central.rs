@@ -286,8 +286,15 @@ impl CentralField {
         self.state.lock().expect("not poisoned").clone()
     }
 
-    /// The top `count` eigenpairs at `x`, warm-started from the last evaluation's vectors.
-    pub fn eigenpairs(&self, x: &[f64], count: usize) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
+    /// The top `count` eigenpairs at `x`, warm-started from the last evaluation's vectors;
+    /// pairs found below `settled_below` need not converge (see
+    /// [`EigenOptions::settled_below`]).
+    pub fn eigenpairs(
+        &self,
+        x: &[f64],
+        count: usize,
+        settled_below: Option<f64>,
+    ) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
         let mut guard = self.state.lock().expect("not poisoned");
         let (point, stats) = &mut *guard;
         let eig = top_eigenpairs(
@@ -300,6 +307,7 @@ impl CentralField {
                 tol: self.eig_tol,
                 max_hvps: 400 * (count + 1),
                 max_basis: 12 * (count + 1),
+                settled_below,
             },
             0,
         );
@@ -328,7 +336,7 @@ impl CentralField {
             return loss;
         }
         // the field needs the p held pairs; the (p+1)-th is asked for where events are checked
-        let (values, vectors, _) = self.eigenpairs(x, p);
+        let (values, vectors, _) = self.eigenpairs(x, p, None);
         let n = x.len();
         let mut d2 = Vec::with_capacity(p * (p + 1) / 2);
         for a in 0..p {

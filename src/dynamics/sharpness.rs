@@ -35,6 +35,12 @@ pub struct EigenOptions {
     pub max_hvps: usize,
     /// Restart (keeping the best Ritz vectors) when the basis reaches this size.
     pub max_basis: usize,
+    /// A pair also counts as settled when θ + ‖Hy − θy‖ is below this: whoever asks only needs
+    /// to know the eigenvalue is below a threshold (an event test far from its event), and
+    /// resolving a tight cluster (the k-fold top eigenvalue near the origin) would cost the
+    /// whole budget for nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_below: Option<f64>,
 }
 
 impl Default for EigenOptions {
@@ -45,6 +51,7 @@ impl Default for EigenOptions {
             tol: 1e-6,
             max_hvps: 2000,
             max_basis: 60,
+            settled_below: None,
         }
     }
 }
@@ -59,7 +66,8 @@ pub struct TopEigen {
     /// Unit Ritz vectors.
     #[serde(skip)]
     pub vectors: Vec<Vec<f64>>,
-    /// Every requested pair passed the residual test.
+    /// Every requested pair passed the residual test (or settled below
+    /// [`EigenOptions::settled_below`]).
     pub converged: bool,
     pub hvps: usize,
     /// The scale the tolerance was relative to (largest |Ritz value|).
@@ -182,7 +190,14 @@ pub fn top_eigenpairs(
         }
         let tol = opts.tol * scale.max(f64::MIN_POSITIVE);
         let top = count.min(ritz.len());
-        let converged = top == count && ritz[..top].iter().all(|(_, _, _, r)| norm(r) <= tol);
+        // θ + ‖r‖ bounds *an* eigenvalue near θ, not λ_max: a warm start can sit on an
+        // eigenvector that another has overtaken. Three block steps of Krylov space first.
+        let explored = q.len() >= 3 * block;
+        let settled = |theta: f64, r: &[f64]| {
+            let r = norm(r);
+            r <= tol || (explored && opts.settled_below.is_some_and(|b| theta + r < b))
+        };
+        let converged = top == count && ritz[..top].iter().all(|(th, _, _, r)| settled(*th, r));
         result = TopEigen {
             values: ritz[..top].iter().map(|p| p.0).collect(),
             residuals: ritz[..top].iter().map(|p| norm(&p.3)).collect(),
@@ -201,7 +216,7 @@ pub fn top_eigenpairs(
         // Next block: the residuals of the best unconverged Ritz pairs.
         pending = ritz
             .iter()
-            .filter(|(_, _, _, r)| norm(r) > tol)
+            .filter(|(th, _, _, r)| !settled(*th, r))
             .take(block)
             .map(|p| p.3.clone())
             .collect();

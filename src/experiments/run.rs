@@ -282,6 +282,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             &x0,
             times,
             &flow_opts,
+            true,
             &mut |i, t, y, w| on_output(i, t, y, Some(w)),
             &mut on_step,
         );

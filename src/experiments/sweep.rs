@@ -10,6 +10,12 @@
 //! the reference and the distance between the two is reported beside every deviation as the
 //! reference's error (an overestimate: it is essentially the looser solve's error). A deviation
 //! not above it is flagged and kept out of the order fits.
+//!
+//! The third reference is the central flow (MATH §8), solved per η at the configured
+//! tolerances: GD's two-step average x̄ = ½(x_{j−1} + x_j) is compared with it at (j − ½)η.
+//! Below the stability limit it is the plain flow; past it, it is the only flow GD's
+//! average still follows. It needs a gradient field: with a non-gradient perturbation its
+//! columns stay empty.
 
 use std::time::Instant;
 
@@ -20,7 +26,10 @@ use super::Setup;
 use crate::analysis::fit::{first_passage, fit_order, OrderFit};
 use crate::analysis::record::balance;
 use crate::config::{parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES};
-use crate::dynamics::flow::{solve_flow, FlowOptions, FlowSolution, SolverStats};
+use crate::dynamics::flow::{
+    solve_central_flow_with, solve_flow, CentralReport, FlowOptions, FlowSolution, SolverStats,
+    Times,
+};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
@@ -29,8 +38,8 @@ use crate::field::{Field, Workspace};
 use crate::problem::Problem;
 use crate::results::run::ProblemInfo;
 use crate::results::sweep::{
-    DeviationRow, Peak, ReferenceSolves, Shard, StabilityReport, SweepPoint, SweepResult,
-    SweepSettings, SweepSummary, SweepTimings,
+    CentralPoint, DeviationRow, Peak, ReferenceSolves, Shard, StabilityReport, SweepPoint,
+    SweepResult, SweepSettings, SweepSummary, SweepTimings,
 };
 use crate::results::Provenance;
 
@@ -263,7 +272,56 @@ fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
     })
 }
 
-/// GD at one step size against both flows, iterate by iterate.
+/// The central flow for one step size at (j + ½)η, j = 0..J − 1.
+struct CentralRef {
+    states: Vec<Vec<f64>>,
+    active: Vec<usize>,
+    status: Status,
+    stats: SolverStats,
+    report: CentralReport,
+}
+
+/// `None` when the field is not a gradient (the central flow is not defined).
+fn central_flow(ctx: &Ctx, eta: f64) -> Option<CentralRef> {
+    if ctx
+        .setup
+        .config
+        .perturbation
+        .is_some_and(|m| !m.is_gradient())
+    {
+        return None;
+    }
+    let n = ctx.settings.steps_for(eta);
+    let field = ctx.setup.flow_field(FlowVariant::Central, eta);
+    let (mut states, mut active) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (status, stats, report) = solve_central_flow_with(
+        field,
+        eta,
+        &ctx.x0,
+        Times::Grid {
+            dt: eta / 2.0,
+            count: 2 * n + 1,
+        },
+        &ctx.flow_opts,
+        false,
+        &mut |i, _, y, w| {
+            if i % 2 == 1 {
+                states.push(y.to_vec());
+                active.push(w.active);
+            }
+        },
+        &mut |_| {},
+    );
+    Some(CentralRef {
+        states,
+        active,
+        status,
+        stats,
+        report,
+    })
+}
+
+/// GD at one step size against the three flows, iterate by iterate.
 struct Comparison<'a> {
     ctx: &'a Ctx<'a>,
     eta: f64,
@@ -271,6 +329,7 @@ struct Comparison<'a> {
     plain: &'a [Vec<f64>],
     plain_tight: &'a [Vec<f64>],
     modified: &'a ModifiedFlows,
+    central: Option<&'a CentralRef>,
     comparable: usize,
     stride: usize,
     ws: Workspace,
@@ -281,6 +340,9 @@ struct Comparison<'a> {
     max_v: Peak,
     max_loss: Peak,
     max_mod: Peak,
+    max_central: Peak,
+    final_central: Option<f64>,
+    previous: Option<Vec<f64>>,
     ref_error: f64,
     ref_error_modified: f64,
     max_drift_gd: f64,
@@ -296,6 +358,7 @@ impl<'a> Comparison<'a> {
         plain: &'a [Vec<f64>],
         plain_tight: &'a [Vec<f64>],
         modified: &'a ModifiedFlows,
+        central: Option<&'a CentralRef>,
     ) -> Self {
         let n = ctx.settings.steps_for(eta);
         let comparable = plain
@@ -310,6 +373,7 @@ impl<'a> Comparison<'a> {
             plain,
             plain_tight,
             modified,
+            central,
             comparable,
             stride: (n + 1).div_ceil(ctx.settings.max_rows).max(1),
             ws: ctx.field.workspace(),
@@ -320,6 +384,9 @@ impl<'a> Comparison<'a> {
             max_v: Peak::new(),
             max_loss: Peak::new(),
             max_mod: Peak::new(),
+            max_central: Peak::new(),
+            final_central: None,
+            previous: None,
             ref_error: 0.0,
             ref_error_modified: 0.0,
             max_drift_gd: 0.0,
@@ -366,6 +433,25 @@ impl<'a> Comparison<'a> {
             self.t_eps_flow = first_passage(self.prev_flow_err, t, rel_flow, eps);
         }
         self.prev_flow_err = Some((t, rel_flow));
+        // GD's two-step average of steps j − 1 and j against the central flow at (j − ½)η
+        let mut central = (None, None, None, None);
+        if let (Some(prev), Some(c)) = (self.previous.as_ref(), self.central) {
+            if let Some(y) = c.states.get(j - 1) {
+                let xbar: Vec<f64> = prev.iter().zip(x).map(|(a, b)| 0.5 * (a + b)).collect();
+                let d = (field.product(&xbar) - field.product(y)).norm();
+                self.max_central.update(d, j, t - 0.5 * eta);
+                self.final_central = Some(d);
+                central = (
+                    Some(d),
+                    Some(rel(&xbar)),
+                    Some(rel(y)),
+                    Some(c.active[j - 1]),
+                );
+            }
+        }
+        if self.central.is_some() {
+            self.previous = Some(x.to_vec());
+        }
         let row = DeviationRow {
             eta,
             step: j,
@@ -388,6 +474,11 @@ impl<'a> Comparison<'a> {
             rel_error_modified: rel(mod_tight),
             drift_gd,
             drift_flow: drift(plain_tight),
+            dev_central: central.0,
+            dev_central_rel: central.0.map(|d| d / ctx.x_star_norm),
+            rel_error_gd_mean: central.1,
+            rel_error_central: central.2,
+            active_central: central.3,
         };
         if j % self.stride == 0 {
             self.rows.push(row);
@@ -437,6 +528,17 @@ impl<'a> Comparison<'a> {
             max_drift_gd: self.max_drift_gd,
             modified_solver: coarse.stats.clone(),
             modified_solver_tight: tight.stats.clone(),
+            central: self.central.map(|c| CentralPoint {
+                status: c.status.clone(),
+                max_dev: self.max_central,
+                max_dev_rel: self.max_central.value / norm,
+                final_dev: self.final_central,
+                first_reached: c.report.first_reached,
+                max_active: c.report.max_active,
+                events: c.report.events.len(),
+                solver: c.stats.clone(),
+                work: c.report.work.clone(),
+            }),
         };
         (point, self.rows)
     }
@@ -502,20 +604,27 @@ pub fn run_sweep(
     // The modified flows, per step size in parallel; then GD at every step size in one
     // batched run (each pass over the sensing matrix serves eight step sizes), compared with
     // the flows iterate by iterate.
-    let modified: Vec<ModifiedFlows> = etas
+    let flows: Vec<(ModifiedFlows, Option<CentralRef>)> = etas
         .par_iter()
         .map(|&eta| {
-            let m = modified_flows(&ctx, eta);
+            let (m, c) = rayon::join(|| modified_flows(&ctx, eta), || central_flow(&ctx, eta));
             bar.inc(1);
-            m
+            m.map(|m| (m, c))
         })
         .collect::<Result<_>>()?;
     let mut comparisons: Vec<Comparison> = etas
         .iter()
-        .zip(&modified)
+        .zip(&flows)
         .enumerate()
-        .map(|(i, (&eta, m))| {
-            Comparison::new(&ctx, eta, &plain.states[i], &plain_tight.states[i], m)
+        .map(|(i, (&eta, (m, c)))| {
+            Comparison::new(
+                &ctx,
+                eta,
+                &plain.states[i],
+                &plain_tight.states[i],
+                m,
+                c.as_ref(),
+            )
         })
         .collect();
     let runs = comparisons

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::run::ProblemInfo;
 use super::{csv_bytes, csv_error, json_bytes, not_ours, read, toml_text, Provenance};
 use crate::analysis::fit::OrderFit;
+use crate::dynamics::central::CentralStats;
 use crate::dynamics::flow::SolverStats;
 use crate::dynamics::sharpness::TopEigen;
 use crate::dynamics::stability::StabilityLimit;
@@ -129,6 +130,15 @@ pub struct DeviationRow {
     /// ‖D_j − D_0‖_F with D = UᵀU − VᵀV.
     pub drift_gd: f64,
     pub drift_flow: f64,
+    /// ‖X̄ − X_c((j − ½)η)‖_F: GD's two-step average X̄ of ½(x_{j−1} + x_j) against the
+    /// central flow (MATH §8); empty at j = 0, after the central flow stopped, or when it is
+    /// not defined (a non-gradient perturbation).
+    pub dev_central: Option<f64>,
+    pub dev_central_rel: Option<f64>,
+    pub rel_error_gd_mean: Option<f64>,
+    pub rel_error_central: Option<f64>,
+    /// Eigenvalues the central flow holds at 2/η at (j − ½)η.
+    pub active_central: Option<usize>,
 }
 
 /// A maximum over time and where it occurs.
@@ -186,6 +196,26 @@ pub struct SweepPoint {
     pub max_drift_gd: f64,
     pub modified_solver: SolverStats,
     pub modified_solver_tight: SolverStats,
+    /// GD's two-step average against the central flow; `None` when the central flow is not
+    /// defined (a non-gradient perturbation).
+    pub central: Option<CentralPoint>,
+}
+
+/// The central flow at one step size (MATH §8) and GD's two-step average against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CentralPoint {
+    pub status: Status,
+    /// Largest ‖X̄ − X_c‖_F over the compared half steps (its t is the half step's).
+    pub max_dev: Peak,
+    pub max_dev_rel: f64,
+    /// At the last compared half step.
+    pub final_dev: Option<f64>,
+    /// When an eigenvalue of the Hessian first reached 2/η (never, below the limit).
+    pub first_reached: Option<f64>,
+    pub max_active: usize,
+    pub events: usize,
+    pub solver: SolverStats,
+    pub work: CentralStats,
 }
 
 /// λ_max at the end of the reference flow and the GD stability limit beside 2/λ_max.
@@ -296,6 +326,13 @@ pub fn sweep_csv(summary: &SweepSummary) -> Result<Vec<u8>> {
         "final_drift_gd",
         "final_drift_flow",
         "max_drift_gd",
+        "max_dev_central",
+        "max_dev_central_rel",
+        "t_max_dev_central",
+        "final_dev_central",
+        "central_first_reached",
+        "central_max_active",
+        "central_status",
     ])
     .map_err(&err)?;
     for p in &summary.points {
@@ -324,6 +361,17 @@ pub fn sweep_csv(summary: &SweepSummary) -> Result<Vec<u8>> {
             num(p.final_drift_gd),
             num(p.final_drift_flow),
             num(p.max_drift_gd),
+            cell(p.central.as_ref().map(|c| c.max_dev.value)),
+            cell(p.central.as_ref().map(|c| c.max_dev_rel)),
+            cell(p.central.as_ref().map(|c| c.max_dev.t)),
+            cell(p.central.as_ref().and_then(|c| c.final_dev)),
+            cell(p.central.as_ref().and_then(|c| c.first_reached)),
+            p.central
+                .as_ref()
+                .map_or_else(String::new, |c| c.max_active.to_string()),
+            p.central
+                .as_ref()
+                .map_or_else(String::new, |c| c.status.label().to_string()),
         ])
         .map_err(&err)?;
     }

@@ -290,6 +290,7 @@ fn below_the_limit_the_central_flow_is_the_gradient_flow() {
         &x0,
         times,
         &opts,
+        true,
         &mut |_, _, y, w| {
             assert_eq!(w.active, 0);
             assert!(w.sharpness < 20.0);
@@ -518,4 +519,50 @@ fn check_reports_the_edge_of_stability_only_past_the_limit() {
         .rows;
     assert!(row(&rows, "stability_limit").unwrap().measured < 1.0);
     assert!(row(&rows, "eos_sharpness").is_none());
+}
+
+/// The sweep's third reference: below the limit the central flow never holds an eigenvalue;
+/// past it, the event that starts the central part is where the gradient flow's sharpness
+/// (dense Hessian) crosses 2/η, and GD's two-step average ends near the central flow while
+/// GD itself ends far from the gradient flow.
+#[test]
+fn sweep_compares_gds_average_with_the_central_flow() {
+    use gdflow::config::SweepArgs;
+    use gdflow::experiments::sweep::{resolve_settings, run_sweep};
+    let eta = eta_past_the_limit();
+    let problem_only = ConfigArgs {
+        eta: None,
+        steps: None,
+        ..eos_args(0.1, 1)
+    };
+    let setup = Setup::new(&problem_only, Command::Sweep, false).unwrap();
+    let args = SweepArgs {
+        etas: Some(vec![0.3, eta]),
+        horizon: Some(270.0),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let settings = resolve_settings(&args, &setup.config, &setup.problem).unwrap();
+    let r = run_sweep(&setup, &settings, false).unwrap();
+    let below = r.summary.points[0].central.as_ref().unwrap();
+    assert!(below.first_reached.is_none() && below.max_active == 0);
+    let past = &r.summary.points[1];
+    let c = past.central.as_ref().unwrap();
+    assert_eq!(c.status, gdflow::dynamics::Status::Completed);
+    let reached = c.first_reached.expect("2/η is reached");
+    let s = flow_sharpness_at(reached);
+    assert!(
+        (s * eta / 2.0 - 1.0).abs() < 1e-6,
+        "sharpness {s} at the event, 2/η = {}",
+        2.0 / eta
+    );
+    assert!(flow_sharpness_at(0.99 * reached) < 2.0 / eta);
+    let final_central = c.final_dev.unwrap() / setup.problem.x_star.norm();
+    let last = r.deviations.iter().filter(|d| d.eta == eta).last().unwrap();
+    assert!(final_central < 0.02, "{final_central}");
+    assert!(
+        last.dev_rel > 5.0 * final_central,
+        "GD against the gradient flow: {}",
+        last.dev_rel
+    );
 }

@@ -245,7 +245,7 @@ fn sweep_writes_the_contract_files_keys_and_columns() {
     let rows: Vec<Vec<f64>> = lines
         .map(|l| {
             l.split(',')
-                .filter(|c| *c != "true" && *c != "false")
+                .filter(|c| *c != "true" && *c != "false" && !c.is_empty())
                 .map(|c| c.parse().unwrap())
                 .collect()
         })
@@ -483,7 +483,14 @@ fn every_documented_csv_has_its_full_header() {
             "t_eps_flow",
             "final_drift_gd",
             "final_drift_flow",
-            "max_drift_gd"
+            "max_drift_gd",
+            "max_dev_central",
+            "max_dev_central_rel",
+            "t_max_dev_central",
+            "final_dev_central",
+            "central_first_reached",
+            "central_max_active",
+            "central_status"
         ]
     );
     assert_eq!(
@@ -509,7 +516,12 @@ fn every_documented_csv_has_its_full_header() {
             "rel_error_flow",
             "rel_error_modified",
             "drift_gd",
-            "drift_flow"
+            "drift_flow",
+            "dev_central",
+            "dev_central_rel",
+            "rel_error_gd_mean",
+            "rel_error_central",
+            "active_central"
         ]
     );
     for fig in ["loss_error", "balance_drift", "deviation_vs_eta"] {

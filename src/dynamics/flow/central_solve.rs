@@ -58,7 +58,9 @@ const REACHED: f64 = 1e-7;
 const RELEASED: f64 = 1e-8;
 
 /// Solve the central flow of `field` (a gradient field) for GD's step `eta` at `times`;
-/// `on_output(i, t, state, what)` for each output reached. A failure (a step size too small,
+/// `on_output(i, t, state, what)` for each output reached, with the sharpness in `what` also
+/// while no eigenvalue is held when `sharpness_at_outputs` (NaN otherwise: an eigen-solve per
+/// output is most of the cost of a solve on a fine output grid). A failure (a step size too small,
 /// an eigen-solve or semidefinite problem that cannot be met) ends the solve as
 /// [`Status::Failed`] with t and the reason.
 pub fn solve_central_flow_with(
@@ -67,6 +69,7 @@ pub fn solve_central_flow_with(
     x0: &[f64],
     times: Times<'_>,
     opts: &FlowOptions,
+    sharpness_at_outputs: bool,
     on_output: &mut dyn FnMut(usize, f64, &[f64], &CentralOutput),
     on_step: &mut dyn FnMut(f64),
 ) -> (Status, SolverStats, CentralReport) {
@@ -90,11 +93,13 @@ pub fn solve_central_flow_with(
     let (mut point, mut work) = (CentralPoint::default(), CentralStats::default());
     let mut status = Status::Completed;
     let mut buf = vec![0.0; x0.len()];
+    // event tests whose eigen-solve could not tell where λ_{p+1} is against 2/η
+    let mut undecided = 0;
     'segments: loop {
         let central = CentralField::new(field.clone(), eta, p, eig_tol);
         central.carry(point.clone(), work.clone());
         // how many eigenvalues have reached 2/η here (at the start, or after an event)
-        let (values, _, _) = central.eigenpairs(&y0, p + 1);
+        let (values, _, _) = central.eigenpairs(&y0, p + 1, Some(threshold * (1.0 - REACHED)));
         let reached = values
             .iter()
             .take_while(|l| **l >= threshold * (1.0 - REACHED))
@@ -113,14 +118,22 @@ pub fn solve_central_flow_with(
             continue 'segments;
         }
         let output = |central: &CentralField, y: &[f64]| -> CentralOutput {
-            let mut out = vec![0.0; y.len()];
-            central.rhs(y, &mut out, &mut central.workspace());
-            if p == 0 {
-                central.eigenpairs(y, 1);
+            // M and the held eigenpairs at y (nothing to solve for while none is held)
+            if p > 0 {
+                let mut out = vec![0.0; y.len()];
+                central.rhs(y, &mut out, &mut central.workspace());
+            } else if sharpness_at_outputs {
+                central.eigenpairs(y, 1, None);
             }
+            let known = p > 0 || sharpness_at_outputs;
             let (pt, _) = central.last();
             CentralOutput {
-                sharpness: pt.eigenvalues.first().copied().unwrap_or(f64::NAN),
+                sharpness: pt
+                    .eigenvalues
+                    .first()
+                    .copied()
+                    .filter(|_| known)
+                    .unwrap_or(f64::NAN),
                 sigma_trace: if p == 0 { 0.0 } else { pt.sigma_trace() },
                 active: p,
                 vectors: pt.vectors.iter().take(p).cloned().collect(),
@@ -142,11 +155,13 @@ pub fn solve_central_flow_with(
                     t: s.t(),
                     reason: format!("step budget of {} steps exhausted", opts.max_steps),
                 };
+                (_, work) = central.last();
                 break 'segments;
             }
             let (t_old, steps_before, rejected_before) = (s.t(), s.steps, s.rejected);
             if let Err(reason) = s.step(t_end) {
                 status = Status::Failed { t: s.t(), reason };
+                (_, work) = central.last();
                 break 'segments;
             }
             stats.steps += s.steps - steps_before;
@@ -158,17 +173,19 @@ pub fn solve_central_flow_with(
                     t,
                     reason: "non-finite state".into(),
                 };
+                (_, work) = central.last();
                 break 'segments;
             }
             // an eigenvalue beyond the active ones reaching 2/η?
-            let (values, _, converged) = central.eigenpairs(s.y(), p + 1);
+            let (values, _, converged) = central.eigenpairs(s.y(), p + 1, Some(threshold));
             if !converged {
-                let (_, w) = central.last();
-                if w.unconverged_eigen_solves > 20 {
+                undecided += 1;
+                if undecided > 20 {
                     status = Status::Failed {
                         t,
                         reason: "the Hessian's top eigenvalues did not converge".into(),
                     };
+                    (_, work) = central.last();
                     break 'segments;
                 }
             }
@@ -182,7 +199,7 @@ pub fn solve_central_flow_with(
                     }
                     let mid = 0.5 * (lo + hi);
                     s.interpolate(mid, &mut buf);
-                    let (vals, _, _) = central.eigenpairs(&buf, p + 1);
+                    let (vals, _, _) = central.eigenpairs(&buf, p + 1, Some(threshold));
                     if vals.get(p).is_some_and(|l| *l >= threshold) {
                         hi = mid;
                     } else {
@@ -264,6 +281,7 @@ pub fn solve_central_flow_with(
                         w.worst_sdp_residual
                     ),
                 };
+                (_, work) = central.last();
                 break 'segments;
             }
         }
