@@ -79,6 +79,7 @@ fn records_panel(
 /// (a) Loss and relative error against t: the flow as a line, GD for each η dashed.
 pub fn loss_error_runs(runs: &[RunResult]) -> Figure {
     Figure {
+        columns: None,
         name: "loss_error".into(),
         panels: vec![
             records_panel(runs, "loss", "f(U, V)", |r| r.loss),
@@ -134,6 +135,7 @@ pub fn singular_values(run: &RunResult) -> Figure {
         ));
     }
     Figure {
+        columns: None,
         name: "singular_values".into(),
         panels: vec![p],
     }
@@ -153,6 +155,7 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
     p.texts
         .push("GD: O(η²) per step; flow: solver error".into());
     Figure {
+        columns: None,
         name: "balance_drift".into(),
         panels: vec![p],
     }
@@ -206,6 +209,7 @@ pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figu
     }
     p.texts.push("flow solid, GD dashed".into());
     Figure {
+        columns: None,
         name: "phases".into(),
         panels: vec![p],
     }
@@ -279,6 +283,7 @@ fn sweep_panel(
 /// (a) from a sweep: loss and relative error for every η.
 pub fn loss_error_sweep(s: &SweepResult) -> Figure {
     Figure {
+        columns: None,
         name: "loss_error".into(),
         panels: vec![
             sweep_panel(
@@ -314,6 +319,7 @@ pub fn balance_drift_sweep(s: &SweepResult) -> Figure {
     p.texts
         .push("GD: O(η²) per step; flow: solver error".into());
     Figure {
+        columns: None,
         name: "balance_drift".into(),
         panels: vec![p],
     }
@@ -405,6 +411,7 @@ pub fn deviation_vs_eta(s: &SweepSummary) -> Figure {
         reference,
     ));
     Figure {
+        columns: None,
         name: "deviation_vs_eta".into(),
         panels: vec![p],
     }

@@ -95,6 +95,18 @@ pub struct Figure {
     /// File stem: NAME.png, NAME.svg, NAME.csv.
     pub name: String,
     pub panels: Vec<Panel>,
+    /// Panels per row (all in one row when `None`).
+    #[serde(default)]
+    pub columns: Option<usize>,
+}
+
+impl Figure {
+    /// (columns, rows) of the panel grid.
+    pub fn grid(&self) -> (usize, usize) {
+        let n = self.panels.len().max(1);
+        let columns = self.columns.unwrap_or(n).clamp(1, n);
+        (columns, n.div_ceil(columns))
+    }
 }
 
 type PlottedSeries = (usize, Vec<(f64, f64)>, Option<(f64, f64)>);
@@ -313,7 +325,8 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
 fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
     root.fill(&WHITE)
         .map_err(|e| Error::invalid("figure", &fig.name, e.to_string()))?;
-    let areas = root.split_evenly((1, fig.panels.len().max(1)));
+    let (columns, rows) = fig.grid();
+    let areas = root.split_evenly((rows, columns));
     for (area, panel) in areas.iter().zip(&fig.panels) {
         draw_panel(area, panel)?;
     }
@@ -349,7 +362,8 @@ pub fn plotted_csv(fig: &Figure) -> Result<Vec<u8>> {
 pub fn write_figure(fig: &Figure, dir: &Path) -> Result<()> {
     register_font();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let size = (PANEL_W * fig.panels.len().max(1) as u32, PANEL_H);
+    let (columns, rows) = fig.grid();
+    let size = (PANEL_W * columns as u32, PANEL_H * rows as u32);
     let mut svg = String::new();
     draw_figure(
         SVGBackend::with_string(&mut svg, size).into_drawing_area(),

@@ -84,6 +84,7 @@ fn every_figure_kind_renders_for_runs_and_sweeps() {
 
 fn one_panel(points: Vec<(f64, f64)>, log_y: bool) -> Figure {
     Figure {
+        columns: None,
         name: "edge".into(),
         panels: vec![Panel {
             title: "edge".into(),
