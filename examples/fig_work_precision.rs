@@ -11,7 +11,6 @@ use std::time::Instant;
 use gdflow::config::{ConfigArgs, ErrorScale, Method};
 use gdflow::dynamics::flow::{solve_flow_with, FlowOptions, Times};
 use gdflow::experiments::{Command, Setup};
-use gdflow::field::Field;
 use gdflow::plot::{write_figure, Figure, Panel, Series, Style};
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         texts: vec!["one point per rtol (1e-5 … 1e-10)".into()],
     };
     let fig = Figure {
+        columns: None,
         name: "work_precision".into(),
         panels: vec![
             panel("seconds", by_seconds),
