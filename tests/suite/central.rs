@@ -558,11 +558,62 @@ fn sweep_compares_gds_average_with_the_central_flow() {
     );
     assert!(flow_sharpness_at(0.99 * reached) < 2.0 / eta);
     let final_central = c.final_dev.unwrap() / setup.problem.x_star.norm();
-    let last = r.deviations.iter().filter(|d| d.eta == eta).last().unwrap();
+    let last = r.deviations.iter().rfind(|d| d.eta == eta).unwrap();
     assert!(final_central < 0.02, "{final_central}");
     assert!(
         last.dev_rel > 5.0 * final_central,
         "GD against the gradient flow: {}",
         last.dev_rel
+    );
+}
+
+/// The solver's count of held eigenvalues against an independent count: the dense
+/// Hessian's eigenvalues at 2/η (none may exceed it), at every output along the flow.
+#[test]
+fn the_held_eigenvalues_are_those_of_the_dense_hessian_at_two_over_eta() {
+    let eta = eta_past_the_limit();
+    let setup = Setup::new(&eos_args(eta, 300), Command::Run, false).unwrap();
+    let field = setup.field();
+    let times: Vec<f64> = (0..=27).map(|i| i as f64 * 10.0).collect();
+    let mut states = Vec::new();
+    let (status, _, _) = solve_central_flow_with(
+        field.clone(),
+        eta,
+        &setup.start(),
+        Times::List(&times),
+        &FlowOptions::new(Method::Dop853, 1e-8, 1e-12),
+        true,
+        &mut |_, t, y, w| states.push((t, y.to_vec(), w.active)),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(status, gdflow::dynamics::Status::Completed),
+        "{status:?}"
+    );
+    assert_eq!(states.len(), times.len());
+    let limit = 2.0 / eta;
+    let mut held_somewhere = false;
+    for (t, y, active) in states {
+        let eigenvalues = sorted_eigenvalues(dense_hessian(field.as_ref(), &y));
+        assert!(
+            eigenvalues[0] <= limit * (1.0 + 1e-6),
+            "t = {t}: λ₁ = {} above 2/η = {limit}",
+            eigenvalues[0]
+        );
+        let at_limit = eigenvalues
+            .iter()
+            .filter(|&&l| l > limit * (1.0 - 1e-5))
+            .count();
+        assert_eq!(
+            at_limit,
+            active,
+            "t = {t}: eigenvalues {:?}",
+            &eigenvalues[..3]
+        );
+        held_somewhere |= active > 0;
+    }
+    assert!(
+        held_somewhere,
+        "the flow never reached 2/η: the test proves nothing"
     );
 }
