@@ -34,6 +34,8 @@ Examples:
   gdflow run --method bdf --rtol 1e-10
   gdflow run --kappa 100 --eta 0.5 --steps 3000 --method auto   # switches to BDF when stiff
   gdflow run --flow modified --eta 0.2         # compare GD with its modified flow
+  gdflow run --flow central --n1 8 --n2 7 --rank 2 --width 3 --measurements 60 --alpha 1e-2 \\
+             --seed 1 --eta 0.91 --steps 300      # past the stability limit: GD's average
   gdflow run --config results/config.toml      # re-run a recorded configuration
   gdflow run --problem mine.npz --out results/ # arrays x_star, sensing[, y, u0, v0, alpha]
   gdflow run --save-problem problem.npz        # write the generated problem for NumPy";
@@ -91,8 +93,9 @@ enum Command {
         problem: ProblemFlags,
         #[command(flatten)]
         gd: GdFlags,
-        /// Continuous dynamics GD is compared with: the gradient flow, or GD's modified flow
-        /// for step η [default: plain]
+        /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
+        /// for step η, or the central flow (past the stability limit; adds the rows gd_mean,
+        /// GD's two-step average) [default: plain]
         #[arg(long, value_enum)]
         flow: Option<crate::config::FlowVariant>,
         #[command(flatten)]

@@ -81,8 +81,8 @@ pub struct ConfigArgs {
     pub steps: Option<usize>,
     /// Record every j-th GD iterate (and the flow at the same times) [default: 1]
     pub record_every: Option<usize>,
-    /// Continuous dynamics GD is compared with: the gradient flow, or GD's modified flow
-    /// for step η [default: plain]
+    /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
+    /// for step η, or the central flow (past the stability limit) [default: plain]
     pub flow: Option<FlowVariant>,
     /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
     /// model of E (MATH §5), GD included, instead of the sensing dynamics

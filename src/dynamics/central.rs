@@ -45,21 +45,17 @@ impl KMap {
     /// From the p(p+1)/2 vectors g_ab, a ≤ b, in the order (0,0), (0,1), …, (1,1), …
     pub fn new(p: usize, g: &[Vec<f64>]) -> Self {
         assert_eq!(g.len(), p * (p + 1) / 2, "one g per pair a ≤ b");
-        // position of the pair (a, b), a ≤ b, in row-major upper order
-        let mut pos = vec![vec![0usize; p]; p];
-        let mut k = 0;
-        for a in 0..p {
-            for b in a..p {
-                pos[a][b] = k;
-                pos[b][a] = k;
-                k += 1;
-            }
-        }
+        // position of the pair (a, b) in row-major upper order: rows before `lo` hold
+        // p + (p − 1) + … + (p − lo + 1) entries, then hi − lo more along row lo
+        let pos = |a: usize, b: usize| {
+            let (lo, hi) = (a.min(b), a.max(b));
+            lo * p - lo * (lo + 1) / 2 + hi
+        };
         let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| x * y).sum::<f64>();
         let w = DMatrix::from_fn(p * p, p * p, |r, c| {
             let (cc, dd) = (r / p, r % p);
             let (aa, bb) = (c / p, c % p);
-            0.5 * dot(&g[pos[cc][dd]], &g[pos[aa][bb]])
+            0.5 * dot(&g[pos(cc, dd)], &g[pos(aa, bb)])
         });
         Self { p, w }
     }

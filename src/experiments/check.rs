@@ -519,7 +519,7 @@ fn edge_of_stability(
         predicted: "reported".into(),
         pass: None,
     }];
-    if !(ratio > 1.0) {
+    if ratio.is_nan() || ratio <= 1.0 {
         return Ok(rows);
     }
     let Some(central) = setup.with_central_flow() else {

@@ -57,12 +57,16 @@ const REACHED: f64 = 1e-7;
 /// M's eigenvalues below this fraction of its trace count as zero (a released direction).
 const RELEASED: f64 = 1e-8;
 
+/// What a central solve reports at each output: (index, t, state, what was found there).
+pub type OnCentralOutput<'a> = dyn FnMut(usize, f64, &[f64], &CentralOutput) + 'a;
+
 /// Solve the central flow of `field` (a gradient field) for GD's step `eta` at `times`;
 /// `on_output(i, t, state, what)` for each output reached, with the sharpness in `what` also
 /// while no eigenvalue is held when `sharpness_at_outputs` (NaN otherwise: an eigen-solve per
 /// output is most of the cost of a solve on a fine output grid). A failure (a step size too small,
 /// an eigen-solve or semidefinite problem that cannot be met) ends the solve as
 /// [`Status::Failed`] with t and the reason.
+#[allow(clippy::too_many_arguments)]
 pub fn solve_central_flow_with(
     field: Arc<dyn Field>,
     eta: f64,
@@ -70,7 +74,7 @@ pub fn solve_central_flow_with(
     times: Times<'_>,
     opts: &FlowOptions,
     sharpness_at_outputs: bool,
-    on_output: &mut dyn FnMut(usize, f64, &[f64], &CentralOutput),
+    on_output: &mut OnCentralOutput<'_>,
     on_step: &mut dyn FnMut(f64),
 ) -> (Status, SolverStats, CentralReport) {
     let threshold = 2.0 / eta;

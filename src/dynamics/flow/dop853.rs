@@ -656,9 +656,9 @@ impl<'f> Dop853<'f> {
             // Hairer's free stiffness estimate: stage 11 and the new state are both at t + h,
             // ρ ≈ ‖f(y_new) − f(y_11)‖/‖y_new − y_11‖ (`tmp` still holds y_11).
             let (mut num, mut den) = (0.0, 0.0);
-            for i in 0..n {
+            for (i, y_i) in y_new.iter().enumerate() {
                 num += (self.k[12][i] - self.k[11][i]).powi(2);
-                den += (y_new[i] - self.tmp[i]).powi(2);
+                den += (y_i - self.tmp[i]).powi(2);
             }
             let rho = if den > 0.0 { (num / den).sqrt() } else { 0.0 };
             // one direction per attempt sees the stiffness or not: keep the largest seen
