@@ -143,7 +143,7 @@ pub fn format_summary(s: &RunSummary) -> String {
             Some(t) => {
                 let _ = writeln!(
                     out,
-                    "central flow: the sharpness reached 2/η = {:.6} at t = {t:.4}; at most {} eigenvalues held there; events: {}",
+                    "central flow: the sharpness reached 2/η = {:.6} at t = {t:.4}; at most {} held there; events: {}",
                     r.threshold,
                     match r.max_active {
                         1 => "1 eigenvalue".to_string(),

@@ -123,6 +123,16 @@ pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) ->
             iterations: 1,
         };
     }
+    // Interior solutions (every held direction oscillates) solve 𝒦(M) = a exactly: try that
+    // first. The barrier's answer is only good to about μ, and that noise in the field costs
+    // DOP853 tiny steps (with p = 2 held, 45 steps per unit time instead of 5).
+    if let Some(m) = solve_on_range(k, &a, &DMatrix::identity(p, p)) {
+        return SdpSolution {
+            residual: residual(&m),
+            m,
+            iterations: 1,
+        };
+    }
     let e = basis(p);
     let s = e.len();
     let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
@@ -200,12 +210,46 @@ pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) ->
         if r < best.0 {
             best = (r, m);
         }
+        // the barrier found the support; on it the solution is a linear solve, exact to
+        // rounding where the barrier leaves about μ
+        let support: Vec<usize> = (0..p).filter(|&i| kept[i] > 0.0).collect();
+        if !support.is_empty() && support.len() < p {
+            let w = eig.eigenvectors.select_columns(&support);
+            if let Some(m) = solve_on_range(k, &a, &w) {
+                let r = residual(&m);
+                if r < best.0 {
+                    best = (r, m);
+                }
+            }
+        }
     }
     SdpSolution {
         residual: best.0,
         m: best.1,
         iterations,
     }
+}
+
+/// The minimiser of ½⟨M, 𝒦(M)⟩ − ⟨a, M⟩ over M = W N Wᵀ (W: p × r, orthonormal columns),
+/// if it is positive definite on that range: then it meets the optimality conditions there.
+fn solve_on_range(k: &KMap, a: &DMatrix<f64>, w: &DMatrix<f64>) -> Option<DMatrix<f64>> {
+    let e: Vec<DMatrix<f64>> = basis(w.ncols())
+        .iter()
+        .map(|eu| w * eu * w.transpose())
+        .collect();
+    let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
+    let s = e.len();
+    let kmat = DMatrix::from_fn(s, s, |u, v| 0.5 * (e[u].dot(&ke[v]) + e[v].dot(&ke[u])));
+    let avec = nalgebra::DVector::from_fn(s, |u, _| e[u].dot(a));
+    let coefficients = kmat.cholesky()?.solve(&avec);
+    let m = e
+        .iter()
+        .zip(coefficients.iter())
+        .fold(DMatrix::zeros(w.nrows(), w.nrows()), |acc, (eu, c)| {
+            acc + eu * *c
+        });
+    let n = w.transpose() * &m * w;
+    n.cholesky().map(|_| m)
 }
 
 /// Work done by the central flow's field.

@@ -129,3 +129,38 @@ fn dop853_keeps_its_tolerance_at_every_output_of_the_protocol_problem() {
     );
     assert!(stats.rhs_evals <= 1700, "{} rhs", stats.rhs_evals);
 }
+
+/// Stiffness that passes must let the steps grow again. A collapsing component
+/// (σ = 0, s' = −2s², s(0) = 1000) makes the problem stiff at the start (ρ ≈ 4s = 4000) and
+/// not at all from t ≈ 1 on (ρ ≈ 2/t); capped by the start's stiffness for good, the steps
+/// to t = 50 would number 4000·50/4.5 ≈ 44 000.
+#[test]
+fn dop853_steps_grow_back_when_a_transient_stiffness_has_passed() {
+    let p = Problem::aligned_factorisation(4, 3, &[2.0, 0.5, 0.0], &[0.05, 0.1, 1000.0]);
+    let field = SensingField::from_problem(&p);
+    let t_end = 50.0;
+    let mut s = Dop853::new(
+        &field,
+        0.0,
+        &p.start_state(),
+        1e-8,
+        1e-12,
+        ErrorScale::Componentwise,
+        t_end,
+    );
+    let mut steps_late = 0;
+    while s.t() < t_end {
+        s.step(t_end).unwrap();
+        if s.t() > 10.0 {
+            steps_late += 1;
+        }
+    }
+    let x = field.product(s.y());
+    assert!((x[(2, 2)] - exact(0.0, 1000.0, t_end)).abs() < 1e-6 * exact(0.0, 1000.0, t_end));
+    // from t = 10 the stiffness is at most 4 (the σ = 2 component's rate): h ≈ 1 or more
+    assert!(
+        steps_late < 200,
+        "{steps_late} steps over [10, 50]; {} in all",
+        s.steps
+    );
+}

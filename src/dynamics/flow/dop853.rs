@@ -65,7 +65,10 @@ const DENSE_STABLE_H_RHO: f64 = 4.5;
 /// A step whose h·ρ exceeds this is redone, however small its error: at h·λ ≈ −5 the
 /// interpolant's error reaches the decaying mode's size, beyond it grows without bound.
 const DENSE_REJECT_H_RHO: f64 = 5.5;
-const RHO_MEMORY: f64 = 1.0;
+/// Per accepted step. The estimate sees the stiff direction on some attempts only, so it is
+/// remembered; but not for good: one stiff moment (an event, a collapsing component) held
+/// every later step at 4.5/ρ, 45 steps per unit time for the rest of a central solve.
+const RHO_MEMORY: f64 = 0.98;
 
 // The nodes c_i are not needed: every field here is autonomous.
 pub(super) const A: [[f64; 16]; 16] = [
@@ -664,6 +667,12 @@ impl<'f> Dop853<'f> {
             // one direction per attempt sees the stiffness or not: keep the largest seen
             // lately, rejected attempts included
             self.rho = self.rho.max(rho);
+            if std::env::var_os("GDFLOW_DEBUG_DOP").is_some() {
+                eprintln!(
+                    "t {:.4} h {:.3e} err {:.3e} rho {:.3e}",
+                    self.t, h, err, rho
+                );
+            }
             if err < 1.0 && h * rho > DENSE_REJECT_H_RHO && h > min_step {
                 // accurate at its end, but its dense output would amplify the stiff modes
                 h_abs = DENSE_STABLE_H_RHO / rho;
@@ -685,7 +694,7 @@ impl<'f> Dop853<'f> {
                 if self.rho > 0.0 {
                     self.h_abs = self.h_abs.min(DENSE_STABLE_H_RHO / self.rho);
                 }
-                // the memory fades over a few steps: stiffness that went away lets steps grow
+                // the memory fades over some fifty steps: stiffness that went away lets steps grow
                 self.rho *= RHO_MEMORY;
                 self.t_old = self.t;
                 self.y_old = y;
