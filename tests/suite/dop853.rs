@@ -157,9 +157,11 @@ fn dop853_steps_grow_back_when_a_transient_stiffness_has_passed() {
     }
     let x = field.product(s.y());
     assert!((x[(2, 2)] - exact(0.0, 1000.0, t_end)).abs() < 1e-6 * exact(0.0, 1000.0, t_end));
-    // from t = 10 the stiffness is at most 4 (the σ = 2 component's rate): h ≈ 1 or more
+    // from t = 10 the stiffness is at most 4 (the σ = 2 component's rate), so h ≈ 1 is
+    // stable; the memory fades over a few hundred steps, so a few hundred steps are expected
+    // here, against the ~20 000 of a memory that never fades
     assert!(
-        steps_late < 200,
+        steps_late < 1000,
         "{steps_late} steps over [10, 50]; {} in all",
         s.steps
     );
