@@ -125,6 +125,7 @@ fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
         log_y,
         series,
         texts: vec![],
+        ..Default::default()
     };
     let mut sharp = series(&|r| r.sharpness);
     sharp.push(Series::new(

@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         log_y: true,
         series,
         texts: vec!["one point per rtol (1e-5 … 1e-10)".into()],
+        ..Default::default()
     };
     let fig = Figure {
         columns: None,

@@ -78,6 +78,8 @@ Examples:
   gdflow plot results/                         # figures of one run into results/figures/
   gdflow plot eta0.1/ eta0.05/ eta0.025/ --out figs/   # several runs: GD for each η
   gdflow plot sweep/                           # a sweep: loss/error, drift, deviation vs η
+  gdflow plot run1/ run2/ sweep/ --out figs/   # runs together into figs/, the sweep into figs/sweep/
+  gdflow plot wide/ --top-singular-values 4    # k = 50: σ_1…σ_4 in colour, the rest one band
   gdflow run --out results/ --figures          # the same, straight after the run
 
 Each figure is written as NAME.png, NAME.svg and NAME.csv (exactly the plotted points).";
@@ -150,9 +152,14 @@ enum Command {
     /// `sweep`.
     #[command(after_help = PLOT_EXAMPLES)]
     Plot {
-        /// Output directories of `gdflow run` (one or more) or of one `gdflow sweep`
+        /// Output directories of `gdflow run` and `gdflow sweep`, in any mix: the runs are
+        /// drawn together (GD for each η), each sweep on its own
         #[arg(required = true, value_name = "DIR")]
         results: Vec<PathBuf>,
+        /// How many singular values of UVᵀ the run figure draws in colour (the rest: one
+        /// grey band) [default: the target's rank]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        top_singular_values: Option<u32>,
         /// Where the figures go [default: DIR/figures of the first DIR]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -269,7 +276,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                     dir.display()
                 );
                 if output.figures {
-                    let figs = crate::plot::figures::run_figures(std::slice::from_ref(&result));
+                    let figs =
+                        crate::plot::figures::run_figures(std::slice::from_ref(&result), None);
                     write_figures(&figs, &dir.join("figures"))?;
                 }
             }
@@ -323,7 +331,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 );
                 if output.figures {
                     let mut figs =
-                        crate::plot::figures::run_figures(std::slice::from_ref(&result.run));
+                        crate::plot::figures::run_figures(std::slice::from_ref(&result.run), None);
                     figs.push(crate::plot::figures::phases(
                         &result.run,
                         &result.summary.phases,
@@ -358,28 +366,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             results,
             out,
             force,
+            top_singular_values,
         } => {
+            let sets = crate::plot::figures::figure_sets(
+                &results,
+                top_singular_values.map(|n| n as usize),
+            )?;
             let dir = out.unwrap_or_else(|| results[0].join("figures"));
             crate::output::check_out_dir(&dir, force)?;
-            let figs = if results[0].join("sweep.csv").exists() {
-                if results.len() > 1 {
-                    Err(Error::invalid(
-                        "results",
-                        results[1].display(),
-                        "plot takes one sweep directory, or one or more run directories",
-                    ))?;
+            for set in &sets {
+                let target = set.subdir.as_ref().map_or(dir.clone(), |s| dir.join(s));
+                println!("from {}:", set.from);
+                write_figures(&set.figures, &target)?;
+                for c in &set.cannot {
+                    println!("  not drawn: {c}");
                 }
-                crate::plot::figures::sweep_figures(&crate::results::sweep::load_sweep(
-                    &results[0],
-                )?)
-            } else {
-                let runs = results
-                    .iter()
-                    .map(|d| crate::results::run::load_run(d))
-                    .collect::<Result<Vec<_>, _>>()?;
-                crate::plot::figures::run_figures(&runs)
-            };
-            write_figures(&figs, &dir)?;
+            }
             Ok(true)
         }
     }

@@ -1,7 +1,7 @@
 //! The figures users put in papers, built from results (in memory, or loaded from an output
 //! directory by [`load_run`] and [`load_sweep`]).
 
-use super::{Figure, Panel, Series, Style};
+use super::{ColorBar, Figure, Panel, Series, Style};
 
 use crate::analysis::Record;
 use crate::dynamics::Status;
@@ -31,6 +31,7 @@ fn panel(title: &str, y_label: &str, log_y: bool) -> Panel {
         log_y,
         series: vec![],
         texts: vec![],
+        ..Default::default()
     }
 }
 
@@ -38,6 +39,55 @@ fn gd_series(label: String, color: usize, points: Vec<(f64, f64)>, status: &Stat
     Series {
         diverged_at: ended_at(status),
         ..Series::new(label, color, Style::Dashed, points)
+    }
+}
+
+/// Beyond this many step sizes a legend entry each would cover the data: the η are told
+/// apart by a sequential colour scale with a colour bar instead.
+pub const MAX_LEGEND_ETAS: usize = 6;
+
+/// How the series of each η are coloured and labelled: palette colours and one legend entry
+/// each for a few; shades of one colour scale, a colour bar and one proxy entry for many.
+struct EtaColors {
+    bar: Option<ColorBar>,
+}
+
+impl EtaColors {
+    fn new(etas: &[f64]) -> Self {
+        let bar = (etas.len() > MAX_LEGEND_ETAS).then(|| ColorBar {
+            label: format!("GD step size η ({} values)", etas.len()),
+            min: etas.iter().copied().fold(f64::INFINITY, f64::min),
+            max: etas.iter().copied().fold(0.0, f64::max),
+            log: true,
+        });
+        Self { bar }
+    }
+
+    /// `series` (coloured by `index`) recoloured and relabelled for `eta`.
+    fn apply(&self, mut series: Series, eta: f64) -> Series {
+        if let Some(bar) = &self.bar {
+            series.shade = Some(bar.position(eta));
+            series.label = String::new();
+        }
+        series
+    }
+
+    /// The proxy legend entry and the colour bar, when shades are used.
+    fn finish(self, p: &mut Panel, style: Style) {
+        if let Some(bar) = self.bar {
+            let what = if style == Style::Dashed {
+                "dashed"
+            } else {
+                "solid"
+            };
+            p.series.push(Series::new(
+                format!("GD ({what}; colour: η)"),
+                FLOW,
+                style,
+                vec![],
+            ));
+            p.color_bar = Some(bar);
+        }
     }
 }
 
@@ -65,14 +115,18 @@ fn records_panel(
             flow.flow.iter().map(|r| (r.t, value(r))).collect(),
         )
     });
+    let etas: Vec<f64> = runs.iter().map(|r| r.summary.config().eta).collect();
+    let colors = EtaColors::new(&etas);
     for (i, run) in runs.iter().enumerate() {
-        p.series.push(gd_series(
-            eta_label(run.summary.config().eta),
+        let series = gd_series(
+            eta_label(etas[i]),
             i,
             run.gd.iter().map(|r| (r.t, value(r))).collect(),
             &run.summary.gd.status,
-        ));
+        );
+        p.series.push(colors.apply(series, etas[i]));
     }
+    colors.finish(&mut p, Style::Dashed);
     p
 }
 
@@ -88,51 +142,104 @@ pub fn loss_error_runs(runs: &[RunResult]) -> Figure {
     }
 }
 
-/// (b) Singular values of UVᵀ against t: flow solid, GD dashed, the target's σ_i dotted.
-pub fn singular_values(run: &RunResult) -> Figure {
+/// (b) Singular values of UVᵀ against t: the top `shown` (default: the target's rank) in
+/// colour, flow solid and GD dashed, with their targets dotted; the rest as one grey band
+/// (their min–max over flow and GD). The y axis spans the coloured values and the targets:
+/// the band below is clipped (the CSV keeps it), so that the values being learned are not
+/// squeezed into a corner by the ones that stay near the start.
+pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
     let mut p = panel("singular values of UVᵀ", "σ_i(UVᵀ)", true);
     let k = run.flow.first().map_or(0, |r| r.sv.len());
+    let targets = &run.summary.problem.target_singular_values;
+    let shown = shown.unwrap_or(targets.len()).clamp(1, k.max(1)).min(k);
     let t_end = run
         .flow
         .last()
         .map_or(0.0, |r| r.t)
         .max(run.gd.last().map_or(0.0, |r| r.t));
     let t_start = run.flow.first().map_or(0.0, |r| r.t);
-    for i in 0..k {
-        let first = i == 0;
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    let mut see = |v: f64| {
+        if v > 0.0 && v.is_finite() {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    };
+    let many = shown > MAX_LEGEND_ETAS;
+    for i in 0..shown {
+        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv[i])).collect();
+        let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv[i])).collect();
+        flow.iter().chain(&gd).for_each(|q| see(q.1));
+        let label = |what: &str| {
+            if many {
+                String::new()
+            } else {
+                format!("σ_{} {what}", i + 1)
+            }
+        };
+        let shade = many.then(|| i as f64 / (shown - 1).max(1) as f64);
         p.series.push(Series {
             diverged_at: ended_at(&run.summary.flow.status),
+            shade,
+            ..Series::new(label("flow"), i, Style::Line, flow)
+        });
+        p.series.push(Series {
+            shade,
+            ..gd_series(String::new(), i, gd, &run.summary.gd.status)
+        });
+    }
+    for (i, &s) in targets.iter().enumerate().take(shown) {
+        see(s);
+        p.series.push(Series {
+            shade: many.then(|| i as f64 / (shown - 1).max(1) as f64),
             ..Series::new(
-                if first { "flow (solid)" } else { "" },
+                if i == 0 { "targets (dotted)" } else { "" },
                 i,
-                Style::Line,
-                run.flow.iter().map(|r| (r.t, r.sv[i])).collect(),
+                Style::Guide,
+                vec![(t_start, s), (t_end, s)],
             )
         });
-        p.series.push(gd_series(
-            if first {
-                format!("{} (dashed)", eta_label(run.summary.config().eta))
-            } else {
-                String::new()
-            },
-            i,
-            run.gd.iter().map(|r| (r.t, r.sv[i])).collect(),
-            &run.summary.gd.status,
-        ));
     }
-    for (i, &s) in run
-        .summary
-        .problem
-        .target_singular_values
-        .iter()
-        .enumerate()
-    {
-        p.series.push(Series::new(
-            if i == 0 { "target σ_i (dotted)" } else { "" },
-            i,
-            Style::Guide,
-            vec![(t_start, s), (t_end, s)],
-        ));
+    p.series.push(Series::new(
+        format!("GD η = {} (dashed)", super::short(run.summary.config().eta)),
+        FLOW,
+        Style::Dashed,
+        vec![],
+    ));
+    if k > shown {
+        let band: Vec<(f64, f64, f64)> = run
+            .flow
+            .iter()
+            .zip(&run.gd)
+            .map(|(f, g)| {
+                let rest = f.sv[shown..].iter().chain(&g.sv[shown..]);
+                let min = rest.clone().copied().fold(f64::INFINITY, f64::min);
+                let max = rest.copied().fold(f64::NEG_INFINITY, f64::max);
+                (f.t, min, max)
+            })
+            .collect();
+        p.series.insert(
+            0,
+            Series::band(
+                format!(
+                    "σ_{}…σ_{k}: {} values, flow and GD (min–max)",
+                    shown + 1,
+                    k - shown
+                ),
+                band,
+            ),
+        );
+        if lo.is_finite() {
+            p.y_range = Some((lo / 1.5, hi * 1.5));
+        }
+    }
+    if many {
+        p.color_bar = Some(ColorBar {
+            label: "index i of σ_i".into(),
+            min: 1.0,
+            max: shown as f64,
+            log: false,
+        });
     }
     Figure {
         columns: None,
@@ -215,14 +322,15 @@ pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figu
     }
 }
 
-/// Every figure a set of runs supports (b for the first run).
-pub fn run_figures(runs: &[RunResult]) -> Vec<Figure> {
+/// Every figure a set of runs supports (b for the first run, with `shown` singular values in
+/// colour).
+pub fn run_figures(runs: &[RunResult], shown: Option<usize>) -> Vec<Figure> {
     if runs.is_empty() {
         return vec![];
     }
     vec![
         loss_error_runs(runs),
-        singular_values(&runs[0]),
+        singular_values(&runs[0], shown),
         balance_drift_runs(runs),
     ]
 }
@@ -260,6 +368,8 @@ fn sweep_panel(
             )
         });
     }
+    let etas: Vec<f64> = groups.iter().map(|g| g.0).collect();
+    let colors = EtaColors::new(&etas);
     for (i, (eta, rows)) in groups.iter().enumerate() {
         let status = s
             .summary
@@ -267,7 +377,7 @@ fn sweep_panel(
             .iter()
             .find(|q| q.eta == *eta)
             .map_or(Status::Completed, |q| q.gd_status.clone());
-        p.series.push(Series {
+        let series = Series {
             style,
             ..gd_series(
                 eta_label(*eta),
@@ -275,8 +385,10 @@ fn sweep_panel(
                 rows.iter().map(|r| (r.t, gd(r))).collect(),
                 &status,
             )
-        });
+        };
+        p.series.push(colors.apply(series, *eta));
     }
+    colors.finish(&mut p, style);
     p
 }
 
@@ -379,6 +491,7 @@ pub fn deviation_vs_eta(s: &SweepSummary) -> Figure {
                 s.fit_modified.order_stderr,
             ),
         ],
+        ..Default::default()
     };
     p.series
         .push(Series::new("plain flow", 0, Style::Line, plain.clone()));
@@ -424,4 +537,90 @@ pub fn sweep_figures(s: &SweepResult) -> Vec<Figure> {
         balance_drift_sweep(s),
         deviation_vs_eta(&s.summary),
     ]
+}
+
+/// The figures drawn from one kind of result given to `gdflow plot`.
+pub struct FigureSet {
+    /// What they were drawn from, for the user.
+    pub from: String,
+    /// Sub-directory of the output (when runs and sweeps, or several sweeps, were given).
+    pub subdir: Option<String>,
+    pub figures: Vec<Figure>,
+    /// What these results cannot give, and why.
+    pub cannot: Vec<String>,
+}
+
+/// Sort `dirs` into run and sweep directories and say which figures each set gives: all
+/// runs together (GD for every η against the flow), each sweep on its own. A directory that
+/// is neither is an error naming it, before anything is drawn.
+pub fn figure_sets(
+    dirs: &[std::path::PathBuf],
+    shown: Option<usize>,
+) -> crate::error::Result<Vec<FigureSet>> {
+    use crate::error::Error;
+    let mut runs = Vec::new();
+    let mut run_names = Vec::new();
+    let mut sweeps = Vec::new();
+    for d in dirs {
+        if d.join("sweep.csv").exists() {
+            sweeps.push((d, crate::results::sweep::load_sweep(d)?));
+        } else if d.join("summary.json").exists() {
+            runs.push(crate::results::run::load_run(d)?);
+            run_names.push(d.display().to_string());
+        } else {
+            return Err(Error::invalid(
+                "results",
+                d.display(),
+                "neither a run directory (summary.json, trajectory.csv) nor a sweep directory \
+                 (sweep.csv, deviation.csv, summary.json)",
+            ));
+        }
+    }
+    if shown.is_some() && runs.is_empty() {
+        return Err(Error::invalid(
+            "--top-singular-values",
+            shown.unwrap_or(0),
+            "colours singular values in a run's figure, and no run directory was given \
+             (a sweep records no singular values)",
+        ));
+    }
+    let mixed = sweeps.len() + usize::from(!runs.is_empty()) > 1;
+    let mut sets = Vec::new();
+    if !runs.is_empty() {
+        let mut cannot =
+            vec!["deviation_vs_eta needs a sweep directory (gdflow sweep)".to_string()];
+        if runs.len() > 1 {
+            cannot.push(format!(
+                "singular_values is drawn for the first run only ({})",
+                run_names[0]
+            ));
+        }
+        sets.push(FigureSet {
+            from: format!("{} run(s): {}", runs.len(), run_names.join(", ")),
+            subdir: None,
+            figures: run_figures(&runs, shown),
+            cannot,
+        });
+    }
+    for (i, (d, s)) in sweeps.iter().enumerate() {
+        let name = d
+            .file_name()
+            .map_or_else(|| format!("sweep{i}"), |n| n.to_string_lossy().into_owned());
+        let clash = sweeps
+            .iter()
+            .filter(|(e, _)| e.file_name() == d.file_name())
+            .count()
+            > 1;
+        sets.push(FigureSet {
+            from: format!("sweep {}", d.display()),
+            subdir: mixed.then(|| if clash { format!("{name}-{i}") } else { name }),
+            figures: sweep_figures(s),
+            cannot: vec![
+                "singular_values needs a run directory (a sweep records no singular \
+                          values)"
+                    .to_string(),
+            ],
+        });
+    }
+    Ok(sets)
 }

@@ -49,6 +49,8 @@ pub enum Style {
     Markers,
     /// A horizontal or reference line: thin and dotted.
     Guide,
+    /// A grey band between `points` (lower edge) and [`Series::upper`].
+    Band,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +61,13 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// The dynamics diverged at this time: the series ends there with a mark.
     pub diverged_at: Option<f64>,
+    /// For [`Style::Band`]: the upper edge at each point's x.
+    #[serde(default)]
+    pub upper: Vec<f64>,
+    /// A position in [0, 1] on the panel's colour scale (see [`Panel::color_bar`]), used
+    /// instead of `color` when many series differ by one parameter.
+    #[serde(default)]
+    pub shade: Option<f64>,
 }
 
 impl Series {
@@ -74,11 +83,52 @@ impl Series {
             style,
             points,
             diverged_at: None,
+            upper: vec![],
+            shade: None,
+        }
+    }
+
+    /// A grey band from `lower` to `upper` (one pair per x).
+    pub fn band(label: impl Into<String>, points: Vec<(f64, f64, f64)>) -> Self {
+        Self {
+            upper: points.iter().map(|p| p.2).collect(),
+            ..Self::new(
+                label,
+                0,
+                Style::Band,
+                points.iter().map(|p| (p.0, p.1)).collect(),
+            )
         }
     }
 }
 
+/// A sequential colour scale for series that differ by one parameter (many step sizes):
+/// drawn as a bar under the panel from `min` to `max`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColorBar {
+    pub label: String,
+    pub min: f64,
+    pub max: f64,
+    pub log: bool,
+}
+
+impl ColorBar {
+    /// Where `v` sits on the scale, in [0, 1].
+    pub fn position(&self, v: f64) -> f64 {
+        let (a, b, v) = if self.log {
+            (self.min.ln(), self.max.ln(), v.ln())
+        } else {
+            (self.min, self.max, v)
+        };
+        if b > a {
+            ((v - a) / (b - a)).clamp(0.0, 1.0)
+        } else {
+            0.5
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Panel {
     pub title: String,
     pub x_label: String,
@@ -86,8 +136,16 @@ pub struct Panel {
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
-    /// Lines of text drawn in the panel (fitted slopes and the like).
+    /// Lines of text drawn under the panel (fitted slopes and the like).
     pub texts: Vec<String>,
+    /// The y range drawn (data units), when the extremes of the data are not what matters
+    /// (a band of values stuck near the start, fourteen decades below the signal); what lies
+    /// outside is clipped and said.
+    #[serde(default)]
+    pub y_range: Option<(f64, f64)>,
+    /// The colour scale of the series that carry a `shade`.
+    #[serde(default)]
+    pub color_bar: Option<ColorBar>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,11 +167,17 @@ impl Figure {
     }
 }
 
-type PlottedSeries = (usize, Vec<(f64, f64)>, Option<(f64, f64)>);
+/// One series as it is drawn: the kept points (and a band's upper edge) and where a
+/// divergence mark goes.
+struct PlottedSeries {
+    index: usize,
+    points: Vec<(f64, f64)>,
+    upper: Vec<f64>,
+    mark: Option<(f64, f64)>,
+}
 
 /// A panel's points as they are drawn, and what was left out.
 struct Plotted {
-    /// (index into the panel's series, kept points, where a divergence mark goes)
     series: Vec<PlottedSeries>,
     notes: Vec<String>,
 }
@@ -121,23 +185,39 @@ struct Plotted {
 fn plotted(panel: &Panel) -> Plotted {
     let mut series = Vec::new();
     let (mut nonpositive, mut nonfinite) = (0usize, 0usize);
-    for (i, s) in panel.series.iter().enumerate() {
-        let mut kept = Vec::new();
+    for (index, s) in panel.series.iter().enumerate() {
+        let band = s.style == Style::Band;
+        let (mut points, mut upper) = (Vec::new(), Vec::new());
         let mut diverged = s.diverged_at;
-        for &(x, y) in &s.points {
-            if !x.is_finite() || !y.is_finite() {
+        for (j, &(x, y)) in s.points.iter().enumerate() {
+            let hi = if band {
+                s.upper.get(j).copied().unwrap_or(f64::NAN)
+            } else {
+                y
+            };
+            if !x.is_finite() || !y.is_finite() || !hi.is_finite() {
                 nonfinite += 1;
-                diverged.get_or_insert(x);
+                if !band {
+                    diverged.get_or_insert(x);
+                }
                 continue;
             }
-            if (panel.log_x && x <= 0.0) || (panel.log_y && y <= 0.0) {
+            if (panel.log_x && x <= 0.0) || (panel.log_y && (y <= 0.0 || hi <= 0.0)) {
                 nonpositive += 1;
                 continue;
             }
-            kept.push((x, y));
+            points.push((x, y));
+            if band {
+                upper.push(hi);
+            }
         }
-        let mark = diverged.and_then(|_| kept.last().copied());
-        series.push((i, kept, mark));
+        let mark = diverged.and_then(|_| points.last().copied());
+        series.push(PlottedSeries {
+            index,
+            points,
+            upper,
+            mark,
+        });
     }
     let mut notes = Vec::new();
     if nonpositive > 0 {
@@ -148,6 +228,9 @@ fn plotted(panel: &Panel) -> Plotted {
     }
     for s in &panel.series {
         let first_bad = s.points.iter().find(|p| !p.1.is_finite()).map(|p| p.0);
+        if s.style == Style::Band {
+            continue;
+        }
         if let Some(t) = s.diverged_at.or(first_bad) {
             notes.push(format!(
                 "× {} diverged at {} = {}",
@@ -158,6 +241,72 @@ fn plotted(panel: &Panel) -> Plotted {
         }
     }
     Plotted { series, notes }
+}
+
+/// At most this many points per series are drawn; the CSV keeps them all.
+const MAX_DRAWN: usize = 4000;
+
+/// Fewer points that draw the same picture: per x bucket (a fraction of a pixel) the first,
+/// the lowest, the highest and the last point, in order. A million-point series drawn point by
+/// point is a solid smear in the PNG and a file of tens of megabytes in the SVG.
+fn decimate(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_DRAWN {
+        return points.to_vec();
+    }
+    let buckets = MAX_DRAWN / 4;
+    let per = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(MAX_DRAWN);
+    for chunk in points.chunks(per) {
+        let lo = chunk
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+        let hi = chunk
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+        let (Some((il, _)), Some((ih, _))) = (lo, hi) else {
+            continue;
+        };
+        let mut keep = vec![0, il, ih, chunk.len() - 1];
+        keep.sort_unstable();
+        keep.dedup();
+        out.extend(keep.into_iter().map(|i| chunk[i]));
+    }
+    out
+}
+
+/// A band's envelope over the same buckets: per bucket its first x, the lowest lower edge
+/// and the highest upper edge.
+fn decimate_band(points: &[(f64, f64)], upper: &[f64]) -> (Vec<(f64, f64)>, Vec<f64>) {
+    if points.len() <= MAX_DRAWN {
+        return (points.to_vec(), upper.to_vec());
+    }
+    let per = points.len().div_ceil(MAX_DRAWN / 2);
+    let mut lo_out = Vec::new();
+    let mut hi_out = Vec::new();
+    for (p, u) in points.chunks(per).zip(upper.chunks(per)) {
+        lo_out.push((p[0].0, p.iter().map(|q| q.1).fold(f64::INFINITY, f64::min)));
+        hi_out.push(u.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    }
+    (lo_out, hi_out)
+}
+
+const BAND_GREY: RGBColor = RGBColor(190, 190, 190);
+const LEGEND_FRAME: RGBColor = RGBColor(180, 180, 180);
+
+/// Viridis without its palest tenth, which vanishes on white.
+fn shade_color(position: f64) -> RGBColor {
+    use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
+    ViridisRGB.get_color((0.9 * position.clamp(0.0, 1.0)) as f32)
+}
+
+fn series_color(s: &Series) -> RGBColor {
+    match (s.style, s.shade) {
+        (Style::Band, _) => BAND_GREY,
+        (_, Some(v)) => shade_color(v),
+        _ => PALETTE[s.color % PALETTE.len()],
+    }
 }
 
 fn short(v: f64) -> String {
@@ -206,33 +355,111 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
 }
 
 const PANEL_W: u32 = 720;
-const PANEL_H: u32 = 520;
+const PANEL_H: u32 = 600;
+const LEGEND_ROW: i32 = 22;
+const TEXT_ROW: i32 = 20;
+const COLOR_BAR_H: i32 = 46;
+
+/// Legend entries laid out in rows under the chart: (series index, x, row).
+fn legend_layout<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> Vec<(usize, i32, i32)> {
+    let width = area.dim_in_pixel().0 as i32 - 40;
+    let font = ("sans-serif", 16).into_font().color(&BLACK);
+    let (mut x, mut row) = (0, 0);
+    let mut out = Vec::new();
+    for (i, s) in panel.series.iter().enumerate() {
+        if s.label.is_empty() {
+            continue;
+        }
+        let w = area
+            .estimate_text_size(&s.label, &font)
+            .map_or(9 * s.label.chars().count() as i32, |d| d.0 as i32)
+            + 30
+            + 18;
+        if x > 0 && x + w > width {
+            x = 0;
+            row += 1;
+        }
+        out.push((i, x, row));
+        x += w;
+    }
+    out
+}
+
+/// Split a line into the runs of points inside [y0, y1] (transformed units), so a clipped
+/// line is interrupted rather than drawn along the axis.
+fn runs_inside(data: Vec<(f64, f64)>, y0: f64, y1: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![vec![]];
+    for q in data {
+        if q.1 >= y0 && q.1 <= y1 {
+            out.last_mut().expect("one run at least").push(q);
+        } else if !out.last().expect("one run at least").is_empty() {
+            out.push(vec![]);
+        }
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()> {
     let err = |e: String| Error::invalid("figure", &panel.title, e);
     let p = plotted(panel);
+    let (lx, ly) = (panel.log_x, panel.log_y);
     let xs = p
         .series
         .iter()
-        .flat_map(|s| s.1.iter().map(|q| tx(panel.log_x, q.0)));
-    let ys = p
-        .series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|q| tx(panel.log_y, q.1)));
-    let (x0, x1) = range(xs, panel.log_x);
-    let (y0, mut y1) = range(ys, panel.log_y);
-    // Headroom for the legend and the notes, so they do not sit on the data.
-    let lines = panel.texts.len() + p.notes.len();
-    let legend = panel.series.iter().filter(|s| !s.label.is_empty()).count();
-    y1 += (y1 - y0) * (0.06 * lines.max(legend.div_ceil(2)) as f64).min(0.6);
-    let mut chart = ChartBuilder::on(area)
+        .flat_map(|s| s.points.iter().map(|q| tx(lx, q.0)));
+    let ys = p.series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .map(|q| tx(ly, q.1))
+            .chain(s.upper.iter().map(|u| tx(ly, *u)))
+    });
+    let (x0, x1) = range(xs, lx);
+    let (y0, y1) = match panel.y_range {
+        Some((a, b)) if !ly || (a > 0.0 && b > a) => {
+            let (a, b) = (tx(ly, a), tx(ly, b));
+            (a, b)
+        }
+        _ => range(ys, ly),
+    };
+    let mut lines: Vec<String> = panel.texts.iter().chain(&p.notes).cloned().collect();
+    if p.series.iter().all(|s| s.points.is_empty()) {
+        lines.push("no data to plot".to_string());
+    }
+    let clipped = p.series.iter().any(|s| {
+        s.points
+            .iter()
+            .map(|q| tx(ly, q.1))
+            .chain(s.upper.iter().map(|u| tx(ly, *u)))
+            .any(|y| y < y0 || y > y1)
+    });
+    if clipped {
+        lines.push("values outside the y range drawn are clipped (the CSV has them all)".into());
+    }
+    // Under the chart: the legend, the colour bar, then the lines of text, so that none of
+    // them can sit on the data.
+    let legend = legend_layout(area, panel);
+    let legend_rows = legend.iter().map(|e| e.2 + 1).max().unwrap_or(0);
+    let strip = legend_rows * LEGEND_ROW
+        + if panel.color_bar.is_some() {
+            COLOR_BAR_H
+        } else {
+            0
+        }
+        + lines.len() as i32 * TEXT_ROW
+        + 12;
+    let height = area.dim_in_pixel().1 as i32;
+    let (chart_area, strip_area) = area.split_vertically(height - strip);
+    let mut chart = ChartBuilder::on(&chart_area)
         .caption(&panel.title, ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(56)
         .y_label_area_size(84)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| err(e.to_string()))?;
-    let (lx, ly) = (panel.log_x, panel.log_y);
     chart
         .configure_mesh()
         .x_desc(&panel.x_label)
@@ -247,77 +474,151 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    for (i, pts, mark) in &p.series {
-        let s = &panel.series[*i];
-        let color = PALETTE[s.color % PALETTE.len()];
-        let data: Vec<(f64, f64)> = pts.iter().map(|q| (tx(lx, q.0), tx(ly, q.1))).collect();
-        let label = s.label.clone();
-        let anno = match s.style {
-            Style::Line => chart
-                .draw_series(LineSeries::new(data, color.stroke_width(2)))
-                .map_err(|e| err(e.to_string()))?,
-            Style::Dashed => chart
-                .draw_series(DashedLineSeries::new(data, 9, 6, color.stroke_width(2)))
-                .map_err(|e| err(e.to_string()))?,
-            Style::Guide => chart
-                .draw_series(DashedLineSeries::new(data, 3, 5, color.stroke_width(1)))
-                .map_err(|e| err(e.to_string()))?,
-            Style::Markers => chart
-                .draw_series(data.into_iter().map(|q| Circle::new(q, 3, color.filled())))
-                .map_err(|e| err(e.to_string()))?,
-        };
-        if !label.is_empty() {
-            let style = s.style;
-            // The legend shows each style as drawn: solid, dashed, dotted or a marker.
-            anno.label(label).legend(move |(x, y)| {
-                let seg = |a: i32, b: i32, w: u32| {
-                    PathElement::new(vec![(a, 0), (b, 0)], color.stroke_width(w))
-                };
-                let dot = |r: u32| Circle::new((11, 0), r, color.filled());
-                let at = EmptyElement::at((x, y));
-                match style {
-                    Style::Markers => {
-                        at + dot(4) + seg(11, 11, 1) + seg(11, 11, 1) + seg(11, 11, 1)
-                    }
-                    Style::Line => at + dot(0) + seg(0, 8, 2) + seg(8, 15, 2) + seg(15, 22, 2),
-                    Style::Dashed => at + dot(0) + seg(0, 8, 2) + seg(14, 22, 2) + seg(22, 22, 2),
-                    Style::Guide => at + dot(0) + seg(0, 3, 1) + seg(9, 12, 1) + seg(18, 21, 1),
-                }
-            });
+    let clamp = |y: f64| y.clamp(y0, y1);
+    for ps in &p.series {
+        let s = &panel.series[ps.index];
+        let color = series_color(s);
+        if s.style == Style::Band {
+            let (lower, upper) = decimate_band(&ps.points, &ps.upper);
+            let mut outline: Vec<(f64, f64)> = lower
+                .iter()
+                .map(|q| (tx(lx, q.0), clamp(tx(ly, q.1))))
+                .collect();
+            outline.extend(
+                lower
+                    .iter()
+                    .zip(&upper)
+                    .rev()
+                    .map(|(q, u)| (tx(lx, q.0), clamp(tx(ly, *u)))),
+            );
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    outline,
+                    color.mix(0.6).filled(),
+                )))
+                .map_err(|e| err(e.to_string()))?;
+            continue;
         }
-        if let Some(q) = mark {
-            let q = (tx(lx, q.0), tx(ly, q.1));
+        let data: Vec<(f64, f64)> = decimate(&ps.points)
+            .iter()
+            .map(|q| (tx(lx, q.0), tx(ly, q.1)))
+            .collect();
+        for run in runs_inside(data, y0, y1) {
+            match s.style {
+                Style::Line => chart
+                    .draw_series(LineSeries::new(run, color.stroke_width(2)))
+                    .map(|_| ()),
+                Style::Dashed => chart
+                    .draw_series(DashedLineSeries::new(run, 9, 6, color.stroke_width(2)))
+                    .map(|_| ()),
+                Style::Guide => chart
+                    .draw_series(DashedLineSeries::new(run, 3, 5, color.stroke_width(1)))
+                    .map(|_| ()),
+                Style::Markers | Style::Band => chart
+                    .draw_series(run.into_iter().map(|q| Circle::new(q, 3, color.filled())))
+                    .map(|_| ()),
+            }
+            .map_err(|e| err(e.to_string()))?;
+        }
+        if let Some(q) = ps.mark {
+            let q = (tx(lx, q.0), clamp(tx(ly, q.1)));
             chart
                 .draw_series(std::iter::once(Cross::new(q, 8, color.stroke_width(3))))
                 .map_err(|e| err(e.to_string()))?;
         }
     }
-    if panel.series.iter().any(|s| !s.label.is_empty()) {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+    draw_strip(&strip_area, panel, &legend, legend_rows, &lines).map_err(err)
+}
+
+/// The legend (framed), the colour bar and the text lines, top to bottom.
+fn draw_strip<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    legend: &[(usize, i32, i32)],
+    legend_rows: i32,
+    lines: &[String],
+) -> std::result::Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let left = 20;
+    let font = ("sans-serif", 16).into_font().color(&BLACK);
+    let mut y = 4;
+    if !legend.is_empty() {
+        let right = legend
+            .iter()
+            .map(|&(i, x, _)| {
+                x + 30
+                    + area
+                        .estimate_text_size(&panel.series[i].label, &font)
+                        .map_or(100, |d| d.0 as i32)
+            })
+            .max()
+            .unwrap_or(0);
+        area.draw(&Rectangle::new(
+            [
+                (left - 8, y - 2),
+                (left + right + 8, y + legend_rows * LEGEND_ROW),
+            ],
+            LEGEND_FRAME.stroke_width(1),
+        ))
+        .map_err(e)?;
+        for &(i, x, row) in legend {
+            let s = &panel.series[i];
+            let color = series_color(s);
+            let (sx, sy) = (left + x, y + row * LEGEND_ROW + LEGEND_ROW / 2);
+            let seg = |a: i32, b: i32, w: u32| {
+                PathElement::new(vec![(sx + a, sy), (sx + b, sy)], color.stroke_width(w))
+            };
+            match s.style {
+                Style::Line => area.draw(&seg(0, 24, 2)),
+                Style::Dashed => area.draw(&seg(0, 9, 2)).and(area.draw(&seg(15, 24, 2))),
+                Style::Guide => area
+                    .draw(&seg(0, 3, 1))
+                    .and(area.draw(&seg(9, 12, 1)))
+                    .and(area.draw(&seg(18, 21, 1))),
+                Style::Markers => area.draw(&Circle::new((sx + 12, sy), 4, color.filled())),
+                Style::Band => area.draw(&Rectangle::new(
+                    [(sx, sy - 6), (sx + 24, sy + 6)],
+                    color.mix(0.6).filled(),
+                )),
+            }
+            .map_err(e)?;
+            area.draw_text(&s.label, &font, (sx + 30, sy - 9))
+                .map_err(e)?;
+        }
+        y += legend_rows * LEGEND_ROW + 6;
     }
-    let mut lines: Vec<String> = panel.texts.iter().chain(&p.notes).cloned().collect();
-    if p.series.iter().all(|s| s.1.is_empty()) {
-        lines.push("no data to plot".to_string());
+    if let Some(bar) = &panel.color_bar {
+        area.draw_text(&bar.label, &font, (left, y + 2))
+            .map_err(e)?;
+        let label_w = area
+            .estimate_text_size(&bar.label, &font)
+            .map_or(120, |d| d.0 as i32);
+        let (bx, bw, by) = (left + label_w + 16, 260, y + 2);
+        let cells = 64;
+        for c in 0..cells {
+            let x_a = bx + bw * c / cells;
+            let x_b = bx + bw * (c + 1) / cells;
+            area.draw(&Rectangle::new(
+                [(x_a, by), (x_b, by + 14)],
+                shade_color((c as f64 + 0.5) / cells as f64).filled(),
+            ))
+            .map_err(e)?;
+        }
+        let small = ("sans-serif", 14).into_font().color(&BLACK);
+        let mid = if bar.log {
+            (bar.min * bar.max).sqrt()
+        } else {
+            0.5 * (bar.min + bar.max)
+        };
+        for (v, frac) in [(bar.min, 0.0), (mid, 0.5), (bar.max, 1.0)] {
+            let x = bx + (bw as f64 * frac) as i32 - 14;
+            area.draw_text(&short(v), &small, (x, by + 18)).map_err(e)?;
+        }
+        y += COLOR_BAR_H;
     }
-    let plot_area = chart.plotting_area();
-    let (px, py) = plot_area.get_pixel_range();
     for (k, line) in lines.iter().enumerate() {
-        area.draw_text(
-            line,
-            &("sans-serif", 16).into_font().color(&BLACK),
-            (
-                px.start + 10 - area.get_base_pixel().0,
-                py.start + 8 + 20 * k as i32 - area.get_base_pixel().1,
-            ),
-        )
-        .map_err(|e| err(e.to_string()))?;
+        area.draw_text(line, &font, (left, y + TEXT_ROW * k as i32))
+            .map_err(e)?;
     }
     Ok(())
 }
@@ -335,22 +636,41 @@ fn draw_figure<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -
     Ok(())
 }
 
-/// The CSV of exactly the plotted points: `panel,series,x,y`.
+/// The CSV of every plotted point (before decimation for drawing): `panel,series,x,y`; a
+/// band as two series, `LABEL (min)` and `LABEL (max)`.
 pub fn plotted_csv(fig: &Figure) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let err = |e: csv::Error| Error::invalid("figure csv", &fig.name, e.to_string());
     w.write_record(["panel", "series", "x", "y"]).map_err(err)?;
     for panel in &fig.panels {
         let p = plotted(panel);
-        for (i, pts, _) in &p.series {
-            for &(x, y) in pts {
-                w.write_record([
-                    panel.title.as_str(),
-                    panel.series[*i].label.as_str(),
-                    &crate::output::num(x),
-                    &crate::output::num(y),
-                ])
-                .map_err(err)?;
+        for ps in &p.series {
+            let label = panel.series[ps.index].label.as_str();
+            let edges: Vec<(String, Vec<(f64, f64)>)> = if ps.upper.is_empty() {
+                vec![(label.to_string(), ps.points.clone())]
+            } else {
+                vec![
+                    (format!("{label} (min)"), ps.points.clone()),
+                    (
+                        format!("{label} (max)"),
+                        ps.points
+                            .iter()
+                            .zip(&ps.upper)
+                            .map(|(q, u)| (q.0, *u))
+                            .collect(),
+                    ),
+                ]
+            };
+            for (name, pts) in edges {
+                for (x, y) in pts {
+                    w.write_record([
+                        panel.title.as_str(),
+                        name.as_str(),
+                        &crate::output::num(x),
+                        &crate::output::num(y),
+                    ])
+                    .map_err(err)?;
+                }
             }
         }
     }

@@ -322,6 +322,59 @@ fn plot_reads_saved_runs_and_sweeps() {
     // --figures needs somewhere to put them
     let assert = gdflow().args(SMALL).arg("--figures").assert().code(2);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("figures"));
+
+    // runs and a sweep together: the runs' figures into --out, the sweep's into a
+    // sub-directory named after it, and the output says what was drawn from what
+    let mixed = dir.path().join("mixed");
+    let out = gdflow()
+        .arg("plot")
+        .arg(&run)
+        .arg(&sweep)
+        .arg("--out")
+        .arg(&mixed)
+        .arg("--top-singular-values")
+        .arg("1")
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("from 1 run(s)") && stdout.contains("from sweep"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not drawn: deviation_vs_eta needs a sweep"),
+        "{stdout}"
+    );
+    assert!(mixed.join("singular_values.svg").exists());
+    assert!(mixed.join("sweep/deviation_vs_eta.svg").exists());
+    let svg = std::fs::read_to_string(mixed.join("singular_values.svg")).unwrap();
+    assert!(svg.contains("σ_2…σ_3"), "--top-singular-values 1 acted");
+
+    // a flag for runs with only a sweep is refused, and so is a directory of neither kind,
+    // before anything is written
+    let refused = dir.path().join("refused");
+    let assert = gdflow()
+        .arg("plot")
+        .arg(&sweep)
+        .arg("--out")
+        .arg(&refused)
+        .arg("--top-singular-values")
+        .arg("2")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("--top-singular-values"), "{stderr}");
+    assert!(!refused.exists());
+    let assert = gdflow()
+        .arg("plot")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&refused)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("neither a run directory"), "{stderr}");
+    assert!(!refused.exists());
 }
 
 #[test]

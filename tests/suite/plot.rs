@@ -45,7 +45,7 @@ fn every_figure_kind_renders_for_runs_and_sweeps() {
             .unwrap()
         })
         .collect();
-    let figs = run_figures(&runs);
+    let figs = run_figures(&runs, None);
     let names: Vec<&str> = figs.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["loss_error", "singular_values", "balance_drift"]);
     for f in &figs {
@@ -94,6 +94,7 @@ fn one_panel(points: Vec<(f64, f64)>, log_y: bool) -> Figure {
             log_y,
             series: vec![Series::new("data", 0, Style::Line, points)],
             texts: vec![],
+            ..Default::default()
         }],
     }
 }
@@ -161,7 +162,7 @@ fn non_finite_values_mark_a_divergence() {
 fn csv_beside_a_figure_is_exactly_the_plotted_points() {
     let dir = tempfile::tempdir().unwrap();
     let run = gdflow::experiments::run_config(&small()).unwrap();
-    let figs = run_figures(std::slice::from_ref(&run));
+    let figs = run_figures(std::slice::from_ref(&run), None);
     write_figure(&figs[0], dir.path()).unwrap();
     let text = std::fs::read_to_string(dir.path().join("loss_error.csv")).unwrap();
     let gd_loss: Vec<(f64, f64)> = text
@@ -175,4 +176,231 @@ fn csv_beside_a_figure_is_exactly_the_plotted_points() {
         .collect();
     let expected: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.loss)).collect();
     assert_eq!(gd_loss, expected);
+}
+
+/// Every point of the elements drawn before each legend frame (data, axes, grid), and the
+/// frames: (frame, points drawn before it).
+type Frames = Vec<((f64, f64, f64, f64), Vec<(f64, f64)>)>;
+
+fn legend_frames(svg: &str) -> Frames {
+    let doc = roxmltree::Document::parse(svg).unwrap();
+    let num = |n: &roxmltree::Node, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    let mut seen = Vec::new();
+    let mut frames = Vec::new();
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        match n.tag_name().name() {
+            "polyline" | "polygon" => {
+                for pair in n.attribute("points").unwrap_or("").split_whitespace() {
+                    let (x, y) = pair.split_once(',').unwrap();
+                    seen.push((x.parse().unwrap(), y.parse().unwrap()));
+                }
+            }
+            "circle" => seen.push((num(&n, "cx"), num(&n, "cy"))),
+            "rect" if n.attribute("stroke") == Some("#B4B4B4") => frames.push((
+                (
+                    num(&n, "x"),
+                    num(&n, "y"),
+                    num(&n, "width"),
+                    num(&n, "height"),
+                ),
+                seen.clone(),
+            )),
+            _ => {}
+        }
+    }
+    frames
+}
+
+/// No point of anything drawn before a legend frame lies inside it.
+fn assert_legends_clear(name: &str, svg: &str) {
+    for ((x, y, w, h), before) in legend_frames(svg) {
+        let inside: Vec<_> = before
+            .iter()
+            .filter(|p| p.0 > x && p.0 < x + w && p.1 > y && p.1 < y + h)
+            .collect();
+        assert!(
+            inside.is_empty(),
+            "{name}: the legend at ({x}, {y}, {w}×{h}) covers {} drawn points, e.g. {:?}",
+            inside.len(),
+            &inside[..inside.len().min(3)]
+        );
+    }
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// Width k = 50 (the incremental-learning set-up, smaller m and fewer steps): the top r = 4
+/// singular values in colour with their targets, the other 46 as one grey band; the CSV
+/// holds every plotted point, the band as its two edges.
+#[test]
+fn singular_values_at_width_fifty_draw_the_rest_as_one_grey_band() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = 60;
+    let run = gdflow::experiments::run_config(&ConfigArgs {
+        n1: Some(50),
+        n2: Some(50),
+        rank: Some(4),
+        width: Some(50),
+        singular_values: Some(vec![12.0, 6.0, 4.0, 3.0]),
+        measurements: Some(600),
+        alpha: Some(1e-4),
+        eta: Some(0.01),
+        steps: Some(steps),
+        ..Default::default()
+    })
+    .unwrap();
+    let fig = gdflow::plot::figures::singular_values(&run, None);
+    write_figure(&fig, dir.path()).unwrap();
+    let svg = check_files(dir.path(), "singular_values");
+    assert!(svg.contains(r##"fill="#BEBEBE""##), "the band is drawn");
+    assert!(svg.contains("σ_5…σ_50: 46 values, flow and GD (min–max)"));
+    for i in 1..=4 {
+        assert!(
+            svg.contains(&format!("σ_{i} flow")),
+            "σ_{i} has its legend entry"
+        );
+    }
+    assert!(!svg.contains("σ_5 flow"));
+    assert_legends_clear("singular_values", &svg);
+    let rows = csv_rows(&dir.path().join("singular_values.csv"));
+    let count = |series: &str| rows.iter().filter(|r| r[1] == series).count();
+    let band = "σ_5…σ_50: 46 values, flow and GD (min–max)";
+    assert_eq!(count(&format!("{band} (min)")), steps + 1);
+    assert_eq!(count(&format!("{band} (max)")), steps + 1);
+    // the band's edges are the extremes of σ_5 … σ_50 over flow and GD at each t
+    let min_at_end = run.flow.last().unwrap().sv[4..]
+        .iter()
+        .chain(&run.gd.last().unwrap().sv[4..])
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let last_min: f64 = rows
+        .iter()
+        .rev()
+        .find(|r| r[1] == format!("{band} (min)"))
+        .unwrap()[3]
+        .parse()
+        .unwrap();
+    assert_eq!(last_min, min_at_end);
+    // the band's two edges, four flow and four GD series (unlabelled), each at every
+    // record; the four targets' two ends
+    assert_eq!(count("σ_1 flow"), steps + 1);
+    let total = 2 * (steps + 1) + 4 * (steps + 1) + 4 * (steps + 1) + 4 * 2;
+    assert_eq!(rows.len(), total);
+}
+
+/// Sixteen step sizes: shades of one colour scale with a colour bar, one proxy legend entry
+/// instead of sixteen, every run's points in the CSV.
+#[test]
+fn sixteen_step_sizes_get_a_colour_scale_not_a_legend_of_sixteen() {
+    let dir = tempfile::tempdir().unwrap();
+    let etas: Vec<f64> = (0..16).map(|i| 0.02 * 1.15f64.powi(i)).collect();
+    let runs: Vec<_> = etas
+        .iter()
+        .map(|&eta| {
+            gdflow::experiments::run_config(&ConfigArgs {
+                eta: Some(eta),
+                steps: Some(40),
+                ..small()
+            })
+            .unwrap()
+        })
+        .collect();
+    let figs = run_figures(&runs, None);
+    write_figure(&figs[0], dir.path()).unwrap();
+    let svg = check_files(dir.path(), "loss_error");
+    assert!(
+        svg.contains("GD step size η (16 values)"),
+        "colour bar label"
+    );
+    assert!(svg.contains("GD (dashed; colour: η)"));
+    assert!(!svg.contains("GD η = "), "no legend entry per η");
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let strokes: std::collections::BTreeSet<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .filter_map(|n| n.attribute("stroke"))
+        .collect();
+    // black (flow, axes), the greys of the grid and frame, and sixteen shades
+    assert!(
+        strokes.len() > 16,
+        "{} stroke colours: {strokes:?}",
+        strokes.len()
+    );
+    assert_legends_clear("loss_error", &svg);
+    let rows = csv_rows(&dir.path().join("loss_error.csv"));
+    let gd_rows = rows.iter().filter(|r| r[1].is_empty()).count();
+    assert_eq!(
+        gd_rows,
+        2 * etas.len() * 41,
+        "every GD point of both panels"
+    );
+}
+
+/// A million-point series is drawn decimated (a bounded SVG) and written whole to the CSV;
+/// the drawn points keep every bucket's extremes, so the envelope is the same.
+#[test]
+fn long_series_are_decimated_for_drawing_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 300_000;
+    let pts: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            let t = i as f64 * 1e-3;
+            (t, 2.0 + (50.0 * t).sin() * (-t / 100.0).exp())
+        })
+        .collect();
+    write_figure(&one_panel(pts.clone(), false), dir.path()).unwrap();
+    let svg = check_files(dir.path(), "edge");
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let drawn: Vec<(f64, f64)> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#0072B2"))
+        .flat_map(|n| {
+            n.attribute("points")
+                .unwrap()
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').unwrap();
+                    (x.parse::<f64>().unwrap(), y.parse::<f64>().unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        !drawn.is_empty() && drawn.len() <= 4000,
+        "{} points drawn",
+        drawn.len()
+    );
+    assert!(svg.len() < 2_000_000, "SVG of {} bytes", svg.len());
+    assert_eq!(csv_points(dir.path()), pts);
+    // the extremes survive decimation: the drawn y pixels span the data's
+    let (lo, hi) = drawn
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+            (a.0.min(p.1), a.1.max(p.1))
+        });
+    assert!(
+        hi - lo > 300.0,
+        "the oscillation's full height is drawn: {lo}..{hi}"
+    );
+}
+
+/// The committed figures (the gallery included): no legend covers anything drawn.
+#[test]
+fn no_committed_figure_has_a_legend_over_its_data() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("figures");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "svg") {
+            let svg = std::fs::read_to_string(&path).unwrap();
+            assert_legends_clear(&path.display().to_string(), &svg);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7, "{checked} figures checked");
 }
