@@ -339,6 +339,34 @@ fn sixteen_step_sizes_get_a_colour_scale_not_a_legend_of_sixteen() {
         2 * etas.len() * 41,
         "every GD point of both panels"
     );
+
+    // the same from a sweep of sixteen step sizes
+    let sweep = SweepArgs {
+        etas: Some(etas.clone()),
+        horizon: Some(2.0),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let args = ConfigArgs {
+        eta: None,
+        steps: None,
+        ..small()
+    };
+    let s = gdflow::experiments::sweep_config(&args, &sweep).unwrap();
+    for f in sweep_figures(&s)
+        .iter()
+        .filter(|f| f.name != "deviation_vs_eta")
+    {
+        write_figure(f, dir.path()).unwrap();
+        let svg = check_files(dir.path(), &f.name);
+        assert!(svg.contains("GD step size η (16 values)"), "{}", f.name);
+        assert!(
+            !svg.contains("GD η = "),
+            "{}: no legend entry per η",
+            f.name
+        );
+        assert_legends_clear(&f.name, &svg);
+    }
 }
 
 /// A million-point series is drawn decimated (a bounded SVG) and written whole to the CSV;
