@@ -834,7 +834,8 @@ fn next_up(t: f64) -> f64 {
 /// Where the stability region of DOP853 meets the negative real axis.
 pub fn stability_bound() -> f64 {
     static BOUND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *BOUND.get_or_init(|| super::auto::real_stability_bound(12, |i, j| A[i][j], |i| B[i]))
+    *BOUND
+        .get_or_init(|| super::stability_region::real_stability_bound(12, |i, j| A[i][j], |i| B[i]))
 }
 
 #[cfg(test)]

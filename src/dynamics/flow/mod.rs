@@ -24,11 +24,13 @@ mod auto;
 mod central_solve;
 pub mod dop853;
 mod lu;
+mod stability_region;
 
-pub use auto::{real_stability_bound, tsit45_stability_bound, AutoReport, MethodSwitch};
+pub use auto::{tsit45_stability_bound, AutoReport, MethodSwitch};
 pub use central_solve::{solve_central_flow_with, CentralEvent, CentralOutput, CentralReport};
 pub use dop853::ErrorScale;
 pub use lu::BlockedLu;
+pub use stability_region::real_stability_bound;
 
 type M = NalgebraMat<f64>;
 type V = NalgebraVec<f64>;
