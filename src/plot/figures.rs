@@ -91,6 +91,13 @@ impl EtaColors {
     }
 }
 
+/// Whether the runs' flows differ with η (a modified or central flow): then each run's flow
+/// is drawn, not one gradient flow for all.
+fn per_run_flows(runs: &[RunResult]) -> bool {
+    runs.iter()
+        .any(|r| r.summary.config().flow != crate::dynamics::FlowVariant::Plain)
+}
+
 /// The run with the longest horizon: its flow is drawn once for all.
 fn longest(runs: &[RunResult]) -> &RunResult {
     runs.iter()
@@ -105,18 +112,35 @@ fn records_panel(
     value: impl Fn(&Record) -> f64,
 ) -> Panel {
     let mut p = panel(title, y_label, true);
-    let flow = longest(runs);
-    p.series.push(Series {
-        diverged_at: ended_at(&flow.summary.flow.status),
-        ..Series::new(
-            "gradient flow",
-            FLOW,
-            Style::Line,
-            flow.flow.iter().map(|r| (r.t, value(r))).collect(),
-        )
-    });
     let etas: Vec<f64> = runs.iter().map(|r| r.summary.config().eta).collect();
     let colors = EtaColors::new(&etas);
+    if per_run_flows(runs) {
+        // a modified or central flow depends on η: each run's own, in its GD's colour
+        for (i, run) in runs.iter().enumerate() {
+            let variant = run.summary.config().flow;
+            let series = Series {
+                diverged_at: ended_at(&run.summary.flow.status),
+                ..Series::new(
+                    format!("{} flow, η = {}", variant.name(), super::short(etas[i])),
+                    i,
+                    Style::Line,
+                    run.flow.iter().map(|r| (r.t, value(r))).collect(),
+                )
+            };
+            p.series.push(colors.apply(series, etas[i]));
+        }
+    } else {
+        let flow = longest(runs);
+        p.series.push(Series {
+            diverged_at: ended_at(&flow.summary.flow.status),
+            ..Series::new(
+                "gradient flow",
+                FLOW,
+                Style::Line,
+                flow.flow.iter().map(|r| (r.t, value(r))).collect(),
+            )
+        });
+    }
     for (i, run) in runs.iter().enumerate() {
         let series = gd_series(
             eta_label(etas[i]),
@@ -166,6 +190,7 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
         }
     };
     let many = shown > MAX_LEGEND_ETAS;
+    let variant = run.summary.config().flow;
     for i in 0..shown {
         let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv[i])).collect();
         let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv[i])).collect();
@@ -173,8 +198,10 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
         let label = |what: &str| {
             if many {
                 String::new()
-            } else {
+            } else if variant == crate::dynamics::FlowVariant::Plain {
                 format!("σ_{} {what}", i + 1)
+            } else {
+                format!("σ_{} {} {what}", i + 1, variant.name())
             }
         };
         let shade = many.then(|| i as f64 / (shown - 1).max(1) as f64);
@@ -256,8 +283,10 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
         "‖UᵀU − VᵀV − D₀‖",
         |r| r.balance_drift,
     );
-    for s in p.series.iter_mut().skip(1) {
-        s.style = Style::Line;
+    if !per_run_flows(runs) {
+        for s in p.series.iter_mut().skip(1) {
+            s.style = Style::Line;
+        }
     }
     p.texts
         .push("GD: O(η²) per step; flow: solver error".into());

@@ -432,3 +432,43 @@ fn no_committed_figure_has_a_legend_over_its_data() {
     }
     assert!(checked >= 7, "{checked} figures checked");
 }
+
+/// A modified flow depends on η: each run's own is drawn and named, never one curve labelled
+/// "gradient flow".
+#[test]
+fn runs_against_their_modified_flows_draw_and_name_each_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = [0.2, 0.1]
+        .iter()
+        .map(|&eta| {
+            gdflow::experiments::run_config(&ConfigArgs {
+                eta: Some(eta),
+                flow: Some(gdflow::dynamics::FlowVariant::Modified),
+                ..small()
+            })
+            .unwrap()
+        })
+        .collect();
+    let figs = run_figures(&runs, None);
+    write_figure(&figs[0], dir.path()).unwrap();
+    let svg = check_files(dir.path(), "loss_error");
+    assert!(
+        !svg.contains("gradient flow"),
+        "no curve is called the gradient flow"
+    );
+    let rows = csv_rows(&dir.path().join("loss_error.csv"));
+    for (run, name) in runs
+        .iter()
+        .zip(["modified flow, η = 0.2", "modified flow, η = 0.1"])
+    {
+        let drawn: Vec<f64> = rows
+            .iter()
+            .filter(|r| r[0] == "loss" && r[1] == name)
+            .map(|r| r[3].parse().unwrap())
+            .collect();
+        let recorded: Vec<f64> = run.flow.iter().map(|r| r.loss).collect();
+        assert_eq!(drawn, recorded, "{name}");
+    }
+    write_figure(&figs[1], dir.path()).unwrap();
+    assert!(check_files(dir.path(), "singular_values").contains("σ_1 modified flow"));
+}
