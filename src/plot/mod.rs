@@ -1,5 +1,6 @@
-//! Figures with plotters: every figure as PNG and SVG, with the CSV of exactly the plotted
-//! points beside it. The font is bundled (DejaVu Sans, see DejaVuSans-LICENSE.txt), so no
+//! Figures with plotters: every figure as PNG and SVG, with the CSV of every plotted point
+//! beside it (long series are decimated for drawing only). Legends, colour bars and notes sit
+//! in a strip under each panel, so they cannot cover the data. The font is bundled (DejaVu Sans, see DejaVuSans-LICENSE.txt), so no
 //! system font or fontconfig is needed.
 //!
 //! Log axes are drawn as linear axes over log10 of the data with ticks labelled 10^v. Values a
