@@ -372,10 +372,7 @@ fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     let mut rows = data.chunks_exact(4 * n);
     let mut outs = out.chunks_exact_mut(4);
     for (block, o) in (&mut rows).zip(&mut outs) {
-        let (a0, rest) = block.split_at(n);
-        let (a1, rest) = rest.split_at(n);
-        let (a2, a3) = rest.split_at(n);
-        o.copy_from_slice(&dot4_avx2([a0, a1, a2, a3], x));
+        o.copy_from_slice(&dot4_avx2(four_rows(block, n), x));
     }
     for (a, o) in rows.remainder().chunks_exact(n).zip(outs.into_remainder()) {
         *o = dot(a, x);
@@ -399,9 +396,7 @@ fn fused_rows_avx2<E: Entry>(
     let mut rs = r.chunks_exact_mut(4);
     let mut ys = y.chunks_exact(4);
     for (((block, rc), yc), group) in (&mut rows).zip(&mut rs).zip(&mut ys).zip(0..) {
-        let (a0, rest) = block.split_at(n);
-        let (a1, rest) = rest.split_at(n);
-        let (a2, a3) = rest.split_at(n);
+        let [a0, a1, a2, a3] = four_rows(block, n);
         let d = dot4_avx2([a0, a1, a2, a3], x);
         // While this group's rows are re-read from cache below, have the next group's come
         // in from memory: otherwise memory idles through every second phase.
@@ -452,18 +447,14 @@ fn fused_rows_avx2<E: Entry>(
             g[j] += (r0 * a0[j].get() + r1 * a1[j].get()) + (r2 * a2[j].get() + r3 * a3[j].get());
         }
     }
-    for ((a, ri), yi) in rows
-        .remainder()
-        .chunks_exact(n)
-        .zip(rs.into_remainder())
-        .zip(ys.remainder())
-    {
-        *ri = dot(a, x) - yi;
-        let rv = *ri;
-        for (o, v) in g.iter_mut().zip(a) {
-            *o += rv * v.get();
-        }
-    }
+    fused_single_rows(
+        rows.remainder(),
+        n,
+        x,
+        ys.remainder(),
+        rs.into_remainder(),
+        g,
+    );
 }
 avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
     data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]
@@ -625,9 +616,7 @@ fn fused_rows_kernel<E: Entry>(
     let mut rs = r.chunks_exact_mut(4);
     let mut ys = y.chunks_exact(4);
     for ((block, rc), yc) in (&mut rows).zip(&mut rs).zip(&mut ys) {
-        let (a0, rest) = block.split_at(n);
-        let (a1, rest) = rest.split_at(n);
-        let (a2, a3) = rest.split_at(n);
+        let [a0, a1, a2, a3] = four_rows(block, n);
         let d = dot4([a0, a1, a2, a3], x);
         for q in 0..4 {
             rc[q] = d[q] - yc[q];
@@ -637,18 +626,14 @@ fn fused_rows_kernel<E: Entry>(
             g[j] += (r0 * a0[j].get() + r1 * a1[j].get()) + (r2 * a2[j].get() + r3 * a3[j].get());
         }
     }
-    for ((a, ri), yi) in rows
-        .remainder()
-        .chunks_exact(n)
-        .zip(rs.into_remainder())
-        .zip(ys.remainder())
-    {
-        *ri = dot(a, x) - yi;
-        let rv = *ri;
-        for (o, v) in g.iter_mut().zip(a) {
-            *o += rv * v.get();
-        }
-    }
+    fused_single_rows(
+        rows.remainder(),
+        n,
+        x,
+        ys.remainder(),
+        rs.into_remainder(),
+        g,
+    );
 }
 
 /// `out[i] = ⟨row i, x⟩` for consecutive rows of length n.
@@ -659,10 +644,7 @@ fn apply_rows_kernel<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64])
     let mut rows = data.chunks_exact(4 * n);
     let mut outs = out.chunks_exact_mut(4);
     for (block, o) in (&mut rows).zip(&mut outs) {
-        let (a0, rest) = block.split_at(n);
-        let (a1, rest) = rest.split_at(n);
-        let (a2, a3) = rest.split_at(n);
-        o.copy_from_slice(&dot4([a0, a1, a2, a3], x));
+        o.copy_from_slice(&dot4(four_rows(block, n), x));
     }
     for (a, o) in rows.remainder().chunks_exact(n).zip(outs.into_remainder()) {
         *o = dot(a, x);
@@ -690,6 +672,35 @@ fn adjoint_rows_kernel<E: Entry>(data: &[E], n: usize, offset: usize, z: &[f64],
     for (a, &zi) in rows.remainder().chunks_exact(n).zip(zs.remainder()) {
         for (o, v) in out.iter_mut().zip(&a[offset..offset + w]) {
             *o += zi * v.get();
+        }
+    }
+}
+
+/// The four rows of a block of 4n entries.
+#[inline(always)]
+fn four_rows<E>(block: &[E], n: usize) -> [&[E]; 4] {
+    let (a0, rest) = block.split_at(n);
+    let (a1, rest) = rest.split_at(n);
+    let (a2, a3) = rest.split_at(n);
+    [a0, a1, a2, a3]
+}
+
+/// The rows left after the blocks of four, one at a time: r_i = ⟨row_i, x⟩ − y_i and
+/// g += r_i·row_i.
+#[inline(always)]
+fn fused_single_rows<E: Entry>(
+    rows: &[E],
+    n: usize,
+    x: &[f64],
+    y: &[f64],
+    r: &mut [f64],
+    g: &mut [f64],
+) {
+    for ((a, ri), yi) in rows.chunks_exact(n).zip(r).zip(y) {
+        *ri = dot(a, x) - yi;
+        let rv = *ri;
+        for (o, v) in g.iter_mut().zip(a) {
+            *o += rv * v.get();
         }
     }
 }
