@@ -133,16 +133,10 @@ pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) ->
             iterations: 1,
         };
     }
-    let e = basis(p);
-    let s = e.len();
-    let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
-    let kmat = DMatrix::from_fn(s, s, |u, v| 0.5 * (e[u].dot(&ke[v]) + e[v].dot(&ke[u])));
-    let avec = nalgebra::DVector::from_fn(s, |u, _| e[u].dot(&a));
-    let to_mat = |v: &nalgebra::DVector<f64>| {
-        e.iter()
-            .zip(v.iter())
-            .fold(DMatrix::zeros(p, p), |acc, (eu, c)| acc + eu * *c)
-    };
+    let reduced = Reduced::new(k, &a, basis(p));
+    let (e, s) = (&reduced.e, reduced.e.len());
+    let (kmat, avec) = (&reduced.kmat, &reduced.avec);
+    let to_mat = |v: &nalgebra::DVector<f64>| reduced.to_mat(v);
     // start at the scaled identity, inside the cone
     let start = scale.max(1.0) * 1e-3 / p as f64;
     let mut v = nalgebra::DVector::from_fn(s, |u, _| {
@@ -164,9 +158,9 @@ pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) ->
                 break;
             };
             let grad =
-                &kmat * &v - &avec - nalgebra::DVector::from_fn(s, |u, _| mu * e[u].dot(&minv));
+                kmat * &v - avec - nalgebra::DVector::from_fn(s, |u, _| mu * e[u].dot(&minv));
             let hb = DMatrix::from_fn(s, s, |u, w| (&minv * &e[u] * &minv).dot(&e[w]));
-            let hess = &kmat + hb * mu;
+            let hess = kmat + hb * mu;
             let Some(step) = hess.clone().cholesky().map(|c| c.solve(&(-&grad))) else {
                 break;
             };
@@ -233,23 +227,42 @@ pub fn solve_sdp(k: &KMap, a: &DMatrix<f64>, tol: f64, max_iterations: usize) ->
 /// The minimiser of ½⟨M, 𝒦(M)⟩ − ⟨a, M⟩ over M = W N Wᵀ (W: p × r, orthonormal columns),
 /// if it is positive definite on that range: then it meets the optimality conditions there.
 fn solve_on_range(k: &KMap, a: &DMatrix<f64>, w: &DMatrix<f64>) -> Option<DMatrix<f64>> {
-    let e: Vec<DMatrix<f64>> = basis(w.ncols())
+    let e = basis(w.ncols())
         .iter()
         .map(|eu| w * eu * w.transpose())
         .collect();
-    let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
-    let s = e.len();
-    let kmat = DMatrix::from_fn(s, s, |u, v| 0.5 * (e[u].dot(&ke[v]) + e[v].dot(&ke[u])));
-    let avec = nalgebra::DVector::from_fn(s, |u, _| e[u].dot(a));
-    let coefficients = kmat.cholesky()?.solve(&avec);
-    let m = e
-        .iter()
-        .zip(coefficients.iter())
-        .fold(DMatrix::zeros(w.nrows(), w.nrows()), |acc, (eu, c)| {
-            acc + eu * *c
-        });
+    let reduced = Reduced::new(k, a, e);
+    let coefficients = reduced.kmat.clone().cholesky()?.solve(&reduced.avec);
+    let m = reduced.to_mat(&coefficients);
     let n = w.transpose() * &m * w;
     n.cholesky().map(|_| m)
+}
+
+/// ½⟨M, 𝒦(M)⟩ − ⟨a, M⟩ for M = Σ_u v_u E_u in a Frobenius-orthonormal set of symmetric E_u:
+/// ½vᵀKv − bᵀv with K_uv = ⟨E_u, 𝒦(E_v)⟩ (symmetrised) and b_u = ⟨E_u, a⟩.
+struct Reduced {
+    e: Vec<DMatrix<f64>>,
+    kmat: DMatrix<f64>,
+    avec: nalgebra::DVector<f64>,
+}
+
+impl Reduced {
+    fn new(k: &KMap, a: &DMatrix<f64>, e: Vec<DMatrix<f64>>) -> Self {
+        let s = e.len();
+        let ke: Vec<DMatrix<f64>> = e.iter().map(|eu| k.apply(eu)).collect();
+        let kmat = DMatrix::from_fn(s, s, |u, v| 0.5 * (e[u].dot(&ke[v]) + e[v].dot(&ke[u])));
+        let avec = nalgebra::DVector::from_fn(s, |u, _| e[u].dot(a));
+        Self { e, kmat, avec }
+    }
+
+    /// M = Σ_u v_u E_u.
+    fn to_mat(&self, v: &nalgebra::DVector<f64>) -> DMatrix<f64> {
+        let p = self.e[0].nrows();
+        self.e
+            .iter()
+            .zip(v.iter())
+            .fold(DMatrix::zeros(p, p), |acc, (eu, c)| acc + eu * *c)
+    }
 }
 
 /// Work done by the central flow's field.
@@ -456,16 +469,9 @@ impl Field for CentralField {
     }
     /// By central differences of the field (the explicit solvers never ask for it).
     fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
-        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let h = f64::EPSILON.cbrt() * norm(state).max(1.0) / norm(dir).max(f64::MIN_POSITIVE);
-        let plus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x + h * d).collect();
-        let minus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x - h * d).collect();
-        let mut a = vec![0.0; out.len()];
-        self.rhs(&plus, &mut a, ws);
-        self.rhs(&minus, out, ws);
-        for (o, p) in out.iter_mut().zip(&a) {
-            *o = (p - *o) / (2.0 * h);
-        }
+        crate::field::central_difference(state, dir, out, |x, o| {
+            self.rhs(x, o, ws);
+        });
     }
     /// The Hessian of f itself.
     fn hvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {

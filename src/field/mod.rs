@@ -233,16 +233,7 @@ pub trait Field: Send + Sync {
         out: &mut [f64],
         ws: &mut Workspace,
     ) {
-        let scale = norm(state).max(1.0) / norm(u).max(f64::MIN_POSITIVE);
-        let h = f64::EPSILON.cbrt() * scale;
-        let plus: Vec<f64> = state.iter().zip(u).map(|(x, d)| x + h * d).collect();
-        let minus: Vec<f64> = state.iter().zip(u).map(|(x, d)| x - h * d).collect();
-        let mut a = vec![0.0; out.len()];
-        self.jvp(&plus, w, &mut a, ws);
-        self.jvp(&minus, w, out, ws);
-        for (o, p) in out.iter_mut().zip(&a) {
-            *o = (p - *o) / (2.0 * h);
-        }
+        central_difference(state, u, out, |x, o| self.jvp(x, w, o, ws));
     }
 
     /// out = H·dir with H = ∇²f = −J, the Hessian–vector product of the loss (for gradient
@@ -485,6 +476,26 @@ fn default_jacobian<F: Field + ?Sized>(
         field.jvp(state, &e, &mut col, ws);
         jac.column_mut(j).copy_from_slice(&col);
         e[j] = 0.0;
+    }
+}
+
+/// out = (f(state + h·dir) − f(state − h·dir))/(2h) with h = ε^{1/3}·max(‖state‖, 1)/‖dir‖,
+/// the central difference along `dir` of a function that writes its value into its second
+/// argument: for derivatives a field has no closed form of.
+pub fn central_difference(
+    state: &[f64],
+    dir: &[f64],
+    out: &mut [f64],
+    mut f: impl FnMut(&[f64], &mut [f64]),
+) {
+    let h = f64::EPSILON.cbrt() * norm(state).max(1.0) / norm(dir).max(f64::MIN_POSITIVE);
+    let plus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x + h * d).collect();
+    let minus: Vec<f64> = state.iter().zip(dir).map(|(x, d)| x - h * d).collect();
+    let mut a = vec![0.0; out.len()];
+    f(&plus, &mut a);
+    f(&minus, out);
+    for (o, p) in out.iter_mut().zip(&a) {
+        *o = (p - *o) / (2.0 * h);
     }
 }
 
