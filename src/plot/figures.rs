@@ -191,6 +191,8 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
     };
     let many = shown > MAX_LEGEND_ETAS;
     let variant = run.summary.config().flow;
+    // with many coloured, σ_i's place on the colour bar of the indices
+    let shade = |i: usize| many.then(|| i as f64 / (shown - 1).max(1) as f64);
     for i in 0..shown {
         let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv[i])).collect();
         let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv[i])).collect();
@@ -204,21 +206,20 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
                 format!("σ_{} {} {what}", i + 1, variant.name())
             }
         };
-        let shade = many.then(|| i as f64 / (shown - 1).max(1) as f64);
         p.series.push(Series {
             diverged_at: ended_at(&run.summary.flow.status),
-            shade,
+            shade: shade(i),
             ..Series::new(label("flow"), i, Style::Line, flow)
         });
         p.series.push(Series {
-            shade,
+            shade: shade(i),
             ..gd_series(String::new(), i, gd, &run.summary.gd.status)
         });
     }
     for (i, &s) in targets.iter().enumerate().take(shown) {
         see(s);
         p.series.push(Series {
-            shade: many.then(|| i as f64 / (shown - 1).max(1) as f64),
+            shade: shade(i),
             ..Series::new(
                 if i == 0 { "targets (dotted)" } else { "" },
                 i,

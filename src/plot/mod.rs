@@ -361,30 +361,48 @@ const LEGEND_ROW: i32 = 22;
 const TEXT_ROW: i32 = 20;
 const COLOR_BAR_H: i32 = 46;
 
-/// Legend entries laid out in rows under the chart: (series index, x, row).
+/// A legend entry under the chart: its series, where it starts (x, row) and how wide its
+/// sample and label are.
+struct LegendEntry {
+    index: usize,
+    x: i32,
+    row: i32,
+    width: i32,
+}
+
+/// The gap between two entries of a legend row.
+const LEGEND_GAP: i32 = 18;
+/// The width of an entry's sample (line, marker or swatch) with the space after it.
+const LEGEND_SAMPLE: i32 = 30;
+
+/// The labelled series' legend entries, laid out in rows under the chart.
 fn legend_layout<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
-) -> Vec<(usize, i32, i32)> {
-    let width = area.dim_in_pixel().0 as i32 - 40;
+) -> Vec<LegendEntry> {
+    let available = area.dim_in_pixel().0 as i32 - 40;
     let font = ("sans-serif", 16).into_font().color(&BLACK);
     let (mut x, mut row) = (0, 0);
     let mut out = Vec::new();
-    for (i, s) in panel.series.iter().enumerate() {
+    for (index, s) in panel.series.iter().enumerate() {
         if s.label.is_empty() {
             continue;
         }
-        let w = area
+        let width = area
             .estimate_text_size(&s.label, &font)
             .map_or(9 * s.label.chars().count() as i32, |d| d.0 as i32)
-            + 30
-            + 18;
-        if x > 0 && x + w > width {
+            + LEGEND_SAMPLE;
+        if x > 0 && x + width + LEGEND_GAP > available {
             x = 0;
             row += 1;
         }
-        out.push((i, x, row));
-        x += w;
+        out.push(LegendEntry {
+            index,
+            x,
+            row,
+            width,
+        });
+        x += width + LEGEND_GAP;
     }
     out
 }
@@ -443,7 +461,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     // Under the chart: the legend, the colour bar, then the lines of text, so that none of
     // them can sit on the data.
     let legend = legend_layout(area, panel);
-    let legend_rows = legend.iter().map(|e| e.2 + 1).max().unwrap_or(0);
+    let legend_rows = legend.iter().map(|e| e.row + 1).max().unwrap_or(0);
     let strip = legend_rows * LEGEND_ROW
         + if panel.color_bar.is_some() {
             COLOR_BAR_H
@@ -535,7 +553,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
 fn draw_strip<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
-    legend: &[(usize, i32, i32)],
+    legend: &[LegendEntry],
     legend_rows: i32,
     lines: &[String],
 ) -> std::result::Result<(), String> {
@@ -544,16 +562,7 @@ fn draw_strip<DB: DrawingBackend>(
     let font = ("sans-serif", 16).into_font().color(&BLACK);
     let mut y = 4;
     if !legend.is_empty() {
-        let right = legend
-            .iter()
-            .map(|&(i, x, _)| {
-                x + 30
-                    + area
-                        .estimate_text_size(&panel.series[i].label, &font)
-                        .map_or(100, |d| d.0 as i32)
-            })
-            .max()
-            .unwrap_or(0);
+        let right = legend.iter().map(|e| e.x + e.width).max().unwrap_or(0);
         area.draw(&Rectangle::new(
             [
                 (left - 8, y - 2),
@@ -562,8 +571,8 @@ fn draw_strip<DB: DrawingBackend>(
             LEGEND_FRAME.stroke_width(1),
         ))
         .map_err(e)?;
-        for &(i, x, row) in legend {
-            let s = &panel.series[i];
+        for &LegendEntry { index, x, row, .. } in legend {
+            let s = &panel.series[index];
             let color = series_color(s);
             let (sx, sy) = (left + x, y + row * LEGEND_ROW + LEGEND_ROW / 2);
             let seg = |a: i32, b: i32, w: u32| {
@@ -583,7 +592,7 @@ fn draw_strip<DB: DrawingBackend>(
                 )),
             }
             .map_err(e)?;
-            area.draw_text(&s.label, &font, (sx + 30, sy - 9))
+            area.draw_text(&s.label, &font, (sx + LEGEND_SAMPLE, sy - 9))
                 .map_err(e)?;
         }
         y += legend_rows * LEGEND_ROW + 6;
