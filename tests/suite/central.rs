@@ -9,7 +9,7 @@ use gdflow::field::{Field, Perturbation, PerturbationModel, Perturbed, SensingFi
 use gdflow::problem::Problem;
 use nalgebra::{DMatrix, SymmetricEigen};
 
-use super::{random_state, small_gaussian};
+use super::{random_state, small_gaussian, small_symmetric};
 
 fn hvp(field: &dyn Field, x: &[f64], v: &[f64]) -> Vec<f64> {
     let mut out = vec![0.0; x.len()];
@@ -27,16 +27,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn third_derivative_matches_finite_differences_of_hessian_vector_products() {
     let p = small_gaussian(41);
-    let sym_args = ConfigArgs {
-        n1: Some(5),
-        n2: Some(5),
-        rank: Some(2),
-        width: Some(2),
-        measurements: Some(30),
-        symmetric: Some(true),
-        ..Default::default()
-    };
-    let sym = Problem::generate(&sym_args.resolve().unwrap().problem_spec()).unwrap();
+    let sym = small_symmetric();
     let fields: Vec<(Box<dyn Field>, Vec<f64>)> = vec![
         (
             Box::new(SensingField::from_problem(&p)),

@@ -33,6 +33,20 @@ pub fn small_gaussian(seed: u64) -> Problem {
     Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap()
 }
 
+/// A small symmetric PSD problem (5 × 5, rank 2, k = 2, m = 30, symmetric A_i).
+pub fn small_symmetric() -> Problem {
+    let args = ConfigArgs {
+        n1: Some(5),
+        n2: Some(5),
+        rank: Some(2),
+        width: Some(2),
+        measurements: Some(30),
+        symmetric: Some(true),
+        ..Default::default()
+    };
+    Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap()
+}
+
 /// A random state of the problem's shape with entries of order `scale`.
 pub fn random_state(p: &Problem, seed: u64, scale: f64) -> Vec<f64> {
     use rand::{Rng, SeedableRng};

@@ -32,6 +32,22 @@ fn small() -> ConfigArgs {
     }
 }
 
+/// A sweep of the small problem at `etas` to `horizon`, without the stability bisection.
+fn small_sweep(etas: Vec<f64>, horizon: f64) -> gdflow::results::sweep::SweepResult {
+    let sweep = SweepArgs {
+        etas: Some(etas),
+        horizon: Some(horizon),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let args = ConfigArgs {
+        eta: None,
+        steps: None,
+        ..small()
+    };
+    gdflow::experiments::sweep_config(&args, &sweep).unwrap()
+}
+
 #[test]
 fn every_figure_kind_renders_for_runs_and_sweeps() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,18 +75,7 @@ fn every_figure_kind_renders_for_runs_and_sweeps() {
             );
         }
     }
-    let sweep = SweepArgs {
-        etas: Some(vec![0.05, 0.1, 0.2]),
-        horizon: Some(10.0),
-        stability_steps: Some(0),
-        ..Default::default()
-    };
-    let args = ConfigArgs {
-        eta: None,
-        steps: None,
-        ..small()
-    };
-    let s = gdflow::experiments::sweep_config(&args, &sweep).unwrap();
+    let s = small_sweep(vec![0.05, 0.1, 0.2], 10.0);
     let figs = sweep_figures(&s);
     let names: Vec<&str> = figs.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["loss_error", "balance_drift", "deviation_vs_eta"]);
@@ -341,18 +346,7 @@ fn sixteen_step_sizes_get_a_colour_scale_not_a_legend_of_sixteen() {
     );
 
     // the same from a sweep of sixteen step sizes
-    let sweep = SweepArgs {
-        etas: Some(etas.clone()),
-        horizon: Some(2.0),
-        stability_steps: Some(0),
-        ..Default::default()
-    };
-    let args = ConfigArgs {
-        eta: None,
-        steps: None,
-        ..small()
-    };
-    let s = gdflow::experiments::sweep_config(&args, &sweep).unwrap();
+    let s = small_sweep(etas.clone(), 2.0);
     for f in sweep_figures(&s)
         .iter()
         .filter(|f| f.name != "deviation_vs_eta")

@@ -11,7 +11,7 @@ use gdflow::operator::IdentityOperator;
 use gdflow::problem::Problem;
 use gdflow::results::check::CheckRow;
 
-use super::{random_state, small_gaussian};
+use super::{random_state, small_gaussian, small_symmetric};
 
 fn flow_states(field: &dyn Field, x0: &[f64], times: &[f64]) -> Vec<Vec<f64>> {
     let steps: Vec<usize> = (0..times.len()).collect();
@@ -292,16 +292,7 @@ fn asymmetric_flow_from_a_symmetric_start_is_the_symmetric_flow() {
 
 #[test]
 fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
-    let args = ConfigArgs {
-        n1: Some(5),
-        n2: Some(5),
-        rank: Some(2),
-        width: Some(2),
-        measurements: Some(30),
-        symmetric: Some(true),
-        ..Default::default()
-    };
-    let p = Problem::generate(&args.resolve().unwrap().problem_spec()).unwrap();
+    let p = small_symmetric();
     let f = SensingField::from_problem(&p);
     let mut ws = f.workspace();
     let x = random_state(&p, 3, 0.5)[..f.state_len()].to_vec();
