@@ -231,6 +231,18 @@ impl<'f, S: Stepper> Driver<'f, S> {
         !self.is_done()
     }
 
+    /// Evaluate the next iterate of a single unfinished run together with the field at
+    /// `other` (into `other_ws`), so that the next [`Driver::advance`] finds its evaluation
+    /// done: GD and the flow then share one pass over the sensing matrix. Does nothing for
+    /// batched or finished drivers.
+    pub fn evaluate_beside(&mut self, other: &[f64], other_ws: &mut Workspace) {
+        if self.batched || self.is_done() {
+            return;
+        }
+        let r = &mut self.runs[0];
+        r.stepper.evaluate_beside(self.field, &r.x, other, other_ws);
+    }
+
     /// Advance until every run has ended.
     pub fn run(mut self, observer: &mut dyn Observer) -> Vec<Trajectory> {
         while self.advance(observer) {}

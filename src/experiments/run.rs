@@ -228,6 +228,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         let j = i / half;
         flow.max_drift = flow.max_drift.max(recorder.balance_drift(y));
         if recorded(j) {
+            // GD's step j below and this record both need the field, at x_j and at y(t_j):
+            // one pass over the sensing matrix serves both
+            if driver.step() == j {
+                driver.evaluate_beside(y, &mut flow_ws);
+            }
             let mut rec = recorder.record(j, t, y, &mut flow_ws);
             match what {
                 Some(w) => {

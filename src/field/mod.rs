@@ -214,6 +214,17 @@ pub trait Field: Send + Sync {
     /// G at `state` into the workspace (see [`Workspace::g`]); returns the loss. Cached: a
     /// second call at the same state costs nothing.
     fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64;
+    /// [`Field::evaluate`] at two states, each into its own workspace, with the same results
+    /// bit for bit; fields whose two evaluations can share a pass over the sensing matrix do.
+    fn evaluate_pair(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+    ) -> (f64, f64) {
+        (self.evaluate(a, wa), self.evaluate(b, wb))
+    }
     /// out = F(state); returns the loss f(state).
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64;
     /// out = J(state)·dir, the derivative of [`Field::rhs`].
@@ -315,6 +326,11 @@ pub trait FactorGradient: Send + Sync {
     fn gradient(&self, ws: &mut Workspace) -> f64;
     /// Ġ = DG(X)[Ẋ] for Ẋ in `ws.xdot`, into `ws.gdot` (X is the state `gradient` last saw).
     fn gradient_dot(&self, ws: &mut Workspace);
+    /// [`Self::gradient`] for two workspaces (X in each `ws.x`), each result bit-identical to
+    /// its own call; the sensing field serves both from one operator pass.
+    fn gradient_pair(&self, a: &mut Workspace, b: &mut Workspace) -> (f64, f64) {
+        (self.gradient(a), self.gradient(b))
+    }
     /// G̈ = D²G(X)[Ẋ_u, Ẋ_w] + DG(X)[Ẍ] into `out`.
     fn gradient_second(
         &self,
@@ -365,6 +381,28 @@ impl<T: FactorGradient> Field for T {
         let loss = self.gradient(ws);
         ws.remember(state, loss);
         loss
+    }
+
+    fn evaluate_pair(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+    ) -> (f64, f64) {
+        if wa.holds(a) || wb.holds(b) {
+            return (self.evaluate(a, wa), self.evaluate(b, wb));
+        }
+        let f = FactorGradient::factors(self);
+        for (state, ws) in [(a, &mut *wa), (b, &mut *wb)] {
+            assert_eq!(state.len(), f.state_len(), "state length");
+            let (u, v) = f.split(state);
+            ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
+        }
+        let (la, lb) = self.gradient_pair(wa, wb);
+        wa.remember(a, la);
+        wb.remember(b, lb);
+        (la, lb)
     }
 
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {

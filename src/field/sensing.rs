@@ -102,6 +102,18 @@ impl FactorGradient for SensingField {
         self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>()
     }
 
+    /// Both gradients from one pass over a dense operator.
+    fn gradient_pair(&self, a: &mut Workspace, b: &mut Workspace) -> (f64, f64) {
+        self.op.residual_adjoint_pair(
+            [a.x.as_slice(), b.x.as_slice()],
+            &self.y,
+            [&mut a.r, &mut b.r],
+            [a.g.as_mut_slice(), b.g.as_mut_slice()],
+        );
+        let loss = |ws: &Workspace| self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>();
+        (loss(a), loss(b))
+    }
+
     /// Ġ = 𝒜*𝒜Ẋ, in one pass (the residual–adjoint pass with y = 0).
     fn gradient_dot(&self, ws: &mut Workspace) {
         self.op.residual_adjoint(

@@ -156,6 +156,21 @@ impl SensingOperator for DenseOperator {
         self.counter.fused();
         let n = self.n1 * self.n2;
         match &self.a {
+            Storage::F64(a) => fused_any(a.as_slice(), n, [x], y, [residual], [out]),
+            Storage::F32(a) => fused_any(a, n, [x], y, [residual], [out]),
+        }
+    }
+    fn residual_adjoint_pair(
+        &self,
+        x: [&[f64]; 2],
+        y: &[f64],
+        residual: [&mut [f64]; 2],
+        out: [&mut [f64]; 2],
+    ) {
+        self.counter.fused();
+        self.counter.fused();
+        let n = self.n1 * self.n2;
+        match &self.a {
             Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out),
             Storage::F32(a) => fused_any(a, n, x, y, residual, out),
         }

@@ -319,15 +319,26 @@ fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     apply_rows_kernel(data, n, x, out)
 }
 
-/// [`fused_rows_kernel`], in AVX2 intrinsics when the CPU has it, bit-identical either way
-/// (see [`apply_rows`]).
-fn fused_rows<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64], g: &mut [f64]) {
+/// [`fused_rows_kernel`] for C inputs x_c against the same rows, in AVX2 intrinsics when the
+/// CPU has it: one pass over the rows serves all C. Each input's sums run in the generic
+/// single kernel's order whatever C is, so every (r_c, g_c) is bit-identical to
+/// `fused_rows_kernel(x_c)`.
+fn fused_rows<E: Entry, const C: usize>(
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; C],
+) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
         return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
     }
-    fused_rows_kernel(data, n, x, y, r, g)
+    for ((x, r), g) in x.into_iter().zip(r).zip(g) {
+        fused_rows_kernel(data, n, x, y, r, g);
+    }
 }
 
 /// [`dot4`] in AVX2: lane l of row q's accumulator sums a_q[j]·x[j] over j ≡ l (mod 4),
@@ -379,87 +390,109 @@ fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     }
 }
 
-/// [`fused_rows_kernel`] in AVX2, software-pipelined: one sweep over j computes the dot
-/// products of group q + 1 (streaming its rows from memory) and adds group q's r_i·a_i into g
-/// (re-reading its rows from cache). Alternating a memory phase and a cache phase, as the
-/// generic kernel does, left memory idle half the time (1.22 ms against 0.67 ms a pass at
-/// (50, 10, 1500) on two threads). Each sum still runs in the generic kernel's order, so the
-/// results are bit-identical.
+/// [`fused_rows_kernel`] in AVX2 for C inputs, software-pipelined: one sweep over j
+/// computes the dot products of group q + 1 (streaming its rows from memory) and adds group
+/// q's r_i·a_i into g (re-reading its rows from cache). Alternating a memory phase and a cache
+/// phase, as the generic kernel does, left memory idle half the time (1.22 ms against
+/// 0.67 ms a pass at (50, 10, 1500) on two threads). Each entry loaded serves all C inputs;
+/// each input's sums run in the generic kernel's order, so the results are bit-identical.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn fused_rows_avx2<E: Entry>(
+fn fused_rows_avx2<E: Entry, const C: usize>(
     data: &[E],
     n: usize,
-    x: &[f64],
+    x: [&[f64]; C],
     y: &[f64],
-    r: &mut [f64],
-    g: &mut [f64],
+    mut r: [&mut [f64]; C],
+    g: [&mut [f64]; C],
 ) {
     use std::arch::x86_64::*;
     let full = n / 4 * 4;
     let groups = data.len() / (4 * n);
     let group = |q: usize| four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
-    let mut residuals = |q: usize, d: [f64; 4]| -> [f64; 4] {
-        let rq: [f64; 4] = std::array::from_fn(|l| d[l] - y[4 * q + l]);
-        r[4 * q..4 * q + 4].copy_from_slice(&rq);
-        rq
+    let residuals = |r: &mut [&mut [f64]; C], q: usize, d: [[f64; 4]; C]| -> [[f64; 4]; C] {
+        std::array::from_fn(|c| {
+            let rq: [f64; 4] = std::array::from_fn(|l| d[c][l] - y[4 * q + l]);
+            r[c][4 * q..4 * q + 4].copy_from_slice(&rq);
+            rq
+        })
     };
     if groups > 0 {
-        let mut current = residuals(0, dot4_avx2(group(0), x));
+        let first = std::array::from_fn(|c| dot4_avx2(group(0), x[c]));
+        let mut current = residuals(&mut r, 0, first);
         for q in 0..groups {
             let a = group(q);
             let next = (q + 1 < groups).then(|| group(q + 1));
-            let rv = current.map(|v| _mm256_set1_pd(v));
-            let mut acc = [_mm256_setzero_pd(); 4];
+            let rv: [[__m256d; 4]; C] = current.map(|rc| rc.map(|v| _mm256_set1_pd(v)));
+            let mut acc = [[_mm256_setzero_pd(); 4]; C];
             let mut j = 0;
             while j < full {
-                // SAFETY: j + 4 <= full <= n, the length of x, g and every row.
+                // SAFETY: j + 4 <= full <= n, the length of every x, g and row.
                 unsafe {
                     if let Some(b) = next {
-                        let xv = _mm256_loadu_pd(x.as_ptr().add(j));
-                        for l in 0..4 {
-                            let av = E::load4(b[l].as_ptr().add(j));
-                            acc[l] = _mm256_add_pd(acc[l], _mm256_mul_pd(av, xv));
+                        let bv: [__m256d; 4] =
+                            std::array::from_fn(|l| E::load4(b[l].as_ptr().add(j)));
+                        for c in 0..C {
+                            let xv = _mm256_loadu_pd(x[c].as_ptr().add(j));
+                            for l in 0..4 {
+                                acc[c][l] = _mm256_add_pd(acc[c][l], _mm256_mul_pd(bv[l], xv));
+                            }
                         }
                     }
-                    let t01 = _mm256_add_pd(
-                        _mm256_mul_pd(rv[0], E::load4(a[0].as_ptr().add(j))),
-                        _mm256_mul_pd(rv[1], E::load4(a[1].as_ptr().add(j))),
-                    );
-                    let t23 = _mm256_add_pd(
-                        _mm256_mul_pd(rv[2], E::load4(a[2].as_ptr().add(j))),
-                        _mm256_mul_pd(rv[3], E::load4(a[3].as_ptr().add(j))),
-                    );
-                    let gp = g.as_mut_ptr().add(j);
-                    _mm256_storeu_pd(
-                        gp,
-                        _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
-                    );
+                    let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
+                    for c in 0..C {
+                        let t01 = _mm256_add_pd(
+                            _mm256_mul_pd(rv[c][0], av[0]),
+                            _mm256_mul_pd(rv[c][1], av[1]),
+                        );
+                        let t23 = _mm256_add_pd(
+                            _mm256_mul_pd(rv[c][2], av[2]),
+                            _mm256_mul_pd(rv[c][3], av[3]),
+                        );
+                        let gp = g[c].as_mut_ptr().add(j);
+                        _mm256_storeu_pd(
+                            gp,
+                            _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
+                        );
+                    }
                 }
                 j += 4;
             }
-            let [r0, r1, r2, r3] = current;
-            for j in full..n {
-                g[j] += (r0 * a[0][j].get() + r1 * a[1][j].get())
-                    + (r2 * a[2][j].get() + r3 * a[3][j].get());
+            for c in 0..C {
+                let [r0, r1, r2, r3] = current[c];
+                for j in full..n {
+                    g[c][j] += (r0 * a[0][j].get() + r1 * a[1][j].get())
+                        + (r2 * a[2][j].get() + r3 * a[3][j].get());
+                }
             }
             if let Some(b) = next {
-                let d = std::array::from_fn(|l| {
-                    let mut lanes = [0.0f64; 4];
-                    // SAFETY: `lanes` holds four f64.
-                    unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[l]) };
-                    let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-                    for j in full..n {
-                        s += b[l][j].get() * x[j];
-                    }
-                    s
+                let d = std::array::from_fn(|c| {
+                    std::array::from_fn(|l| {
+                        let mut lanes = [0.0f64; 4];
+                        // SAFETY: `lanes` holds four f64.
+                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[c][l]) };
+                        let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+                        for j in full..n {
+                            s += b[l][j].get() * x[c][j];
+                        }
+                        s
+                    })
                 });
-                current = residuals(q + 1, d);
+                current = residuals(&mut r, q + 1, d);
             }
         }
     }
     let done = 4 * groups;
-    fused_single_rows(&data[done * n..], n, x, &y[done..], &mut r[done..], g);
+    for c in 0..C {
+        fused_single_rows(
+            &data[done * n..],
+            n,
+            x[c],
+            &y[done..],
+            &mut r[c][done..],
+            g[c],
+        );
+    }
 }
 avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
     data: &[E], n: usize, offset: usize, z: &[f64], out: &mut [f64]
@@ -557,23 +590,30 @@ const FUSED_BLOCKS: usize = 16;
 /// whole-run on one thread against 0.228 s on two; about even at 640 × 625).
 const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
 
-/// r = 𝒜(x) − y and g = 𝒜*(r) in one pass over the stored rows: each group of four rows is
-/// read from memory once for their residuals r_i = ⟨a_i, x⟩ − y_i, and again from cache,
-/// while it is still there, for g += Σ r_i a_i. The residuals equal [`apply_any`]'s bit for
-/// bit (same four-row dot products); g differs from the two-pass adjoint's by rounding (its
-/// rows are summed per block, then the blocks).
-pub(super) fn fused_any<E: Entry>(
+/// One row block's residuals and partial gradients, per input.
+type BlockResult<const C: usize> = ([Vec<f64>; C], [Vec<f64>; C]);
+
+/// r_c = 𝒜(x_c) − y and g_c = 𝒜*(r_c) for C inputs in one pass over the stored rows: each
+/// group of four rows is read from memory once for their residuals r_i = ⟨a_i, x_c⟩ − y_i,
+/// and again from cache, while it is still there, for g_c += Σ r_i a_i. The residuals equal
+/// [`apply_any`]'s bit for bit (same four-row dot products); g differs from the two-pass
+/// adjoint's by rounding (its rows are summed per block, then the blocks). Each input's
+/// results do not depend on C, nor on the thread count.
+pub(super) fn fused_any<E: Entry, const C: usize>(
     data: &[E],
     n: usize,
-    x: &[f64],
+    x: [&[f64]; C],
     y: &[f64],
-    r: &mut [f64],
-    g: &mut [f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; C],
 ) {
     let m = y.len();
     if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
         // always one thread here: one block, straight into g
-        g.fill(0.0);
+        let mut g = g;
+        for gc in g.iter_mut() {
+            gc.fill(0.0);
+        }
         fused_rows(data, n, x, y, r, g);
         return;
     }
@@ -584,29 +624,38 @@ pub(super) fn fused_any<E: Entry>(
         .map(|s| (s, (s + rows).min(m)))
         .collect();
     let run = |&(s, e): &(usize, usize)| {
-        let mut part = vec![0.0; n];
-        let mut rb = vec![0.0; e - s];
-        fused_rows(&data[s * n..e * n], n, x, &y[s..e], &mut rb, &mut part);
-        (rb, part)
+        let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
+        let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
+        fused_rows(
+            &data[s * n..e * n],
+            n,
+            x,
+            &y[s..e],
+            rb.each_mut().map(|v| v.as_mut_slice()),
+            parts.each_mut().map(|v| v.as_mut_slice()),
+        );
+        (rb, parts)
     };
-    let parts: Vec<(Vec<f64>, Vec<f64>)> = blocks.par_iter().map(run).collect();
-    for (&(s, e), (rb, _)) in blocks.iter().zip(&parts) {
-        r[s..e].copy_from_slice(rb);
-    }
-    // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
-    let reduce = |(offset, out): (usize, &mut [f64])| {
-        out.fill(0.0);
-        let len = out.len();
-        for (_, part) in &parts {
-            for (o, p) in out.iter_mut().zip(&part[offset..offset + len]) {
-                *o += p;
-            }
+    let results: Vec<BlockResult<C>> = blocks.par_iter().map(run).collect();
+    for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
+        for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
+            rc[s..e].copy_from_slice(&rb[c]);
         }
-    };
-    let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-    g.par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(t, out)| reduce((t * width, out)));
+        // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
+        let reduce = |(offset, out): (usize, &mut [f64])| {
+            out.fill(0.0);
+            let len = out.len();
+            for (_, parts) in &results {
+                for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
+                    *o += p;
+                }
+            }
+        };
+        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+        gc.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(t, out)| reduce((t * width, out)));
+    }
 }
 
 /// [`fused_any`] over consecutive rows: residuals into `r`, their gradient added into `g`.
@@ -762,7 +811,7 @@ mod tests {
             let (mut r1, mut g1) = (vec![0.0; m], vec![0.0; n]);
             let (mut r2, mut g2) = (vec![0.0; m], vec![0.0; n]);
             fused_rows_kernel(data, n, x, y, &mut r1, &mut g1);
-            fused_rows(data, n, x, y, &mut r2, &mut g2);
+            fused_rows(data, n, [x], y, [&mut r2], [&mut g2]);
             assert_eq!((r1, g1), (r2, g2));
         }
         both(&data, n, &x, &y);

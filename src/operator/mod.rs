@@ -83,6 +83,20 @@ pub trait SensingOperator: Send + Sync {
         }
         self.adjoint(residual, out);
     }
+    /// [`Self::residual_adjoint`] for two inputs at once, each result bit-identical to its own
+    /// call: the default makes the two calls; [`DenseOperator`] serves both from one pass over
+    /// its matrix (two independent trajectories, such as GD and the flow, then share it).
+    fn residual_adjoint_pair(
+        &self,
+        x: [&[f64]; 2],
+        y: &[f64],
+        residual: [&mut [f64]; 2],
+        out: [&mut [f64]; 2],
+    ) {
+        for ((x, r), o) in x.into_iter().zip(residual).zip(out) {
+            self.residual_adjoint(x, y, r, o);
+        }
+    }
     /// Copy vec(A_i) into `out` (length n1·n2).
     fn measurement_matrix(&self, i: usize, out: &mut [f64]);
     fn counts(&self) -> OperatorCounts;

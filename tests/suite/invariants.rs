@@ -353,3 +353,92 @@ fn fused_gradient_equals_the_two_pass_one_within_the_rounding_bound() {
         }
     }
 }
+
+/// Two inputs through one fused pass (what GD and the flow share in `gdflow run`): each
+/// residual and gradient is bit-identical to its own single pass, in f64 and f32 storage,
+/// below and above the size the pass splits across threads, with 1, 2 and 3 threads; and
+/// through the field, two evaluations in one pass equal two separate ones.
+#[test]
+fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
+    use gdflow::field::{Field, SensingField};
+    use gdflow::operator::{DenseOperator, SensingOperator};
+    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    for (n1, n2, m) in [(6, 5, 37), (9, 7, 203), (40, 31, 900)] {
+        let f64_op = DenseOperator::gaussian(n1, n2, m, &mut sub_rng(5, STREAM_OPERATOR));
+        let f32_op =
+            DenseOperator::gaussian(n1, n2, m, &mut sub_rng(5, STREAM_OPERATOR)).into_f32();
+        let n = n1 * n2;
+        let xa: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.2).collect();
+        let xb: Vec<f64> = (0..n).map(|j| ((j * 3) % 13) as f64 * 0.4 - 2.1).collect();
+        let y: Vec<f64> = (0..m).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
+        for op in [&f64_op, &f32_op] {
+            let single = |x: &[f64]| {
+                let (mut r, mut g) = (vec![0.0; m], vec![0.0; n]);
+                op.residual_adjoint(x, &y, &mut r, &mut g);
+                (r, g)
+            };
+            let expected = (single(&xa), single(&xb));
+            for threads in 1..=3 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let pair = pool.install(|| {
+                    let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
+                    let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
+                    op.residual_adjoint_pair(
+                        [&xa, &xb],
+                        &y,
+                        [&mut ra, &mut rb],
+                        [&mut ga, &mut gb],
+                    );
+                    ((ra, ga), (rb, gb))
+                });
+                assert_eq!(pair, expected, "{threads} threads, m = {m}");
+            }
+        }
+        // the field: G and the loss at two states from one pass
+        let field = SensingField::new(std::sync::Arc::new(f64_op), y.clone(), 3);
+        let len = field.state_len();
+        let sa: Vec<f64> = (0..len).map(|j| ((j * 5) % 9) as f64 * 0.1 - 0.4).collect();
+        let sb: Vec<f64> = (0..len).map(|j| ((j * 2) % 7) as f64 * 0.2 - 0.5).collect();
+        let (mut wa, mut wb) = (field.workspace(), field.workspace());
+        let (la, lb) = field.evaluate_pair(&sa, &mut wa, &sb, &mut wb);
+        let (mut wa1, mut wb1) = (field.workspace(), field.workspace());
+        assert_eq!(la, field.evaluate(&sa, &mut wa1));
+        assert_eq!(lb, field.evaluate(&sb, &mut wb1));
+        assert_eq!(wa.g(), wa1.g());
+        assert_eq!(wb.g(), wb1.g());
+    }
+}
+
+/// In `gdflow run`, GD's evaluation at x_j shares its pass over the sensing matrix with the
+/// flow's record at t_j; GD's trajectory is nonetheless bit for bit the one GD takes alone
+/// (losses at every step), at a size whose pass runs on several threads.
+#[test]
+fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
+    use gdflow::config::ConfigArgs;
+    use gdflow::dynamics::gradient_descent;
+    use gdflow::experiments::{run, Command, RunExtras, Setup};
+    let args = ConfigArgs {
+        n1: Some(30),
+        n2: Some(30),
+        rank: Some(2),
+        width: Some(4),
+        measurements: Some(400), // 360 000 entries: the fused pass splits across threads
+        eta: Some(0.2),
+        steps: Some(40),
+        alpha: Some(1e-3),
+        seed: Some(9),
+        ..Default::default()
+    };
+    let setup = Setup::new(&args, Command::Run, false).unwrap();
+    let result = run(&setup, &RunExtras::default()).unwrap();
+    let field = setup.field();
+    let alone = gradient_descent(field.as_ref(), &setup.start(), &GdOptions::new(0.2, 40, 1));
+    assert_eq!((result.gd.len(), alone.states.len()), (41, 41));
+    let mut ws = field.workspace();
+    for (rec, x) in result.gd.iter().zip(&alone.states) {
+        assert_eq!(rec.loss, field.evaluate(x, &mut ws), "step {}", rec.step);
+    }
+}
