@@ -18,7 +18,8 @@
 //! | quantity | operator passes (sensing) |
 //! |---|---|
 //! | loss | 1 |
-//! | rhs (G and F) | 2 |
+//! | rhs (G and F) | 2 (1 fused, dense operator) |
+//! | two evaluations at once ([`Field::evaluate_pair`]) | 1 fused, dense operator |
 //! | jvp (G cached by state) | 2 |
 //! | second derivative D²F[u, w] | 6 |
 //! | Jacobian (one GEMM) | 2 + one pass building C |

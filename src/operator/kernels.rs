@@ -1,6 +1,8 @@
 //! The streaming kernels behind [`super::DenseOperator`]: single products (four rows per
-//! sweep, bit-identical for any thread count) and block products over eight interleaved
-//! inputs, each compiled for AVX2 (and FMA) when the CPU has it, chosen at run time.
+//! sweep, bit-identical for any thread count), the fused residual–gradient pass for one or
+//! more inputs (each input's results those of its own pass), and block products over eight
+//! interleaved inputs, each compiled for AVX2 (and FMA) when the CPU has it, chosen at run
+//! time.
 
 use rayon::prelude::*;
 
