@@ -51,6 +51,14 @@ fn stream(data: &[f64]) -> f64 {
     acc.iter().sum()
 }
 
+/// [`stream`] over sixteen row blocks on rayon's threads, as the fused pass splits its work.
+fn stream_parallel(data: &[f64]) -> f64 {
+    use rayon::prelude::*;
+    data.par_chunks(data.len().div_ceil(16).max(8))
+        .map(stream)
+        .sum()
+}
+
 fn label(n: usize, k: usize, m: usize) -> String {
     format!("n{n}_k{k}_m{m}")
 }
@@ -73,6 +81,12 @@ fn bench(c: &mut Criterion) {
         };
         c.bench_function("floor_stream_twice", |b| {
             b.iter(|| black_box(stream(black_box(data)) + stream(black_box(data))))
+        });
+        // the same on every thread: what a pass over the matrix can cost at best here
+        c.bench_function("floor_stream_twice_parallel", |b| {
+            b.iter(|| {
+                black_box(stream_parallel(black_box(data)) + stream_parallel(black_box(data)))
+            })
         });
         let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
         c.bench_function("floor_stream_twice_f32", |b| {
