@@ -26,7 +26,8 @@ pub use sampled::{EntryOperator, IdentityOperator};
 pub struct OperatorCounts {
     pub apply: u64,
     pub adjoint: u64,
-    /// Passes that computed the residual and its adjoint together ([`SensingOperator::residual_adjoint`]).
+    /// Residuals computed with their adjoint in one pass ([`SensingOperator::residual_adjoint`];
+    /// two inputs sharing a pass, [`SensingOperator::residual_adjoint_pair`], count two).
     #[serde(default)]
     pub fused: u64,
 }
