@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gdflow::analysis::Recorder;
 use gdflow::config::{ConfigArgs, Method};
 use gdflow::dynamics::flow::{solve_flow, FlowOptions, JacobianMode};
 use gdflow::field::{Field, SensingField};
@@ -127,6 +128,14 @@ fn bench(c: &mut Criterion) {
                 y[0] += 1e-12;
                 field.rhs(black_box(&y), &mut out, &mut ws)
             })
+        });
+        // a record's own work (ρ's operator norm, the factored SVDs), the field already
+        // evaluated: what a record adds to the pass it shares
+        c.bench_function("record", |b| {
+            let recorder = Recorder::new(&field, &p.x_star, &x);
+            let state: Vec<f64> = x.iter().map(|v| v * 1e3).collect();
+            field.evaluate(&state, &mut ws);
+            b.iter(|| recorder.record_evaluated(1, 1.0, black_box(&state), &ws))
         });
         c.bench_function("jvp", |b| {
             field.rhs(&x, &mut out, &mut ws);

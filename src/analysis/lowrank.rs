@@ -65,7 +65,7 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
         .collect();
     let norm = dot(&v, &v).sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
-    const CHECK_EVERY: usize = 4;
+    const CHECK_EVERY: usize = 8;
     let mut theta = f64::NEG_INFINITY;
     loop {
         let mut w = gram(&v);
@@ -84,7 +84,7 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
             .fold(0.0f64, |m, a| m.max(a.abs()))
             .max(f64::MIN_POSITIVE);
         let exhausted = q.len() == n || !next.is_finite() || next <= 1e-15 * scale;
-        // the bisection is a chain of divisions, as dear as an iteration: every fourth only
+        // the bisection is a chain of divisions, dearer than an iteration: every eighth only
         if exhausted || q.len() % CHECK_EVERY == 0 {
             theta = largest_tridiagonal_eigenvalue(&alpha, &beta, theta);
             let residual = next * last_eigenvector_entry(&alpha, &beta, theta);
