@@ -249,11 +249,7 @@ fn parallel_operator_is_bit_identical_with_one_and_two_threads() {
     let x: Vec<f64> = (0..1600).map(|_| rng.gen::<f64>() - 0.5).collect();
     let z: Vec<f64> = (0..701).map(|_| rng.gen::<f64>() - 0.5).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        super::on_threads(threads, || {
             let mut ax = vec![0.0; 701];
             let mut atz = vec![0.0; 1600];
             op.apply(&x, &mut ax);

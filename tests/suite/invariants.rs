@@ -277,11 +277,7 @@ fn block_products_do_not_depend_on_the_thread_count() {
         .map(|b| (0..m).map(|i| ((i * 11 + b) % 5) as f64 - 2.3).collect())
         .collect();
     let products = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        super::on_threads(threads, || {
             let xr: Vec<&[f64]> = xs.iter().map(Vec::as_slice).collect();
             let zr: Vec<&[f64]> = zs.iter().map(Vec::as_slice).collect();
             let (mut ys, mut ws) = (vec![vec![0.0; m]; 5], vec![vec![0.0; n]; 5]);
@@ -314,11 +310,7 @@ fn fused_gradient_equals_the_two_pass_one_within_the_rounding_bound() {
         let y: Vec<f64> = (0..m).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
         for op in [&f64_op, &f32_op] {
             let fused = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                super::on_threads(threads, || {
                     let (mut r, mut g) = (vec![0.0; m], vec![0.0; n]);
                     op.residual_adjoint(&x, &y, &mut r, &mut g);
                     (r, g)
@@ -379,11 +371,7 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
             };
             let expected = (single(&xa), single(&xb));
             for threads in 1..=3 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let pair = pool.install(|| {
+                let pair = super::on_threads(threads, || {
                     let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
                     let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
                     op.residual_adjoint_pair(

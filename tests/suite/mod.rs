@@ -18,6 +18,15 @@ mod validation;
 use gdflow::config::ConfigArgs;
 use gdflow::problem::Problem;
 
+/// `f` run on a rayon pool of `threads` threads (for results that must not depend on it).
+pub fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(f)
+}
+
 /// A small Gaussian problem with n1 ≠ n2 so that transposition mistakes show.
 pub fn small_gaussian(seed: u64) -> Problem {
     let args = ConfigArgs {
