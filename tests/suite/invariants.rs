@@ -297,14 +297,11 @@ fn block_products_do_not_depend_on_the_thread_count() {
 /// storage; and it is bit-identical with 1, 2 and 3 threads.
 #[test]
 fn fused_gradient_equals_the_two_pass_one_within_the_rounding_bound() {
-    use gdflow::operator::{DenseOperator, SensingOperator};
-    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    use gdflow::operator::SensingOperator;
     let u = f64::EPSILON / 2.0;
     let gamma = |k: usize| 2.0 * k as f64 * u / (1.0 - k as f64 * u);
     for (n1, n2, m) in [(6, 5, 37), (40, 31, 900)] {
-        let f64_op = DenseOperator::gaussian(n1, n2, m, &mut sub_rng(3, STREAM_OPERATOR));
-        let f32_op =
-            DenseOperator::gaussian(n1, n2, m, &mut sub_rng(3, STREAM_OPERATOR)).into_f32();
+        let (f64_op, f32_op) = f64_and_f32_storage(n1, n2, m, 3);
         let n = n1 * n2;
         let x: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.2).collect();
         let y: Vec<f64> = (0..m).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
@@ -353,12 +350,9 @@ fn fused_gradient_equals_the_two_pass_one_within_the_rounding_bound() {
 #[test]
 fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
     use gdflow::field::{Field, SensingField};
-    use gdflow::operator::{DenseOperator, SensingOperator};
-    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    use gdflow::operator::SensingOperator;
     for (n1, n2, m) in [(6, 5, 37), (9, 7, 203), (40, 31, 900)] {
-        let f64_op = DenseOperator::gaussian(n1, n2, m, &mut sub_rng(5, STREAM_OPERATOR));
-        let f32_op =
-            DenseOperator::gaussian(n1, n2, m, &mut sub_rng(5, STREAM_OPERATOR)).into_f32();
+        let (f64_op, f32_op) = f64_and_f32_storage(n1, n2, m, 5);
         let n = n1 * n2;
         let xa: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.2).collect();
         let xb: Vec<f64> = (0..n).map(|j| ((j * 3) % 13) as f64 * 0.4 - 2.1).collect();
@@ -429,4 +423,20 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     for (rec, x) in result.gd.iter().zip(&alone.states) {
         assert_eq!(rec.loss, field.evaluate(x, &mut ws), "step {}", rec.step);
     }
+}
+
+/// The same Gaussian operator stored in f64 and in f32.
+fn f64_and_f32_storage(
+    n1: usize,
+    n2: usize,
+    m: usize,
+    seed: u64,
+) -> (
+    gdflow::operator::DenseOperator,
+    gdflow::operator::DenseOperator,
+) {
+    use gdflow::operator::DenseOperator;
+    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    let op = || DenseOperator::gaussian(n1, n2, m, &mut sub_rng(seed, STREAM_OPERATOR));
+    (op(), op().into_f32())
 }
