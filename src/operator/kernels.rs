@@ -365,18 +365,41 @@ fn dot4_avx2<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
         }
         j += 4;
     }
-    let mut out = [0.0; 4];
-    for q in 0..4 {
+    finish_dot4(acc, a, x)
+}
+
+/// The four dot products from their lane accumulators: lanes added as (l0 + l1) + (l2 + l3),
+/// then the tail past the last whole vector in order. One function for every AVX2 kernel, so
+/// that their residuals agree bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn finish_dot4<E: Entry>(
+    acc: [std::arch::x86_64::__m256d; 4],
+    a: [&[E]; 4],
+    x: &[f64],
+) -> [f64; 4] {
+    let (n, full) = (x.len(), x.len() / 4 * 4);
+    std::array::from_fn(|q| {
         let mut lanes = [0.0f64; 4];
         // SAFETY: `lanes` holds four f64.
-        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[q]) };
+        unsafe { std::arch::x86_64::_mm256_storeu_pd(lanes.as_mut_ptr(), acc[q]) };
         let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
         for j in full..n {
             s += a[q][j].get() * x[j];
         }
-        out[q] = s;
+        s
+    })
+}
+
+/// g[j] += (r0·a0[j] + r1·a1[j]) + (r2·a2[j] + r3·a3[j]) for j ≥ `from`, the four-row update
+/// in the order every fused kernel uses (the vector kernels for their tails).
+#[inline(always)]
+fn add_four_rows<E: Entry>(g: &mut [f64], a: [&[E]; 4], r: [f64; 4], from: usize) {
+    let [r0, r1, r2, r3] = r;
+    for j in from..g.len() {
+        g[j] +=
+            (r0 * a[0][j].get() + r1 * a[1][j].get()) + (r2 * a[2][j].get() + r3 * a[3][j].get());
     }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -461,25 +484,10 @@ fn fused_rows_avx2<E: Entry, const C: usize>(
                 j += 4;
             }
             for c in 0..C {
-                let [r0, r1, r2, r3] = current[c];
-                for j in full..n {
-                    g[c][j] += (r0 * a[0][j].get() + r1 * a[1][j].get())
-                        + (r2 * a[2][j].get() + r3 * a[3][j].get());
-                }
+                add_four_rows(g[c], a, current[c], full);
             }
             if let Some(b) = next {
-                let d = std::array::from_fn(|c| {
-                    std::array::from_fn(|l| {
-                        let mut lanes = [0.0f64; 4];
-                        // SAFETY: `lanes` holds four f64.
-                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[c][l]) };
-                        let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-                        for j in full..n {
-                            s += b[l][j].get() * x[c][j];
-                        }
-                        s
-                    })
-                });
+                let d = std::array::from_fn(|c| finish_dot4(acc[c], b, x[c]));
                 current = residuals(&mut r, q + 1, d);
             }
         }
@@ -607,12 +615,11 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
     x: [&[f64]; C],
     y: &[f64],
     r: [&mut [f64]; C],
-    g: [&mut [f64]; C],
+    mut g: [&mut [f64]; C],
 ) {
     let m = y.len();
     if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
         // always one thread here: one block, straight into g
-        let mut g = g;
         for gc in g.iter_mut() {
             gc.fill(0.0);
         }
@@ -639,6 +646,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
         (rb, parts)
     };
     let results: Vec<BlockResult<C>> = blocks.par_iter().map(run).collect();
+    let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
     for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
         for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
             rc[s..e].copy_from_slice(&rb[c]);
@@ -653,7 +661,6 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
                 }
             }
         };
-        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
         gc.par_chunks_mut(width)
             .enumerate()
             .for_each(|(t, out)| reduce((t * width, out)));
@@ -674,15 +681,12 @@ fn fused_rows_kernel<E: Entry>(
     let mut rs = r.chunks_exact_mut(4);
     let mut ys = y.chunks_exact(4);
     for ((block, rc), yc) in (&mut rows).zip(&mut rs).zip(&mut ys) {
-        let [a0, a1, a2, a3] = four_rows(block, n);
-        let d = dot4([a0, a1, a2, a3], x);
+        let a = four_rows(block, n);
+        let d = dot4(a, x);
         for q in 0..4 {
             rc[q] = d[q] - yc[q];
         }
-        let (r0, r1, r2, r3) = (rc[0], rc[1], rc[2], rc[3]);
-        for j in 0..n {
-            g[j] += (r0 * a0[j].get() + r1 * a1[j].get()) + (r2 * a2[j].get() + r3 * a3[j].get());
-        }
+        add_four_rows(g, a, [rc[0], rc[1], rc[2], rc[3]], 0);
     }
     fused_single_rows(
         rows.remainder(),
