@@ -11,17 +11,18 @@ pub trait Stepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64;
     /// Replace `x` by the next iterate, step size `eta`; the last call was `evaluate(x)`.
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64);
-    /// [`Stepper::evaluate`] at `x`, and the field at `other` (another trajectory's state)
-    /// into `other_ws`, sharing what the two evaluations can share; results as if separate.
+    /// The field at `other` (another trajectory's state) into `other_ws`, and, where the
+    /// method can share that pass, at `x` for its next [`Stepper::evaluate`] (which then finds
+    /// it done); results as if separate. The default evaluates `other` alone.
     fn evaluate_beside(
         &mut self,
         field: &dyn Field,
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
-    ) -> f64 {
+    ) {
+        let _ = x;
         field.evaluate(other, other_ws);
-        self.evaluate(field, x)
     }
     /// The field's workspace at the last evaluation (G at x_j), where the method has one.
     fn workspace(&self) -> Option<&Workspace> {
@@ -68,17 +69,17 @@ impl Stepper for Gd {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
         field.rhs(x, &mut self.f, ws)
     }
-    /// One pass over the sensing matrix for both ([`Field::evaluate_pair`]).
+    /// One pass over the sensing matrix for both ([`Field::evaluate_pair`]), into the
+    /// workspace [`Stepper::evaluate`] finds cached.
     fn evaluate_beside(
         &mut self,
         field: &dyn Field,
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
-    ) -> f64 {
+    ) {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
         field.evaluate_pair(x, ws, other, other_ws);
-        self.evaluate(field, x)
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.f) {
@@ -125,7 +126,7 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
-    ) -> f64 {
+    ) {
         (**self).evaluate_beside(field, x, other, other_ws)
     }
     fn workspace(&self) -> Option<&Workspace> {
