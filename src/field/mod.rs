@@ -89,6 +89,12 @@ impl Factors {
         u * v.transpose()
     }
 
+    /// UVᵀ of a state into `out` (n1×n2), without allocating.
+    pub fn product_into(&self, state: &[f64], out: &mut DMatrix<f64>) {
+        let (u, v) = self.split(state);
+        out.gemm(1.0, &u, &v.transpose(), 0.0);
+    }
+
     /// Ẋ = ŮVᵀ + UV̊ᵀ, the product's derivative at `state` in direction `dir`, into `out`.
     pub fn product_dot(&self, state: &[f64], dir: &[f64], out: &mut DMatrix<f64>) {
         let (u, v) = self.split(state);
@@ -377,8 +383,7 @@ impl<T: FactorGradient> Field for T {
         if ws.holds(state) {
             return ws.loss;
         }
-        let (u, v) = f.split(state);
-        ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
+        f.product_into(state, &mut ws.x);
         let loss = self.gradient(ws);
         ws.remember(state, loss);
         loss
@@ -397,8 +402,7 @@ impl<T: FactorGradient> Field for T {
         let f = FactorGradient::factors(self);
         for (state, ws) in [(a, &mut *wa), (b, &mut *wb)] {
             assert_eq!(state.len(), f.state_len(), "state length");
-            let (u, v) = f.split(state);
-            ws.x.gemm(1.0, &u, &v.transpose(), 0.0);
+            f.product_into(state, &mut ws.x);
         }
         let (la, lb) = self.gradient_pair(wa, wb);
         wa.remember(a, la);
@@ -421,9 +425,8 @@ impl<T: FactorGradient> Field for T {
     }
 
     fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        let (u, v) = FactorGradient::factors(self).split(state);
         let mut x = std::mem::replace(&mut ws.xdot, DMatrix::zeros(0, 0));
-        x.gemm(1.0, &u, &v.transpose(), 0.0);
+        FactorGradient::factors(self).product_into(state, &mut x);
         let loss = self.loss_at(&x, ws);
         ws.xdot = x;
         loss

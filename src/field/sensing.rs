@@ -75,6 +75,11 @@ impl SensingField {
             0.5
         }
     }
+
+    /// f from its residual r = 𝒜(X) − y.
+    fn loss_of(&self, r: &[f64]) -> f64 {
+        self.loss_factor() * r.iter().map(|v| v * v).sum::<f64>()
+    }
 }
 
 impl FactorGradient for SensingField {
@@ -99,7 +104,7 @@ impl FactorGradient for SensingField {
     fn gradient(&self, ws: &mut Workspace) -> f64 {
         self.op
             .residual_adjoint(ws.x.as_slice(), &self.y, &mut ws.r, ws.g.as_mut_slice());
-        self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>()
+        self.loss_of(&ws.r)
     }
 
     /// Both gradients from one pass over a dense operator.
@@ -110,8 +115,7 @@ impl FactorGradient for SensingField {
             [&mut a.r, &mut b.r],
             [a.g.as_mut_slice(), b.g.as_mut_slice()],
         );
-        let loss = |ws: &Workspace| self.loss_factor() * ws.r.iter().map(|r| r * r).sum::<f64>();
-        (loss(a), loss(b))
+        (self.loss_of(&a.r), self.loss_of(&b.r))
     }
 
     /// Ġ = 𝒜*𝒜Ẋ, in one pass (the residual–adjoint pass with y = 0).
@@ -163,9 +167,8 @@ impl FactorGradient for SensingField {
         let xs: Vec<DMatrix<f64>> = states
             .iter()
             .map(|s| {
-                let (u, v) = f.split(s);
                 let mut x = DMatrix::zeros(n1, n2);
-                x.gemm(1.0, &u, &v.transpose(), 0.0);
+                f.product_into(s, &mut x);
                 x
             })
             .collect();
@@ -177,7 +180,7 @@ impl FactorGradient for SensingField {
             for (ri, yi) in r.iter_mut().zip(&self.y) {
                 *ri -= yi;
             }
-            losses.push(self.loss_factor() * r.iter().map(|v| v * v).sum::<f64>());
+            losses.push(self.loss_of(r));
         }
         let rviews: Vec<&[f64]> = rs.iter().map(|r| r.as_slice()).collect();
         let mut gs = vec![vec![0.0; n1 * n2]; states.len()];

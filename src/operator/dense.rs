@@ -126,6 +126,26 @@ fn fill_gaussian<T>(
     }
 }
 
+impl DenseOperator {
+    /// The fused residual–gradient pass for C inputs, each counted.
+    fn fused<const C: usize>(
+        &self,
+        x: [&[f64]; C],
+        y: &[f64],
+        residual: [&mut [f64]; C],
+        out: [&mut [f64]; C],
+    ) {
+        for _ in 0..C {
+            self.counter.fused();
+        }
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out),
+            Storage::F32(a) => fused_any(a, n, x, y, residual, out),
+        }
+    }
+}
+
 impl SensingOperator for DenseOperator {
     fn n1(&self) -> usize {
         self.n1
@@ -153,12 +173,7 @@ impl SensingOperator for DenseOperator {
         }
     }
     fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {
-        self.counter.fused();
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => fused_any(a.as_slice(), n, [x], y, [residual], [out]),
-            Storage::F32(a) => fused_any(a, n, [x], y, [residual], [out]),
-        }
+        self.fused([x], y, [residual], [out]);
     }
     fn residual_adjoint_pair(
         &self,
@@ -167,13 +182,7 @@ impl SensingOperator for DenseOperator {
         residual: [&mut [f64]; 2],
         out: [&mut [f64]; 2],
     ) {
-        self.counter.fused();
-        self.counter.fused();
-        let n = self.n1 * self.n2;
-        match &self.a {
-            Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out),
-            Storage::F32(a) => fused_any(a, n, x, y, residual, out),
-        }
+        self.fused(x, y, residual, out);
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         let n = self.n1 * self.n2;
