@@ -53,6 +53,7 @@ pub mod plot;
 pub mod problem;
 pub mod resources;
 pub mod results;
+mod vector;
 
 #[doc = include_str!("../MATH.md")]
 #[allow(clippy::doc_overindented_list_items, clippy::doc_lazy_continuation)]

@@ -4,6 +4,8 @@
 
 use nalgebra::{DMatrix, DMatrixView};
 
+use crate::vector::{dot, norm, orthogonalise};
+
 /// A thin SVD of A·Bᵀ (A: n1×q, B: n2×q) from QR factors: A = Q_a R_a, B = Q_b R_b, and the
 /// SVD of the q×q core R_a R_bᵀ = P S Qᵀ; then A Bᵀ = (Q_a P) S (Q_b Q)ᵀ. O((n1 + n2)q²).
 pub struct FactoredSvd {
@@ -49,7 +51,6 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
         return 0.0;
     }
     let n = rows.min(cols);
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let gram = |v: &[f64]| -> Vec<f64> {
         let v = nalgebra::DVector::from_column_slice(v);
         if cols <= rows {
@@ -63,22 +64,16 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
     let mut v: Vec<f64> = (0..n)
         .map(|i| 1.0 + 0.5 * ((i as f64) * 0.618_033_988_749_895).fract())
         .collect();
-    let norm = dot(&v, &v).sqrt();
-    v.iter_mut().for_each(|x| *x /= norm);
+    let length = norm(&v);
+    v.iter_mut().for_each(|x| *x /= length);
     const CHECK_EVERY: usize = 8;
     let mut theta = f64::NEG_INFINITY;
     loop {
         let mut w = gram(&v);
         alpha.push(dot(&v, &w));
         q.push(v);
-        // w ⟂ the basis, twice: stable to rounding
-        for _ in 0..2 {
-            for b in &q {
-                let c = dot(b, &w);
-                w.iter_mut().zip(b).for_each(|(x, bi)| *x -= c * bi);
-            }
-        }
-        let next = dot(&w, &w).sqrt();
+        orthogonalise(&q, &mut w);
+        let next = norm(&w);
         let scale = alpha
             .iter()
             .fold(0.0f64, |m, a| m.max(a.abs()))

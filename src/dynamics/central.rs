@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::sharpness::{top_eigenpairs, EigenOptions};
 use crate::field::{Factors, Field, Workspace};
 use crate::operator::SensingOperator;
+use crate::vector::dot;
 
 /// A solution of the semidefinite problem for M, with how well it meets its optimality
 /// conditions: M ⪰ 0, Z = 𝒦(M) − ã ⪰ 0, ⟨M, Z⟩ = 0.
@@ -51,7 +52,6 @@ impl KMap {
             let (lo, hi) = (a.min(b), a.max(b));
             lo * p - lo * (lo + 1) / 2 + hi
         };
-        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| x * y).sum::<f64>();
         let w = DMatrix::from_fn(p * p, p * p, |r, c| {
             let (cc, dd) = (r / p, r % p);
             let (aa, bb) = (c / p, c % p);
@@ -403,7 +403,6 @@ impl CentralField {
         // g_ab = −D²F[q_a, q_b]; ∇f = −F; a_cd = −⟨g_cd, ∇f⟩ = −⟨D²F_cd, F⟩
         let g: Vec<Vec<f64>> = d2.iter().map(|v| v.iter().map(|x| -x).collect()).collect();
         let kmap = KMap::new(p, &g);
-        let dot = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| x * y).sum::<f64>();
         let mut pos = 0;
         let mut a = DMatrix::zeros(p, p);
         for c in 0..p {

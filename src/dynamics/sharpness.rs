@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::field::{Field, Workspace};
 use crate::problem::sub_rng;
+use crate::vector::{dot, norm, orthogonalise};
 
 /// Stream of the random start vectors (after the problem's streams 1–4).
 pub const STREAM_POWER: u64 = 5;
@@ -81,27 +82,14 @@ impl TopEigen {
     }
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
-}
-
-/// Orthonormalise `v` against `basis` (twice, classical Gram–Schmidt: stable to rounding);
-/// `None` when nothing of it is left.
+/// Orthonormalise `v` against `basis` (see [`orthogonalise`]); `None` when nothing of it is
+/// left.
 fn orthonormalise(basis: &[Vec<f64>], mut v: Vec<f64>) -> Option<Vec<f64>> {
     let before = norm(&v);
     if before == 0.0 || !before.is_finite() {
         return None;
     }
-    for _ in 0..2 {
-        for q in basis {
-            let c = dot(q, &v);
-            v.iter_mut().zip(q).for_each(|(x, qi)| *x -= c * qi);
-        }
-    }
+    orthogonalise(basis, &mut v);
     let after = norm(&v);
     if after <= 1e-10 * before {
         return None;

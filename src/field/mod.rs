@@ -29,6 +29,7 @@ use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut};
 use serde::{Deserialize, Serialize};
 
 use crate::operator::SensingOperator;
+use crate::vector::norm;
 
 mod modified;
 mod perturbed;
@@ -539,8 +540,4 @@ pub fn central_difference(
     for (o, p) in out.iter_mut().zip(&a) {
         *o = (p - *o) / (2.0 * h);
     }
-}
-
-fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
