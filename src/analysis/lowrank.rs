@@ -117,12 +117,13 @@ fn largest_tridiagonal_eigenvalue(alpha: &[f64], beta: &[f64], below: f64) -> f6
     let below_count = |x: f64| -> usize {
         let (mut count, mut p) = (0, 1.0);
         for j in 0..d {
-            let b2 = if j > 0 {
-                beta[j - 1] * beta[j - 1]
-            } else {
-                0.0
-            };
-            p = alpha[j] - x - if j > 0 { b2 / p } else { 0.0 };
+            p = alpha[j]
+                - x
+                - if j > 0 {
+                    beta[j - 1] * beta[j - 1] / p
+                } else {
+                    0.0
+                };
             if p == 0.0 {
                 p = -f64::EPSILON * (x.abs() + f64::MIN_POSITIVE);
             }

@@ -32,6 +32,19 @@ fn small() -> ConfigArgs {
     }
 }
 
+/// `gdflow run` on `args` at each step size.
+fn runs_at(etas: &[f64], args: ConfigArgs) -> Vec<gdflow::results::run::RunResult> {
+    etas.iter()
+        .map(|&eta| {
+            gdflow::experiments::run_config(&ConfigArgs {
+                eta: Some(eta),
+                ..args.clone()
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
 /// A sweep of the small problem at `etas` to `horizon`, without the stability bisection.
 fn small_sweep(etas: Vec<f64>, horizon: f64) -> gdflow::results::sweep::SweepResult {
     let sweep = SweepArgs {
@@ -51,16 +64,7 @@ fn small_sweep(etas: Vec<f64>, horizon: f64) -> gdflow::results::sweep::SweepRes
 #[test]
 fn every_figure_kind_renders_for_runs_and_sweeps() {
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<_> = [0.1, 0.05]
-        .iter()
-        .map(|&eta| {
-            gdflow::experiments::run_config(&ConfigArgs {
-                eta: Some(eta),
-                ..small()
-            })
-            .unwrap()
-        })
-        .collect();
+    let runs = runs_at(&[0.1, 0.05], small());
     let figs = run_figures(&runs, None);
     let names: Vec<&str> = figs.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["loss_error", "singular_values", "balance_drift"]);
@@ -304,17 +308,13 @@ fn singular_values_at_width_fifty_draw_the_rest_as_one_grey_band() {
 fn sixteen_step_sizes_get_a_colour_scale_not_a_legend_of_sixteen() {
     let dir = tempfile::tempdir().unwrap();
     let etas: Vec<f64> = (0..16).map(|i| 0.02 * 1.15f64.powi(i)).collect();
-    let runs: Vec<_> = etas
-        .iter()
-        .map(|&eta| {
-            gdflow::experiments::run_config(&ConfigArgs {
-                eta: Some(eta),
-                steps: Some(40),
-                ..small()
-            })
-            .unwrap()
-        })
-        .collect();
+    let runs = runs_at(
+        &etas,
+        ConfigArgs {
+            steps: Some(40),
+            ..small()
+        },
+    );
     let figs = run_figures(&runs, None);
     write_figure(&figs[0], dir.path()).unwrap();
     let svg = check_files(dir.path(), "loss_error");
@@ -432,17 +432,13 @@ fn no_committed_figure_has_a_legend_over_its_data() {
 #[test]
 fn runs_against_their_modified_flows_draw_and_name_each_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<_> = [0.2, 0.1]
-        .iter()
-        .map(|&eta| {
-            gdflow::experiments::run_config(&ConfigArgs {
-                eta: Some(eta),
-                flow: Some(gdflow::dynamics::FlowVariant::Modified),
-                ..small()
-            })
-            .unwrap()
-        })
-        .collect();
+    let runs = runs_at(
+        &[0.2, 0.1],
+        ConfigArgs {
+            flow: Some(gdflow::dynamics::FlowVariant::Modified),
+            ..small()
+        },
+    );
     let figs = run_figures(&runs, None);
     write_figure(&figs[0], dir.path()).unwrap();
     let svg = check_files(dir.path(), "loss_error");
