@@ -41,6 +41,7 @@
 //! ```
 
 pub mod analysis;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod dynamics;
@@ -49,6 +50,7 @@ pub mod experiments;
 pub mod field;
 pub mod operator;
 pub mod output;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod problem;
 pub mod resources;
