@@ -132,6 +132,27 @@ pub struct GdFlags {
     /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
     #[arg(long)]
     pub sharpness_every: Option<usize>,
+    /// The discrete method compared with its limits (MATH §9) [default: gd]
+    #[arg(long, value_name = "NAME", value_parser = optimizer_names())]
+    pub optimizer: Option<String>,
+    /// ScaledGD's λ in U ← U − ηGV(VᵀV + λI)⁻¹ [default: 0.01·σ_r(X*)]
+    #[arg(long, value_name = "λ", allow_hyphen_values = true)]
+    pub damping: Option<f64>,
+    /// Heavy ball's fixed momentum β ∈ [0, 1), time t = jη (or give --friction)
+    #[arg(long, value_name = "β", allow_hyphen_values = true, conflicts_with = "friction")]
+    pub momentum: Option<f64>,
+    /// Heavy ball's friction γ > 0: β = 1 − γ√η, time t = j√η, limit Ẍ + γẊ + ∇f = 0
+    #[arg(long, value_name = "γ", allow_hyphen_values = true)]
+    pub friction: Option<f64>,
+}
+
+/// The registry's optimisers as clap's possible values, each with its line of help.
+fn optimizer_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::dynamics::optimizer::REGISTRY
+            .iter()
+            .map(|e| PossibleValue::new(e.name).help(e.description)),
+    )
 }
 
 /// Where results go and how the command behaves.
@@ -195,6 +216,10 @@ impl GdFlags {
         args.steps = self.steps;
         args.record_every = self.record_every;
         args.sharpness_every = self.sharpness_every;
+        args.optimizer = self.optimizer.clone();
+        args.damping = self.damping;
+        args.momentum = self.momentum;
+        args.friction = self.friction;
     }
 }
 

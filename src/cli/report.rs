@@ -95,24 +95,33 @@ pub fn format_summary(s: &RunSummary) -> String {
             c.perturbation_size
         );
     }
+    let o = &s.optimizer;
+    let method = if o.name == "gd" { "GD".to_string() } else { o.name.clone() };
+    let params: Vec<String> = o.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let dt = o.time_scale.per_step(c.eta);
     let _ = writeln!(
         out,
-        "GD: η={} for {} steps (T={});  {} flow: {} rtol={:e} atol={:.3e}",
+        "{method}{}: η={} for {} steps (t = {}, T={});  {} flow: {} rtol={:e} atol={:.3e}",
+        if params.is_empty() { String::new() } else { format!(" ({})", params.join(", ")) },
         c.eta,
         c.steps,
-        c.eta * c.steps as f64,
+        o.time_scale.name(),
+        dt * c.steps as f64,
         c.flow.name(),
         c.method.name(),
         c.rtol,
         c.atol
     );
+    if !o.limit.is_empty() && o.name != "gd" {
+        let _ = writeln!(out, "limit: {}; UᵀU − VᵀV {}", o.limit, o.balance);
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{:<6} {:>12} {:>14} {:>14} {:>16}  status",
         "", "t_final", "rel_error", "loss", "balance_drift"
     );
-    for (name, d) in [("GD", &s.gd), ("flow", &s.flow)] {
+    for (name, d) in [(method.as_str(), &s.gd), ("flow", &s.flow)] {
         let _ = writeln!(
             out,
             "{:<6} {:>12.6} {:>14.3e} {:>14.3e} {:>16.3e}  {}",
@@ -127,9 +136,13 @@ pub fn format_summary(s: &RunSummary) -> String {
     let _ = writeln!(out);
     match &s.distance {
         Some(d) => {
+            let tj = match s.optimizer.time_scale {
+                crate::dynamics::optimizer::TimeScale::Eta => "jη",
+                crate::dynamics::optimizer::TimeScale::SqrtEta => "j√η",
+            };
             let _ = writeln!(
                 out,
-                "max_j ‖U_jV_jᵀ − U(jη)V(jη)ᵀ‖ = {:.4e} ({:.3e} of ‖X*‖) at step {} (t = {:.6}); at the end {:.3e}",
+                "max_j ‖U_jV_jᵀ − U({tj})V({tj})ᵀ‖ = {:.4e} ({:.3e} of ‖X*‖) at step {} (t = {:.6}); at the end {:.3e}",
                 d.max, d.max_relative, d.step, d.t, d.final_distance
             );
         }

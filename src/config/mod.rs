@@ -84,6 +84,15 @@ pub struct ConfigArgs {
     /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
     /// for step η, or the central flow (past the stability limit) [default: plain]
     pub flow: Option<FlowVariant>,
+    /// The discrete method compared with its limits (MATH §9): gd, scaled-gd,
+    /// alternating-gd, heavy-ball, nesterov [default: gd]
+    pub optimizer: Option<String>,
+    /// ScaledGD's λ in (VᵀV + λI)⁻¹ [default: 0.01·σ_r(X*)]
+    pub damping: Option<f64>,
+    /// Heavy ball's fixed momentum β ∈ [0, 1) (time t = jη)
+    pub momentum: Option<f64>,
+    /// Heavy ball's friction γ > 0: β = 1 − γ√η, time t = j√η
+    pub friction: Option<f64>,
     /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
     /// model of E (MATH §5), GD included, instead of the sensing dynamics
     pub perturbation: Option<PerturbationModel>,
@@ -153,6 +162,10 @@ impl ConfigArgs {
             record_every,
             sharpness_every,
             flow,
+            optimizer,
+            damping,
+            momentum,
+            friction,
             perturbation,
             perturbation_size,
             symmetric,
@@ -211,6 +224,10 @@ impl ConfigArgs {
                 },
             ),
             flow: self.flow.unwrap_or(FlowVariant::Plain),
+            optimizer: self.optimizer.clone().unwrap_or_else(|| "gd".into()),
+            damping: self.damping,
+            momentum: self.momentum,
+            friction: self.friction,
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
             symmetric: self.symmetric.unwrap_or(false),

@@ -8,7 +8,12 @@ use super::{
     ConfigArgs, ErrorScale, FlowVariant, Method, OperatorKind, PerturbationModel, Precision,
     Profile,
 };
+use std::sync::Arc;
+
 use crate::dynamics::flow::FlowOptions;
+use crate::dynamics::optimizer::{
+    self, Context, Optimizer, Refusal, Settings as OptimizerSettings,
+};
 use crate::error::{Error, Result};
 use crate::problem::ProblemSpec;
 
@@ -43,6 +48,18 @@ pub struct Config {
     #[serde(default)]
     pub sharpness_every: usize,
     pub flow: FlowVariant,
+    /// The discrete method (a name of [`crate::dynamics::optimizer::REGISTRY`]).
+    #[serde(default = "gd_name")]
+    pub optimizer: String,
+    /// ScaledGD's λ (resolved to 0.01·σ_r(X*) when the problem is set up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damping: Option<f64>,
+    /// Heavy ball's fixed β.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Heavy ball's γ (β = 1 − γ√η).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friction: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perturbation: Option<PerturbationModel>,
     pub perturbation_size: f64,
@@ -65,6 +82,10 @@ impl Default for Config {
             .resolve()
             .expect("the built-in defaults are valid")
     }
+}
+
+fn gd_name() -> String {
+    "gd".into()
 }
 
 fn positive_finite(field: &str, v: f64) -> Result<()> {
@@ -188,6 +209,56 @@ impl Config {
         Ok(())
     }
 
+    /// The optimiser's parameters as configured.
+    pub fn optimizer_settings(&self) -> OptimizerSettings {
+        OptimizerSettings {
+            damping: self.damping,
+            momentum: self.momentum,
+            friction: self.friction,
+        }
+    }
+
+    /// The configured optimiser, or why not, naming the key: a parameter it does not take, a
+    /// value out of range, a limit it has not. Defaults that scale with the target (ScaledGD's
+    /// λ) take σ_r(X*) = 1 here: see [`Config::optimizer_for`].
+    pub fn optimizer(&self) -> Result<Arc<dyn Optimizer>> {
+        self.optimizer_for(&Context {
+            sigma_r: 1.0,
+            eta: self.eta,
+        })
+    }
+
+    /// The configured optimiser on a problem described by `context`.
+    pub fn optimizer_for(&self, context: &Context) -> Result<Arc<dyn Optimizer>> {
+        let refused = |r: Refusal| Error::invalid(r.key, r.value, r.reason);
+        let opt = optimizer::build(&self.optimizer, &self.optimizer_settings(), context)
+            .map_err(refused)?;
+        if !opt.limits().contains(&self.flow) {
+            return Err(Error::invalid(
+                "flow",
+                self.flow.name(),
+                format!(
+                    "{}: choose --flow {}",
+                    optimizer::no_limit(&opt.name(), self.flow, &opt.limits()),
+                    opt.limits()
+                        .iter()
+                        .map(|v| v.name())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ));
+        }
+        if self.symmetric && opt.needs_two_factors() {
+            return Err(Error::invalid(
+                "optimizer",
+                &self.optimizer,
+                "updates U and V apart, and the symmetric case has one factor: use gd, \
+                 heavy-ball or nesterov",
+            ));
+        }
+        Ok(opt)
+    }
+
     /// Everything that does not depend on the problem's sizes.
     pub fn validate_values(&self) -> Result<()> {
         for (field, v) in [("record_every", self.record_every), ("steps", self.steps)] {
@@ -291,6 +362,8 @@ impl Config {
                 "every value must be finite and > 0",
             ));
         }
+        // last: the optimiser's checks may use η, checked above
+        self.optimizer()?;
         Ok(())
     }
 

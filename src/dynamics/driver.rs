@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub steps: usize,
     pub save: SaveAt,
     pub divergence: Divergence,
+    /// The time t_j = j·dt of iterate j: η for GD, √η for momentum at the critical scaling
+    /// (MATH §9).
+    pub dt: f64,
 }
 
 impl RunOptions {
@@ -62,7 +65,13 @@ impl RunOptions {
             steps,
             save: SaveAt::Every(record_every.max(1)),
             divergence: Divergence::default(),
+            dt: eta,
         }
+    }
+
+    /// The same with t_j = j·`dt`.
+    pub fn with_dt(self, dt: f64) -> Self {
+        Self { dt, ..self }
     }
 
     /// The steps [`SaveAt`] keeps when the run completes.
@@ -194,7 +203,7 @@ impl<'f, S: Stepper> Driver<'f, S> {
             if j == 0 {
                 r.bound = r.opts.divergence.bound(loss);
             }
-            let t = j as f64 * r.opts.eta;
+            let t = j as f64 * r.opts.dt;
             // The loss at x_j comes with the field at x_j, so divergence is caught before x_j
             // is kept and non-finite values never reach an output.
             if !loss.is_finite() || loss > r.bound || r.x.iter().any(|v| !v.is_finite()) {
@@ -226,6 +235,13 @@ impl<'f, S: Stepper> Driver<'f, S> {
                 continue;
             }
             r.stepper.advance(self.field, &mut r.x, r.opts.eta);
+            if let Some(reason) = r.stepper.failure() {
+                r.traj.status = Status::Failed {
+                    t: (j + 1) as f64 * r.opts.dt,
+                    reason,
+                };
+                r.done = true;
+            }
         }
         self.step += 1;
         !self.is_done()

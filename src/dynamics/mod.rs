@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub mod central;
 mod driver;
 pub mod flow;
+pub mod optimizer;
 pub mod sharpness;
 pub mod stability;
 mod stepper;
@@ -39,7 +40,8 @@ pub enum Status {
         loss: f64,
         last_loss: f64,
     },
-    /// The flow solver stopped at time `t` for `reason`.
+    /// The flow solver, or a method's step (ScaledGD's singular preconditioner), stopped at
+    /// time `t` for `reason`.
     Failed {
         t: f64,
         reason: String,

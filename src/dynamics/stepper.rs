@@ -28,6 +28,11 @@ pub trait Stepper {
     fn workspace(&self) -> Option<&Workspace> {
         None
     }
+    /// Why the last [`Stepper::advance`] could not take its step (ScaledGD's preconditioner
+    /// singular, say): the run then ends as failed there, never with NaN.
+    fn failure(&self) -> Option<String> {
+        None
+    }
     /// Evaluate several runs, one per stepper, at once. The default evaluates them one by
     /// one; [`Gd`] shares each pass over the sensing matrix between them.
     fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64>
@@ -131,5 +136,8 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
     }
     fn workspace(&self) -> Option<&Workspace> {
         (**self).workspace()
+    }
+    fn failure(&self) -> Option<String> {
+        (**self).failure()
     }
 }

@@ -16,12 +16,12 @@ use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::FlowVariant;
 use crate::dynamics::flow::{solve_central_flow_with, solve_flow_with, CentralOutput, Times};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
-use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
-use crate::error::Result;
+use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
+use crate::error::{Error, Result};
 use crate::field::Field;
 use crate::results::run::{
-    CentralSummary, Distance, DynamicsSummary, EdgeOfStability, ProblemInfo, RunResult, RunSummary,
-    SharpnessCost, Timings,
+    CentralSummary, Distance, DynamicsSummary, EdgeOfStability, OptimizerSummary, ProblemInfo,
+    RunResult, RunSummary, SharpnessCost, Timings,
 };
 use crate::results::sweep::Peak;
 
@@ -117,9 +117,16 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     let cfg = &setup.config;
     let problem = &setup.problem;
     let field = setup.field();
-    let flow_field = setup.flow_field(cfg.flow, cfg.eta);
-    let central = cfg.flow == FlowVariant::Central;
+    let optimizer = setup.optimizer()?;
     let x0 = setup.start();
+    let limit = optimizer
+        .limit(cfg.flow, field.clone(), &x0, cfg.eta)
+        .map_err(|why| Error::invalid("flow", cfg.flow.name(), why))?;
+    let flow_field = limit.field.clone();
+    let curvature = optimizer.curvature(field.clone());
+    let central = cfg.flow == FlowVariant::Central;
+    // the limit's time per step: η, or √η for momentum at the critical scaling
+    let dt = optimizer.time_scale().per_step(cfg.eta);
     let recorder =
         Recorder::new(field.as_ref(), &problem.x_star, &x0).with_quantities(&extras.quantities);
     let recorded = |j: usize| j % cfg.record_every == 0 || j == cfg.steps;
@@ -128,11 +135,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
 
     let mut driver = Driver::new(
         field.as_ref(),
-        Gd::new(),
+        optimizer.stepper(cfg.eta),
         &x0,
         RunOptions {
             save: SaveAt::Nothing,
-            ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every)
+            ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(dt)
         },
     );
     let (mut gd, mut flow, mut mean) = (Track::new(), Track::new(), Track::new());
@@ -150,6 +157,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     // x_j and f(x_j) of the last GD iterate seen (for x̄_j and the averaged loss)
     let last_gd: std::cell::RefCell<Option<(usize, Vec<f64>, f64)>> = Default::default();
     let mut flow_ws = field.workspace();
+    let mut method_ws = field.workspace();
     let (mut gd_seconds, mut record_seconds) = (0.0, 0.0);
 
     // GD's observer: drift at every step, the distance to the flow where it has reached t_j,
@@ -162,10 +170,13 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             final_distance = Some(d);
         }
         if recorded(it.step) {
-            let ws = it.workspace.expect("GD keeps its workspace");
-            let mut rec = recorder.record_evaluated(it.step, it.t, it.state, ws);
+            // the method's own evaluation at x_j where it made one (Nesterov's is at y_j)
+            let mut rec = match it.workspace {
+                Some(ws) => recorder.record_evaluated(it.step, it.t, it.state, ws),
+                None => recorder.record(it.step, it.t, it.state, &mut method_ws),
+            };
             if sharp_due(gd.records.len()) {
-                rec.sharpness = sharp_gd.at(field.as_ref(), it.state);
+                rec.sharpness = sharp_gd.at(curvature.as_ref(), it.state);
             }
             gd.records.push(rec);
         }
@@ -174,7 +185,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
 
     let half = if central { 2 } else { 1 };
     let times = Times::Grid {
-        dt: cfg.eta / half as f64,
+        dt: dt / half as f64,
         count: half * cfg.steps + 1,
     };
     let horizon = times.last();
@@ -187,7 +198,8 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         "‰ of T",
     );
     bar.set_message(format!(
-        "GD and the {} flow to T = {horizon}",
+        "{} and its {} limit to T = {horizon}",
+        optimizer.name(),
         cfg.flow.name()
     ));
     let flow_opts = cfg.flow_options();
@@ -200,6 +212,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     // One output of the flow: at t_j = jη (i = half·j) a flow record and GD's step j; with
     // the central flow, at (j + ½)η GD's average.
     let mut on_output = |i: usize, t: f64, y: &[f64], what: Option<&CentralOutput>| {
+        let y = limit.position(y);
         let t0 = Instant::now();
         if i % half == 1 {
             let j = i / half;
@@ -242,7 +255,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
                 }
                 None => {
                     if sharp_due(flow.records.len()) {
-                        rec.sharpness = sharp_flow.at(field.as_ref(), y);
+                        rec.sharpness = sharp_flow.at(curvature.as_ref(), y);
                     }
                 }
             }
@@ -295,7 +308,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     } else {
         let (status, stats) = solve_flow_with(
             flow_field.as_ref(),
-            &x0,
+            &limit.start,
             times,
             &flow_opts,
             &mut |i, t, y| on_output(i, t, y, None),
@@ -350,6 +363,17 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             final_distance,
         }),
         two_over_eta: 2.0 / cfg.eta,
+        optimizer: OptimizerSummary {
+            name: optimizer.name(),
+            parameters: optimizer.parameters(),
+            time_scale: optimizer.time_scale(),
+            limit: limit.equation.clone(),
+            balance: if optimizer.plain_limit_conserves_balance() && cfg.flow == FlowVariant::Plain {
+                "conserved by the flow (its drift measures the solver's error); GD's drift is O(η²) a step (MATH §3)".into()
+            } else {
+                "not conserved: both drifts are the dynamics' own".into()
+            },
+        },
         sharpness_cost,
         central,
         solver,

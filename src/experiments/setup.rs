@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, ConfigArgs, FlowVariant, OperatorKind};
+use crate::dynamics::optimizer::{Context, Optimizer};
 use crate::error::{Error, Result};
 use crate::field::{Field, Modified, Perturbation, Perturbed, SensingField};
 use crate::problem::{Problem, ProblemSource};
@@ -33,8 +34,14 @@ impl Command {
     /// as if they had acted.
     fn refused(self, args: &ConfigArgs) -> Option<(&'static str, &'static str)> {
         let given = |set: bool, field, why| set.then_some((field, why));
+        let other_optimizer = args.optimizer.as_deref().is_some_and(|o| o != "gd");
         match self {
             Command::Run => None,
+            Command::Sweep | Command::Check if other_optimizer => Some((
+                "optimizer",
+                "sweeps and checks compare gd with its limits in this version; run the other \
+                 optimizers with `gdflow run --optimizer NAME`",
+            )),
             Command::Sweep => given(args.eta.is_some(), "eta", "use --etas or --eta-range")
                 .or(given(args.steps.is_some(), "steps", "use --horizon"))
                 .or(given(
@@ -74,6 +81,8 @@ pub struct Setup {
     /// Whether atol was given (it then scales with α in [`Setup::with_alpha`]; otherwise it is
     /// the default rtol·α/√k there too).
     atol_given: bool,
+    /// An optimiser from outside the registry ([`Setup::with_optimizer`]).
+    custom_optimizer: Option<Arc<dyn Optimizer>>,
 }
 
 /// Relative agreement asked of a given value with the file's.
@@ -120,6 +129,7 @@ impl Setup {
             from_file,
             seconds: start.elapsed().as_secs_f64(),
             atol_given: args.atol.is_some(),
+            custom_optimizer: None,
         })
     }
 
@@ -156,7 +166,35 @@ impl Setup {
             from_file: Vec::new(),
             seconds: 0.0,
             atol_given: true,
+            custom_optimizer: None,
         })
+    }
+
+    /// The optimiser the experiments compare with its limits: the configured one, or the
+    /// one given to [`Setup::with_optimizer`].
+    pub fn optimizer(&self) -> Result<Arc<dyn Optimizer>> {
+        match &self.custom_optimizer {
+            Some(o) => Ok(o.clone()),
+            None => self.config.optimizer_for(&Context {
+                sigma_r: self.problem.target_sv.last().copied().unwrap_or(1.0),
+                eta: self.config.eta,
+            }),
+        }
+    }
+
+    /// The same set-up with an optimiser of your own (one the registry does not know): its
+    /// name is recorded as the configuration's `optimizer`, its parameters in the summary.
+    pub fn with_optimizer(mut self, optimizer: Arc<dyn Optimizer>) -> Result<Self> {
+        if !optimizer.limits().contains(&self.config.flow) {
+            return Err(Error::invalid(
+                "flow",
+                self.config.flow.name(),
+                format!("{} has no such limit", optimizer.name()),
+            ));
+        }
+        self.config.optimizer = optimizer.name();
+        self.custom_optimizer = Some(optimizer);
+        Ok(self)
     }
 
     /// The start (vec U_0, vec V_0).
@@ -241,6 +279,7 @@ impl Setup {
             from_file: self.from_file.clone(),
             seconds: 0.0,
             atol_given: self.atol_given,
+            custom_optimizer: self.custom_optimizer.clone(),
         })
     }
 }

@@ -8,16 +8,25 @@ use nalgebra::DMatrix;
 use super::{Factors, Field, Workspace};
 use crate::operator::SensingOperator;
 
-/// F̃ = F − (η/2)·J·F around any field F.
+/// F̃ = a·F + b·η·J·F around any field F: GD's modified field with a = 1, b = −½
+/// ([`Modified::new`]); other methods' modified fields have other coefficients (heavy ball's,
+/// MATH §9, has a = 1/(1−β), b = −(1+β)/(2(1−β)³)).
 #[derive(Clone)]
 pub struct Modified {
     inner: Arc<dyn Field>,
     eta: f64,
+    a: f64,
+    b: f64,
 }
 
 impl Modified {
+    /// GD's modified field F − (η/2)·J·F.
     pub fn new(inner: Arc<dyn Field>, eta: f64) -> Self {
-        Self { inner, eta }
+        Self::with_coefficients(inner, eta, 1.0, -0.5)
+    }
+    /// a·F + b·η·J·F.
+    pub fn with_coefficients(inner: Arc<dyn Field>, eta: f64, a: f64, b: f64) -> Self {
+        Self { inner, eta, a, b }
     }
     pub fn eta(&self) -> f64 {
         self.eta
@@ -56,18 +65,26 @@ impl Field for Modified {
 
     /// out = F − (η/2)·J·F; returns f (not f̃).
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
+        if self.b == 0.0 {
+            // a rescaled field (heavy ball's plain limit): no derivative needed
+            let loss = self.inner.rhs(state, out, ws);
+            out.iter_mut().for_each(|o| *o *= self.a);
+            return loss;
+        }
         let mut plain = std::mem::take(&mut ws.plain);
         plain.resize(self.inner.state_len(), 0.0);
         let loss = self.inner.rhs(state, &mut plain, ws);
         self.inner.jvp(state, &plain, out, ws);
+        // with a = 1, b = −½ these are GD's F − (η/2)·J·F bit for bit
+        let (a, b) = (self.a, -self.b);
         for (o, f) in out.iter_mut().zip(&plain) {
-            *o = f - 0.5 * self.eta * *o;
+            *o = a * f - b * self.eta * *o;
         }
         ws.plain = plain;
         loss
     }
 
-    /// J̃v = Jv − (η/2)(D²F[v, F] + J(Jv)), exact.
+    /// J̃v = a·Jv + b·η(D²F[v, F] + J(Jv)), exact.
     fn jvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
         let n = self.inner.state_len();
         let mut f = vec![0.0; n];
@@ -77,8 +94,9 @@ impl Field for Modified {
         let mut d2 = vec![0.0; n];
         self.inner.second_derivative(state, dir, &f, &mut d2, ws);
         self.inner.jvp(state, &jv, out, ws);
+        let (ca, cb) = (self.a, -self.b);
         for ((o, a), b) in out.iter_mut().zip(&jv).zip(&d2) {
-            *o = a - 0.5 * self.eta * (b + *o);
+            *o = ca * a - cb * self.eta * (b + *o);
         }
     }
 

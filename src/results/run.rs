@@ -166,6 +166,10 @@ pub struct RunSummary {
     /// 2/η: GD is stable near a minimum only while the sharpness is below it (MATH §2, §8).
     #[serde(default)]
     pub two_over_eta: f64,
+    /// The discrete method and its limit (MATH §9). The method's rows and its entry above
+    /// (`gd`) are this optimiser's.
+    #[serde(default)]
+    pub optimizer: OptimizerSummary,
     /// What the `sharpness` column cost.
     #[serde(default)]
     pub sharpness_cost: SharpnessCost,
@@ -184,10 +188,39 @@ impl RunSummary {
     }
 }
 
+/// The optimiser a run compared with its limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSummary {
+    /// Its registry name: the `dynamics` of its rows in trajectory.csv.
+    pub name: String,
+    /// Its parameters (damping, momentum, friction), η aside.
+    pub parameters: crate::dynamics::optimizer::Parameters,
+    /// t = jη or j√η.
+    pub time_scale: crate::dynamics::optimizer::TimeScale,
+    /// The limit it was compared with, as an equation.
+    pub limit: String,
+    /// Whether UᵀU − VᵀV is conserved by the limit, in words.
+    pub balance: String,
+}
+
+impl Default for OptimizerSummary {
+    /// GD's, for summaries written before optimisers were recorded.
+    fn default() -> Self {
+        Self {
+            name: "gd".into(),
+            parameters: Default::default(),
+            time_scale: crate::dynamics::optimizer::TimeScale::Eta,
+            limit: String::new(),
+            balance: String::new(),
+        }
+    }
+}
+
 /// Everything a run produces.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     pub summary: RunSummary,
+    /// The optimiser's rows (GD's by default; named by `summary.optimizer.name`).
     pub gd: Vec<Record>,
     pub flow: Vec<Record>,
     /// With the central flow: GD's two-step average x̄_j = ½(x_j + x_{j+1}) at t = (j + ½)η,
@@ -241,7 +274,7 @@ pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
     w.write_record(trajectory_header(k, &result.extra_columns))
         .map_err(&err)?;
     for (name, records) in [
-        ("gd", &result.gd),
+        (result.summary.optimizer.name.as_str(), &result.gd),
         ("flow", &result.flow),
         ("gd_mean", &result.gd_mean),
     ] {
@@ -360,9 +393,9 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
             extra: extra_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
         };
         match row.get(0) {
-            Some("gd") => gd.push(record),
             Some("flow") => flow.push(record),
             Some("gd_mean") => gd_mean.push(record),
+            Some(name) if name == summary.optimizer.name => gd.push(record),
             other => return Err(not_ours(&path, format!("unknown dynamics {other:?}"))),
         }
     }

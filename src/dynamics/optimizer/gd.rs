@@ -1,0 +1,50 @@
+//! Gradient descent (MATH §2): x⁺ = x + ηF, F = −∇f. Plain limit the gradient flow, modified
+//! limit x' = F − (η/2)JF (= −∇f̃, f̃ = f + (η/4)‖∇f‖²); past the stability limit the central
+//! flow (MATH §8), which the run experiment solves with its own driver.
+
+use std::sync::Arc;
+
+use super::{Limit, Optimizer};
+use crate::dynamics::{FlowVariant, Gd, Stepper};
+use crate::field::{Field, Modified};
+
+/// Plain gradient descent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GdMethod;
+
+impl Optimizer for GdMethod {
+    fn name(&self) -> String {
+        "gd".into()
+    }
+    fn stepper(&self, _eta: f64) -> Box<dyn Stepper> {
+        Box::new(Gd::new())
+    }
+    fn limits(&self) -> Vec<FlowVariant> {
+        FlowVariant::ALL.to_vec()
+    }
+    fn limit(
+        &self,
+        variant: FlowVariant,
+        field: Arc<dyn Field>,
+        x0: &[f64],
+        eta: f64,
+    ) -> Result<Limit, String> {
+        let (field, equation): (Arc<dyn Field>, _) = match variant {
+            FlowVariant::Plain => (field, "x' = −∇f"),
+            FlowVariant::Modified => (
+                Arc::new(Modified::new(field, eta)),
+                "x' = −∇f − (η/4)∇‖∇f‖²",
+            ),
+            // the central flow's driver runs around the plain field
+            FlowVariant::Central => (field, "the central flow (MATH §8)"),
+        };
+        Ok(Limit {
+            field,
+            start: x0.to_vec(),
+            equation: equation.into(),
+        })
+    }
+    fn plain_limit_conserves_balance(&self) -> bool {
+        true
+    }
+}

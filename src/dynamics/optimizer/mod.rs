@@ -1,0 +1,244 @@
+//! Optimisers beside their continuous limits (MATH §9): each is a discrete method (a
+//! [`Stepper`]) together with the limits it has, chosen by name from one [`REGISTRY`].
+//!
+//! Write a one-step method as x⁺ = x + ηΦ(x; η), Φ = F + ηΦ₁ + O(η²). Its **plain limit**
+//! x' = F is tracked to O(η), its **modified limit** x' = F + η(Φ₁ − ½ DF·F) to O(η²). Momentum
+//! methods at the critical scaling have second-order limits in time t = j√η ([`SecondOrder`]).
+//!
+//! | name | update | limits | time |
+//! |---|---|---|---|
+//! | `gd` | x⁺ = x + ηF | plain, modified, central | jη |
+//! | `scaled-gd` | U⁺ = U − ηGV(VᵀV + λI)⁻¹, V⁺ = V − ηGᵀU(UᵀU + λI)⁻¹ | plain, modified | jη |
+//! | `alternating-gd` | U first, then V with the new U | plain, modified | jη |
+//! | `heavy-ball` | x⁺ = x + ηF + β(x − x₋), fixed β | plain, modified (shifted start) | jη |
+//! | `heavy-ball` | the same with β = 1 − γ√η | second order Ẍ + γẊ = F | j√η |
+//! | `nesterov` | Su–Boyd–Candès | second order Ẍ + (3/t)Ẋ = F | j√η |
+//!
+//! A new optimiser is one file here and one [`Entry`] in [`REGISTRY`]; the experiments see
+//! only [`Optimizer`]. One from outside the crate is passed to
+//! [`crate::experiments::Setup::with_optimizer`] (see `examples/custom_optimizer.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{FlowVariant, Stepper};
+use crate::field::Field;
+
+mod gd;
+mod second_order;
+
+pub use gd::GdMethod;
+pub use second_order::{Friction, SecondOrder};
+
+/// How the iteration count maps to the limit's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeScale {
+    /// t = jη.
+    Eta,
+    /// t = j√η (momentum at the critical scaling, Nesterov).
+    SqrtEta,
+}
+
+impl TimeScale {
+    /// The limit's time per step of size `eta`.
+    pub fn per_step(self, eta: f64) -> f64 {
+        match self {
+            TimeScale::Eta => eta,
+            TimeScale::SqrtEta => eta.sqrt(),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeScale::Eta => "jη",
+            TimeScale::SqrtEta => "j√η",
+        }
+    }
+}
+
+/// A continuous limit, ready to integrate.
+#[derive(Clone)]
+pub struct Limit {
+    /// Its vector field. Second-order limits run on (X, Ẋ, τ): the position comes first.
+    pub field: Arc<dyn Field>,
+    /// Its state at t = 0 (a first-order limit may start off x_0, as heavy ball's modified
+    /// limit does; see MATH §9).
+    pub start: Vec<f64>,
+    /// What it is, for reports: "x' = −∇f/(1−β)".
+    pub equation: String,
+}
+
+impl Limit {
+    /// The position part of one of this limit's states: what is compared with x_j.
+    pub fn position<'s>(&self, state: &'s [f64]) -> &'s [f64] {
+        &state[..self.field.factors().state_len()]
+    }
+}
+
+/// The named parameters of an optimiser, as `summary.json` records them.
+pub type Parameters = BTreeMap<String, f64>;
+
+/// One optimiser: its discrete method and its continuous limits.
+pub trait Optimizer: Send + Sync {
+    /// Its name: the `dynamics` of its rows in trajectory.csv.
+    fn name(&self) -> String;
+    /// Its parameters (damping, momentum, …), without η.
+    fn parameters(&self) -> Parameters {
+        Parameters::new()
+    }
+    /// The time its limits run in.
+    fn time_scale(&self) -> TimeScale {
+        TimeScale::Eta
+    }
+    /// A fresh stepper for one run of step size `eta`.
+    fn stepper(&self, eta: f64) -> Box<dyn Stepper>;
+    /// Its limit of kind `variant` for step `eta` on `field`, started from the method's start
+    /// `x0`; `Err` says why it has none (the caller names the flag). The central flow is GD's
+    /// alone and is solved by its own driver: every optimiser refuses it here.
+    fn limit(
+        &self,
+        variant: FlowVariant,
+        field: Arc<dyn Field>,
+        x0: &[f64],
+        eta: f64,
+    ) -> Result<Limit, String>;
+    /// The limits it has, for help and errors.
+    fn limits(&self) -> Vec<FlowVariant>;
+    /// Whether UᵀU − VᵀV is conserved by its plain limit (gradient flows of f only): then the
+    /// drift is reported as a conservation error, otherwise as drift.
+    fn plain_limit_conserves_balance(&self) -> bool {
+        false
+    }
+    /// Whether it updates U and V apart (and so has no symmetric case, where V = U).
+    fn needs_two_factors(&self) -> bool {
+        false
+    }
+    /// The field whose Hessian–vector products give its sharpness: the loss's for most; the
+    /// preconditioned P^½∇²fP^½ for ScaledGD, whose step is stable while η·λ_max of it < 2.
+    fn curvature(&self, field: Arc<dyn Field>) -> Arc<dyn Field> {
+        field
+    }
+}
+
+/// The parameters a user may give an optimiser; each optimiser takes its own and refuses the
+/// others, naming the flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// ScaledGD's λ.
+    pub damping: Option<f64>,
+    /// Heavy ball's fixed β.
+    pub momentum: Option<f64>,
+    /// Heavy ball's γ in β = 1 − γ√η.
+    pub friction: Option<f64>,
+}
+
+impl Settings {
+    /// `Err((flag, value, why))` for the first parameter set that `name` does not take.
+    fn only(&self, name: &str, takes: &[&str]) -> Result<(), (&'static str, String, String)> {
+        for (flag, value) in [
+            ("damping", self.damping),
+            ("momentum", self.momentum),
+            ("friction", self.friction),
+        ] {
+            if let Some(v) = value {
+                if !takes.contains(&flag) {
+                    let who = REGISTRY
+                        .iter()
+                        .filter(|e| e.parameters.contains(&flag))
+                        .map(|e| e.name)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err((
+                        flag,
+                        v.to_string(),
+                        format!("is a parameter of {who}, not of optimizer {name}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an optimiser's defaults and checks may depend on: the problem's scale and the step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Context {
+    /// σ_r(X*), the smallest singular value of the target.
+    pub sigma_r: f64,
+    /// The step size η.
+    pub eta: f64,
+}
+
+/// Why an optimiser cannot be built: the configuration key, its value, and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl From<(&'static str, String, String)> for Refusal {
+    fn from((key, value, reason): (&'static str, String, String)) -> Self {
+        Self { key, value, reason }
+    }
+}
+
+/// One optimiser of the registry: its name, a line of help, the parameters it takes, and how
+/// to build it from them (validating them, before any work).
+pub struct Entry {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parameters: &'static [&'static str],
+    pub build: fn(&Settings, &Context) -> Result<Arc<dyn Optimizer>, Refusal>,
+}
+
+/// Every optimiser the command line and TOML files can name.
+pub static REGISTRY: &[Entry] = &[Entry {
+    name: "gd",
+    description: "gradient descent x⁺ = x − η∇f (limits: plain, modified, central)",
+    parameters: &[],
+    build: |s, _| {
+        s.only("gd", &[])?;
+        Ok(Arc::new(GdMethod))
+    },
+}];
+
+/// The registry's entry called `name`.
+pub fn entry(name: &str) -> Option<&'static Entry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// The registry's names, comma-separated (for errors and help).
+pub fn names() -> String {
+    REGISTRY
+        .iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Build the optimiser `name` from `settings` for a problem described by `context`.
+pub fn build(
+    name: &str,
+    settings: &Settings,
+    context: &Context,
+) -> Result<Arc<dyn Optimizer>, Refusal> {
+    let e = entry(name).ok_or_else(|| Refusal {
+        key: "optimizer",
+        value: name.to_string(),
+        reason: format!("is not an optimizer; choose one of {}", names()),
+    })?;
+    (e.build)(settings, context)
+}
+
+/// `Err` for a limit an optimiser does not have, naming the ones it has.
+pub fn no_limit(name: &str, variant: FlowVariant, has: &[FlowVariant]) -> String {
+    let has: Vec<&str> = has.iter().map(|v| v.name()).collect();
+    format!(
+        "{name} has no {} limit (it has: {})",
+        variant.name(),
+        has.join(", ")
+    )
+}
