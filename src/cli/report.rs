@@ -116,15 +116,16 @@ pub fn format_summary(s: &RunSummary) -> String {
         let _ = writeln!(out, "limit: {}; UᵀU − VᵀV {}", o.limit, o.balance);
     }
     let _ = writeln!(out);
+    let w = method.len().max(6);
     let _ = writeln!(
         out,
-        "{:<6} {:>12} {:>14} {:>14} {:>16}  status",
+        "{:<w$} {:>12} {:>14} {:>14} {:>16}  status",
         "", "t_final", "rel_error", "loss", "balance_drift"
     );
     for (name, d) in [(method.as_str(), &s.gd), ("flow", &s.flow)] {
         let _ = writeln!(
             out,
-            "{:<6} {:>12.6} {:>14.3e} {:>14.3e} {:>16.3e}  {}",
+            "{:<w$} {:>12.6} {:>14.3e} {:>14.3e} {:>16.3e}  {}",
             name,
             d.final_t,
             d.final_rel_error,
