@@ -27,9 +27,11 @@ use super::{FlowVariant, Stepper};
 use crate::field::Field;
 
 mod gd;
+mod scaled_gd;
 mod second_order;
 
 pub use gd::GdMethod;
+pub use scaled_gd::{Preconditioned, ScaledGd, DEFAULT_DAMPING};
 pub use second_order::{Friction, SecondOrder};
 
 /// How the iteration count maps to the limit's time.
@@ -195,15 +197,24 @@ pub struct Entry {
 }
 
 /// Every optimiser the command line and TOML files can name.
-pub static REGISTRY: &[Entry] = &[Entry {
-    name: "gd",
-    description: "gradient descent x⁺ = x − η∇f (limits: plain, modified, central)",
-    parameters: &[],
-    build: |s, _| {
-        s.only("gd", &[])?;
-        Ok(Arc::new(GdMethod))
+pub static REGISTRY: &[Entry] = &[
+    Entry {
+        name: "gd",
+        description: "gradient descent x⁺ = x − η∇f (limits: plain, modified, central)",
+        parameters: &[],
+        build: |s, _| {
+            s.only("gd", &[])?;
+            Ok(Arc::new(GdMethod))
+        },
     },
-}];
+    Entry {
+        name: "scaled-gd",
+        description: "ScaledGD(λ): U⁺ = U − ηGV(VᵀV + λI)⁻¹, V⁺ likewise (--damping λ; limits: \
+                      plain, modified)",
+        parameters: &["damping"],
+        build: scaled_gd::build,
+    },
+];
 
 /// The registry's entry called `name`.
 pub fn entry(name: &str) -> Option<&'static Entry> {
