@@ -26,10 +26,12 @@ use serde::{Deserialize, Serialize};
 use super::{FlowVariant, Stepper};
 use crate::field::Field;
 
+mod alternating_gd;
 mod gd;
 mod scaled_gd;
 mod second_order;
 
+pub use alternating_gd::AlternatingGd;
 pub use gd::GdMethod;
 pub use scaled_gd::{Preconditioned, ScaledGd, DEFAULT_DAMPING};
 pub use second_order::{Friction, SecondOrder};
@@ -213,6 +215,16 @@ pub static REGISTRY: &[Entry] = &[
                       plain, modified)",
         parameters: &["damping"],
         build: scaled_gd::build,
+    },
+    Entry {
+        name: "alternating-gd",
+        description: "alternating (Gauss–Seidel) GD: U first, then V with the new U (limits: \
+                      plain, modified)",
+        parameters: &[],
+        build: |s, _| {
+            s.only("alternating-gd", &[])?;
+            Ok(Arc::new(AlternatingGd))
+        },
     },
 ];
 
