@@ -28,11 +28,13 @@ use crate::field::Field;
 
 mod alternating_gd;
 mod gd;
+mod heavy_ball;
 mod scaled_gd;
 mod second_order;
 
 pub use alternating_gd::AlternatingGd;
 pub use gd::GdMethod;
+pub use heavy_ball::HeavyBall;
 pub use scaled_gd::{Preconditioned, ScaledGd, DEFAULT_DAMPING};
 pub use second_order::{Friction, SecondOrder};
 
@@ -225,6 +227,13 @@ pub static REGISTRY: &[Entry] = &[
             s.only("alternating-gd", &[])?;
             Ok(Arc::new(AlternatingGd))
         },
+    },
+    Entry {
+        name: "heavy-ball",
+        description: "heavy ball x⁺ = x − η∇f + β(x − x₋): --momentum β (time jη; limits plain, \
+                      modified) or --friction γ (β = 1 − γ√η, time j√η; limit Ẍ + γẊ + ∇f = 0)",
+        parameters: &["momentum", "friction"],
+        build: heavy_ball::build,
     },
 ];
 
