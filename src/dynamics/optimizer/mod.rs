@@ -29,12 +29,14 @@ use crate::field::Field;
 mod alternating_gd;
 mod gd;
 mod heavy_ball;
+mod nesterov;
 mod scaled_gd;
 mod second_order;
 
 pub use alternating_gd::AlternatingGd;
 pub use gd::GdMethod;
 pub use heavy_ball::HeavyBall;
+pub use nesterov::Nesterov;
 pub use scaled_gd::{Preconditioned, ScaledGd, DEFAULT_DAMPING};
 pub use second_order::{Friction, SecondOrder};
 
@@ -234,6 +236,15 @@ pub static REGISTRY: &[Entry] = &[
                       modified) or --friction γ (β = 1 − γ√η, time j√η; limit Ẍ + γẊ + ∇f = 0)",
         parameters: &["momentum", "friction"],
         build: heavy_ball::build,
+    },
+    Entry {
+        name: "nesterov",
+        description: "Nesterov (Su–Boyd–Candès form), time j√η; limit Ẍ + (3/t)Ẋ + ∇f = 0",
+        parameters: &[],
+        build: |s, _| {
+            s.only("nesterov", &[])?;
+            Ok(Arc::new(Nesterov))
+        },
     },
 ];
 
