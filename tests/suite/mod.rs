@@ -10,6 +10,7 @@ mod fuzz_props;
 mod invariants;
 mod npz;
 mod one_way_in;
+mod optimizers;
 mod plot;
 mod sweep;
 mod theory;
