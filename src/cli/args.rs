@@ -139,7 +139,12 @@ pub struct GdFlags {
     #[arg(long, value_name = "λ", allow_hyphen_values = true)]
     pub damping: Option<f64>,
     /// Heavy ball's fixed momentum β ∈ [0, 1), time t = jη (or give --friction)
-    #[arg(long, value_name = "β", allow_hyphen_values = true, conflicts_with = "friction")]
+    #[arg(
+        long,
+        value_name = "β",
+        allow_hyphen_values = true,
+        conflicts_with = "friction"
+    )]
     pub momentum: Option<f64>,
     /// Heavy ball's friction γ > 0: β = 1 − γ√η, time t = j√η, limit Ẍ + γẊ + ∇f = 0
     #[arg(long, value_name = "γ", allow_hyphen_values = true)]

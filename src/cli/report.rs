@@ -96,13 +96,25 @@ pub fn format_summary(s: &RunSummary) -> String {
         );
     }
     let o = &s.optimizer;
-    let method = if o.name == "gd" { "GD".to_string() } else { o.name.clone() };
-    let params: Vec<String> = o.parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let method = if o.name == "gd" {
+        "GD".to_string()
+    } else {
+        o.name.clone()
+    };
+    let params: Vec<String> = o
+        .parameters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let dt = o.time_scale.per_step(c.eta);
     let _ = writeln!(
         out,
         "{method}{}: η={} for {} steps (t = {}, T={});  {} flow: {} rtol={:e} atol={:.3e}",
-        if params.is_empty() { String::new() } else { format!(" ({})", params.join(", ")) },
+        if params.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", params.join(", "))
+        },
         c.eta,
         c.steps,
         o.time_scale.name(),

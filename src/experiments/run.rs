@@ -368,7 +368,8 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             parameters: optimizer.parameters(),
             time_scale: optimizer.time_scale(),
             limit: limit.equation.clone(),
-            balance: if optimizer.plain_limit_conserves_balance() && cfg.flow == FlowVariant::Plain {
+            balance: if optimizer.plain_limit_conserves_balance() && cfg.flow == FlowVariant::Plain
+            {
                 "conserved by the flow (its drift measures the solver's error); GD's drift is O(η²) a step (MATH §3)".into()
             } else {
                 "not conserved: both drifts are the dynamics' own".into()

@@ -70,7 +70,12 @@ impl Optimizer for HeavyBall {
         let refuse = || Err(no_limit("heavy-ball", variant, &self.limits()));
         match (*self, variant) {
             (HeavyBall::Momentum(b), FlowVariant::Plain) => Ok(Limit {
-                field: Arc::new(Modified::with_coefficients(field, eta, 1.0 / (1.0 - b), 0.0)),
+                field: Arc::new(Modified::with_coefficients(
+                    field,
+                    eta,
+                    1.0 / (1.0 - b),
+                    0.0,
+                )),
                 start: x0.to_vec(),
                 equation: format!("x' = −∇f/(1−β), β = {b}"),
             }),

@@ -27,8 +27,7 @@ pub(super) fn build(s: &Settings, c: &Context) -> Result<Arc<dyn Optimizer>, Ref
         return Err(Refusal {
             key: "damping",
             value: damping.to_string(),
-            reason: "must be a finite λ >= 0 (λ = 0 only while VᵀV and UᵀU stay invertible)"
-                .into(),
+            reason: "must be a finite λ >= 0 (λ = 0 only while VᵀV and UᵀU stay invertible)".into(),
         });
     }
     Ok(Arc::new(ScaledGd { damping }))
@@ -164,8 +163,7 @@ impl Stepper for ScaledGdStepper {
     }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let old = x.to_vec();
-        if let Err(e) = add_preconditioned(field.factors(), &old, &self.f, eta, self.damping, x)
-        {
+        if let Err(e) = add_preconditioned(field.factors(), &old, &self.f, eta, self.damping, x) {
             self.failure = Some(e);
         }
     }
@@ -204,7 +202,11 @@ impl Field for Preconditioned {
         self.inner.observations()
     }
     fn describe(&self) -> String {
-        format!("ScaledGD(λ = {}) of {}", self.damping, self.inner.describe())
+        format!(
+            "ScaledGD(λ = {}) of {}",
+            self.damping,
+            self.inner.describe()
+        )
     }
     fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
         self.inner.evaluate(state, ws)
