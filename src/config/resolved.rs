@@ -224,6 +224,7 @@ impl Config {
     pub fn optimizer(&self) -> Result<Arc<dyn Optimizer>> {
         self.optimizer_for(&Context {
             sigma_r: 1.0,
+            sigma_1: 1.0,
             eta: self.eta,
         })
     }

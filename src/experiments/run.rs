@@ -351,7 +351,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     sharpness_cost.absorb(&sharp_mean.cost);
     let summary = RunSummary {
         provenance: setup.provenance(),
-        warnings: cfg.warnings(),
+        warnings: [
+            cfg.warnings(),
+            optimizer.warnings(&setup.optimizer_context()),
+        ]
+        .concat(),
         problem: ProblemInfo::new(problem),
         gd: gd.summary(&gd_status),
         flow: flow.summary(&flow_status),

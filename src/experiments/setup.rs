@@ -175,10 +175,17 @@ impl Setup {
     pub fn optimizer(&self) -> Result<Arc<dyn Optimizer>> {
         match &self.custom_optimizer {
             Some(o) => Ok(o.clone()),
-            None => self.config.optimizer_for(&Context {
-                sigma_r: self.problem.target_sv.last().copied().unwrap_or(1.0),
-                eta: self.config.eta,
-            }),
+            None => self.config.optimizer_for(&self.optimizer_context()),
+        }
+    }
+
+    /// What the optimiser's defaults and warnings depend on: the target's scale and η.
+    pub fn optimizer_context(&self) -> Context {
+        let sv = &self.problem.target_sv;
+        Context {
+            sigma_r: sv.last().copied().unwrap_or(1.0),
+            sigma_1: sv.first().copied().unwrap_or(1.0),
+            eta: self.config.eta,
         }
     }
 

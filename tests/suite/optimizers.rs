@@ -94,6 +94,7 @@ fn assert_same(name: &str, lib: &[Vec<f64>], plain: &[Vec<f64>]) {
 fn build(name: &str, settings: Settings) -> Arc<dyn Optimizer> {
     let ctx = Context {
         sigma_r: 1.0,
+        sigma_1: 1.0,
         eta: 0.05,
     };
     optimizer::build(name, &settings, &ctx).unwrap()

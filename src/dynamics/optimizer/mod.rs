@@ -128,6 +128,12 @@ pub trait Optimizer: Send + Sync {
     fn curvature(&self, field: Arc<dyn Field>) -> Arc<dyn Field> {
         field
     }
+    /// What a user should know before trusting the comparison at this step size (printed and
+    /// kept in summary.json): regimes where the limits cannot describe the method.
+    fn warnings(&self, context: &Context) -> Vec<String> {
+        let _ = context;
+        Vec::new()
+    }
 }
 
 /// The parameters a user may give an optimiser; each optimiser takes its own and refuses the
@@ -177,6 +183,8 @@ pub struct Context {
     pub sigma_r: f64,
     /// The step size η.
     pub eta: f64,
+    /// σ_1(X*), the largest singular value of the target.
+    pub sigma_1: f64,
 }
 
 /// Why an optimiser cannot be built: the configuration key, its value, and what to do.

@@ -60,6 +60,24 @@ impl Optimizer for ScaledGd {
     fn needs_two_factors(&self) -> bool {
         true
     }
+    /// Near a small start P ≈ I/λ, so the field's rate is about σ_1/λ: a step η above λ/σ_1
+    /// is far from both limits until the factors outgrow √λ, and there the modified limit's
+    /// correction (η/2)D(PF)·PF dominates PF, making it stiff (slow) and meaningless.
+    fn warnings(&self, c: &Context) -> Vec<String> {
+        let ratio = c.eta * c.sigma_1 / self.damping.max(f64::MIN_POSITIVE);
+        if ratio > 1.0 {
+            vec![format!(
+                "ScaledGD's step η = {} is {ratio:.3} times the preconditioned field's time scale \
+                 λ/σ_1 = {:.3e} near a small start: until VᵀV and UᵀU outgrow λ the method is far \
+                 from its limits, and its modified limit is stiff there; raise --damping or \
+                 lower --eta to be in the regime the limits describe",
+                c.eta,
+                self.damping / c.sigma_1
+            )]
+        } else {
+            Vec::new()
+        }
+    }
     fn curvature(&self, field: Arc<dyn Field>) -> Arc<dyn Field> {
         Arc::new(Preconditioned::new(field, self.damping))
     }
