@@ -331,8 +331,14 @@ fn tx(log: bool, v: f64) -> f64 {
 
 fn tick(log: bool, v: f64) -> String {
     if log {
+        // Ticks sit at round values of log10: label powers of ten as such and the others with
+        // two digits (10^3.4 is 2.5e3; one digit said 3e3, half a tick off).
         let p = 10f64.powf(v);
-        format!("{p:.0e}").replace("e0", "")
+        if (v - v.round()).abs() < 1e-9 {
+            format!("{p:.0e}").replace("e0", "")
+        } else {
+            format!("{p:.1e}").replace("e0", "")
+        }
     } else {
         short(v)
     }
