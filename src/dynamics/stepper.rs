@@ -33,6 +33,15 @@ pub trait Stepper {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// For methods whose evaluation is exactly F(x) into a buffer of their own: that buffer,
+    /// resized to `len`, with the cached workspace dropped (a batched evaluation does not
+    /// fill it). Batched drivers then evaluate many runs of such steppers in one pass over
+    /// the sensing matrix ([`Field::rhs_batch`]), boxed or not. `None` (the default): the
+    /// method evaluates in its own way (Nesterov's look-ahead).
+    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+        let _ = len;
+        None
+    }
     /// Evaluate several runs, one per stepper, at once. The default evaluates them one by
     /// one; [`Gd`] shares each pass over the sensing matrix between them.
     fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64>
@@ -94,6 +103,11 @@ impl Stepper for Gd {
     fn workspace(&self) -> Option<&Workspace> {
         self.ws.as_ref()
     }
+    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+        self.ws = None;
+        self.f.resize(len, 0.0);
+        Some(&mut self.f)
+    }
     /// 𝒜 and 𝒜* applied to every run in one pass over the sensing matrix per eight runs
     /// ([`Field::rhs_batch`]); the steppers' workspaces are not updated.
     fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64> {
@@ -139,5 +153,37 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
     }
     fn failure(&self) -> Option<String> {
         (**self).failure()
+    }
+    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+        (**self).batch_buffer(len)
+    }
+    /// One pass over the sensing matrix for all runs when every stepper has a
+    /// [`Stepper::batch_buffer`] (as [`Gd`]'s own batch does, with the same results), one by
+    /// one otherwise.
+    fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64> {
+        let mut outs = Vec::with_capacity(steppers.len());
+        for (s, x) in steppers.iter_mut().zip(xs) {
+            match s.batch_buffer(x.len()) {
+                Some(b) => outs.push(std::mem::take(b)),
+                None => {
+                    // put back what was taken, then evaluate one by one
+                    for (s, o) in steppers.iter_mut().zip(outs) {
+                        let n = o.len();
+                        *s.batch_buffer(n).expect("had one") = o;
+                    }
+                    return steppers
+                        .iter_mut()
+                        .zip(xs)
+                        .map(|(s, x)| s.evaluate(field, x))
+                        .collect();
+                }
+            }
+        }
+        let losses = field.rhs_batch(xs, &mut outs);
+        for (s, o) in steppers.iter_mut().zip(outs) {
+            let n = o.len();
+            *s.batch_buffer(n).expect("had one") = o;
+        }
+        losses
     }
 }

@@ -37,10 +37,10 @@ impl Command {
         let other_optimizer = args.optimizer.as_deref().is_some_and(|o| o != "gd");
         match self {
             Command::Run => None,
-            Command::Sweep | Command::Check if other_optimizer => Some((
+            Command::Check if other_optimizer => Some((
                 "optimizer",
-                "sweeps and checks compare gd with its limits in this version; run the other \
-                 optimizers with `gdflow run --optimizer NAME`",
+                "the checks are predictions about GD and its gradient flow; compare another \
+                 optimizer with `gdflow run` or `gdflow sweep --optimizer NAME`",
             )),
             Command::Sweep => given(args.eta.is_some(), "eta", "use --etas or --eta-range")
                 .or(given(args.steps.is_some(), "steps", "use --horizon"))

@@ -17,6 +17,7 @@
 //! average still follows. It needs a gradient field: with a non-gradient perturbation its
 //! columns stay empty.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use nalgebra::DMatrix;
@@ -30,9 +31,10 @@ use crate::dynamics::flow::{
     solve_central_flow_with, solve_flow, CentralReport, FlowOptions, FlowSolution, SolverStats,
     Times,
 };
+use crate::dynamics::optimizer::{Optimizer, TimeScale};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
-use crate::dynamics::{Driver, Gd, Iterate, RunOptions, SaveAt, Status};
+use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
 use crate::problem::Problem;
@@ -184,6 +186,28 @@ pub(crate) fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
 /// Resolve the sweep's settings against a set-up problem and run it.
 pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<SweepResult> {
     let settings = resolve_settings(args, &setup.config, &setup.problem)?;
+    let optimizer = setup.optimizer()?;
+    if optimizer.time_scale() != TimeScale::Eta
+        || !optimizer.limits().contains(&FlowVariant::Modified)
+    {
+        return Err(Error::invalid(
+            "optimizer",
+            optimizer.name(),
+            "a sweep compares a method with its plain and modified limits at t = jη, and this \
+             one runs in j√η with a second-order limit: compare it at each η with `gdflow run \
+             --optimizer NAME`",
+        ));
+    }
+    if !optimizer.is_gradient_descent() && args.stability_steps.is_some_and(|s| s > 0) {
+        return Err(Error::invalid(
+            "stability_steps",
+            args.stability_steps.unwrap_or(0),
+            format!(
+                "the stability bisection runs GD, not {}: leave it unset (or 0)",
+                optimizer.name()
+            ),
+        ));
+    }
     run_sweep(setup, &settings, show_progress)
 }
 
@@ -226,6 +250,8 @@ fn plain_flow_all(
 
 struct Ctx<'a> {
     field: &'a dyn Field,
+    field_arc: Arc<dyn Field>,
+    optimizer: Arc<dyn Optimizer>,
     setup: &'a Setup,
     x0: Vec<f64>,
     x_star: &'a DMatrix<f64>,
@@ -252,14 +278,18 @@ fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
     let n = ctx.settings.steps_for(eta);
     let steps: Vec<usize> = (0..=n).collect();
     let times: Vec<f64> = steps.iter().map(|&j| j as f64 * eta).collect();
-    let field = ctx.setup.flow_field(FlowVariant::Modified, eta);
+    let limit = ctx
+        .optimizer
+        .limit(FlowVariant::Modified, ctx.field_arc.clone(), &ctx.x0, eta)
+        .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))?;
+    let field = limit.field;
     let opts = ctx.flow_opts;
     let (coarse, tight) = rayon::join(
-        || solve_flow(field.as_ref(), &ctx.x0, &times, &steps, &opts),
+        || solve_flow(field.as_ref(), &limit.start, &times, &steps, &opts),
         || {
             solve_flow(
                 field.as_ref(),
-                &ctx.x0,
+                &limit.start,
                 &times,
                 &steps,
                 &opts.tightened(TIGHTENING),
@@ -281,8 +311,12 @@ struct CentralRef {
     report: CentralReport,
 }
 
-/// `None` when the field is not a gradient (the central flow is not defined).
+/// `None` when the field is not a gradient (the central flow is not defined) or the method
+/// has no central flow (anything but GD).
 fn central_flow(ctx: &Ctx, eta: f64) -> Option<CentralRef> {
+    if !ctx.optimizer.limits().contains(&FlowVariant::Central) {
+        return None;
+    }
     if ctx
         .setup
         .config
@@ -342,6 +376,8 @@ struct Comparison<'a> {
     max_mod: Peak,
     max_central: Peak,
     final_central: Option<f64>,
+    final_dev: f64,
+    final_dev_modified: f64,
     previous: Option<Vec<f64>>,
     ref_error: f64,
     ref_error_modified: f64,
@@ -386,6 +422,8 @@ impl<'a> Comparison<'a> {
             max_mod: Peak::new(),
             max_central: Peak::new(),
             final_central: None,
+            final_dev: f64::NAN,
+            final_dev_modified: f64::NAN,
             previous: None,
             ref_error: 0.0,
             ref_error_modified: 0.0,
@@ -422,6 +460,8 @@ impl<'a> Comparison<'a> {
         self.max_v.update(dev_v, j, t);
         self.max_loss.update((loss_gd - loss_flow).abs(), j, t);
         self.max_mod.update(dev_mod, j, t);
+        self.final_dev = dev;
+        self.final_dev_modified = dev_mod;
         self.ref_error = self.ref_error.max(ref_err);
         self.ref_error_modified = self.ref_error_modified.max(ref_err_mod);
         self.max_drift_gd = self.max_drift_gd.max(drift_gd);
@@ -539,6 +579,8 @@ impl<'a> Comparison<'a> {
                 solver: c.stats.clone(),
                 work: c.report.work.clone(),
             }),
+            final_dev: self.final_dev,
+            final_dev_modified: self.final_dev_modified,
         };
         (point, self.rows)
     }
@@ -552,9 +594,15 @@ pub fn run_sweep(
 ) -> Result<SweepResult> {
     let start = Instant::now();
     let (cfg, problem) = (&setup.config, &setup.problem);
-    let field = setup.field();
-    let field = field.as_ref();
+    let field_arc = setup.field();
+    let field = field_arc.as_ref();
+    let optimizer = setup.optimizer()?;
     let x0 = problem.start_state();
+    // the plain limits of the jη methods do not depend on η
+    let plain_limit = optimizer
+        .limit(FlowVariant::Plain, field_arc.clone(), &x0, cfg.eta)
+        .map_err(|why| Error::invalid("optimizer", optimizer.name(), why))?;
+    let (plain_field, plain_start) = (plain_limit.field.as_ref(), &plain_limit.start);
     let flow_opts = cfg.flow_options();
     let etas = settings.active_etas();
     let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
@@ -574,10 +622,10 @@ pub fn run_sweep(
     steps.push(1);
     let t = Instant::now();
     let (plain, plain_tight) = rayon::join(
-        || plain_flow_all(field, &x0, &out_etas, &steps, &flow_opts),
+        || plain_flow_all(plain_field, plain_start, &out_etas, &steps, &flow_opts),
         || {
             let tight = flow_opts.tightened(TIGHTENING);
-            plain_flow_all(field, &x0, &out_etas, &steps, &tight)
+            plain_flow_all(plain_field, plain_start, &out_etas, &steps, &tight)
         },
     );
     let (plain, mut plain_tight) = (plain?, plain_tight?);
@@ -592,6 +640,8 @@ pub fn run_sweep(
 
     let ctx = Ctx {
         field,
+        field_arc: field_arc.clone(),
+        optimizer: optimizer.clone(),
         setup,
         x0: x0.clone(),
         x_star: &problem.x_star,
@@ -634,7 +684,7 @@ pub fn run_sweep(
                 save: SaveAt::Nothing,
                 ..RunOptions::new(c.eta, c.n, 1)
             };
-            (Gd::new(), x0.clone(), opts)
+            (ctx.optimizer.stepper(c.eta), x0.clone(), opts)
         })
         .collect();
     let statuses: Vec<Status> = Driver::batch(field, runs)
@@ -659,11 +709,13 @@ pub fn run_sweep(
 
     bar.set_message("stability limit");
     let t = Instant::now();
-    let stability = if settings.shard.is_none_or(|s| s.index == 1) {
-        Some(stability_report(&ctx, sharp_state, settings, cfg.seed))
-    } else {
-        None
-    };
+    // the bisection and 2/λ_max are GD's stability limit
+    let stability =
+        if settings.shard.is_none_or(|s| s.index == 1) && optimizer.is_gradient_descent() {
+            Some(stability_report(&ctx, sharp_state, settings, cfg.seed))
+        } else {
+            None
+        };
     let stability_seconds = t.elapsed().as_secs_f64();
     bar.inc(1);
     bar.finish_and_clear();
@@ -678,7 +730,16 @@ pub fn run_sweep(
             setup.from_file.clone(),
         ),
         sweep: settings.clone(),
-        warnings: cfg.problem_warnings(),
+        warnings: {
+            let mut w = cfg.problem_warnings();
+            if !optimizer.is_gradient_descent() {
+                w.push(format!(
+                    "the stability limit (bisection, 2/λ_max) is GD's: not computed for {}",
+                    optimizer.name()
+                ));
+            }
+            w
+        },
         problem: ProblemInfo::new(problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,

@@ -199,6 +199,34 @@ pub struct SweepPoint {
     /// GD's two-step average against the central flow; `None` when the central flow is not
     /// defined (a non-gradient perturbation).
     pub central: Option<CentralPoint>,
+    /// ‖X_J − X(t_J)‖ at the last compared step against the plain limit (absolute): at a fixed
+    /// time, where momentum's O(η²) order shows (MATH §9); NaN in sweeps written before it.
+    #[serde(default = "not_recorded", with = "nan_as_null")]
+    pub final_dev: f64,
+    /// The same against the modified limit.
+    #[serde(default = "not_recorded", with = "nan_as_null")]
+    pub final_dev_modified: f64,
+}
+
+fn not_recorded() -> f64 {
+    f64::NAN
+}
+
+/// JSON has no NaN: a value that could not be measured is written as null.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 /// The central flow at one step size (MATH §8) and GD's two-step average against it.
@@ -333,6 +361,8 @@ pub fn sweep_csv(summary: &SweepSummary) -> Result<Vec<u8>> {
         "central_first_reached",
         "central_max_active",
         "central_status",
+        "final_dev",
+        "final_dev_modified",
     ])
     .map_err(&err)?;
     for p in &summary.points {
@@ -372,6 +402,8 @@ pub fn sweep_csv(summary: &SweepSummary) -> Result<Vec<u8>> {
             p.central
                 .as_ref()
                 .map_or_else(String::new, |c| c.status.label().to_string()),
+            num(p.final_dev),
+            num(p.final_dev_modified),
         ])
         .map_err(&err)?;
     }

@@ -543,7 +543,9 @@ fn every_documented_csv_has_its_full_header() {
             "final_dev_central",
             "central_first_reached",
             "central_max_active",
-            "central_status"
+            "central_status",
+            "final_dev",
+            "final_dev_modified"
         ]
     );
     assert_eq!(

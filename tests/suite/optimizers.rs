@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use gdflow::config::ConfigArgs;
+use gdflow::config::{ConfigArgs, SweepArgs};
 use gdflow::dynamics::optimizer::{self, Context, Optimizer, Settings};
 use gdflow::dynamics::{Driver, FlowVariant, RunOptions, Status};
 use gdflow::error::Error;
-use gdflow::experiments::{run_config, sweep_config};
+use gdflow::experiments::{check_config, run_config, sweep_config};
 use gdflow::field::{Field, SensingField};
 use gdflow::problem::Problem;
 use nalgebra::DMatrix;
@@ -443,15 +443,76 @@ fn bad_parameters_are_refused_naming_the_key() {
         with("alternating-gd", |a| a.symmetric = Some(true)),
         "optimizer"
     );
-    // the sweep compares GD only, and says so
+    // a sweep compares with plain and modified limits at t = jη: not Nesterov's
     let args = ConfigArgs {
-        optimizer: Some("scaled-gd".into()),
+        optimizer: Some("nesterov".into()),
         ..Default::default()
     };
     match sweep_config(&args, &Default::default()) {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "optimizer"),
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
+    // the stability bisection is GD's
+    let args = ConfigArgs {
+        optimizer: Some("scaled-gd".into()),
+        ..Default::default()
+    };
+    let sweep = SweepArgs {
+        stability_steps: Some(100),
+        ..Default::default()
+    };
+    match sweep_config(&args, &sweep) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "stability_steps"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // the checks are GD's
+    match check_config(&args, &Default::default()) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "optimizer"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_sweep_of_heavy_ball_shows_its_orders_at_the_final_time() {
+    let mut args = order_args("heavy-ball", FlowVariant::Plain, 0.01, 1);
+    args.eta = None;
+    args.steps = None;
+    args.record_every = None;
+    args.flow = None;
+    args.momentum = Some(0.5);
+    let sweep = SweepArgs {
+        etas: Some(ETAS.to_vec()),
+        horizon: Some(HORIZON),
+        ..Default::default()
+    };
+    let s = sweep_config(&args, &sweep).unwrap();
+    let at = |f: fn(&gdflow::results::sweep::SweepPoint) -> f64| -> Vec<(f64, f64)> {
+        s.summary.points.iter().map(|p| (p.eta, f(p))).collect()
+    };
+    let plain = fitted_order(&at(|p| p.final_dev));
+    let modified = fitted_order(&at(|p| p.final_dev_modified));
+    assert_within("sweep, heavy ball β = 0.5, final_dev", plain, 1.0, 0.15);
+    assert_within("sweep, heavy ball, final_dev_modified", modified, 2.0, 0.2);
+    // the same distances as `run` measures at T
+    for p in &s.summary.points {
+        let mut a = order_args("heavy-ball", FlowVariant::Modified, p.eta, p.steps);
+        a.momentum = Some(0.5);
+        let r = run_config(&a).unwrap();
+        let d = r.summary.distance.unwrap().final_distance;
+        assert!(
+            (d - p.final_dev_modified).abs() <= 1e-3 * d,
+            "η = {}: run {d:e}, sweep {:e}",
+            p.eta,
+            p.final_dev_modified
+        );
+    }
+    let csv = String::from_utf8(gdflow::results::sweep::sweep_csv(&s.summary).unwrap()).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert!(header.contains(&"final_dev") && header.contains(&"final_dev_modified"));
+    assert!(
+        s.summary.stability.is_none(),
+        "GD's stability limit is not heavy ball's"
+    );
 }
 
 #[test]

@@ -47,4 +47,7 @@ impl Optimizer for GdMethod {
     fn plain_limit_conserves_balance(&self) -> bool {
         true
     }
+    fn is_gradient_descent(&self) -> bool {
+        true
+    }
 }

@@ -181,4 +181,9 @@ impl Stepper for HeavyBallStepper {
     fn workspace(&self) -> Option<&Workspace> {
         self.ws.as_ref()
     }
+    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+        self.ws = None;
+        self.f.resize(len, 0.0);
+        Some(&mut self.f)
+    }
 }

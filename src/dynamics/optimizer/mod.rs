@@ -119,6 +119,11 @@ pub trait Optimizer: Send + Sync {
     fn plain_limit_conserves_balance(&self) -> bool {
         false
     }
+    /// Whether it is plain gradient descent: GD's stability analysis (the bisection for the
+    /// largest convergent η, 2/λ_max) applies to it alone.
+    fn is_gradient_descent(&self) -> bool {
+        false
+    }
     /// Whether it updates U and V apart (and so has no symmetric case, where V = U).
     fn needs_two_factors(&self) -> bool {
         false

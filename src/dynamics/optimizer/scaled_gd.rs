@@ -188,6 +188,11 @@ impl Stepper for ScaledGdStepper {
     fn workspace(&self) -> Option<&Workspace> {
         self.ws.as_ref()
     }
+    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+        self.ws = None;
+        self.f.resize(len, 0.0);
+        Some(&mut self.f)
+    }
     fn failure(&self) -> Option<String> {
         self.failure.clone()
     }
