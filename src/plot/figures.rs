@@ -18,8 +18,46 @@ fn ended_at(status: &Status) -> Option<f64> {
     }
 }
 
-fn eta_label(eta: f64) -> String {
-    format!("GD η = {}", super::short(eta))
+/// How a figure names an optimiser: GD as GD, the others by their registry names.
+fn method_label(name: &str) -> String {
+    if name == "gd" {
+        "GD".into()
+    } else {
+        name.into()
+    }
+}
+
+fn eta_label(method: &str, eta: f64) -> String {
+    format!("{} η = {}", method_label(method), super::short(eta))
+}
+
+/// The optimiser of a sweep (GD for sweeps written before optimisers were recorded).
+fn sweep_method(s: &SweepResult) -> String {
+    s.summary
+        .provenance
+        .config
+        .get("optimizer")
+        .and_then(|v| v.as_str())
+        .unwrap_or("gd")
+        .to_string()
+}
+
+/// The plain limit's name in a legend.
+fn limit_label(method: &str) -> String {
+    if method == "gd" {
+        "gradient flow".into()
+    } else {
+        format!("{method}'s plain limit")
+    }
+}
+
+/// What the balance drift figure says of the drifts.
+fn drift_text(method: &str) -> String {
+    if method == "gd" {
+        "GD: O(η²) per step; flow: solver error".into()
+    } else {
+        format!("UᵀU − VᵀV is conserved by neither {method} nor its limits")
+    }
 }
 
 fn panel(title: &str, y_label: &str, log_y: bool) -> Panel {
@@ -50,17 +88,19 @@ pub const MAX_LEGEND_ETAS: usize = 6;
 /// each for a few; shades of one colour scale, a colour bar and one proxy entry for many.
 struct EtaColors {
     bar: Option<ColorBar>,
+    method: String,
 }
 
 impl EtaColors {
-    fn new(etas: &[f64]) -> Self {
+    fn new(etas: &[f64], method: &str) -> Self {
+        let method = method_label(method);
         let bar = (etas.len() > MAX_LEGEND_ETAS).then(|| ColorBar {
-            label: format!("GD step size η ({} values)", etas.len()),
+            label: format!("{method} step size η ({} values)", etas.len()),
             min: etas.iter().copied().fold(f64::INFINITY, f64::min),
             max: etas.iter().copied().fold(0.0, f64::max),
             log: true,
         });
-        Self { bar }
+        Self { bar, method }
     }
 
     /// `series` (coloured by `index`) recoloured and relabelled for `eta`.
@@ -81,7 +121,7 @@ impl EtaColors {
                 "solid"
             };
             p.series.push(Series::new(
-                format!("GD ({what}; colour: η)"),
+                format!("{} ({what}; colour: η)", self.method),
                 FLOW,
                 style,
                 vec![],
@@ -113,7 +153,8 @@ fn records_panel(
 ) -> Panel {
     let mut p = panel(title, y_label, true);
     let etas: Vec<f64> = runs.iter().map(|r| r.summary.config().eta).collect();
-    let colors = EtaColors::new(&etas);
+    let method = runs[0].summary.optimizer.name.clone();
+    let colors = EtaColors::new(&etas, &method);
     if per_run_flows(runs) {
         // a modified or central flow depends on η: each run's own, in its GD's colour
         for (i, run) in runs.iter().enumerate() {
@@ -134,7 +175,7 @@ fn records_panel(
         p.series.push(Series {
             diverged_at: ended_at(&flow.summary.flow.status),
             ..Series::new(
-                "gradient flow",
+                limit_label(&flow.summary.optimizer.name),
                 FLOW,
                 Style::Line,
                 flow.flow.iter().map(|r| (r.t, value(r))).collect(),
@@ -143,7 +184,7 @@ fn records_panel(
     }
     for (i, run) in runs.iter().enumerate() {
         let series = gd_series(
-            eta_label(etas[i]),
+            eta_label(&run.summary.optimizer.name, etas[i]),
             i,
             run.gd.iter().map(|r| (r.t, value(r))).collect(),
             &run.summary.gd.status,
@@ -229,7 +270,10 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
         });
     }
     p.series.push(Series::new(
-        format!("GD η = {} (dashed)", super::short(run.summary.config().eta)),
+        format!(
+            "{} (dashed)",
+            eta_label(&run.summary.optimizer.name, run.summary.config().eta)
+        ),
         FLOW,
         Style::Dashed,
         vec![],
@@ -289,8 +333,7 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
             s.style = Style::Line;
         }
     }
-    p.texts
-        .push("GD: O(η²) per step; flow: solver error".into());
+    p.texts.push(drift_text(&runs[0].summary.optimizer.name));
     Figure {
         columns: None,
         name: "balance_drift".into(),
@@ -386,12 +429,13 @@ fn sweep_panel(
 ) -> Panel {
     let mut p = panel(title, y_label, true);
     let groups = by_eta(&s.deviations);
+    let method = sweep_method(s);
     // The finest grid (smallest η) shows the flow best.
     if let Some((_, rows)) = groups.first() {
         p.series.push(Series {
             diverged_at: ended_at(&s.summary.reference.status),
             ..Series::new(
-                "gradient flow",
+                limit_label(&method),
                 FLOW,
                 Style::Line,
                 rows.iter().map(|r| (r.t, flow(r))).collect(),
@@ -399,7 +443,7 @@ fn sweep_panel(
         });
     }
     let etas: Vec<f64> = groups.iter().map(|g| g.0).collect();
-    let colors = EtaColors::new(&etas);
+    let colors = EtaColors::new(&etas, &method);
     for (i, (eta, rows)) in groups.iter().enumerate() {
         let status = s
             .summary
@@ -410,7 +454,7 @@ fn sweep_panel(
         let series = Series {
             style,
             ..gd_series(
-                eta_label(*eta),
+                eta_label(&method, *eta),
                 i,
                 rows.iter().map(|r| (r.t, gd(r))).collect(),
                 &status,
@@ -458,8 +502,7 @@ pub fn balance_drift_sweep(s: &SweepResult) -> Figure {
         |r| r.drift_flow,
         Style::Line,
     );
-    p.texts
-        .push("GD: O(η²) per step; flow: solver error".into());
+    p.texts.push(drift_text(&sweep_method(s)));
     Figure {
         columns: None,
         name: "balance_drift".into(),
