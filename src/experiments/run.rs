@@ -13,12 +13,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
-use crate::config::FlowVariant;
-use crate::dynamics::flow::{solve_central_flow_with, solve_flow_with, CentralOutput, Times};
+use crate::config::{Config, FlowVariant};
+use crate::dynamics::flow::{
+    solve_central_flow_with, solve_flow_with, CentralOutput, CentralReport, SolverStats, Times,
+};
+use crate::dynamics::optimizer::{Limit, Optimizer};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
-use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
+use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
-use crate::field::Field;
+use crate::field::{Field, Workspace};
 use crate::results::run::{
     CentralSummary, Distance, DynamicsSummary, EdgeOfStability, OptimizerSummary, ProblemInfo,
     RunResult, RunSummary, SharpnessCost, Timings,
@@ -111,28 +114,257 @@ struct EosAccumulator {
     loss_predicted: f64,
 }
 
-/// Run GD and the configured flow on a set-up problem.
+/// The distance of one comparison: its largest value and its last.
+#[derive(Default)]
+struct Gap {
+    peak: Option<Peak>,
+    last: Option<f64>,
+}
+
+impl Gap {
+    fn update(&mut self, d: f64, step: usize, t: f64) {
+        self.peak.get_or_insert_with(Peak::new).update(d, step, t);
+        self.last = Some(d);
+    }
+    fn summary(&self, target_norm: f64) -> Option<Distance> {
+        let (peak, last) = (self.peak.as_ref()?, self.last?);
+        Some(Distance {
+            max: peak.value,
+            max_relative: peak.value / target_norm,
+            step: peak.step,
+            t: peak.t,
+            final_distance: last,
+        })
+    }
+}
+
+/// Everything measured along a run: fed by the method's observer at every step and by the
+/// limit's outputs, in lockstep.
+struct Comparison<'a> {
+    cfg: &'a Config,
+    field: &'a dyn Field,
+    curvature: &'a dyn Field,
+    recorder: Recorder<'a>,
+    /// The method, its limit, and (central flow) GD's two-step average.
+    method: Track,
+    flow: Track,
+    mean: Track,
+    sharp_method: SharpnessTracker,
+    sharp_flow: SharpnessTracker,
+    sharp_mean: SharpnessTracker,
+    distance: Gap,
+    distance_mean: Gap,
+    eos: EosAccumulator,
+    /// The limit's position at the last t_j it reached.
+    flow_state: Option<Vec<f64>>,
+    /// x_j and f(x_j) of the last iterate seen (for x̄_j and the averaged loss).
+    last: Option<(usize, Vec<f64>, f64)>,
+    flow_ws: Workspace,
+    method_ws: Workspace,
+    method_seconds: f64,
+    record_seconds: f64,
+}
+
+impl<'a> Comparison<'a> {
+    fn recorded(&self, j: usize) -> bool {
+        j % self.cfg.record_every == 0 || j == self.cfg.steps
+    }
+    fn sharp_due(&self, records: usize) -> bool {
+        self.cfg.sharpness_every > 0 && records % self.cfg.sharpness_every == 0
+    }
+
+    /// The method's iterate j: drift at every step, the distance to the limit where it has
+    /// reached t_j (`beside_flow`), a record at the recorded steps from the method's own
+    /// evaluation at x_j where it made one (Nesterov's is at y_j).
+    fn observe(&mut self, it: &Iterate<'_>, beside_flow: bool) {
+        let drift = self.recorder.balance_drift(it.state);
+        self.method.max_drift = self.method.max_drift.max(drift);
+        if let Some(y) = self.flow_state.as_ref().filter(|_| beside_flow) {
+            let d = (self.field.product(it.state) - self.field.product(y)).norm();
+            self.distance.update(d, it.step, it.t);
+        }
+        if self.recorded(it.step) {
+            let mut rec = match it.workspace {
+                Some(ws) => self.recorder.record_evaluated(it.step, it.t, it.state, ws),
+                None => self
+                    .recorder
+                    .record(it.step, it.t, it.state, &mut self.method_ws),
+            };
+            if self.sharp_due(self.method.records.len()) {
+                rec.sharpness = self.sharp_method.at(self.curvature, it.state);
+            }
+            self.method.records.push(rec);
+        }
+        self.last = Some((it.step, it.state.to_vec(), it.loss));
+    }
+
+    /// The central flow at (j + ½)η against GD's two-step average ½(x_j + x_{j+1}).
+    fn average_output(&mut self, j: usize, t: f64, y: &[f64], driver: &Driver<'_, Method>) {
+        let Some((jj, xj, _)) = self.last.as_ref().filter(|l| l.0 == j) else {
+            return;
+        };
+        if driver.step() != j + 1 || j >= self.cfg.steps {
+            return;
+        }
+        let xbar: Vec<f64> = xj
+            .iter()
+            .zip(driver.state(0))
+            .map(|(a, b)| 0.5 * (a + b))
+            .collect();
+        let d = (self.field.product(&xbar) - self.field.product(y)).norm();
+        self.distance_mean.update(d, *jj, t);
+        if self.recorded(j) {
+            let mut rec = self.recorder.record(j, t, &xbar, &mut self.flow_ws);
+            if self.sharp_due(self.mean.records.len()) {
+                rec.sharpness = self.sharp_mean.at(self.field, &xbar);
+            }
+            self.mean.records.push(rec);
+        }
+    }
+
+    /// The limit at t_j: its drift, its record at the recorded steps (sharing a pass over the
+    /// sensing matrix with the method's evaluation at x_j), then the method's step j.
+    fn limit_output(
+        &mut self,
+        j: usize,
+        t: f64,
+        y: &[f64],
+        central: Option<&CentralOutput>,
+        driver: &mut Driver<'_, Method>,
+    ) {
+        let t0 = Instant::now();
+        self.flow.max_drift = self.flow.max_drift.max(self.recorder.balance_drift(y));
+        if self.recorded(j) {
+            if driver.step() == j {
+                driver.evaluate_beside(y, &mut self.flow_ws);
+            }
+            let mut rec = self.recorder.record(j, t, y, &mut self.flow_ws);
+            match central {
+                Some(w) => {
+                    rec.sharpness = Some(w.sharpness);
+                    rec.sigma_trace = Some(w.sigma_trace);
+                    rec.active = Some(w.active);
+                }
+                None if self.sharp_due(self.flow.records.len()) => {
+                    rec.sharpness = self.sharp_flow.at(self.curvature, y);
+                }
+                None => {}
+            }
+            self.flow.records.push(rec);
+        }
+        self.record_seconds += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        self.flow_state = Some(y.to_vec());
+        if driver.step() == j && !driver.is_done() {
+            driver.advance(&mut |it: &Iterate<'_>| self.observe(it, true));
+        }
+        self.method_seconds += t0.elapsed().as_secs_f64();
+    }
+
+    /// The edge-of-stability comparison over the second half of the run, once active: GD's
+    /// oscillation along the held eigenvectors against tr Σ, its loss against f + tr Σ/η.
+    fn edge_of_stability(&mut self, j: usize, t: f64, y: &[f64], w: &CentralOutput, horizon: f64) {
+        let Some((jj, xj, fj)) = self.last.as_ref() else {
+            return;
+        };
+        if *jj != j || t < 0.5 * horizon || w.active == 0 {
+            return;
+        }
+        let osc: f64 = w
+            .vectors
+            .iter()
+            .map(|q| {
+                q.iter()
+                    .zip(xj.iter().zip(y))
+                    .map(|(qi, (a, b))| qi * (a - b))
+                    .sum::<f64>()
+                    .powi(2)
+            })
+            .sum();
+        let fj = *fj;
+        let f_flow = self.field.loss(y, &mut self.flow_ws);
+        let e = &mut self.eos;
+        e.steps += 1;
+        e.t_from.get_or_insert(t);
+        e.t_to = t;
+        e.oscillation += osc;
+        e.sigma_trace += w.sigma_trace;
+        e.loss_gd += fj;
+        e.loss_predicted += f_flow + w.sigma_trace / self.cfg.eta;
+    }
+
+    /// The central flow's summary beside its solver's report.
+    fn central_summary(&self, report: CentralReport, target_norm: f64) -> CentralSummary {
+        let (e, n) = (&self.eos, self.eos.steps as f64);
+        CentralSummary {
+            report,
+            distance_mean: self.distance_mean.summary(target_norm),
+            edge_of_stability: (e.steps > 0).then(|| EdgeOfStability {
+                t_from: e.t_from.unwrap_or(0.0),
+                t_to: e.t_to,
+                steps: e.steps,
+                oscillation_second_moment: e.oscillation / n,
+                sigma_trace: e.sigma_trace / n,
+                gd_mean_loss: e.loss_gd / n,
+                predicted_loss: e.loss_predicted / n,
+            }),
+        }
+    }
+
+    fn sharpness_cost(&self) -> SharpnessCost {
+        let mut cost = self.sharp_method.cost.clone();
+        cost.absorb(&self.sharp_flow.cost);
+        cost.absorb(&self.sharp_mean.cost);
+        cost
+    }
+}
+
+/// The method a run steps: whichever optimiser the set-up names.
+type Method = Box<dyn Stepper>;
+
+/// How the limit's solve ended.
+struct LimitEnd {
+    status: Status,
+    solver: SolverStats,
+    central: Option<CentralReport>,
+    seconds: f64,
+}
+
+/// What the summary says of the optimiser and its limit.
+fn optimizer_summary(
+    optimizer: &dyn Optimizer,
+    limit: &Limit,
+    flow: FlowVariant,
+) -> OptimizerSummary {
+    let conserved = optimizer.plain_limit_conserves_balance() && flow == FlowVariant::Plain;
+    OptimizerSummary {
+        name: optimizer.name(),
+        parameters: optimizer.parameters(),
+        time_scale: optimizer.time_scale(),
+        limit: limit.equation.clone(),
+        balance: if conserved {
+            "conserved by the flow (its drift measures the solver's error); GD's drift is O(η²) \
+             a step (MATH §3)"
+                .into()
+        } else {
+            "not conserved: both drifts are the dynamics' own".into()
+        },
+    }
+}
+
+/// Run the configured optimiser and its configured limit on a set-up problem, in lockstep.
 pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     let start = Instant::now();
-    let cfg = &setup.config;
-    let problem = &setup.problem;
+    let (cfg, problem) = (&setup.config, &setup.problem);
     let field = setup.field();
     let optimizer = setup.optimizer()?;
     let x0 = setup.start();
     let limit = optimizer
         .limit(cfg.flow, field.clone(), &x0, cfg.eta)
         .map_err(|why| Error::invalid("flow", cfg.flow.name(), why))?;
-    let flow_field = limit.field.clone();
     let curvature = optimizer.curvature(field.clone());
-    let central = cfg.flow == FlowVariant::Central;
     // the limit's time per step: η, or √η for momentum at the critical scaling
     let dt = optimizer.time_scale().per_step(cfg.eta);
-    let recorder =
-        Recorder::new(field.as_ref(), &problem.x_star, &x0).with_quantities(&extras.quantities);
-    let recorded = |j: usize| j % cfg.record_every == 0 || j == cfg.steps;
-    let sharp_due = |record: usize| cfg.sharpness_every > 0 && record % cfg.sharpness_every == 0;
-    let target_norm = problem.x_star.norm();
-
     let mut driver = Driver::new(
         field.as_ref(),
         optimizer.stepper(cfg.eta),
@@ -142,162 +374,130 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(dt)
         },
     );
-    let (mut gd, mut flow, mut mean) = (Track::new(), Track::new(), Track::new());
-    let (mut sharp_gd, mut sharp_flow, mut sharp_mean) = (
-        SharpnessTracker::new(),
-        SharpnessTracker::new(),
-        SharpnessTracker::new(),
-    );
-    let mut distance = Peak::new();
-    let mut final_distance = None;
-    let mut distance_mean = Peak::new();
-    let mut final_distance_mean = None;
-    let mut eos = EosAccumulator::default();
-    let mut flow_state: Option<Vec<f64>> = None;
-    // x_j and f(x_j) of the last GD iterate seen (for x̄_j and the averaged loss)
-    let last_gd: std::cell::RefCell<Option<(usize, Vec<f64>, f64)>> = Default::default();
-    let mut flow_ws = field.workspace();
-    let mut method_ws = field.workspace();
-    let (mut gd_seconds, mut record_seconds) = (0.0, 0.0);
-
-    // GD's observer: drift at every step, the distance to the flow where it has reached t_j,
-    // records at the recorded steps from the evaluation GD made anyway.
-    let mut observe_gd = |it: &Iterate<'_>, flow_state: &Option<Vec<f64>>| {
-        gd.max_drift = gd.max_drift.max(recorder.balance_drift(it.state));
-        if let Some(y) = flow_state {
-            let d = (field.product(it.state) - field.product(y)).norm();
-            distance.update(d, it.step, it.t);
-            final_distance = Some(d);
-        }
-        if recorded(it.step) {
-            // the method's own evaluation at x_j where it made one (Nesterov's is at y_j)
-            let mut rec = match it.workspace {
-                Some(ws) => recorder.record_evaluated(it.step, it.t, it.state, ws),
-                None => recorder.record(it.step, it.t, it.state, &mut method_ws),
-            };
-            if sharp_due(gd.records.len()) {
-                rec.sharpness = sharp_gd.at(curvature.as_ref(), it.state);
-            }
-            gd.records.push(rec);
-        }
-        *last_gd.borrow_mut() = Some((it.step, it.state.to_vec(), it.loss));
+    let mut cmp = Comparison {
+        cfg,
+        field: field.as_ref(),
+        curvature: curvature.as_ref(),
+        recorder: Recorder::new(field.as_ref(), &problem.x_star, &x0)
+            .with_quantities(&extras.quantities),
+        method: Track::new(),
+        flow: Track::new(),
+        mean: Track::new(),
+        sharp_method: SharpnessTracker::new(),
+        sharp_flow: SharpnessTracker::new(),
+        sharp_mean: SharpnessTracker::new(),
+        distance: Gap::default(),
+        distance_mean: Gap::default(),
+        eos: EosAccumulator::default(),
+        flow_state: None,
+        last: None,
+        flow_ws: field.workspace(),
+        method_ws: field.workspace(),
+        method_seconds: 0.0,
+        record_seconds: 0.0,
     };
+    let end = solve_limit(
+        setup,
+        &limit,
+        dt,
+        extras,
+        &optimizer.name(),
+        &mut cmp,
+        &mut driver,
+    )?;
+    // A limit that stopped early leaves the method to finish alone.
+    let t0 = Instant::now();
+    while driver.advance(&mut |it: &Iterate<'_>| cmp.observe(it, false)) {}
+    cmp.method_seconds += t0.elapsed().as_secs_f64();
+    let method_status = driver.finish().pop().expect("one run").status;
+    let target_norm = problem.x_star.norm();
+    let summary = RunSummary {
+        provenance: setup.provenance(),
+        warnings: [
+            cfg.warnings(),
+            optimizer.warnings(&setup.optimizer_context()),
+        ]
+        .concat(),
+        problem: ProblemInfo::new(problem),
+        gd: cmp.method.summary(&method_status),
+        flow: cmp.flow.summary(&end.status),
+        distance: cmp.distance.summary(target_norm),
+        two_over_eta: 2.0 / cfg.eta,
+        optimizer: optimizer_summary(optimizer.as_ref(), &limit, cfg.flow),
+        sharpness_cost: cmp.sharpness_cost(),
+        central: end.central.map(|r| cmp.central_summary(r, target_norm)),
+        solver: end.solver,
+        operator_counts: problem.op.counts(),
+        timings: Timings {
+            problem_seconds: setup.seconds,
+            gd_seconds: cmp.method_seconds,
+            flow_seconds: end.seconds - cmp.method_seconds - cmp.record_seconds,
+            record_seconds: cmp.record_seconds,
+            total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
+        },
+    };
+    Ok(RunResult {
+        summary,
+        gd: cmp.method.records,
+        flow: cmp.flow.records,
+        gd_mean: cmp.mean.records,
+        extra_columns: cmp.recorder.extra_columns(),
+    })
+}
 
+/// Solve the limit to T = steps·dt, handing every output to the comparison, which steps the
+/// method beside it. With the central flow (GD's, MATH §8) the limit is also asked for
+/// (j + ½)η, where GD's two-step average is compared with it.
+fn solve_limit(
+    setup: &Setup,
+    limit: &Limit,
+    dt: f64,
+    extras: &RunExtras,
+    name: &str,
+    cmp: &mut Comparison<'_>,
+    driver: &mut Driver<'_, Method>,
+) -> Result<LimitEnd> {
+    let cfg = &setup.config;
+    let central = cfg.flow == FlowVariant::Central;
     let half = if central { 2 } else { 1 };
     let times = Times::Grid {
         dt: dt / half as f64,
         count: half * cfg.steps + 1,
     };
     let horizon = times.last();
-    let pass = problem.op.entries_per_pass() as f64;
+    let pass = setup.problem.op.entries_per_pass() as f64;
     // A DOP853 step is about 16 rhs evaluations; a hundred steps is typical here.
-    let bar = super::progress::bar(
-        extras.progress,
-        pass * (16.0 * 100.0 + 2.0 * cfg.steps as f64),
-        1000,
-        "‰ of T",
-    );
+    let work = pass * (16.0 * 100.0 + 2.0 * cfg.steps as f64);
+    let bar = super::progress::bar(extras.progress, work, 1000, "‰ of T");
     bar.set_message(format!(
-        "{} and its {} limit to T = {horizon}",
-        optimizer.name(),
+        "{name} and its {} limit to T = {horizon}",
         cfg.flow.name()
     ));
-    let flow_opts = cfg.flow_options();
-    let solve_start = Instant::now();
     let mut on_step = |t: f64| {
         if horizon > 0.0 {
             bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
         }
     };
-    // One output of the flow: at t_j = jη (i = half·j) a flow record and GD's step j; with
-    // the central flow, at (j + ½)η GD's average.
     let mut on_output = |i: usize, t: f64, y: &[f64], what: Option<&CentralOutput>| {
         let y = limit.position(y);
-        let t0 = Instant::now();
         if i % half == 1 {
-            let j = i / half;
-            if let Some((jj, xj, _)) = last_gd.borrow().as_ref().filter(|l| l.0 == j) {
-                if driver.step() == j + 1 && (j < cfg.steps) {
-                    let xbar: Vec<f64> = xj
-                        .iter()
-                        .zip(driver.state(0))
-                        .map(|(a, b)| 0.5 * (a + b))
-                        .collect();
-                    let d = (field.product(&xbar) - field.product(y)).norm();
-                    distance_mean.update(d, *jj, t);
-                    final_distance_mean = Some(d);
-                    if recorded(j) {
-                        let mut rec = recorder.record(j, t, &xbar, &mut flow_ws);
-                        if sharp_due(mean.records.len()) {
-                            rec.sharpness = sharp_mean.at(field.as_ref(), &xbar);
-                        }
-                        mean.records.push(rec);
-                    }
-                }
-            }
-            record_seconds += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            cmp.average_output(i / half, t, y, driver);
+            cmp.record_seconds += t0.elapsed().as_secs_f64();
             return;
         }
-        let j = i / half;
-        flow.max_drift = flow.max_drift.max(recorder.balance_drift(y));
-        if recorded(j) {
-            // GD's step j below and this record both need the field, at x_j and at y(t_j):
-            // one pass over the sensing matrix serves both
-            if driver.step() == j {
-                driver.evaluate_beside(y, &mut flow_ws);
-            }
-            let mut rec = recorder.record(j, t, y, &mut flow_ws);
-            match what {
-                Some(w) => {
-                    rec.sharpness = Some(w.sharpness);
-                    rec.sigma_trace = Some(w.sigma_trace);
-                    rec.active = Some(w.active);
-                }
-                None => {
-                    if sharp_due(flow.records.len()) {
-                        rec.sharpness = sharp_flow.at(curvature.as_ref(), y);
-                    }
-                }
-            }
-            flow.records.push(rec);
-        }
-        record_seconds += t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        flow_state = Some(y.to_vec());
-        if driver.step() == j && !driver.is_done() {
-            driver.advance(&mut |it: &Iterate<'_>| observe_gd(it, &flow_state));
-        }
-        gd_seconds += t0.elapsed().as_secs_f64();
-        // the edge-of-stability comparison over the second half of the run, once active
-        if let (Some(w), Some((jj, xj, fj))) = (what, last_gd.borrow().as_ref()) {
-            if *jj == j && t >= 0.5 * horizon && w.active > 0 {
-                let osc: f64 = w
-                    .vectors
-                    .iter()
-                    .map(|q| {
-                        q.iter()
-                            .zip(xj.iter().zip(y))
-                            .map(|(qi, (a, b))| qi * (a - b))
-                            .sum::<f64>()
-                            .powi(2)
-                    })
-                    .sum();
-                let f_flow = field.loss(y, &mut flow_ws);
-                eos.steps += 1;
-                eos.t_from.get_or_insert(t);
-                eos.t_to = t;
-                eos.oscillation += osc;
-                eos.sigma_trace += w.sigma_trace;
-                eos.loss_gd += fj;
-                eos.loss_predicted += f_flow + w.sigma_trace / cfg.eta;
-            }
+        cmp.limit_output(i / half, t, y, what, driver);
+        if let Some(w) = what {
+            cmp.edge_of_stability(i / half, t, y, w, horizon);
         }
     };
-    let (flow_status, solver, central_report) = if central {
+    let flow_opts = cfg.flow_options();
+    let solve_start = Instant::now();
+    let (status, solver, central) = if central {
         let (status, stats, report) = solve_central_flow_with(
-            flow_field.clone(),
+            limit.field.clone(),
             cfg.eta,
-            &x0,
+            &limit.start,
             times,
             &flow_opts,
             true,
@@ -307,7 +507,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         (status, stats, Some(report))
     } else {
         let (status, stats) = solve_flow_with(
-            flow_field.as_ref(),
+            limit.field.as_ref(),
             &limit.start,
             times,
             &flow_opts,
@@ -316,86 +516,11 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         )?;
         (status, stats, None)
     };
-    let solve_seconds = solve_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    // A flow that stopped early leaves GD to finish alone.
-    let t0 = Instant::now();
-    while driver.advance(&mut |it: &Iterate<'_>| observe_gd(it, &None)) {}
-    gd_seconds += t0.elapsed().as_secs_f64();
-    let gd_status = driver.finish().pop().expect("one run").status;
-
-    let central = central_report.map(|report| {
-        let n = eos.steps as f64;
-        CentralSummary {
-            report,
-            distance_mean: final_distance_mean.map(|final_distance| Distance {
-                max: distance_mean.value,
-                max_relative: distance_mean.value / target_norm,
-                step: distance_mean.step,
-                t: distance_mean.t,
-                final_distance,
-            }),
-            edge_of_stability: (eos.steps > 0).then(|| EdgeOfStability {
-                t_from: eos.t_from.unwrap_or(0.0),
-                t_to: eos.t_to,
-                steps: eos.steps,
-                oscillation_second_moment: eos.oscillation / n,
-                sigma_trace: eos.sigma_trace / n,
-                gd_mean_loss: eos.loss_gd / n,
-                predicted_loss: eos.loss_predicted / n,
-            }),
-        }
-    });
-    let mut sharpness_cost = sharp_gd.cost;
-    sharpness_cost.absorb(&sharp_flow.cost);
-    sharpness_cost.absorb(&sharp_mean.cost);
-    let summary = RunSummary {
-        provenance: setup.provenance(),
-        warnings: [
-            cfg.warnings(),
-            optimizer.warnings(&setup.optimizer_context()),
-        ]
-        .concat(),
-        problem: ProblemInfo::new(problem),
-        gd: gd.summary(&gd_status),
-        flow: flow.summary(&flow_status),
-        distance: final_distance.map(|final_distance| Distance {
-            max: distance.value,
-            max_relative: distance.value / target_norm,
-            step: distance.step,
-            t: distance.t,
-            final_distance,
-        }),
-        two_over_eta: 2.0 / cfg.eta,
-        optimizer: OptimizerSummary {
-            name: optimizer.name(),
-            parameters: optimizer.parameters(),
-            time_scale: optimizer.time_scale(),
-            limit: limit.equation.clone(),
-            balance: if optimizer.plain_limit_conserves_balance() && cfg.flow == FlowVariant::Plain
-            {
-                "conserved by the flow (its drift measures the solver's error); GD's drift is O(η²) a step (MATH §3)".into()
-            } else {
-                "not conserved: both drifts are the dynamics' own".into()
-            },
-        },
-        sharpness_cost,
-        central,
+    Ok(LimitEnd {
+        status,
         solver,
-        operator_counts: problem.op.counts(),
-        timings: Timings {
-            problem_seconds: setup.seconds,
-            gd_seconds,
-            flow_seconds: solve_seconds - gd_seconds - record_seconds,
-            record_seconds,
-            total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
-        },
-    };
-    Ok(RunResult {
-        summary,
-        gd: gd.records,
-        flow: flow.records,
-        gd_mean: mean.records,
-        extra_columns: recorder.extra_columns(),
+        central,
+        seconds: solve_start.elapsed().as_secs_f64(),
     })
 }
