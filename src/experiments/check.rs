@@ -11,7 +11,7 @@ use super::sweep::run_sweep;
 use super::Setup;
 use crate::analysis::fit::{first_passage, slope};
 use crate::analysis::record::{balance, product_singular_values};
-use crate::analysis::theory::{detect_phases, empirical_rip};
+use crate::analysis::theory::{detect_phases, empirical_rip, Phases};
 use crate::config::{CheckArgs, Config, PerturbationModel};
 use crate::dynamics::flow::{solve_flow, FlowOptions};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::field::{Field, Perturbation, Perturbed, SensingField};
 use crate::problem::Problem;
 use crate::results::check::{CheckResult, CheckRow, CheckSettings, CheckSummary, RobustnessPoint};
-use crate::results::run::ProblemInfo;
+use crate::results::run::{ProblemInfo, RunResult};
 use crate::results::sweep::SweepSettings;
 
 /// ‖ΔD_observed − Σ_j η²(V_jᵀG_jᵀG_jV_j − U_jᵀG_jG_jᵀU_j)‖ / ‖ΔD_observed‖ over `steps` steps of
@@ -122,27 +122,12 @@ pub fn check_with(
             ..RunExtras::default()
         },
     )?;
-    let field = setup.field();
-    let field = field.as_ref();
-    let x0 = problem.start_state();
     let sv = problem.target_sv.clone();
-    let (s1, sr) = (sv[0], *sv.last().expect("rank >= 1"));
-    let norm = problem.x_star.norm();
-    let mut rows = Vec::new();
-
-    // MATH §3: the flow keeps D = UᵀU − VᵀV.
-    let drift = run.summary.flow.max_balance_drift;
-    let bound = settings.drift_c * cfg.rtol * norm;
-    rows.push(CheckRow {
-        name: "flow_conservation".into(),
-        prediction: "the flow conserves UᵀU − VᵀV (drift is solver error)".into(),
-        measured: drift,
-        predicted: format!("≤ c·rtol·‖X*‖ = {bound:.3e}"),
-        pass: verdict(run.summary.flow.status == Status::Completed && drift <= bound),
-    });
-
+    let sr = *sv.last().expect("rank >= 1");
+    let mut rows = vec![conservation_row(setup, &run, &settings)];
     // MATH §3: GD's drift is the sum of the per-step identity, to rounding.
-    let err = drift_identity_error(field, &x0, cfg.eta, cfg.steps, stepper);
+    let field = setup.field();
+    let err = drift_identity_error(field.as_ref(), &setup.start(), cfg.eta, cfg.steps, stepper);
     rows.push(CheckRow {
         name: "gd_drift_identity".into(),
         prediction: "GD's drift = Σ η²(VᵀGᵀGV − UᵀGGᵀU) (relative difference)".into(),
@@ -150,8 +135,51 @@ pub fn check_with(
         predicted: format!("≤ {:.1e}", settings.identity_tol),
         pass: verdict(err <= settings.identity_tol),
     });
+    rows.push(order_row(setup, &settings, show_progress)?);
+    rows.extend(convergence_time_rows(setup, &settings)?);
+    // MATH §4: incremental learning on the closed-form problem with the same σ and α.
+    rows.push(incremental_learning(cfg, &sv, &settings)?);
+    // MATH §6: implicit regularisation.
+    rows.extend(implicit_regularisation(setup, &sv)?);
+    rows.extend(rip_and_rho_rows(setup, &run, &settings));
+    let robustness = robustness(setup)?;
+    rows.push(robustness_row(&robustness));
+    let phases = detect_phases(&run.flow, sr, settings.alignment_tol);
+    rows.extend(phase_rows(&phases, &settings));
+    // MATH §8: past the stability limit.
+    rows.extend(edge_of_stability(setup, &settings, show_progress)?);
 
-    // MATH §2, §6: GD is forward Euler on the flow: max deviation ∝ η.
+    let passed = rows.iter().all(|r| r.pass != Some(false));
+    let summary = CheckSummary {
+        provenance: setup.provenance(),
+        check: settings,
+        problem: ProblemInfo::new(problem),
+        rows,
+        passed,
+        phases,
+        robustness,
+        total_seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(CheckResult { summary, run })
+}
+
+/// MATH §3: the flow keeps D = UᵀU − VᵀV.
+fn conservation_row(setup: &Setup, run: &RunResult, settings: &CheckSettings) -> CheckRow {
+    let drift = run.summary.flow.max_balance_drift;
+    let bound = settings.drift_c * setup.config.rtol * setup.problem.x_star.norm();
+    CheckRow {
+        name: "flow_conservation".into(),
+        prediction: "the flow conserves UᵀU − VᵀV (drift is solver error)".into(),
+        measured: drift,
+        predicted: format!("≤ c·rtol·‖X*‖ = {bound:.3e}"),
+        pass: verdict(run.summary.flow.status == Status::Completed && drift <= bound),
+    }
+}
+
+/// MATH §2, §6: GD is forward Euler on the flow: max deviation ∝ η.
+fn order_row(setup: &Setup, settings: &CheckSettings, show_progress: bool) -> Result<CheckRow> {
+    let cfg = &setup.config;
+    let sr = *setup.problem.target_sv.last().expect("rank >= 1");
     let horizon =
         (cfg.eta * cfg.steps as f64).min(1.5 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr);
     let sweep = SweepSettings {
@@ -164,7 +192,7 @@ pub fn check_with(
         shard: None,
     };
     let order = run_sweep(setup, &sweep, show_progress)?.summary.order_plain;
-    rows.push(CheckRow {
+    Ok(CheckRow {
         name: "gd_order".into(),
         prediction: format!(
             "GD tracks the flow with order 1 in η (η = {}, {}/2, {}/4)",
@@ -173,9 +201,13 @@ pub fn check_with(
         measured: order.unwrap_or(f64::NAN),
         predicted: format!("1 ± {}", settings.order_tol),
         pass: verdict(order.is_some_and(|o| (o - 1.0).abs() <= settings.order_tol)),
-    });
+    })
+}
 
-    // MATH §4, §6: t_ε grows like ln(1/α)/σ_r.
+/// MATH §4, §6: t_ε grows like ln(1/α)/σ_r, with the rate of the early growth.
+fn convergence_time_rows(setup: &Setup, settings: &CheckSettings) -> Result<Vec<CheckRow>> {
+    let sv = &setup.problem.target_sv;
+    let (s1, sr) = (sv[0], *sv.last().expect("rank >= 1"));
     let alphas = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
     let mut logs = Vec::new();
     let mut times = Vec::new();
@@ -183,10 +215,11 @@ pub fn check_with(
         let s = setup.with_alpha(a)?;
         let f = s.field();
         let h = 3.0 * (sr / (a * a)).ln() / sr;
+        let opts = flow_opts(&s.config);
         if let Some(t) = flow_t_eps(
             f.as_ref(),
             &s.problem,
-            &flow_opts(&s.config),
+            &opts,
             h,
             0.02 / s1,
             settings.epsilon,
@@ -203,68 +236,72 @@ pub fn check_with(
     // From a small start the flow first grows along the top singular directions of
     // −G(0) (𝒜*y for sensing): the time to escape the origin is ln(1/α)/σ_r(−G(0)) to first
     // order (spectral learning), and σ_r(X*) is only its m → ∞ limit (MATH §6).
+    let field = setup.field();
     let mut ws = field.workspace();
     field.evaluate(&vec![0.0; field.state_len()], &mut ws);
     let mut spectral: Vec<f64> = ws.g().singular_values().iter().copied().collect();
     spectral.sort_by(|a, b| b.total_cmp(a));
     let rate = spectral.get(sv.len() - 1).copied().unwrap_or(f64::NAN);
     let complete = times.len() == alphas.len();
-    rows.push(CheckRow {
-        name: "convergence_time".into(),
-        prediction: format!(
-            "t_ε (ε = {}) against ln(1/α), α = 1e-2…1e-6: slope 1/σ_r(−G(0)), the early growth rate (spectral: −G(0) = 𝒜*y for sensing)",
-            settings.epsilon
-        ),
-        measured: fitted,
-        predicted: format!("1/σ_r(𝒜*y) = {:.4} ± {}%", 1.0 / rate, 100.0 * settings.slope_tol),
-        pass: verdict(complete && (fitted * rate - 1.0).abs() <= settings.slope_tol),
-    });
-    rows.push(CheckRow {
-        name: "convergence_time_asymptotic".into(),
-        prediction: "the same slope against its m → ∞ limit 1/σ_r(X*) (reported: finite m moves the growth rate to σ_r(𝒜*y))".into(),
-        measured: fitted,
-        predicted: format!("1/σ_r = {:.4}", 1.0 / sr),
-        pass: None,
-    });
+    Ok(vec![
+        CheckRow {
+            name: "convergence_time".into(),
+            prediction: format!(
+                "t_ε (ε = {}) against ln(1/α), α = 1e-2…1e-6: slope 1/σ_r(−G(0)), the early growth rate (spectral: −G(0) = 𝒜*y for sensing)",
+                settings.epsilon
+            ),
+            measured: fitted,
+            predicted: format!("1/σ_r(𝒜*y) = {:.4} ± {}%", 1.0 / rate, 100.0 * settings.slope_tol),
+            pass: verdict(complete && (fitted * rate - 1.0).abs() <= settings.slope_tol),
+        },
+        CheckRow {
+            name: "convergence_time_asymptotic".into(),
+            prediction: "the same slope against its m → ∞ limit 1/σ_r(X*) (reported: finite m moves the growth rate to σ_r(𝒜*y))".into(),
+            measured: fitted,
+            predicted: format!("1/σ_r = {:.4}", 1.0 / sr),
+            pass: None,
+        },
+    ])
+}
 
-    // MATH §4: incremental learning on the closed-form problem with the same σ and α.
-    rows.push(incremental_learning(cfg, &sv, &settings)?);
-
-    // MATH §6: implicit regularisation.
-    rows.extend(implicit_regularisation(setup, &sv)?);
-
-    // MATH §6: empirical RIP and max ρ along the path.
-    let rank = (2 * sv.len()).min(problem.n1().min(problem.n2()));
-    let delta = empirical_rip(problem.op.as_ref(), rank, 200, cfg.seed);
-    rows.push(CheckRow {
-        name: "empirical_rip".into(),
-        prediction: format!(
-            "δ̂ = max |‖𝒜Z‖² − 1| over 200 random unit Z of rank {rank} (a lower bound on δ_{rank})"
-        ),
-        measured: delta,
-        predicted: settings
-            .rip_bound
-            .map_or("reported".into(), |b| format!("≤ {b}")),
-        pass: settings.rip_bound.map(|b| delta <= b),
-    });
+/// MATH §6: empirical RIP and max ρ along the path.
+fn rip_and_rho_rows(setup: &Setup, run: &RunResult, settings: &CheckSettings) -> [CheckRow; 2] {
+    let problem = &setup.problem;
+    let rank = (2 * problem.target_sv.len()).min(problem.n1().min(problem.n2()));
+    let delta = empirical_rip(problem.op.as_ref(), rank, 200, setup.config.seed);
     let rho = run.flow.iter().map(|r| r.rho).fold(0.0, f64::max);
-    rows.push(CheckRow {
-        name: "max_rho".into(),
-        prediction: "max_t ρ(t) = ‖E‖_op/‖X* − UVᵀ‖_op along the flow".into(),
-        measured: rho,
-        predicted: settings
-            .rho_bound
-            .map_or("reported".into(), |b| format!("≤ {b}")),
-        pass: settings.rho_bound.map(|b| rho <= b),
-    });
+    [
+        CheckRow {
+            name: "empirical_rip".into(),
+            prediction: format!(
+                "δ̂ = max |‖𝒜Z‖² − 1| over 200 random unit Z of rank {rank} (a lower bound on δ_{rank})"
+            ),
+            measured: delta,
+            predicted: settings
+                .rip_bound
+                .map_or("reported".into(), |b| format!("≤ {b}")),
+            pass: settings.rip_bound.map(|b| delta <= b),
+        },
+        CheckRow {
+            name: "max_rho".into(),
+            prediction: "max_t ρ(t) = ‖E‖_op/‖X* − UVᵀ‖_op along the flow".into(),
+            measured: rho,
+            predicted: settings
+                .rho_bound
+                .map_or("reported".into(), |b| format!("≤ {b}")),
+            pass: settings.rho_bound.map(|b| rho <= b),
+        },
+    ]
+}
 
-    let robustness = robustness(setup)?;
+/// The largest relative perturbation the flow shrugs off, reported.
+fn robustness_row(robustness: &[RobustnessPoint]) -> CheckRow {
     let largest = robustness
         .iter()
         .filter(|r| r.time.is_some())
         .map(|r| r.epsilon)
         .fold(f64::NAN, f64::max);
-    rows.push(CheckRow {
+    CheckRow {
         name: "robustness_relative".into(),
         prediction: format!(
             "largest ε of E = ε‖X* − UVᵀ‖W/‖W‖ at which the flow reaches relative error {ROBUST_TOL:e} by T = {:.2} (times: {})",
@@ -278,10 +315,12 @@ pub fn check_with(
         measured: largest,
         predicted: "reported".into(),
         pass: None,
-    });
+    }
+}
 
-    let phases = detect_phases(&run.flow, sr, settings.alignment_tol);
-    for (name, t, what) in [
+/// The phases of the flow's path, reported.
+fn phase_rows(phases: &Phases, settings: &CheckSettings) -> Vec<CheckRow> {
+    [
         (
             "end_of_alignment",
             phases.end_of_alignment,
@@ -292,31 +331,16 @@ pub fn check_with(
             phases.end_of_growth,
             "first t with σ_r(L*ᵀU)σ_r(R*ᵀV) ≥ σ_r/2".to_string(),
         ),
-    ] {
-        rows.push(CheckRow {
-            name: name.into(),
-            prediction: what,
-            measured: t.unwrap_or(f64::NAN),
-            predicted: "reported".into(),
-            pass: None,
-        });
-    }
-
-    // MATH §8: past the stability limit.
-    rows.extend(edge_of_stability(setup, &settings, show_progress)?);
-
-    let passed = rows.iter().all(|r| r.pass != Some(false));
-    let summary = CheckSummary {
-        provenance: setup.provenance(),
-        check: settings,
-        problem: ProblemInfo::new(problem),
-        rows,
-        passed,
-        phases,
-        robustness,
-        total_seconds: start.elapsed().as_secs_f64(),
-    };
-    Ok(CheckResult { summary, run })
+    ]
+    .into_iter()
+    .map(|(name, t, what)| CheckRow {
+        name: name.into(),
+        prediction: what,
+        measured: t.unwrap_or(f64::NAN),
+        predicted: "reported".into(),
+        pass: None,
+    })
+    .collect()
 }
 
 /// [`check_with`] GD.
@@ -540,6 +564,15 @@ fn edge_of_stability(
             ..RunExtras::default()
         },
     )?;
+    rows.extend(central_rows(setup, &r, settings));
+    Ok(rows)
+}
+
+/// The central flow's predictions against GD past the stability limit (MATH §8).
+fn central_rows(setup: &Setup, r: &RunResult, settings: &CheckSettings) -> Vec<CheckRow> {
+    let cfg = &setup.config;
+    let horizon = cfg.eta * cfg.steps as f64;
+    let mut rows = Vec::new();
     let late: Vec<f64> = r
         .gd_mean
         .iter()
@@ -588,5 +621,5 @@ fn edge_of_stability(
         predicted: "reported".into(),
         pass: None,
     });
-    Ok(rows)
+    rows
 }

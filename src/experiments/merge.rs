@@ -3,6 +3,7 @@
 use super::sweep::fits;
 use crate::dynamics::Status;
 use crate::error::{Error, Result};
+use crate::operator::OperatorCounts;
 use crate::results::sweep::{
     load_sweep, ReferenceSolves, StabilityReport, SweepResult, SweepSettings, SweepSummary,
     SweepTimings,
@@ -16,52 +17,11 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         .iter()
         .map(|d| load_sweep(d).map(|r| (d, r)))
         .collect::<Result<Vec<_>>>()?;
-    let bad = |d: &std::path::Path, why: String| Error::invalid("merge", d.display(), why);
-    let (first_dir, first) = parts
-        .first()
-        .ok_or_else(|| Error::invalid("merge", "[]", "needs the parts' directories"))?;
-    let count = first
-        .summary
-        .sweep
-        .shard
-        .ok_or_else(|| {
-            bad(
-                first_dir,
-                "is not a part of a sharded sweep (no `shard`)".into(),
-            )
-        })?
-        .count;
-    let mut seen = vec![false; count];
+    let first = check_parts(&parts)?;
     let unsharded = |s: &SweepSettings| SweepSettings {
         shard: None,
         ..s.clone()
     };
-    for (d, p) in &parts {
-        let shard = p
-            .summary
-            .sweep
-            .shard
-            .ok_or_else(|| bad(d, "is not a part of a sharded sweep".into()))?;
-        if shard.count != count
-            || p.summary.provenance.config != first.summary.provenance.config
-            || unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep)
-        {
-            return Err(bad(
-                d,
-                format!("belongs to a different sweep than {}", first_dir.display()),
-            ));
-        }
-        if std::mem::replace(&mut seen[shard.index - 1], true) {
-            return Err(bad(d, format!("repeats part {}/{count}", shard.index)));
-        }
-    }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(Error::invalid(
-            "merge",
-            format!("{} parts", parts.len()),
-            format!("part {}/{count} is missing", missing + 1),
-        ));
-    }
     let settings = unsharded(&first.summary.sweep);
     let mut points = Vec::new();
     let mut deviations = Vec::new();
@@ -80,20 +40,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         .unwrap_or(Status::Completed);
     let (fit_plain, fit_modified) = fits(&points, &status);
     let stability = parts.iter().find_map(|(_, p)| p.summary.stability.clone());
-    let mut counts = first.summary.operator_counts;
-    let mut timings = SweepTimings::default();
-    for (i, (_, p)) in parts.iter().enumerate() {
-        if i > 0 {
-            counts.apply += p.summary.operator_counts.apply;
-            counts.adjoint += p.summary.operator_counts.adjoint;
-        }
-        let t = &p.summary.timings;
-        timings.problem_seconds += t.problem_seconds;
-        timings.reference_seconds += t.reference_seconds;
-        timings.points_seconds += t.points_seconds;
-        timings.stability_seconds += t.stability_seconds;
-        timings.total_seconds += t.total_seconds;
-    }
+    let (counts, timings) = work(&parts);
     let s = &first.summary;
     let summary = SweepSummary {
         provenance: s.provenance.clone(),
@@ -124,4 +71,77 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         summary,
         deviations,
     })
+}
+
+type Part<'a> = (&'a std::path::PathBuf, SweepResult);
+
+/// Every part belongs to one sharded sweep, each part once, none missing; the first part.
+fn check_parts<'p>(parts: &'p [Part<'_>]) -> Result<&'p SweepResult> {
+    let bad = |d: &std::path::Path, why: String| Error::invalid("merge", d.display(), why);
+    let (first_dir, first) = parts
+        .first()
+        .ok_or_else(|| Error::invalid("merge", "[]", "needs the parts' directories"))?;
+    let count = first
+        .summary
+        .sweep
+        .shard
+        .ok_or_else(|| {
+            bad(
+                first_dir,
+                "is not a part of a sharded sweep (no `shard`)".into(),
+            )
+        })?
+        .count;
+    let mut seen = vec![false; count];
+    let unsharded = |s: &SweepSettings| SweepSettings {
+        shard: None,
+        ..s.clone()
+    };
+    for (d, p) in parts {
+        let shard = p
+            .summary
+            .sweep
+            .shard
+            .ok_or_else(|| bad(d, "is not a part of a sharded sweep".into()))?;
+        if shard.count != count
+            || p.summary.provenance.config != first.summary.provenance.config
+            || unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep)
+        {
+            return Err(bad(
+                d,
+                format!("belongs to a different sweep than {}", first_dir.display()),
+            ));
+        }
+        if std::mem::replace(&mut seen[shard.index - 1], true) {
+            return Err(bad(d, format!("repeats part {}/{count}", shard.index)));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::invalid(
+            "merge",
+            format!("{} parts", parts.len()),
+            format!("part {}/{count} is missing", missing + 1),
+        ));
+    }
+    Ok(first)
+}
+
+/// The operator counts and timings of all parts together.
+fn work(parts: &[Part<'_>]) -> (OperatorCounts, SweepTimings) {
+    let first = &parts[0].1;
+    let mut counts = first.summary.operator_counts;
+    let mut timings = SweepTimings::default();
+    for (i, (_, p)) in parts.iter().enumerate() {
+        if i > 0 {
+            counts.apply += p.summary.operator_counts.apply;
+            counts.adjoint += p.summary.operator_counts.adjoint;
+        }
+        let t = &p.summary.timings;
+        timings.problem_seconds += t.problem_seconds;
+        timings.reference_seconds += t.reference_seconds;
+        timings.points_seconds += t.points_seconds;
+        timings.stability_seconds += t.stability_seconds;
+        timings.total_seconds += t.total_seconds;
+    }
+    (counts, timings)
 }

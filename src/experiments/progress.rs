@@ -5,7 +5,9 @@
 use std::io::IsTerminal;
 
 #[cfg(feature = "cli")]
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use indicatif::ProgressBar;
+#[cfg(feature = "cli")]
+use indicatif::{ProgressDrawTarget, ProgressStyle};
 
 /// Operator entries streamed below which work is expected to finish within about a second
 /// (a pass over the sensing matrix runs at roughly 1–2·10⁹ entries per second).

@@ -303,95 +303,11 @@ fn adopt_file(args: &ConfigArgs, cfg: &mut Config, problem: &Problem) -> Result<
     else {
         unreachable!("loaded from a file")
     };
-    let shown = path.display();
-    let file_has = |what: &str| format!("the problem file {shown} has {what}");
-    if problem.target_sv.is_empty() {
-        return Err(Error::npz(
-            path,
-            "`x_star` is zero: the target must have rank >= 1",
-        ));
-    }
     let start_in_file = *has_u0 && (*has_v0 || problem.symmetric);
+    check_against_file(args, problem, path, *has_u0 || *has_v0)?;
+    refuse_what_the_file_fixes(args, path, *has_y, start_in_file)?;
     let sv = &problem.target_sv;
     let kappa = sv[0] / sv[sv.len() - 1];
-    let sizes = [
-        ("n1", args.n1, problem.n1()),
-        ("n2", args.n2, problem.n2()),
-        ("measurements", args.measurements, problem.m()),
-        ("rank", args.rank, sv.len()),
-    ];
-    for (field, given, actual) in sizes {
-        if let Some(g) = given.filter(|&g| g != actual) {
-            return Err(Error::invalid(
-                field,
-                g,
-                file_has(&format!("{field} = {actual}")),
-            ));
-        }
-    }
-    if let Some(g) = args
-        .width
-        .filter(|&g| g != problem.width() && (*has_u0 || *has_v0))
-    {
-        return Err(Error::invalid(
-            "width",
-            g,
-            file_has(&format!("start factors of width k = {}", problem.width())),
-        ));
-    }
-    if let Some(given) = &args.singular_values {
-        let mut given = given.clone();
-        given.sort_by(|a, b| b.total_cmp(a));
-        if given.len() != sv.len() || given.iter().zip(sv).any(|(a, b)| !agrees(*a, *b)) {
-            return Err(Error::invalid(
-                "singular_values",
-                format!("{given:?}"),
-                file_has(&format!("a target with singular values {sv:?}")),
-            ));
-        }
-    }
-    if let Some(g) = args.kappa.filter(|&g| !agrees(g, kappa)) {
-        return Err(Error::invalid(
-            "kappa",
-            g,
-            file_has(&format!("a target with κ = σ_1/σ_r = {kappa}")),
-        ));
-    }
-    let refuse = |field: &str, value: String, why: String| Err(Error::invalid(field, value, why));
-    if let Some(p) = args.profile {
-        return refuse(
-            "profile",
-            p.name().into(),
-            format!("has no effect: {}", file_has("its own target `x_star`")),
-        );
-    }
-    if let Some(op) = args.operator.filter(|&o| o != OperatorKind::File) {
-        return refuse(
-            "operator",
-            op.name().into(),
-            format!("has no effect: {}", file_has("its own operator `sensing`")),
-        );
-    }
-    if let (Some(s), true) = (args.noise, *has_y) {
-        return refuse(
-            "noise",
-            s.to_string(),
-            format!(
-                "has no effect: {}; noise is added only when y is generated",
-                file_has("its own observations `y`")
-            ),
-        );
-    }
-    if let (Some(a), true) = (args.alpha, start_in_file) {
-        return refuse(
-            "alpha",
-            a.to_string(),
-            format!(
-                "has no effect: {}; α sets the scale of a generated start",
-                file_has("its own start `u0`, `v0`")
-            ),
-        );
-    }
     let mut from_file: Vec<String> = [
         "n1",
         "n2",
@@ -430,4 +346,112 @@ fn adopt_file(args: &ConfigArgs, cfg: &mut Config, problem: &Problem) -> Result<
         cfg.atol = cfg.rtol * scale / (cfg.width as f64).sqrt();
     }
     Ok(from_file)
+}
+
+/// Every given size and target option against the file's: one that agrees is accepted (so a
+/// re-run from config.toml works), one that does not is an error naming the file's value.
+fn check_against_file(
+    args: &ConfigArgs,
+    problem: &Problem,
+    path: &std::path::Path,
+    has_start: bool,
+) -> Result<()> {
+    let shown = path.display();
+    let file_has = |what: &str| format!("the problem file {shown} has {what}");
+    if problem.target_sv.is_empty() {
+        return Err(Error::npz(
+            path,
+            "`x_star` is zero: the target must have rank >= 1",
+        ));
+    }
+    let sv = &problem.target_sv;
+    let kappa = sv[0] / sv[sv.len() - 1];
+    let sizes = [
+        ("n1", args.n1, problem.n1()),
+        ("n2", args.n2, problem.n2()),
+        ("measurements", args.measurements, problem.m()),
+        ("rank", args.rank, sv.len()),
+    ];
+    for (field, given, actual) in sizes {
+        if let Some(g) = given.filter(|&g| g != actual) {
+            return Err(Error::invalid(
+                field,
+                g,
+                file_has(&format!("{field} = {actual}")),
+            ));
+        }
+    }
+    if let Some(g) = args.width.filter(|&g| g != problem.width() && has_start) {
+        return Err(Error::invalid(
+            "width",
+            g,
+            file_has(&format!("start factors of width k = {}", problem.width())),
+        ));
+    }
+    if let Some(given) = &args.singular_values {
+        let mut given = given.clone();
+        given.sort_by(|a, b| b.total_cmp(a));
+        if given.len() != sv.len() || given.iter().zip(sv).any(|(a, b)| !agrees(*a, *b)) {
+            return Err(Error::invalid(
+                "singular_values",
+                format!("{given:?}"),
+                file_has(&format!("a target with singular values {sv:?}")),
+            ));
+        }
+    }
+    if let Some(g) = args.kappa.filter(|&g| !agrees(g, kappa)) {
+        return Err(Error::invalid(
+            "kappa",
+            g,
+            file_has(&format!("a target with κ = σ_1/σ_r = {kappa}")),
+        ));
+    }
+    Ok(())
+}
+
+/// Options the file makes meaningless, refused rather than silently ignored.
+fn refuse_what_the_file_fixes(
+    args: &ConfigArgs,
+    path: &std::path::Path,
+    has_y: bool,
+    start_in_file: bool,
+) -> Result<()> {
+    let shown = path.display();
+    let file_has = |what: &str| format!("the problem file {shown} has {what}");
+    let refuse = |field: &str, value: String, why: String| Err(Error::invalid(field, value, why));
+    if let Some(p) = args.profile {
+        return refuse(
+            "profile",
+            p.name().into(),
+            format!("has no effect: {}", file_has("its own target `x_star`")),
+        );
+    }
+    if let Some(op) = args.operator.filter(|&o| o != OperatorKind::File) {
+        return refuse(
+            "operator",
+            op.name().into(),
+            format!("has no effect: {}", file_has("its own operator `sensing`")),
+        );
+    }
+    if let (Some(s), true) = (args.noise, has_y) {
+        return refuse(
+            "noise",
+            s.to_string(),
+            format!(
+                "has no effect: {}; noise is added only when y is generated",
+                file_has("its own observations `y`")
+            ),
+        );
+    }
+    if let (Some(a), true) = (args.alpha, start_in_file) {
+        return refuse(
+            "alpha",
+            a.to_string(),
+            format!(
+                "has no effect: {}; α sets the scale of a generated start",
+                file_has("its own start `u0`, `v0`")
+            ),
+        );
+    }
+    Ok(())
 }

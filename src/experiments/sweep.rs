@@ -31,7 +31,7 @@ use crate::dynamics::flow::{
     solve_central_flow_with, solve_flow, CentralReport, FlowOptions, FlowSolution, SolverStats,
     Times,
 };
-use crate::dynamics::optimizer::{Optimizer, TimeScale};
+use crate::dynamics::optimizer::{Limit, Optimizer, TimeScale};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
@@ -586,6 +586,101 @@ impl<'a> Comparison<'a> {
     }
 }
 
+/// The plain limit solved once for all step sizes at two tolerances, and the state where the
+/// sharpness is measured.
+struct References {
+    plain: PerEta,
+    tight: PerEta,
+    sharp_state: Option<(f64, Vec<f64>)>,
+    seconds: f64,
+}
+
+fn reference_flows(
+    plain_limit: &Limit,
+    etas: &[f64],
+    settings: &SweepSettings,
+    flow_opts: &FlowOptions,
+) -> Result<References> {
+    // One more output, at the sharpness time: a pseudo step size of one step.
+    let t_sharp = settings.sharpness_time();
+    let mut out_etas = etas.to_vec();
+    out_etas.push(t_sharp);
+    let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
+    steps.push(1);
+    let t = Instant::now();
+    let (field, start) = (plain_limit.field.as_ref(), &plain_limit.start);
+    let (plain, tight) = rayon::join(
+        || plain_flow_all(field, start, &out_etas, &steps, flow_opts),
+        || {
+            let tight = flow_opts.tightened(TIGHTENING);
+            plain_flow_all(field, start, &out_etas, &steps, &tight)
+        },
+    );
+    let (plain, mut tight) = (plain?, tight?);
+    let sharp_state = tight
+        .states
+        .pop()
+        .and_then(|mut s| s.pop().filter(|_| s.len() == 1))
+        .map(|x| (t_sharp, x));
+    Ok(References {
+        plain,
+        tight,
+        sharp_state,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// The modified and central flows per step size in parallel; then the method at every step
+/// size in one batched run (each pass over the sensing matrix serves eight step sizes),
+/// compared with the flows iterate by iterate.
+fn compare_all(
+    ctx: &Ctx,
+    etas: &[f64],
+    refs: &References,
+    bar: &super::progress::ProgressBar,
+) -> Result<(Vec<SweepPoint>, Vec<DeviationRow>)> {
+    let flows: Vec<(ModifiedFlows, Option<CentralRef>)> = etas
+        .par_iter()
+        .map(|&eta| {
+            let (m, c) = rayon::join(|| modified_flows(ctx, eta), || central_flow(ctx, eta));
+            bar.inc(1);
+            m.map(|m| (m, c))
+        })
+        .collect::<Result<_>>()?;
+    let mut comparisons: Vec<Comparison> = etas
+        .iter()
+        .zip(&flows)
+        .enumerate()
+        .map(|(i, (&eta, (m, c)))| {
+            let (plain, tight) = (&refs.plain.states[i], &refs.tight.states[i]);
+            Comparison::new(ctx, eta, plain, tight, m, c.as_ref())
+        })
+        .collect();
+    let runs = comparisons
+        .iter()
+        .map(|c| {
+            let opts = RunOptions {
+                save: SaveAt::Nothing,
+                ..RunOptions::new(c.eta, c.n, 1)
+            };
+            (ctx.optimizer.stepper(c.eta), ctx.x0.clone(), opts)
+        })
+        .collect();
+    let statuses: Vec<Status> = Driver::batch(ctx.field, runs)
+        .run(&mut |it: &Iterate<'_>| comparisons[it.run].observe(it))
+        .into_iter()
+        .map(|traj| traj.status)
+        .collect();
+    let mut points = Vec::with_capacity(etas.len());
+    let mut deviations = Vec::new();
+    for (c, status) in comparisons.into_iter().zip(statuses) {
+        let (p, rows) = c.finish(status);
+        points.push(p);
+        deviations.extend(rows);
+    }
+    Ok((points, deviations))
+}
+
 /// Run a sweep with resolved settings on a set-up problem.
 pub fn run_sweep(
     setup: &Setup,
@@ -595,14 +690,12 @@ pub fn run_sweep(
     let start = Instant::now();
     let (cfg, problem) = (&setup.config, &setup.problem);
     let field_arc = setup.field();
-    let field = field_arc.as_ref();
     let optimizer = setup.optimizer()?;
     let x0 = problem.start_state();
     // the plain limits of the jη methods do not depend on η
     let plain_limit = optimizer
         .limit(FlowVariant::Plain, field_arc.clone(), &x0, cfg.eta)
         .map_err(|why| Error::invalid("optimizer", optimizer.name(), why))?;
-    let (plain_field, plain_start) = (plain_limit.field.as_ref(), &plain_limit.start);
     let flow_opts = cfg.flow_options();
     let etas = settings.active_etas();
     let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
@@ -613,116 +706,38 @@ pub fn run_sweep(
         "stage",
     );
     bar.set_message("reference flow (two tolerances)");
-
-    // One more output, at the sharpness time: a pseudo step size of one step.
-    let t_sharp = settings.sharpness_time();
-    let mut out_etas = etas.clone();
-    out_etas.push(t_sharp);
-    let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
-    steps.push(1);
-    let t = Instant::now();
-    let (plain, plain_tight) = rayon::join(
-        || plain_flow_all(plain_field, plain_start, &out_etas, &steps, &flow_opts),
-        || {
-            let tight = flow_opts.tightened(TIGHTENING);
-            plain_flow_all(plain_field, plain_start, &out_etas, &steps, &tight)
-        },
-    );
-    let (plain, mut plain_tight) = (plain?, plain_tight?);
-    let sharp_state = plain_tight
-        .states
-        .pop()
-        .and_then(|mut s| s.pop().filter(|_| s.len() == 1))
-        .map(|x| (t_sharp, x));
-    let reference_seconds = t.elapsed().as_secs_f64();
+    let refs = reference_flows(&plain_limit, &etas, settings, &flow_opts)?;
     bar.inc(1);
     bar.set_message("step sizes");
-
     let ctx = Ctx {
-        field,
+        field: field_arc.as_ref(),
         field_arc: field_arc.clone(),
         optimizer: optimizer.clone(),
         setup,
         x0: x0.clone(),
         x_star: &problem.x_star,
         x_star_norm: problem.x_star.norm(),
-        d0: balance(field, &x0),
+        d0: balance(field_arc.as_ref(), &x0),
         settings,
         flow_opts,
     };
     let t = Instant::now();
-    // The modified flows, per step size in parallel; then GD at every step size in one
-    // batched run (each pass over the sensing matrix serves eight step sizes), compared with
-    // the flows iterate by iterate.
-    let flows: Vec<(ModifiedFlows, Option<CentralRef>)> = etas
-        .par_iter()
-        .map(|&eta| {
-            let (m, c) = rayon::join(|| modified_flows(&ctx, eta), || central_flow(&ctx, eta));
-            bar.inc(1);
-            m.map(|m| (m, c))
-        })
-        .collect::<Result<_>>()?;
-    let mut comparisons: Vec<Comparison> = etas
-        .iter()
-        .zip(&flows)
-        .enumerate()
-        .map(|(i, (&eta, (m, c)))| {
-            Comparison::new(
-                &ctx,
-                eta,
-                &plain.states[i],
-                &plain_tight.states[i],
-                m,
-                c.as_ref(),
-            )
-        })
-        .collect();
-    let runs = comparisons
-        .iter()
-        .map(|c| {
-            let opts = RunOptions {
-                save: SaveAt::Nothing,
-                ..RunOptions::new(c.eta, c.n, 1)
-            };
-            (ctx.optimizer.stepper(c.eta), x0.clone(), opts)
-        })
-        .collect();
-    let statuses: Vec<Status> = Driver::batch(field, runs)
-        .run(&mut |it: &Iterate<'_>| comparisons[it.run].observe(it))
-        .into_iter()
-        .map(|traj| traj.status)
-        .collect();
+    let (points, deviations) = compare_all(&ctx, &etas, &refs, &bar)?;
     let points_seconds = t.elapsed().as_secs_f64();
-    let mut points = Vec::with_capacity(etas.len());
-    let mut deviations = Vec::new();
-    for (c, status) in comparisons.into_iter().zip(statuses) {
-        let (p, rows) = c.finish(status);
-        points.push(p);
-        deviations.extend(rows);
-    }
-
-    let plain_status = match (&plain.status, &plain_tight.status) {
+    let plain_status = match (&refs.plain.status, &refs.tight.status) {
         (Status::Completed, s) => s.clone(),
         (s, _) => s.clone(),
     };
     let (fit_plain, fit_modified) = fits(&points, &plain_status);
-
     bar.set_message("stability limit");
     let t = Instant::now();
     // the bisection and 2/λ_max are GD's stability limit
-    let stability =
-        if settings.shard.is_none_or(|s| s.index == 1) && optimizer.is_gradient_descent() {
-            Some(stability_report(&ctx, sharp_state, settings, cfg.seed))
-        } else {
-            None
-        };
+    let first_shard = settings.shard.is_none_or(|s| s.index == 1);
+    let stability = (first_shard && optimizer.is_gradient_descent())
+        .then(|| stability_report(&ctx, refs.sharp_state, settings, cfg.seed));
     let stability_seconds = t.elapsed().as_secs_f64();
     bar.inc(1);
     bar.finish_and_clear();
-
-    let two_over_lambda_max = stability
-        .as_ref()
-        .and_then(StabilityReport::two_over_lambda_max);
     let summary = SweepSummary {
         provenance: Provenance::new(
             cfg.seed,
@@ -730,16 +745,7 @@ pub fn run_sweep(
             setup.from_file.clone(),
         ),
         sweep: settings.clone(),
-        warnings: {
-            let mut w = cfg.problem_warnings();
-            if !optimizer.is_gradient_descent() {
-                w.push(format!(
-                    "the stability limit (bisection, 2/λ_max) is GD's: not computed for {}",
-                    optimizer.name()
-                ));
-            }
-            w
-        },
+        warnings: sweep_warnings(cfg, optimizer.as_ref()),
         problem: ProblemInfo::new(problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,
@@ -747,20 +753,22 @@ pub fn run_sweep(
             .as_ref()
             .and_then(|s| s.bisection.as_ref())
             .and_then(|b| b.limit),
-        two_over_lambda_max,
+        two_over_lambda_max: stability
+            .as_ref()
+            .and_then(StabilityReport::two_over_lambda_max),
         fit_plain,
         fit_modified,
         stability,
         reference: ReferenceSolves {
             status: plain_status,
-            solver: plain.stats,
-            solver_tight: plain_tight.stats,
+            solver: refs.plain.stats,
+            solver_tight: refs.tight.stats,
         },
         points,
         operator_counts: problem.op.counts(),
         timings: SweepTimings {
             problem_seconds: setup.seconds,
-            reference_seconds,
+            reference_seconds: refs.seconds,
             points_seconds,
             stability_seconds,
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
@@ -770,6 +778,18 @@ pub fn run_sweep(
         summary,
         deviations,
     })
+}
+
+/// The problem's warnings, and that the stability limit is GD's alone.
+fn sweep_warnings(cfg: &Config, optimizer: &dyn Optimizer) -> Vec<String> {
+    let mut warnings = cfg.problem_warnings();
+    if !optimizer.is_gradient_descent() {
+        warnings.push(format!(
+            "the stability limit (bisection, 2/λ_max) is GD's: not computed for {}",
+            optimizer.name()
+        ));
+    }
+    warnings
 }
 
 /// Both order fits from the points (the sweep's, or a merge's).
