@@ -14,14 +14,23 @@
 //!    ([`field::Perturbed`]) and GD's modified field ([`field::Modified`]) as wrappers — all
 //!    behind [`field::Field`].
 //! 4. [`dynamics`]: discrete methods ([`dynamics::Stepper`], GD is [`dynamics::Gd`]) run by one
-//!    [`dynamics::Driver`] with observers; flows solved by [`dynamics::flow::solve_flow`]
-//!    (diffsol, confined there); the Hessian's top eigenpairs ([`dynamics::sharpness`]).
+//!    [`dynamics::Driver`] with observers; the optimisers beside their continuous limits
+//!    ([`dynamics::optimizer::Optimizer`], chosen by name from
+//!    [`dynamics::optimizer::REGISTRY`]: GD, ScaledGD, alternating GD, heavy ball, Nesterov);
+//!    flows solved by [`dynamics::flow::solve_flow`] (diffsol, confined there); the Hessian's
+//!    top eigenpairs ([`dynamics::sharpness`]).
 //! 5. [`analysis`]: quantities recorded along trajectories ([`analysis::Recorder`], and your
 //!    own through [`analysis::Quantity`]), the theory's quantities and fits.
 //! 6. [`config`] and [`results`]: the configuration (partial from flags and TOML, resolved
 //!    with defaults) and the results as serde types with each file's writer and reader.
 //! 7. [`experiments`]: `run`, `sweep`, `check`, `merge`, all entered through
-//!    [`experiments::Setup`]; [`plot`] draws figures from results; [`cli`] is the command line.
+//!    [`experiments::Setup`]; `plot` (feature `plot`) draws figures from results; the command
+//!    line (feature `cli`) is the binary's, not part of the library's surface.
+//!
+//! The features `cli` and `plot` are on by default; `default-features = false` builds the
+//! library alone, without clap, indicatif or plotters. The items a library user reaches for
+//! first are re-exported here: [`Problem`], [`ConfigArgs`] and [`Setup`], [`run`], [`sweep`],
+//! [`check`] and their results, [`Field`], [`Optimizer`].
 //!
 //! ```
 //! use gdflow::dynamics::flow::{solve_flow, FlowOptions, Method};
@@ -42,6 +51,7 @@
 
 pub mod analysis;
 #[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
 pub mod config;
 pub mod dynamics;
@@ -49,13 +59,22 @@ pub mod error;
 pub mod experiments;
 pub mod field;
 pub mod operator;
-pub mod output;
+pub(crate) mod output;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod problem;
-pub mod resources;
+pub(crate) mod resources;
 pub mod results;
 mod vector;
+
+pub use config::{CheckArgs, Config, ConfigArgs, SweepArgs};
+pub use dynamics::optimizer::Optimizer;
+pub use dynamics::{FlowVariant, Status};
+pub use error::{Error, Result};
+pub use experiments::{check, run, sweep, Command, RunExtras, Setup};
+pub use field::{Field, SensingField};
+pub use problem::Problem;
+pub use results::{check::CheckResult, run::RunResult, sweep::SweepResult};
 
 #[doc = include_str!("../MATH.md")]
 #[allow(clippy::doc_overindented_list_items, clippy::doc_lazy_continuation)]
