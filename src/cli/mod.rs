@@ -14,7 +14,7 @@ use crate::experiments::{Command as Cmd, RunExtras, Setup};
 mod args;
 mod report;
 
-use args::{CheckFlags, GdFlags, OutputFlags, ProblemFlags, SolverFlags, SweepFlags};
+use args::OutputFlags;
 pub use report::{describe_auto, format_checks, format_summary, format_sweep};
 
 /// Gradient descent versus gradient flow in low-rank matrix sensing.
@@ -92,16 +92,7 @@ enum Command {
         #[command(flatten)]
         output: OutputFlags,
         #[command(flatten)]
-        problem: ProblemFlags,
-        #[command(flatten)]
-        gd: GdFlags,
-        /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
-        /// for step η, or the central flow (past the stability limit; adds the rows gd_mean,
-        /// GD's two-step average) [default: plain]
-        #[arg(long, value_enum)]
-        flow: Option<crate::config::FlowVariant>,
-        #[command(flatten)]
-        solver: SolverFlags,
+        config: ConfigArgs,
     },
     /// Compare GD with the plain and the modified gradient flow over a range of step sizes:
     /// deviations, observed orders, stability limit against 2/λ_max.
@@ -110,11 +101,9 @@ enum Command {
         #[command(flatten)]
         output: OutputFlags,
         #[command(flatten)]
-        sweep: SweepFlags,
+        sweep: SweepArgs,
         #[command(flatten)]
-        problem: ProblemFlags,
-        #[command(flatten)]
-        solver: SolverFlags,
+        config: ConfigArgs,
     },
     /// Test the theory's predictions on a problem: a table of predicted against measured, with
     /// pass/fail; exits 3 when a prediction fails, so it can gate a pipeline.
@@ -123,13 +112,9 @@ enum Command {
         #[command(flatten)]
         output: OutputFlags,
         #[command(flatten)]
-        check: CheckFlags,
+        check: CheckArgs,
         #[command(flatten)]
-        problem: ProblemFlags,
-        #[command(flatten)]
-        gd: GdFlags,
-        #[command(flatten)]
-        solver: SolverFlags,
+        config: ConfigArgs,
     },
     /// Combine the output directories of `gdflow sweep --shard 1/N … N/N` into the outputs of
     /// the unsharded sweep (byte-identical CSVs).
@@ -169,12 +154,26 @@ enum Command {
     },
 }
 
+/// The command line, with the configuration keys a subcommand refuses hidden from its help
+/// (they still parse, and are then refused naming what to do instead).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    for sub in [Cmd::Run, Cmd::Sweep, Cmd::Check] {
+        for key in sub.refused_keys() {
+            cmd = cmd.mut_subcommand(sub.name(), |s| s.mut_arg(*key, |a| a.hide(true)));
+        }
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Exit status of `gdflow check` when a prediction failed.
 const CHECK_FAILED: u8 = 3;
 
 /// The program: parse, run, report the error chain with its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match dispatch(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(CHECK_FAILED),
@@ -225,21 +224,10 @@ fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, Chec
 /// The `--config` file overlaid by the flags, with the file's `[sweep]` and `[check]` tables.
 fn gather(
     output: &OutputFlags,
-    problem: &ProblemFlags,
-    gd: Option<&GdFlags>,
-    flow: Option<crate::config::FlowVariant>,
-    solver: &SolverFlags,
+    flags: &ConfigArgs,
 ) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
     let (base, sweep, check) = load(&output.config)?;
-    let mut flags = ConfigArgs::default();
-    problem.fill(&mut flags);
-    solver.fill(&mut flags);
-    if let Some(gd) = gd {
-        gd.fill(&mut flags);
-    }
-    flags.flow = flow;
-    flags.out = output.out.clone();
-    let merged = base.overlaid_by(&flags);
+    let merged = base.overlaid_by(flags);
     if output.figures && merged.out.is_none() {
         Err(Error::invalid(
             "figures",
@@ -253,14 +241,8 @@ fn gather(
 /// Ok(false): the command ran, and a prediction it checked failed.
 fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Run {
-            output,
-            problem,
-            gd,
-            flow,
-            solver,
-        } => {
-            let (args, _, _) = gather(&output, &problem, Some(&gd), flow, &solver)?;
+        Command::Run { output, config } => {
+            let (args, _, _) = gather(&output, &config)?;
             let setup = Setup::new(&args, Cmd::Run, output.force)?;
             let extras = RunExtras {
                 progress: !output.quiet,
@@ -286,12 +268,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Sweep {
             output,
             sweep,
-            problem,
-            solver,
+            config,
         } => {
-            let (args, base_sweep, _) = gather(&output, &problem, None, None, &solver)?;
+            let (args, base_sweep, _) = gather(&output, &config)?;
             let setup = Setup::new(&args, Cmd::Sweep, output.force)?;
-            let merged_sweep = base_sweep.overlaid_by(&SweepArgs::from(&sweep));
+            let merged_sweep = base_sweep.overlaid_by(&sweep);
             let result = crate::experiments::sweep(&setup, &merged_sweep, !output.quiet)?;
             warn(&result.summary.warnings);
             print!("{}", format_sweep(&result.summary));
@@ -311,12 +292,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Check {
             output,
             check,
-            problem,
-            gd,
-            solver,
+            config,
         } => {
-            let (args, _, base_check) = gather(&output, &problem, Some(&gd), None, &solver)?;
-            let merged_check = base_check.overlaid_by(&CheckArgs::from(&check));
+            let (args, _, base_check) = gather(&output, &config)?;
+            let merged_check = base_check.overlaid_by(&check);
             // Bad constants are refused before the problem is built.
             crate::results::check::CheckSettings::resolve(&merged_check)?;
             let setup = Setup::new(&args, Cmd::Check, output.force)?;

@@ -305,6 +305,22 @@ pub fn format_sweep(s: &SweepSummary) -> String {
     if s.reference.status != Status::Completed {
         let _ = writeln!(out, "REFERENCE FLOW {:?}", s.reference.status);
     }
+    let method = s
+        .provenance
+        .config
+        .get("optimizer")
+        .and_then(|v| v.as_str())
+        .unwrap_or("gd")
+        .to_string();
+    let label = if method == "gd" { "GD" } else { "opt" };
+    if method != "gd" {
+        let _ = writeln!(
+            out,
+            "optimizer (opt) {method}: `dev plain` and `dev modif.` against its plain and modified \
+             limits"
+        );
+    }
+    let (err_m, teps_m) = (format!("err {label}"), format!("t_ε {label}"));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -316,9 +332,9 @@ pub fn format_sweep(s: &SweepSummary) -> String {
         "dev modif.",
         "ref error",
         "rel dev",
-        "err GD",
+        err_m,
         "err flow",
-        "t_ε GD",
+        teps_m,
         "t_ε flow"
     );
     for q in &s.points {
@@ -397,6 +413,12 @@ pub fn format_sweep(s: &SweepSummary) -> String {
                     let _ = writeln!(out, "stability limit: not searched");
                 }
             }
+        }
+        None if method != "gd" => {
+            let _ = writeln!(
+                out,
+                "stability limit: GD's (bisection, 2/λ_max), not computed for {method}"
+            );
         }
         None => {
             let _ = writeln!(

@@ -30,6 +30,16 @@ impl Command {
         }
     }
 
+    /// The configuration keys the command has no use for (hidden from its help; refused
+    /// with what to do instead when given).
+    pub fn refused_keys(self) -> &'static [&'static str] {
+        match self {
+            Command::Run => &[],
+            Command::Sweep => &["eta", "steps", "record_every", "flow", "sharpness_every"],
+            Command::Check => &["flow"],
+        }
+    }
+
     /// Options the command has no use for, with what to do instead: refused, never recorded
     /// as if they had acted.
     fn refused(self, args: &ConfigArgs) -> Option<(&'static str, &'static str)> {
