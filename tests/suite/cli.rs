@@ -639,3 +639,73 @@ fn every_documented_csv_has_its_full_header() {
         ]
     );
 }
+
+/// `--optimizer` and its parameters on every subcommand: rows named after the optimiser, its
+/// time in t, the summary's record, a re-run from config.toml; sweeps of the jη methods; the
+/// checks (GD's) refuse it with exit status 2.
+#[test]
+fn optimizers_run_and_sweep_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hb");
+    gdflow()
+        .args(SMALL)
+        .args(["--optimizer", "heavy-ball", "--friction", "1", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    let names: std::collections::BTreeSet<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(names, ["flow", "heavy-ball"].into_iter().collect());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["optimizer"]["name"], "heavy-ball");
+    assert_eq!(summary["optimizer"]["parameters"]["friction"], 1.0);
+    assert_eq!(summary["optimizer"]["time_scale"], "sqrt-eta");
+    // t = j√η at the last step: 50 steps of √0.1
+    let last_t = summary["gd"]["final_t"].as_f64().unwrap();
+    assert!((last_t - 50.0 * 0.1f64.sqrt()).abs() < 1e-12, "{last_t}");
+    let again = dir.path().join("again");
+    gdflow()
+        .args(["run", "--config"])
+        .arg(out.join("config.toml"))
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    assert_same_trajectory(&out, &again);
+
+    let sweep = dir.path().join("sweep");
+    gdflow()
+        .args(&SMALL_SWEEP[..SMALL_SWEEP.len() - 3])
+        .args([
+            "--optimizer",
+            "scaled-gd",
+            "--damping",
+            "0.05",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&sweep)
+        .assert()
+        .success();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["optimizer"], "scaled-gd");
+    assert!(summary["stability"].is_null());
+    // the stability bisection is GD's, and so are the checks
+    for (args, key) in [
+        (
+            [SMALL_SWEEP, &["--optimizer", "scaled-gd"]].concat(),
+            "stability_steps",
+        ),
+        (vec!["check", "--optimizer", "nesterov"], "optimizer"),
+    ] {
+        let out = gdflow().args(&args).assert().code(2).get_output().clone();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{err}");
+    }
+}
