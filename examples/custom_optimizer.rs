@@ -137,7 +137,11 @@ fn final_distance(eta: f64, print: bool) -> anyhow::Result<f64> {
     };
     let setup = Setup::new(&args, Command::Run, false)?.with_optimizer(Arc::new(PolyakGd))?;
     let result = run(&setup, &RunExtras::default())?;
-    let d = result.summary.distance.expect("common times").final_distance;
+    let d = result
+        .summary
+        .distance
+        .expect("common times")
+        .final_distance;
     if print {
         println!(
             "η = {eta}: {} rows, final distance from x' = cF {d:.3e}, relative error {:.3e}",

@@ -61,7 +61,12 @@ fn example(print: bool) -> anyhow::Result<()> {
     if print {
         println!("{:>6} {:>14} {:>14}", "t", "‖UVᵀ‖_* (GD)", "eff. rank");
         for r in &back.gd {
-            println!("{:>6.1} {:>14.6} {:>14.4}", r.t, r.extra[0], r.extra[1]);
+            println!(
+                "{:>6.1} {:>14.6} {:>14.4}",
+                r.t,
+                r.get("nuclear_norm").unwrap(),
+                r.get("effective_rank").unwrap()
+            );
         }
         println!(
             "‖X*‖_* = {nuclear_star:.6}; columns written to {}",
@@ -71,12 +76,12 @@ fn example(print: bool) -> anyhow::Result<()> {
     // the effective rank falls to about 1 while σ_1 alone is learned, then ends near r = 2 …
     let last = back.gd.last().expect("records");
     assert!(
-        (last.extra[1] - 2.0).abs() < 0.3,
+        (last.get("effective_rank").unwrap() - 2.0).abs() < 0.3,
         "effective rank {}",
-        last.extra[1]
+        last.get("effective_rank").unwrap()
     );
     // … and the nuclear norm ends near ‖X*‖_*
-    assert!((last.extra[0] - nuclear_star).abs() < 0.05 * nuclear_star);
+    assert!((last.get("nuclear_norm").unwrap() - nuclear_star).abs() < 0.05 * nuclear_star);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -89,11 +89,11 @@ fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
          central {:.4}, gradient flow {:.4}, modified {:.4}; 2/η first reached at {}; \
          central work {} evaluations, {} Hessian–vector products; gradient flow {} rhs",
         2.0 / eta,
-        central.gd.last().unwrap().rel_error,
-        central.gd_mean.last().unwrap().rel_error,
-        central.flow.last().unwrap().rel_error,
-        plain.flow.last().unwrap().rel_error,
-        modified.flow.last().unwrap().rel_error,
+        central.gd.last().unwrap().rel_error(),
+        central.gd_mean.last().unwrap().rel_error(),
+        central.flow.last().unwrap().rel_error(),
+        plain.flow.last().unwrap().rel_error(),
+        modified.flow.last().unwrap().rel_error(),
         summary
             .report
             .first_reached
@@ -127,7 +127,7 @@ fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
         texts: vec![],
         ..Default::default()
     };
-    let mut sharp = series(&|r| r.sharpness);
+    let mut sharp = series(&|r| r.sharpness());
     sharp.push(Series::new(
         "2/η",
         5,
@@ -135,12 +135,12 @@ fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
         vec![(0.0, 2.0 / eta), (HORIZON, 2.0 / eta)],
     ));
     Ok(vec![
-        panel("loss", "f(U, V)", true, series(&|r| Some(r.loss))),
+        panel("loss", "f(U, V)", true, series(&|r| Some(r.loss()))),
         panel(
             "relative error",
             "‖UVᵀ − X*‖ / ‖X*‖",
             true,
-            series(&|r| Some(r.rel_error)),
+            series(&|r| Some(r.rel_error())),
         ),
         panel("sharpness", "λ_max(∇²f)", false, sharp),
     ])

@@ -37,12 +37,14 @@ fn main() -> anyhow::Result<()> {
             run.gd.last().expect("records"),
             run.flow.last().expect("records"),
         );
-        gd.push((alpha, g.rel_error));
-        flow.push((alpha, f.rel_error));
-        loss.push(f.loss);
+        gd.push((alpha, g.rel_error()));
+        flow.push((alpha, f.rel_error()));
+        loss.push(f.loss());
         table.push_str(&format!(
             "{alpha:<7.0e} {:<14.4e} {:<16.4e} {:.3e}\n",
-            g.rel_error, f.rel_error, f.loss
+            g.rel_error(),
+            f.rel_error(),
+            f.loss()
         ));
     }
     // α = 1 is the lazy regime (the start is not small): the power is fitted below it

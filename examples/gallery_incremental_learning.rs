@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let learned = |records: &[gdflow::analysis::Record], i: usize, target: f64| {
         records
             .iter()
-            .find(|r| r.sv[i] >= target / 2.0)
+            .find(|r| r.sv()[i] >= target / 2.0)
             .map(|r| r.t)
     };
     let mut closed_times = Vec::new();
@@ -95,13 +95,13 @@ fn main() -> anyhow::Result<()> {
             label("flow"),
             i,
             Style::Line,
-            result.flow.iter().map(|r| (r.t, r.sv[i])).collect(),
+            result.flow.iter().map(|r| (r.t, r.sv()[i])).collect(),
         ));
         linear.series.push(Series::new(
             "",
             i,
             Style::Dashed,
-            result.gd.iter().map(|r| (r.t, r.sv[i])).collect(),
+            result.gd.iter().map(|r| (r.t, r.sv()[i])).collect(),
         ));
         linear.series.push(Series::new(
             if i == 0 {

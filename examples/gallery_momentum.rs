@@ -76,11 +76,20 @@ fn main() -> anyhow::Result<()> {
     let nest = distances("nesterov", FlowVariant::Plain, &roots, true, |_| {})?;
     let fits = [
         ("heavy ball β = 0.5, plain limit (η)", slope(&hb_plain), 1.0),
-        ("heavy ball β = 0.5, modified limit (η)", slope(&hb_mod), 2.0),
-        ("heavy ball γ = 1, Ẍ + γẊ + ∇f = 0 (√η)", slope(&hb_crit), 1.0),
+        (
+            "heavy ball β = 0.5, modified limit (η)",
+            slope(&hb_mod),
+            2.0,
+        ),
+        (
+            "heavy ball γ = 1, Ẍ + γẊ + ∇f = 0 (√η)",
+            slope(&hb_crit),
+            1.0,
+        ),
         ("Nesterov, Ẍ + (3/t)Ẋ + ∇f = 0 (√η)", slope(&nest), 1.0),
     ];
-    let mut table = String::from("h        hb_plain   hb_modified  |  sqrt_eta  hb_critical  nesterov\n");
+    let mut table =
+        String::from("h        hb_plain   hb_modified  |  sqrt_eta  hb_critical  nesterov\n");
     for i in 0..etas.len() {
         table.push_str(&format!(
             "{:<7.5}  {:<9.3e}  {:<11.3e}  |  {:<8.5}  {:<11.3e}  {:.3e}\n",
@@ -101,7 +110,12 @@ fn main() -> anyhow::Result<()> {
         series: vec![
             Series::new("plain limit", 0, Style::Line, hb_plain.clone()),
             Series::new("", 0, Style::Markers, hb_plain),
-            Series::new("modified limit (shifted start)", 1, Style::Line, hb_mod.clone()),
+            Series::new(
+                "modified limit (shifted start)",
+                1,
+                Style::Line,
+                hb_mod.clone(),
+            ),
             Series::new("", 1, Style::Markers, hb_mod),
         ],
         texts: vec![format!(
@@ -145,7 +159,9 @@ fn main() -> anyhow::Result<()> {
         set(&mut a);
         let r = run_config(&a)?;
         let pts = |recs: &[gdflow::analysis::Record]| {
-            recs.iter().map(|x| (x.t, x.rel_error)).collect::<Vec<_>>()
+            recs.iter()
+                .map(|x| (x.t, x.rel_error()))
+                .collect::<Vec<_>>()
         };
         paths
             .series

@@ -52,25 +52,25 @@ fn main() -> anyhow::Result<()> {
             .flow
             .iter()
             .filter(|r| r.t >= 1.0)
-            .map(|r| r.rho)
+            .map(|r| r.rho())
             .fold(0.0, f64::max);
         let last = run.flow.last().expect("records");
         table.push_str(&format!(
             "{name:<19} {max_rho:<17.3} {:.3e}\n",
-            last.rel_error
+            last.rel_error()
         ));
         let color = if i == 0 { 6 } else { i - 1 };
         rho.series.push(Series::new(
             name.clone(),
             color,
             Style::Line,
-            run.flow.iter().map(|r| (r.t, r.rho)).collect(),
+            run.flow.iter().map(|r| (r.t, r.rho())).collect(),
         ));
         error.series.push(Series::new(
             name.clone(),
             color,
             Style::Line,
-            run.flow.iter().map(|r| (r.t, r.rel_error)).collect(),
+            run.flow.iter().map(|r| (r.t, r.rel_error())).collect(),
         ));
     }
     print!("{table}");

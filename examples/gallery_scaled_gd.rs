@@ -50,7 +50,7 @@ fn with_flow(kappa: f64, optimizer: &str, steps: usize) -> anyhow::Result<[Vec<(
     let r = run(&setup, &RunExtras::default())?;
     let series = |recs: &[gdflow::analysis::Record]| {
         recs.iter()
-            .map(|x| (x.step as f64, x.rel_error))
+            .map(|x| (x.step as f64, x.rel_error()))
             .collect::<Vec<_>>()
     };
     Ok([series(&r.gd), series(&r.flow)])
@@ -68,14 +68,14 @@ fn method_only(kappa: f64, optimizer: &str, steps: usize) -> anyhow::Result<Vec<
         save: SaveAt::Nothing,
         ..RunOptions::new(ETA, steps, 1)
     };
-    Driver::new(field.as_ref(), opt.stepper(ETA), &setup.start(), opts).run(
-        &mut |it: &Iterate<'_>| {
-            if it.step % 10 == 0 || it.step == steps {
-                let e = (field.product(it.state) - x_star).norm() / norm;
-                out.push((it.step as f64, e));
-            }
-        },
-    );
+    Driver::new(field.as_ref(), opt.stepper(ETA), &setup.start(), opts).run(&mut |it: &Iterate<
+        '_,
+    >| {
+        if it.step % 10 == 0 || it.step == steps {
+            let e = (field.product(it.state) - x_star).norm() / norm;
+            out.push((it.step as f64, e));
+        }
+    });
     Ok(out)
 }
 
@@ -125,8 +125,12 @@ fn main() -> anyhow::Result<()> {
             .push(Series::new("", c, Style::Dashed, sgd_flow));
         let gw = method_only(kappa, "gd", 4000)?;
         let sw = method_only(kappa, "scaled-gd", 4000)?;
-        wide.series
-            .push(Series::new(format!("GD, {label}"), c, Style::Line, gw.clone()));
+        wide.series.push(Series::new(
+            format!("GD, {label}"),
+            c,
+            Style::Line,
+            gw.clone(),
+        ));
         wide.series.push(Series::new(
             format!("ScaledGD, {label}"),
             c,
@@ -172,7 +176,9 @@ fn main() -> anyhow::Result<()> {
         iters
             .series
             .push(Series::new(name, color, style, pts.clone()));
-        iters.series.push(Series::new("", color, Style::Markers, pts));
+        iters
+            .series
+            .push(Series::new("", color, Style::Markers, pts));
     }
     iters
         .texts

@@ -1,10 +1,10 @@
-//! Quantities recorded at every output time, for every dynamics alike: the built-in ones of
-//! [`Record`], and any a user adds through [`Quantity`].
+//! Quantities recorded at every output time, for every dynamics alike: every column is a
+//! [`Quantity`] — the built-in ones (loss, errors, spectrum, the theory's) and any a user adds —
+//! and a [`Record`] holds one value per column, read by name.
 
 use std::sync::Arc;
 
 use nalgebra::DMatrix;
-use serde::{Deserialize, Serialize};
 
 use super::lowrank::{op_norm, FactoredSvd};
 use crate::field::{Field, Workspace};
@@ -31,42 +31,250 @@ pub struct At<'a> {
     pub workspace: &'a Workspace,
 }
 
-/// One row of a trajectory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The columns of a trajectory's records: names, and which hold integers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub names: Vec<String>,
+    pub integer: Vec<bool>,
+}
+
+/// Columns a run fills after the record is measured (MATH §8): λ_max(∇²f) where computed, the
+/// central flow's tr Σ and its number of active eigenvalues (empty where they do not apply).
+pub const SET_BY_RUN: [(&str, bool); 3] = [
+    ("sharpness", false),
+    ("sigma_trace", false),
+    ("active", true),
+];
+
+impl Header {
+    /// The columns of a run's records: the built-in quantities' (for width `k`), those a run
+    /// sets ([`SET_BY_RUN`]), then the user's.
+    pub fn standard(k: usize, extra: &[String]) -> Self {
+        let mut names: Vec<String> = Basic::COLUMNS.iter().map(|s| s.to_string()).collect();
+        names.extend(Spectrum::columns_for(k));
+        let mut integer = vec![false; names.len()];
+        for (name, int) in SET_BY_RUN {
+            names.push(name.into());
+            integer.push(int);
+        }
+        names.extend(extra.iter().cloned());
+        integer.resize(names.len(), false);
+        Self { names, integer }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
+/// One row of a trajectory: a value (or none) for every column of its [`Header`], read by
+/// name. The built-in columns have accessors; any other (a user's [`Quantity`]) is read with
+/// [`Record::get`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub step: usize,
     pub t: f64,
-    pub loss: f64,
+    header: Arc<Header>,
+    values: Vec<Option<f64>>,
+}
+
+impl Record {
+    /// A record of `values` under `header` (one value per column).
+    pub fn new(step: usize, t: f64, header: Arc<Header>, values: Vec<Option<f64>>) -> Self {
+        assert_eq!(header.names.len(), values.len(), "a value per column");
+        Self {
+            step,
+            t,
+            header,
+            values,
+        }
+    }
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    /// The values, in the header's order.
+    pub fn values(&self) -> &[Option<f64>] {
+        &self.values
+    }
+    /// The value of column `name`; `None` where the column is absent or the cell empty.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.header.index(name).and_then(|i| self.values[i])
+    }
+    /// Set column `name`, one of the header's.
+    pub fn set(&mut self, name: &str, value: Option<f64>) {
+        let i = self
+            .header
+            .index(name)
+            .unwrap_or_else(|| panic!("no column `{name}` in this record"));
+        self.values[i] = value;
+    }
+    fn num(&self, name: &str) -> f64 {
+        self.get(name).unwrap_or(f64::NAN)
+    }
+    pub fn loss(&self) -> f64 {
+        self.num("loss")
+    }
     /// ‖UVᵀ − X*‖_F / ‖X*‖_F.
-    pub rel_error: f64,
+    pub fn rel_error(&self) -> f64 {
+        self.num("rel_error")
+    }
     /// ‖UᵀU − VᵀV − D_0‖_F.
-    pub balance_drift: f64,
+    pub fn balance_drift(&self) -> f64 {
+        self.num("balance_drift")
+    }
     /// Singular values of UVᵀ, largest first, k of them.
-    pub sv: Vec<f64>,
+    pub fn sv(&self) -> Vec<f64> {
+        (1..)
+            .map_while(|i| self.header.index(&format!("sv_{i}")))
+            .map(|c| self.values[c].unwrap_or(f64::NAN))
+            .collect()
+    }
     /// ρ = ‖E‖_op / ‖X* − UVᵀ‖_op with E = −G − (X* − UVᵀ): the perturbation the dynamics
     /// sees relative to the residual (MATH §5).
-    pub rho: f64,
-    /// Signal strength σ_r(L*ᵀU) and σ_r(R*ᵀV) (MATH §6).
-    pub signal_u: f64,
-    pub signal_v: f64,
-    /// ‖sin Θ‖_op between the top-r left (right) singular space of UVᵀ and L* (R*).
-    pub sin_theta_u: f64,
-    pub sin_theta_v: f64,
-    /// Spurious parts ‖(I − L*L*ᵀ)U‖_F and ‖(I − R*R*ᵀ)V‖_F.
-    pub spurious_u: f64,
-    pub spurious_v: f64,
+    pub fn rho(&self) -> f64 {
+        self.num("rho")
+    }
+    /// Signal strength σ_r(L*ᵀU) (MATH §6).
+    pub fn signal_u(&self) -> f64 {
+        self.num("signal_u")
+    }
+    /// Signal strength σ_r(R*ᵀV).
+    pub fn signal_v(&self) -> f64 {
+        self.num("signal_v")
+    }
+    /// ‖sin Θ‖_op between the top-r left singular space of UVᵀ and L*.
+    pub fn sin_theta_u(&self) -> f64 {
+        self.num("sin_theta_u")
+    }
+    /// The same on the right, against R*.
+    pub fn sin_theta_v(&self) -> f64 {
+        self.num("sin_theta_v")
+    }
+    /// ‖(I − L*L*ᵀ)U‖_F.
+    pub fn spurious_u(&self) -> f64 {
+        self.num("spurious_u")
+    }
+    /// ‖(I − R*R*ᵀ)V‖_F.
+    pub fn spurious_v(&self) -> f64 {
+        self.num("spurious_v")
+    }
     /// λ_max(∇²f), where computed (see `sharpness_every`).
-    #[serde(default)]
-    pub sharpness: Option<f64>,
-    /// tr Σ of the central flow (0 while no eigenvalue is active; none for other dynamics).
-    #[serde(default)]
-    pub sigma_trace: Option<f64>,
+    pub fn sharpness(&self) -> Option<f64> {
+        self.get("sharpness")
+    }
+    /// tr Σ of the central flow.
+    pub fn sigma_trace(&self) -> Option<f64> {
+        self.get("sigma_trace")
+    }
     /// The central flow's number of active eigenvalues.
-    #[serde(default)]
-    pub active: Option<usize>,
-    /// The values of the user's [`Quantity`]s, in the order of their columns.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub extra: Vec<f64>,
+    pub fn active(&self) -> Option<usize> {
+        self.get("active").map(|v| v as usize)
+    }
+}
+
+/// Loss, relative error and balance drift.
+struct Basic {
+    x_star_norm: f64,
+    d0: DMatrix<f64>,
+}
+
+impl Basic {
+    const COLUMNS: [&'static str; 3] = ["loss", "rel_error", "balance_drift"];
+}
+
+impl Quantity for Basic {
+    fn columns(&self) -> Vec<String> {
+        Self::COLUMNS.iter().map(|s| s.to_string()).collect()
+    }
+    fn measure(&self, at: &At<'_>) -> Vec<f64> {
+        let rel_error = (at.x_star - at.product).norm() / self.x_star_norm;
+        let drift = (balance(at.field, at.state) - &self.d0).norm();
+        vec![at.workspace.loss, rel_error, drift]
+    }
+}
+
+/// The singular values of UVᵀ and the theory's quantities of MATH §5–6, which share its
+/// factored SVD.
+struct Spectrum {
+    k: usize,
+    /// Orthonormal bases of X*'s column and row spaces (n1×r, n2×r).
+    l_star: DMatrix<f64>,
+    r_star: DMatrix<f64>,
+    /// L*Σ*, so that X* = (L*Σ*)R*ᵀ.
+    l_star_sigma: DMatrix<f64>,
+}
+
+impl Spectrum {
+    const THEORY: [&'static str; 7] = [
+        "rho",
+        "signal_u",
+        "signal_v",
+        "sin_theta_u",
+        "sin_theta_v",
+        "spurious_u",
+        "spurious_v",
+    ];
+    fn columns_for(k: usize) -> Vec<String> {
+        let mut c: Vec<String> = (1..=k).map(|i| format!("sv_{i}")).collect();
+        c.extend(Self::THEORY.iter().map(|s| s.to_string()));
+        c
+    }
+}
+
+impl Quantity for Spectrum {
+    fn columns(&self) -> Vec<String> {
+        Self::columns_for(self.k)
+    }
+    fn measure(&self, at: &At<'_>) -> Vec<f64> {
+        let (u, v) = at.field.factors().split(at.state);
+        let k = self.k;
+        // UVᵀ and X* − UVᵀ = [L*Σ*, U]·[R*, −V]ᵀ through the cores of their factors
+        let product = FactoredSvd::of(u, v);
+        let mut out = product.values.clone();
+        out.resize(k, 0.0);
+        let a = DMatrix::from_fn(u.nrows(), self.l_star.ncols() + k, |i, j| {
+            if j < self.l_star.ncols() {
+                self.l_star_sigma[(i, j)]
+            } else {
+                u[(i, j - self.l_star.ncols())]
+            }
+        });
+        let b = DMatrix::from_fn(v.nrows(), self.r_star.ncols() + k, |i, j| {
+            if j < self.r_star.ncols() {
+                self.r_star[(i, j)]
+            } else {
+                -v[(i, j - self.r_star.ncols())]
+            }
+        });
+        let resid_op = FactoredSvd::of(a.as_view(), b.as_view())
+            .values
+            .first()
+            .copied()
+            .unwrap_or(0.0);
+        let resid = at.x_star - at.product;
+        let rho = if resid_op > 0.0 {
+            op_norm(&(-at.workspace.g() - &resid)) / resid_op
+        } else {
+            0.0
+        };
+        let r = self.l_star.ncols();
+        let top = r.min(k);
+        let lx = product.left.columns(0, top).clone_owned();
+        let rx = product.right.columns(0, top).clone_owned();
+        let spurious = |basis: &DMatrix<f64>, f: &nalgebra::DMatrixView<f64>| {
+            (f - basis * (basis.transpose() * f)).norm()
+        };
+        out.extend([
+            rho,
+            sigma_r(&(self.l_star.transpose() * u), r),
+            sigma_r(&(self.r_star.transpose() * v), r),
+            sin_theta(&lx, &self.l_star),
+            sin_theta(&rx, &self.r_star),
+            spurious(&self.l_star, &u),
+            spurious(&self.r_star, &v),
+        ]);
+        out
+    }
 }
 
 /// The numerical rank of a target (relative threshold as in
@@ -75,18 +283,15 @@ fn rank_of(x: &DMatrix<f64>) -> usize {
     crate::problem::nonzero_singular_values(x).len()
 }
 
-/// Computes [`Record`]s against a fixed target and start.
+/// Computes [`Record`]s against a fixed target and start: the built-in quantities
+/// ([`Header::standard`]), then the user's.
 pub struct Recorder<'f> {
     field: &'f dyn Field,
     x_star: DMatrix<f64>,
-    x_star_norm: f64,
     d0: DMatrix<f64>,
-    /// Orthonormal bases of X*'s column and row spaces (n1×r, n2×r).
-    l_star: DMatrix<f64>,
-    r_star: DMatrix<f64>,
-    /// L*Σ*, so that X* = (L*Σ*)R*ᵀ.
-    l_star_sigma: DMatrix<f64>,
+    builtin: [Arc<dyn Quantity>; 2],
     quantities: Vec<Arc<dyn Quantity>>,
+    header: Arc<Header>,
 }
 
 /// Top-`r` left and right singular vectors of `x`, by decreasing singular value, with the
@@ -146,27 +351,47 @@ impl<'f> Recorder<'f> {
         for (j, s) in sigma.iter().enumerate() {
             l_star_sigma.column_mut(j).scale_mut(*s);
         }
+        let d0 = balance(field, start);
+        let k = field.factors().k;
         Self {
             field,
             x_star: x_star.clone(),
-            x_star_norm: x_star.norm(),
-            d0: balance(field, start),
-            l_star,
-            r_star,
-            l_star_sigma,
+            builtin: [
+                Arc::new(Basic {
+                    x_star_norm: x_star.norm(),
+                    d0: d0.clone(),
+                }),
+                Arc::new(Spectrum {
+                    k,
+                    l_star,
+                    r_star,
+                    l_star_sigma,
+                }),
+            ],
+            d0,
             quantities: Vec::new(),
+            header: Arc::new(Header::standard(k, &[])),
         }
     }
 
     /// Also record these quantities.
     pub fn with_quantities(mut self, quantities: &[Arc<dyn Quantity>]) -> Self {
         self.quantities.extend(quantities.iter().cloned());
+        self.header = Arc::new(Header::standard(
+            self.field.factors().k,
+            &self.extra_columns(),
+        ));
         self
     }
 
     /// The columns the added quantities fill, in order.
     pub fn extra_columns(&self) -> Vec<String> {
         self.quantities.iter().flat_map(|q| q.columns()).collect()
+    }
+
+    /// The columns of every record.
+    pub fn header(&self) -> Arc<Header> {
+        self.header.clone()
     }
 
     /// ‖UᵀU − VᵀV − D_0‖_F.
@@ -187,81 +412,24 @@ impl<'f> Recorder<'f> {
             ws.holds(state),
             "the workspace must hold the evaluation at `state`"
         );
-        let loss = ws.loss;
         let x = self.field.product(state);
-        let extra = self
-            .quantities
-            .iter()
-            .flat_map(|q| {
-                q.measure(&At {
-                    step,
-                    t,
-                    field: self.field,
-                    state,
-                    product: &x,
-                    x_star: &self.x_star,
-                    workspace: ws,
-                })
-            })
-            .collect();
-        let resid = &self.x_star - &x;
-        let rel_error = resid.norm() / self.x_star_norm;
-        let balance_drift = (balance(self.field, state) - &self.d0).norm();
-        let (u, v) = self.field.factors().split(state);
-        let k = self.field.factors().k;
-        // UVᵀ and X* − UVᵀ = [L*Σ*, U]·[R*, −V]ᵀ through the cores of their factors
-        let product = FactoredSvd::of(u, v);
-        let mut sv = product.values.clone();
-        sv.resize(k, 0.0);
-        let a = DMatrix::from_fn(u.nrows(), self.l_star.ncols() + k, |i, j| {
-            if j < self.l_star.ncols() {
-                self.l_star_sigma[(i, j)]
-            } else {
-                u[(i, j - self.l_star.ncols())]
-            }
-        });
-        let b = DMatrix::from_fn(v.nrows(), self.r_star.ncols() + k, |i, j| {
-            if j < self.r_star.ncols() {
-                self.r_star[(i, j)]
-            } else {
-                -v[(i, j - self.r_star.ncols())]
-            }
-        });
-        let resid_op = FactoredSvd::of(a.as_view(), b.as_view())
-            .values
-            .first()
-            .copied()
-            .unwrap_or(0.0);
-        let rho = if resid_op > 0.0 {
-            op_norm(&(-ws.g() - &resid)) / resid_op
-        } else {
-            0.0
-        };
-        let r = self.l_star.ncols();
-        let top = r.min(k);
-        let lx = product.left.columns(0, top).clone_owned();
-        let rx = product.right.columns(0, top).clone_owned();
-        let spurious = |basis: &DMatrix<f64>, f: &nalgebra::DMatrixView<f64>| {
-            (f - basis * (basis.transpose() * f)).norm()
-        };
-        Record {
+        let at = At {
             step,
             t,
-            loss,
-            rel_error,
-            balance_drift,
-            sv,
-            rho,
-            signal_u: sigma_r(&(self.l_star.transpose() * u), r),
-            signal_v: sigma_r(&(self.r_star.transpose() * v), r),
-            sin_theta_u: sin_theta(&lx, &self.l_star),
-            sin_theta_v: sin_theta(&rx, &self.r_star),
-            spurious_u: spurious(&self.l_star, &u),
-            spurious_v: spurious(&self.r_star, &v),
-            sharpness: None,
-            sigma_trace: None,
-            active: None,
-            extra,
+            field: self.field,
+            state,
+            product: &x,
+            x_star: &self.x_star,
+            workspace: ws,
+        };
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(self.header.names.len());
+        for q in &self.builtin {
+            values.extend(q.measure(&at).into_iter().map(Some));
         }
+        values.extend(SET_BY_RUN.iter().map(|_| None));
+        for q in &self.quantities {
+            values.extend(q.measure(&at).into_iter().map(Some));
+        }
+        Record::new(step, t, self.header.clone(), values)
     }
 }

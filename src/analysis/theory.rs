@@ -28,11 +28,11 @@ pub struct Phases {
 pub fn detect_phases(records: &[Record], sigma_r: f64, alignment_tol: f64) -> Phases {
     let end_of_alignment = records
         .iter()
-        .find(|r| r.sin_theta_u.max(r.sin_theta_v) <= alignment_tol)
+        .find(|r| r.sin_theta_u().max(r.sin_theta_v()) <= alignment_tol)
         .map(|r| r.t);
     let end_of_growth = records
         .iter()
-        .find(|r| r.signal_u * r.signal_v >= 0.5 * sigma_r)
+        .find(|r| r.signal_u() * r.signal_v() >= 0.5 * sigma_r)
         .map(|r| r.t);
     Phases {
         end_of_alignment,

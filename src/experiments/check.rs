@@ -269,7 +269,7 @@ fn rip_and_rho_rows(setup: &Setup, run: &RunResult, settings: &CheckSettings) ->
     let problem = &setup.problem;
     let rank = (2 * problem.target_sv.len()).min(problem.n1().min(problem.n2()));
     let delta = empirical_rip(problem.op.as_ref(), rank, 200, setup.config.seed);
-    let rho = run.flow.iter().map(|r| r.rho).fold(0.0, f64::max);
+    let rho = run.flow.iter().map(|r| r.rho()).fold(0.0, f64::max);
     [
         CheckRow {
             name: "empirical_rip".into(),
@@ -577,7 +577,7 @@ fn central_rows(setup: &Setup, r: &RunResult, settings: &CheckSettings) -> Vec<C
         .gd_mean
         .iter()
         .filter(|rec| rec.t >= 0.5 * horizon)
-        .filter_map(|rec| rec.sharpness)
+        .filter_map(|rec| rec.sharpness())
         .collect();
     let mean_sharpness = late.iter().sum::<f64>() / late.len() as f64;
     let s = mean_sharpness * cfg.eta / 2.0;

@@ -57,9 +57,9 @@ impl Track {
         DynamicsSummary {
             status: status.clone(),
             final_t: last.map_or(0.0, |r| r.t),
-            final_loss: last.map_or(f64::NAN, |r| r.loss),
-            final_rel_error: last.map_or(f64::NAN, |r| r.rel_error),
-            final_balance_drift: last.map_or(f64::NAN, |r| r.balance_drift),
+            final_loss: last.map_or(f64::NAN, |r| r.loss()),
+            final_rel_error: last.map_or(f64::NAN, |r| r.rel_error()),
+            final_balance_drift: last.map_or(f64::NAN, |r| r.balance_drift()),
             max_balance_drift: self.max_drift,
         }
     }
@@ -191,7 +191,7 @@ impl<'a> Comparison<'a> {
                     .record(it.step, it.t, it.state, &mut self.method_ws),
             };
             if self.sharp_due(self.method.records.len()) {
-                rec.sharpness = self.sharp_method.at(self.curvature, it.state);
+                rec.set("sharpness", self.sharp_method.at(self.curvature, it.state));
             }
             self.method.records.push(rec);
         }
@@ -216,7 +216,7 @@ impl<'a> Comparison<'a> {
         if self.recorded(j) {
             let mut rec = self.recorder.record(j, t, &xbar, &mut self.flow_ws);
             if self.sharp_due(self.mean.records.len()) {
-                rec.sharpness = self.sharp_mean.at(self.field, &xbar);
+                rec.set("sharpness", self.sharp_mean.at(self.field, &xbar));
             }
             self.mean.records.push(rec);
         }
@@ -241,12 +241,12 @@ impl<'a> Comparison<'a> {
             let mut rec = self.recorder.record(j, t, y, &mut self.flow_ws);
             match central {
                 Some(w) => {
-                    rec.sharpness = Some(w.sharpness);
-                    rec.sigma_trace = Some(w.sigma_trace);
-                    rec.active = Some(w.active);
+                    rec.set("sharpness", Some(w.sharpness));
+                    rec.set("sigma_trace", Some(w.sigma_trace));
+                    rec.set("active", Some(w.active as f64));
                 }
                 None if self.sharp_due(self.flow.records.len()) => {
-                    rec.sharpness = self.sharp_flow.at(self.curvature, y);
+                    rec.set("sharpness", self.sharp_flow.at(self.curvature, y));
                 }
                 None => {}
             }

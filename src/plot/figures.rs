@@ -201,8 +201,13 @@ pub fn loss_error_runs(runs: &[RunResult]) -> Figure {
         columns: None,
         name: "loss_error".into(),
         panels: vec![
-            records_panel(runs, "loss", "f(U, V)", |r| r.loss),
-            records_panel(runs, "relative error", "‖UVᵀ − X*‖ / ‖X*‖", |r| r.rel_error),
+            records_panel(runs, "loss", "f(U, V)", |r| r.loss()),
+            records_panel(
+                runs,
+                "relative error",
+                "‖UVᵀ − X*‖ / ‖X*‖",
+                |r| r.rel_error(),
+            ),
         ],
     }
 }
@@ -214,7 +219,7 @@ pub fn loss_error_runs(runs: &[RunResult]) -> Figure {
 /// squeezed into a corner by the ones that stay near the start.
 pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
     let mut p = panel("singular values of UVᵀ", "σ_i(UVᵀ)", true);
-    let k = run.flow.first().map_or(0, |r| r.sv.len());
+    let k = run.flow.first().map_or(0, |r| r.sv().len());
     let targets = &run.summary.problem.target_singular_values;
     let shown = shown.unwrap_or(targets.len()).clamp(1, k.max(1)).min(k);
     let t_end = run
@@ -235,8 +240,8 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
     // with many coloured, σ_i's place on the colour bar of the indices
     let shade = |i: usize| many.then(|| i as f64 / (shown - 1).max(1) as f64);
     for i in 0..shown {
-        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv[i])).collect();
-        let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv[i])).collect();
+        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv()[i])).collect();
+        let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv()[i])).collect();
         flow.iter().chain(&gd).for_each(|q| see(q.1));
         let label = |what: &str| {
             if many {
@@ -284,7 +289,8 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
             .iter()
             .zip(&run.gd)
             .map(|(f, g)| {
-                let rest = f.sv[shown..].iter().chain(&g.sv[shown..]);
+                let (fs, gs) = (f.sv(), g.sv());
+                let rest = fs[shown..].iter().chain(&gs[shown..]);
                 let min = rest.clone().copied().fold(f64::INFINITY, f64::min);
                 let max = rest.copied().fold(f64::NEG_INFINITY, f64::max);
                 (f.t, min, max)
@@ -326,7 +332,7 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
         runs,
         "balance drift",
         "‖UᵀU − VᵀV − D₀‖",
-        |r| r.balance_drift,
+        |r| r.balance_drift(),
     );
     if !per_run_flows(runs) {
         for s in p.series.iter_mut().skip(1) {
@@ -349,9 +355,9 @@ type Quantity = (&'static str, fn(&Record) -> f64);
 pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figure {
     let mut p = panel("phases (MATH §6)", "", true);
     let quantities: [Quantity; 3] = [
-        ("signal σ_r(L*ᵀU)", |r| r.signal_u),
-        ("alignment ‖sin Θ‖", |r| r.sin_theta_u),
-        ("spurious ‖(I − L*L*ᵀ)U‖", |r| r.spurious_u),
+        ("signal σ_r(L*ᵀU)", |r| r.signal_u()),
+        ("alignment ‖sin Θ‖", |r| r.sin_theta_u()),
+        ("spurious ‖(I − L*L*ᵀ)U‖", |r| r.spurious_u()),
     ];
     let mut lo = f64::INFINITY;
     let mut hi: f64 = 0.0;

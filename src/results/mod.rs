@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 pub mod check;
 pub mod run;
 pub mod sweep;
+pub mod table;
 
 /// Where a result comes from: crate, version, seed and the resolved configuration. Every
 /// summary starts with it (its keys sit at the top level of `summary.json`).

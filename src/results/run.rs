@@ -2,17 +2,19 @@
 //! here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{csv_bytes, csv_error, json_bytes, not_ours, read, toml_text, Provenance};
+use super::table::{Cell, Table};
+use super::{json_bytes, not_ours, read, toml_text, Provenance};
+use crate::analysis::record::Header;
 use crate::analysis::Record;
 use crate::config::Config;
 use crate::dynamics::flow::SolverStats;
 use crate::dynamics::Status;
 use crate::error::{Error, Result};
 use crate::operator::OperatorCounts;
-use crate::output::num;
 use crate::problem::{Problem, ProblemSource};
 
 /// Where a problem came from and what it is.
@@ -231,83 +233,111 @@ pub struct RunResult {
     pub extra_columns: Vec<String>,
 }
 
-/// The columns of `trajectory.csv` before `sv_1..sv_k`.
-pub const LEADING_COLUMNS: [&str; 6] = [
-    "dynamics",
-    "step",
-    "t",
-    "loss",
-    "rel_error",
-    "balance_drift",
-];
-
-/// The columns of `trajectory.csv` after `sv_1..sv_k` (see [`Record`]).
-pub const THEORY_COLUMNS: [&str; 7] = [
-    "rho",
-    "signal_u",
-    "signal_v",
-    "sin_theta_u",
-    "sin_theta_v",
-    "spurious_u",
-    "spurious_v",
-];
-
-/// The columns after the theory ones (MATH §8): λ_max(∇²f) where computed, and the central
-/// flow's tr Σ and number of active eigenvalues (empty cells where they do not apply).
-pub const STABILITY_COLUMNS: [&str; 3] = ["sharpness", "sigma_trace", "active"];
+/// The columns of `trajectory.csv` before the records' own: which dynamics, j and t.
+pub const LEADING_COLUMNS: [&str; 3] = ["dynamics", "step", "t"];
 
 /// The header of `trajectory.csv` for width `k` and the user's extra columns.
 pub fn trajectory_header(k: usize, extra: &[String]) -> Vec<String> {
     let mut header: Vec<String> = LEADING_COLUMNS.iter().map(|s| s.to_string()).collect();
-    header.extend((1..=k).map(|i| format!("sv_{i}")));
-    header.extend(THEORY_COLUMNS.iter().map(|s| s.to_string()));
-    header.extend(STABILITY_COLUMNS.iter().map(|s| s.to_string()));
-    header.extend(extra.iter().cloned());
+    header.extend(Header::standard(k, extra).names);
     header
+}
+
+impl RunResult {
+    /// Every record with the name of its dynamics: the method's rows (named after the
+    /// optimiser), then its limit's (`flow`), then GD's two-step average's (`gd_mean`).
+    pub fn named_records(&self) -> impl Iterator<Item = (&str, &Record)> {
+        let method = self.summary.optimizer.name.as_str();
+        (self.gd.iter().map(move |r| (method, r)))
+            .chain(self.flow.iter().map(|r| ("flow", r)))
+            .chain(self.gd_mean.iter().map(|r| ("gd_mean", r)))
+    }
+
+    /// The records as one table of named columns (what `trajectory.csv` holds).
+    pub fn table(&self) -> Table {
+        let header = self.named_records().next().map_or_else(
+            || Header::standard(self.summary.problem.width, &self.extra_columns),
+            |(_, r)| r.header().clone(),
+        );
+        let mut columns: Vec<String> = LEADING_COLUMNS.iter().map(|s| s.to_string()).collect();
+        columns.extend(header.names.iter().cloned());
+        let rows =
+            self.named_records()
+                .map(|(name, r)| {
+                    let mut row = vec![
+                        Cell::Text(name.into()),
+                        Cell::Int(r.step as u64),
+                        Cell::Num(r.t),
+                    ];
+                    row.extend(r.values().iter().zip(&r.header().integer).map(
+                        |(v, int)| match v {
+                            Some(v) if *int => Cell::Int(*v as u64),
+                            v => Cell::from(*v),
+                        },
+                    ));
+                    row
+                })
+                .collect();
+        Table { columns, rows }
+    }
 }
 
 /// `trajectory.csv`: one row per output time and dynamics.
 pub fn trajectory_csv(result: &RunResult) -> Result<Vec<u8>> {
-    let k = result.summary.problem.width;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let err = csv_error("trajectory.csv");
-    w.write_record(trajectory_header(k, &result.extra_columns))
-        .map_err(&err)?;
-    for (name, records) in [
-        (result.summary.optimizer.name.as_str(), &result.gd),
-        ("flow", &result.flow),
-        ("gd_mean", &result.gd_mean),
-    ] {
-        for r in records {
-            let mut row = vec![
-                name.to_string(),
-                r.step.to_string(),
-                num(r.t),
-                num(r.loss),
-                num(r.rel_error),
-                num(r.balance_drift),
-            ];
-            row.extend(r.sv.iter().map(|s| num(*s)));
-            row.extend(
-                [
-                    r.rho,
-                    r.signal_u,
-                    r.signal_v,
-                    r.sin_theta_u,
-                    r.sin_theta_v,
-                    r.spurious_u,
-                    r.spurious_v,
-                ]
-                .map(num),
-            );
-            row.push(r.sharpness.map_or_else(String::new, num));
-            row.push(r.sigma_trace.map_or_else(String::new, num));
-            row.push(r.active.map_or_else(String::new, |p| p.to_string()));
-            row.extend(r.extra.iter().map(|v| num(*v)));
-            w.write_record(&row).map_err(&err)?;
-        }
+    result.table().to_csv("trajectory.csv")
+}
+
+/// The records of `trajectory.csv` by dynamics, read by column name: the method's (named
+/// `method`), the limit's and GD's two-step average's. A column whose cells are all integers
+/// is read back as one.
+fn read_trajectory(bytes: &[u8], path: &Path, method: &str) -> Result<[Vec<Record>; 3]> {
+    let table = Table::from_csv(bytes, path)?;
+    let [dynamics, step, t] = LEADING_COLUMNS.map(|c| table.require(c));
+    let (dynamics, step, t) = (dynamics?, step?, t?);
+    let value_cols: Vec<usize> = (0..table.columns.len())
+        .filter(|&c| c != dynamics && c != step && c != t)
+        .collect();
+    let integer = value_cols
+        .iter()
+        .map(|&c| {
+            let cells = table
+                .rows
+                .iter()
+                .map(|r| r[c].as_str())
+                .filter(|v| !v.is_empty());
+            let mut cells = cells.peekable();
+            cells.peek().is_some() && cells.all(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    let header = Arc::new(Header {
+        names: value_cols
+            .iter()
+            .map(|&c| table.columns[c].clone())
+            .collect(),
+        integer,
+    });
+    let mut out: [Vec<Record>; 3] = Default::default();
+    for row in 0..table.rows.len() {
+        let values = value_cols
+            .iter()
+            .map(|&c| table.number(row, c))
+            .collect::<Result<Vec<_>>>()?;
+        let j = table
+            .text(row, step)
+            .parse::<usize>()
+            .map_err(|e| table.error(e))?;
+        let time = table
+            .number(row, t)?
+            .ok_or_else(|| table.error("an empty `t`"))?;
+        let which = match table.text(row, dynamics) {
+            "flow" => 1,
+            "gd_mean" => 2,
+            name if name == method => 0,
+            other => return Err(table.error(format!("unknown dynamics {other:?}"))),
+        };
+        out[which].push(Record::new(j, time, header.clone(), values));
     }
-    csv_bytes("trajectory.csv", w)
+    Ok(out)
 }
 
 /// `config.toml` of a run: the resolved configuration without the output paths (a re-run
@@ -337,73 +367,26 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
     let summary: RunSummary =
         serde_json::from_slice(&read(&path)?).map_err(|e| not_ours(&path, e))?;
     let path = dir.join("trajectory.csv");
-    let bytes = read(&path)?;
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let header = reader.headers().map_err(|e| not_ours(&path, e))?.clone();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let sv_cols: Vec<usize> = (1..).map_while(|i| col(&format!("sv_{i}"))).collect();
-    let named =
-        |name: &str| col(name).ok_or_else(|| not_ours(&path, format!("no column `{name}`")));
-    let cols = [
-        named("step")?,
-        named("t")?,
-        named("loss")?,
-        named("rel_error")?,
-        named("balance_drift")?,
-    ];
-    let theory: Vec<Option<usize>> = THEORY_COLUMNS.iter().map(|c| col(c)).collect();
-    let stability: Vec<Option<usize>> = STABILITY_COLUMNS.iter().map(|c| col(c)).collect();
-    let standard = trajectory_header(sv_cols.len(), &[]);
-    let extra_cols: Vec<usize> = (0..header.len())
-        .filter(|&i| !standard.iter().any(|s| s == &header[i]))
-        .collect();
-    let (mut gd, mut flow, mut gd_mean) = (Vec::new(), Vec::new(), Vec::new());
-    for row in reader.records() {
-        let row = row.map_err(|e| not_ours(&path, e))?;
-        let num = |i: usize| -> Result<f64> {
-            row.get(i)
-                .ok_or_else(|| not_ours(&path, "short row"))?
-                .parse::<f64>()
-                .map_err(|e| not_ours(&path, e))
-        };
-        let opt = |i: Option<usize>| i.map_or(Ok(f64::NAN), num);
-        let cell = |i: Option<usize>| -> Result<Option<f64>> {
-            match i.and_then(|i| row.get(i)) {
-                None | Some("") => Ok(None),
-                Some(c) => c.parse::<f64>().map(Some).map_err(|e| not_ours(&path, e)),
-            }
-        };
-        let record = Record {
-            step: num(cols[0])? as usize,
-            t: num(cols[1])?,
-            loss: num(cols[2])?,
-            rel_error: num(cols[3])?,
-            balance_drift: num(cols[4])?,
-            sv: sv_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
-            rho: opt(theory[0])?,
-            signal_u: opt(theory[1])?,
-            signal_v: opt(theory[2])?,
-            sin_theta_u: opt(theory[3])?,
-            sin_theta_v: opt(theory[4])?,
-            spurious_u: opt(theory[5])?,
-            spurious_v: opt(theory[6])?,
-            sharpness: cell(stability[0])?,
-            sigma_trace: cell(stability[1])?,
-            active: cell(stability[2])?.map(|p| p as usize),
-            extra: extra_cols.iter().map(|&i| num(i)).collect::<Result<_>>()?,
-        };
-        match row.get(0) {
-            Some("flow") => flow.push(record),
-            Some("gd_mean") => gd_mean.push(record),
-            Some(name) if name == summary.optimizer.name => gd.push(record),
-            other => return Err(not_ours(&path, format!("unknown dynamics {other:?}"))),
-        }
-    }
+    let [gd, flow, gd_mean] = read_trajectory(&read(&path)?, &path, &summary.optimizer.name)?;
+    let standard = Header::standard(summary.problem.width, &[]).names;
+    let extra_columns = gd
+        .iter()
+        .chain(&flow)
+        .next()
+        .map(|r| {
+            r.header()
+                .names
+                .iter()
+                .filter(|n| !standard.contains(n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(RunResult {
         summary,
         gd,
         flow,
         gd_mean,
-        extra_columns: extra_cols.iter().map(|&i| header[i].to_string()).collect(),
+        extra_columns,
     })
 }

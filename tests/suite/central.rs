@@ -434,9 +434,9 @@ fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
     )
     .unwrap();
 
-    let mean_err = r.gd_mean.last().unwrap().rel_error;
-    let central_err = r.flow.last().unwrap().rel_error;
-    let plain_err = plain.flow.last().unwrap().rel_error;
+    let mean_err = r.gd_mean.last().unwrap().rel_error();
+    let central_err = r.flow.last().unwrap().rel_error();
+    let plain_err = plain.flow.last().unwrap().rel_error();
     assert!(
         (mean_err - central_err).abs() <= 0.05 * mean_err,
         "GD's average {mean_err:.4} against the central flow {central_err:.4}"
@@ -447,7 +447,7 @@ fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
     );
 
     let eos = central.edge_of_stability.as_ref().unwrap();
-    let plain_loss = plain.flow.last().unwrap().loss;
+    let plain_loss = plain.flow.last().unwrap().loss();
     assert!(
         (eos.predicted_loss - eos.gd_mean_loss).abs() <= 0.2 * eos.gd_mean_loss,
         "predicted {} against GD's averaged loss {}",
@@ -466,7 +466,7 @@ fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
     // the constraint is held: drift off 2/η is pulled back, not amplified
     let threshold = 2.0 / eta;
     for rec in r.flow.iter().filter(|rec| rec.t > reached) {
-        let s = rec.sharpness.unwrap();
+        let s = rec.sharpness().unwrap();
         assert!(
             (s / threshold - 1.0).abs() < 1e-6,
             "sharpness {s} at t = {}",

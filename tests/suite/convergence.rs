@@ -32,5 +32,5 @@ fn gd_and_flow_reach_small_relative_error() {
         s.flow.final_rel_error
     );
     // and they started far from it
-    assert!(result.gd[0].rel_error > 0.99);
+    assert!(result.gd[0].rel_error() > 0.99);
 }

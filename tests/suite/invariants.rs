@@ -421,7 +421,7 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     assert_eq!((result.gd.len(), alone.states.len()), (41, 41));
     let mut ws = field.workspace();
     for (rec, x) in result.gd.iter().zip(&alone.states) {
-        assert_eq!(rec.loss, field.evaluate(x, &mut ws), "step {}", rec.step);
+        assert_eq!(rec.loss(), field.evaluate(x, &mut ws), "step {}", rec.step);
     }
 }
 

@@ -183,7 +183,7 @@ fn csv_beside_a_figure_is_exactly_the_plotted_points() {
             (c[2].parse().unwrap(), c[3].parse().unwrap())
         })
         .collect();
-    let expected: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.loss)).collect();
+    let expected: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.loss())).collect();
     assert_eq!(gd_loss, expected);
 }
 
@@ -282,9 +282,9 @@ fn singular_values_at_width_fifty_draw_the_rest_as_one_grey_band() {
     assert_eq!(count(&format!("{band} (min)")), steps + 1);
     assert_eq!(count(&format!("{band} (max)")), steps + 1);
     // the band's edges are the extremes of σ_5 … σ_50 over flow and GD at each t
-    let min_at_end = run.flow.last().unwrap().sv[4..]
+    let min_at_end = run.flow.last().unwrap().sv()[4..]
         .iter()
-        .chain(&run.gd.last().unwrap().sv[4..])
+        .chain(&run.gd.last().unwrap().sv()[4..])
         .copied()
         .fold(f64::INFINITY, f64::min);
     let last_min: f64 = rows
@@ -456,7 +456,7 @@ fn runs_against_their_modified_flows_draw_and_name_each_flow() {
             .filter(|r| r[0] == "loss" && r[1] == name)
             .map(|r| r[3].parse().unwrap())
             .collect();
-        let recorded: Vec<f64> = run.flow.iter().map(|r| r.loss).collect();
+        let recorded: Vec<f64> = run.flow.iter().map(|r| r.loss()).collect();
         assert_eq!(drawn, recorded, "{name}");
     }
     write_figure(&figs[1], dir.path()).unwrap();

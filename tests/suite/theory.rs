@@ -326,7 +326,7 @@ fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
         let prod = field.product(&x);
         let mut sv: Vec<f64> = prod.singular_values().iter().copied().collect();
         sv.sort_by(|a, b| b.total_cmp(a));
-        for (a, b) in rec.sv.iter().zip(&sv) {
+        for (a, b) in rec.sv().iter().zip(&sv) {
             assert!((a - b).abs() <= 1e-12 * sv[0], "σ(UVᵀ): {a} vs {b}");
         }
         let resid = &p.x_star - &prod;
@@ -334,9 +334,9 @@ fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
         let op = |m: &nalgebra::DMatrix<f64>| m.singular_values().max();
         let rho = op(&e) / op(&resid);
         assert!(
-            (rec.rho - rho).abs() <= 1e-10 * rho,
+            (rec.rho() - rho).abs() <= 1e-10 * rho,
             "ρ {} vs {rho}",
-            rec.rho
+            rec.rho()
         );
         // sin Θ between the top-2 left singular space of UVᵀ and X*'s column space
         let svd = prod.clone().svd(true, false);
@@ -352,9 +352,9 @@ fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
         let c = (l.transpose() * &top).singular_values().min();
         let sin = (1.0 - c * c).max(0.0).sqrt();
         assert!(
-            (rec.sin_theta_u - sin).abs() <= 1e-8,
+            (rec.sin_theta_u() - sin).abs() <= 1e-8,
             "sin Θ {} vs {sin}",
-            rec.sin_theta_u
+            rec.sin_theta_u()
         );
     }
 }
