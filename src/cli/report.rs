@@ -468,15 +468,16 @@ pub fn format_checks(s: &CheckSummary) -> String {
         );
     }
     let failed = s.rows.iter().filter(|r| r.pass == Some(false)).count();
+    let verdicts = s.rows.iter().filter(|r| r.pass.is_some()).count();
     let _ = writeln!(
         out,
         "\n{} — {} checks with a verdict, {} failed ({:.1} s)",
-        if s.passed {
-            "ALL PASSED"
-        } else {
-            "SOME CHECKS FAILED"
+        match (s.passed, verdicts) {
+            (true, 0) => "NOTHING TESTED: no prediction applies here",
+            (true, _) => "ALL PASSED",
+            (false, _) => "SOME CHECKS FAILED",
         },
-        s.rows.iter().filter(|r| r.pass.is_some()).count(),
+        verdicts,
         failed,
         s.total_seconds
     );

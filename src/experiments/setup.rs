@@ -44,14 +44,8 @@ impl Command {
     /// as if they had acted.
     fn refused(self, args: &ConfigArgs) -> Option<(&'static str, &'static str)> {
         let given = |set: bool, field, why| set.then_some((field, why));
-        let other_optimizer = args.optimizer.as_deref().is_some_and(|o| o != "gd");
         match self {
             Command::Run => None,
-            Command::Check if other_optimizer => Some((
-                "optimizer",
-                "the checks are predictions about GD and its gradient flow; compare another \
-                 optimizer with `gdflow run` or `gdflow sweep --optimizer NAME`",
-            )),
             Command::Sweep => given(args.eta.is_some(), "eta", "use --etas or --eta-range")
                 .or(given(args.steps.is_some(), "steps", "use --horizon"))
                 .or(given(

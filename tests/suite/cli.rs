@@ -697,15 +697,13 @@ fn optimizers_run_and_sweep_from_the_command_line() {
     assert_eq!(summary["config"]["optimizer"], "scaled-gd");
     assert!(summary["stability"].is_null());
     // the stability bisection is GD's, and so are the checks
-    for (args, key) in [
-        (
-            [SMALL_SWEEP, &["--optimizer", "scaled-gd"]].concat(),
-            "stability_steps",
-        ),
-        (vec!["check", "--optimizer", "nesterov"], "optimizer"),
-    ] {
-        let out = gdflow().args(&args).assert().code(2).get_output().clone();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key), "{err}");
-    }
+    let out = gdflow()
+        .args(SMALL_SWEEP)
+        .args(["--optimizer", "scaled-gd"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stability_steps"), "{err}");
 }

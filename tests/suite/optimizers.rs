@@ -465,10 +465,37 @@ fn bad_parameters_are_refused_naming_the_key() {
         Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "stability_steps"),
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
-    // the checks are GD's
-    match check_config(&args, &Default::default()) {
-        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "optimizer"),
-        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+}
+
+#[test]
+fn check_tests_an_optimizers_orders() {
+    for (name, set) in [
+        (
+            "heavy-ball",
+            (|a: &mut ConfigArgs| a.momentum = Some(0.5)) as fn(&mut ConfigArgs),
+        ),
+        ("alternating-gd", |_: &mut ConfigArgs| {}),
+        ("nesterov", |_: &mut ConfigArgs| {}),
+    ] {
+        let mut args = order_args(name, FlowVariant::Plain, 0.02, 300);
+        args.flow = None;
+        args.record_every = None;
+        args.rtol = None;
+        args.atol = None;
+        set(&mut args);
+        if name == "nesterov" {
+            args.eta = Some(0.01);
+            args.steps = Some(60);
+        }
+        let c = check_config(&args, &Default::default()).unwrap();
+        let rows: Vec<&str> = c.summary.rows.iter().map(|r| r.name.as_str()).collect();
+        let want: &[&str] = if name == "nesterov" {
+            &["order_plain", "balance_drift"]
+        } else {
+            &["order_plain", "order_modified", "balance_drift"]
+        };
+        assert_eq!(rows, want, "{name}");
+        assert!(c.summary.passed, "{name}: {:#?}", c.summary.rows);
     }
 }
 
