@@ -111,11 +111,11 @@ impl Optimizer for PolyakGd {
         if variant != FlowVariant::Plain {
             return Err(no_limit("polyak-gd", variant, &self.limits()));
         }
-        Ok(Limit {
-            field: Arc::new(PolyakField(field)),
-            start: x0.to_vec(),
-            equation: "x' = (f/‖∇f‖²)·(−∇f)".into(),
-        })
+        Ok(Limit::ode(
+            Arc::new(PolyakField(field)),
+            x0.to_vec(),
+            "x' = (f/‖∇f‖²)·(−∇f)",
+        ))
     }
 }
 

@@ -14,10 +14,8 @@ use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::{Config, FlowVariant};
-use crate::dynamics::flow::{
-    solve_central_flow_with, solve_flow_with, CentralOutput, CentralReport, SolverStats, Times,
-};
-use crate::dynamics::optimizer::{Limit, Optimizer};
+use crate::dynamics::flow::{CentralReport, Times};
+use crate::dynamics::optimizer::{Limit, LimitEnd, LimitOutput, Optimizer};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
@@ -228,10 +226,10 @@ impl<'a> Comparison<'a> {
         &mut self,
         j: usize,
         t: f64,
-        y: &[f64],
-        central: Option<&CentralOutput>,
+        out: &LimitOutput<'_>,
         driver: &mut Driver<'_, Method>,
     ) {
+        let y = out.state;
         let t0 = Instant::now();
         self.flow.max_drift = self.flow.max_drift.max(self.recorder.balance_drift(y));
         if self.recorded(j) {
@@ -239,16 +237,12 @@ impl<'a> Comparison<'a> {
                 driver.evaluate_beside(y, &mut self.flow_ws);
             }
             let mut rec = self.recorder.record(j, t, y, &mut self.flow_ws);
-            match central {
-                Some(w) => {
-                    rec.set("sharpness", Some(w.sharpness));
-                    rec.set("sigma_trace", Some(w.sigma_trace));
-                    rec.set("active", Some(w.active as f64));
-                }
-                None if self.sharp_due(self.flow.records.len()) => {
-                    rec.set("sharpness", self.sharp_flow.at(self.curvature, y));
-                }
-                None => {}
+            // the limit's own columns; the sharpness by Lanczos where it brings none
+            for (name, v) in &out.columns {
+                rec.set(name, Some(*v));
+            }
+            if rec.sharpness().is_none() && self.sharp_due(self.flow.records.len()) {
+                rec.set("sharpness", self.sharp_flow.at(self.curvature, y));
             }
             self.flow.records.push(rec);
         }
@@ -261,17 +255,19 @@ impl<'a> Comparison<'a> {
         self.method_seconds += t0.elapsed().as_secs_f64();
     }
 
-    /// The edge-of-stability comparison over the second half of the run, once active: GD's
-    /// oscillation along the held eigenvectors against tr Σ, its loss against f + tr Σ/η.
-    fn edge_of_stability(&mut self, j: usize, t: f64, y: &[f64], w: &CentralOutput, horizon: f64) {
+    /// The edge-of-stability comparison over the second half of the run, while the limit
+    /// holds directions: the method's oscillation along them against tr Σ, its loss against
+    /// f + tr Σ/η (MATH §8).
+    fn edge_of_stability(&mut self, j: usize, t: f64, out: &LimitOutput<'_>, horizon: f64) {
         let Some((jj, xj, fj)) = self.last.as_ref() else {
             return;
         };
-        if *jj != j || t < 0.5 * horizon || w.active == 0 {
+        if *jj != j || t < 0.5 * horizon || out.directions.is_empty() {
             return;
         }
-        let osc: f64 = w
-            .vectors
+        let (y, sigma_trace) = (out.state, column(out, "sigma_trace"));
+        let osc: f64 = out
+            .directions
             .iter()
             .map(|q| {
                 q.iter()
@@ -288,9 +284,9 @@ impl<'a> Comparison<'a> {
         e.t_from.get_or_insert(t);
         e.t_to = t;
         e.oscillation += osc;
-        e.sigma_trace += w.sigma_trace;
+        e.sigma_trace += sigma_trace;
         e.loss_gd += fj;
-        e.loss_predicted += f_flow + w.sigma_trace / self.cfg.eta;
+        e.loss_predicted += f_flow + sigma_trace / self.cfg.eta;
     }
 
     /// The central flow's summary beside its solver's report.
@@ -322,12 +318,12 @@ impl<'a> Comparison<'a> {
 /// The method a run steps: whichever optimiser the set-up names.
 type Method = Box<dyn Stepper>;
 
-/// How the limit's solve ended.
-struct LimitEnd {
-    status: Status,
-    solver: SolverStats,
-    central: Option<CentralReport>,
-    seconds: f64,
+/// A named column of a limit's output (NaN where it brings none).
+fn column(out: &LimitOutput<'_>, name: &str) -> f64 {
+    out.columns
+        .iter()
+        .find(|c| c.0 == name)
+        .map_or(f64::NAN, |c| c.1)
 }
 
 /// What the summary says of the optimiser and its limit.
@@ -396,7 +392,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         method_seconds: 0.0,
         record_seconds: 0.0,
     };
-    let end = solve_limit(
+    let (end, solve_seconds) = solve_limit(
         setup,
         &limit,
         dt,
@@ -431,7 +427,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         timings: Timings {
             problem_seconds: setup.seconds,
             gd_seconds: cmp.method_seconds,
-            flow_seconds: end.seconds - cmp.method_seconds - cmp.record_seconds,
+            flow_seconds: solve_seconds - cmp.method_seconds - cmp.record_seconds,
             record_seconds: cmp.record_seconds,
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
@@ -446,8 +442,9 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
 }
 
 /// Solve the limit to T = steps·dt, handing every output to the comparison, which steps the
-/// method beside it. With the central flow (GD's, MATH §8) the limit is also asked for
-/// (j + ½)η, where GD's two-step average is compared with it.
+/// method beside it. A limit that the method's two-step average follows (the central flow,
+/// MATH §8) is also asked for (j + ½)h, where the average is compared with it. Returns how the
+/// limit ended and the seconds its solve took.
 fn solve_limit(
     setup: &Setup,
     limit: &Limit,
@@ -456,10 +453,9 @@ fn solve_limit(
     name: &str,
     cmp: &mut Comparison<'_>,
     driver: &mut Driver<'_, Method>,
-) -> Result<LimitEnd> {
+) -> Result<(LimitEnd, f64)> {
     let cfg = &setup.config;
-    let central = cfg.flow == FlowVariant::Central;
-    let half = if central { 2 } else { 1 };
+    let half = if limit.follows_average() { 2 } else { 1 };
     let times = Times::Grid {
         dt: dt / half as f64,
         count: half * cfg.steps + 1,
@@ -478,49 +474,18 @@ fn solve_limit(
             bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
         }
     };
-    let mut on_output = |i: usize, t: f64, y: &[f64], what: Option<&CentralOutput>| {
-        let y = limit.position(y);
+    let mut on_output = |i: usize, t: f64, out: &LimitOutput<'_>| {
         if i % half == 1 {
             let t0 = Instant::now();
-            cmp.average_output(i / half, t, y, driver);
+            cmp.average_output(i / half, t, out.state, driver);
             cmp.record_seconds += t0.elapsed().as_secs_f64();
             return;
         }
-        cmp.limit_output(i / half, t, y, what, driver);
-        if let Some(w) = what {
-            cmp.edge_of_stability(i / half, t, y, w, horizon);
-        }
+        cmp.limit_output(i / half, t, out, driver);
+        cmp.edge_of_stability(i / half, t, out, horizon);
     };
-    let flow_opts = cfg.flow_options();
-    let solve_start = Instant::now();
-    let (status, solver, central) = if central {
-        let (status, stats, report) = solve_central_flow_with(
-            limit.field.clone(),
-            cfg.eta,
-            &limit.start,
-            times,
-            &flow_opts,
-            true,
-            &mut |i, t, y, w| on_output(i, t, y, Some(w)),
-            &mut on_step,
-        );
-        (status, stats, Some(report))
-    } else {
-        let (status, stats) = solve_flow_with(
-            limit.field.as_ref(),
-            &limit.start,
-            times,
-            &flow_opts,
-            &mut |i, t, y| on_output(i, t, y, None),
-            &mut on_step,
-        )?;
-        (status, stats, None)
-    };
+    let start = Instant::now();
+    let end = limit.solve(times, &cfg.flow_options(), &mut on_output, &mut on_step)?;
     bar.finish_and_clear();
-    Ok(LimitEnd {
-        status,
-        solver,
-        central,
-        seconds: solve_start.elapsed().as_secs_f64(),
-    })
+    Ok((end, start.elapsed().as_secs_f64()))
 }

@@ -44,11 +44,7 @@ impl Optimizer for AlternatingGd {
                 return Err(no_limit("alternating-gd", variant, &self.limits()))
             }
         };
-        Ok(Limit {
-            field,
-            start: x0.to_vec(),
-            equation: equation.into(),
-        })
+        Ok(Limit::ode(field, x0.to_vec(), equation))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Limit, Optimizer};
+use super::{Limit, LimitSolver, Optimizer};
 use crate::dynamics::{FlowVariant, Gd, Stepper};
 use crate::field::{Field, Modified};
 
@@ -29,19 +29,19 @@ impl Optimizer for GdMethod {
         x0: &[f64],
         eta: f64,
     ) -> Result<Limit, String> {
-        let (field, equation): (Arc<dyn Field>, _) = match variant {
-            FlowVariant::Plain => (field, "x' = −∇f"),
-            FlowVariant::Modified => (
+        let start = x0.to_vec();
+        Ok(match variant {
+            FlowVariant::Plain => Limit::ode(field, start, "x' = −∇f"),
+            FlowVariant::Modified => Limit::ode(
                 Arc::new(Modified::new(field, eta)),
+                start,
                 "x' = −∇f − (η/4)∇‖∇f‖²",
             ),
-            // the central flow's driver runs around the plain field
-            FlowVariant::Central => (field, "the central flow (MATH §8)"),
-        };
-        Ok(Limit {
-            field,
-            start: x0.to_vec(),
-            equation: equation.into(),
+            // the central flow's event-driven solve runs around the plain field
+            FlowVariant::Central => Limit {
+                solver: LimitSolver::Central { eta },
+                ..Limit::ode(field, start, "the central flow (MATH §8)")
+            },
         })
     }
     fn plain_limit_conserves_balance(&self) -> bool {

@@ -69,16 +69,16 @@ impl Optimizer for HeavyBall {
     ) -> Result<Limit, String> {
         let refuse = || Err(no_limit("heavy-ball", variant, &self.limits()));
         match (*self, variant) {
-            (HeavyBall::Momentum(b), FlowVariant::Plain) => Ok(Limit {
-                field: Arc::new(Modified::with_coefficients(
+            (HeavyBall::Momentum(b), FlowVariant::Plain) => Ok(Limit::ode(
+                Arc::new(Modified::with_coefficients(
                     field,
                     eta,
                     1.0 / (1.0 - b),
                     0.0,
                 )),
-                start: x0.to_vec(),
-                equation: format!("x' = −∇f/(1−β), β = {b}"),
-            }),
+                x0.to_vec(),
+                format!("x' = −∇f/(1−β), β = {b}"),
+            )),
             (HeavyBall::Momentum(b), FlowVariant::Modified) => {
                 let mut f = vec![0.0; x0.len()];
                 let mut ws = field.workspace();
@@ -86,24 +86,24 @@ impl Optimizer for HeavyBall {
                 let shift = eta * b / ((1.0 - b) * (1.0 - b));
                 let start = x0.iter().zip(&f).map(|(x, fi)| x - shift * fi).collect();
                 let c = 1.0 - b;
-                Ok(Limit {
-                    field: Arc::new(Modified::with_coefficients(
+                Ok(Limit::ode(
+                    Arc::new(Modified::with_coefficients(
                         field,
                         eta,
                         1.0 / c,
                         -(1.0 + b) / (2.0 * c * c * c),
                     )),
                     start,
-                    equation: format!(
+                    format!(
                         "x' = −∇f/(1−β) − η(1+β)/(4(1−β)³)∇‖∇f‖², β = {b}, from x_0 + ηβ/(1−β)²∇f(x_0)"
                     ),
-                })
+                ))
             }
-            (HeavyBall::Friction(g), FlowVariant::Plain) => Ok(Limit {
-                field: Arc::new(SecondOrder::new(field, Friction::Constant(g))),
-                start: SecondOrder::state(x0, &vec![0.0; x0.len()], 0.0),
-                equation: format!("Ẍ + γẊ + ∇f = 0, γ = {g}, X(0) = x_0, Ẋ(0) = 0"),
-            }),
+            (HeavyBall::Friction(g), FlowVariant::Plain) => Ok(Limit::ode(
+                Arc::new(SecondOrder::new(field, Friction::Constant(g))),
+                SecondOrder::state(x0, &vec![0.0; x0.len()], 0.0),
+                format!("Ẍ + γẊ + ∇f = 0, γ = {g}, X(0) = x_0, Ẋ(0) = 0"),
+            )),
             _ => refuse(),
         }
     }

@@ -23,7 +23,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FlowVariant, Stepper};
+use super::flow::{
+    solve_central_flow_with, solve_flow_with, CentralReport, FlowOptions, SolverStats, Times,
+};
+use super::{FlowVariant, Status, Stepper};
 use crate::field::Field;
 
 mod alternating_gd;
@@ -66,7 +69,19 @@ impl TimeScale {
     }
 }
 
-/// A continuous limit, ready to integrate.
+/// How a limit is solved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitSolver {
+    /// An ODE x' = F(x) by the flow solver ([`crate::dynamics::flow`]).
+    Ode,
+    /// The central flow for GD's step `eta` (MATH §8): the gradient flow of `field` until
+    /// the sharpness reaches 2/η, then its event-driven solve. Its outputs carry the columns
+    /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η.
+    Central { eta: f64 },
+}
+
+/// A continuous limit, ready to solve: it yields its state at requested times with named
+/// extra columns at each output, and ends with a [`Status`].
 #[derive(Clone)]
 pub struct Limit {
     /// Its vector field. Second-order limits run on (X, Ẋ, τ): the position comes first.
@@ -76,12 +91,110 @@ pub struct Limit {
     pub start: Vec<f64>,
     /// What it is, for reports: "x' = −∇f/(1−β)".
     pub equation: String,
+    pub solver: LimitSolver,
+}
+
+/// One output of a limit.
+pub struct LimitOutput<'a> {
+    /// Its position: what is compared with the method's iterate.
+    pub state: &'a [f64],
+    /// Named values beside the state (the central flow's sharpness, tr Σ, held count).
+    pub columns: Vec<(&'static str, f64)>,
+    /// Directions the limit holds (the central flow's eigenvectors at 2/η), if any.
+    pub directions: &'a [Vec<f64>],
+}
+
+/// How a limit's solve ended.
+pub struct LimitEnd {
+    pub status: Status,
+    pub solver: SolverStats,
+    /// The central flow's report (events, work), for that limit.
+    pub central: Option<CentralReport>,
 }
 
 impl Limit {
+    /// An ODE limit x' = F(x) of `field` from `start`.
+    pub fn ode(field: Arc<dyn Field>, start: Vec<f64>, equation: impl Into<String>) -> Self {
+        Self {
+            field,
+            start,
+            equation: equation.into(),
+            solver: LimitSolver::Ode,
+        }
+    }
+
     /// The position part of one of this limit's states: what is compared with x_j.
     pub fn position<'s>(&self, state: &'s [f64]) -> &'s [f64] {
         &state[..self.field.factors().state_len()]
+    }
+
+    /// Whether the method's two-step average ½(x_j + x_{j+1}) is what follows it, compared at
+    /// half steps (the central flow: GD oscillates about it with period 2).
+    pub fn follows_average(&self) -> bool {
+        matches!(self.solver, LimitSolver::Central { .. })
+    }
+
+    /// Solve at `times`, handing every output (index, t, output) to `on_output` and every
+    /// accepted step's time to `on_step`.
+    pub fn solve(
+        &self,
+        times: Times<'_>,
+        opts: &FlowOptions,
+        on_output: &mut dyn FnMut(usize, f64, &LimitOutput<'_>),
+        on_step: &mut dyn FnMut(f64),
+    ) -> crate::error::Result<LimitEnd> {
+        match self.solver {
+            LimitSolver::Ode => {
+                let (status, solver) = solve_flow_with(
+                    self.field.as_ref(),
+                    &self.start,
+                    times,
+                    opts,
+                    &mut |i, t, y| {
+                        let out = LimitOutput {
+                            state: self.position(y),
+                            columns: Vec::new(),
+                            directions: &[],
+                        };
+                        on_output(i, t, &out)
+                    },
+                    on_step,
+                )?;
+                Ok(LimitEnd {
+                    status,
+                    solver,
+                    central: None,
+                })
+            }
+            LimitSolver::Central { eta } => {
+                let (status, solver, report) = solve_central_flow_with(
+                    self.field.clone(),
+                    eta,
+                    &self.start,
+                    times,
+                    opts,
+                    true,
+                    &mut |i, t, y, w| {
+                        let out = LimitOutput {
+                            state: self.position(y),
+                            columns: vec![
+                                ("sharpness", w.sharpness),
+                                ("sigma_trace", w.sigma_trace),
+                                ("active", w.active as f64),
+                            ],
+                            directions: &w.vectors,
+                        };
+                        on_output(i, t, &out)
+                    },
+                    on_step,
+                );
+                Ok(LimitEnd {
+                    status,
+                    solver,
+                    central: Some(report),
+                })
+            }
+        }
     }
 }
 

@@ -52,11 +52,11 @@ impl Optimizer for Nesterov {
             .map(|(x, fi)| x + t0 * t0 * fi / 8.0)
             .collect();
         let v: Vec<f64> = f.iter().map(|fi| t0 * fi / 4.0).collect();
-        Ok(Limit {
-            field: Arc::new(SecondOrder::new(field, Friction::Nesterov)),
-            start: SecondOrder::state(&x, &v, t0),
-            equation: format!("Ẍ + (3/t)Ẋ + ∇f = 0, X(0) = x_0, Ẋ(0) = 0 (from t_0 = {t0:e})"),
-        })
+        Ok(Limit::ode(
+            Arc::new(SecondOrder::new(field, Friction::Nesterov)),
+            SecondOrder::state(&x, &v, t0),
+            format!("Ẍ + (3/t)Ẋ + ∇f = 0, X(0) = x_0, Ẋ(0) = 0 (from t_0 = {t0:e})"),
+        ))
     }
 }
 

@@ -97,11 +97,7 @@ impl Optimizer for ScaledGd {
             ),
             FlowVariant::Central => return Err(no_limit("scaled-gd", variant, &self.limits())),
         };
-        Ok(Limit {
-            field,
-            start: x0.to_vec(),
-            equation: equation.into(),
-        })
+        Ok(Limit::ode(field, x0.to_vec(), equation))
     }
 }
 
