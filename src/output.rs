@@ -51,7 +51,8 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
             return Err(Error::invalid(
                 "out",
                 shown,
-                "is a directory with files in it; choose a new directory or pass --force to                  overwrite the files gdflow writes there",
+                "is a directory with files in it; choose a new directory or pass --force to \
+                 overwrite the files gdflow writes there",
             ));
         }
         return probe_writable(dir, dir);
@@ -79,8 +80,15 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
 }
 
 /// Check, before any work, that a file can be written at `path` (its directory exists and is
-/// writable); `field` names the option in the error.
-pub fn check_file_target(field: &str, path: &Path) -> Result<()> {
+/// writable, and no file is there unless `force`); `field` names the option in the error.
+pub fn check_file_target(field: &str, path: &Path, force: bool) -> Result<()> {
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::invalid(
+            field,
+            path.display(),
+            "already exists: choose a new name, or pass --force to replace it",
+        ));
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -109,6 +117,32 @@ pub fn check_file_target(field: &str, path: &Path) -> Result<()> {
             format!("cannot be written in {}", dir.display()),
         )
     })
+}
+
+/// Refuse an input path that is not a regular file (a FIFO or a device would block or never
+/// end), naming the option it came from.
+pub fn check_input_file(field: &str, path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::invalid(
+            field,
+            path.display(),
+            "is not a regular file (a directory, FIFO or device): give a file",
+        )),
+        Err(e) => Err(Error::invalid(
+            field,
+            path.display(),
+            format!("cannot be read: {e}"),
+        )),
+    }
+}
+
+/// Whether two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Create and remove a file in `existing` to learn whether `target` can be written.

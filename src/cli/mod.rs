@@ -14,6 +14,23 @@ use crate::experiments::{Command as Cmd, RunExtras, Setup};
 mod args;
 mod report;
 
+/// print! that ends quietly when stdout is closed (`gdflow run | head -1`): the run's outputs
+/// are still written, the terminal report is only dropped.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// println! that ends quietly when stdout is closed.
+macro_rules! sayln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 use args::OutputFlags;
 pub use report::{describe_auto, format_checks, format_summary, format_sweep};
 
@@ -188,7 +205,7 @@ fn write_figures(figures: &[crate::plot::Figure], dir: &Path) -> anyhow::Result<
     for fig in figures {
         crate::plot::write_figure(fig, dir)?;
     }
-    println!(
+    sayln!(
         "wrote {} figures into {}: {}",
         figures.len(),
         dir.display(),
@@ -211,6 +228,7 @@ fn warn(warnings: &[String]) {
 fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
     match config {
         Some(path) => {
+            crate::output::check_input_file("config", path)?;
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::invalid("config", path.display(), format!("cannot be read: {e}"))
             })?;
@@ -228,6 +246,9 @@ fn gather(
 ) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
     let (base, sweep, check) = load(&output.config)?;
     let merged = base.overlaid_by(flags);
+    if let Some(input) = &output.config {
+        refuse_writing_over("config", input, &merged)?;
+    }
     if output.figures && merged.out.is_none() {
         Err(Error::invalid(
             "figures",
@@ -236,6 +257,31 @@ fn gather(
         ))?;
     }
     Ok((merged, sweep, check))
+}
+
+/// Refuse outputs that would replace an input file (the `--config` file as OUT/config.toml,
+/// or as --save-problem), even with --force.
+fn refuse_writing_over(field: &str, input: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
+    use crate::output::same_file;
+    let in_out = args.out.as_ref().is_some_and(|dir| {
+        input.parent().is_some_and(|d| same_file(d, dir))
+            && crate::experiments::OUTPUT_FILES
+                .iter()
+                .any(|f| input.file_name() == Some(f.as_ref()))
+    });
+    let as_problem = args
+        .save_problem
+        .as_ref()
+        .is_some_and(|p| same_file(p, input));
+    if in_out || as_problem {
+        Err(Error::invalid(
+            field,
+            input.display(),
+            "is an input of this run and would be written over by its outputs: choose another \
+             --out or --save-problem",
+        ))?;
+    }
+    Ok(())
 }
 
 /// Ok(false): the command ran, and a prediction it checked failed.
@@ -250,10 +296,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             };
             let result = crate::experiments::run(&setup, &extras)?;
             warn(&result.summary.warnings);
-            print!("{}", format_summary(&result.summary));
+            say!("{}", format_summary(&result.summary));
             if let Some(dir) = &setup.config.out {
                 crate::results::run::write_run(&result, dir)?;
-                println!(
+                sayln!(
                     "wrote {}/{{summary.json,trajectory.csv,config.toml}}",
                     dir.display()
                 );
@@ -275,10 +321,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             let merged_sweep = base_sweep.overlaid_by(&sweep);
             let result = crate::experiments::sweep(&setup, &merged_sweep, !output.quiet)?;
             warn(&result.summary.warnings);
-            print!("{}", format_sweep(&result.summary));
+            say!("{}", format_sweep(&result.summary));
             if let Some(dir) = &setup.config.out {
                 crate::results::sweep::write_sweep(&result, dir)?;
-                println!(
+                sayln!(
                     "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
                     dir.display()
                 );
@@ -301,10 +347,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             let setup = Setup::new(&args, Cmd::Check, output.force)?;
             let result = crate::experiments::check(&setup, &merged_check, !output.quiet)?;
             warn(&result.run.summary.warnings);
-            print!("{}", format_checks(&result.summary));
+            say!("{}", format_checks(&result.summary));
             if let Some(dir) = &setup.config.out {
                 crate::results::check::write_check(&result, dir)?;
-                println!(
+                sayln!(
                     "wrote {}/{{summary.json,checks.csv,trajectory.csv,config.toml}}",
                     dir.display()
                 );
@@ -328,9 +374,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         } => {
             crate::output::check_out_dir(&out, force)?;
             let result = crate::experiments::merge(&parts)?;
-            print!("{}", format_sweep(&result.summary));
+            say!("{}", format_sweep(&result.summary));
             crate::results::sweep::write_sweep(&result, &out)?;
-            println!(
+            sayln!(
                 "merged {} parts into {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
                 parts.len(),
                 out.display()
@@ -355,10 +401,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             crate::output::check_out_dir(&dir, force)?;
             for set in &sets {
                 let target = set.subdir.as_ref().map_or(dir.clone(), |s| dir.join(s));
-                println!("from {}:", set.from);
+                sayln!("from {}:", set.from);
                 write_figures(&set.figures, &target)?;
                 for c in &set.cannot {
-                    println!("  not drawn: {c}");
+                    sayln!("  not drawn: {c}");
                 }
             }
             Ok(true)

@@ -16,7 +16,7 @@ pub use crate::dynamics::FlowVariant;
 pub use crate::field::PerturbationModel;
 pub use crate::operator::Precision;
 pub use crate::problem::OperatorKind;
-pub use resolved::{Config, MAX_HORIZON_TIMESCALES};
+pub use resolved::{Config, MAX_HORIZON_TIMESCALES, MAX_KAPPA, MAX_STEPS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -350,6 +350,14 @@ impl ConfigArgs {
             save_problem: self.save_problem.clone(),
             out: self.out.clone(),
         };
+        if let (Some(size), None) = (self.perturbation_size, self.perturbation) {
+            return Err(Error::invalid(
+                "perturbation_size",
+                size,
+                "sizes the perturbation E of --perturbation, which is not given: add \
+                 --perturbation relative (or absolute), or drop --perturbation-size",
+            ));
+        }
         if let Some(scale) = self.error_scale {
             if !cfg.uses_dop853() {
                 return Err(Error::invalid(
@@ -591,6 +599,9 @@ impl SweepArgs {
 }
 
 /// "MIN:MAX:COUNT" → COUNT geometrically spaced values from MIN to MAX.
+/// A sweep takes at most this many step sizes (each is a GD run and a modified flow).
+pub const MAX_STEP_SIZES: usize = 10_000;
+
 pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
     let bad = |why: &str| Error::invalid("eta_range", spec, why.to_string());
     let parts: Vec<&str> = spec.split(':').collect();
@@ -608,6 +619,11 @@ pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
     }
     if count == 0 || (count == 1 && hi != lo) {
         return Err(bad("COUNT must be >= 1, and >= 2 when MIN < MAX"));
+    }
+    if count > MAX_STEP_SIZES {
+        return Err(bad(&format!(
+            "COUNT must be <= {MAX_STEP_SIZES} step sizes (split a larger study with --shard)"
+        )));
     }
     if count == 1 {
         return Ok(vec![lo]);
@@ -644,6 +660,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "record_every",
     "sharpness_every",
     "flow",
+    "optimizer",
+    "damping",
+    "momentum",
+    "friction",
     "perturbation",
     "perturbation_size",
     "symmetric",

@@ -22,6 +22,12 @@ use crate::problem::ProblemSpec;
 /// end in any useful time.
 pub const MAX_HORIZON_TIMESCALES: f64 = 1e7;
 
+/// A run takes at most this many steps (a sweep as many per step size).
+pub const MAX_STEPS: f64 = 1e8;
+
+/// The largest condition number a generated target may have.
+pub const MAX_KAPPA: f64 = 1e12;
+
 /// The resolved configuration of one run, as recorded in `summary.json` and `config.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -267,6 +273,61 @@ impl Config {
                 return Err(Error::invalid(field, v, "must be an integer >= 1"));
             }
         }
+        if self.steps as f64 > MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                self.steps,
+                format!("must be <= {MAX_STEPS:e} (split a longer run, or take a larger --eta)"),
+            ));
+        }
+        if self.seed > i64::MAX as u64 {
+            return Err(Error::invalid(
+                "seed",
+                self.seed,
+                "must be < 2^63: config.toml records it as a TOML integer (signed 64-bit)",
+            ));
+        }
+        if !(self.rtol < 1.0) {
+            return Err(Error::invalid(
+                "rtol",
+                self.rtol,
+                "must be < 1 (a relative tolerance of 100% or more accepts any step)",
+            ));
+        }
+        // below these the numbers leave double precision: α² underflows in the start's
+        // variance, η·F vanishes beside x, σ_r = 1/κ is lost beside σ_1 = 1
+        for (field, v, min, why) in [
+            (
+                "alpha",
+                self.alpha,
+                1e-100,
+                "α² would underflow in the start's variance",
+            ),
+            (
+                "eta",
+                self.eta,
+                1e-100,
+                "a step this small moves nothing in double precision",
+            ),
+        ] {
+            if v.is_finite() && v > 0.0 && v < min {
+                return Err(Error::invalid(
+                    field,
+                    v,
+                    format!("must be >= {min:e}: {why}"),
+                ));
+            }
+        }
+        if self.problem.is_none() && self.singular_values.is_none() && self.kappa > MAX_KAPPA {
+            return Err(Error::invalid(
+                "kappa",
+                self.kappa,
+                format!(
+                    "must be <= {MAX_KAPPA:e}: σ_r = 1/κ would be lost in the rounding of \
+                     σ_1 = 1 in every product"
+                ),
+            ));
+        }
         if self.sensing_precision == Precision::F32
             && matches!(
                 self.operator,
@@ -483,6 +544,10 @@ impl Config {
             .map_err(|e| Error::serialise("config.toml", e.to_string()))?;
         for key in leave_out {
             table.remove(*key);
+        }
+        // ε sizes a perturbation: without one it is not a setting (and would be refused)
+        if self.perturbation.is_none() {
+            table.remove("perturbation_size");
         }
         Ok(table)
     }

@@ -73,6 +73,16 @@ impl Command {
     }
 }
 
+/// The files the commands write into `--out`.
+pub const OUTPUT_FILES: [&str; 6] = [
+    "summary.json",
+    "trajectory.csv",
+    "config.toml",
+    "sweep.csv",
+    "deviation.csv",
+    "checks.csv",
+];
+
 /// A resolved configuration and its problem, ready for an experiment.
 #[derive(Clone)]
 pub struct Setup {
@@ -112,8 +122,40 @@ impl Setup {
         if let Some(dir) = &cfg.out {
             crate::output::check_out_dir(dir, force)?;
         }
+        if let Some(path) = &cfg.problem {
+            crate::output::check_input_file("problem", path)?;
+        }
         if let Some(path) = &cfg.save_problem {
-            crate::output::check_file_target("save_problem", path)?;
+            if cfg
+                .problem
+                .as_ref()
+                .is_some_and(|p| crate::output::same_file(p, path))
+            {
+                return Err(Error::invalid(
+                    "save_problem",
+                    path.display(),
+                    "is the --problem file this run reads: never written over, even with --force",
+                ));
+            }
+            crate::output::check_file_target("save_problem", path, force)?;
+        }
+        if let (Some(dir), Some(input)) = (&cfg.out, &cfg.problem) {
+            if input
+                .parent()
+                .is_some_and(|d| crate::output::same_file(d, dir))
+                && OUTPUT_FILES
+                    .iter()
+                    .any(|f| input.file_name() == Some(f.as_ref()))
+            {
+                return Err(Error::invalid(
+                    "out",
+                    dir.display(),
+                    format!(
+                        "holds the --problem file {}, which the outputs would replace",
+                        input.display()
+                    ),
+                ));
+            }
         }
         let (problem, from_file) = match cfg.problem.clone() {
             None => (Problem::generate(&cfg.problem_spec())?, Vec::new()),

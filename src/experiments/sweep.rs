@@ -26,7 +26,9 @@ use rayon::prelude::*;
 use super::Setup;
 use crate::analysis::fit::{first_passage, fit_order, OrderFit};
 use crate::analysis::record::balance;
-use crate::config::{parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES};
+use crate::config::{
+    parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES, MAX_STEPS,
+};
 use crate::dynamics::flow::{
     solve_central_flow_with, solve_flow, CentralReport, FlowOptions, FlowSolution, SolverStats,
     Times,
@@ -47,9 +49,6 @@ use crate::results::Provenance;
 
 /// The reference is solved again with tolerances divided by this to estimate its error.
 pub const TIGHTENING: f64 = 100.0;
-
-/// GD runs at most this many steps per step size.
-const MAX_STEPS: f64 = 1e8;
 
 fn settings_check(
     field: &str,
@@ -99,8 +98,23 @@ pub fn resolve_settings(
             "every step size must be finite and > 0",
         )?;
     }
+    settings_check(
+        "etas",
+        etas.len() <= crate::config::MAX_STEP_SIZES,
+        etas.len(),
+        &format!(
+            "must list at most {} step sizes (split a larger study with --shard)",
+            crate::config::MAX_STEP_SIZES
+        ),
+    )?;
     etas.sort_by(f64::total_cmp);
-    etas.dedup();
+    if let Some(w) = etas.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::invalid(
+            "etas",
+            w[0],
+            "is listed twice: give each step size once",
+        ));
+    }
     let horizon = args
         .horizon
         .unwrap_or_else(|| 1.5 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr);
@@ -156,15 +170,51 @@ pub fn resolve_settings(
         "must be an integer >= 1",
     )?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    let stability_steps = args.stability_steps.unwrap_or(1000);
+    settings_check(
+        "stability_steps",
+        stability_steps as f64 <= MAX_STEPS,
+        stability_steps,
+        &format!("must be <= {MAX_STEPS:e} GD steps per bisection trial"),
+    )?;
+    check_sweep_memory(&etas, horizon, problem)?;
     Ok(SweepSettings {
         etas,
         horizon,
         epsilon,
-        stability_steps: args.stability_steps.unwrap_or(1000),
+        stability_steps,
         stability_tol,
         max_rows,
         shard,
     })
+}
+
+/// A sweep keeps, for every step size, the states of its plain flow at two tolerances, its
+/// modified flow at two and its central flow at every step: about 5·Σ_η (T/η + 1) states of N
+/// numbers at once. Refused before any work when that passes 80% of the memory available.
+fn check_sweep_memory(etas: &[f64], horizon: f64, problem: &Problem) -> Result<()> {
+    let n = problem.n1() + if problem.symmetric { 0 } else { problem.n2() };
+    let state_bytes = (n * problem.width()) as f64 * 8.0;
+    let outputs: f64 = etas.iter().map(|&e| (horizon / e).floor() + 1.0).sum();
+    let need = 5.0 * outputs * state_bytes;
+    let available = 0.8 * crate::resources::available_or_default() as f64;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    if need > available {
+        return Err(Error::invalid(
+            "etas",
+            format!("{} step sizes to T = {horizon}", etas.len()),
+            format!(
+                "would keep about {:.1} GiB of flow states ({:.0} outputs of {} numbers, five \
+                 solves each) where {:.1} GiB is 80% of what is available: fewer or larger step \
+                 sizes (--etas, --eta-range), a shorter --horizon, or --shard i/N across runs",
+                gib(need),
+                outputs,
+                n * problem.width(),
+                gib(available)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The keys of the resolved configuration a sweep uses: everything but GD's own (η, steps,

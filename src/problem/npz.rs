@@ -15,10 +15,17 @@ struct Array {
     data: Vec<f64>,
 }
 
+/// The arrays a problem file may hold.
+pub const ARRAYS: [&str; 6] = ["x_star", "sensing", "y", "u0", "v0", "alpha"];
+
+/// Array `name`, or `None` if the file has none; `check` sees the shape its header claims
+/// before any of its data is inflated (a compressed entry may inflate to far more than the
+/// file's size), and refuses what does not fit the arrays read before it.
 fn read_array<R: std::io::Read + std::io::Seek>(
     archive: &mut npyz::npz::NpzArchive<R>,
     path: &Path,
     name: &str,
+    check: &dyn Fn(&[usize]) -> Result<()>,
 ) -> Result<Option<Array>> {
     let entry = match archive
         .zip_archive()
@@ -34,6 +41,7 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     let file = npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, entry))
         .map_err(|e| Error::npz(path, format!("cannot read array `{name}`: {e}")))?;
     let shape: Vec<usize> = file.shape().iter().map(|&s| s as usize).collect();
+    check(&shape)?;
     // A header may claim any shape: refuse sizes that overflow or cannot fit in memory before
     // anything is allocated for them.
     let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
@@ -133,8 +141,34 @@ impl Problem {
     ) -> Result<Self> {
         let mut archive = npyz::npz::NpzArchive::new(reader)
             .map_err(|e| Error::npz(path, format!("not a readable .npz archive: {e}")))?;
-        let x = read_array(&mut archive, path, "x_star")?
-            .ok_or_else(|| Error::npz(path, "required array `x_star` (n1×n2) is missing"))?;
+        if let Some(unknown) = archive.array_names().find(|n| !ARRAYS.contains(n)) {
+            return Err(Error::npz(
+                path,
+                format!(
+                    "has an array `{unknown}` that gdflow does not read (it reads {}; names are \
+                     case-sensitive): rename or remove it, so that nothing is silently ignored",
+                    ARRAYS.join(", ")
+                ),
+            ));
+        }
+        let shape_error = |name: &str, shape: &[usize], want: String| {
+            Error::npz(
+                path,
+                format!("array `{name}` has shape {shape:?}, expected {want}"),
+            )
+        };
+        let x = read_array(&mut archive, path, "x_star", &|s| {
+            if s.len() == 2 && !s.contains(&0) {
+                Ok(())
+            } else {
+                Err(shape_error(
+                    "x_star",
+                    s,
+                    "a non-empty 2-d array n1×n2".into(),
+                ))
+            }
+        })?
+        .ok_or_else(|| Error::npz(path, "required array `x_star` (n1×n2) is missing"))?;
         if x.shape.len() != 2 || x.shape.contains(&0) {
             return Err(Error::npz(
                 path,
@@ -145,8 +179,18 @@ impl Problem {
             ));
         }
         let (n1, n2) = (x.shape[0], x.shape[1]);
-        let s = read_array(&mut archive, path, "sensing")?
-            .ok_or_else(|| Error::npz(path, "required array `sensing` (m×n1×n2) is missing"))?;
+        let s = read_array(&mut archive, path, "sensing", &|s| {
+            if s.len() == 3 && s[0] > 0 && s[1..] == [n1, n2] {
+                Ok(())
+            } else {
+                Err(shape_error(
+                    "sensing",
+                    s,
+                    format!("(m, {n1}, {n2}) with m >= 1 (x_star is {n1}×{n2})"),
+                ))
+            }
+        })?
+        .ok_or_else(|| Error::npz(path, "required array `sensing` (m×n1×n2) is missing"))?;
         if s.shape.len() != 3 || s.shape[0] == 0 || s.shape[1..] != [n1, n2] {
             return Err(Error::npz(
                 path,
@@ -191,7 +235,17 @@ impl Problem {
             }
         };
         let target_sv = nonzero_singular_values(&x_star);
-        let y_arr = read_array(&mut archive, path, "y")?;
+        let y_arr = read_array(&mut archive, path, "y", &|s| {
+            if s == [m] {
+                Ok(())
+            } else {
+                Err(shape_error(
+                    "y",
+                    s,
+                    format!("[{m}], one value per measurement"),
+                ))
+            }
+        })?;
         let has_y = y_arr.is_some();
         let y = match y_arr {
             Some(arr) => {
@@ -200,18 +254,27 @@ impl Problem {
             }
             None => observe(op.as_ref(), &x_star, cfg.noise, cfg.seed),
         };
-        let u0 = read_array(&mut archive, path, "u0")?;
-        let v0 = read_array(&mut archive, path, "v0")?;
+        let factor = |name: &'static str, rows: usize| {
+            move |s: &[usize]| {
+                if s.len() == 2 && s[0] == rows {
+                    Ok(())
+                } else {
+                    Err(shape_error(name, s, format!("[{rows}, k], a start factor")))
+                }
+            }
+        };
+        let u0 = read_array(&mut archive, path, "u0", &factor("u0", n1))?;
+        let v0 = read_array(&mut archive, path, "v0", &factor("v0", n2))?;
         let (has_u0, has_v0) = (u0.is_some(), v0.is_some());
-        let alpha = match read_array(&mut archive, path, "alpha")? {
+        let alpha = match read_array(&mut archive, path, "alpha", &|s| {
+            if s.iter().product::<usize>() == 1 {
+                Ok(())
+            } else {
+                Err(shape_error("alpha", s, "one number".into()))
+            }
+        })? {
+            // one number, as NumPy writes a Python scalar (shape []) or as [α]
             Some(arr) => {
-                expect_shape(
-                    path,
-                    "alpha",
-                    &arr,
-                    &[1],
-                    "the scale the start was drawn with",
-                )?;
                 if arr.data[0] <= 0.0 {
                     return Err(Error::npz(path, "array `alpha` must be > 0"));
                 }

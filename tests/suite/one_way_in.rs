@@ -115,6 +115,7 @@ fn sweep_runs_gd_on_the_perturbed_field() {
     let plain = Setup::new(
         &ConfigArgs {
             perturbation: None,
+            perturbation_size: None,
             ..args
         },
         Cmd::Sweep,

@@ -1,0 +1,244 @@
+//! What a hostile (or careless) user types: each kind refused before any work, quickly, with
+//! a non-zero exit, a message naming the flag or field, and no output written; nothing
+//! overwritten that gdflow did not write; a closed stdout ends quietly.
+
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+use super::npz::write_npz;
+
+fn gdflow() -> Command {
+    Command::cargo_bin("gdflow").unwrap()
+}
+
+/// `args` exits with status 2 within two seconds, naming `key` on stderr, writing nothing to
+/// `out` (when given).
+fn refused(args: &[&str], key: &str) {
+    let start = Instant::now();
+    let out = gdflow()
+        .args(args)
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let seconds = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(key),
+        "{args:?}: the message names `{key}`: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "{args:?}: a refusal, not a panic: {err}"
+    );
+    assert!(seconds < 2.0, "{args:?}: refused after {seconds:.2} s");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: nothing printed before the refusal"
+    );
+}
+
+#[test]
+fn unbounded_work_and_memory_are_refused_before_they_start() {
+    refused(&["sweep", "--eta-range", "0.01:0.2:100000000"], "eta_range");
+    refused(&["sweep", "--etas", "0.1,0.05,0.1"], "etas");
+    refused(
+        &["sweep", "--stability-steps", "1000000000000"],
+        "stability_steps",
+    );
+    refused(&["run", "--steps", "1000000000"], "steps");
+    refused(&["run", "--steps", "18446744073709551615"], "steps");
+    refused(&["check", "--steps", "1000000000"], "steps");
+    // 2000 step sizes to a long horizon would keep tens of GiB of flow states
+    refused(
+        &[
+            "sweep",
+            "--eta-range",
+            "0.0001:0.2:2000",
+            "--horizon",
+            "200",
+            "--stability-steps",
+            "0",
+        ],
+        "etas",
+    );
+}
+
+#[test]
+fn values_that_make_no_sense_are_refused_naming_the_flag() {
+    for (args, key) in [
+        (&["run", "--rtol", "2"][..], "rtol"),
+        (&["run", "--rtol", "1"], "rtol"),
+        (&["run", "--perturbation-size", "0.3"], "perturbation_size"),
+        (&["run", "--alpha", "1e-300"], "alpha"),
+        (&["run", "--eta", "1e-320"], "eta"),
+        (&["run", "--kappa", "1e300"], "kappa"),
+        (&["run", "--seed", "18446744073709551615"], "seed"),
+        (&["run", "--seed", "9223372036854775808"], "seed"),
+        (&["sweep", "--etas", "0.1,0.1"], "etas"),
+        (&["run", "--optimizer", "heavy-ball"], "momentum"),
+        (&["run", "--momentum", "0.5"], "momentum"),
+        (
+            &["run", "--optimizer", "nesterov", "--flow", "modified"],
+            "flow",
+        ),
+    ] {
+        refused(args, key);
+    }
+}
+
+#[test]
+fn a_seed_the_outputs_cannot_hold_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    refused(
+        &["run", "--seed", "18446744073709551615", "--out", o],
+        "seed",
+    );
+    assert!(!out.exists(), "no output directory for a refused run");
+}
+
+#[test]
+fn files_gdflow_did_not_write_are_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("notes.txt");
+    std::fs::write(&mine, "my notes").unwrap();
+    let m = mine.to_str().unwrap();
+    refused(
+        &["run", "--steps", "5", "--save-problem", m],
+        "save_problem",
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my notes");
+    // --force replaces it, as asked
+    gdflow()
+        .args(["run", "--steps", "5", "--save-problem", m, "--force"])
+        .assert()
+        .success();
+    assert_ne!(std::fs::read(&mine).unwrap(), b"my notes");
+    // an input is never written over, --force or not
+    let p = dir.path().join("p.npz");
+    let ps = p.to_str().unwrap();
+    gdflow()
+        .args(["run", "--steps", "5", "--save-problem", ps])
+        .assert()
+        .success();
+    let before = std::fs::read(&p).unwrap();
+    refused(
+        &[
+            "run",
+            "--steps",
+            "5",
+            "--problem",
+            ps,
+            "--save-problem",
+            ps,
+            "--force",
+        ],
+        "save_problem",
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    // a recorded config.toml re-run into its own directory would replace its input
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    gdflow()
+        .args(["run", "--steps", "5", "--out", o])
+        .assert()
+        .success();
+    let config = out.join("config.toml");
+    let before = std::fs::read(&config).unwrap();
+    refused(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            o,
+            "--force",
+        ],
+        "config",
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+}
+
+#[test]
+fn inputs_that_are_not_regular_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Process::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mkfifo is not available here: skipped the FIFO cases");
+        return;
+    }
+    let f = fifo.to_str().unwrap();
+    refused(&["run", "--config", f], "config");
+    refused(&["run", "--problem", f], "problem");
+    refused(
+        &["run", "--problem", dir.path().to_str().unwrap()],
+        "problem",
+    );
+}
+
+fn npz_refused(path: &Path, key: &str) {
+    refused(
+        &["run", "--steps", "3", "--problem", path.to_str().unwrap()],
+        key,
+    );
+}
+
+#[test]
+fn problem_files_are_checked_from_their_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = ("x_star", vec![2, 3], vec![1., 0., 0., 0., 1., 0.]);
+    let s = ("sensing", vec![4, 2, 3], vec![0.5; 24]);
+    // a misspelt array is not silently ignored
+    let p = dir.path().join("misspelt.npz");
+    write_npz(
+        &p,
+        &[x.clone(), s.clone(), ("U0", vec![2, 2], vec![0.1; 4])],
+    );
+    npz_refused(&p, "U0");
+    // a sensing array whose header does not fit x_star is refused before its data is read
+    let p = dir.path().join("shape.npz");
+    write_npz(
+        &p,
+        &[
+            x.clone(),
+            ("sensing", vec![100_000, 3, 3], vec![0.0; 900_000]),
+        ],
+    );
+    npz_refused(&p, "sensing");
+    // NumPy writes a Python scalar as a 0-d array: alpha = 1e-3 is one number
+    let p = dir.path().join("scalar.npz");
+    write_npz(&p, &[x.clone(), s.clone(), ("alpha", vec![], vec![1e-3])]);
+    gdflow()
+        .args(["run", "--steps", "3", "--problem", p.to_str().unwrap()])
+        .assert()
+        .success();
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_and_the_outputs_are_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = Process::new(assert_cmd::cargo::cargo_bin("gdflow"))
+        .args(["run", "--steps", "200", "--out"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "exit {:?}: {err}", result.status);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert!(out.join("trajectory.csv").exists());
+}
