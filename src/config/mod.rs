@@ -398,7 +398,18 @@ pub fn parse_config_file_all(
             Some(k) if k.starts_with("check.") => CHECK_KEYS,
             _ => KNOWN_KEYS,
         };
-        let hint = unknown_key_hint(&msg, keys);
+        let top_level_table_key = |table: &str, keys: &[&str]| {
+            let k = key.as_deref()?;
+            keys.contains(&k).then(|| {
+                format!("; `{k}` is a key of the [{table}] table: put it under a line `[{table}]`")
+            })
+        };
+        let hint = match keys {
+            KNOWN_KEYS => top_level_table_key("sweep", SWEEP_KEYS)
+                .or_else(|| top_level_table_key("check", CHECK_KEYS))
+                .unwrap_or_else(|| unknown_key_hint(&msg, keys)),
+            _ => unknown_key_hint(&msg, keys),
+        };
         let at = line.map_or(String::new(), |l| format!(" (line {l})"));
         Error::invalid(
             key.as_deref().unwrap_or("config"),
@@ -453,7 +464,10 @@ pub struct SweepArgs {
     )]
     pub etas: Option<Vec<f64>>,
     /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
-    #[cfg_attr(feature = "cli", arg(long, value_name = "MIN:MAX:COUNT"))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "MIN:MAX:COUNT", allow_hyphen_values = true)
+    )]
     pub eta_range: Option<String>,
     /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
     /// takes to be half learned from the start's scale (MATH §4)]

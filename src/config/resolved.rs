@@ -318,6 +318,22 @@ impl Config {
                 ));
             }
         }
+        if let Some(sv) = &self.singular_values {
+            let (lo, hi) = sv.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+            if hi > 1e100 || (lo > 0.0 && hi / lo > MAX_KAPPA) {
+                return Err(Error::invalid(
+                    "singular_values",
+                    format!("{sv:?}"),
+                    format!(
+                        "must be at most 1e100 with a ratio largest/smallest at most \
+                         {MAX_KAPPA:e}: beyond, the smallest is lost in the rounding of the \
+                         largest"
+                    ),
+                ));
+            }
+        }
         if self.problem.is_none() && self.singular_values.is_none() && self.kappa > MAX_KAPPA {
             return Err(Error::invalid(
                 "kappa",
@@ -513,7 +529,7 @@ impl Config {
                 format!(
                     "the flow's horizon T = eta·steps = {horizon:e} must be finite and at most \
                      {MAX_HORIZON_TIMESCALES:e}/σ_1 = {limit:e} (the flow would need about \
-                     T·σ_1 solver steps)"
+                     T·σ_1 solver steps): lower --eta or --steps"
                 ),
             ));
         }
@@ -557,30 +573,38 @@ impl Config {
         let needed = self.memory_bytes();
         let available = crate::resources::available_or_default() as f64;
         if needed > 0.8 * available {
-            let (field, value) = match self.operator {
-                OperatorKind::Gaussian
-                    if 8.0 * self.measurements as f64 * n12 > 0.4 * available =>
-                {
+            // name the key behind the largest part of the estimate
+            let recorded = (self.steps / self.record_every.max(1)) as f64;
+            let states = 16.0 * recorded * ((self.n1 + self.n2) * self.width) as f64;
+            let operator = 8.0 * self.measurements as f64 * n12;
+            let (field, value, what) = if operator >= states && operator >= 48.0 * n12 {
+                let key = if self.measurements as f64 >= n12 {
                     ("measurements", self.measurements.to_string())
-                }
-                _ if self.steps / self.record_every.max(1) > 1_000_000 => {
-                    ("record_every", self.record_every.to_string())
-                }
-                _ => ("n1", self.n1.to_string()),
+                } else {
+                    ("n1", self.n1.to_string())
+                };
+                (key.0, key.1, "the sensing matrix m·n1·n2")
+            } else if states >= 48.0 * n12 && recorded > 1e5 {
+                (
+                    "record_every",
+                    self.record_every.to_string(),
+                    "the recorded states",
+                )
+            } else if states >= 48.0 * n12 {
+                ("width", self.width.to_string(), "the states of width k")
+            } else {
+                ("n1", self.n1.to_string(), "the n1×n2 matrices")
             };
             return Err(Error::invalid(
                 field,
                 value,
                 format!(
-                    "the run would need about {:.1} GiB but about {:.1} GiB are available; use a \
-                     smaller problem{}",
+                    "the run would need about {:.1} GiB, mostly {what}, and {:.1} GiB is 80% of \
+                     the {:.1} GiB available (the rest is kept free): lower --{}",
                     needed / f64::from(1u32 << 30),
+                    0.8 * available / f64::from(1u32 << 30),
                     available / f64::from(1u32 << 30),
-                    if field == "record_every" {
-                        " or record fewer steps"
-                    } else {
-                        ""
-                    }
+                    field.replace('_', "-")
                 ),
             ));
         }

@@ -59,6 +59,15 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     let dtype = file.dtype().descr();
     let raw: Vec<f64> = match file.into_vec::<f64>() {
         Ok(v) => v,
+        Err(e) if dtype.to_string().contains("<f8") => {
+            return Err(Error::npz(
+                path,
+                format!(
+                    "array `{name}` is truncated or damaged: its header claims shape {shape:?} \
+                     but the data ends early ({e})"
+                ),
+            ))
+        }
         Err(e) => {
             return Err(Error::npz(
                 path,

@@ -73,3 +73,35 @@ pub(crate) fn not_ours(path: &std::path::Path, e: impl std::fmt::Display) -> Err
         format!("is not a gdflow output: {e}"),
     )
 }
+
+/// What kind of gdflow output a `summary.json` is, from its keys.
+pub fn summary_kind(bytes: &[u8]) -> Option<&'static str> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let has = |k: &str| v.get(k).is_some();
+    if has("sweep") && has("points") {
+        Some("sweep")
+    } else if has("rows") && has("check") {
+        Some("check")
+    } else if has("gd") && has("flow") {
+        Some("run")
+    } else {
+        None
+    }
+}
+
+/// A summary.json that parses, but as the wrong kind of output: say which it is.
+pub(crate) fn wrong_kind(
+    path: &std::path::Path,
+    bytes: &[u8],
+    want: &str,
+    e: impl std::fmt::Display,
+) -> Error {
+    match summary_kind(bytes) {
+        Some(kind) if kind != want => Error::invalid(
+            "results",
+            path.display(),
+            format!("is the output of `gdflow {kind}`, not of `gdflow {want}`"),
+        ),
+        _ => not_ours(path, e),
+    }
+}

@@ -364,10 +364,35 @@ pub fn write_run(result: &RunResult, dir: &Path) -> Result<()> {
 /// Read a `gdflow run` output directory (summary.json and trajectory.csv).
 pub fn load_run(dir: &Path) -> Result<RunResult> {
     let path = dir.join("summary.json");
+    let bytes = read(&path)?;
     let summary: RunSummary =
-        serde_json::from_slice(&read(&path)?).map_err(|e| not_ours(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| super::wrong_kind(&path, &bytes, "run", e))?;
     let path = dir.join("trajectory.csv");
     let [gd, flow, gd_mean] = read_trajectory(&read(&path)?, &path, &summary.optimizer.name)?;
+    // the rows summary.json describes are there: a trajectory.csv without its rows, or with
+    // another run's, is refused rather than drawn empty or mixed
+    for (name, records, summary) in [
+        ("the method's", &gd, &summary.gd),
+        ("the flow's", &flow, &summary.flow),
+    ] {
+        let last_t = records.last().map(|r| r.t);
+        // a dynamics that recorded nothing (diverged at its start) has final_t = 0
+        let agrees = match last_t {
+            Some(t) => (t - summary.final_t).abs() <= 1e-9 * summary.final_t.abs().max(1.0),
+            None => summary.final_t == 0.0,
+        };
+        if !agrees {
+            return Err(not_ours(
+                &path,
+                format!(
+                    "{name} rows end at t = {} where summary.json says {}: not this run's \
+                     trajectory, or an incomplete one",
+                    last_t.map_or("(no rows)".into(), |t| t.to_string()),
+                    summary.final_t
+                ),
+            ));
+        }
+    }
     let standard = Header::standard(summary.problem.width, &[]).names;
     let extra_columns = gd
         .iter()

@@ -447,14 +447,32 @@ pub fn write_sweep(result: &SweepResult, dir: &Path) -> Result<()> {
 /// Read a `gdflow sweep` output directory (summary.json and deviation.csv).
 pub fn load_sweep(dir: &Path) -> Result<SweepResult> {
     let path = dir.join("summary.json");
+    let bytes = read(&path)?;
     let summary: SweepSummary =
-        serde_json::from_slice(&read(&path)?).map_err(|e| not_ours(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| super::wrong_kind(&path, &bytes, "sweep", e))?;
     let path = dir.join("deviation.csv");
     let bytes = read(&path)?;
     let deviations = csv::Reader::from_reader(bytes.as_slice())
         .deserialize()
         .collect::<std::result::Result<Vec<DeviationRow>, _>>()
         .map_err(|e| not_ours(&path, e))?;
+    // every η's last compared step closes its rows (the writer keeps it): a table that lost
+    // rows at its end is refused, not merged or drawn as if whole
+    for p in &summary.points {
+        let last = deviations.iter().rev().find(|r| r.eta == p.eta);
+        if p.compared_steps > 0 && last.is_none_or(|r| r.step != p.compared_steps) {
+            return Err(not_ours(
+                &path,
+                format!(
+                    "its rows for η = {} end at step {} where summary.json says {}: the file is \
+                     incomplete",
+                    p.eta,
+                    last.map_or(0, |r| r.step),
+                    p.compared_steps
+                ),
+            ));
+        }
+    }
     Ok(SweepResult {
         summary,
         deviations,

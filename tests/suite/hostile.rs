@@ -242,3 +242,129 @@ fn a_closed_stdout_ends_quietly_and_the_outputs_are_still_written() {
     );
     assert!(out.join("trajectory.csv").exists());
 }
+
+#[test]
+fn messages_name_the_flag_to_change() {
+    refused(&["run", "--width", "10000000"], "width");
+    refused(
+        &["run", "--singular-values", "1e308,1,1"],
+        "singular_values",
+    );
+    refused(&["sweep", "--eta-range", "-0.01:0.2:3"], "eta_range");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("sweep.toml");
+    std::fs::write(&toml, "etas = [0.1, 0.2]\n").unwrap();
+    refused(&["sweep", "--config", toml.to_str().unwrap()], "[sweep]");
+}
+
+/// A small run and a small sweep, written into `dir`.
+fn outputs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let small = [
+        "--n1",
+        "8",
+        "--n2",
+        "6",
+        "--rank",
+        "2",
+        "--width",
+        "3",
+        "--measurements",
+        "40",
+    ];
+    let run = dir.join("run");
+    gdflow()
+        .arg("run")
+        .args(small)
+        .args(["--steps", "40", "--out"])
+        .arg(&run)
+        .assert()
+        .success();
+    let sweep = dir.join("sweep");
+    gdflow()
+        .arg("sweep")
+        .args(small)
+        .args([
+            "--etas",
+            "0.1,0.05",
+            "--horizon",
+            "4",
+            "--stability-steps",
+            "0",
+        ])
+        .args(["--shard", "1/1", "--out"])
+        .arg(&sweep)
+        .assert()
+        .success();
+    (run, sweep)
+}
+
+#[test]
+fn merge_and_plot_refuse_damaged_or_foreign_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, sweep) = outputs(dir.path());
+    let merged = dir.path().join("merged");
+    let m = merged.to_str().unwrap();
+    // a run's directory is not a sweep's part, and says so
+    refused(&["merge", run.to_str().unwrap(), "--out", m], "gdflow run");
+    // a part whose deviation.csv lost its last rows
+    let dev = sweep.join("deviation.csv");
+    let text = std::fs::read_to_string(&dev).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&dev, kept[..kept.len() - 2].join("\n") + "\n").unwrap();
+    refused(
+        &["merge", sweep.to_str().unwrap(), "--out", m],
+        "deviation.csv",
+    );
+    refused(
+        &["plot", sweep.to_str().unwrap(), "--out", m],
+        "deviation.csv",
+    );
+    // a header-only trajectory.csv, and another run's summary beside it
+    let traj = run.join("trajectory.csv");
+    let text = std::fs::read_to_string(&traj).unwrap();
+    std::fs::write(&traj, text.lines().next().unwrap().to_string() + "\n").unwrap();
+    refused(
+        &["plot", run.to_str().unwrap(), "--out", m],
+        "trajectory.csv",
+    );
+    assert!(
+        !merged.exists(),
+        "nothing written for a refused merge or plot"
+    );
+}
+
+#[test]
+fn a_truncated_array_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.npz");
+    write_npz(
+        &good,
+        &[
+            ("x_star", vec![2, 3], vec![1., 0., 0., 0., 1., 0.]),
+            (
+                "sensing",
+                vec![400, 2, 3],
+                (0..2400).map(|i| (i % 7) as f64).collect(),
+            ),
+        ],
+    );
+    // cut the archive's stored sensing data short by rewriting it uncompressed and truncated
+    let bytes = std::fs::read(&good).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let bad = dir.path().join("bad.npz");
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&bad).unwrap());
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
+        if f.name().starts_with("sensing") {
+            data.truncate(data.len() / 2);
+        }
+        let name = f.name().to_string();
+        w.start_file(name, zip::write::FileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, &data).unwrap();
+    }
+    w.finish().unwrap();
+    npz_refused(&bad, "truncated");
+}
