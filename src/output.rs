@@ -2,9 +2,121 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// Files this process has begun and not finished: temporary outputs and the `--out` lock.
+/// A signal handler removes them ([`remove_unfinished`]).
+static UNFINISHED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn begin(path: &Path) {
+    if let Ok(mut v) = UNFINISHED.lock() {
+        v.push(path.to_path_buf());
+    }
+}
+
+fn end(path: &Path) {
+    if let Ok(mut v) = UNFINISHED.lock() {
+        v.retain(|p| p != path);
+    }
+}
+
+/// Remove every file this process began and did not finish (for SIGINT/SIGTERM).
+pub fn remove_unfinished() {
+    if let Ok(v) = UNFINISHED.lock() {
+        // files first, then directories created for this command (removed only if empty)
+        for p in v.iter() {
+            let _ = std::fs::remove_file(p);
+        }
+        for p in v.iter() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+/// Whether a file in an output directory is one gdflow leaves behind only when stopped
+/// mid-write: `.NAME.tmp-PID`, or the `--out` lock of a process that no longer runs.
+fn is_stale_leftover(name: &str, dir: &Path) -> bool {
+    if name.starts_with('.') && name.contains(".tmp-") {
+        return true;
+    }
+    name == LOCK_NAME && !lock_holder_alive(&dir.join(LOCK_NAME))
+}
+
+/// The lock file in `--out` while a command writes there.
+pub const LOCK_NAME: &str = ".gdflow.lock";
+
+fn lock_holder_alive(lock: &Path) -> bool {
+    std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// An exclusive claim on an output directory: a second command writing there fails fast,
+/// naming the first. Released (and the directory removed if it was created for this command
+/// and is still empty) when dropped.
+#[derive(Debug)]
+pub struct OutLock {
+    dir: PathBuf,
+    created: bool,
+}
+
+impl OutLock {
+    /// Claim `dir` (creating it if needed); `Err` names the process that holds it.
+    pub fn take(dir: &Path) -> Result<Self> {
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if created {
+            begin(dir);
+        }
+        let lock = dir.join(LOCK_NAME);
+        if lock.exists() && !lock_holder_alive(&lock) {
+            let _ = std::fs::remove_file(&lock);
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut f) => {
+                let _ = write!(f, "{}", std::process::id());
+                begin(&lock);
+                Ok(Self {
+                    dir: dir.to_path_buf(),
+                    created,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+                Err(Error::invalid(
+                    "out",
+                    dir.display(),
+                    format!(
+                        "is being written by another gdflow (process {}): wait for it, or choose \
+                         another directory",
+                        holder.trim()
+                    ),
+                ))
+            }
+            Err(e) => Err(Error::io(&lock, e)),
+        }
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        let lock = self.dir.join(LOCK_NAME);
+        let _ = std::fs::remove_file(&lock);
+        end(&lock);
+        end(&self.dir);
+        if self.created {
+            // nothing was written (a refusal or a failure after the set-up): leave no trace
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
 
 /// Write through `fill` into a temporary file beside `path`, then rename it into place.
 pub fn write_atomically(path: &Path, fill: impl FnOnce(File) -> std::io::Result<()>) -> Result<()> {
@@ -23,9 +135,11 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(File) -> std::io::Result<
         name.to_string_lossy(),
         std::process::id()
     ));
+    begin(&tmp);
     let result = File::create(&tmp)
         .and_then(fill)
         .and_then(|_| std::fs::rename(&tmp, path));
+    end(&tmp);
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
@@ -46,8 +160,31 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
                 "must be a directory, not a file",
             ));
         }
-        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        if entries.next().is_some() && !force {
+        let entries: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let lock = dir.join(LOCK_NAME);
+        if lock.exists() && lock_holder_alive(&lock) {
+            let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+            return Err(Error::invalid(
+                "out",
+                shown,
+                format!(
+                    "is being written by another gdflow (process {}): wait for it, or choose \
+                     another directory",
+                    holder.trim()
+                ),
+            ));
+        }
+        if force {
+            // what a stopped gdflow left half-written goes with --force
+            for name in entries.iter().filter(|n| is_stale_leftover(n, dir)) {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        if !entries.is_empty() && !force {
             return Err(Error::invalid(
                 "out",
                 shown,

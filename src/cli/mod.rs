@@ -190,6 +190,12 @@ const CHECK_FAILED: u8 = 3;
 
 /// The program: parse, run, report the error chain with its exit status.
 pub fn main() -> ExitCode {
+    // stopped mid-write: no half-written output, no lock left behind
+    let _ = ctrlc::set_handler(|| {
+        crate::output::remove_unfinished();
+        eprintln!("gdflow: interrupted; nothing half-written was left behind");
+        std::process::exit(130);
+    });
     let cli = parse();
     match dispatch(cli) {
         Ok(true) => ExitCode::SUCCESS,
@@ -374,6 +380,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         } => {
             crate::output::check_out_dir(&out, force)?;
             let result = crate::experiments::merge(&parts)?;
+            let _lock = crate::output::OutLock::take(&out)?;
             say!("{}", format_sweep(&result.summary));
             crate::results::sweep::write_sweep(&result, &out)?;
             sayln!(
@@ -399,6 +406,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             )?;
             let dir = out.unwrap_or_else(|| results[0].join("figures"));
             crate::output::check_out_dir(&dir, force)?;
+            let _lock = crate::output::OutLock::take(&dir)?;
             for set in &sets {
                 let target = set.subdir.as_ref().map_or(dir.clone(), |s| dir.join(s));
                 sayln!("from {}:", set.from);

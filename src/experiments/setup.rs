@@ -97,6 +97,8 @@ pub struct Setup {
     atol_given: bool,
     /// An optimiser from outside the registry ([`Setup::with_optimizer`]).
     custom_optimizer: Option<Arc<dyn Optimizer>>,
+    /// The claim on `--out` while this set-up lives.
+    out_lock: Option<Arc<crate::output::OutLock>>,
 }
 
 /// Relative agreement asked of a given value with the file's.
@@ -122,6 +124,13 @@ impl Setup {
         if let Some(dir) = &cfg.out {
             crate::output::check_out_dir(dir, force)?;
         }
+        // from here until the outputs are written no other gdflow writes into --out
+        let out_lock = cfg
+            .out
+            .as_deref()
+            .map(crate::output::OutLock::take)
+            .transpose()?
+            .map(Arc::new);
         if let Some(path) = &cfg.problem {
             crate::output::check_input_file("problem", path)?;
         }
@@ -176,6 +185,7 @@ impl Setup {
             seconds: start.elapsed().as_secs_f64(),
             atol_given: args.atol.is_some(),
             custom_optimizer: None,
+            out_lock,
         })
     }
 
@@ -213,6 +223,7 @@ impl Setup {
             seconds: 0.0,
             atol_given: true,
             custom_optimizer: None,
+            out_lock: None,
         })
     }
 
@@ -333,6 +344,7 @@ impl Setup {
             seconds: 0.0,
             atol_given: self.atol_given,
             custom_optimizer: self.custom_optimizer.clone(),
+            out_lock: self.out_lock.clone(),
         })
     }
 }

@@ -368,3 +368,86 @@ fn a_truncated_array_says_so() {
     w.finish().unwrap();
     npz_refused(&bad, "truncated");
 }
+
+/// A run long enough to be interrupted or overlapped: the default problem, many steps.
+const LONG_RUN: &[&str] = &[
+    "run",
+    "--steps",
+    "100000",
+    "--record-every",
+    "100",
+    "--quiet",
+];
+
+#[test]
+fn a_second_command_on_the_same_out_fails_fast_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut first = Process::new(assert_cmd::cargo::cargo_bin("gdflow"))
+        .args(LONG_RUN)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.join(".gdflow.lock");
+    let start = Instant::now();
+    while !lock.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lock.exists(), "the first run holds the lock");
+    let o = out.to_str().unwrap();
+    refused(
+        &["run", "--steps", "5", "--out", o, "--force"],
+        &first.id().to_string(),
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn an_interrupt_leaves_no_lock_and_no_half_written_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut run = Process::new(assert_cmd::cargo::cargo_bin("gdflow"))
+        .args(LONG_RUN)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.join(".gdflow.lock").exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Process::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted, not finished");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .chain(std::fs::read_dir(&out).into_iter().flatten())
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing left in --out: {left:?}"
+    );
+    // a temporary file a killed run left behind goes with --force
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(".trajectory.csv.tmp-99999"), "half").unwrap();
+    let o = out.to_str().unwrap();
+    refused(&["run", "--steps", "5", "--out", o], "out");
+    gdflow()
+        .args(["run", "--steps", "5", "--out", o, "--force"])
+        .assert()
+        .success();
+    assert!(!out.join(".trajectory.csv.tmp-99999").exists());
+}
