@@ -67,7 +67,8 @@ impl OutLock {
     /// Claim `dir` (creating it if needed); `Err` names the process that holds it.
     pub fn take(dir: &Path) -> Result<Self> {
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::invalid("out", dir.display(), format!("cannot be created: {e}")))?;
         if created {
             begin(dir);
         }
@@ -152,6 +153,13 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(File) -> std::io::Result<
 /// cannot overwrite last week's results). Nothing is created.
 pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
     let shown = dir.display();
+    if std::fs::symlink_metadata(dir).is_ok() && std::fs::metadata(dir).is_err() {
+        return Err(Error::invalid(
+            "out",
+            shown,
+            "is a symbolic link to nothing: remove it or choose another directory",
+        ));
+    }
     if dir.exists() {
         if !dir.is_dir() {
             return Err(Error::invalid(
@@ -219,6 +227,13 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
 /// Check, before any work, that a file can be written at `path` (its directory exists and is
 /// writable, and no file is there unless `force`); `field` names the option in the error.
 pub fn check_file_target(field: &str, path: &Path, force: bool) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::invalid(
+            field,
+            path.display(),
+            "is a directory, not a file path",
+        ));
+    }
     if !force && std::fs::symlink_metadata(path).is_ok() {
         return Err(Error::invalid(
             field,

@@ -378,6 +378,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             force,
             figures,
         } => {
+            if let Some(part) = parts.iter().find(|p| crate::output::same_file(p, &out)) {
+                Err(Error::invalid(
+                    "out",
+                    out.display(),
+                    format!(
+                        "is the part {}, an input of the merge: choose another",
+                        part.display()
+                    ),
+                ))?;
+            }
             crate::output::check_out_dir(&out, force)?;
             let result = crate::experiments::merge(&parts)?;
             let _lock = crate::output::OutLock::take(&out)?;
@@ -400,6 +410,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             force,
             top_singular_values,
         } => {
+            for (i, r) in results.iter().enumerate() {
+                if results[..i].iter().any(|q| crate::output::same_file(q, r)) {
+                    Err(Error::invalid(
+                        "results",
+                        r.display(),
+                        "is given twice: give each directory once",
+                    ))?;
+                }
+            }
             let sets = crate::plot::figures::figure_sets(
                 &results,
                 top_singular_values.map(|n| n as usize),

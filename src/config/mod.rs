@@ -350,6 +350,28 @@ impl ConfigArgs {
             save_problem: self.save_problem.clone(),
             out: self.out.clone(),
         };
+        if let (Some(_), Some(_)) = (&self.singular_values, self.kappa) {
+            return Err(Error::invalid(
+                "kappa",
+                self.kappa.unwrap_or(0.0),
+                "and --singular-values both set the target's spectrum: give one",
+            ));
+        }
+        if let (Some(size), Some(model)) = (self.perturbation_size, self.perturbation) {
+            if !matches!(
+                model,
+                PerturbationModel::Relative | PerturbationModel::Absolute
+            ) {
+                return Err(Error::invalid(
+                    "perturbation_size",
+                    size,
+                    format!(
+                        "sizes the `relative` and `absolute` perturbations; `{}` has no size",
+                        model.name()
+                    ),
+                ));
+            }
+        }
         if let (Some(size), None) = (self.perturbation_size, self.perturbation) {
             return Err(Error::invalid(
                 "perturbation_size",

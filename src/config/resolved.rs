@@ -287,11 +287,36 @@ impl Config {
                 "must be < 2^63: config.toml records it as a TOML integer (signed 64-bit)",
             ));
         }
-        if !(self.rtol < 1.0) {
+        if !(self.rtol.is_finite() && (1e-15..1.0).contains(&self.rtol)) {
             return Err(Error::invalid(
                 "rtol",
                 self.rtol,
-                "must be < 1 (a relative tolerance of 100% or more accepts any step)",
+                "must be a number in [1e-15, 1): below, no double-precision step meets it; at \
+                 1 or above any step does",
+            ));
+        }
+        for (field, v) in [
+            ("record_every", self.record_every),
+            ("sharpness_every", self.sharpness_every),
+        ] {
+            if v as u64 > i64::MAX as u64 {
+                return Err(Error::invalid(
+                    field,
+                    v,
+                    "must be < 2^63: config.toml records it as a TOML integer (signed 64-bit)",
+                ));
+            }
+        }
+        if self.noise != 0.0 && !matches!(self.perturbation, None | Some(PerturbationModel::Noise))
+        {
+            return Err(Error::invalid(
+                "noise",
+                self.noise,
+                format!(
+                    "enters through y, which the `{}` perturbation does not use: drop --noise, \
+                     or use --perturbation noise (or none at all)",
+                    self.perturbation.map_or("", |m| m.name())
+                ),
             ));
         }
         // below these the numbers leave double precision: α² underflows in the start's
@@ -530,6 +555,31 @@ impl Config {
                     "the flow's horizon T = eta·steps = {horizon:e} must be finite and at most \
                      {MAX_HORIZON_TIMESCALES:e}/σ_1 = {limit:e} (the flow would need about \
                      T·σ_1 solver steps): lower --eta or --steps"
+                ),
+            ));
+        }
+        let modified = self.flow == FlowVariant::Modified;
+        self.check_start_rate(horizon, if modified { self.eta } else { 0.0 })
+    }
+
+    /// A large start moves faster than the target's scale: entries N(0, α²/k) make
+    /// ‖UVᵀ‖ ≈ α²·√(n1·n2), and an explicit solver's steps follow that rate r, or r + η·r² for
+    /// a modified field of step `eta` (its correction is (η/2)J·F). Refused, naming --alpha,
+    /// when the flow to `horizon` would need more than [`MAX_HORIZON_TIMESCALES`] steps.
+    pub fn check_start_rate(&self, horizon: f64, eta: f64) -> Result<()> {
+        let r = self.alpha * self.alpha * ((self.n1 as f64) * (self.n2 as f64)).sqrt();
+        let start_rate = r + eta * r * r;
+        if self.problem.is_none() && horizon * start_rate > MAX_HORIZON_TIMESCALES {
+            return Err(Error::invalid(
+                "alpha",
+                self.alpha,
+                format!(
+                    "a start this large moves at a rate of about r = α²·√(n1·n2) (r + η·r² for a \
+                     modified field) = {start_rate:.3e}: \
+                     the flow to T = {horizon:e} would need about {:.1e} solver steps (at most \
+                     {MAX_HORIZON_TIMESCALES:e}): lower --alpha (the small-start regime is α ≪ 1) \
+                     or the horizon",
+                    horizon * start_rate
                 ),
             ));
         }

@@ -116,6 +116,8 @@ pub fn check_with(
     let start = Instant::now();
     let settings = CheckSettings::resolve(check)?;
     let (cfg, problem) = (&setup.config, &setup.problem);
+    // the order row's modified flows, before any work
+    cfg.check_start_rate(cfg.eta * cfg.steps as f64, cfg.eta)?;
     let run = run(
         setup,
         &RunExtras {
@@ -368,6 +370,7 @@ fn check_optimizer(
     let start = Instant::now();
     let settings = CheckSettings::resolve(check)?;
     let cfg = &setup.config;
+    cfg.check_start_rate(cfg.eta * cfg.steps as f64, cfg.eta)?;
     let extras = RunExtras {
         progress: show_progress,
         ..RunExtras::default()

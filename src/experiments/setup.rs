@@ -146,6 +146,20 @@ impl Setup {
                     "is the --problem file this run reads: never written over, even with --force",
                 ));
             }
+            let in_out = cfg.out.as_ref().is_some_and(|dir| {
+                path.parent()
+                    .is_some_and(|d| d == dir.as_path() || crate::output::same_file(d, dir))
+                    && OUTPUT_FILES
+                        .iter()
+                        .any(|f| path.file_name() == Some(f.as_ref()))
+            });
+            if in_out {
+                return Err(Error::invalid(
+                    "save_problem",
+                    path.display(),
+                    "is one of the files written into --out: choose another name",
+                ));
+            }
             crate::output::check_file_target("save_problem", path, force)?;
         }
         if let (Some(dir), Some(input)) = (&cfg.out, &cfg.problem) {

@@ -169,8 +169,32 @@ pub fn resolve_settings(
         max_rows,
         "must be an integer >= 1",
     )?;
+    settings_check(
+        "max_rows",
+        max_rows as u64 <= i64::MAX as u64,
+        max_rows,
+        "must be < 2^63: config.toml records it as a TOML integer",
+    )?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    if let Some(s) = shard {
+        settings_check(
+            "shard",
+            s.count <= etas.len(),
+            format!("{}/{}", s.index, s.count),
+            &format!(
+                "N must be at most the number of step sizes ({}): a part would get none",
+                etas.len()
+            ),
+        )?;
+    }
     let stability_steps = args.stability_steps.unwrap_or(1000);
+    if let (Some(tol), 0) = (args.stability_tol, stability_steps) {
+        return Err(Error::invalid(
+            "stability_tol",
+            tol,
+            "tunes the stability bisection, which --stability-steps 0 skips: drop one",
+        ));
+    }
     settings_check(
         "stability_steps",
         stability_steps as f64 <= MAX_STEPS,
@@ -178,6 +202,8 @@ pub fn resolve_settings(
         &format!("must be <= {MAX_STEPS:e} GD steps per bisection trial"),
     )?;
     check_sweep_memory(&etas, horizon, problem)?;
+    // every η's modified flow to T, from this start
+    cfg.check_start_rate(horizon, etas.iter().copied().fold(0.0, f64::max))?;
     Ok(SweepSettings {
         etas,
         horizon,

@@ -663,6 +663,27 @@ pub fn figure_sets(
              (a sweep records no singular values)",
         ));
     }
+    // runs drawn together must be of one problem (they differ in η, steps, the limit)
+    if let Some(first) = runs.first() {
+        for (run, name) in runs.iter().zip(&run_names).skip(1) {
+            let (a, b) = (&first.summary, &run.summary);
+            let same = a.problem == b.problem
+                && a.config().seed == b.config().seed
+                && a.config().alpha == b.config().alpha
+                && a.config().perturbation == b.config().perturbation;
+            if !same {
+                return Err(Error::invalid(
+                    "results",
+                    name,
+                    format!(
+                        "is a run of another problem than {} (its target, operator, start or \
+                         seed differ): draw runs of one problem together",
+                        run_names[0]
+                    ),
+                ));
+            }
+        }
+    }
     let mixed = sweeps.len() + usize::from(!runs.is_empty()) > 1;
     let mut sets = Vec::new();
     if !runs.is_empty() {

@@ -325,6 +325,13 @@ impl Problem {
             }
             None => gen_v,
         };
+        if (has_u0 || has_v0) && u0.iter().chain(v0.iter()).all(|v| *v == 0.0) {
+            return Err(Error::npz(
+                path,
+                "its start `u0`, `v0` is zero: the origin is a saddle that no dynamics leaves \
+                 (give a small random start, or leave u0 and v0 out to draw one of scale --alpha)",
+            ));
+        }
         let mut problem = Self {
             op,
             x_star,

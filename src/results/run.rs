@@ -18,7 +18,7 @@ use crate::operator::OperatorCounts;
 use crate::problem::{Problem, ProblemSource};
 
 /// Where a problem came from and what it is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProblemInfo {
     /// "generated" or the path of the `.npz` file.
     pub source: String,

@@ -451,3 +451,180 @@ fn an_interrupt_leaves_no_lock_and_no_half_written_file() {
         .success();
     assert!(!out.join(".trajectory.csv.tmp-99999").exists());
 }
+
+const TINY: &[&str] = &[
+    "--n1",
+    "8",
+    "--n2",
+    "6",
+    "--rank",
+    "2",
+    "--width",
+    "3",
+    "--measurements",
+    "40",
+];
+
+/// `args` ends within `seconds` with exit status `code`.
+fn ends(args: &[&str], code: i32, seconds: f64) -> String {
+    let start = Instant::now();
+    let out = gdflow()
+        .args(args)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(code)
+        .get_output()
+        .clone();
+    let took = start.elapsed().as_secs_f64();
+    assert!(took < seconds, "{args:?}: {took:.1} s");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn far_past_its_regime_a_run_ends_as_a_result_not_a_hang() {
+    // the central flow far past the stability limit: every direction reaches 2/η
+    let run = [
+        &["run"],
+        TINY,
+        &["--steps", "50", "--flow", "central", "--eta", "50"],
+    ]
+    .concat();
+    let out = ends(&run, 0, 10.0);
+    assert!(
+        out.contains("FAILED") && out.contains("eigenvalues reached 2/η"),
+        "{out}"
+    );
+    // a modified flow that blows up is a failed flow, not a hang
+    let sweep = [
+        &["sweep"],
+        TINY,
+        &[
+            "--etas",
+            "5,0.1",
+            "--horizon",
+            "10",
+            "--stability-steps",
+            "0",
+        ],
+    ]
+    .concat();
+    ends(&sweep, 0, 20.0);
+    // a start so large that the solver would crawl is refused up front
+    refused(
+        &[&["run"], TINY, &["--steps", "50", "--alpha", "1000"]].concat(),
+        "alpha",
+    );
+    refused(
+        &[&["check"], TINY, &["--steps", "50", "--alpha", "100"]].concat(),
+        "alpha",
+    );
+}
+
+#[test]
+fn second_batch_of_silent_and_late_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    for (args, key) in [
+        (vec!["run", "--rtol", "1e-300"], "rtol"),
+        (vec!["run", "--rtol", "nan"], "rtol"),
+        (
+            vec!["run", "--record-every", "18446744073709551615"],
+            "record_every",
+        ),
+        (
+            vec!["run", "--sharpness-every", "18446744073709551615"],
+            "sharpness_every",
+        ),
+        (
+            vec![
+                "run",
+                "--perturbation",
+                "none",
+                "--perturbation-size",
+                "0.3",
+            ],
+            "perturbation_size",
+        ),
+        (
+            vec!["run", "--perturbation", "relative", "--noise", "0.1"],
+            "noise",
+        ),
+        (
+            vec!["run", "--singular-values", "1,0.5", "--kappa", "5"],
+            "kappa",
+        ),
+        (
+            vec!["sweep", "--stability-steps", "0", "--stability-tol", "0.1"],
+            "stability_tol",
+        ),
+        (
+            vec!["sweep", "--etas", "0.1,0.05", "--shard", "3/3"],
+            "shard",
+        ),
+        (
+            vec!["sweep", "--max-rows", "18446744073709551615"],
+            "max_rows",
+        ),
+    ] {
+        refused(&args, key);
+    }
+    // outputs that would land on each other or on an input
+    std::fs::create_dir_all(d("o3")).unwrap();
+    refused(
+        &[
+            "run",
+            "--steps",
+            "5",
+            "--out",
+            &d("o3"),
+            "--save-problem",
+            &d("o3/trajectory.csv"),
+        ],
+        "save_problem",
+    );
+    let link = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere/x"), &link).unwrap();
+    refused(
+        &["run", "--steps", "5", "--out", link.to_str().unwrap()],
+        "out",
+    );
+    let long = dir.path().join("a".repeat(300));
+    refused(
+        &["run", "--steps", "5", "--out", long.to_str().unwrap()],
+        "out",
+    );
+    let (run, _) = outputs(dir.path());
+    let r = run.to_str().unwrap();
+    refused(&["plot", r, r, "--out", &d("figs")], "twice");
+    let sweep_parts: Vec<String> = (1..=2)
+        .map(|i| {
+            let out = d(&format!("part{i}"));
+            gdflow()
+                .arg("sweep")
+                .args(TINY)
+                .args([
+                    "--etas",
+                    "0.1,0.05",
+                    "--horizon",
+                    "2",
+                    "--stability-steps",
+                    "0",
+                ])
+                .args(["--shard", &format!("{i}/2"), "--out", &out])
+                .assert()
+                .success();
+            out
+        })
+        .collect();
+    refused(
+        &[
+            "merge",
+            &sweep_parts[0],
+            &sweep_parts[1],
+            "--out",
+            &sweep_parts[0],
+            "--force",
+        ],
+        "out",
+    );
+}

@@ -52,6 +52,21 @@ pub struct CentralOutput {
     pub vectors: Vec<Vec<f64>>,
 }
 
+/// The central flow fails (a result, never a hang) when more eigenvalues than this are held.
+const MAX_HELD: usize = 8;
+
+/// Far past the stability limit every direction reaches 2/η: the p×p semidefinite problem
+/// and p eigenvectors per evaluation would not end. A failure at `t`, a result.
+fn too_many_held(t: f64) -> Status {
+    Status::Failed {
+        t,
+        reason: format!(
+            "more than {MAX_HELD} eigenvalues reached 2/η: η is far past the stability limit, \
+             where the central flow (MATH §8) is not a useful description; lower --eta"
+        ),
+    }
+}
+
 /// Hessian eigenvalues within this fraction of 2/η count as having reached it (an event).
 const REACHED: f64 = 1e-7;
 /// The same once p ≥ 1 are held. Not smaller: as λ_{p+1} closes in on the held ones, the held
@@ -125,6 +140,10 @@ pub fn solve_central_flow_with(
                 eigenvalue: values[p - 1],
             });
             (point, work) = central.last();
+            if p > MAX_HELD {
+                status = too_many_held(t0);
+                break 'segments;
+            }
             continue 'segments;
         }
         let output = |central: &CentralField, y: &[f64]| -> CentralOutput {
@@ -250,6 +269,11 @@ pub fn solve_central_flow_with(
                 });
                 p += 1;
                 report.max_active = report.max_active.max(p);
+                if p > MAX_HELD {
+                    status = too_many_held(te);
+                    (_, work) = central.last();
+                    break 'segments;
+                }
                 continue 'segments;
             }
             if next == times.len() {

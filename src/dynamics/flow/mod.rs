@@ -120,6 +120,9 @@ pub enum JacobianMode {
 /// problem's time scale never hangs the program.
 pub const DEFAULT_MAX_STEPS: usize = 5_000_000;
 
+/// A flow whose state grows past this factor times its start's size (or 1) has diverged.
+pub const DIVERGED_FACTOR: f64 = 1e6;
+
 #[derive(Debug, Clone, Copy)]
 pub struct FlowOptions {
     pub method: Method,
@@ -608,6 +611,9 @@ fn dop853_segment(
     let mut s = dop853::Dop853::new(field, t0, y0, opts.rtol, opts.atol, opts.scale, t_end);
     let mut buf = vec![0.0; y0.len()];
     let mut handover = None;
+    // the divergence rule GD's driver applies to the loss, applied to the state's size: a
+    // flow that blows up (a modified field far past its η) is a result, not a hang
+    let bound = DIVERGED_FACTOR * crate::vector::norm(y0).max(1.0);
     while !out.done() {
         if out.steps_taken >= opts.max_steps {
             out.status = Status::Failed {
@@ -630,6 +636,15 @@ fn dop853_segment(
             out.status = Status::Failed {
                 t,
                 reason: "non-finite state".to_string(),
+            };
+            break;
+        }
+        if crate::vector::norm(s.y()) > bound {
+            out.status = Status::Failed {
+                t,
+                reason: format!(
+                    "diverged: the state grew past {DIVERGED_FACTOR:e} times its start's size"
+                ),
             };
             break;
         }
