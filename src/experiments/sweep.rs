@@ -47,6 +47,9 @@ use crate::results::sweep::{
 };
 use crate::results::Provenance;
 
+/// The stability bisection may stream at most this many operator entries.
+const MAX_BISECTION_ENTRIES: f64 = 1e12;
+
 /// The reference is solved again with tolerances divided by this to estimate its error.
 pub const TIGHTENING: f64 = 100.0;
 
@@ -200,6 +203,18 @@ pub fn resolve_settings(
         stability_steps as f64 <= MAX_STEPS,
         stability_steps,
         &format!("must be <= {MAX_STEPS:e} GD steps per bisection trial"),
+    )?;
+    // the bisection runs about 20 trials of that many GD steps, a pass each
+    let bisection = 20.0 * stability_steps as f64 * problem.op.entries_per_pass() as f64;
+    settings_check(
+        "stability_steps",
+        bisection <= MAX_BISECTION_ENTRIES,
+        stability_steps,
+        &format!(
+            "would stream about {bisection:.1e} operator entries in the bisection's ~20 GD runs \
+             (at most {MAX_BISECTION_ENTRIES:e}, a quarter of an hour at ~1e9 a second): fewer \
+             steps per trial, or 0 to skip the stability limit"
+        ),
     )?;
     check_sweep_memory(&etas, horizon, problem)?;
     // every η's modified flow to T, from this start

@@ -107,7 +107,8 @@ impl EtaColors {
     fn apply(&self, mut series: Series, eta: f64) -> Series {
         if let Some(bar) = &self.bar {
             series.shade = Some(bar.position(eta));
-            series.label = String::new();
+            // off the legend (the colour bar tells η), still named in the CSV
+            series.name = Some(std::mem::take(&mut series.label));
         }
         series
     }
@@ -243,22 +244,25 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
         let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv()[i])).collect();
         let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv()[i])).collect();
         flow.iter().chain(&gd).for_each(|q| see(q.1));
-        let label = |what: &str| {
-            if many {
-                String::new()
-            } else if variant == crate::dynamics::FlowVariant::Plain {
+        let name = |what: &str| {
+            if variant == crate::dynamics::FlowVariant::Plain {
                 format!("σ_{} {what}", i + 1)
             } else {
                 format!("σ_{} {} {what}", i + 1, variant.name())
             }
         };
+        // in the legend only when few are drawn; in the CSV always
+        let label = |what: &str| if many { String::new() } else { name(what) };
         p.series.push(Series {
             diverged_at: ended_at(&run.summary.flow.status),
             shade: shade(i),
+            name: Some(name("flow")),
             ..Series::new(label("flow"), i, Style::Line, flow)
         });
+        let method = method_label(&run.summary.optimizer.name);
         p.series.push(Series {
             shade: shade(i),
+            name: Some(format!("σ_{} {method}", i + 1)),
             ..gd_series(String::new(), i, gd, &run.summary.gd.status)
         });
     }

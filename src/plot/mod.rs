@@ -69,6 +69,10 @@ pub struct Series {
     /// instead of `color` when many series differ by one parameter.
     #[serde(default)]
     pub shade: Option<f64>,
+    /// The series' name in the figure's CSV where it has no legend label (shaded series, the
+    /// markers drawn over a line), so that every plotted point can be told apart.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Series {
@@ -86,6 +90,7 @@ impl Series {
             diverged_at: None,
             upper: vec![],
             shade: None,
+            name: None,
         }
     }
 
@@ -329,6 +334,75 @@ fn tx(log: bool, v: f64) -> f64 {
     }
 }
 
+/// A tick label on an axis spanning `span` (in log10 units on a log axis): on a log axis
+/// within a decade or two, ticks close together need a third digit to differ.
+fn tick_in(log: bool, v: f64, span: f64) -> String {
+    if log && span < 1.5 && (v - v.round()).abs() >= 1e-9 {
+        let p = 10f64.powf(v);
+        return format!("{p:.2e}").replace("e0", "");
+    }
+    tick(log, v)
+}
+
+/// Text as a figure draws it: `_i`, `_j`, `_k`, `_r`, `_1`… as subscripts (plotters draws
+/// text literally, so `max_j` would show its underscore); the CSV keeps the plain names.
+pub fn pretty(text: &str) -> String {
+    let sub = |c: char| -> Option<char> {
+        Some(match c {
+            '0' => '₀',
+            '1' => '₁',
+            '2' => '₂',
+            '3' => '₃',
+            '4' => '₄',
+            '5' => '₅',
+            '6' => '₆',
+            '7' => '₇',
+            '8' => '₈',
+            '9' => '₉',
+            'i' => 'ᵢ',
+            'j' => 'ⱼ',
+            'k' => 'ₖ',
+            'r' => 'ᵣ',
+            't' => 'ₜ',
+            'n' => 'ₙ',
+            'm' => 'ₘ',
+            _ => return None,
+        })
+    };
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        // after `_`: a run of digits (`σ_50`), or one letter not followed by another
+        // (`max_j`, not `final_dev`)
+        let digits = chars[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let letter = chars.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.get(i + 2).is_none_or(|a| !a.is_alphanumeric());
+        let run = if digits > 0 {
+            digits
+        } else {
+            usize::from(letter)
+        };
+        let subs: Option<String> = (run > 0)
+            .then(|| chars[i + 1..i + 1 + run].iter().map(|&c| sub(c)).collect())
+            .flatten();
+        match (chars[i], subs) {
+            ('_', Some(s)) => {
+                out.push_str(&s);
+                i += 1 + run;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 fn tick(log: bool, v: f64) -> String {
     if log {
         // Ticks sit at round values of log10: label powers of ten as such and the others with
@@ -395,7 +469,7 @@ fn legend_layout<DB: DrawingBackend>(
             continue;
         }
         let width = area
-            .estimate_text_size(&s.label, &font)
+            .estimate_text_size(&pretty(&s.label), &font)
             .map_or(9 * s.label.chars().count() as i32, |d| d.0 as i32)
             + LEGEND_SAMPLE;
         if x > 0 && x + width + LEGEND_GAP > available {
@@ -479,7 +553,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     let height = area.dim_in_pixel().1 as i32;
     let (chart_area, strip_area) = area.split_vertically(height - strip);
     let mut chart = ChartBuilder::on(&chart_area)
-        .caption(&panel.title, ("sans-serif", 24))
+        .caption(pretty(&panel.title), ("sans-serif", 24))
         .margin(12)
         .x_label_area_size(56)
         .y_label_area_size(84)
@@ -487,14 +561,14 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .map_err(|e| err(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc(&panel.x_label)
-        .y_desc(&panel.y_label)
+        .x_desc(pretty(&panel.x_label))
+        .y_desc(pretty(&panel.y_label))
         .axis_desc_style(("sans-serif", 20))
         .label_style(("sans-serif", 17))
         .x_labels(7)
         .y_labels(7)
-        .x_label_formatter(&|v| tick(lx, *v))
-        .y_label_formatter(&|v| tick(ly, *v))
+        .x_label_formatter(&|v| tick_in(lx, *v, x1 - x0))
+        .y_label_formatter(&|v| tick_in(ly, *v, y1 - y0))
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
@@ -537,7 +611,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
                     .draw_series(DashedLineSeries::new(run, 9, 6, color.stroke_width(2)))
                     .map(|_| ()),
                 Style::Guide => chart
-                    .draw_series(DashedLineSeries::new(run, 3, 5, color.stroke_width(1)))
+                    .draw_series(DashedLineSeries::new(run, 2, 4, color.stroke_width(1)))
                     .map(|_| ()),
                 Style::Markers | Style::Band => chart
                     .draw_series(run.into_iter().map(|q| Circle::new(q, 3, color.filled())))
@@ -588,9 +662,10 @@ fn draw_strip<DB: DrawingBackend>(
                 Style::Line => area.draw(&seg(0, 24, 2)),
                 Style::Dashed => area.draw(&seg(0, 9, 2)).and(area.draw(&seg(15, 24, 2))),
                 Style::Guide => area
-                    .draw(&seg(0, 3, 1))
-                    .and(area.draw(&seg(9, 12, 1)))
-                    .and(area.draw(&seg(18, 21, 1))),
+                    .draw(&seg(0, 2, 1))
+                    .and(area.draw(&seg(6, 8, 1)))
+                    .and(area.draw(&seg(12, 14, 1)))
+                    .and(area.draw(&seg(18, 20, 1))),
                 Style::Markers => area.draw(&Circle::new((sx + 12, sy), 4, color.filled())),
                 Style::Band => area.draw(&Rectangle::new(
                     [(sx, sy - 6), (sx + 24, sy + 6)],
@@ -598,13 +673,13 @@ fn draw_strip<DB: DrawingBackend>(
                 )),
             }
             .map_err(e)?;
-            area.draw_text(&s.label, &font, (sx + LEGEND_SAMPLE, sy - 9))
+            area.draw_text(&pretty(&s.label), &font, (sx + LEGEND_SAMPLE, sy - 9))
                 .map_err(e)?;
         }
         y += legend_rows * LEGEND_ROW + 6;
     }
     if let Some(bar) = &panel.color_bar {
-        area.draw_text(&bar.label, &font, (left, y + 2))
+        area.draw_text(&pretty(&bar.label), &font, (left, y + 2))
             .map_err(e)?;
         let label_w = area
             .estimate_text_size(&bar.label, &font)
@@ -633,7 +708,7 @@ fn draw_strip<DB: DrawingBackend>(
         y += COLOR_BAR_H;
     }
     for (k, line) in lines.iter().enumerate() {
-        area.draw_text(line, &font, (left, y + TEXT_ROW * k as i32))
+        area.draw_text(&pretty(line), &font, (left, y + TEXT_ROW * k as i32))
             .map_err(e)?;
     }
     Ok(())
@@ -661,7 +736,8 @@ pub fn plotted_csv(fig: &Figure) -> Result<Vec<u8>> {
     for panel in &fig.panels {
         let p = plotted(panel);
         for ps in &p.series {
-            let label = panel.series[ps.index].label.as_str();
+            let label = csv_name(panel, ps.index);
+            let label = label.as_str();
             let edges: Vec<(String, Vec<(f64, f64)>)> = if ps.upper.is_empty() {
                 vec![(label.to_string(), ps.points.clone())]
             } else {
@@ -692,6 +768,37 @@ pub fn plotted_csv(fig: &Figure) -> Result<Vec<u8>> {
     }
     w.into_inner()
         .map_err(|e| Error::invalid("figure csv", &fig.name, e.to_string()))
+}
+
+/// A series' name in the CSV: its label, else its `name`, else (markers over a line) the
+/// label of the line of its colour before it, else its position.
+fn csv_name(panel: &Panel, index: usize) -> String {
+    let s = &panel.series[index];
+    if !s.label.is_empty() {
+        return s.label.clone();
+    }
+    if let Some(name) = &s.name {
+        return name.clone();
+    }
+    panel.series[..index]
+        .iter()
+        .rev()
+        .find(|q| {
+            q.color == s.color && q.shade == s.shade && (!q.label.is_empty() || q.name.is_some())
+        })
+        .map(|q| {
+            let base = if q.label.is_empty() {
+                q.name.clone().unwrap_or_default()
+            } else {
+                q.label.clone()
+            };
+            if s.style == Style::Markers {
+                format!("{base} (markers)")
+            } else {
+                base
+            }
+        })
+        .unwrap_or_else(|| format!("series {}", index + 1))
 }
 
 /// Write DIR/NAME.png, DIR/NAME.svg and DIR/NAME.csv, each appearing only once complete.

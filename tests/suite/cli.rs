@@ -348,7 +348,7 @@ fn plot_reads_saved_runs_and_sweeps() {
     assert!(mixed.join("singular_values.svg").exists());
     assert!(mixed.join("sweep/deviation_vs_eta.svg").exists());
     let svg = std::fs::read_to_string(mixed.join("singular_values.svg")).unwrap();
-    assert!(svg.contains("σ_2…σ_3"), "--top-singular-values 1 acted");
+    assert!(svg.contains("σ₂…σ₃"), "--top-singular-values 1 acted");
 
     // a flag for runs with only a sweep is refused, and so is a directory of neither kind,
     // before anything is written

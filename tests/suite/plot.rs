@@ -267,14 +267,15 @@ fn singular_values_at_width_fifty_draw_the_rest_as_one_grey_band() {
     write_figure(&fig, dir.path()).unwrap();
     let svg = check_files(dir.path(), "singular_values");
     assert!(svg.contains(r##"fill="#BEBEBE""##), "the band is drawn");
-    assert!(svg.contains("σ_5…σ_50: 46 values, flow and GD (min–max)"));
+    assert!(svg.contains("σ₅…σ₅₀: 46 values, flow and GD (min–max)"));
+    let subscript = |i: u32| char::from_u32(0x2080 + i).unwrap();
     for i in 1..=4 {
         assert!(
-            svg.contains(&format!("σ_{i} flow")),
+            svg.contains(&format!("σ{} flow", subscript(i))),
             "σ_{i} has its legend entry"
         );
     }
-    assert!(!svg.contains("σ_5 flow"));
+    assert!(!svg.contains(&format!("σ{} flow", subscript(5))));
     assert_legends_clear("singular_values", &svg);
     let rows = csv_rows(&dir.path().join("singular_values.csv"));
     let count = |series: &str| rows.iter().filter(|r| r[1] == series).count();
@@ -338,7 +339,15 @@ fn sixteen_step_sizes_get_a_colour_scale_not_a_legend_of_sixteen() {
     );
     assert_legends_clear("loss_error", &svg);
     let rows = csv_rows(&dir.path().join("loss_error.csv"));
-    let gd_rows = rows.iter().filter(|r| r[1].is_empty()).count();
+    // off the legend, but every GD point named by its η in the CSV
+    let gd_rows = rows.iter().filter(|r| r[1].starts_with("GD η = ")).count();
+    let names: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r[1].starts_with("GD η = "))
+        .map(|r| r[1].as_str())
+        .collect();
+    assert_eq!(names.len(), etas.len(), "one name per step size: {names:?}");
+    assert!(rows.iter().all(|r| !r[1].is_empty()), "every series named");
     assert_eq!(
         gd_rows,
         2 * etas.len() * 41,
@@ -460,5 +469,50 @@ fn runs_against_their_modified_flows_draw_and_name_each_flow() {
         assert_eq!(drawn, recorded, "{name}");
     }
     write_figure(&figs[1], dir.path()).unwrap();
-    assert!(check_files(dir.path(), "singular_values").contains("σ_1 modified flow"));
+    assert!(check_files(dir.path(), "singular_values").contains("σ₁ modified flow"));
+}
+
+/// Tick labels on a log axis within a decade are unique, and no label shows a literal `_i`.
+#[test]
+fn tick_labels_differ_and_subscripts_are_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let pts: Vec<(f64, f64)> = (0..50)
+        .map(|i| (i as f64, 0.5 + 0.3 * i as f64 / 49.0))
+        .collect();
+    let fig = Figure {
+        name: "ticks".into(),
+        panels: vec![Panel {
+            title: "max_j ‖X_j − X(t_j)‖ of σ_1".into(),
+            x_label: "j".into(),
+            y_label: "σ_i".into(),
+            log_y: true,
+            series: vec![
+                Series::new("σ_1 flow", 0, Style::Line, pts.clone()),
+                Series::new("", 0, Style::Markers, pts),
+            ],
+            ..Default::default()
+        }],
+        columns: None,
+    };
+    write_figure(&fig, dir.path()).unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("ticks.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(str::to_string))
+        .collect();
+    let ticks: Vec<&String> = texts.iter().filter(|t| t.contains("e-1")).collect();
+    let unique: std::collections::BTreeSet<&String> = ticks.iter().copied().collect();
+    assert!(ticks.len() >= 2, "{texts:?}");
+    assert_eq!(unique.len(), ticks.len(), "repeated tick labels: {ticks:?}");
+    assert!(
+        texts.iter().all(|t| !t.contains("_j") && !t.contains("σ_")),
+        "literal underscores drawn: {texts:?}"
+    );
+    let rows = csv_rows(&dir.path().join("ticks.csv"));
+    assert!(
+        rows.iter().any(|r| r[1] == "σ_1 flow (markers)"),
+        "markers named in the CSV"
+    );
 }
