@@ -19,6 +19,20 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A refusal of the configuration names one of its keys (or a file or table it came from).
+fn assert_names_a_key(e: &gdflow::error::Error) {
+    match e {
+        gdflow::error::Error::InvalidConfig { field, .. } => {
+            let key = field.rsplit('.').next().unwrap_or(field);
+            assert!(
+                KNOWN_KEYS.contains(&key) || ["config", "sweep", "check"].contains(&key),
+                "the refusal names `{field}`, which is no key: {e}"
+            );
+        }
+        other => panic!("a configuration refused with {other}"),
+    }
+}
+
 fn small_npz() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.npz");
@@ -45,10 +59,40 @@ proptest! {
             .map(|(k, v)| format!("{k} = {v}\n"))
             .collect();
         if let Ok((args, _)) = parse_config_file(&text) {
-            if let Ok(cfg) = args.resolve() {
-                let _ = cfg.warnings();
+            match args.resolve() {
+                Ok(cfg) => {
+                    let _ = cfg.warnings();
+                }
+                Err(e) => assert_names_a_key(&e),
             }
         }
+    }
+
+    /// The same keys as flags: clap's parse, then the resolution, in bounded time, and every
+    /// refusal names a configuration key.
+    #[test]
+    fn flags_with_arbitrary_values_parse_or_fail_naming_a_key(
+        entries in prop::collection::vec((prop::sample::select(KNOWN_KEYS), value()), 0..8)
+    ) {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: gdflow::config::ConfigArgs,
+        }
+        let mut argv = vec!["gdflow".to_string()];
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in entries.iter().filter(|(k, _)| seen.insert(*k)) {
+            argv.push(format!("--{}", k.replace('_', "-")));
+            argv.push(v.trim_matches(|c| c == '"' || c == '[' || c == ']').replace(' ', ""));
+        }
+        let start = std::time::Instant::now();
+        if let Ok(flags) = Flags::try_parse_from(&argv) {
+            if let Err(e) = flags.config.resolve() {
+                assert_names_a_key(&e);
+            }
+        }
+        prop_assert!(start.elapsed().as_secs_f64() < 1.0, "{argv:?}");
     }
 
     #[test]
