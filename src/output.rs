@@ -23,6 +23,7 @@ fn end(path: &Path) {
 }
 
 /// Remove every file this process began and did not finish (for SIGINT/SIGTERM).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub fn remove_unfinished() {
     if let Ok(v) = UNFINISHED.lock() {
         // files first, then directories created for this command (removed only if empty)

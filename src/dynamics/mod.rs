@@ -25,7 +25,7 @@ pub use driver::{
     gradient_descent, gradient_descent_batch, gradient_descent_batch_from, Divergence, Driver,
     Iterate, Observer, RunOptions, SaveAt,
 };
-pub use stepper::{Gd, Stepper};
+pub use stepper::{Evaluation, Gd, Stepper};
 
 /// How a trajectory ended. Divergence and solver failure are results, not errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -56,6 +56,38 @@ pub trait Stepper {
     }
 }
 
+/// The evaluation most methods make at the point they step from: F there into a buffer of
+/// their own, with the field's workspace (G there) kept for the records.
+#[derive(Clone, Debug, Default)]
+pub struct Evaluation {
+    /// F at the last point evaluated.
+    pub f: Vec<f64>,
+    ws: Option<Workspace>,
+}
+
+impl Evaluation {
+    /// F(x) into [`Evaluation::f`]; returns the loss at x.
+    pub fn at(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        self.f.resize(x.len(), 0.0);
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        field.rhs(x, &mut self.f, ws)
+    }
+    /// The workspace of the last evaluation.
+    pub fn workspace(&self) -> Option<&Workspace> {
+        self.ws.as_ref()
+    }
+    /// The workspace, made if there is none yet (for a second evaluation within a step).
+    pub fn workspace_mut(&mut self, field: &dyn Field) -> &mut Workspace {
+        self.ws.get_or_insert_with(|| field.workspace())
+    }
+    /// [`Stepper::batch_buffer`] for a method whose evaluation this is.
+    pub fn batch_buffer(&mut self, len: usize) -> &mut Vec<f64> {
+        self.ws = None;
+        self.f.resize(len, 0.0);
+        &mut self.f
+    }
+}
+
 /// Gradient descent U ← U − ηGV, V ← V − ηGᵀU, both from the old iterate (MATH §2):
 /// x ← x + η F(x).
 #[derive(Clone, Debug, Default)]

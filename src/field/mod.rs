@@ -205,6 +205,31 @@ impl Workspace {
     }
 }
 
+/// The [`Field`] methods a wrapper of another field (in its field `$inner`) passes through
+/// unchanged: the shape, the operator, y, the evaluation and the loss. Wrappers that change
+/// the field (GD's modified field, ScaledGD's preconditioned one, …) write only what they
+/// change.
+#[macro_export]
+macro_rules! delegate_to_inner_field {
+    ($inner:ident) => {
+        fn factors(&self) -> $crate::field::Factors {
+            self.$inner.factors()
+        }
+        fn operator(&self) -> &dyn $crate::operator::SensingOperator {
+            self.$inner.operator()
+        }
+        fn observations(&self) -> &[f64] {
+            self.$inner.observations()
+        }
+        fn evaluate(&self, state: &[f64], ws: &mut $crate::field::Workspace) -> f64 {
+            self.$inner.evaluate(state, ws)
+        }
+        fn loss(&self, state: &[f64], ws: &mut $crate::field::Workspace) -> f64 {
+            self.$inner.loss(state, ws)
+        }
+    };
+}
+
 /// A vector field on factor states: what GD steps along and what the flows integrate.
 ///
 /// Required: the shape, the operator it measures with, [`Field::evaluate`], [`Field::rhs`],

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use nalgebra::DMatrix;
 
-use super::{Factors, Field, Workspace};
-use crate::operator::SensingOperator;
+use super::{Field, Workspace};
 
 /// F̃ = a·F + b·η·J·F around any field F: GD's modified field with a = 1, b = −½
 /// ([`Modified::new`]); other methods' modified fields have other coefficients (heavy ball's,
@@ -44,23 +43,9 @@ impl Modified {
 }
 
 impl Field for Modified {
-    fn factors(&self) -> Factors {
-        self.inner.factors()
-    }
-    fn operator(&self) -> &dyn SensingOperator {
-        self.inner.operator()
-    }
-    fn observations(&self) -> &[f64] {
-        self.inner.observations()
-    }
+    crate::delegate_to_inner_field!(inner);
     fn describe(&self) -> String {
         format!("modified (η = {}) of {}", self.eta, self.inner.describe())
-    }
-    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.evaluate(state, ws)
-    }
-    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.loss(state, ws)
     }
 
     /// out = F − (η/2)·J·F; returns f (not f̃).

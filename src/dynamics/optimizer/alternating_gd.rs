@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use super::{no_limit, Limit, Optimizer};
-use crate::dynamics::{FlowVariant, Stepper};
-use crate::field::{central_difference, Factors, Field, Workspace};
-use crate::operator::SensingOperator;
+use crate::dynamics::{Evaluation, FlowVariant, Stepper};
+use crate::field::{central_difference, Field, Workspace};
 
 /// Alternating GD.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,8 +49,7 @@ impl Optimizer for AlternatingGd {
 
 #[derive(Default)]
 struct AlternatingStepper {
-    f: Vec<f64>,
-    ws: Option<Workspace>,
+    eval: Evaluation,
 }
 
 impl Stepper for AlternatingStepper {
@@ -59,28 +57,24 @@ impl Stepper for AlternatingStepper {
         "alternating-gd".into()
     }
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.f.resize(x.len(), 0.0);
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(x, &mut self.f, ws)
+        self.eval.at(field, x)
     }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let nu = field.factors().n1 * field.factors().k;
-        for (xi, fi) in x[..nu].iter_mut().zip(&self.f[..nu]) {
+        for (xi, fi) in x[..nu].iter_mut().zip(&self.eval.f[..nu]) {
             *xi += eta * fi;
         }
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(x, &mut self.f, ws);
-        for (xi, fi) in x[nu..].iter_mut().zip(&self.f[nu..]) {
+        // the V step at the new U
+        self.eval.at(field, x);
+        for (xi, fi) in x[nu..].iter_mut().zip(&self.eval.f[nu..]) {
             *xi += eta * fi;
         }
     }
     fn workspace(&self) -> Option<&Workspace> {
-        self.ws.as_ref()
+        self.eval.workspace()
     }
     fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        self.ws = None;
-        self.f.resize(len, 0.0);
-        Some(&mut self.f)
+        Some(self.eval.batch_buffer(len))
     }
 }
 
@@ -92,27 +86,13 @@ struct AlternatingModified {
 }
 
 impl Field for AlternatingModified {
-    fn factors(&self) -> Factors {
-        self.inner.factors()
-    }
-    fn operator(&self) -> &dyn SensingOperator {
-        self.inner.operator()
-    }
-    fn observations(&self) -> &[f64] {
-        self.inner.observations()
-    }
+    crate::delegate_to_inner_field!(inner);
     fn describe(&self) -> String {
         format!(
             "alternating GD's modified (η = {}) of {}",
             self.eta,
             self.inner.describe()
         )
-    }
-    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.evaluate(state, ws)
-    }
-    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.loss(state, ws)
     }
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         let n = out.len();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::second_order::{Friction, SecondOrder};
 use super::{no_limit, Context, Limit, Optimizer, Parameters, Refusal, Settings, TimeScale};
-use crate::dynamics::{FlowVariant, Stepper};
+use crate::dynamics::{Evaluation, FlowVariant, Stepper};
 use crate::field::{Field, Modified, Workspace};
 
 /// Heavy ball with its momentum given one of two ways.
@@ -49,9 +49,8 @@ impl Optimizer for HeavyBall {
     fn stepper(&self, eta: f64) -> Box<dyn Stepper> {
         Box::new(HeavyBallStepper {
             beta: self.beta(eta),
-            f: Vec::new(),
+            eval: Evaluation::default(),
             previous: None,
-            ws: None,
         })
     }
     fn limits(&self) -> Vec<FlowVariant> {
@@ -156,9 +155,8 @@ pub(super) fn build(s: &Settings, c: &Context) -> Result<Arc<dyn Optimizer>, Ref
 
 struct HeavyBallStepper {
     beta: f64,
-    f: Vec<f64>,
+    eval: Evaluation,
     previous: Option<Vec<f64>>,
-    ws: Option<Workspace>,
 }
 
 impl Stepper for HeavyBallStepper {
@@ -166,24 +164,20 @@ impl Stepper for HeavyBallStepper {
         "heavy-ball".into()
     }
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.f.resize(x.len(), 0.0);
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(x, &mut self.f, ws)
+        self.eval.at(field, x)
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let previous = self.previous.get_or_insert_with(|| x.to_vec());
-        for ((xi, fi), pi) in x.iter_mut().zip(&self.f).zip(previous.iter_mut()) {
+        for ((xi, fi), pi) in x.iter_mut().zip(&self.eval.f).zip(previous.iter_mut()) {
             let now = *xi;
             *xi = now + eta * fi + self.beta * (now - *pi);
             *pi = now;
         }
     }
     fn workspace(&self) -> Option<&Workspace> {
-        self.ws.as_ref()
+        self.eval.workspace()
     }
     fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        self.ws = None;
-        self.f.resize(len, 0.0);
-        Some(&mut self.f)
+        Some(self.eval.batch_buffer(len))
     }
 }

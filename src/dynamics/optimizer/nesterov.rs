@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::second_order::{Friction, SecondOrder};
 use super::{no_limit, Limit, Optimizer, TimeScale};
-use crate::dynamics::{FlowVariant, Stepper};
-use crate::field::{Field, Workspace};
+use crate::dynamics::{Evaluation, FlowVariant, Stepper};
+use crate::field::Field;
 
 /// t_0 relative to √η.
 const START_FRACTION: f64 = 1e-3;
@@ -65,10 +65,9 @@ impl Optimizer for Nesterov {
 /// workspace at x_j (records evaluate x_j themselves).
 #[derive(Default)]
 struct NesterovStepper {
-    f: Vec<f64>,
+    eval: Evaluation,
     y: Option<Vec<f64>>,
     j: usize,
-    ws: Option<Workspace>,
 }
 
 impl Stepper for NesterovStepper {
@@ -76,15 +75,13 @@ impl Stepper for NesterovStepper {
         "nesterov".into()
     }
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.f.resize(x.len(), 0.0);
         let y = self.y.get_or_insert_with(|| x.to_vec());
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(y, &mut self.f, ws)
+        self.eval.at(field, y)
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let y = self.y.as_mut().expect("evaluated first");
         let c = self.j as f64 / (self.j as f64 + 3.0);
-        for ((xi, yi), fi) in x.iter_mut().zip(y.iter_mut()).zip(&self.f) {
+        for ((xi, yi), fi) in x.iter_mut().zip(y.iter_mut()).zip(&self.eval.f) {
             let next = *yi + eta * fi;
             *yi = next + c * (next - *xi);
             *xi = next;

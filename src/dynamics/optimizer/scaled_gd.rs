@@ -9,9 +9,8 @@ use std::sync::Arc;
 use nalgebra::{DMatrix, DMatrixView};
 
 use super::{no_limit, Context, Limit, Optimizer, Parameters, Refusal, Settings};
-use crate::dynamics::{FlowVariant, Stepper};
+use crate::dynamics::{Evaluation, FlowVariant, Stepper};
 use crate::field::{Factors, Field, Modified, Workspace};
-use crate::operator::SensingOperator;
 
 /// The default λ relative to σ_r(X*): Xu, Shen, Ma and Chi (ICML 2023) take λ a small
 /// constant times σ_r(X*) (their analysis asks for λ ≍ c_λσ_r with a small c_λ, and their
@@ -49,8 +48,7 @@ impl Optimizer for ScaledGd {
     fn stepper(&self, _eta: f64) -> Box<dyn Stepper> {
         Box::new(ScaledGdStepper {
             damping: self.damping,
-            f: Vec::new(),
-            ws: None,
+            eval: Evaluation::default(),
             failure: None,
         })
     }
@@ -161,8 +159,7 @@ fn add_preconditioned(
 
 struct ScaledGdStepper {
     damping: f64,
-    f: Vec<f64>,
-    ws: Option<Workspace>,
+    eval: Evaluation,
     failure: Option<String>,
 }
 
@@ -171,23 +168,20 @@ impl Stepper for ScaledGdStepper {
         "scaled-gd".into()
     }
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.f.resize(x.len(), 0.0);
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(x, &mut self.f, ws)
+        self.eval.at(field, x)
     }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let old = x.to_vec();
-        if let Err(e) = add_preconditioned(field.factors(), &old, &self.f, eta, self.damping, x) {
+        let f = &self.eval.f;
+        if let Err(e) = add_preconditioned(field.factors(), &old, f, eta, self.damping, x) {
             self.failure = Some(e);
         }
     }
     fn workspace(&self) -> Option<&Workspace> {
-        self.ws.as_ref()
+        self.eval.workspace()
     }
     fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        self.ws = None;
-        self.f.resize(len, 0.0);
-        Some(&mut self.f)
+        Some(self.eval.batch_buffer(len))
     }
     fn failure(&self) -> Option<String> {
         self.failure.clone()
@@ -211,27 +205,13 @@ impl Preconditioned {
 }
 
 impl Field for Preconditioned {
-    fn factors(&self) -> Factors {
-        self.inner.factors()
-    }
-    fn operator(&self) -> &dyn SensingOperator {
-        self.inner.operator()
-    }
-    fn observations(&self) -> &[f64] {
-        self.inner.observations()
-    }
+    crate::delegate_to_inner_field!(inner);
     fn describe(&self) -> String {
         format!(
             "ScaledGD(λ = {}) of {}",
             self.damping,
             self.inner.describe()
         )
-    }
-    fn evaluate(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.evaluate(state, ws)
-    }
-    fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
-        self.inner.loss(state, ws)
     }
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         let mut f = vec![0.0; out.len()];
