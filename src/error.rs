@@ -38,9 +38,16 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Self {
+        let mut value = value.to_string();
+        // a number printed as hundreds of digits (1e-320, 1e308) is shown as the user wrote it
+        if value.len() > 24 {
+            if let Ok(v) = value.parse::<f64>() {
+                value = format!("{v:e}");
+            }
+        }
         Error::InvalidConfig {
             field: field.to_string(),
-            value: value.to_string(),
+            value,
             allowed: allowed.into(),
         }
     }

@@ -8,7 +8,17 @@ pub fn available_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// [`available_memory_bytes`], or 16 GiB where the system does not say.
+/// The address-space limit of this process (`ulimit -v`), where one is set.
+pub fn address_space_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max address space"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    soft.parse().ok()
+}
+
+/// [`available_memory_bytes`], or 16 GiB where the system does not say, and never more than
+/// the process may map (`ulimit -v`): refusing up front beats an allocation failing late.
 pub fn available_or_default() -> u64 {
-    available_memory_bytes().unwrap_or(16 << 30)
+    let available = available_memory_bytes().unwrap_or(16 << 30);
+    address_space_limit().map_or(available, |limit| available.min(limit))
 }

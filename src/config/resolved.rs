@@ -568,8 +568,9 @@ impl Config {
     /// when the flow to `horizon` would need more than [`MAX_HORIZON_TIMESCALES`] steps.
     pub fn check_start_rate(&self, horizon: f64, eta: f64) -> Result<()> {
         let r = self.alpha * self.alpha * ((self.n1 as f64) * (self.n2 as f64)).sqrt();
-        let start_rate = r + eta * r * r;
-        if self.problem.is_none() && horizon * start_rate > MAX_HORIZON_TIMESCALES {
+        let start_rate = if eta > 0.0 { r + eta * r * r } else { r };
+        // NaN or inf (an α whose square overflows) is refused with the rest
+        if self.problem.is_none() && !(horizon * start_rate <= MAX_HORIZON_TIMESCALES) {
             return Err(Error::invalid(
                 "alpha",
                 self.alpha,
@@ -628,7 +629,7 @@ impl Config {
             let states = 16.0 * recorded * ((self.n1 + self.n2) * self.width) as f64;
             let operator = 8.0 * self.measurements as f64 * n12;
             let (field, value, what) = if operator >= states && operator >= 48.0 * n12 {
-                let key = if self.measurements as f64 >= n12 {
+                let key = if self.measurements >= self.n1.max(self.n2) {
                     ("measurements", self.measurements.to_string())
                 } else {
                     ("n1", self.n1.to_string())

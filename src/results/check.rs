@@ -61,7 +61,11 @@ impl CheckSettings {
                 }
             }
         }
-        for (field, v) in [("epsilon", s.epsilon), ("alignment_tol", s.alignment_tol)] {
+        // the [check] table's `epsilon` is the flag --check-epsilon
+        for (field, v) in [
+            ("check_epsilon", s.epsilon),
+            ("alignment_tol", s.alignment_tol),
+        ] {
             if !(v > 0.0 && v < 1.0) {
                 return Err(Error::invalid(field, v, "must lie in (0, 1)"));
             }

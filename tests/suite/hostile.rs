@@ -628,3 +628,28 @@ fn second_batch_of_silent_and_late_cases() {
         "out",
     );
 }
+
+#[test]
+fn numbers_are_shown_as_typed_and_check_flags_by_their_names() {
+    refused(&["run", "--eta", "1e-320"], "1e-320");
+    refused(&["run", "--alpha", "1e308"], "1e308");
+    refused(&["check", "--check-epsilon", "5"], "check_epsilon");
+}
+
+/// Under `ulimit -v` the memory estimate uses the limit, so a problem too large for it is
+/// refused up front instead of failing an allocation late.
+#[test]
+fn an_address_space_limit_bounds_the_memory_estimate() {
+    let bin = assert_cmd::cargo::cargo_bin("gdflow");
+    let out = Process::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 4000000; {} run --n1 200 --n2 200 --measurements 20000 --steps 5",
+            bin.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("measurements") && err.contains("GiB"), "{err}");
+}
