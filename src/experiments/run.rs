@@ -411,6 +411,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         provenance: setup.provenance(),
         warnings: [
             cfg.warnings(),
+            setup.warnings.clone(),
             optimizer.warnings(&setup.optimizer_context()),
         ]
         .concat(),

@@ -92,6 +92,9 @@ pub struct Setup {
     pub from_file: Vec<String>,
     /// Wall-clock seconds spent building or loading (and saving) the problem.
     pub seconds: f64,
+    /// What the user should know about the set-up (printed, and kept in every summary's
+    /// `warnings`): options that are legal but act on nothing here.
+    pub warnings: Vec<String>,
     /// Whether atol was given (it then scales with α in [`Setup::with_alpha`]; otherwise it is
     /// the default rtol·α/√k there too).
     atol_given: bool,
@@ -192,7 +195,30 @@ impl Setup {
         if let Some(path) = &cfg.save_problem {
             problem.save_npz(path)?;
         }
+        let mut warnings = Vec::new();
+        if let ProblemSource::File {
+            has_y: true,
+            has_u0: true,
+            ..
+        } = &problem.source
+        {
+            let seeded = cfg.perturbation.is_some_and(|m| {
+                matches!(
+                    m,
+                    crate::field::PerturbationModel::Relative
+                        | crate::field::PerturbationModel::Absolute
+                )
+            });
+            if args.seed.is_some() && !seeded && from_file.iter().any(|k| k == "alpha") {
+                warnings.push(format!(
+                    "--seed {} acts on nothing here: the problem file holds y and the start, so \
+                     nothing is drawn at random",
+                    cfg.seed
+                ));
+            }
+        }
         Ok(Self {
+            warnings,
             config: cfg,
             problem,
             from_file,
@@ -234,6 +260,7 @@ impl Setup {
             config,
             problem,
             from_file: Vec::new(),
+            warnings: Vec::new(),
             seconds: 0.0,
             atol_given: true,
             custom_optimizer: None,
@@ -355,6 +382,7 @@ impl Setup {
             config: c,
             problem,
             from_file: self.from_file.clone(),
+            warnings: self.warnings.clone(),
             seconds: 0.0,
             atol_given: self.atol_given,
             custom_optimizer: self.custom_optimizer.clone(),

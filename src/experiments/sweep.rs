@@ -836,7 +836,11 @@ pub fn run_sweep(
             setup.from_file.clone(),
         ),
         sweep: settings.clone(),
-        warnings: sweep_warnings(cfg, optimizer.as_ref()),
+        warnings: [
+            sweep_warnings(cfg, optimizer.as_ref()),
+            setup.warnings.clone(),
+        ]
+        .concat(),
         problem: ProblemInfo::new(problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,

@@ -653,3 +653,39 @@ fn an_address_space_limit_bounds_the_memory_estimate() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("measurements") && err.contains("GiB"), "{err}");
 }
+
+/// A seed acts on nothing when the problem file holds y and the start: said, not ignored.
+#[test]
+fn a_seed_that_acts_on_nothing_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("full.npz");
+    let ps = p.to_str().unwrap();
+    gdflow()
+        .args(["run", "--steps", "5", "--save-problem", ps])
+        .args(TINY)
+        .assert()
+        .success();
+    let out = dir.path().join("out");
+    let run = gdflow()
+        .args([
+            "run",
+            "--steps",
+            "5",
+            "--problem",
+            ps,
+            "--seed",
+            "5",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("--seed 5 acts on nothing"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let warnings = summary["warnings"].to_string();
+    assert!(warnings.contains("acts on nothing"), "{warnings}");
+}
