@@ -231,7 +231,10 @@ fn warn(warnings: &[String]) {
 }
 
 /// The `--config` file's keys and tables (empty without one).
-fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
+fn load(
+    config: &Option<PathBuf>,
+    command: &str,
+) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
     match config {
         Some(path) => {
             crate::output::check_input_file("config", path)?;
@@ -239,6 +242,17 @@ fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, Chec
                 Error::invalid("config", path.display(), format!("cannot be read: {e}"))
             })?;
             let (args, sweep, check) = parse_config_file_all(&text)?;
+            // a table for another command is allowed (a sweep's config.toml re-runs as a run)
+            // but said, so that nobody takes its values for acting
+            for (table, present) in [("sweep", sweep.is_some()), ("check", check.is_some())] {
+                if present && command != table {
+                    eprintln!(
+                        "warning: the [{table}] table of {} is for `gdflow {table}`; `gdflow \
+                         {command}` does not use it",
+                        path.display()
+                    );
+                }
+            }
             Ok((args, sweep.unwrap_or_default(), check.unwrap_or_default()))
         }
         None => Ok(Default::default()),
@@ -249,8 +263,9 @@ fn load(config: &Option<PathBuf>) -> anyhow::Result<(ConfigArgs, SweepArgs, Chec
 fn gather(
     output: &OutputFlags,
     flags: &ConfigArgs,
+    command: &str,
 ) -> anyhow::Result<(ConfigArgs, SweepArgs, CheckArgs)> {
-    let (base, sweep, check) = load(&output.config)?;
+    let (base, sweep, check) = load(&output.config, command)?;
     let merged = base.overlaid_by(flags);
     if let Some(input) = &output.config {
         refuse_writing_over("config", input, &merged)?;
@@ -294,7 +309,7 @@ fn refuse_writing_over(field: &str, input: &Path, args: &ConfigArgs) -> anyhow::
 fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { output, config } => {
-            let (args, _, _) = gather(&output, &config)?;
+            let (args, _, _) = gather(&output, &config, "run")?;
             let setup = Setup::new(&args, Cmd::Run, output.force)?;
             let extras = RunExtras {
                 progress: !output.quiet,
@@ -322,7 +337,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             sweep,
             config,
         } => {
-            let (args, base_sweep, _) = gather(&output, &config)?;
+            let (args, base_sweep, _) = gather(&output, &config, "sweep")?;
             let setup = Setup::new(&args, Cmd::Sweep, output.force)?;
             let merged_sweep = base_sweep.overlaid_by(&sweep);
             let result = crate::experiments::sweep(&setup, &merged_sweep, !output.quiet)?;
@@ -346,7 +361,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             check,
             config,
         } => {
-            let (args, _, base_check) = gather(&output, &config)?;
+            let (args, _, base_check) = gather(&output, &config, "check")?;
             let merged_check = base_check.overlaid_by(&check);
             // Bad constants are refused before the problem is built.
             crate::results::check::CheckSettings::resolve(&merged_check)?;

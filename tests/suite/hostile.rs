@@ -689,3 +689,21 @@ fn a_seed_that_acts_on_nothing_is_warned_about() {
     let warnings = summary["warnings"].to_string();
     assert!(warnings.contains("acts on nothing"), "{warnings}");
 }
+
+/// A config file's table for another command is allowed (a sweep's config.toml re-runs as a
+/// run) but said on stderr.
+#[test]
+fn a_table_for_another_command_is_said_to_act_on_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "steps = 5\n[check]\norder_tol = 0.2\n").unwrap();
+    let out = gdflow()
+        .args(["run", "--config", toml.to_str().unwrap()])
+        .args(TINY)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[check] table") && err.contains("does not use it"), "{err}");
+}
