@@ -642,7 +642,15 @@ impl Config {
                     "the recorded states",
                 )
             } else if states >= 48.0 * n12 {
-                ("width", self.width.to_string(), "the states of width k")
+                // the states are (n1 + n2)·k numbers: the larger of the three is the one to lower
+                let largest = self.width.max(self.n1).max(self.n2);
+                match largest {
+                    w if w == self.width => {
+                        ("width", self.width.to_string(), "the states of width k")
+                    }
+                    n if n == self.n1 => ("n1", self.n1.to_string(), "the states (n1 + n2)·k"),
+                    _ => ("n2", self.n2.to_string(), "the states (n1 + n2)·k"),
+                }
             } else {
                 ("n1", self.n1.to_string(), "the n1×n2 matrices")
             };

@@ -150,6 +150,19 @@ impl Problem {
     ) -> Result<Self> {
         let mut archive = npyz::npz::NpzArchive::new(reader)
             .map_err(|e| Error::npz(path, format!("not a readable .npz archive: {e}")))?;
+        // the zip index keeps one entry per name: more entries than names means two arrays
+        // share a name, and which one would be read is the archive's accident
+        let entries = archive.zip_archive().len();
+        let distinct = archive.array_names().count();
+        if entries > distinct {
+            return Err(Error::npz(
+                path,
+                format!(
+                    "holds {entries} entries under {distinct} names: two arrays share a name; \
+                     keep one of each"
+                ),
+            ));
+        }
         if let Some(unknown) = archive.array_names().find(|n| !ARRAYS.contains(n)) {
             return Err(Error::npz(
                 path,

@@ -705,5 +705,72 @@ fn a_table_for_another_command_is_said_to_act_on_nothing() {
         .get_output()
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[check] table") && err.contains("does not use it"), "{err}");
+    assert!(
+        err.contains("[check] table") && err.contains("does not use it"),
+        "{err}"
+    );
+}
+
+/// The last unclear cases of the hunt: the key behind a huge state, two arrays under one
+/// name, λ = 0 said as such.
+#[test]
+fn the_hunts_last_unclear_cases_name_what_to_change() {
+    refused(
+        &[
+            &["run"],
+            &TINY[..2],
+            &["--n1", "4000000000", "--steps", "5"],
+        ]
+        .concat(),
+        "n1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.npz");
+    write_npz(
+        &good,
+        &[
+            ("x_star", vec![2, 3], vec![1., 0., 0., 0., 1., 0.]),
+            ("sensing", vec![4, 2, 3], vec![0.5; 24]),
+        ],
+    );
+    let bytes = std::fs::read(&good).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let dupe = dir.path().join("dupe.npz");
+    let mut w = zip::ZipWriter::new(std::fs::File::create(&dupe).unwrap());
+    let mut first = Vec::new();
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
+        if i == 0 {
+            first = data.clone();
+        }
+        w.start_file(f.name().to_string(), zip::write::FileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, &data).unwrap();
+    }
+    // the first array again, under its own name
+    let name = archive.by_index(0).unwrap().name().to_string();
+    w.start_file(name, zip::write::FileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut w, &first).unwrap();
+    w.finish().unwrap();
+    npz_refused(&dupe, "share a name");
+    let out = gdflow()
+        .args([
+            "run",
+            "--steps",
+            "5",
+            "--optimizer",
+            "scaled-gd",
+            "--damping",
+            "0",
+        ])
+        .args(TINY)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("λ = 0") && err.len() < 2000, "{err}");
 }

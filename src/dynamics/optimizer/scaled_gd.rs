@@ -62,10 +62,18 @@ impl Optimizer for ScaledGd {
     /// is far from both limits until the factors outgrow √λ, and there the modified limit's
     /// correction (η/2)D(PF)·PF dominates PF, making it stiff (slow) and meaningless.
     fn warnings(&self, c: &Context) -> Vec<String> {
-        let ratio = c.eta * c.sigma_1 / self.damping.max(f64::MIN_POSITIVE);
+        if self.damping == 0.0 {
+            return vec![
+                "ScaledGD with λ = 0: near a small start (VᵀV, UᵀU tiny) its preconditioner is \
+                 unbounded and the method far from its limits; give --damping > 0 unless the \
+                 start is well away from the origin"
+                    .into(),
+            ];
+        }
+        let ratio = c.eta * c.sigma_1 / self.damping;
         if ratio > 1.0 {
             vec![format!(
-                "ScaledGD's step η = {} is {ratio:.3} times the preconditioned field's time scale \
+                "ScaledGD's step η = {} is {ratio:.3e} times the preconditioned field's time scale \
                  λ/σ_1 = {:.3e} near a small start: until VᵀV and UᵀU outgrow λ the method is far \
                  from its limits, and its modified limit is stiff there; raise --damping or \
                  lower --eta to be in the regime the limits describe",
