@@ -241,7 +241,13 @@ fn load(
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::invalid("config", path.display(), format!("cannot be read: {e}"))
             })?;
-            let (args, sweep, check) = parse_config_file_all(&text)?;
+            let (mut args, sweep, check) = parse_config_file_all(&text)?;
+            // paths in a config file are relative to the file, not to where gdflow runs
+            if let (Some(p), Some(dir)) = (&args.problem, path.parent()) {
+                if p.is_relative() {
+                    args.problem = Some(dir.join(p));
+                }
+            }
             // a table for another command is allowed (a sweep's config.toml re-runs as a run)
             // but said, so that nobody takes its values for acting
             for (table, present) in [("sweep", sweep.is_some()), ("check", check.is_some())] {

@@ -187,6 +187,10 @@ impl Setup {
             None => (Problem::generate(&cfg.problem_spec())?, Vec::new()),
             Some(path) => {
                 let problem = Problem::load_npz(&path, &cfg.problem_spec())?;
+                // recorded as an absolute path, so that config.toml re-runs from anywhere
+                if let Ok(abs) = std::fs::canonicalize(&path) {
+                    cfg.problem = Some(abs);
+                }
                 let from_file = adopt_file(args, &mut cfg, &problem)?;
                 cfg.validate_sizes()?;
                 (problem, from_file)

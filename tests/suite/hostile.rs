@@ -774,3 +774,40 @@ fn the_hunts_last_unclear_cases_name_what_to_change() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("λ = 0") && err.len() < 2000, "{err}");
 }
+
+/// A recorded config.toml re-runs from any directory, and a relative `problem` in a config
+/// file is the file's neighbour, not the working directory's.
+#[test]
+fn problem_paths_do_not_depend_on_where_gdflow_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    gdflow()
+        .current_dir(&work)
+        .args(["run", "--steps", "5", "--save-problem", "p1.npz"])
+        .args(TINY)
+        .assert()
+        .success();
+    gdflow()
+        .current_dir(&work)
+        .args(["run", "--steps", "5", "--problem", "p1.npz", "--out", "a"])
+        .assert()
+        .success();
+    // from elsewhere, through the recorded config
+    gdflow()
+        .current_dir(dir.path())
+        .args(["run", "--config", "work/a/config.toml", "--out", "b"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(work.join("a/trajectory.csv")).unwrap(),
+        std::fs::read(dir.path().join("b/trajectory.csv")).unwrap()
+    );
+    // a hand-written config beside its problem file
+    std::fs::write(work.join("c.toml"), "problem = \"p1.npz\"\nsteps = 5\n").unwrap();
+    gdflow()
+        .current_dir(dir.path())
+        .args(["run", "--config", "work/c.toml"])
+        .assert()
+        .success();
+}
