@@ -55,6 +55,20 @@ fn lock_holder_alive(lock: &Path) -> bool {
         .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
+/// The refusal of an output directory another gdflow holds, naming its process.
+fn held(dir: &Path) -> Error {
+    let holder = std::fs::read_to_string(dir.join(LOCK_NAME)).unwrap_or_default();
+    Error::invalid(
+        "out",
+        dir.display(),
+        format!(
+            "is being written by another gdflow (process {}): wait for it, or choose another \
+             directory",
+            holder.trim()
+        ),
+    )
+}
+
 /// An exclusive claim on an output directory: a second command writing there fails fast,
 /// naming the first. Released (and the directory removed if it was created for this command
 /// and is still empty) when dropped.
@@ -90,18 +104,7 @@ impl OutLock {
                     created,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&lock).unwrap_or_default();
-                Err(Error::invalid(
-                    "out",
-                    dir.display(),
-                    format!(
-                        "is being written by another gdflow (process {}): wait for it, or choose \
-                         another directory",
-                        holder.trim()
-                    ),
-                ))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(held(dir)),
             Err(e) => Err(Error::io(&lock, e)),
         }
     }
@@ -176,16 +179,7 @@ pub fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
             .collect();
         let lock = dir.join(LOCK_NAME);
         if lock.exists() && lock_holder_alive(&lock) {
-            let holder = std::fs::read_to_string(&lock).unwrap_or_default();
-            return Err(Error::invalid(
-                "out",
-                shown,
-                format!(
-                    "is being written by another gdflow (process {}): wait for it, or choose \
-                     another directory",
-                    holder.trim()
-                ),
-            ));
+            return Err(held(dir));
         }
         if force {
             // what a stopped gdflow left half-written goes with --force

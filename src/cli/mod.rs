@@ -290,12 +290,10 @@ fn gather(
 /// or as --save-problem), even with --force.
 fn refuse_writing_over(field: &str, input: &Path, args: &ConfigArgs) -> anyhow::Result<()> {
     use crate::output::same_file;
-    let in_out = args.out.as_ref().is_some_and(|dir| {
-        input.parent().is_some_and(|d| same_file(d, dir))
-            && crate::experiments::OUTPUT_FILES
-                .iter()
-                .any(|f| input.file_name() == Some(f.as_ref()))
-    });
+    let in_out = args
+        .out
+        .as_ref()
+        .is_some_and(|dir| crate::experiments::is_output_in(input, dir));
     let as_problem = args
         .save_problem
         .as_ref()

@@ -305,13 +305,7 @@ pub fn format_sweep(s: &SweepSummary) -> String {
     if s.reference.status != Status::Completed {
         let _ = writeln!(out, "REFERENCE FLOW {:?}", s.reference.status);
     }
-    let method = s
-        .provenance
-        .config
-        .get("optimizer")
-        .and_then(|v| v.as_str())
-        .unwrap_or("gd")
-        .to_string();
+    let method = s.optimizer();
     let label = if method == "gd" { "GD" } else { "opt" };
     if method != "gd" {
         let _ = writeln!(

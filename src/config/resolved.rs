@@ -280,13 +280,7 @@ impl Config {
                 format!("must be <= {MAX_STEPS:e} (split a longer run, or take a larger --eta)"),
             ));
         }
-        if self.seed > i64::MAX as u64 {
-            return Err(Error::invalid(
-                "seed",
-                self.seed,
-                "must be < 2^63: config.toml records it as a TOML integer (signed 64-bit)",
-            ));
-        }
+
         if !(self.rtol.is_finite() && (1e-15..1.0).contains(&self.rtol)) {
             return Err(Error::invalid(
                 "rtol",
@@ -296,10 +290,11 @@ impl Config {
             ));
         }
         for (field, v) in [
-            ("record_every", self.record_every),
-            ("sharpness_every", self.sharpness_every),
+            ("seed", self.seed),
+            ("record_every", self.record_every as u64),
+            ("sharpness_every", self.sharpness_every as u64),
         ] {
-            if v as u64 > i64::MAX as u64 {
+            if v > i64::MAX as u64 {
                 return Err(Error::invalid(
                     field,
                     v,

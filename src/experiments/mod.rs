@@ -12,7 +12,7 @@ pub mod sweep;
 pub use check::{check, check_with};
 pub use merge::merge;
 pub use run::{run, RunExtras};
-pub use setup::{Command, Setup, OUTPUT_FILES};
+pub use setup::{is_output_in, Command, Setup, OUTPUT_FILES};
 pub use sweep::sweep;
 
 use crate::config::{CheckArgs, ConfigArgs, SweepArgs};

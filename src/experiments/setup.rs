@@ -83,6 +83,16 @@ pub const OUTPUT_FILES: [&str; 6] = [
     "checks.csv",
 ];
 
+/// Whether `path` is a file the commands would write into `dir` (one of [`OUTPUT_FILES`]
+/// there): what an input or another output must never be.
+pub fn is_output_in(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    path.parent()
+        .is_some_and(|d| d == dir || crate::output::same_file(d, dir))
+        && OUTPUT_FILES
+            .iter()
+            .any(|f| path.file_name() == Some(f.as_ref()))
+}
+
 /// A resolved configuration and its problem, ready for an experiment.
 #[derive(Clone)]
 pub struct Setup {
@@ -149,14 +159,7 @@ impl Setup {
                     "is the --problem file this run reads: never written over, even with --force",
                 ));
             }
-            let in_out = cfg.out.as_ref().is_some_and(|dir| {
-                path.parent()
-                    .is_some_and(|d| d == dir.as_path() || crate::output::same_file(d, dir))
-                    && OUTPUT_FILES
-                        .iter()
-                        .any(|f| path.file_name() == Some(f.as_ref()))
-            });
-            if in_out {
+            if cfg.out.as_ref().is_some_and(|dir| is_output_in(path, dir)) {
                 return Err(Error::invalid(
                     "save_problem",
                     path.display(),
@@ -166,13 +169,7 @@ impl Setup {
             crate::output::check_file_target("save_problem", path, force)?;
         }
         if let (Some(dir), Some(input)) = (&cfg.out, &cfg.problem) {
-            if input
-                .parent()
-                .is_some_and(|d| crate::output::same_file(d, dir))
-                && OUTPUT_FILES
-                    .iter()
-                    .any(|f| input.file_name() == Some(f.as_ref()))
-            {
+            if is_output_in(input, dir) {
                 return Err(Error::invalid(
                     "out",
                     dir.display(),

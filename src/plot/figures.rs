@@ -31,17 +31,6 @@ fn eta_label(method: &str, eta: f64) -> String {
     format!("{} η = {}", method_label(method), super::short(eta))
 }
 
-/// The optimiser of a sweep (GD for sweeps written before optimisers were recorded).
-fn sweep_method(s: &SweepResult) -> String {
-    s.summary
-        .provenance
-        .config
-        .get("optimizer")
-        .and_then(|v| v.as_str())
-        .unwrap_or("gd")
-        .to_string()
-}
-
 /// The plain limit's name in a legend.
 fn limit_label(method: &str) -> String {
     if method == "gd" {
@@ -439,7 +428,7 @@ fn sweep_panel(
 ) -> Panel {
     let mut p = panel(title, y_label, true);
     let groups = by_eta(&s.deviations);
-    let method = sweep_method(s);
+    let method = s.summary.optimizer().to_string();
     // The finest grid (smallest η) shows the flow best.
     if let Some((_, rows)) = groups.first() {
         p.series.push(Series {
@@ -512,7 +501,7 @@ pub fn balance_drift_sweep(s: &SweepResult) -> Figure {
         |r| r.drift_flow,
         Style::Line,
     );
-    p.texts.push(drift_text(&sweep_method(s)));
+    p.texts.push(drift_text(s.summary.optimizer()));
     Figure {
         columns: None,
         name: "balance_drift".into(),

@@ -316,6 +316,18 @@ pub struct SweepSummary {
     pub timings: SweepTimings,
 }
 
+impl SweepSummary {
+    /// The optimiser the sweep compared (GD for sweeps written before optimisers were
+    /// recorded).
+    pub fn optimizer(&self) -> &str {
+        self.provenance
+            .config
+            .get("optimizer")
+            .and_then(|v| v.as_str())
+            .unwrap_or("gd")
+    }
+}
+
 pub struct SweepResult {
     pub summary: SweepSummary,
     pub deviations: Vec<DeviationRow>,

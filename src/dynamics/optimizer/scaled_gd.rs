@@ -109,11 +109,7 @@ impl Optimizer for ScaledGd {
 
 /// (M + λI)⁻¹ of a k×k Gram matrix M = AᵀA, or why not.
 fn inverse_gram(a: DMatrixView<'_, f64>, damping: f64, name: &str) -> Result<DMatrix<f64>, String> {
-    let mut m = a.tr_mul(&a);
-    for i in 0..m.nrows() {
-        m[(i, i)] += damping;
-    }
-    m.clone()
+    damped_gram(a, damping)
         .cholesky()
         .map(|c| c.inverse())
         .filter(|inv| inv.iter().all(|v| v.is_finite()))
@@ -125,13 +121,18 @@ fn inverse_gram(a: DMatrixView<'_, f64>, damping: f64, name: &str) -> Result<DMa
         })
 }
 
-/// (AᵀA + λI)^{-1/2}, symmetric, or `None` where AᵀA + λI is singular.
-fn inverse_sqrt_gram(a: DMatrixView<'_, f64>, damping: f64) -> Option<DMatrix<f64>> {
+/// AᵀA + λI.
+fn damped_gram(a: DMatrixView<'_, f64>, damping: f64) -> DMatrix<f64> {
     let mut m = a.tr_mul(&a);
     for i in 0..m.nrows() {
         m[(i, i)] += damping;
     }
-    let eig = m.symmetric_eigen();
+    m
+}
+
+/// (AᵀA + λI)^{-1/2}, symmetric, or `None` where AᵀA + λI is singular.
+fn inverse_sqrt_gram(a: DMatrixView<'_, f64>, damping: f64) -> Option<DMatrix<f64>> {
+    let eig = damped_gram(a, damping).symmetric_eigen();
     if eig.eigenvalues.iter().any(|&l| !(l > 0.0 && l.is_finite())) {
         return None;
     }
