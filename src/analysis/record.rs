@@ -40,10 +40,12 @@ pub struct Header {
 
 /// Columns a run fills after the record is measured (MATH §8): λ_max(∇²f) where computed, the
 /// central flow's tr Σ and its number of active eigenvalues (empty where they do not apply).
-pub const SET_BY_RUN: [(&str, bool); 3] = [
+pub const SET_BY_RUN: [(&str, bool); 5] = [
     ("sharpness", false),
     ("sigma_trace", false),
     ("active", true),
+    ("distance", false),
+    ("distance_rel", false),
 ];
 
 impl Header {

@@ -283,6 +283,13 @@ fn gather(
             "needs --out DIR (figures go into DIR/figures)",
         ))?;
     }
+    if merged.save_states == Some(true) && merged.out.is_none() {
+        Err(Error::invalid(
+            "save_states",
+            "true",
+            "needs --out DIR (the states go into DIR/states.npz)",
+        ))?;
+    }
     Ok((merged, sweep, check))
 }
 
@@ -325,8 +332,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             if let Some(dir) = &setup.config.out {
                 crate::results::run::write_run(&result, dir)?;
                 sayln!(
-                    "wrote {}/{{summary.json,trajectory.csv,config.toml}}",
-                    dir.display()
+                    "wrote {}/{{summary.json,trajectory.csv,config.toml{}}}",
+                    dir.display(),
+                    if result.states.is_empty() { "" } else { ",states.npz" }
                 );
                 if output.figures {
                     let figs =

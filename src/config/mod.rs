@@ -217,6 +217,10 @@ pub struct ConfigArgs {
         arg(long, value_name = "DIR", help_heading = "Output")
     )]
     pub out: Option<PathBuf>,
+    /// Also write states.npz: U and V at every recorded step of every dynamics, arrays
+    /// `<dynamics>_U`, `<dynamics>_V`, `<dynamics>_step`, `<dynamics>_t` (needs --out)
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Output"))]
+    pub save_states: Option<bool>,
     /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
     #[serde(default, skip_serializing)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -286,7 +290,8 @@ impl ConfigArgs {
             error_scale,
             problem,
             save_problem,
-            out
+            out,
+            save_states
         );
         self
     }
@@ -349,6 +354,7 @@ impl ConfigArgs {
             problem: self.problem.clone(),
             save_problem: self.save_problem.clone(),
             out: self.out.clone(),
+            save_states: self.save_states.unwrap_or(false),
         };
         if let (Some(_), Some(_)) = (&self.singular_values, self.kappa) {
             return Err(Error::invalid(
@@ -588,7 +594,8 @@ impl CheckArgs {
     }
 }
 
-const CHECK_KEYS: &[&str] = &[
+/// The keys of `check` (its `[check]` table, its flags).
+pub const CHECK_KEYS: &[&str] = &[
     "drift_c",
     "identity_tol",
     "order_tol",
@@ -602,7 +609,8 @@ const CHECK_KEYS: &[&str] = &[
     "eos_loss_tol",
 ];
 
-const SWEEP_KEYS: &[&str] = &[
+/// The keys of `sweep` (its `[sweep]` table, its flags).
+pub const SWEEP_KEYS: &[&str] = &[
     "etas",
     "eta_range",
     "horizon",
@@ -710,6 +718,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "problem",
     "save_problem",
     "out",
+    "save_states",
     "sweep",
     "check",
 ];
@@ -720,13 +729,19 @@ fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
     };
     let rest = &msg[start + "unknown field `".len()..];
     let key = rest.split('`').next().unwrap_or("");
+    closest_key(key, known)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// The key of `known` closest to a misspelt `key` (at most three edits away).
+pub fn closest_key<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (strsim_distance(key, k), *k))
         .filter(|(d, _)| *d <= 3)
         .min()
-        .map(|(_, k)| format!("; did you mean `{k}`?"))
-        .unwrap_or_default()
+        .map(|(_, k)| k)
 }
 
 /// Levenshtein distance; the key list is tiny, so the quadratic table is fine.

@@ -80,6 +80,9 @@ pub struct Config {
     pub save_problem: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
+    /// Keep U and V at the recorded steps (`states.npz`, Python's `keep_states`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub save_states: bool,
 }
 
 impl Default for Config {

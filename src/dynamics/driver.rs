@@ -183,6 +183,17 @@ impl<'f, S: Stepper> Driver<'f, S> {
         if active.is_empty() {
             return false;
         }
+        if super::stop::requested() {
+            for &b in &active {
+                let r = &mut self.runs[b];
+                r.traj.status = Status::Failed {
+                    t: j as f64 * r.opts.dt,
+                    reason: super::stop::REASON.into(),
+                };
+                r.done = true;
+            }
+            return false;
+        }
         let losses = if !self.batched {
             let r = &mut self.runs[active[0]];
             vec![r.stepper.evaluate(self.field, &r.x)]

@@ -20,6 +20,7 @@ pub mod optimizer;
 pub mod sharpness;
 pub mod stability;
 mod stepper;
+pub mod stop;
 
 pub use driver::{
     gradient_descent, gradient_descent_batch, gradient_descent_batch_from, Divergence, Driver,

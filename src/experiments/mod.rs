@@ -4,7 +4,7 @@
 
 pub mod check;
 pub mod merge;
-pub(crate) mod progress;
+pub mod progress;
 pub mod run;
 mod setup;
 pub mod sweep;

@@ -39,21 +39,66 @@ pub fn bar(show: bool, entries: f64, len: u64, unit: &str) -> ProgressBar {
 }
 
 /// Without the `cli` feature (no indicatif) nothing is drawn: a library user has no terminal
-/// to draw on, and the bar's calls cost nothing.
+/// to draw on. A bar that `show`s publishes its position instead, for whoever polls
+/// [`current`] (the Python binding's progress display).
 #[cfg(not(feature = "cli"))]
-pub fn bar(_show: bool, _entries: f64, _len: u64, _unit: &str) -> ProgressBar {
-    ProgressBar
+pub fn bar(show: bool, _entries: f64, len: u64, unit: &str) -> ProgressBar {
+    if show {
+        published::LENGTH.store(len, Ordering::Relaxed);
+        published::POSITION.store(0, Ordering::Relaxed);
+        *published::UNIT.lock().unwrap_or_else(|e| e.into_inner()) = unit.to_string();
+    }
+    ProgressBar { show }
 }
 
-/// The part of indicatif's bar the experiments use, doing nothing.
+#[cfg(not(feature = "cli"))]
+use std::sync::atomic::Ordering;
+
+#[cfg(not(feature = "cli"))]
+mod published {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+    pub static POSITION: AtomicU64 = AtomicU64::new(0);
+    pub static LENGTH: AtomicU64 = AtomicU64::new(0);
+    pub static UNIT: Mutex<String> = Mutex::new(String::new());
+    pub static MESSAGE: Mutex<String> = Mutex::new(String::new());
+}
+
+/// The last shown bar's (message, unit, position, length).
+#[cfg(not(feature = "cli"))]
+pub fn current() -> (String, String, u64, u64) {
+    let text = |m: &std::sync::Mutex<String>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (
+        text(&published::MESSAGE),
+        text(&published::UNIT),
+        published::POSITION.load(Ordering::Relaxed),
+        published::LENGTH.load(Ordering::Relaxed),
+    )
+}
+
+/// The part of indicatif's bar the experiments use, publishing to [`current`] when shown.
 #[cfg(not(feature = "cli"))]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ProgressBar;
+pub struct ProgressBar {
+    show: bool,
+}
 
 #[cfg(not(feature = "cli"))]
 impl ProgressBar {
-    pub fn set_message(&self, _msg: impl Into<String>) {}
-    pub fn set_position(&self, _pos: u64) {}
-    pub fn inc(&self, _delta: u64) {}
+    pub fn set_message(&self, msg: impl Into<String>) {
+        if self.show {
+            *published::MESSAGE.lock().unwrap_or_else(|e| e.into_inner()) = msg.into();
+        }
+    }
+    pub fn set_position(&self, pos: u64) {
+        if self.show {
+            published::POSITION.store(pos, Ordering::Relaxed);
+        }
+    }
+    pub fn inc(&self, delta: u64) {
+        if self.show {
+            published::POSITION.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
     pub fn finish_and_clear(&self) {}
 }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
 use crate::results::run::{
     CentralSummary, Distance, DynamicsSummary, EdgeOfStability, OptimizerSummary, ProblemInfo,
-    RunResult, RunSummary, SharpnessCost, Timings,
+    RunResult, RunSummary, SharpnessCost, States, Timings,
 };
 use crate::results::sweep::Peak;
 
@@ -41,14 +41,23 @@ pub struct RunExtras {
 struct Track {
     records: Vec<Record>,
     max_drift: f64,
+    /// Its states at the recorded steps, when `save_states` asks for them.
+    states: Option<States>,
 }
 
 impl Track {
-    fn new() -> Self {
+    fn new(keep_states: bool) -> Self {
         Self {
             records: Vec::new(),
             max_drift: 0.0,
+            states: keep_states.then(States::default),
         }
+    }
+    fn push(&mut self, rec: Record, state: &[f64]) {
+        if let Some(s) = &mut self.states {
+            s.push(rec.step, rec.t, state);
+        }
+        self.records.push(rec);
     }
     fn summary(&self, status: &Status) -> DynamicsSummary {
         let last = self.records.last();
@@ -161,6 +170,8 @@ struct Comparison<'a> {
     method_ws: Workspace,
     method_seconds: f64,
     record_seconds: f64,
+    /// ‖X*‖, the scale of `distance_rel`.
+    target_norm: f64,
 }
 
 impl<'a> Comparison<'a> {
@@ -177,9 +188,11 @@ impl<'a> Comparison<'a> {
     fn observe(&mut self, it: &Iterate<'_>, beside_flow: bool) {
         let drift = self.recorder.balance_drift(it.state);
         self.method.max_drift = self.method.max_drift.max(drift);
+        let mut distance = None;
         if let Some(y) = self.flow_state.as_ref().filter(|_| beside_flow) {
             let d = (self.field.product(it.state) - self.field.product(y)).norm();
             self.distance.update(d, it.step, it.t);
+            distance = Some(d);
         }
         if self.recorded(it.step) {
             let mut rec = match it.workspace {
@@ -191,7 +204,9 @@ impl<'a> Comparison<'a> {
             if self.sharp_due(self.method.records.len()) {
                 rec.set("sharpness", self.sharp_method.at(self.curvature, it.state));
             }
-            self.method.records.push(rec);
+            rec.set("distance", distance);
+            rec.set("distance_rel", distance.map(|d| d / self.target_norm));
+            self.method.push(rec, it.state);
         }
         self.last = Some((it.step, it.state.to_vec(), it.loss));
     }
@@ -216,7 +231,9 @@ impl<'a> Comparison<'a> {
             if self.sharp_due(self.mean.records.len()) {
                 rec.set("sharpness", self.sharp_mean.at(self.field, &xbar));
             }
-            self.mean.records.push(rec);
+            rec.set("distance", Some(d));
+            rec.set("distance_rel", Some(d / self.target_norm));
+            self.mean.push(rec, &xbar);
         }
     }
 
@@ -244,7 +261,7 @@ impl<'a> Comparison<'a> {
             if rec.sharpness().is_none() && self.sharp_due(self.flow.records.len()) {
                 rec.set("sharpness", self.sharp_flow.at(self.curvature, y));
             }
-            self.flow.records.push(rec);
+            self.flow.push(rec, y);
         }
         self.record_seconds += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
@@ -376,9 +393,9 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         curvature: curvature.as_ref(),
         recorder: Recorder::new(field.as_ref(), &problem.x_star, &x0)
             .with_quantities(&extras.quantities),
-        method: Track::new(),
-        flow: Track::new(),
-        mean: Track::new(),
+        method: Track::new(cfg.save_states),
+        flow: Track::new(cfg.save_states),
+        mean: Track::new(cfg.save_states),
         sharp_method: SharpnessTracker::new(),
         sharp_flow: SharpnessTracker::new(),
         sharp_mean: SharpnessTracker::new(),
@@ -391,6 +408,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         method_ws: field.workspace(),
         method_seconds: 0.0,
         record_seconds: 0.0,
+        target_norm: problem.x_star.norm(),
     };
     let (end, solve_seconds) = solve_limit(
         setup,
@@ -406,7 +424,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     while driver.advance(&mut |it: &Iterate<'_>| cmp.observe(it, false)) {}
     cmp.method_seconds += t0.elapsed().as_secs_f64();
     let method_status = driver.finish().pop().expect("one run").status;
-    let target_norm = problem.x_star.norm();
+    let target_norm = cmp.target_norm;
     let summary = RunSummary {
         provenance: setup.provenance(),
         warnings: [
@@ -433,12 +451,21 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };
+    let states = [
+        (summary.optimizer.name.clone(), cmp.method.states),
+        ("flow".to_string(), cmp.flow.states),
+        ("gd_mean".to_string(), cmp.mean.states),
+    ]
+    .into_iter()
+    .filter_map(|(name, s)| s.filter(|s| !s.steps.is_empty()).map(|s| (name, s)))
+    .collect();
     Ok(RunResult {
         summary,
         gd: cmp.method.records,
         flow: cmp.flow.records,
         gd_mean: cmp.mean.records,
         extra_columns: cmp.recorder.extra_columns(),
+        states,
     })
 }
 

@@ -35,8 +35,15 @@ impl Command {
     pub fn refused_keys(self) -> &'static [&'static str] {
         match self {
             Command::Run => &[],
-            Command::Sweep => &["eta", "steps", "record_every", "flow", "sharpness_every"],
-            Command::Check => &["flow"],
+            Command::Sweep => &[
+                "eta",
+                "steps",
+                "record_every",
+                "flow",
+                "sharpness_every",
+                "save_states",
+            ],
+            Command::Check => &["flow", "save_states"],
         }
     }
 
@@ -62,21 +69,32 @@ impl Command {
                     args.sharpness_every.is_some(),
                     "sharpness_every",
                     "a sweep measures the sharpness at the end of its reference flow",
+                ))
+                .or(given(
+                    args.save_states.is_some(),
+                    "save_states",
+                    "states are kept by `gdflow run`",
                 )),
             Command::Check => given(
                 args.flow.is_some(),
                 "flow",
                 "the checks are predictions about the plain gradient flow (its conservation \
                  law, GD's order against it)",
-            ),
+            )
+            .or(given(
+                args.save_states.is_some(),
+                "save_states",
+                "states are kept by `gdflow run`",
+            )),
         }
     }
 }
 
 /// The files the commands write into `--out`.
-pub const OUTPUT_FILES: [&str; 6] = [
+pub const OUTPUT_FILES: [&str; 7] = [
     "summary.json",
     "trajectory.csv",
+    "states.npz",
     "config.toml",
     "sweep.csv",
     "deviation.csv",
@@ -125,6 +143,33 @@ impl Setup {
     /// Everything before the experiment proper: see the module documentation. `force` lets
     /// `--out` name a directory that already holds files.
     pub fn new(args: &ConfigArgs, command: Command, force: bool) -> Result<Self> {
+        Self::new_from(args, command, force, None)
+    }
+
+    /// [`Setup::new`] with the problem file's bytes in memory (`label` names it in errors and
+    /// provenance): read exactly as `--problem FILE` would read that file.
+    pub fn with_problem_bytes(
+        args: &ConfigArgs,
+        command: Command,
+        npz: &[u8],
+        label: &str,
+    ) -> Result<Self> {
+        if args.problem.is_some() {
+            return Err(Error::invalid(
+                "problem",
+                "given",
+                "and a problem in memory: give one of them",
+            ));
+        }
+        Self::new_from(args, command, false, Some((npz, label)))
+    }
+
+    fn new_from(
+        args: &ConfigArgs,
+        command: Command,
+        force: bool,
+        npz: Option<(&[u8], &str)>,
+    ) -> Result<Self> {
         let start = Instant::now();
         if let Some((field, why)) = command.refused(args) {
             return Err(Error::invalid(
@@ -181,6 +226,17 @@ impl Setup {
             }
         }
         let (problem, from_file) = match cfg.problem.clone() {
+            None if npz.is_some() => {
+                let (bytes, label) = npz.expect("matched");
+                let problem = Problem::load_npz_from(
+                    std::io::Cursor::new(bytes),
+                    std::path::Path::new(label),
+                    &cfg.problem_spec(),
+                )?;
+                let from_file = adopt_file(args, &mut cfg, &problem)?;
+                cfg.validate_sizes()?;
+                (problem, from_file)
+            }
             None => (Problem::generate(&cfg.problem_spec())?, Vec::new()),
             Some(path) => {
                 let problem = Problem::load_npz(&path, &cfg.problem_spec())?;

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::operator::{DenseOperator, EntryOperator, IdentityOperator, Precision, SensingOperator};
 
 mod npz;
+pub use npz::write_npz;
 
 /// Which measurement operator a generated problem has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

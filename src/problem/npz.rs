@@ -57,9 +57,19 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     }
     let fortran = file.order() == npyz::Order::Fortran;
     let dtype = file.dtype().descr();
-    let raw: Vec<f64> = match file.into_vec::<f64>() {
+    let descr = dtype.to_string();
+    // NumPy users write float32 as often as float64; both are read as f64 (exactly), and
+    // `sensing_precision` alone decides how the operator is stored
+    let single = descr.contains("f4");
+    let read = if single {
+        file.into_vec::<f32>()
+            .map(|v| v.into_iter().map(f64::from).collect())
+    } else {
+        file.into_vec::<f64>()
+    };
+    let raw: Vec<f64> = match read {
         Ok(v) => v,
-        Err(e) if dtype.to_string().contains("<f8") => {
+        Err(e) if descr.contains("f8") || single => {
             return Err(Error::npz(
                 path,
                 format!(
@@ -71,7 +81,10 @@ fn read_array<R: std::io::Read + std::io::Seek>(
         Err(e) => {
             return Err(Error::npz(
                 path,
-                format!("array `{name}` must be float64 (dtype '<f8'), found {dtype}: {e}"),
+                format!(
+                    "array `{name}` must be float64 or float32, found dtype {dtype} ({e}): \
+                     write it as `{name}.astype(np.float64)`"
+                ),
             ))
         }
     };
@@ -202,27 +215,23 @@ impl Problem {
         }
         let (n1, n2) = (x.shape[0], x.shape[1]);
         let s = read_array(&mut archive, path, "sensing", &|s| {
-            if s.len() == 3 && s[0] > 0 && s[1..] == [n1, n2] {
+            if s.first().is_some_and(|&m| m > 0)
+                && (s[1..] == [n1, n2] || s[1..] == [n1 * n2])
+            {
                 Ok(())
             } else {
                 Err(shape_error(
                     "sensing",
                     s,
-                    format!("(m, {n1}, {n2}) with m >= 1 (x_star is {n1}×{n2})"),
+                    format!(
+                        "(m, {n1}, {n2}) or (m, {}) with m >= 1 (x_star is {n1}×{n2}; row i \
+                         holds A_i, as `A.reshape(m, -1)` writes it)",
+                        n1 * n2
+                    ),
                 ))
             }
         })?
         .ok_or_else(|| Error::npz(path, "required array `sensing` (m×n1×n2) is missing"))?;
-        if s.shape.len() != 3 || s.shape[0] == 0 || s.shape[1..] != [n1, n2] {
-            return Err(Error::npz(
-                path,
-                format!(
-                    "array `sensing` has shape {:?}, expected (m, {n1}, {n2}) with m >= 1 \
-                     (x_star is {n1}×{n2})",
-                    s.shape
-                ),
-            ));
-        }
         let m = s.shape[0];
         let n12 = n1 * n2;
         // C order holds A_i row-major; our columns hold vec(A_i) column-major. Transposed in
@@ -258,22 +267,20 @@ impl Problem {
         };
         let target_sv = nonzero_singular_values(&x_star);
         let y_arr = read_array(&mut archive, path, "y", &|s| {
-            if s == [m] {
+            // (m,) or the column (m, 1) a NumPy user gets from `A @ x`
+            if s == [m] || s == [m, 1] {
                 Ok(())
             } else {
                 Err(shape_error(
                     "y",
                     s,
-                    format!("[{m}], one value per measurement"),
+                    format!("({m},) or ({m}, 1), one value per measurement"),
                 ))
             }
         })?;
         let has_y = y_arr.is_some();
         let y = match y_arr {
-            Some(arr) => {
-                expect_shape(path, "y", &arr, &[m], "one value per measurement")?;
-                arr.data
-            }
+            Some(arr) => arr.data,
             None => observe(op.as_ref(), &x_star, cfg.noise, cfg.seed),
         };
         let factor = |name: &'static str, rows: usize| {
@@ -405,6 +412,14 @@ impl Problem {
     /// Write the instance in the format [`Problem::load_npz`] reads (all arrays float64, C
     /// order). The file appears only once complete.
     pub fn save_npz(&self, path: &Path) -> Result<()> {
+        let arrays = self.npz_arrays();
+        crate::output::write_atomically(path, |file| {
+            write_npz(std::io::BufWriter::new(file), &arrays)
+        })
+    }
+
+    /// The arrays of a problem file: name, shape, values in C order.
+    fn npz_arrays(&self) -> Vec<(&'static str, Vec<u64>, Vec<f64>)> {
         let (n1, n2, m) = (self.n1(), self.n2(), self.m());
         let dense = self.op.to_dense();
         let mut sensing = Vec::with_capacity(m * n1 * n2);
@@ -435,24 +450,38 @@ impl Problem {
         if let Some(a) = self.start_alpha {
             arrays.push(("alpha", vec![1], vec![a]));
         }
-        crate::output::write_atomically(path, |file| {
-            let mut npz = npyz::npz::NpzWriter::new(std::io::BufWriter::new(file));
-            for (name, shape, data) in &arrays {
-                use npyz::WriterBuilder;
-                // stored, not deflated, as `np.savez` writes: random floats do not compress, and
-                // inflating them made loading a problem slower than solving it
-                let stored = zip::write::FileOptions::default()
-                    .compression_method(zip::CompressionMethod::Stored);
-                let mut w = npz
-                    .array::<f64>(name, stored)?
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()?;
-                w.extend(data.iter().copied())?;
-                w.finish()?;
-            }
-            npz.zip_writer().finish()?;
-            Ok(())
-        })
+        arrays
     }
+
+    /// The bytes [`Problem::save_npz`] writes, in memory.
+    pub fn to_npz_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_npz(&mut out, &self.npz_arrays())
+            .map_err(|e| Error::npz(Path::new("<memory>"), e.to_string()))?;
+        Ok(out.into_inner())
+    }
+}
+
+/// Named float64 arrays (shape, values in C order) into an `.npz` archive, stored, not
+/// deflated, as `np.savez` writes: random floats do not compress, and inflating them made
+/// loading a problem slower than solving it.
+pub fn write_npz<W: std::io::Write + std::io::Seek>(
+    writer: W,
+    arrays: &[(impl AsRef<str>, Vec<u64>, Vec<f64>)],
+) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+    let mut npz = npyz::npz::NpzWriter::new(writer);
+    for (name, shape, data) in arrays {
+        let stored =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let mut w = npz
+            .array::<f64>(name.as_ref(), stored)?
+            .default_dtype()
+            .shape(shape)
+            .begin_nd()?;
+        w.extend(data.iter().copied())?;
+        w.finish()?;
+    }
+    npz.zip_writer().finish()?;
+    Ok(())
 }

@@ -231,6 +231,53 @@ pub struct RunResult {
     /// Columns of the user's recorded quantities ([`crate::analysis::Quantity`]), after the
     /// built-in ones; each record's `extra` holds their values.
     pub extra_columns: Vec<String>,
+    /// The states at the recorded steps of each dynamics, by name, when `save_states` asked
+    /// for them (`states.npz`); empty otherwise.
+    pub states: Vec<(String, States)>,
+}
+
+/// One dynamics' states (U, V stacked as the field's state vector) at its recorded steps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct States {
+    pub steps: Vec<usize>,
+    pub t: Vec<f64>,
+    pub states: Vec<Vec<f64>>,
+}
+
+impl States {
+    pub fn push(&mut self, step: usize, t: f64, state: &[f64]) {
+        self.steps.push(step);
+        self.t.push(t);
+        self.states.push(state.to_vec());
+    }
+}
+
+/// `states.npz`: for each dynamics `<name>`, the arrays `<name>_U` (records × n1 × k),
+/// `<name>_V` (records × n2 × k; V = U in the symmetric case), `<name>_step` and `<name>_t`.
+pub fn states_arrays(result: &RunResult) -> Vec<(String, Vec<u64>, Vec<f64>)> {
+    let p = &result.summary.problem;
+    let (n1, n2, k) = (p.n1, p.n2, p.width);
+    let mut arrays = Vec::new();
+    for (name, s) in &result.states {
+        let n = s.steps.len() as u64;
+        let (mut u, mut v) = (Vec::new(), Vec::new());
+        for x in &s.states {
+            // the state holds U then V column-major (V absent in the symmetric case)
+            let (us, vs) = x.split_at(n1 * k);
+            let vs = if vs.is_empty() { us } else { vs };
+            u.extend((0..n1).flat_map(|a| (0..k).map(move |c| us[a + c * n1])));
+            v.extend((0..n2).flat_map(|b| (0..k).map(move |c| vs[b + c * n2])));
+        }
+        arrays.push((format!("{name}_U"), vec![n, n1 as u64, k as u64], u));
+        arrays.push((format!("{name}_V"), vec![n, n2 as u64, k as u64], v));
+        arrays.push((
+            format!("{name}_step"),
+            vec![n],
+            s.steps.iter().map(|&j| j as f64).collect(),
+        ));
+        arrays.push((format!("{name}_t"), vec![n], s.t.clone()));
+    }
+    arrays
 }
 
 /// The columns of `trajectory.csv` before the records' own: which dynamics, j and t.
@@ -357,6 +404,13 @@ pub fn write_run(result: &RunResult, dir: &Path) -> Result<()> {
     let toml = config_toml(&result.summary)?;
     crate::output::write_bytes(&dir.join("trajectory.csv"), &csv)?;
     crate::output::write_bytes(&dir.join("config.toml"), toml.as_bytes())?;
+    if !result.states.is_empty() {
+        let arrays = states_arrays(result);
+        let path = dir.join("states.npz");
+        crate::output::write_atomically(&path, |file| {
+            crate::problem::write_npz(std::io::BufWriter::new(file), &arrays)
+        })?;
+    }
     crate::output::write_bytes(&dir.join("summary.json"), &json)?;
     Ok(())
 }
@@ -413,5 +467,6 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         flow,
         gd_mean,
         extra_columns,
+        states: Vec::new(),
     })
 }

@@ -75,7 +75,9 @@ fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
             "spurious_v",
             "sharpness",
             "sigma_trace",
-            "active"
+            "active",
+            "distance",
+            "distance_rel"
         ]
     );
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
@@ -83,11 +85,18 @@ fn run_out_writes_summary_and_trajectory_with_the_contract_columns() {
     assert_eq!(rows.iter().filter(|r| &r[0] == "gd").count(), 51);
     assert_eq!(rows.iter().filter(|r| &r[0] == "flow").count(), 51);
     for r in &rows {
-        // the last three are empty without the sharpness and the central flow
-        for v in r.iter().skip(1).take(r.len() - 4) {
+        // sharpness, sigma_trace and active are empty without the sharpness and the central
+        // flow; the distance to the flow is on GD's rows
+        for v in r.iter().skip(1).take(r.len() - 6) {
             assert!(v.parse::<f64>().unwrap().is_finite());
         }
-        assert!(r.iter().skip(r.len() - 3).all(str::is_empty));
+        assert!(r.iter().skip(r.len() - 5).take(3).all(str::is_empty));
+        for v in r.iter().skip(r.len() - 2) {
+            match &r[0] {
+                "gd" => assert!(v.parse::<f64>().unwrap().is_finite()),
+                _ => assert!(v.is_empty()),
+            }
+        }
     }
 }
 
@@ -635,7 +644,9 @@ fn every_documented_csv_has_its_full_header() {
             "spurious_v",
             "sharpness",
             "sigma_trace",
-            "active"
+            "active",
+            "distance",
+            "distance_rel"
         ]
     );
 }

@@ -9,8 +9,8 @@ use npyz::WriterBuilder;
 enum Npz {
     /// Arrays (name, shape, data) written as float64.
     F64(Vec<(&'static str, Vec<u64>, Vec<f64>)>),
-    /// `x_star` as float32, a valid `sensing`.
-    F32XStar,
+    /// `x_star` as int64 (NumPy's default for integers), a valid `sensing`.
+    IntXStar,
     /// Bytes that are not a zip archive.
     Garbage,
 }
@@ -74,16 +74,16 @@ fn write_npz(path: &Path, file: &Npz) {
     match file {
         Npz::Garbage => std::fs::write(path, b"this is not a zip archive").unwrap(),
         Npz::F64(arrays) => super::npz::write_npz(path, arrays),
-        Npz::F32XStar => {
+        Npz::IntXStar => {
             let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
             let mut w = npz
-                .array::<f32>("x_star", Default::default())
+                .array::<i64>("x_star", Default::default())
                 .unwrap()
                 .default_dtype()
                 .shape(&[2, 3])
                 .begin_nd()
                 .unwrap();
-            w.extend([1f32, 0., 7., 0., 0., 2.]).unwrap();
+            w.extend([1i64, 0, 7, 0, 0, 2]).unwrap();
             w.finish().unwrap();
             let (name, shape, data) = ok_sensing();
             let mut w = npz
@@ -242,7 +242,8 @@ fn cases() -> Vec<Case> {
             ]),
             "sensing",
         ),
-        npz("float32 x_star", Npz::F32XStar, "x_star"),
+        // float32 is read (as its f64 values); integers are refused saying what to write
+        npz("integer x_star", Npz::IntXStar, "astype(np.float64)"),
         npz(
             "y of the wrong length",
             Npz::F64(vec![ok_x(), ok_sensing(), ("y", vec![3], vec![0.0; 3])]),

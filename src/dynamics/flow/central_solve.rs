@@ -179,6 +179,14 @@ pub fn solve_central_flow_with(
         }
         let mut s = Dop853::new(&central, t0, &y0, opts.rtol, opts.atol, opts.scale, t_end);
         loop {
+            if crate::dynamics::stop::requested() {
+                status = Status::Failed {
+                    t: s.t(),
+                    reason: crate::dynamics::stop::REASON.into(),
+                };
+                (_, work) = central.last();
+                break 'segments;
+            }
             if stats.steps >= opts.max_steps {
                 status = Status::Failed {
                     t: s.t(),

@@ -615,6 +615,13 @@ fn dop853_segment(
     // flow that blows up (a modified field far past its η) is a result, not a hang
     let bound = DIVERGED_FACTOR * crate::vector::norm(y0).max(1.0);
     while !out.done() {
+        if crate::dynamics::stop::requested() {
+            out.status = Status::Failed {
+                t: s.t(),
+                reason: crate::dynamics::stop::REASON.into(),
+            };
+            break;
+        }
         if out.steps_taken >= opts.max_steps {
             out.status = Status::Failed {
                 t: s.t(),
@@ -726,6 +733,13 @@ impl Segment<'_, '_, '_, '_> {
         }
         let mut handover = None;
         while !self.out.done() {
+            if crate::dynamics::stop::requested() {
+                self.out.status = Status::Failed {
+                    t: solver.state().t,
+                    reason: crate::dynamics::stop::REASON.into(),
+                };
+                break;
+            }
             if self.out.steps_taken >= self.max_steps {
                 self.out.status = Status::Failed {
                     t: solver.state().t,
