@@ -523,6 +523,10 @@ pub struct SweepArgs {
     /// `gdflow merge` combines the parts' directories
     #[cfg_attr(feature = "cli", arg(long, value_name = "i/N"))]
     pub shard: Option<String>,
+    /// Also find the largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain flow stays
+    /// ≤ this (0.01: within 1% of ‖X*‖), by bisection in log η to 1% from the sweep's bracket
+    #[cfg_attr(feature = "cli", arg(long, value_name = "δ", allow_hyphen_values = true))]
+    pub target_deviation: Option<f64>,
 }
 
 /// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
@@ -619,6 +623,7 @@ pub const SWEEP_KEYS: &[&str] = &[
     "stability_tol",
     "max_rows",
     "shard",
+    "target_deviation",
 ];
 
 impl SweepArgs {
@@ -636,7 +641,8 @@ impl SweepArgs {
             stability_steps,
             stability_tol,
             max_rows,
-            shard
+            shard,
+            target_deviation
         );
         self
     }

@@ -64,6 +64,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
             ..s.reference.clone()
         },
         points,
+        target_deviation: None,
         operator_counts: counts,
         timings,
     };

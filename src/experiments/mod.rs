@@ -8,6 +8,7 @@ pub mod progress;
 pub mod run;
 mod setup;
 pub mod sweep;
+pub mod target;
 
 pub use check::{check, check_with};
 pub use merge::merge;

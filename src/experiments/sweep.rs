@@ -299,7 +299,35 @@ pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<Swe
             ),
         ));
     }
-    run_sweep(setup, &settings, show_progress)
+    if let Some(target) = args.target_deviation {
+        if !(target.is_finite() && target > 0.0) {
+            return Err(Error::invalid(
+                "target_deviation",
+                target,
+                "must be a finite number > 0 (0.01: within 1% of ‖X*‖)",
+            ));
+        }
+        if settings.shard.is_some() {
+            return Err(Error::invalid(
+                "target_deviation",
+                target,
+                "searches across every step size, which a --shard does not see: run it \
+                 unsharded",
+            ));
+        }
+    }
+    let mut result = run_sweep(setup, &settings, show_progress)?;
+    if let Some(target) = args.target_deviation {
+        let start = std::time::Instant::now();
+        result.summary.target_deviation = Some(super::target::target_deviation(
+            setup,
+            &settings,
+            &result.summary.points,
+            target,
+        )?);
+        result.summary.timings.total_seconds += start.elapsed().as_secs_f64();
+    }
+    Ok(result)
 }
 
 /// States of one flow solve, split per step size.
@@ -860,6 +888,7 @@ pub fn run_sweep(
             solver_tight: refs.tight.stats,
         },
         points,
+        target_deviation: None,
         operator_counts: problem.op.counts(),
         timings: SweepTimings {
             problem_seconds: setup.seconds,

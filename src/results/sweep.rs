@@ -312,8 +312,28 @@ pub struct SweepSummary {
     pub stability: Option<StabilityReport>,
     pub reference: ReferenceSolves,
     pub points: Vec<SweepPoint>,
+    /// With `--target-deviation`: the largest η within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_deviation: Option<TargetDeviation>,
     pub operator_counts: OperatorCounts,
     pub timings: SweepTimings,
+}
+
+/// The largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain limit is ≤ `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetDeviation {
+    pub target: f64,
+    /// The bracket's lower end: the largest η measured within the target (`None`: none was,
+    /// down to 2⁻²⁰ of the smallest swept η).
+    pub eta: Option<f64>,
+    /// [lo, hi]: lo within the target, hi not (`None` where no such η was found).
+    pub bracket: [Option<f64>; 2],
+    /// The relative deviations measured at lo and hi (`None`: diverged or not found).
+    pub deviation: [Option<f64>; 2],
+    /// The bisection stops when hi/lo ≤ 1 + this.
+    pub tolerance: f64,
+    /// Step sizes run beyond the sweep's own.
+    pub evaluations: usize,
 }
 
 impl SweepSummary {
