@@ -11,12 +11,11 @@
 //!
 //! `cargo run --release --example fig_central_flow` (a few seconds)
 
-use gdflow::analysis::Record;
 use gdflow::config::{ConfigArgs, FlowVariant};
 use gdflow::dynamics::flow::{solve_flow_with, Times};
 use gdflow::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use gdflow::experiments::{run, Command, RunExtras, Setup};
-use gdflow::plot::{write_figure, Figure, Panel, Series, Style};
+use gdflow::plot::{write_figure, Figure, Panel};
 
 const HORIZON: f64 = 270.0;
 
@@ -67,13 +66,6 @@ fn flattest_sharpness() -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("the sharpness did not converge"))
 }
 
-fn points(records: &[Record], y: impl Fn(&Record) -> Option<f64>) -> Vec<(f64, f64)> {
-    records
-        .iter()
-        .filter_map(|r| y(r).map(|v| (r.t, v)))
-        .collect()
-}
-
 /// One row of panels for one η.
 fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
     let go = |flow| -> anyhow::Result<_> {
@@ -102,48 +94,11 @@ fn row(eta: f64, what: &str) -> anyhow::Result<Vec<Panel>> {
         summary.report.work.hvps,
         plain.summary.solver.rhs_evals,
     );
-    let title = |q: &str| format!("{q}, η = {eta:.4} ({what})");
-    let series = |y: &dyn Fn(&Record) -> Option<f64>| {
-        vec![
-            Series::new("GD iterates", 6, Style::Markers, points(&central.gd, y)),
-            Series::new(
-                "GD two-step average",
-                0,
-                Style::Line,
-                points(&central.gd_mean, y),
-            ),
-            Series::new("gradient flow", 1, Style::Dashed, points(&plain.flow, y)),
-            Series::new("modified flow", 2, Style::Dashed, points(&modified.flow, y)),
-            Series::new("central flow", 3, Style::Line, points(&central.flow, y)),
-        ]
-    };
-    let panel = |q: &str, y_label: &str, log_y: bool, series: Vec<Series>| Panel {
-        title: title(q),
-        x_label: "t".into(),
-        y_label: y_label.into(),
-        log_x: false,
-        log_y,
-        series,
-        texts: vec![],
-        ..Default::default()
-    };
-    let mut sharp = series(&|r| r.sharpness());
-    sharp.push(Series::new(
-        "2/η",
-        5,
-        Style::Guide,
-        vec![(0.0, 2.0 / eta), (HORIZON, 2.0 / eta)],
-    ));
-    Ok(vec![
-        panel("loss", "f(U, V)", true, series(&|r| Some(r.loss()))),
-        panel(
-            "relative error",
-            "‖UVᵀ − X*‖ / ‖X*‖",
-            true,
-            series(&|r| Some(r.rel_error())),
-        ),
-        panel("sharpness", "λ_max(∇²f)", false, sharp),
-    ])
+    Ok(gdflow::plot::figures::central_flow_panels(
+        &central,
+        &[("gradient flow", &plain), ("modified flow", &modified)],
+        &format!(" ({what})"),
+    ))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{parse_config_file_all, CheckArgs, ConfigArgs, SweepArgs};
+use crate::config::{parse_config_file_all, CheckArgs, ConfigArgs, FlowVariant, SweepArgs};
 use crate::error::Error;
 use crate::experiments::{Command as Cmd, RunExtras, Setup};
 
@@ -337,8 +337,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                     if result.states.is_empty() { "" } else { ",states.npz" }
                 );
                 if output.figures {
-                    let figs =
+                    let mut figs =
                         crate::plot::figures::run_figures(std::slice::from_ref(&result), None);
+                    if setup.config.flow == FlowVariant::Central {
+                        // GD, its average, the central flow and the gradient flow in one figure
+                        let plain = crate::experiments::run(
+                            &setup.with_plain_flow(),
+                            &RunExtras::default(),
+                        )?;
+                        figs.push(crate::plot::figures::central_flow(&result, &plain));
+                    }
                     write_figures(&figs, &dir.join("figures"))?;
                 }
             }

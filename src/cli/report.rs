@@ -197,6 +197,25 @@ pub fn format_summary(s: &RunSummary) -> String {
                 d.max, d.max_relative, d.t, d.final_distance
             );
         }
+        if let (Some(mean), Some(plain)) = (&c.distance_mean, &c.distance_plain) {
+            let verdict = match (r.first_reached, c.follows_central()) {
+                (None, _) => "below the stability limit throughout: the central flow is the \
+                              gradient flow, and GD follows it"
+                    .to_string(),
+                (Some(_), Some(true)) => "GD follows the central flow on average, not the gradient flow".into(),
+                _ => "GD's average is not nearer the central flow than its iterates are to the \
+                      gradient flow: the central flow does not describe this run"
+                    .into(),
+            };
+            let _ = writeln!(
+                out,
+                "verdict: {verdict} — at the end GD's two-step average is {:.3e} of ‖X*‖ from the \
+                 central flow, its iterates {:.3e} of ‖X*‖ from the gradient flow (max {:.3e})",
+                mean.final_distance / s.problem.target_norm,
+                plain.final_distance / s.problem.target_norm,
+                plain.max_relative
+            );
+        }
         if let Some(e) = &c.edge_of_stability {
             let _ = writeln!(
                 out,
@@ -275,6 +294,35 @@ fn describe_fit(name: &str, f: &OrderFit) -> String {
 }
 
 /// The table `gdflow sweep` prints.
+/// The answer to `--target-deviation`, in words, with its bracket.
+fn target_line(t: &crate::results::sweep::TargetDeviation, label: &str) -> String {
+    let pct = |d: Option<f64>| d.map_or("diverged".into(), |d| format!("{:.3}%", 100.0 * d));
+    let what = format!(
+        "largest η with max_j ‖X_j − X(jη)‖ ≤ {}% of ‖X*‖ ({label} against the plain flow)",
+        100.0 * t.target
+    );
+    match t.bracket {
+        [Some(lo), Some(hi)] => format!(
+            "{what}: η = {lo:.6} (bracket [{lo:.6}, {hi:.6}], deviations {} and {}; bisection in \
+             log η to {}%, {} extra step sizes run)",
+            pct(t.deviation[0]),
+            pct(t.deviation[1]),
+            100.0 * t.tolerance,
+            t.evaluations
+        ),
+        [None, Some(hi)] => format!(
+            "{what}: none found — every η down to {hi:.3e} deviates more ({})",
+            pct(t.deviation[1])
+        ),
+        [Some(lo), None] => format!(
+            "{what}: at least {lo:.6} — every η up to it stays within ({}), and none above it \
+             was found to leave",
+            pct(t.deviation[0])
+        ),
+        [None, None] => format!("{what}: not determined"),
+    }
+}
+
 pub fn format_sweep(s: &SweepSummary) -> String {
     use std::fmt::Write;
     let p = &s.problem;
@@ -420,6 +468,9 @@ pub fn format_sweep(s: &SweepSummary) -> String {
                 "sharpness and stability limit: in shard 1 of this sweep"
             );
         }
+    }
+    if let Some(t) = &s.target_deviation {
+        let _ = writeln!(out, "{}", target_line(t, label));
     }
     let tm = &s.timings;
     let _ = writeln!(

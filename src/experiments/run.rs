@@ -312,6 +312,7 @@ impl<'a> Comparison<'a> {
         CentralSummary {
             report,
             distance_mean: self.distance_mean.summary(target_norm),
+            distance_plain: None,
             edge_of_stability: (e.steps > 0).then(|| EdgeOfStability {
                 t_from: e.t_from.unwrap_or(0.0),
                 t_to: e.t_to,
@@ -425,6 +426,17 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     cmp.method_seconds += t0.elapsed().as_secs_f64();
     let method_status = driver.finish().pop().expect("one run").status;
     let target_norm = cmp.target_norm;
+    // past the stability limit the central flow is judged against the gradient flow: the
+    // same iterates compared with it, records at the ends only (the distance is over every
+    // step anyway)
+    let distance_plain = if limit.follows_average() {
+        let mut plain = setup.with_plain_flow();
+        plain.config.record_every = cfg.steps.max(1);
+        plain.config.sharpness_every = 0;
+        run(&plain, &RunExtras::default())?.summary.distance
+    } else {
+        None
+    };
     let summary = RunSummary {
         provenance: setup.provenance(),
         warnings: [
@@ -440,7 +452,10 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         two_over_eta: 2.0 / cfg.eta,
         optimizer: optimizer_summary(optimizer.as_ref(), &limit, cfg.flow),
         sharpness_cost: cmp.sharpness_cost(),
-        central: end.central.map(|r| cmp.central_summary(r, target_norm)),
+        central: end.central.map(|r| CentralSummary {
+            distance_plain,
+            ..cmp.central_summary(r, target_norm)
+        }),
         solver: end.solver,
         operator_counts: problem.op.counts(),
         timings: Timings {

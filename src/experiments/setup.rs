@@ -414,6 +414,16 @@ impl Setup {
         Some(s)
     }
 
+    /// The same set-up compared with the plain flow: the reference a central-flow run is
+    /// judged against.
+    pub fn with_plain_flow(&self) -> Setup {
+        let mut s = self.clone();
+        s.config.flow = FlowVariant::Plain;
+        s.config.save_states = false;
+        s.seconds = 0.0;
+        s
+    }
+
     /// The same problem with its start at scale `alpha`: regenerated (the operator, target and
     /// start direction have seed streams of their own, so only the scale changes), or for a
     /// loaded problem its start scaled by alpha/α. The default atol follows the new scale.

@@ -717,3 +717,78 @@ pub fn figure_sets(
     }
     Ok(sets)
 }
+
+fn points(records: &[Record], y: impl Fn(&Record) -> Option<f64>) -> Vec<(f64, f64)> {
+    records
+        .iter()
+        .filter_map(|r| y(r).map(|v| (r.t, v)))
+        .collect()
+}
+
+/// The central flow's panels (MATH §8) for a `--flow central` run: loss, relative error and
+/// sharpness against t, with GD's iterates (grey markers), GD's two-step average, the central
+/// flow and each reference run's flow (`references`: label and run, the gradient flow's at
+/// least) each in a colour of its own, and 2/η on the sharpness panel. `what` ends the titles.
+pub fn central_flow_panels(
+    central: &RunResult,
+    references: &[(&str, &RunResult)],
+    what: &str,
+) -> Vec<Panel> {
+    let eta = central.summary.config().eta;
+    let t_end = central.flow.last().map_or(0.0, |r| r.t);
+    let series = |y: &dyn Fn(&Record) -> Option<f64>| {
+        let mut s = vec![
+            Series::new("GD iterates", 6, Style::Markers, points(&central.gd, y)),
+            Series::new(
+                "GD two-step average",
+                0,
+                Style::Line,
+                points(&central.gd_mean, y),
+            ),
+        ];
+        for (i, (label, run)) in references.iter().enumerate() {
+            s.push(Series::new(*label, 1 + i, Style::Dashed, points(&run.flow, y)));
+        }
+        s.push(Series::new(
+            "central flow",
+            1 + references.len(),
+            Style::Line,
+            points(&central.flow, y),
+        ));
+        s
+    };
+    let panel = |q: &str, y_label: &str, log_y: bool, series: Vec<Series>| Panel {
+        title: format!("{q}, η = {eta:.4}{what}"),
+        x_label: "t".into(),
+        y_label: y_label.into(),
+        log_y,
+        series,
+        ..Default::default()
+    };
+    let mut sharp = series(&|r| r.sharpness());
+    sharp.push(Series::new(
+        "2/η",
+        5,
+        Style::Guide,
+        vec![(0.0, 2.0 / eta), (t_end, 2.0 / eta)],
+    ));
+    vec![
+        panel("loss", "f(U, V)", true, series(&|r| Some(r.loss()))),
+        panel(
+            "relative error",
+            "‖UVᵀ − X*‖ / ‖X*‖",
+            true,
+            series(&|r| Some(r.rel_error())),
+        ),
+        panel("sharpness", "λ_max(∇²f)", false, sharp),
+    ]
+}
+
+/// `central_flow`: [`central_flow_panels`] of a `--flow central` run beside its gradient flow.
+pub fn central_flow(central: &RunResult, plain: &RunResult) -> Figure {
+    Figure {
+        name: "central_flow".into(),
+        panels: central_flow_panels(central, &[("gradient flow", plain)], ""),
+        columns: Some(3),
+    }
+}

@@ -153,6 +153,19 @@ pub struct CentralSummary {
     /// max and final of ‖X̄_j − X((j + ½)η)‖_F, GD's two-step average against the flow.
     pub distance_mean: Option<Distance>,
     pub edge_of_stability: Option<EdgeOfStability>,
+    /// The same iterates against the plain gradient flow (a second comparison run beside the
+    /// central one): what the central flow is measured against in the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_plain: Option<Distance>,
+}
+
+impl CentralSummary {
+    /// Whether GD's average ends nearer the central flow than its iterates end to the
+    /// gradient flow (both relative to ‖X*‖): `None` without both distances.
+    pub fn follows_central(&self) -> Option<bool> {
+        let (mean, plain) = (self.distance_mean.as_ref()?, self.distance_plain.as_ref()?);
+        Some(mean.final_distance < plain.final_distance)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

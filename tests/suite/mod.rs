@@ -1,3 +1,4 @@
+mod answers;
 mod auto;
 mod central;
 mod cli;
