@@ -304,11 +304,12 @@ fn target_line(t: &crate::results::sweep::TargetDeviation, label: &str) -> Strin
     match t.bracket {
         [Some(lo), Some(hi)] => format!(
             "{what}: η = {lo:.6} (bracket [{lo:.6}, {hi:.6}], deviations {} and {}; bisection in \
-             log η to {}%, {} extra step sizes run)",
+             log η to {}%, {} extra step sizes run in {:.1} s)",
             pct(t.deviation[0]),
             pct(t.deviation[1]),
             100.0 * t.tolerance,
-            t.evaluations
+            t.evaluations,
+            t.seconds
         ),
         [None, Some(hi)] => format!(
             "{what}: none found — every η down to {hi:.3e} deviates more ({})",

@@ -318,14 +318,9 @@ pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<Swe
     }
     let mut result = run_sweep(setup, &settings, show_progress)?;
     if let Some(target) = args.target_deviation {
-        let start = std::time::Instant::now();
-        result.summary.target_deviation = Some(super::target::target_deviation(
-            setup,
-            &settings,
-            &result.summary.points,
-            target,
-        )?);
-        result.summary.timings.total_seconds += start.elapsed().as_secs_f64();
+        let t = super::target::target_deviation(setup, &settings, &result.summary.points, target)?;
+        result.summary.timings.total_seconds += t.seconds;
+        result.summary.target_deviation = Some(t);
     }
     Ok(result)
 }

@@ -1,6 +1,7 @@
 //! `sweep --target-deviation δ`: the largest η at which the method stays within δ·‖X*‖ of its
 //! plain limit over the whole horizon, max_j ‖X_j − X(jη)‖/‖X*‖ ≤ δ — found by bisection in
-//! log η from the bracket the sweep's own step sizes give.
+//! log η from the bracket the sweep's own step sizes give, each trial a `run` against the plain
+//! limit to the sweep's horizon.
 //!
 //! The deviation grows with η (order 1, MATH §2) but need not be monotone far past the
 //! stability limit: the answer is the crossing inside the bracket, and the bracket is reported
@@ -9,8 +10,8 @@
 use crate::error::Result;
 use crate::results::sweep::{SweepPoint, SweepSettings, TargetDeviation};
 
-use super::sweep::run_sweep;
-use super::Setup;
+use super::{run, RunExtras, Setup};
+use crate::Status;
 
 /// The bracket [lo, hi] is narrowed until hi/lo ≤ 1 + this.
 pub const TARGET_TOLERANCE: f64 = 1e-2;
@@ -20,7 +21,7 @@ const MAX_WIDENINGS: usize = 20;
 /// The largest relative deviation at `eta`, infinite when the method diverged or the limit
 /// failed before the horizon (it then does not stay within any δ).
 fn deviation_of(point: &SweepPoint) -> f64 {
-    let complete = point.gd_status == crate::Status::Completed && point.compared_steps == point.steps;
+    let complete = point.gd_status == Status::Completed && point.compared_steps == point.steps;
     if complete && point.max_dev_rel.is_finite() {
         point.max_dev_rel
     } else {
@@ -35,18 +36,24 @@ pub fn target_deviation(
     points: &[SweepPoint],
     target: f64,
 ) -> Result<TargetDeviation> {
+    let start = std::time::Instant::now();
     let mut evaluations = 0;
+    // a trial is `run` against the plain limit to the sweep's horizon: the same maximum over
+    // every step, without the sweep's modified and central flows
     let mut measure = |eta: f64| -> Result<f64> {
         evaluations += 1;
-        let one = SweepSettings {
-            etas: vec![eta],
-            stability_steps: 0,
-            max_rows: 1,
-            shard: None,
-            ..settings.clone()
-        };
-        let result = run_sweep(setup, &one, false)?;
-        Ok(result.summary.points.first().map_or(f64::INFINITY, deviation_of))
+        let mut trial = setup.with_plain_flow();
+        let steps = settings.steps_for(eta);
+        trial.config.eta = eta;
+        trial.config.steps = steps;
+        trial.config.record_every = steps.max(1);
+        trial.config.sharpness_every = 0;
+        let s = run(&trial, &RunExtras::default())?.summary;
+        let complete = s.gd.status == Status::Completed && s.flow.status == Status::Completed;
+        Ok(match s.distance {
+            Some(d) if complete && d.max_relative.is_finite() => d.max_relative,
+            _ => f64::INFINITY,
+        })
     };
     let mut measured: Vec<(f64, f64)> = points.iter().map(|p| (p.eta, deviation_of(p))).collect();
     measured.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -103,5 +110,6 @@ pub fn target_deviation(
         deviation: [finite(lo.1), finite(hi.1)],
         tolerance: TARGET_TOLERANCE,
         evaluations,
+        seconds: start.elapsed().as_secs_f64(),
     })
 }

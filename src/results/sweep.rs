@@ -334,6 +334,9 @@ pub struct TargetDeviation {
     pub tolerance: f64,
     /// Step sizes run beyond the sweep's own.
     pub evaluations: usize,
+    /// Wall-clock seconds of the search.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl SweepSummary {
