@@ -102,6 +102,11 @@ fn in_background<T: Send + 'static>(
         match py.detach(|| recv(Some(Duration::from_millis(100)))) {
             Ok(result) => {
                 let _ = handle.join();
+                // the last position, so that even a short run shows where it ended
+                if let Some(cb) = &on_progress {
+                    let (msg, unit, pos, len) = progress::current();
+                    cb.call1((msg, unit, pos, len))?;
+                }
                 return result.map_err(value_error);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -238,8 +238,27 @@ def test_ctrl_c_stops_a_long_run_within_half_a_second():
     assert time.perf_counter() - stamp[0] < 0.5
 
 
-def test_progress_is_shown(capsys):
+def test_progress_is_shown(capsys, monkeypatch):
+    # without tqdm: a line on stderr, ending where the run ended
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)
     gdflow.run(gdflow.Problem.generate(**SMALL), eta=0.1, steps=20, progress=True)
+    err = capsys.readouterr().err
+    assert "1000/1000" in err, err
+    gdflow.run(gdflow.Problem.generate(**SMALL), eta=0.1, steps=20)
+    assert capsys.readouterr().err == ""
+
+
+def test_target_deviation_equals_the_command_line(cli, tmp_path):
+    s = gdflow.sweep(gdflow.Problem.generate(**SMALL), etas=[0.05, 0.1], horizon=3.0,
+                     target_deviation=0.02)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    cli("sweep", *flags, "--etas", "0.05,0.1", "--horizon", 3, "--target-deviation", 0.02,
+        "--out", tmp_path / "s", "--quiet")
+    expected = json.loads((tmp_path / "s" / "summary.json").read_text())["target_deviation"]
+    got = s.summary["target_deviation"]
+    for key in ("eta", "bracket", "deviation", "tolerance", "evaluations", "target"):
+        assert got[key] == expected[key], key
 
 
 # -- executors ----------------------------------------------------------------------------------
