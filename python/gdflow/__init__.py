@@ -235,11 +235,14 @@ def _pandas(columns: Mapping[str, np.ndarray]):
 class RunResult:
     """What ``gdflow run`` writes: ``trajectory`` (trajectory.csv as column → array),
     ``summary`` (summary.json as a dict), ``states`` (with ``keep_states=True``:
-    dynamics → {"U": (records, n1, k), "V": (records, n2, k), "step", "t"})."""
+    dynamics → {"U": (records, n1, k), "V": (records, n2, k), "step", "t"}), ``ensemble``
+    (with ``replicas=N`` for a stochastic optimizer: ensemble.csv as column → array, columns
+    dynamics, step, t, quantity, n, mean, std, ci95; empty otherwise)."""
 
     def __init__(self, raw: Dict[str, Any]):
         self.trajectory: Dict[str, np.ndarray] = _columns(raw["trajectory"])
         self.summary: Dict[str, Any] = json.loads(raw["summary"])
+        self.ensemble: Dict[str, np.ndarray] = _columns(raw["ensemble"]) if "ensemble" in raw else {}
         self.states: Dict[str, Dict[str, np.ndarray]] = {}
         for name, array in raw["states"].items():
             dynamics, _, part = name.rpartition("_")

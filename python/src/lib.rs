@@ -210,6 +210,10 @@ fn run<'py>(
         states.set_item(name, array)?;
     }
     out.set_item("states", states)?;
+    if !result.ensemble.is_empty() {
+        let csv = gdflow::results::ensemble::ensemble_csv(&result.ensemble).map_err(value_error)?;
+        out.set_item("ensemble", columns(py, &csv, "ensemble.csv")?)?;
+    }
     Ok(out)
 }
 

@@ -293,3 +293,13 @@ def test_sweep_on_dask_equals_the_unsharded_sweep():
         split = gdflow.sweep(problem, etas=ETAS, horizon=3.0, executor=client, shards=2)
     for name in ("eta", "max_dev", "max_dev_modified", "final_dev"):
         np.testing.assert_array_equal(split.points[name], whole.points[name], err_msg=name)
+
+
+def test_sgd_ensemble_equals_the_command_line(cli, tmp_path):
+    keys = dict(eta=0.05, steps=30, record_every=10, optimizer="sgd", batch=12, replicas=6)
+    r = gdflow.run(gdflow.Problem.generate(**SMALL), **keys)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SMALL, **keys}.items()]
+    cli("run", *flags, "--out", tmp_path / "e", "--quiet")
+    assert_table_equals_csv(r.ensemble, tmp_path / "e" / "ensemble.csv")
+    assert set(r.ensemble["quantity"]) == {"loss", "rel_error", "balance_drift", "distance"}
+    assert (r.ensemble["n"] == 6).all()

@@ -332,9 +332,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             if let Some(dir) = &setup.config.out {
                 crate::results::run::write_run(&result, dir)?;
                 sayln!(
-                    "wrote {}/{{summary.json,trajectory.csv,config.toml{}}}",
+                    "wrote {}/{{summary.json,trajectory.csv,config.toml{}{}}}",
                     dir.display(),
-                    if result.states.is_empty() { "" } else { ",states.npz" }
+                    if result.states.is_empty() { "" } else { ",states.npz" },
+                    if result.ensemble.is_empty() { "" } else { ",ensemble.csv" }
                 );
                 if output.figures {
                     let mut figs =

@@ -163,6 +163,30 @@ pub fn format_summary(s: &RunSummary) -> String {
             let _ = writeln!(out, "GD-vs-flow distance: no common output times");
         }
     }
+    if let Some(e) = &s.ensemble {
+        let _ = writeln!(
+            out,
+            "ensemble of {} replicas{}: at the end, mean ± 95% interval",
+            e.replicas,
+            match e.ended_early {
+                0 => String::new(),
+                n => format!(" ({n} diverged or failed before the end)"),
+            }
+        );
+        for (dynamics, stats) in &e.final_stats {
+            let cells: Vec<String> = stats
+                .iter()
+                .map(|(q, st)| {
+                    if st.n > 1 {
+                        format!("{q} {:.4e} ± {:.1e}", st.mean, st.ci95)
+                    } else {
+                        format!("{q} {:.4e}", st.mean)
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  {dynamics:<6} {}", cells.join(", "));
+        }
+    }
     if let Some(c) = &s.central {
         let r = &c.report;
         match r.first_reached {

@@ -161,6 +161,16 @@ pub struct ConfigArgs {
         )
     )]
     pub friction: Option<f64>,
+    /// SGD's batch size b, 1 ≤ b ≤ m (b = m without replacement is GD)
+    #[cfg_attr(feature = "cli", arg(long, value_name = "b", help_heading = "Method"))]
+    pub batch: Option<usize>,
+    /// SGD draws its batches with replacement (default: without)
+    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
+    pub with_replacement: Option<bool>,
+    /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
+    /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
+    pub replicas: Option<usize>,
     /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
     /// model of E (MATH §5), GD and every flow included, instead of the sensing dynamics
     #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
@@ -281,6 +291,9 @@ impl ConfigArgs {
             damping,
             momentum,
             friction,
+            batch,
+            with_replacement,
+            replicas,
             perturbation,
             perturbation_size,
             symmetric,
@@ -344,6 +357,9 @@ impl ConfigArgs {
             damping: self.damping,
             momentum: self.momentum,
             friction: self.friction,
+            batch: self.batch,
+            with_replacement: self.with_replacement,
+            replicas: self.replicas.unwrap_or(1),
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
             symmetric: self.symmetric.unwrap_or(false),
@@ -714,6 +730,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "damping",
     "momentum",
     "friction",
+    "batch",
+    "with_replacement",
+    "replicas",
     "perturbation",
     "perturbation_size",
     "symmetric",

@@ -66,6 +66,15 @@ pub struct Config {
     /// Heavy ball's γ (β = 1 − γ√η).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub friction: Option<f64>,
+    /// SGD's batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// SGD's sampling with replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_replacement: Option<bool>,
+    /// Replicas of a stochastic method (1: its one path).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perturbation: Option<PerturbationModel>,
     pub perturbation_size: f64,
@@ -92,6 +101,17 @@ impl Default for Config {
             .expect("the built-in defaults are valid")
     }
 }
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// Replicas × steps at most: the ensemble's work bound (each a step of the method).
+pub const MAX_REPLICA_STEPS: f64 = 1e9;
 
 fn gd_name() -> String {
     "gd".into()
@@ -224,6 +244,8 @@ impl Config {
             damping: self.damping,
             momentum: self.momentum,
             friction: self.friction,
+            batch: self.batch,
+            with_replacement: self.with_replacement,
         }
     }
 
@@ -235,6 +257,8 @@ impl Config {
             sigma_r: 1.0,
             sigma_1: 1.0,
             eta: self.eta,
+            m: self.measurements,
+            seed: self.seed,
         })
     }
 
@@ -255,6 +279,32 @@ impl Config {
                         .map(|v| v.name())
                         .collect::<Vec<_>>()
                         .join(" or ")
+                ),
+            ));
+        }
+        if self.replicas > 1 && !opt.is_stochastic() {
+            return Err(Error::invalid(
+                "replicas",
+                self.replicas,
+                format!(
+                    "{} is deterministic: every replica would be the same path (replicas are \
+                     for sgd with b < m or with replacement)",
+                    opt.name()
+                ),
+            ));
+        }
+        if opt.is_stochastic()
+            && self
+                .perturbation
+                .is_some_and(|p| p != crate::field::PerturbationModel::None)
+        {
+            return Err(Error::invalid(
+                "perturbation",
+                self.perturbation.map_or("", |p| p.name()),
+                format!(
+                    "{} samples the sensing loss's terms; a perturbed field has no such terms: \
+                     leave --perturbation out",
+                    opt.name()
                 ),
             ));
         }
@@ -281,6 +331,16 @@ impl Config {
                 "steps",
                 self.steps,
                 format!("must be <= {MAX_STEPS:e} (split a longer run, or take a larger --eta)"),
+            ));
+        }
+        if self.replicas == 0 || self.replicas as f64 * self.steps as f64 > MAX_REPLICA_STEPS {
+            return Err(Error::invalid(
+                "replicas",
+                self.replicas,
+                format!(
+                    "must be >= 1, with replicas × steps <= {MAX_REPLICA_STEPS:e} (here {} steps)",
+                    self.steps
+                ),
             ));
         }
 

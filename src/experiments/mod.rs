@@ -3,6 +3,7 @@
 //! theory's predictions), [`merge()`] (a sharded sweep's parts).
 
 pub mod check;
+pub mod ensemble;
 pub mod merge;
 pub mod progress;
 pub mod run;

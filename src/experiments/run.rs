@@ -395,7 +395,8 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         recorder: Recorder::new(field.as_ref(), &problem.x_star, &x0)
             .with_quantities(&extras.quantities),
         method: Track::new(cfg.save_states),
-        flow: Track::new(cfg.save_states),
+        // the ensemble's distances need the limit's positions at the recorded steps
+        flow: Track::new(cfg.save_states || cfg.replicas > 1),
         mean: Track::new(cfg.save_states),
         sharp_method: SharpnessTracker::new(),
         sharp_flow: SharpnessTracker::new(),
@@ -456,6 +457,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             distance_plain,
             ..cmp.central_summary(r, target_norm)
         }),
+        ensemble: None,
         solver: end.solver,
         operator_counts: problem.op.counts(),
         timings: Timings {
@@ -466,13 +468,40 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };
+    finish(setup, optimizer.as_ref(), summary, cmp)
+}
+
+/// The result: the tracks' records and kept states, and the ensemble when asked for.
+fn finish(
+    setup: &Setup,
+    optimizer: &dyn Optimizer,
+    mut summary: RunSummary,
+    cmp: Comparison<'_>,
+) -> Result<RunResult> {
+    let cfg = &setup.config;
+    let mut rows = Vec::new();
+    if cfg.replicas > 1 {
+        let start = Instant::now();
+        let (r, s) = super::ensemble::ensemble(
+            setup,
+            optimizer,
+            &cmp.recorder,
+            cmp.flow.states.as_ref(),
+            cmp.flow.records.last(),
+        )?;
+        rows = r;
+        summary.ensemble = Some(s);
+        summary.timings.total_seconds += start.elapsed().as_secs_f64();
+        summary.operator_counts = setup.problem.op.counts();
+    }
+    let keep = |s: Option<States>| s.filter(|s| cfg.save_states && !s.steps.is_empty());
     let states = [
-        (summary.optimizer.name.clone(), cmp.method.states),
-        ("flow".to_string(), cmp.flow.states),
-        ("gd_mean".to_string(), cmp.mean.states),
+        (summary.optimizer.name.clone(), keep(cmp.method.states)),
+        ("flow".to_string(), keep(cmp.flow.states)),
+        ("gd_mean".to_string(), keep(cmp.mean.states)),
     ]
     .into_iter()
-    .filter_map(|(name, s)| s.filter(|s| !s.steps.is_empty()).map(|s| (name, s)))
+    .filter_map(|(name, s)| s.map(|s| (name, s)))
     .collect();
     Ok(RunResult {
         summary,
@@ -481,6 +510,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         gd_mean: cmp.mean.records,
         extra_columns: cmp.recorder.extra_columns(),
         states,
+        ensemble: rows,
     })
 }
 

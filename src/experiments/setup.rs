@@ -42,8 +42,9 @@ impl Command {
                 "flow",
                 "sharpness_every",
                 "save_states",
+                "replicas",
             ],
-            Command::Check => &["flow", "save_states"],
+            Command::Check => &["flow", "save_states", "replicas"],
         }
     }
 
@@ -74,6 +75,11 @@ impl Command {
                     args.save_states.is_some(),
                     "save_states",
                     "states are kept by `gdflow run`",
+                ))
+                .or(given(
+                    args.replicas.is_some(),
+                    "replicas",
+                    "ensembles are `gdflow run`'s for now: run it at each η",
                 )),
             Command::Check => given(
                 args.flow.is_some(),
@@ -85,15 +91,21 @@ impl Command {
                 args.save_states.is_some(),
                 "save_states",
                 "states are kept by `gdflow run`",
+            ))
+            .or(given(
+                args.replicas.is_some(),
+                "replicas",
+                "the checks are GD's, which is deterministic",
             )),
         }
     }
 }
 
 /// The files the commands write into `--out`.
-pub const OUTPUT_FILES: [&str; 7] = [
+pub const OUTPUT_FILES: [&str; 8] = [
     "summary.json",
     "trajectory.csv",
+    "ensemble.csv",
     "states.npz",
     "config.toml",
     "sweep.csv",
@@ -341,6 +353,8 @@ impl Setup {
             sigma_r: sv.last().copied().unwrap_or(1.0),
             sigma_1: sv.first().copied().unwrap_or(1.0),
             eta: self.config.eta,
+            m: self.problem.m(),
+            seed: self.config.seed,
         }
     }
 

@@ -550,6 +550,34 @@ fn default_jacobian<F: Field + ?Sized>(
 /// out = (f(state + h·dir) − f(state − h·dir))/(2h) with h = ε^{1/3}·max(‖state‖, 1)/‖dir‖,
 /// the central difference along `dir` of a function that writes its value into its second
 /// argument: for derivatives a field has no closed form of.
+/// F at `state` with each residual weighted, r_i → w_i r_i: G_w = 𝒜*(w ⊙ (𝒜(UVᵀ) − y)) and
+/// F = (−G_wV, −G_wᵀU), a mini-batch gradient when `weights` holds a batch's (MATH §10).
+/// Returns the full loss ½‖𝒜(UVᵀ) − y‖² at `state`. Two passes over the operator (𝒜, then
+/// 𝒜*); `ws` no longer holds the field's own evaluation afterwards.
+pub fn weighted_rhs(
+    field: &dyn Field,
+    state: &[f64],
+    weights: &[f64],
+    out: &mut [f64],
+    ws: &mut Workspace,
+) -> f64 {
+    let (f, op, y) = (field.factors(), field.operator(), field.observations());
+    assert!(!f.symmetric, "weighted residuals are for two factors");
+    assert_eq!(weights.len(), y.len(), "one weight per measurement");
+    ws.cached = None;
+    f.product_into(state, &mut ws.x);
+    op.apply(ws.x.as_slice(), &mut ws.r);
+    let mut loss = 0.0;
+    for ((r, yi), w) in ws.r.iter_mut().zip(y).zip(weights) {
+        *r -= yi;
+        loss += *r * *r;
+        *r *= w;
+    }
+    op.adjoint(&ws.r, ws.g.as_mut_slice());
+    f.map_gradient(state, &ws.g, out);
+    0.5 * loss
+}
+
 pub fn central_difference(
     state: &[f64],
     dir: &[f64],

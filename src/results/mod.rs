@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod check;
+pub mod ensemble;
 pub mod run;
 pub mod sweep;
 pub mod table;

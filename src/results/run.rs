@@ -191,6 +191,9 @@ pub struct RunSummary {
     /// With `--flow central`: its events, GD's average against it, the predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub central: Option<CentralSummary>,
+    /// With `--replicas N` (N ≥ 2): the ensemble's final statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<super::ensemble::EnsembleSummary>,
     pub solver: SolverStats,
     /// Operator applications over the whole run (GD, flow, recording).
     pub operator_counts: OperatorCounts,
@@ -247,6 +250,8 @@ pub struct RunResult {
     /// The states at the recorded steps of each dynamics, by name, when `save_states` asked
     /// for them (`states.npz`); empty otherwise.
     pub states: Vec<(String, States)>,
+    /// With `--replicas N` (N ≥ 2): `ensemble.csv`'s rows; empty otherwise.
+    pub ensemble: Vec<super::ensemble::EnsembleRow>,
 }
 
 /// One dynamics' states (U, V stacked as the field's state vector) at its recorded steps.
@@ -417,6 +422,10 @@ pub fn write_run(result: &RunResult, dir: &Path) -> Result<()> {
     let toml = config_toml(&result.summary)?;
     crate::output::write_bytes(&dir.join("trajectory.csv"), &csv)?;
     crate::output::write_bytes(&dir.join("config.toml"), toml.as_bytes())?;
+    if !result.ensemble.is_empty() {
+        let csv = super::ensemble::ensemble_csv(&result.ensemble)?;
+        crate::output::write_bytes(&dir.join("ensemble.csv"), &csv)?;
+    }
     if !result.states.is_empty() {
         let arrays = states_arrays(result);
         let path = dir.join("states.npz");
@@ -481,5 +490,6 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         gd_mean,
         extra_columns,
         states: Vec::new(),
+        ensemble: Vec::new(),
     })
 }

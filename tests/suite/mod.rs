@@ -14,6 +14,7 @@ pub mod npz;
 mod one_way_in;
 mod optimizers;
 mod plot;
+mod stochastic;
 mod sweep;
 mod theory;
 mod validation;

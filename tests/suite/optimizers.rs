@@ -96,6 +96,8 @@ fn build(name: &str, settings: Settings) -> Arc<dyn Optimizer> {
         sigma_r: 1.0,
         sigma_1: 1.0,
         eta: 0.05,
+        m: 0,
+        seed: 0,
     };
     optimizer::build(name, &settings, &ctx).unwrap()
 }

@@ -35,6 +35,7 @@ mod heavy_ball;
 mod nesterov;
 mod scaled_gd;
 mod second_order;
+mod sgd;
 
 pub use alternating_gd::AlternatingGd;
 pub use gd::GdMethod;
@@ -42,6 +43,7 @@ pub use heavy_ball::HeavyBall;
 pub use nesterov::Nesterov;
 pub use scaled_gd::{Preconditioned, ScaledGd, DEFAULT_DAMPING};
 pub use second_order::{Friction, SecondOrder};
+pub use sgd::Sgd;
 
 /// How the iteration count maps to the limit's time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +217,16 @@ pub trait Optimizer: Send + Sync {
     }
     /// A fresh stepper for one run of step size `eta`.
     fn stepper(&self, eta: f64) -> Box<dyn Stepper>;
+    /// The stepper of replica `replica` of a stochastic method (its own noise stream);
+    /// deterministic methods have one path, [`Optimizer::stepper`]'s.
+    fn replica_stepper(&self, eta: f64, replica: u64) -> Box<dyn Stepper> {
+        let _ = replica;
+        self.stepper(eta)
+    }
+    /// Whether its path depends on random draws (then replicas differ).
+    fn is_stochastic(&self) -> bool {
+        false
+    }
     /// Its limit of kind `variant` for step `eta` on `field`, started from the method's start
     /// `x0`; `Err` says why it has none (the caller names the flag). The central flow is GD's
     /// alone and is solved by its own driver: every optimiser refuses it here.
@@ -264,15 +276,22 @@ pub struct Settings {
     pub momentum: Option<f64>,
     /// Heavy ball's γ in β = 1 − γ√η.
     pub friction: Option<f64>,
+    /// SGD's batch size b.
+    pub batch: Option<usize>,
+    /// SGD's sampling: with replacement (default without).
+    pub with_replacement: Option<bool>,
 }
 
 impl Settings {
     /// `Err((flag, value, why))` for the first parameter set that `name` does not take.
     fn only(&self, name: &str, takes: &[&str]) -> Result<(), (&'static str, String, String)> {
+        let text = |v: Option<f64>| v.map(|v| v.to_string());
         for (flag, value) in [
-            ("damping", self.damping),
-            ("momentum", self.momentum),
-            ("friction", self.friction),
+            ("damping", text(self.damping)),
+            ("momentum", text(self.momentum)),
+            ("friction", text(self.friction)),
+            ("batch", self.batch.map(|b| b.to_string())),
+            ("with_replacement", self.with_replacement.map(|b| b.to_string())),
         ] {
             if let Some(v) = value {
                 if !takes.contains(&flag) {
@@ -284,7 +303,7 @@ impl Settings {
                         .join(", ");
                     return Err((
                         flag,
-                        v.to_string(),
+                        v,
                         format!("is a parameter of {who}, not of optimizer {name}"),
                     ));
                 }
@@ -303,6 +322,10 @@ pub struct Context {
     pub eta: f64,
     /// σ_1(X*), the largest singular value of the target.
     pub sigma_1: f64,
+    /// The number of measurements m.
+    pub m: usize,
+    /// The configuration's seed (stochastic methods draw their noise from its sub-streams).
+    pub seed: u64,
 }
 
 /// Why an optimiser cannot be built: the configuration key, its value, and what to do.
@@ -362,6 +385,13 @@ pub static REGISTRY: &[Entry] = &[
                       modified) or --friction γ (β = 1 − γ√η, time j√η; limit Ẍ + γẊ + ∇f = 0)",
         parameters: &["momentum", "friction"],
         build: heavy_ball::build,
+    },
+    Entry {
+        name: "sgd",
+        description: "mini-batch SGD x⁺ = x − η g_B, g_B = (m/b)Σ_{i∈B} r_i∇r_i: --batch b, \
+                      --with-replacement (limits: plain, modified; SGD's mean to O(η))",
+        parameters: &["batch", "with_replacement"],
+        build: sgd::build,
     },
     Entry {
         name: "nesterov",

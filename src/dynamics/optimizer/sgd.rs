@@ -1,0 +1,194 @@
+//! Mini-batch SGD, MATH §10: at step j a batch B_j ⊂ {1..m} of size b, drawn uniformly
+//! without replacement (or with, `--with-replacement`), and x⁺ = x − η g_B with
+//! g_B = (m/b) Σ_{i∈B} r_i ∇r_i, an unbiased estimate of ∇f. With b = m without replacement
+//! every weight is 1 and g_B is ∇f: the step is GD's, computed by GD's own evaluation.
+//!
+//! The batch of step j of replica ρ comes from a counter-based stream keyed by (seed, ρ, j):
+//! ChaCha20 keyed by the seed's SGD sub-seed, stream ρ, block position j·2³²; so a path does
+//! not depend on the thread count, on sharding, or on which other replicas run beside it.
+//!
+//! Its deterministic limits are GD's plain and modified flows; both follow SGD's mean to O(η)
+//! only (weak order 1), and neither has SGD's spread, which the stochastic modified equations
+//! describe (MATH §10).
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::{no_limit, Context, Limit, Optimizer, Parameters, Refusal, Settings};
+use crate::dynamics::{Evaluation, FlowVariant, Stepper};
+use crate::field::{weighted_rhs, Field, Modified, Workspace};
+
+/// The sub-seed stream of SGD's batches (beside the problem's operator, target, start, noise).
+pub const STREAM_BATCHES: u64 = 5;
+
+/// Mini-batch SGD with batch size `batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sgd {
+    pub batch: usize,
+    pub with_replacement: bool,
+    pub m: usize,
+    pub seed: u64,
+}
+
+/// `--optimizer sgd`: `--batch b` (1 ≤ b ≤ m, required), `--with-replacement`.
+pub fn build(s: &Settings, c: &Context) -> Result<Arc<dyn Optimizer>, Refusal> {
+    s.only("sgd", &["batch", "with_replacement"])?;
+    let batch = s.batch.ok_or_else(|| Refusal {
+        key: "batch",
+        value: "missing".into(),
+        reason: format!(
+            "sgd needs its batch size: give --batch b with 1 <= b <= m = {} (b = m without \
+             replacement is GD)",
+            c.m
+        ),
+    })?;
+    if batch == 0 || batch > c.m {
+        return Err(Refusal {
+            key: "batch",
+            value: batch.to_string(),
+            reason: format!("must be between 1 and m = {} (the measurements)", c.m),
+        });
+    }
+    Ok(Arc::new(Sgd {
+        batch,
+        with_replacement: s.with_replacement.unwrap_or(false),
+        m: c.m,
+        seed: c.seed,
+    }))
+}
+
+impl Sgd {
+    /// The weights w_i = (m/b)·(times i is drawn) of step `step` of replica `replica`.
+    pub fn weights(&self, replica: u64, step: usize, out: &mut Vec<f64>) {
+        let (m, b) = (self.m, self.batch);
+        out.clear();
+        out.resize(m, 0.0);
+        let scale = m as f64 / b as f64;
+        if b == m && !self.with_replacement {
+            out.iter_mut().for_each(|w| *w = 1.0);
+            return;
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(crate::problem::sub_rng(self.seed, STREAM_BATCHES).gen());
+        rng.set_stream(replica);
+        rng.set_word_pos((step as u128) << 32);
+        if self.with_replacement {
+            for _ in 0..b {
+                out[rng.gen_range(0..m)] += scale;
+            }
+        } else {
+            // the first b of a partial Fisher–Yates shuffle
+            let mut index: Vec<usize> = (0..m).collect();
+            for i in 0..b {
+                let j = rng.gen_range(i..m);
+                index.swap(i, j);
+                out[index[i]] = scale;
+            }
+        }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn name(&self) -> String {
+        "sgd".into()
+    }
+    fn parameters(&self) -> Parameters {
+        Parameters::from([
+            ("batch".to_string(), self.batch as f64),
+            (
+                "with_replacement".to_string(),
+                f64::from(u8::from(self.with_replacement)),
+            ),
+        ])
+    }
+    fn stepper(&self, eta: f64) -> Box<dyn Stepper> {
+        self.replica_stepper(eta, 0)
+    }
+    fn replica_stepper(&self, _eta: f64, replica: u64) -> Box<dyn Stepper> {
+        Box::new(SgdStepper {
+            sgd: *self,
+            replica,
+            step: 0,
+            weights: Vec::new(),
+            eval: Evaluation::default(),
+            ws: None,
+        })
+    }
+    fn is_stochastic(&self) -> bool {
+        !(self.batch == self.m && !self.with_replacement)
+    }
+    fn needs_two_factors(&self) -> bool {
+        true
+    }
+    fn limits(&self) -> Vec<FlowVariant> {
+        vec![FlowVariant::Plain, FlowVariant::Modified]
+    }
+    fn limit(
+        &self,
+        variant: FlowVariant,
+        field: Arc<dyn Field>,
+        x0: &[f64],
+        eta: f64,
+    ) -> Result<Limit, String> {
+        let start = x0.to_vec();
+        match variant {
+            FlowVariant::Plain => Ok(Limit::ode(field, start, "x' = −∇f (SGD's mean to O(η))")),
+            FlowVariant::Modified => Ok(Limit::ode(
+                Arc::new(Modified::new(field, eta)),
+                start,
+                "x' = −∇f − (η/4)∇‖∇f‖² (SGD's mean to O(η): the noise enters at O(η))",
+            )),
+            FlowVariant::Central => Err(no_limit("sgd", variant, &self.limits())),
+        }
+    }
+    fn warnings(&self, _context: &Context) -> Vec<String> {
+        if !self.is_stochastic() {
+            return Vec::new();
+        }
+        vec![format!(
+            "sgd with batch {} of m = {}: one path is compared with a deterministic limit, so \
+             its distance includes the noise, O(√η); --replicas N gives means with 95% intervals",
+            self.batch, self.m
+        )]
+    }
+}
+
+struct SgdStepper {
+    sgd: Sgd,
+    replica: u64,
+    step: usize,
+    weights: Vec<f64>,
+    /// GD's evaluation, for b = m without replacement.
+    eval: Evaluation,
+    ws: Option<Workspace>,
+}
+
+impl Stepper for SgdStepper {
+    fn name(&self) -> String {
+        "sgd".into()
+    }
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        if !self.sgd.is_stochastic() {
+            return self.eval.at(field, x);
+        }
+        self.sgd.weights(self.replica, self.step, &mut self.weights);
+        self.eval.f.resize(x.len(), 0.0);
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        weighted_rhs(field, x, &self.weights, &mut self.eval.f, ws)
+    }
+    fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
+        for (xi, fi) in x.iter_mut().zip(&self.eval.f) {
+            *xi += eta * fi;
+        }
+        self.step += 1;
+    }
+    fn workspace(&self) -> Option<&Workspace> {
+        // GD's evaluation holds G at x_j; a batch's G is not the field's
+        if self.sgd.is_stochastic() {
+            None
+        } else {
+            self.eval.workspace()
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Ensembles over replicas of a stochastic method (`--replicas N`): `ensemble.csv` and the
+//! summary's `ensemble`, written and read here. Every mean carries its 95% interval
+//! 1.96·s/√n (s the sample standard deviation).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{csv_bytes, csv_error};
+use crate::error::Result;
+use crate::output::num;
+
+/// Mean, sample standard deviation, 95% half-width and count of one quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: f64,
+    pub ci95: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    /// The statistics of a deterministic value: n = 1, no spread.
+    pub fn exact(value: f64) -> Self {
+        Self {
+            mean: value,
+            std: 0.0,
+            ci95: 0.0,
+            n: 1,
+        }
+    }
+}
+
+/// Welford's running mean and sum of squared deviations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Running {
+    n: usize,
+    mean: f64,
+    m2: f64,
+}
+
+impl Running {
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+    /// The accumulation of `self`'s values followed by `other`'s (Chan et al.'s update).
+    pub fn merge(&mut self, other: &Running) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *other;
+            return;
+        }
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let delta = other.mean - self.mean;
+        self.mean += delta * nb / n;
+        self.m2 += other.m2 + delta * delta * na * nb / n;
+        self.n += other.n;
+    }
+    pub fn stat(&self) -> Stat {
+        let n = self.n as f64;
+        let std = if self.n > 1 {
+            (self.m2 / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        Stat {
+            mean: if self.n > 0 { self.mean } else { f64::NAN },
+            std,
+            ci95: if self.n > 1 { 1.96 * std / n.sqrt() } else { 0.0 },
+            n: self.n,
+        }
+    }
+}
+
+/// One row of `ensemble.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnsembleRow {
+    pub dynamics: String,
+    pub step: usize,
+    pub t: f64,
+    pub quantity: String,
+    pub stat: Stat,
+}
+
+/// The summary's `ensemble`: the replica count and, at the last recorded step, every
+/// quantity's statistics by dynamics (the method's over its replicas; a deterministic
+/// limit's with n = 1, std = 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleSummary {
+    pub replicas: usize,
+    #[serde(rename = "final")]
+    pub final_stats: BTreeMap<String, BTreeMap<String, Stat>>,
+    /// Replicas that diverged or failed before the end (their quantities stop there).
+    pub ended_early: usize,
+}
+
+/// The columns of `ensemble.csv` (a contract).
+pub const ENSEMBLE_COLUMNS: [&str; 8] =
+    ["dynamics", "step", "t", "quantity", "n", "mean", "std", "ci95"];
+
+/// `ensemble.csv`: one row per recorded step, stochastic dynamics and quantity.
+pub fn ensemble_csv(rows: &[EnsembleRow]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = csv_error("ensemble.csv");
+    w.write_record(ENSEMBLE_COLUMNS).map_err(&err)?;
+    for r in rows {
+        let s = &r.stat;
+        w.write_record([
+            r.dynamics.clone(),
+            r.step.to_string(),
+            num(r.t),
+            r.quantity.clone(),
+            s.n.to_string(),
+            num(s.mean),
+            num(s.std),
+            num(s.ci95),
+        ])
+        .map_err(&err)?;
+    }
+    csv_bytes("ensemble.csv", w)
+}
