@@ -13,16 +13,7 @@ fn gdflow() -> Command {
 /// MATH §8's 8×7 problem; at η = 0.95 (2/η = 2.105) it is past the stability limit (the
 /// gradient flow ends at sharpness 2.44).
 fn eos_problem() -> ConfigArgs {
-    ConfigArgs {
-        n1: Some(8),
-        n2: Some(7),
-        rank: Some(2),
-        width: Some(3),
-        measurements: Some(60),
-        alpha: Some(1e-2),
-        seed: Some(1),
-        ..Default::default()
-    }
+    super::math8_args(1e-2)
 }
 
 /// The bracket `--target-deviation` reports holds when each end is measured by a sweep of its

@@ -239,16 +239,9 @@ use gdflow::experiments::{run, Command, RunExtras, Setup};
 /// The edge-of-stability problem of MATH §8's kind: 8×7, r = 2, k = 3, m = 60.
 fn eos_args(eta: f64, steps: usize) -> ConfigArgs {
     ConfigArgs {
-        n1: Some(8),
-        n2: Some(7),
-        rank: Some(2),
-        width: Some(3),
-        measurements: Some(60),
-        alpha: Some(1e-2),
-        seed: Some(1),
         eta: Some(eta),
         steps: Some(steps),
-        ..Default::default()
+        ..super::math8_args(1e-2)
     }
 }
 

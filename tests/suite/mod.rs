@@ -22,6 +22,20 @@ mod validation;
 use gdflow::config::ConfigArgs;
 use gdflow::problem::Problem;
 
+/// MATH §8's and §9's small problem: 8×7, r = 2, k = 3, m = 60, seed 1, start of scale α.
+pub fn math8_args(alpha: f64) -> ConfigArgs {
+    ConfigArgs {
+        n1: Some(8),
+        n2: Some(7),
+        rank: Some(2),
+        width: Some(3),
+        measurements: Some(60),
+        alpha: Some(alpha),
+        seed: Some(1),
+        ..Default::default()
+    }
+}
+
 /// `f` run on a rayon pool of `threads` threads (for results that must not depend on it).
 pub fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()

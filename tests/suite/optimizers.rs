@@ -249,13 +249,6 @@ fn heavy_ball_at_zero_momentum_is_gd() {
 /// The problem of MATH §9's check: 8×7, r 2, k 3, m 60, α 0.3, T 6.
 fn order_args(optimizer: &str, flow: FlowVariant, eta: f64, steps: usize) -> ConfigArgs {
     ConfigArgs {
-        n1: Some(8),
-        n2: Some(7),
-        rank: Some(2),
-        width: Some(3),
-        measurements: Some(60),
-        alpha: Some(0.3),
-        seed: Some(1),
         eta: Some(eta),
         steps: Some(steps),
         record_every: Some(steps),
@@ -263,7 +256,7 @@ fn order_args(optimizer: &str, flow: FlowVariant, eta: f64, steps: usize) -> Con
         optimizer: Some(optimizer.into()),
         rtol: Some(1e-11),
         atol: Some(1e-14),
-        ..Default::default()
+        ..super::math8_args(0.3)
     }
 }
 
