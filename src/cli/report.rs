@@ -186,6 +186,21 @@ pub fn format_summary(s: &RunSummary) -> String {
                 .collect();
             let _ = writeln!(out, "  {dynamics:<6} {}", cells.join(", "));
         }
+        if !e.weak_error.is_empty() {
+            let cells: Vec<String> = e
+                .weak_error
+                .iter()
+                .map(|(q, w)| {
+                    format!(
+                        "{q} {:+.3e} ± {:.1e} ({})",
+                        w.difference,
+                        w.ci95,
+                        if w.resolved { "resolved" } else { "unresolved: the interval covers 0" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "  weak error (method − limit): {}", cells.join(", "));
+        }
     }
     if let Some(c) = &s.central {
         let r = &c.report;

@@ -167,6 +167,9 @@ pub struct ConfigArgs {
     /// SGD draws its batches with replacement (default: without)
     #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
     pub with_replacement: Option<bool>,
+    /// Euler–Maruyama substeps per step of SGD's SMEs (--flow sme1, sme2) [default: 8]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
+    pub sde_substeps: Option<usize>,
     /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
     /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
@@ -293,6 +296,7 @@ impl ConfigArgs {
             friction,
             batch,
             with_replacement,
+            sde_substeps,
             replicas,
             perturbation,
             perturbation_size,
@@ -359,6 +363,7 @@ impl ConfigArgs {
             friction: self.friction,
             batch: self.batch,
             with_replacement: self.with_replacement,
+            sde_substeps: self.sde_substeps,
             replicas: self.replicas.unwrap_or(1),
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
@@ -732,6 +737,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "friction",
     "batch",
     "with_replacement",
+    "sde_substeps",
     "replicas",
     "perturbation",
     "perturbation_size",

@@ -72,6 +72,9 @@ pub struct Config {
     /// SGD's sampling with replacement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub with_replacement: Option<bool>,
+    /// Euler–Maruyama substeps per step of SGD's SMEs (8 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sde_substeps: Option<usize>,
     /// Replicas of a stochastic method (1: its one path).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub replicas: usize,
@@ -246,6 +249,7 @@ impl Config {
             friction: self.friction,
             batch: self.batch,
             with_replacement: self.with_replacement,
+            sde_substeps: self.sde_substeps,
         }
     }
 

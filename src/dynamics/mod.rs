@@ -17,6 +17,7 @@ pub mod central;
 mod driver;
 pub mod flow;
 pub mod optimizer;
+pub mod sde;
 pub mod sharpness;
 pub mod stability;
 mod stepper;
@@ -90,19 +91,27 @@ pub enum FlowVariant {
     /// The central flow (MATH §8): the gradient flow until the sharpness reaches 2/η, then
     /// the flow of GD's time average at the edge of stability.
     Central,
+    /// SGD's first-order stochastic modified equation dX = −∇f dt + √(ηc_b)D dW (MATH §10).
+    Sme1,
+    /// SGD's second-order stochastic modified equation, the modified drift (MATH §10).
+    Sme2,
 }
 
 impl FlowVariant {
-    pub const ALL: [FlowVariant; 3] = [
+    pub const ALL: [FlowVariant; 5] = [
         FlowVariant::Plain,
         FlowVariant::Modified,
         FlowVariant::Central,
+        FlowVariant::Sme1,
+        FlowVariant::Sme2,
     ];
     pub fn name(self) -> &'static str {
         match self {
             FlowVariant::Plain => "plain",
             FlowVariant::Modified => "modified",
             FlowVariant::Central => "central",
+            FlowVariant::Sme1 => "sme1",
+            FlowVariant::Sme2 => "sme2",
         }
     }
     pub fn description(self) -> &'static str {
@@ -114,6 +123,14 @@ impl FlowVariant {
             FlowVariant::Central => {
                 "the central flow: GD's time average past the stability limit, where the \
                  sharpness sits at 2/η (MATH §8)"
+            }
+            FlowVariant::Sme1 => {
+                "SGD's stochastic modified equation of order 1, dX = −∇f dt + √(ηc_b)D dW \
+                 (MATH §10; sgd only)"
+            }
+            FlowVariant::Sme2 => {
+                "SGD's stochastic modified equation of order 2, the modified drift with \
+                 √(ηc_b)D dW (MATH §10; sgd only)"
             }
         }
     }

@@ -1,16 +1,19 @@
 //! `run --replicas N`: N independent paths of a stochastic method (each its own noise stream,
-//! MATH §10), summarised at every recorded step by the mean, standard deviation and 95%
-//! interval of each quantity; the deterministic limit beside them has n = 1.
+//! MATH §10) — and of its limit when that is stochastic too (an SME, each its own Brownian
+//! path) — summarised at every recorded step by the mean, standard deviation and 95% interval
+//! of each quantity. A deterministic limit has n = 1. At the last step the weak error
+//! E φ(method) − E φ(limit) is given with its interval, resolved or not.
 
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
 use crate::analysis::{Record, Recorder};
-use crate::dynamics::optimizer::Optimizer;
+use crate::dynamics::flow::Times;
+use crate::dynamics::optimizer::{Limit, Optimizer};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
-use crate::error::Result;
-use crate::results::ensemble::{EnsembleRow, EnsembleSummary, Running, Stat};
+use crate::error::{Error, Result};
+use crate::results::ensemble::{EnsembleRow, EnsembleSummary, Running, Stat, WeakError};
 use crate::results::run::States;
 
 use super::Setup;
@@ -21,108 +24,197 @@ const CHUNK: usize = 8;
 /// The quantities every replica records (their names are ensemble.csv's `quantity`).
 pub const QUANTITIES: [&str; 4] = ["loss", "rel_error", "balance_drift", "distance"];
 
-/// Run the replicas and summarise them; `flow` holds the limit's positions at the recorded
-/// steps (for `distance`), `flow_last` its last record.
+/// Per recorded step, one accumulator per quantity.
+type Acc = Vec<[Running; QUANTITIES.len()]>;
+
+/// What every replica's values are measured with.
+struct Measure<'a> {
+    setup: &'a Setup,
+    recorder: &'a Recorder<'a>,
+    /// The steps trajectory.csv records.
+    recorded: Vec<usize>,
+    dt: f64,
+}
+
+impl Measure<'_> {
+    /// Add the values at recorded step index `i` to `acc`.
+    fn add(&self, acc: &mut Acc, i: usize, state: &[f64], loss: f64, distance: Option<f64>) {
+        let x = self.setup.field().product(state);
+        let target = &self.setup.problem.x_star;
+        let values = [
+            Some(loss),
+            Some((&x - target).norm() / target.norm()),
+            Some(self.recorder.balance_drift(state)),
+            distance,
+        ];
+        for (a, v) in acc[i].iter_mut().zip(values) {
+            if let Some(v) = v {
+                a.push(v);
+            }
+        }
+    }
+
+    fn empty(&self) -> Acc {
+        vec![[Running::default(); QUANTITIES.len()]; self.recorded.len()]
+    }
+
+    /// The replicas in fixed chunks, in parallel; each chunk accumulates its replicas in order
+    /// and the chunks merge in order, so the result does not depend on the thread count.
+    fn replicas(
+        &self,
+        count: usize,
+        one_chunk: impl Fn(std::ops::Range<u64>) -> Result<(Acc, usize)> + Sync + Send,
+    ) -> Result<(Acc, usize)> {
+        let chunks: Vec<std::ops::Range<u64>> = (0..count as u64)
+            .step_by(CHUNK)
+            .map(|a| a..(a + CHUNK as u64).min(count as u64))
+            .collect();
+        let parts = chunks
+            .into_par_iter()
+            .map(&one_chunk)
+            .collect::<Result<Vec<_>>>()?;
+        let mut acc = self.empty();
+        let mut ended = 0;
+        for (part, e) in &parts {
+            for (a, p) in acc.iter_mut().zip(part) {
+                for (q, pq) in a.iter_mut().zip(p) {
+                    q.merge(pq);
+                }
+            }
+            ended += e;
+        }
+        Ok((acc, ended))
+    }
+
+    /// The method's replicas; `flow` (a deterministic limit's positions at the recorded
+    /// steps) gives each its distance to the limit.
+    fn method(&self, optimizer: &dyn Optimizer, flow: Option<&States>) -> Result<(Acc, usize)> {
+        let cfg = &self.setup.config;
+        let field = self.setup.field();
+        let x0 = self.setup.start();
+        let opts = RunOptions {
+            save: SaveAt::Nothing,
+            ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(self.dt)
+        };
+        self.replicas(cfg.replicas, |range| {
+            let mut acc = self.empty();
+            let runs = range
+                .map(|r| (optimizer.replica_stepper(cfg.eta, r), x0.clone(), opts.clone()))
+                .collect();
+            let mut observe = |it: &Iterate<'_>| {
+                let Ok(i) = self.recorded.binary_search(&it.step) else {
+                    return;
+                };
+                let distance = flow.and_then(|f| {
+                    let k = f.steps.binary_search(&it.step).ok()?;
+                    Some((field.product(it.state) - field.product(&f.states[k])).norm())
+                });
+                self.add(&mut acc, i, it.state, it.loss, distance);
+            };
+            let ended = Driver::batch(field.as_ref(), runs)
+                .run(&mut observe)
+                .iter()
+                .filter(|t| t.status != Status::Completed)
+                .count();
+            Ok((acc, ended))
+        })
+    }
+
+    /// A stochastic limit's replicas, each its own path on the grid of the method's times.
+    fn limit(&self, limit: &Limit) -> Result<(Acc, usize)> {
+        let cfg = &self.setup.config;
+        let field = self.setup.field();
+        let opts = cfg.flow_options();
+        self.replicas(cfg.replicas, |range| {
+            let mut acc = self.empty();
+            let mut ws = field.workspace();
+            let mut ended = 0;
+            for r in range {
+                let path = limit.replica(r);
+                let times = Times::Grid {
+                    dt: self.dt,
+                    count: cfg.steps + 1,
+                };
+                let end = path.solve(
+                    times,
+                    &opts,
+                    &mut |j, _, out| {
+                        if let Ok(i) = self.recorded.binary_search(&j) {
+                            let loss = field.loss(out.state, &mut ws);
+                            self.add(&mut acc, i, out.state, loss, None);
+                        }
+                    },
+                    &mut |_| {},
+                )?;
+                ended += usize::from(end.status != Status::Completed);
+            }
+            Ok((acc, ended))
+        })
+    }
+
+    fn rows(&self, dynamics: &str, acc: &Acc) -> Vec<EnsembleRow> {
+        let mut rows = Vec::new();
+        for (&step, stats) in self.recorded.iter().zip(acc) {
+            for (q, a) in QUANTITIES.iter().zip(stats) {
+                let stat = a.stat();
+                if stat.n > 0 {
+                    rows.push(EnsembleRow {
+                        dynamics: dynamics.to_string(),
+                        step,
+                        t: step as f64 * self.dt,
+                        quantity: q.to_string(),
+                        stat,
+                    });
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// The last recorded step's statistics, by quantity.
+fn last(acc: &Acc) -> BTreeMap<String, Stat> {
+    acc.last().map_or_else(BTreeMap::new, |l| {
+        QUANTITIES
+            .iter()
+            .zip(l)
+            .filter(|(_, a)| a.stat().n > 0)
+            .map(|(q, a)| (q.to_string(), a.stat()))
+            .collect()
+    })
+}
+
+/// Run the replicas and summarise them. A deterministic limit's positions at the recorded
+/// steps (`flow`) give the method's distances, its last record (`flow_last`) its n = 1 values;
+/// a stochastic limit runs its own replicas.
 pub fn ensemble(
     setup: &Setup,
     optimizer: &dyn Optimizer,
+    limit: &Limit,
     recorder: &Recorder<'_>,
     flow: Option<&States>,
     flow_last: Option<&Record>,
 ) -> Result<(Vec<EnsembleRow>, EnsembleSummary)> {
     let cfg = &setup.config;
-    let field = setup.field();
-    let x0 = setup.start();
     let dt = optimizer.time_scale().per_step(cfg.eta);
-    let every = RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(dt);
-    // the steps trajectory.csv records; the replicas' states are not kept
-    let recorded = every.saved_steps();
-    let opts = RunOptions {
-        save: SaveAt::Nothing,
-        ..every
+    let measure = Measure {
+        setup,
+        recorder,
+        recorded: RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
+        dt,
     };
-    let target = &setup.problem.x_star;
-    let target_norm = target.norm();
-    // Replicas run in fixed chunks, in parallel; each chunk accumulates its replicas in order
-    // and the chunks are merged in order, so the statistics do not depend on the thread count.
-    let chunks: Vec<std::ops::Range<u64>> = (0..cfg.replicas as u64)
-        .step_by(CHUNK)
-        .map(|a| a..(a + CHUNK as u64).min(cfg.replicas as u64))
-        .collect();
-    let field = field.as_ref();
-    let per_chunk = chunks
-        .into_par_iter()
-        .map(|range| {
-            let mut acc = vec![[Running::default(); QUANTITIES.len()]; recorded.len()];
-            let runs = range
-                .map(|r| (optimizer.replica_stepper(cfg.eta, r), x0.clone(), opts.clone()))
-                .collect();
-            let mut observe = |it: &Iterate<'_>| {
-                let Ok(i) = recorded.binary_search(&it.step) else {
-                    return;
-                };
-                let x = field.product(it.state);
-                let distance = flow.and_then(|f| {
-                    let k = f.steps.binary_search(&it.step).ok()?;
-                    Some((&x - field.product(&f.states[k])).norm())
-                });
-                let values = [
-                    Some(it.loss),
-                    Some((&x - target).norm() / target_norm),
-                    Some(recorder.balance_drift(it.state)),
-                    distance,
-                ];
-                for (a, v) in acc[i].iter_mut().zip(values) {
-                    if let Some(v) = v {
-                        a.push(v);
-                    }
-                }
-            };
-            let ended = Driver::batch(field, runs)
-                .run(&mut observe)
-                .iter()
-                .filter(|t| t.status != Status::Completed)
-                .count();
-            (acc, ended)
-        })
-        .collect::<Vec<_>>();
-    let mut acc = vec![[Running::default(); QUANTITIES.len()]; recorded.len()];
-    let mut ended_early = 0;
-    for (chunk, ended) in &per_chunk {
-        for (a, c) in acc.iter_mut().zip(chunk) {
-            for (q, cq) in a.iter_mut().zip(c) {
-                q.merge(cq);
-            }
-        }
-        ended_early += ended;
-    }
     let name = optimizer.name();
-    let mut rows = Vec::new();
-    for (&step, stats) in recorded.iter().zip(&acc) {
-        for (q, a) in QUANTITIES.iter().zip(stats) {
-            let stat = a.stat();
-            if stat.n > 0 {
-                rows.push(EnsembleRow {
-                    dynamics: name.clone(),
-                    step,
-                    t: step as f64 * dt,
-                    quantity: q.to_string(),
-                    stat,
-                });
-            }
-        }
-    }
-    let mut final_stats = BTreeMap::new();
-    if let Some(last) = acc.last() {
-        let method: BTreeMap<String, Stat> = QUANTITIES
-            .iter()
-            .zip(last)
-            .filter(|(_, a)| a.stat().n > 0)
-            .map(|(q, a)| (q.to_string(), a.stat()))
-            .collect();
-        final_stats.insert(name, method);
-    }
-    if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
+    let stochastic_limit = limit.is_stochastic();
+    let (acc, mut ended_early) =
+        measure.method(optimizer, flow.filter(|_| !stochastic_limit))?;
+    let mut rows = measure.rows(&name, &acc);
+    let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
+    if stochastic_limit {
+        let (lacc, ended) = measure.limit(limit)?;
+        ended_early += ended;
+        rows.extend(measure.rows("flow", &lacc));
+        final_stats.insert("flow".into(), last(&lacc));
+    } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
         let exact = [
             ("loss", r.loss()),
             ("rel_error", r.rel_error()),
@@ -136,12 +228,23 @@ pub fn ensemble(
                 .collect(),
         );
     }
+    let weak_error = match (final_stats.get(&name), final_stats.get("flow")) {
+        (Some(method), Some(flow)) => method
+            .iter()
+            .filter_map(|(q, a)| flow.get(q).map(|b| (q.clone(), WeakError::between(a, b))))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    if rows.is_empty() {
+        return Err(Error::invalid("replicas", cfg.replicas, "recorded nothing"));
+    }
     Ok((
         rows,
         EnsembleSummary {
             replicas: cfg.replicas,
             final_stats,
             ended_early,
+            weak_error,
         },
     ))
 }

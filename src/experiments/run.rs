@@ -468,13 +468,14 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };
-    finish(setup, optimizer.as_ref(), summary, cmp)
+    finish(setup, optimizer.as_ref(), &limit, summary, cmp)
 }
 
 /// The result: the tracks' records and kept states, and the ensemble when asked for.
 fn finish(
     setup: &Setup,
     optimizer: &dyn Optimizer,
+    limit: &Limit,
     mut summary: RunSummary,
     cmp: Comparison<'_>,
 ) -> Result<RunResult> {
@@ -485,6 +486,7 @@ fn finish(
         let (r, s) = super::ensemble::ensemble(
             setup,
             optimizer,
+            limit,
             &cmp.recorder,
             cmp.flow.states.as_ref(),
             cmp.flow.records.last(),

@@ -400,9 +400,10 @@ impl Setup {
     pub fn flow_field(&self, variant: FlowVariant, eta: f64) -> Arc<dyn Field> {
         match variant {
             FlowVariant::Plain => self.field(),
-            FlowVariant::Modified => Arc::new(Modified::new(self.field(), eta)),
-            // the central flow is solved by its own driver around the plain field
-            FlowVariant::Central => self.field(),
+            FlowVariant::Modified | FlowVariant::Sme2 => Arc::new(Modified::new(self.field(), eta)),
+            // the central flow is solved by its own driver around the plain field, and the
+            // SME-1's drift is the plain field
+            FlowVariant::Central | FlowVariant::Sme1 => self.field(),
         }
     }
 

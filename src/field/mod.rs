@@ -578,6 +578,34 @@ pub fn weighted_rhs(
     0.5 * loss
 }
 
+/// D(X)ξ, the gradient noise of one draw applied to ξ ∈ R^m without forming its covariance
+/// (MATH §10): √m(𝒜*(ξ⊙r)V, 𝒜*(ξ⊙r)ᵀU) − (Σ_i ξ_i/√m)∇f, one adjoint pass; added into `out`
+/// scaled by `scale`. `ws` must hold the field's evaluation at `state` (r and G there).
+pub fn gradient_noise(
+    field: &dyn Field,
+    state: &[f64],
+    xi: &[f64],
+    scale: f64,
+    out: &mut [f64],
+    ws: &mut Workspace,
+) {
+    assert!(ws.holds(state), "the workspace must hold the evaluation at `state`");
+    let f = field.factors();
+    let m = xi.len() as f64;
+    let z: Vec<f64> = ws.r.iter().zip(xi).map(|(r, x)| r * x).collect();
+    let mut gz = DMatrix::zeros(f.n1, f.n2);
+    field.operator().adjoint(&z, gz.as_mut_slice());
+    // map_gradient gives −(GV, GᵀU): D ξ = −√m·map(Gz) + (Σξ/√m)·map(G)
+    let sum: f64 = xi.iter().sum();
+    gz *= -m.sqrt();
+    gz += &ws.g * (sum / m.sqrt());
+    let mut d = vec![0.0; state.len()];
+    f.map_gradient(state, &gz, &mut d);
+    for (o, v) in out.iter_mut().zip(&d) {
+        *o += scale * v;
+    }
+}
+
 pub fn central_difference(
     state: &[f64],
     dir: &[f64],

@@ -98,6 +98,32 @@ pub struct EnsembleSummary {
     pub final_stats: BTreeMap<String, BTreeMap<String, Stat>>,
     /// Replicas that diverged or failed before the end (their quantities stop there).
     pub ended_early: usize,
+    /// At the last step, E φ(method) − E φ(limit) for each quantity φ: the weak error, with its
+    /// 95% interval (the two ensembles are independent; a deterministic limit adds none).
+    #[serde(default)]
+    pub weak_error: BTreeMap<String, WeakError>,
+}
+
+/// A difference of means and its 95% half-width; `resolved` when the interval excludes 0 —
+/// otherwise the difference is not known to be non-zero, which is not agreement.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WeakError {
+    pub difference: f64,
+    pub ci95: f64,
+    pub resolved: bool,
+}
+
+impl WeakError {
+    /// `a − b` of two independent estimates.
+    pub fn between(a: &Stat, b: &Stat) -> Self {
+        let difference = a.mean - b.mean;
+        let ci95 = a.ci95.hypot(b.ci95);
+        Self {
+            difference,
+            ci95,
+            resolved: difference.abs() > ci95,
+        }
+    }
 }
 
 /// The columns of `ensemble.csv` (a contract).

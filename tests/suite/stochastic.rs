@@ -53,6 +53,7 @@ fn batches_are_unbiased_and_counter_based() {
             with_replacement,
             m: 30,
             seed: 11,
+            substeps: 8,
         };
         let steps = 20_000;
         let (mut sum, mut sum_sq) = (vec![0.0; 30], vec![0.0; 30]);
@@ -102,6 +103,7 @@ fn iterates_match_a_dense_loop() {
         with_replacement: true,
         m: p.m(),
         seed: 2,
+        substeps: 8,
     };
     let eta = 0.05;
     let steps = 30;
@@ -290,4 +292,178 @@ fn ensemble_csv_has_the_contract_columns() {
             .unwrap();
     assert_eq!(summary["ensemble"]["replicas"], 5);
     assert_eq!(summary["ensemble"]["final"]["sgd"]["loss"]["n"], 5);
+}
+
+/// D(X)ξ applied through one adjoint pass equals Σ_i ξ_i d_i with the columns
+/// d_i = √m r_i∇r_i − ∇f/√m assembled here from a dense 𝒜 (MATH §10).
+#[test]
+fn gradient_noise_equals_the_assembled_columns() {
+    use gdflow::field::{gradient_noise, Field};
+    let p = small_gaussian(5);
+    let field = SensingField::from_problem(&p);
+    let x = super::random_state(&p, 7, 0.5);
+    let mut ws = field.workspace();
+    field.evaluate(&x, &mut ws);
+    let m = p.m();
+    let xi: Vec<f64> = (0..m).map(|i| ((i * 7919 % 13) as f64 - 6.0) / 5.0).collect();
+    let mut out = vec![0.0; x.len()];
+    gradient_noise(&field, &x, &xi, 1.0, &mut out, &mut ws);
+    let a = p.op.to_dense();
+    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
+    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
+    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
+    let xm = &u * v.transpose();
+    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
+        - DVector::from_column_slice(&p.y);
+    let grad_r = |i: usize| {
+        let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
+        let g: Vec<f64> = (&ai * &v)
+            .iter()
+            .chain((ai.transpose() * &u).iter())
+            .copied()
+            .collect();
+        DVector::from_vec(g)
+    };
+    let grad_f = (0..m).fold(DVector::zeros(x.len()), |acc, i| acc + grad_r(i) * r[i]);
+    let mf = m as f64;
+    let expected = (0..m).fold(DVector::zeros(x.len()), |acc, i| {
+        acc + (grad_r(i) * (mf.sqrt() * r[i]) - &grad_f / mf.sqrt()) * xi[i]
+    });
+    let err = (DVector::from_vec(out) - &expected).amax();
+    assert!(err <= 1e-12 * expected.amax(), "{err}");
+}
+
+/// SGD's per-step noise has covariance c_b·DDᵀ (MATH §10), the SMEs' diffusion: the
+/// empirical covariance of g_B over many batches against c_b·DDᵀ assembled from the columns,
+/// entry by entry within the Monte Carlo error, with and without replacement.
+#[test]
+fn batch_gradient_covariance_is_c_b_d_dt() {
+    let p = small_gaussian(6);
+    let m = p.m();
+    let x = super::random_state(&p, 3, 0.5);
+    let a = p.op.to_dense();
+    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
+    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
+    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
+    let xm = &u * v.transpose();
+    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
+        - DVector::from_column_slice(&p.y);
+    // per-measurement gradients r_i∇r_i as the columns of a matrix
+    let cols: Vec<DVector<f64>> = (0..m)
+        .map(|i| {
+            let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
+            let g: Vec<f64> = (&ai * &v)
+                .iter()
+                .chain((ai.transpose() * &u).iter())
+                .copied()
+                .collect();
+            DVector::from_vec(g) * r[i]
+        })
+        .collect();
+    let dim = x.len();
+    let grad_f = cols.iter().fold(DVector::zeros(dim), |acc, c| acc + c);
+    let mf = m as f64;
+    let sigma1 = cols.iter().fold(DMatrix::zeros(dim, dim), |acc, c| {
+        let d = c * mf.sqrt() - &grad_f / mf.sqrt();
+        acc + &d * d.transpose()
+    });
+    for with_replacement in [false, true] {
+        let sgd = Sgd {
+            batch: 4,
+            with_replacement,
+            m,
+            seed: 9,
+            substeps: 8,
+        };
+        let draws = 40_000;
+        let mut w = Vec::new();
+        let (mut mean, mut second) = (DVector::zeros(dim), DMatrix::zeros(dim, dim));
+        for j in 0..draws {
+            sgd.weights(0, j, &mut w);
+            let g = cols
+                .iter()
+                .zip(&w)
+                .fold(DVector::zeros(dim), |acc, (c, wi)| acc + c * *wi);
+            second += &g * g.transpose();
+            mean += g;
+        }
+        let n = draws as f64;
+        mean /= n;
+        let cov = second / n - &mean * mean.transpose();
+        let expected = &sigma1 * sgd.c_b();
+        // the standard error of an empirical covariance entry is about √((Σ_aa Σ_bb + Σ_ab²)/n)
+        let mut worst: f64 = 0.0;
+        for i in 0..dim {
+            for j in 0..dim {
+                let se = ((expected[(i, i)] * expected[(j, j)] + expected[(i, j)].powi(2)) / n)
+                    .sqrt()
+                    .max(1e-300);
+                worst = worst.max((cov[(i, j)] - expected[(i, j)]).abs() / se);
+            }
+        }
+        eprintln!("with_replacement {with_replacement}: worst entry {worst:.2} standard errors");
+        // a wrong c_b (1/b against (m−b)/(b(m−1))) or a wrong D is off by many standard errors
+        assert!(worst < 6.0, "with_replacement {with_replacement}: {worst} standard errors");
+    }
+}
+
+/// Without noise (b = m without replacement: c_b = 0) the SME-1 path is Euler's method on the
+/// gradient flow with h = η/s: the flow's rows against an explicit Euler loop written here.
+#[test]
+fn sme1_without_noise_is_euler_on_the_gradient_flow() {
+    let a = ConfigArgs {
+        flow: Some(gdflow::FlowVariant::Sme1),
+        sde_substeps: Some(4),
+        steps: Some(10),
+        ..args(Some(60))
+    };
+    let result = run_config(&a).unwrap();
+    let setup = gdflow::Setup::new(&a, gdflow::Command::Run, false).unwrap();
+    let p = &setup.problem;
+    let dense = p.op.to_dense();
+    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
+    let x0 = setup.start();
+    let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
+    let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
+    let h = 0.05 / 4.0;
+    for j in 0..=10 {
+        let x = &u * v.transpose();
+        let rel = (&x - &p.x_star).norm() / p.x_star.norm();
+        let row = &result.flow[j];
+        assert!((row.rel_error() - rel).abs() <= 1e-12 * rel, "step {j}");
+        for _ in 0..4 {
+            let x = &u * v.transpose();
+            let r = dense.transpose() * DVector::from_column_slice(x.as_slice())
+                - DVector::from_column_slice(&p.y);
+            let g = DMatrix::from_column_slice(n1, n2, (&dense * r).as_slice());
+            let (gu, gv) = (&g * &v, g.transpose() * &u);
+            u -= h * gu;
+            v -= h * gv;
+        }
+    }
+}
+
+/// With an SME as the limit, its own replicas make the flow's ensemble rows (n = N), and the
+/// weak error is the difference of the two means with the two intervals combined.
+#[test]
+fn sme_ensemble_and_weak_error() {
+    let a = ConfigArgs {
+        flow: Some(gdflow::FlowVariant::Sme2),
+        replicas: Some(40),
+        steps: Some(10),
+        record_every: Some(5),
+        ..args(Some(6))
+    };
+    let r = run_config(&a).unwrap();
+    let e = r.summary.ensemble.as_ref().unwrap();
+    let (sgd, flow) = (&e.final_stats["sgd"]["loss"], &e.final_stats["flow"]["loss"]);
+    assert_eq!((sgd.n, flow.n), (40, 40));
+    assert!(flow.std > 0.0, "the SME's paths differ");
+    let w = &e.weak_error["loss"];
+    assert_eq!(w.difference, sgd.mean - flow.mean);
+    assert_eq!(w.ci95, sgd.ci95.hypot(flow.ci95));
+    assert_eq!(w.resolved, w.difference.abs() > w.ci95);
+    assert!(r.ensemble.iter().any(|row| row.dynamics == "flow" && row.stat.n == 40));
+    // no distance between independent paths
+    assert!(!e.final_stats["sgd"].contains_key("distance"));
 }

@@ -39,7 +39,7 @@ impl Optimizer for AlternatingGd {
                 Arc::new(AlternatingModified { inner: field, eta }),
                 "x' = F − (η/2)JF + η(0, D_U F_V[F_U])",
             ),
-            FlowVariant::Central => {
+            FlowVariant::Central | FlowVariant::Sme1 | FlowVariant::Sme2 => {
                 return Err(no_limit("alternating-gd", variant, &self.limits()))
             }
         };

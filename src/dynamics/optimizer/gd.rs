@@ -20,7 +20,7 @@ impl Optimizer for GdMethod {
         Box::new(Gd::new())
     }
     fn limits(&self) -> Vec<FlowVariant> {
-        FlowVariant::ALL.to_vec()
+        vec![FlowVariant::Plain, FlowVariant::Modified, FlowVariant::Central]
     }
     fn limit(
         &self,
@@ -42,6 +42,9 @@ impl Optimizer for GdMethod {
                 solver: LimitSolver::Central { eta },
                 ..Limit::ode(field, start, "the central flow (MATH §8)")
             },
+            FlowVariant::Sme1 | FlowVariant::Sme2 => {
+                return Err(super::no_limit("gd", variant, &self.limits()))
+            }
         })
     }
     fn plain_limit_conserves_balance(&self) -> bool {

@@ -72,7 +72,7 @@ impl TimeScale {
 }
 
 /// How a limit is solved.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum LimitSolver {
     /// An ODE x' = F(x) by the flow solver ([`crate::dynamics::flow`]).
     Ode,
@@ -80,6 +80,9 @@ pub enum LimitSolver {
     /// the sharpness reaches 2/η, then its event-driven solve. Its outputs carry the columns
     /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η.
     Central { eta: f64 },
+    /// A stochastic modified equation (MATH §10): `field` is its drift, the noise is the
+    /// SME's, one path per replica ([`Limit::replica`]).
+    Sme(super::sde::Sme),
 }
 
 /// A continuous limit, ready to solve: it yields its state at requested times with named
@@ -136,6 +139,22 @@ impl Limit {
         matches!(self.solver, LimitSolver::Central { .. })
     }
 
+    /// Whether its paths are random (an SME): then replicas differ, and it is compared with
+    /// the method in distribution, not path by path.
+    pub fn is_stochastic(&self) -> bool {
+        matches!(self.solver, LimitSolver::Sme(_))
+    }
+
+    /// Replica `replica` of a stochastic limit (its own Brownian path); the limit itself for a
+    /// deterministic one.
+    pub fn replica(&self, replica: u64) -> Limit {
+        let mut l = self.clone();
+        if let LimitSolver::Sme(s) = &mut l.solver {
+            s.replica = replica;
+        }
+        l
+    }
+
     /// Solve at `times`, handing every output (index, t, output) to `on_output` and every
     /// accepted step's time to `on_step`.
     pub fn solve(
@@ -145,7 +164,29 @@ impl Limit {
         on_output: &mut dyn FnMut(usize, f64, &LimitOutput<'_>),
         on_step: &mut dyn FnMut(f64),
     ) -> crate::error::Result<LimitEnd> {
-        match self.solver {
+        match &self.solver {
+            LimitSolver::Sme(sme) => {
+                let (status, solver) = super::sde::solve_sme(
+                    self.field.as_ref(),
+                    sme,
+                    &self.start,
+                    times,
+                    &mut |i, t, y| {
+                        let out = LimitOutput {
+                            state: self.position(y),
+                            columns: Vec::new(),
+                            directions: &[],
+                        };
+                        on_output(i, t, &out)
+                    },
+                    on_step,
+                );
+                Ok(LimitEnd {
+                    status,
+                    solver,
+                    central: None,
+                })
+            }
             LimitSolver::Ode => {
                 let (status, solver) = solve_flow_with(
                     self.field.as_ref(),
@@ -171,7 +212,7 @@ impl Limit {
             LimitSolver::Central { eta } => {
                 let (status, solver, report) = solve_central_flow_with(
                     self.field.clone(),
-                    eta,
+                    *eta,
                     &self.start,
                     times,
                     opts,
@@ -280,6 +321,8 @@ pub struct Settings {
     pub batch: Option<usize>,
     /// SGD's sampling: with replacement (default without).
     pub with_replacement: Option<bool>,
+    /// Euler–Maruyama substeps per step of SGD's SMEs.
+    pub sde_substeps: Option<usize>,
 }
 
 impl Settings {
@@ -292,6 +335,7 @@ impl Settings {
             ("friction", text(self.friction)),
             ("batch", self.batch.map(|b| b.to_string())),
             ("with_replacement", self.with_replacement.map(|b| b.to_string())),
+            ("sde_substeps", self.sde_substeps.map(|b| b.to_string())),
         ] {
             if let Some(v) = value {
                 if !takes.contains(&flag) {
@@ -389,8 +433,9 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "sgd",
         description: "mini-batch SGD x⁺ = x − η g_B, g_B = (m/b)Σ_{i∈B} r_i∇r_i: --batch b, \
-                      --with-replacement (limits: plain, modified; SGD's mean to O(η))",
-        parameters: &["batch", "with_replacement"],
+                      --with-replacement (limits: plain, modified, and the SMEs sme1, sme2 with \
+                      --sde-substeps)",
+        parameters: &["batch", "with_replacement", "sde_substeps"],
         build: sgd::build,
     },
     Entry {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{no_limit, Context, Limit, Optimizer, Parameters, Refusal, Settings};
+use super::{no_limit, Context, Limit, LimitSolver, Optimizer, Parameters, Refusal, Settings};
 use crate::dynamics::{Evaluation, FlowVariant, Stepper};
 use crate::field::{weighted_rhs, Field, Modified, Workspace};
 
@@ -30,11 +30,25 @@ pub struct Sgd {
     pub with_replacement: bool,
     pub m: usize,
     pub seed: u64,
+    /// Euler–Maruyama substeps per step of its SMEs.
+    pub substeps: usize,
 }
+
+/// The SMEs' substeps per step when `--sde-substeps` is not given: h = η/8, as MATH §10's
+/// measurements used.
+pub const DEFAULT_SDE_SUBSTEPS: usize = 8;
 
 /// `--optimizer sgd`: `--batch b` (1 ≤ b ≤ m, required), `--with-replacement`.
 pub fn build(s: &Settings, c: &Context) -> Result<Arc<dyn Optimizer>, Refusal> {
-    s.only("sgd", &["batch", "with_replacement"])?;
+    s.only("sgd", &["batch", "with_replacement", "sde_substeps"])?;
+    let substeps = s.sde_substeps.unwrap_or(DEFAULT_SDE_SUBSTEPS);
+    if !(1..=1000).contains(&substeps) {
+        return Err(Refusal {
+            key: "sde_substeps",
+            value: substeps.to_string(),
+            reason: "must be between 1 and 1000".into(),
+        });
+    }
     let batch = s.batch.ok_or_else(|| Refusal {
         key: "batch",
         value: "missing".into(),
@@ -56,10 +70,24 @@ pub fn build(s: &Settings, c: &Context) -> Result<Arc<dyn Optimizer>, Refusal> {
         with_replacement: s.with_replacement.unwrap_or(false),
         m: c.m,
         seed: c.seed,
+        substeps,
     }))
 }
 
 impl Sgd {
+    /// c_b, the batch's share of one draw's gradient covariance: 1/b with replacement,
+    /// (m − b)/(b(m − 1)) without (0 for the full batch).
+    pub fn c_b(&self) -> f64 {
+        let (m, b) = (self.m as f64, self.batch as f64);
+        if self.with_replacement {
+            1.0 / b
+        } else if self.m > 1 {
+            (m - b) / (b * (m - 1.0))
+        } else {
+            0.0
+        }
+    }
+
     /// The weights w_i = (m/b)·(times i is drawn) of step `step` of replica `replica`.
     pub fn weights(&self, replica: u64, step: usize, out: &mut Vec<f64>) {
         let (m, b) = (self.m, self.batch);
@@ -122,7 +150,12 @@ impl Optimizer for Sgd {
         true
     }
     fn limits(&self) -> Vec<FlowVariant> {
-        vec![FlowVariant::Plain, FlowVariant::Modified]
+        vec![
+            FlowVariant::Plain,
+            FlowVariant::Modified,
+            FlowVariant::Sme1,
+            FlowVariant::Sme2,
+        ]
     }
     fn limit(
         &self,
@@ -139,6 +172,28 @@ impl Optimizer for Sgd {
                 start,
                 "x' = −∇f − (η/4)∇‖∇f‖² (SGD's mean to O(η): the noise enters at O(η))",
             )),
+            FlowVariant::Sme1 | FlowVariant::Sme2 => {
+                let sme = crate::dynamics::sde::Sme {
+                    noise: field.clone(),
+                    eta,
+                    c_b: self.c_b(),
+                    substeps: self.substeps,
+                    seed: self.seed,
+                    replica: 0,
+                };
+                let (drift, equation): (Arc<dyn Field>, _) = if variant == FlowVariant::Sme1 {
+                    (field, "dX = −∇f dt + √(ηc_b) D dW (SME-1, weak order 1)")
+                } else {
+                    (
+                        Arc::new(Modified::new(field, eta)),
+                        "dX = −(∇f + (η/4)∇‖∇f‖²) dt + √(ηc_b) D dW (SME-2, weak order 2)",
+                    )
+                };
+                Ok(Limit {
+                    solver: LimitSolver::Sme(sme),
+                    ..Limit::ode(drift, start, equation)
+                })
+            }
             FlowVariant::Central => Err(no_limit("sgd", variant, &self.limits())),
         }
     }
