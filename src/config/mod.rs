@@ -170,6 +170,9 @@ pub struct ConfigArgs {
     /// Euler–Maruyama substeps per step of SGD's SMEs (--flow sme1, sme2) [default: 8]
     #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
     pub sde_substeps: Option<usize>,
+    /// Label-noise SGD's σ: labels y_i + σε_i, fresh every step (--optimizer label-noise)
+    #[cfg_attr(feature = "cli", arg(long, value_name = "σ", allow_hyphen_values = true, help_heading = "Method"))]
+    pub label_noise: Option<f64>,
     /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
     /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
@@ -297,6 +300,7 @@ impl ConfigArgs {
             batch,
             with_replacement,
             sde_substeps,
+            label_noise,
             replicas,
             perturbation,
             perturbation_size,
@@ -364,6 +368,7 @@ impl ConfigArgs {
             batch: self.batch,
             with_replacement: self.with_replacement,
             sde_substeps: self.sde_substeps,
+            label_noise: self.label_noise,
             replicas: self.replicas.unwrap_or(1),
             perturbation: self.perturbation,
             perturbation_size: self.perturbation_size.unwrap_or(0.1),
@@ -738,6 +743,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "batch",
     "with_replacement",
     "sde_substeps",
+    "label_noise",
     "replicas",
     "perturbation",
     "perturbation_size",

@@ -75,6 +75,9 @@ pub struct Config {
     /// Euler–Maruyama substeps per step of SGD's SMEs (8 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sde_substeps: Option<usize>,
+    /// Label-noise SGD's σ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_noise: Option<f64>,
     /// Replicas of a stochastic method (1: its one path).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub replicas: usize,
@@ -250,6 +253,7 @@ impl Config {
             batch: self.batch,
             with_replacement: self.with_replacement,
             sde_substeps: self.sde_substeps,
+            label_noise: self.label_noise,
         }
     }
 

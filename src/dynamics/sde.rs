@@ -19,7 +19,7 @@ use rand_distr::StandardNormal;
 
 use super::flow::{SolverStats, Times, DIVERGED_FACTOR};
 use super::Status;
-use crate::field::{gradient_noise, Field};
+use crate::field::{gradient_noise, residual_jacobian_t, Field};
 
 /// The sub-seed stream of the SMEs' Brownian increments.
 pub const STREAM_BROWNIAN: u64 = 6;
@@ -33,6 +33,9 @@ pub struct Sme {
     pub eta: f64,
     /// c_b: 1/b with replacement, (m − b)/(b(m − 1)) without.
     pub c_b: f64,
+    /// σ√(m/b) of label noise (0 without): the term √η·label_scale·J dW' with its own
+    /// Brownian motion W'.
+    pub label_scale: f64,
     /// Euler–Maruyama substeps per output interval.
     pub substeps: usize,
     pub seed: u64,
@@ -82,6 +85,7 @@ pub fn solve_sme(
     let (mut ws_drift, mut ws_noise) = (drift.workspace(), sme.noise.workspace());
     let mut x = x0.to_vec();
     let (mut f, mut delta, mut xi) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; m]);
+    let mut xi_labels = vec![0.0; m];
     let bound = DIVERGED_FACTOR * crate::vector::norm(x0).max(1.0);
     let mut substep: u64 = 0;
     for i in 0..count {
@@ -107,7 +111,16 @@ pub fn solve_sme(
             xi.iter_mut()
                 .for_each(|v| *v = h.sqrt() * rng.sample::<f64, _>(StandardNormal));
             delta.iter_mut().zip(&f).for_each(|(d, f)| *d = h * f);
-            gradient_noise(sme.noise.as_ref(), &x, &xi, scale, &mut delta, &mut ws_noise);
+            if sme.c_b > 0.0 {
+                gradient_noise(sme.noise.as_ref(), &x, &xi, scale, &mut delta, &mut ws_noise);
+            }
+            if sme.label_scale > 0.0 {
+                xi_labels
+                    .iter_mut()
+                    .for_each(|v| *v = h.sqrt() * rng.sample::<f64, _>(StandardNormal));
+                let s = sme.eta.sqrt() * sme.label_scale;
+                residual_jacobian_t(sme.noise.as_ref(), &x, &xi_labels, s, &mut delta);
+            }
             x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
             stats.steps += 1;
             stats.rhs_evals += 1;

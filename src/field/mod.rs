@@ -550,14 +550,16 @@ fn default_jacobian<F: Field + ?Sized>(
 /// out = (f(state + h·dir) − f(state − h·dir))/(2h) with h = ε^{1/3}·max(‖state‖, 1)/‖dir‖,
 /// the central difference along `dir` of a function that writes its value into its second
 /// argument: for derivatives a field has no closed form of.
-/// F at `state` with each residual weighted, r_i → w_i r_i: G_w = 𝒜*(w ⊙ (𝒜(UVᵀ) − y)) and
-/// F = (−G_wV, −G_wᵀU), a mini-batch gradient when `weights` holds a batch's (MATH §10).
+/// F at `state` with each residual shifted and weighted, r_i → w_i(r_i − s_i):
+/// G_w = 𝒜*(w ⊙ (𝒜(UVᵀ) − y − s)) and F = (−G_wV, −G_wᵀU) — a mini-batch gradient when
+/// `weights` holds a batch's, with labels y + s when `shift` is given (label noise, MATH §10).
 /// Returns the full loss ½‖𝒜(UVᵀ) − y‖² at `state`. Two passes over the operator (𝒜, then
 /// 𝒜*); `ws` no longer holds the field's own evaluation afterwards.
 pub fn weighted_rhs(
     field: &dyn Field,
     state: &[f64],
     weights: &[f64],
+    shift: Option<&[f64]>,
     out: &mut [f64],
     ws: &mut Workspace,
 ) -> f64 {
@@ -568,14 +570,28 @@ pub fn weighted_rhs(
     f.product_into(state, &mut ws.x);
     op.apply(ws.x.as_slice(), &mut ws.r);
     let mut loss = 0.0;
-    for ((r, yi), w) in ws.r.iter_mut().zip(y).zip(weights) {
+    for (i, ((r, yi), w)) in ws.r.iter_mut().zip(y).zip(weights).enumerate() {
         *r -= yi;
         loss += *r * *r;
-        *r *= w;
+        *r = w * (*r - shift.map_or(0.0, |s| s[i]));
     }
     op.adjoint(&ws.r, ws.g.as_mut_slice());
     f.map_gradient(state, &ws.g, out);
     0.5 * loss
+}
+
+/// Jξ = Σ_i ξ_i∇r_i = (𝒜*(ξ)V, 𝒜*(ξ)ᵀU), the label noise's direction (MATH §10), one adjoint
+/// pass; added into `out` scaled by `scale`.
+pub fn residual_jacobian_t(field: &dyn Field, state: &[f64], xi: &[f64], scale: f64, out: &mut [f64]) {
+    let f = field.factors();
+    let mut g = DMatrix::zeros(f.n1, f.n2);
+    field.operator().adjoint(xi, g.as_mut_slice());
+    let mut d = vec![0.0; state.len()];
+    // map_gradient gives −(GV, GᵀU)
+    f.map_gradient(state, &g, &mut d);
+    for (o, v) in out.iter_mut().zip(&d) {
+        *o -= scale * v;
+    }
 }
 
 /// D(X)ξ, the gradient noise of one draw applied to ξ ∈ R^m without forming its covariance

@@ -54,6 +54,7 @@ fn batches_are_unbiased_and_counter_based() {
             m: 30,
             seed: 11,
             substeps: 8,
+            label_noise: 0.0,
         };
         let steps = 20_000;
         let (mut sum, mut sum_sq) = (vec![0.0; 30], vec![0.0; 30]);
@@ -104,6 +105,7 @@ fn iterates_match_a_dense_loop() {
         m: p.m(),
         seed: 2,
         substeps: 8,
+        label_noise: 0.0,
     };
     let eta = 0.05;
     let steps = 30;
@@ -374,6 +376,7 @@ fn batch_gradient_covariance_is_c_b_d_dt() {
             m,
             seed: 9,
             substeps: 8,
+            label_noise: 0.0,
         };
         let draws = 40_000;
         let mut w = Vec::new();
@@ -466,4 +469,135 @@ fn sme_ensemble_and_weak_error() {
     assert!(r.ensemble.iter().any(|row| row.dynamics == "flow" && row.stat.n == 40));
     // no distance between independent paths
     assert!(!e.final_stats["sgd"].contains_key("distance"));
+}
+
+/// Label-noise SGD (MATH §10): its step is GD's on labels y + σε with ε from its stream
+/// (iterates against a dense loop), and its per-step noise covariance is
+/// c_b·DDᵀ + σ²(m/b)·JJᵀ, the sum the SME's two noises carry (Monte Carlo, entry by entry).
+#[test]
+fn label_noise_steps_and_covariance() {
+    let p = small_gaussian(8);
+    let m = p.m();
+    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
+    let a = p.op.to_dense();
+    let x0 = p.start_state();
+    // iterates, full batch
+    let full = Sgd {
+        batch: m,
+        with_replacement: false,
+        m,
+        seed: 5,
+        substeps: 8,
+        label_noise: 0.3,
+    };
+    assert!(full.is_stochastic());
+    let field = SensingField::from_problem(&p);
+    let traj = Driver::new(&field, full.replica_stepper(0.05, 1), &x0, RunOptions::new(0.05, 10, 1))
+        .run(&mut |_: &gdflow::dynamics::Iterate<'_>| {})
+        .pop()
+        .unwrap();
+    let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
+    let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
+    let mut s = Vec::new();
+    for j in 0..10 {
+        full.label_draw(1, j, &mut s);
+        let x = &u * v.transpose();
+        let r = a.transpose() * DVector::from_column_slice(x.as_slice())
+            - DVector::from_column_slice(&p.y)
+            - DVector::from_column_slice(&s);
+        let g = DMatrix::from_column_slice(n1, n2, (&a * r).as_slice());
+        let (gu, gv) = (&g * &v, g.transpose() * &u);
+        u -= 0.05 * gu;
+        v -= 0.05 * gv;
+        let mine: Vec<f64> = u.iter().chain(v.iter()).copied().collect();
+        let err = mine
+            .iter()
+            .zip(&traj.states[j + 1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err <= 1e-12, "step {}: {err}", j + 1);
+    }
+    // covariance with a batch: c_b Σ_1 + σ²(m/b) JJᵀ
+    let x = super::random_state(&p, 4, 0.5);
+    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
+    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
+    let xm = &u * v.transpose();
+    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
+        - DVector::from_column_slice(&p.y);
+    let grads: Vec<DVector<f64>> = (0..m)
+        .map(|i| {
+            let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
+            let g: Vec<f64> = (&ai * &v)
+                .iter()
+                .chain((ai.transpose() * &u).iter())
+                .copied()
+                .collect();
+            DVector::from_vec(g)
+        })
+        .collect();
+    let dim = x.len();
+    let mf = m as f64;
+    let grad_f = grads.iter().zip(r.iter()).fold(DVector::zeros(dim), |acc, (g, ri)| acc + g * *ri);
+    let (mut sigma1, mut jjt) = (DMatrix::zeros(dim, dim), DMatrix::zeros(dim, dim));
+    for (g, ri) in grads.iter().zip(r.iter()) {
+        let d = g * (mf.sqrt() * ri) - &grad_f / mf.sqrt();
+        sigma1 += &d * d.transpose();
+        jjt += g * g.transpose();
+    }
+    let sgd = Sgd {
+        batch: 10,
+        with_replacement: false,
+        m,
+        seed: 5,
+        substeps: 8,
+        label_noise: 0.3,
+    };
+    let expected = &sigma1 * sgd.c_b() + &jjt * (0.09 * mf / 10.0);
+    let draws = 40_000;
+    let (mut w, mut s) = (Vec::new(), Vec::new());
+    let (mut mean, mut second) = (DVector::zeros(dim), DMatrix::zeros(dim, dim));
+    for j in 0..draws {
+        sgd.weights(0, j, &mut w);
+        sgd.label_draw(0, j, &mut s);
+        let g = (0..m).fold(DVector::zeros(dim), |acc, i| acc + &grads[i] * (w[i] * (r[i] - s[i])));
+        second += &g * g.transpose();
+        mean += g;
+    }
+    let n = draws as f64;
+    mean /= n;
+    let cov = second / n - &mean * mean.transpose();
+    let mut worst: f64 = 0.0;
+    for i in 0..dim {
+        for j in 0..dim {
+            let se = ((expected[(i, i)] * expected[(j, j)] + expected[(i, j)].powi(2)) / n).sqrt();
+            worst = worst.max((cov[(i, j)] - expected[(i, j)]).abs() / se);
+        }
+    }
+    eprintln!("label noise: worst entry {worst:.2} standard errors");
+    assert!(worst < 6.0, "{worst} standard errors");
+    // Jξ through one adjoint pass against Σ ξ_i ∇r_i
+    let xi: Vec<f64> = (0..m).map(|i| (i as f64 * 0.37).sin()).collect();
+    let mut out = vec![0.0; dim];
+    gdflow::field::residual_jacobian_t(&field, &x, &xi, 1.0, &mut out);
+    let expected = (0..m).fold(DVector::zeros(dim), |acc, i| acc + &grads[i] * xi[i]);
+    assert!((DVector::from_vec(out) - &expected).amax() <= 1e-12 * expected.amax());
+}
+
+#[test]
+fn label_noise_parameters_are_refused_naming_the_key() {
+    for (sigma, key) in [(None, "label_noise"), (Some(0.0), "label_noise"), (Some(-1.0), "label_noise")] {
+        let a = ConfigArgs {
+            optimizer: Some("label-noise".into()),
+            label_noise: sigma,
+            batch: None,
+            ..args(None)
+        };
+        let err = run_config(&a).err().expect("refused").to_string();
+        assert!(err.contains(key), "{err}");
+    }
+    let gd = ConfigArgs {
+        label_noise: Some(0.1),
+        ..args(None)
+    };
+    assert!(run_config(&gd).err().unwrap().to_string().contains("label_noise"));
 }

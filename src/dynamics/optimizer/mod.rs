@@ -323,6 +323,8 @@ pub struct Settings {
     pub with_replacement: Option<bool>,
     /// Euler–Maruyama substeps per step of SGD's SMEs.
     pub sde_substeps: Option<usize>,
+    /// Label-noise SGD's σ.
+    pub label_noise: Option<f64>,
 }
 
 impl Settings {
@@ -336,6 +338,7 @@ impl Settings {
             ("batch", self.batch.map(|b| b.to_string())),
             ("with_replacement", self.with_replacement.map(|b| b.to_string())),
             ("sde_substeps", self.sde_substeps.map(|b| b.to_string())),
+            ("label_noise", text(self.label_noise)),
         ] {
             if let Some(v) = value {
                 if !takes.contains(&flag) {
@@ -437,6 +440,13 @@ pub static REGISTRY: &[Entry] = &[
                       --sde-substeps)",
         parameters: &["batch", "with_replacement", "sde_substeps"],
         build: sgd::build,
+    },
+    Entry {
+        name: "label-noise",
+        description: "label-noise SGD: fresh noise σε on the labels every step, full batch \
+                      unless --batch (--label-noise σ; limits: plain, modified, sme1, sme2)",
+        parameters: &["label_noise", "batch", "with_replacement", "sde_substeps"],
+        build: sgd::build_label_noise,
     },
     Entry {
         name: "nesterov",
