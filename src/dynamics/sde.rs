@@ -53,18 +53,29 @@ impl std::fmt::Debug for Sme {
     }
 }
 
-/// Solve dX = drift(X)dt + √(η c_b)D(X)dW from `x0` at `times` (a grid), handing each output
-/// (index, t, state) to `on_output` and each substep's time to `on_step`.
-pub fn solve_sme(
-    drift: &dyn Field,
-    sme: &Sme,
+/// One Euler–Maruyama substep: given the state, the substep h and `normals` (independent
+/// N(0, h) increments, as many as the equation has Brownian dimensions), write the increment
+/// into `delta`.
+pub type Increment<'a> = dyn FnMut(&[f64], f64, &[f64], &mut [f64]) + 'a;
+
+/// Euler–Maruyama from `x0` on `times` (a grid of `count` outputs dt apart), `substeps`
+/// substeps per output interval, the increments of Brownian dimension `dims` from the
+/// counter-based stream (`key`, `stream`) at block position (substep)·2³². Every output
+/// (index, t, state) goes to `on_output`, every substep's time to `on_step`. Ends as failed
+/// when the state grows past DIVERGED_FACTOR times its start or a stop is requested.
+#[allow(clippy::too_many_arguments)]
+pub fn euler_maruyama(
     x0: &[f64],
     times: Times<'_>,
+    substeps: usize,
+    dims: usize,
+    (key, stream): (u64, u64),
+    increment: &mut Increment<'_>,
     on_output: &mut dyn FnMut(usize, f64, &[f64]),
     on_step: &mut dyn FnMut(f64),
 ) -> (Status, SolverStats) {
     let mut stats = SolverStats {
-        method: format!("euler-maruyama ({} substeps per output)", sme.substeps),
+        method: format!("euler-maruyama ({substeps} substeps per output)"),
         ..SolverStats::default()
     };
     let Times::Grid { dt, count } = times else {
@@ -76,16 +87,11 @@ pub fn solve_sme(
             stats,
         );
     };
-    let h = dt / sme.substeps.max(1) as f64;
-    let scale = (sme.eta * sme.c_b).sqrt();
-    let m = sme.noise.observations().len();
-    let key: u64 = crate::problem::sub_rng(sme.seed, STREAM_BROWNIAN).gen();
+    let h = dt / substeps.max(1) as f64;
     let mut rng = ChaCha20Rng::seed_from_u64(key);
-    rng.set_stream(sme.replica);
-    let (mut ws_drift, mut ws_noise) = (drift.workspace(), sme.noise.workspace());
+    rng.set_stream(stream);
     let mut x = x0.to_vec();
-    let (mut f, mut delta, mut xi) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; m]);
-    let mut xi_labels = vec![0.0; m];
+    let (mut delta, mut normals) = (vec![0.0; x.len()], vec![0.0; dims]);
     let bound = DIVERGED_FACTOR * crate::vector::norm(x0).max(1.0);
     let mut substep: u64 = 0;
     for i in 0..count {
@@ -93,7 +99,7 @@ pub fn solve_sme(
         if i + 1 == count {
             break;
         }
-        for s in 0..sme.substeps {
+        for s in 0..substeps {
             let t = i as f64 * dt + (s + 1) as f64 * h;
             if super::stop::requested() {
                 return (
@@ -104,23 +110,12 @@ pub fn solve_sme(
                     stats,
                 );
             }
-            drift.rhs(&x, &mut f, &mut ws_drift);
-            sme.noise.evaluate(&x, &mut ws_noise);
             rng.set_word_pos(u128::from(substep) << 32);
             substep += 1;
-            xi.iter_mut()
+            normals
+                .iter_mut()
                 .for_each(|v| *v = h.sqrt() * rng.sample::<f64, _>(StandardNormal));
-            delta.iter_mut().zip(&f).for_each(|(d, f)| *d = h * f);
-            if sme.c_b > 0.0 {
-                gradient_noise(sme.noise.as_ref(), &x, &xi, scale, &mut delta, &mut ws_noise);
-            }
-            if sme.label_scale > 0.0 {
-                xi_labels
-                    .iter_mut()
-                    .for_each(|v| *v = h.sqrt() * rng.sample::<f64, _>(StandardNormal));
-                let s = sme.eta.sqrt() * sme.label_scale;
-                residual_jacobian_t(sme.noise.as_ref(), &x, &xi_labels, s, &mut delta);
-            }
+            increment(&x, h, &normals, &mut delta);
             x.iter_mut().zip(&delta).for_each(|(x, d)| *x += d);
             stats.steps += 1;
             stats.rhs_evals += 1;
@@ -140,4 +135,46 @@ pub fn solve_sme(
         }
     }
     (Status::Completed, stats)
+}
+
+/// Solve dX = drift(X)dt + √(η c_b)D(X)dW (+ √η·label_scale·J dW') from `x0` at `times` (a
+/// grid), handing each output (index, t, state) to `on_output` and each substep's time to
+/// `on_step`.
+pub fn solve_sme(
+    drift: &dyn Field,
+    sme: &Sme,
+    x0: &[f64],
+    times: Times<'_>,
+    on_output: &mut dyn FnMut(usize, f64, &[f64]),
+    on_step: &mut dyn FnMut(f64),
+) -> (Status, SolverStats) {
+    let scale = (sme.eta * sme.c_b).sqrt();
+    let m = sme.noise.observations().len();
+    let key: u64 = crate::problem::sub_rng(sme.seed, STREAM_BROWNIAN).gen();
+    let (mut ws_drift, mut ws_noise) = (drift.workspace(), sme.noise.workspace());
+    let mut f = vec![0.0; x0.len()];
+    // the batch noise's m dimensions, then the labels' m
+    let dims = if sme.label_scale > 0.0 { 2 * m } else { m };
+    let mut increment = |x: &[f64], h: f64, normals: &[f64], delta: &mut [f64]| {
+        drift.rhs(x, &mut f, &mut ws_drift);
+        sme.noise.evaluate(x, &mut ws_noise);
+        delta.iter_mut().zip(&f).for_each(|(d, f)| *d = h * f);
+        if sme.c_b > 0.0 {
+            gradient_noise(sme.noise.as_ref(), x, &normals[..m], scale, delta, &mut ws_noise);
+        }
+        if sme.label_scale > 0.0 {
+            let s = sme.eta.sqrt() * sme.label_scale;
+            residual_jacobian_t(sme.noise.as_ref(), x, &normals[m..], s, delta);
+        }
+    };
+    euler_maruyama(
+        x0,
+        times,
+        sme.substeps,
+        dims,
+        (key, sme.replica),
+        &mut increment,
+        on_output,
+        on_step,
+    )
 }
