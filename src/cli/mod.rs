@@ -367,8 +367,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             if let Some(dir) = &setup.config.out {
                 crate::results::sweep::write_sweep(&result, dir)?;
                 sayln!(
-                    "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
-                    dir.display()
+                    "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml{}}}",
+                    dir.display(),
+                    if result.summary.weak.is_some() { ",weak_error.csv" } else { "" }
                 );
                 if output.figures {
                     let figs = crate::plot::figures::sweep_figures(&result);

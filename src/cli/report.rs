@@ -333,6 +333,61 @@ fn describe_fit(name: &str, f: &OrderFit) -> String {
 }
 
 /// The table `gdflow sweep` prints.
+/// The weak errors of a stochastic sweep: per η and limit, E f(method) − E f(limit) at T with
+/// its interval; then each limit's fitted order, or why there is none.
+fn weak_table(w: &crate::results::sweep::WeakSweep) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nweak error of the loss at T, E f(method) − E f(limit) ± 95% ({} replicas each):",
+        w.replicas
+    );
+    let limits = ["plain", "modified", "sme1", "sme2"];
+    let _ = writeln!(
+        out,
+        "{:>10} {}   var ratio sme1 sme2",
+        "η",
+        limits.map(|l| format!("{l:>24}")).join("")
+    );
+    for p in &w.points {
+        let cells: String = limits
+            .iter()
+            .map(|l| match p.weak_error.get(*l) {
+                Some(e) => format!(
+                    "{:>24}",
+                    format!(
+                        "{:+.2e}±{:.1e}{}",
+                        e.difference,
+                        e.ci95,
+                        if e.resolved { "" } else { "?" }
+                    )
+                ),
+                None => format!("{:>24}", "—"),
+            })
+            .collect();
+        let ratio = |k: &str| p.variance_ratio.get(k).map_or("—".into(), |r| format!("{r:.3}"));
+        let _ = writeln!(
+            out,
+            "{:>10.4e} {cells}   {} {}",
+            p.eta,
+            ratio("sme1"),
+            ratio("sme2")
+        );
+    }
+    let _ = writeln!(out, "(? marks a difference whose interval covers 0: unresolved)");
+    for l in limits {
+        if let Some(o) = w.orders.get(l) {
+            let _ = match (o.order, &o.unresolved) {
+                (Some(v), _) => writeln!(out, "weak order vs {l}: {v:.3} ± {:.3}", o.ci95),
+                (None, Some(why)) => writeln!(out, "weak order vs {l}: unresolved — {why}"),
+                (None, None) => writeln!(out, "weak order vs {l}: —"),
+            };
+        }
+    }
+    out
+}
+
 /// The answer to `--target-deviation`, in words, with its bracket.
 fn target_line(t: &crate::results::sweep::TargetDeviation, label: &str) -> String {
     let pct = |d: Option<f64>| d.map_or("diverged".into(), |d| format!("{:.3}%", 100.0 * d));
@@ -511,6 +566,9 @@ pub fn format_sweep(s: &SweepSummary) -> String {
     }
     if let Some(t) = &s.target_deviation {
         let _ = writeln!(out, "{}", target_line(t, label));
+    }
+    if let Some(w) = &s.weak {
+        out.push_str(&weak_table(w));
     }
     let tm = &s.timings;
     let _ = writeln!(

@@ -65,6 +65,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         },
         points,
         target_deviation: None,
+        weak: None,
         operator_counts: counts,
         timings,
     };

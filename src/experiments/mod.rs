@@ -10,6 +10,7 @@ pub mod run;
 mod setup;
 pub mod sweep;
 pub mod target;
+pub mod weak;
 
 pub use check::{check, check_with};
 pub use merge::merge;

@@ -42,7 +42,6 @@ impl Command {
                 "flow",
                 "sharpness_every",
                 "save_states",
-                "replicas",
             ],
             Command::Check => &["flow", "save_states", "replicas"],
         }
@@ -75,11 +74,6 @@ impl Command {
                     args.save_states.is_some(),
                     "save_states",
                     "states are kept by `gdflow run`",
-                ))
-                .or(given(
-                    args.replicas.is_some(),
-                    "replicas",
-                    "ensembles are `gdflow run`'s for now: run it at each η",
                 )),
             Command::Check => given(
                 args.flow.is_some(),
@@ -102,8 +96,9 @@ impl Command {
 }
 
 /// The files the commands write into `--out`.
-pub const OUTPUT_FILES: [&str; 8] = [
+pub const OUTPUT_FILES: [&str; 9] = [
     "summary.json",
+    "weak_error.csv",
     "trajectory.csv",
     "ensemble.csv",
     "states.npz",

@@ -316,7 +316,25 @@ pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<Swe
             ));
         }
     }
+    if setup.config.replicas > 1 && settings.shard.is_some() {
+        return Err(Error::invalid(
+            "replicas",
+            setup.config.replicas,
+            "with --shard: the weak errors are not split across shards yet; run the sweep \
+             unsharded",
+        ));
+    }
     let mut result = run_sweep(setup, &settings, show_progress)?;
+    if setup.config.replicas > 1 {
+        let start = std::time::Instant::now();
+        let points = super::weak::weak_points(setup, &settings)?;
+        result.summary.weak = Some(crate::results::sweep::WeakSweep {
+            replicas: setup.config.replicas,
+            orders: super::weak::weak_orders(&points),
+            points,
+        });
+        result.summary.timings.total_seconds += start.elapsed().as_secs_f64();
+    }
     if let Some(target) = args.target_deviation {
         let t = super::target::target_deviation(setup, &settings, &result.summary.points, target)?;
         result.summary.timings.total_seconds += t.seconds;
@@ -884,6 +902,7 @@ pub fn run_sweep(
         },
         points,
         target_deviation: None,
+        weak: None,
         operator_counts: problem.op.counts(),
         timings: SweepTimings {
             problem_seconds: setup.seconds,

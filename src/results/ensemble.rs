@@ -151,3 +151,52 @@ pub fn ensemble_csv(rows: &[EnsembleRow]) -> Result<Vec<u8>> {
     }
     csv_bytes("ensemble.csv", w)
 }
+
+/// One step size of `sweep --replicas N` for a stochastic method: the weak error of the loss
+/// at T against each limit, and the spread of each SME against the method's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeakPoint {
+    pub eta: f64,
+    /// By limit (`plain`, `modified`, `sme1`, `sme2`): E f(method) − E f(limit) at T.
+    pub weak_error: BTreeMap<String, WeakError>,
+    /// By SME: Var f(SME) / Var f(method) at T.
+    pub variance_ratio: BTreeMap<String, f64>,
+    /// The method's mean loss at T with its interval.
+    pub method_loss: Stat,
+}
+
+/// The slope of ln|weak error| against ln η for one limit, with its 95% interval; `None` when
+/// a step size's difference is unresolved (its interval covers 0: no order can be read) or
+/// there are fewer than two step sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeakOrder {
+    pub order: Option<f64>,
+    /// Half-width of the 95% interval of the slope (NaN with two step sizes).
+    pub ci95: f64,
+    /// Why there is no order, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
+}
+
+/// `weak_error.csv`: one row per step size and limit.
+pub fn weak_error_csv(points: &[WeakPoint]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = csv_error("weak_error.csv");
+    w.write_record(["eta", "limit", "weak_error", "ci95", "resolved", "variance_ratio"])
+        .map_err(&err)?;
+    for p in points {
+        for (limit, e) in &p.weak_error {
+            let ratio = p.variance_ratio.get(limit).map_or(String::new(), |r| num(*r));
+            w.write_record([
+                num(p.eta),
+                limit.clone(),
+                num(e.difference),
+                num(e.ci95),
+                e.resolved.to_string(),
+                ratio,
+            ])
+            .map_err(&err)?;
+        }
+    }
+    csv_bytes("weak_error.csv", w)
+}

@@ -315,8 +315,20 @@ pub struct SweepSummary {
     /// With `--target-deviation`: the largest η within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_deviation: Option<TargetDeviation>,
+    /// With `--replicas N` for a stochastic method: the weak errors per η (weak_error.csv)
+    /// and each limit's fitted weak order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weak: Option<WeakSweep>,
     pub operator_counts: OperatorCounts,
     pub timings: SweepTimings,
+}
+
+/// The weak errors of a stochastic method's sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeakSweep {
+    pub replicas: usize,
+    pub points: Vec<super::ensemble::WeakPoint>,
+    pub orders: std::collections::BTreeMap<String, super::ensemble::WeakOrder>,
 }
 
 /// The largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain limit is ≤ `target`.
@@ -475,6 +487,12 @@ pub fn write_sweep(result: &SweepResult, dir: &Path) -> Result<()> {
         &deviation_csv(&result.deviations)?,
     )?;
     crate::output::write_bytes(&dir.join("config.toml"), toml.as_bytes())?;
+    if let Some(w) = &s.weak {
+        crate::output::write_bytes(
+            &dir.join("weak_error.csv"),
+            &super::ensemble::weak_error_csv(&w.points)?,
+        )?;
+    }
     crate::output::write_bytes(&dir.join("summary.json"), &json)?;
     Ok(())
 }

@@ -664,3 +664,63 @@ fn euler_maruyama_weak_order_on_a_linear_sde() {
     eprintln!("Euler–Maruyama weak errors {errors:?}, order {order:.3}");
     assert!((order - 1.0).abs() <= 0.15, "weak order {order}");
 }
+
+/// The weak-order fit: differences c·η² give order 2 with a zero-width interval, and one
+/// unresolved difference leaves the order unread, saying where.
+#[test]
+fn weak_orders_fit_and_refuse_unresolved_points() {
+    use gdflow::experiments::weak::weak_orders;
+    use gdflow::results::ensemble::{Stat, WeakError, WeakPoint};
+    let point = |eta: f64, d: f64, ci: f64| WeakPoint {
+        eta,
+        weak_error: [("sme2".to_string(), WeakError { difference: d, ci95: ci, resolved: d.abs() > ci })]
+            .into_iter()
+            .collect(),
+        variance_ratio: Default::default(),
+        method_loss: Stat::exact(0.0),
+    };
+    let exact: Vec<WeakPoint> = [0.05, 0.1, 0.2].iter().map(|&e| point(e, 3.0 * e * e, 1e-6)).collect();
+    let o = &weak_orders(&exact)["sme2"];
+    assert!((o.order.unwrap() - 2.0).abs() < 1e-12);
+    assert!(o.ci95 < 1e-9);
+    let mut noisy = exact.clone();
+    noisy[0] = point(0.05, 1e-4, 2e-4);
+    let o = &weak_orders(&noisy)["sme2"];
+    assert_eq!(o.order, None);
+    assert!(o.unresolved.as_deref().unwrap().contains("0.05"));
+}
+
+/// `sweep --optimizer sgd --replicas N` gives at each η the same weak error as `run --replicas
+/// N --flow sme2` there (the same streams), and writes weak_error.csv.
+#[test]
+fn sweep_weak_errors_are_the_runs() {
+    use gdflow::config::SweepArgs;
+    let base = ConfigArgs {
+        replicas: Some(200),
+        eta: None,
+        steps: None,
+        ..args(Some(6))
+    };
+    let sweep = SweepArgs {
+        etas: Some(vec![0.05, 0.1]),
+        horizon: Some(1.0),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let s = gdflow::experiments::sweep_config(&base, &sweep).unwrap().summary;
+    let w = s.weak.as_ref().unwrap();
+    assert_eq!(w.points.len(), 2);
+    for p in &w.points {
+        let run = run_config(&ConfigArgs {
+            eta: Some(p.eta),
+            steps: Some((1.0 / p.eta * (1.0 + 1e-12)).floor() as usize),
+            flow: Some(gdflow::FlowVariant::Sme2),
+            record_every: Some(1000),
+            ..base.clone()
+        })
+        .unwrap();
+        let e = run.summary.ensemble.unwrap();
+        assert_eq!(p.weak_error["sme2"], e.weak_error["loss"]);
+    }
+    assert!(w.orders.contains_key("plain"));
+}
