@@ -201,6 +201,25 @@ pub fn format_summary(s: &RunSummary) -> String {
                 .collect();
             let _ = writeln!(out, "  weak error (method − limit): {}", cells.join(", "));
         }
+        if !e.scheme_error.is_empty() {
+            let cells: Vec<String> = e
+                .scheme_error
+                .iter()
+                .map(|(q, w)| {
+                    format!(
+                        "{q} {:+.3e} ± {:.1e}{}",
+                        w.difference,
+                        w.ci95,
+                        if w.resolved { "" } else { " (unresolved)" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  the scheme's own weak error (SME on h − on h/2): {}",
+                cells.join(", ")
+            );
+        }
     }
     if let Some(c) = &s.central {
         let r = &c.report;
@@ -376,6 +395,21 @@ fn weak_table(w: &crate::results::sweep::WeakSweep) -> String {
         );
     }
     let _ = writeln!(out, "(? marks a difference whose interval covers 0: unresolved)");
+    for p in &w.points {
+        let cells: Vec<String> = p
+            .scheme_error
+            .iter()
+            .map(|(l, e)| format!("{l} {:+.2e}±{:.1e}", e.difference, e.ci95))
+            .collect();
+        if !cells.is_empty() {
+            let _ = writeln!(
+                out,
+                "Euler–Maruyama's own weak error at η = {:.4e} (SME on h − on h/2): {}",
+                p.eta,
+                cells.join(", ")
+            );
+        }
+    }
     for l in limits {
         if let Some(o) = w.orders.get(l) {
             let _ = match (o.order, &o.unresolved) {

@@ -30,6 +30,7 @@ pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPo
             weak_error: BTreeMap::new(),
             variance_ratio: BTreeMap::new(),
             method_loss: crate::results::ensemble::Stat::exact(f64::NAN),
+            scheme_error: BTreeMap::new(),
         };
         for variant in LIMITS {
             let mut s = setup.clone();
@@ -46,6 +47,9 @@ pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPo
                 point.weak_error.insert(variant.name().to_string(), *w);
             }
             point.method_loss = method["loss"];
+            if let Some(se) = e.scheme_error.get("loss") {
+                point.scheme_error.insert(variant.name().to_string(), *se);
+            }
             if matches!(variant, FlowVariant::Sme1 | FlowVariant::Sme2) {
                 let (a, b) = (e.final_stats["flow"]["loss"], method["loss"]);
                 point

@@ -102,6 +102,12 @@ pub struct EnsembleSummary {
     /// 95% interval (the two ensembles are independent; a deterministic limit adds none).
     #[serde(default)]
     pub weak_error: BTreeMap<String, WeakError>,
+    /// For an SME limit: its Euler–Maruyama scheme's own weak error at the last step,
+    /// E φ(SME on h) − E φ(SME on h/2), with its interval (first order in h: the error of the
+    /// coarse scheme is about twice this). Smaller than the weak error being measured, or that
+    /// measurement is the scheme's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheme_error: BTreeMap<String, WeakError>,
 }
 
 /// A difference of means and its 95% half-width; `resolved` when the interval excludes 0 —
@@ -163,6 +169,9 @@ pub struct WeakPoint {
     pub variance_ratio: BTreeMap<String, f64>,
     /// The method's mean loss at T with its interval.
     pub method_loss: Stat,
+    /// By SME: its scheme's own weak error of the loss at T (E_h − E_{h/2}).
+    #[serde(default)]
+    pub scheme_error: BTreeMap<String, WeakError>,
 }
 
 /// The slope of ln|weak error| against ln η for one limit, with its 95% interval; `None` when

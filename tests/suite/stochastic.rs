@@ -469,6 +469,10 @@ fn sme_ensemble_and_weak_error() {
     assert!(r.ensemble.iter().any(|row| row.dynamics == "flow" && row.stat.n == 40));
     // no distance between independent paths
     assert!(!e.final_stats["sgd"].contains_key("distance"));
+    // the scheme's own weak error: the difference of the h and h/2 ensembles, with its interval
+    let se = &e.scheme_error["loss"];
+    assert!(se.ci95 > 0.0 && se.difference.is_finite());
+    assert_eq!(se.resolved, se.difference.abs() > se.ci95);
 }
 
 /// Label-noise SGD (MATH §10): its step is GD's on labels y + σε with ε from its stream
@@ -678,6 +682,7 @@ fn weak_orders_fit_and_refuse_unresolved_points() {
             .collect(),
         variance_ratio: Default::default(),
         method_loss: Stat::exact(0.0),
+        scheme_error: Default::default(),
     };
     let exact: Vec<WeakPoint> = [0.05, 0.1, 0.2].iter().map(|&e| point(e, 3.0 * e * e, 1e-6)).collect();
     let o = &weak_orders(&exact)["sme2"];

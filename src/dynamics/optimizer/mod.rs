@@ -155,6 +155,16 @@ impl Limit {
         l
     }
 
+    /// The same stochastic limit on twice as many substeps (h/2): what its scheme's own weak
+    /// error is measured against. A deterministic limit is returned as it is.
+    pub fn refined(&self) -> Limit {
+        let mut l = self.clone();
+        if let LimitSolver::Sme(s) = &mut l.solver {
+            s.substeps *= 2;
+        }
+        l
+    }
+
     /// Solve at `times`, handing every output (index, t, output) to `on_output` and every
     /// accepted step's time to `on_step`.
     pub fn solve(
