@@ -139,6 +139,28 @@ fn in_background<T: Send + 'static>(
     }
 }
 
+/// Set `command` up from `input` and run `experiment` on it off the GIL
+/// ([`in_background`]), writing its files with `write` when the keys name an `out`.
+fn experiment<'py, R: Send + 'static>(
+    py: Python<'py>,
+    input: Input,
+    command: Command,
+    force: bool,
+    on_progress: Option<Bound<'py, PyAny>>,
+    run: impl FnOnce(&Setup, bool) -> gdflow::Result<R> + Send + 'static,
+    write: fn(&R, &Path) -> gdflow::Result<()>,
+) -> PyResult<R> {
+    let show = on_progress.is_some();
+    in_background(py, on_progress, move || {
+        let setup = input.setup(command, force)?;
+        let result = run(&setup, show)?;
+        if let Some(dir) = &setup.config.out {
+            write(&result, dir)?;
+        }
+        Ok(result)
+    })
+}
+
 /// A CSV table as a dict of column name → NumPy array: integers as int64, numbers as float64
 /// (an empty cell is NaN), anything else as a list of str; plus `_order`, the column names.
 fn columns<'py>(py: Python<'py>, csv: &[u8], what: &str) -> PyResult<Bound<'py, PyDict>> {
@@ -186,19 +208,21 @@ fn run<'py>(
     on_progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let input = Input::new(keys, npz, label)?;
-    let show = on_progress.is_some();
-    let result = in_background(py, on_progress, move || {
-        let setup = input.setup(Command::Run, force)?;
-        let extras = RunExtras {
-            progress: show,
-            ..RunExtras::default()
-        };
-        let result = gdflow::run(&setup, &extras)?;
-        if let Some(dir) = &setup.config.out {
-            run_results::write_run(&result, dir)?;
-        }
-        Ok(result)
-    })?;
+    let result = experiment(
+        py,
+        input,
+        Command::Run,
+        force,
+        on_progress,
+        |setup, show| {
+            let extras = RunExtras {
+                progress: show,
+                ..RunExtras::default()
+            };
+            gdflow::run(setup, &extras)
+        },
+        run_results::write_run,
+    )?;
     let out = PyDict::new(py);
     let csv = run_results::trajectory_csv(&result).map_err(value_error)?;
     out.set_item("trajectory", columns(py, &csv, "trajectory.csv")?)?;
@@ -246,15 +270,15 @@ fn sweep<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let input = Input::new(keys, npz, label)?;
     let sweep_args: SweepArgs = parse_keys(sweep_keys)?;
-    let show = on_progress.is_some();
-    let result = in_background(py, on_progress, move || {
-        let setup = input.setup(Command::Sweep, force)?;
-        let result = gdflow::sweep(&setup, &sweep_args, show)?;
-        if let Some(dir) = &setup.config.out {
-            sweep_results::write_sweep(&result, dir)?;
-        }
-        Ok(result)
-    })?;
+    let result = experiment(
+        py,
+        input,
+        Command::Sweep,
+        force,
+        on_progress,
+        move |setup, show| gdflow::sweep(setup, &sweep_args, show),
+        sweep_results::write_sweep,
+    )?;
     sweep_output(py, &result)
 }
 
@@ -280,15 +304,15 @@ fn check<'py>(
     let input = Input::new(keys, npz, label)?;
     let check_args: CheckArgs = parse_keys(check_keys)?;
     check_results::CheckSettings::resolve(&check_args).map_err(value_error)?;
-    let show = on_progress.is_some();
-    let result = in_background(py, on_progress, move || {
-        let setup = input.setup(Command::Check, force)?;
-        let result = gdflow::check(&setup, &check_args, show)?;
-        if let Some(dir) = &setup.config.out {
-            check_results::write_check(&result, dir)?;
-        }
-        Ok(result)
-    })?;
+    let result = experiment(
+        py,
+        input,
+        Command::Check,
+        force,
+        on_progress,
+        move |setup, show| gdflow::check(setup, &check_args, show),
+        check_results::write_check,
+    )?;
     let out = PyDict::new(py);
     let rows = check_results::checks_csv(&result.summary).map_err(value_error)?;
     out.set_item("rows", columns(py, &rows, "checks.csv")?)?;

@@ -165,6 +165,22 @@ impl Limit {
         l
     }
 
+    /// A solver's output hook for a limit with no columns of its own: its position, nothing
+    /// beside it.
+    fn positions<'h>(
+        &'h self,
+        on_output: &'h mut dyn FnMut(usize, f64, &LimitOutput<'_>),
+    ) -> impl FnMut(usize, f64, &[f64]) + 'h {
+        move |i, t, y| {
+            let out = LimitOutput {
+                state: self.position(y),
+                columns: Vec::new(),
+                directions: &[],
+            };
+            on_output(i, t, &out)
+        }
+    }
+
     /// Solve at `times`, handing every output (index, t, output) to `on_output` and every
     /// accepted step's time to `on_step`.
     pub fn solve(
@@ -181,14 +197,7 @@ impl Limit {
                     sme,
                     &self.start,
                     times,
-                    &mut |i, t, y| {
-                        let out = LimitOutput {
-                            state: self.position(y),
-                            columns: Vec::new(),
-                            directions: &[],
-                        };
-                        on_output(i, t, &out)
-                    },
+                    &mut self.positions(on_output),
                     on_step,
                 );
                 Ok(LimitEnd {
@@ -203,14 +212,7 @@ impl Limit {
                     &self.start,
                     times,
                     opts,
-                    &mut |i, t, y| {
-                        let out = LimitOutput {
-                            state: self.position(y),
-                            columns: Vec::new(),
-                            directions: &[],
-                        };
-                        on_output(i, t, &out)
-                    },
+                    &mut self.positions(on_output),
                     on_step,
                 )?;
                 Ok(LimitEnd {
