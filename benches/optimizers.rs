@@ -34,6 +34,8 @@ fn bench(c: &mut Criterion) {
         sigma_r: 1.0,
         sigma_1: 1.0,
         eta,
+        m: 0,
+        seed: 0,
     };
     for (n, k, m) in SIZES {
         let mut g = c.benchmark_group(format!("step_n{n}_k{k}_m{m}"));
