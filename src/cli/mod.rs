@@ -334,8 +334,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 sayln!(
                     "wrote {}/{{summary.json,trajectory.csv,config.toml{}{}}}",
                     dir.display(),
-                    if result.states.is_empty() { "" } else { ",states.npz" },
-                    if result.ensemble.is_empty() { "" } else { ",ensemble.csv" }
+                    if result.states.is_empty() {
+                        ""
+                    } else {
+                        ",states.npz"
+                    },
+                    if result.ensemble.is_empty() {
+                        ""
+                    } else {
+                        ",ensemble.csv"
+                    }
                 );
                 if output.figures {
                     let mut figs =
@@ -369,7 +377,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 sayln!(
                     "wrote {}/{{summary.json,sweep.csv,deviation.csv,config.toml{}}}",
                     dir.display(),
-                    if result.summary.weak.is_some() { ",weak_error.csv" } else { "" }
+                    if result.summary.weak.is_some() {
+                        ",weak_error.csv"
+                    } else {
+                        ""
+                    }
                 );
                 if output.figures {
                     let figs = crate::plot::figures::sweep_figures(&result);

@@ -195,7 +195,11 @@ pub fn format_summary(s: &RunSummary) -> String {
                         "{q} {:+.3e} ± {:.1e} ({})",
                         w.difference,
                         w.ci95,
-                        if w.resolved { "resolved" } else { "unresolved: the interval covers 0" }
+                        if w.resolved {
+                            "resolved"
+                        } else {
+                            "unresolved: the interval covers 0"
+                        }
                     )
                 })
                 .collect();
@@ -260,7 +264,9 @@ pub fn format_summary(s: &RunSummary) -> String {
                 (None, _) => "below the stability limit throughout: the central flow is the \
                               gradient flow, and GD follows it"
                     .to_string(),
-                (Some(_), Some(true)) => "GD follows the central flow on average, not the gradient flow".into(),
+                (Some(_), Some(true)) => {
+                    "GD follows the central flow on average, not the gradient flow".into()
+                }
                 _ => "GD's average is not nearer the central flow than its iterates are to the \
                       gradient flow: the central flow does not describe this run"
                     .into(),
@@ -385,7 +391,11 @@ fn weak_table(w: &crate::results::sweep::WeakSweep) -> String {
                 None => format!("{:>24}", "—"),
             })
             .collect();
-        let ratio = |k: &str| p.variance_ratio.get(k).map_or("—".into(), |r| format!("{r:.3}"));
+        let ratio = |k: &str| {
+            p.variance_ratio
+                .get(k)
+                .map_or("—".into(), |r| format!("{r:.3}"))
+        };
         let _ = writeln!(
             out,
             "{:>10.4e} {cells}   {} {}",
@@ -394,7 +404,10 @@ fn weak_table(w: &crate::results::sweep::WeakSweep) -> String {
             ratio("sme2")
         );
     }
-    let _ = writeln!(out, "(? marks a difference whose interval covers 0: unresolved)");
+    let _ = writeln!(
+        out,
+        "(? marks a difference whose interval covers 0: unresolved)"
+    );
     for p in &w.points {
         let cells: Vec<String> = p
             .scheme_error

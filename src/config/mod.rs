@@ -171,7 +171,15 @@ pub struct ConfigArgs {
     #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
     pub sde_substeps: Option<usize>,
     /// Label-noise SGD's σ: labels y_i + σε_i, fresh every step (--optimizer label-noise)
-    #[cfg_attr(feature = "cli", arg(long, value_name = "σ", allow_hyphen_values = true, help_heading = "Method"))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "σ",
+            allow_hyphen_values = true,
+            help_heading = "Method"
+        )
+    )]
     pub label_noise: Option<f64>,
     /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
     /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
@@ -551,7 +559,10 @@ pub struct SweepArgs {
     pub shard: Option<String>,
     /// Also find the largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain flow stays
     /// ≤ this (0.01: within 1% of ‖X*‖), by bisection in log η to 1% from the sweep's bracket
-    #[cfg_attr(feature = "cli", arg(long, value_name = "δ", allow_hyphen_values = true))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "δ", allow_hyphen_values = true)
+    )]
     pub target_deviation: Option<f64>,
 }
 

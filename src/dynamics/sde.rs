@@ -160,7 +160,14 @@ pub fn solve_sme(
         sme.noise.evaluate(x, &mut ws_noise);
         delta.iter_mut().zip(&f).for_each(|(d, f)| *d = h * f);
         if sme.c_b > 0.0 {
-            gradient_noise(sme.noise.as_ref(), x, &normals[..m], scale, delta, &mut ws_noise);
+            gradient_noise(
+                sme.noise.as_ref(),
+                x,
+                &normals[..m],
+                scale,
+                delta,
+                &mut ws_noise,
+            );
         }
         if sme.label_scale > 0.0 {
             let s = sme.eta.sqrt() * sme.label_scale;

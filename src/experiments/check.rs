@@ -151,7 +151,12 @@ pub fn check_with(
     let phases = detect_phases(&run.flow, sr, settings.alignment_tol);
     rows.extend(phase_rows(&phases, &settings));
     // MATH §8: past the stability limit.
-    rows.extend(edge_of_stability(setup, stability, &settings, show_progress)?);
+    rows.extend(edge_of_stability(
+        setup,
+        stability,
+        &settings,
+        show_progress,
+    )?);
 
     let passed = rows.iter().all(|r| r.pass != Some(false));
     let summary = CheckSummary {

@@ -100,7 +100,13 @@ impl Measure<'_> {
         self.replicas(cfg.replicas, |range| {
             let mut acc = self.empty();
             let runs = range
-                .map(|r| (optimizer.replica_stepper(cfg.eta, r), x0.clone(), opts.clone()))
+                .map(|r| {
+                    (
+                        optimizer.replica_stepper(cfg.eta, r),
+                        x0.clone(),
+                        opts.clone(),
+                    )
+                })
                 .collect();
             let mut observe = |it: &Iterate<'_>| {
                 let Ok(i) = self.recorded.binary_search(&it.step) else {
@@ -206,8 +212,7 @@ pub fn ensemble(
     };
     let name = optimizer.name();
     let stochastic_limit = limit.is_stochastic();
-    let (acc, mut ended_early) =
-        measure.method(optimizer, flow.filter(|_| !stochastic_limit))?;
+    let (acc, mut ended_early) = measure.method(optimizer, flow.filter(|_| !stochastic_limit))?;
     let mut rows = measure.rows(&name, &acc);
     let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
     let mut scheme_error = BTreeMap::new();

@@ -88,7 +88,10 @@ pub fn weak_orders(points: &[WeakPoint]) -> BTreeMap<String, WeakOrder> {
                 }
             } else {
                 let xs: Vec<f64> = errors.iter().map(|(eta, _)| eta.ln()).collect();
-                let ys: Vec<f64> = errors.iter().map(|(_, e)| e.difference.abs().ln()).collect();
+                let ys: Vec<f64> = errors
+                    .iter()
+                    .map(|(_, e)| e.difference.abs().ln())
+                    .collect();
                 let slope = crate::analysis::fit::slope(&xs, &ys);
                 WeakOrder {
                     order: Some(slope),

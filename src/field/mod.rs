@@ -582,7 +582,13 @@ pub fn weighted_rhs(
 
 /// Jξ = Σ_i ξ_i∇r_i = (𝒜*(ξ)V, 𝒜*(ξ)ᵀU), the label noise's direction (MATH §10), one adjoint
 /// pass; added into `out` scaled by `scale`.
-pub fn residual_jacobian_t(field: &dyn Field, state: &[f64], xi: &[f64], scale: f64, out: &mut [f64]) {
+pub fn residual_jacobian_t(
+    field: &dyn Field,
+    state: &[f64],
+    xi: &[f64],
+    scale: f64,
+    out: &mut [f64],
+) {
     let f = field.factors();
     let mut g = DMatrix::zeros(f.n1, f.n2);
     field.operator().adjoint(xi, g.as_mut_slice());
@@ -605,7 +611,10 @@ pub fn gradient_noise(
     out: &mut [f64],
     ws: &mut Workspace,
 ) {
-    assert!(ws.holds(state), "the workspace must hold the evaluation at `state`");
+    assert!(
+        ws.holds(state),
+        "the workspace must hold the evaluation at `state`"
+    );
     let f = field.factors();
     let m = xi.len() as f64;
     let z: Vec<f64> = ws.r.iter().zip(xi).map(|(r, x)| r * x).collect();

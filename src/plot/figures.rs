@@ -747,7 +747,12 @@ pub fn central_flow_panels(
             ),
         ];
         for (i, (label, run)) in references.iter().enumerate() {
-            s.push(Series::new(*label, 1 + i, Style::Dashed, points(&run.flow, y)));
+            s.push(Series::new(
+                *label,
+                1 + i,
+                Style::Dashed,
+                points(&run.flow, y),
+            ));
         }
         s.push(Series::new(
             "central flow",

@@ -215,9 +215,7 @@ impl Problem {
         }
         let (n1, n2) = (x.shape[0], x.shape[1]);
         let s = read_array(&mut archive, path, "sensing", &|s| {
-            if s.first().is_some_and(|&m| m > 0)
-                && (s[1..] == [n1, n2] || s[1..] == [n1 * n2])
-            {
+            if s.first().is_some_and(|&m| m > 0) && (s[1..] == [n1, n2] || s[1..] == [n1 * n2]) {
                 Ok(())
             } else {
                 Err(shape_error(

@@ -72,7 +72,11 @@ impl Running {
         Stat {
             mean: if self.n > 0 { self.mean } else { f64::NAN },
             std,
-            ci95: if self.n > 1 { 1.96 * std / n.sqrt() } else { 0.0 },
+            ci95: if self.n > 1 {
+                1.96 * std / n.sqrt()
+            } else {
+                0.0
+            },
             n: self.n,
         }
     }
@@ -133,8 +137,9 @@ impl WeakError {
 }
 
 /// The columns of `ensemble.csv` (a contract).
-pub const ENSEMBLE_COLUMNS: [&str; 8] =
-    ["dynamics", "step", "t", "quantity", "n", "mean", "std", "ci95"];
+pub const ENSEMBLE_COLUMNS: [&str; 8] = [
+    "dynamics", "step", "t", "quantity", "n", "mean", "std", "ci95",
+];
 
 /// `ensemble.csv`: one row per recorded step, stochastic dynamics and quantity.
 pub fn ensemble_csv(rows: &[EnsembleRow]) -> Result<Vec<u8>> {
@@ -191,11 +196,21 @@ pub struct WeakOrder {
 pub fn weak_error_csv(points: &[WeakPoint]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let err = csv_error("weak_error.csv");
-    w.write_record(["eta", "limit", "weak_error", "ci95", "resolved", "variance_ratio"])
-        .map_err(&err)?;
+    w.write_record([
+        "eta",
+        "limit",
+        "weak_error",
+        "ci95",
+        "resolved",
+        "variance_ratio",
+    ])
+    .map_err(&err)?;
     for p in points {
         for (limit, e) in &p.weak_error {
-            let ratio = p.variance_ratio.get(limit).map_or(String::new(), |r| num(*r));
+            let ratio = p
+                .variance_ratio
+                .get(limit)
+                .map_or(String::new(), |r| num(*r));
             w.write_record([
                 num(p.eta),
                 limit.clone(),

@@ -44,8 +44,14 @@ fn target_deviation_bracket_holds_when_measured_by_run() {
     let measured = |eta: f64| points.iter().find(|p| p.eta == eta).unwrap().max_dev_rel;
     let (d_lo, d_hi) = (measured(lo), measured(hi));
     // the two computations differ by their solvers' errors only (rtol 1e-8)
-    assert!(d_lo <= delta * (1.0 + 1e-5), "at lo = {lo}: {d_lo} > {delta}");
-    assert!(d_hi > delta * (1.0 - 1e-5), "at hi = {hi}: {d_hi} <= {delta}");
+    assert!(
+        d_lo <= delta * (1.0 + 1e-5),
+        "at lo = {lo}: {d_lo} > {delta}"
+    );
+    assert!(
+        d_hi > delta * (1.0 - 1e-5),
+        "at hi = {hi}: {d_hi} <= {delta}"
+    );
     // and the deviations reported at the ends are what the sweep measures
     assert!((t.deviation[0].unwrap() - d_lo).abs() <= 1e-5 * d_lo);
 }
@@ -64,7 +70,10 @@ fn target_deviation_is_refused_with_a_shard_and_when_not_positive() {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(what) || err.contains("target_deviation"), "{err}");
+        assert!(
+            err.contains(what) || err.contains("target_deviation"),
+            "{err}"
+        );
     }
 }
 
@@ -96,7 +105,9 @@ fn central_run_verdict_against_the_plain_run() {
     // the average ends an order of magnitude nearer the central flow
     assert!(c.distance_mean.as_ref().unwrap().final_distance < 0.1 * measured.final_distance);
     let out = gdflow()
-        .args(["run", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3"])
+        .args([
+            "run", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
+        ])
         .args(["--measurements", "60", "--alpha", "0.01", "--seed", "1"])
         .args(["--eta", "0.95", "--steps", "285", "--flow", "central"])
         .output()
@@ -147,8 +158,18 @@ fn save_states_writes_u_and_v_of_every_recorded_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
     gdflow()
-        .args(["run", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3"])
-        .args(["--eta", "0.1", "--steps", "20", "--record-every", "5", "--save-states"])
+        .args([
+            "run", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
+        ])
+        .args([
+            "--eta",
+            "0.1",
+            "--steps",
+            "20",
+            "--record-every",
+            "5",
+            "--save-states",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
@@ -172,7 +193,10 @@ fn save_states_writes_u_and_v_of_every_recorded_step() {
     });
     let rel = (x - &p.x_star).norm() / p.x_star.norm();
     let reported = run.gd.last().unwrap().rel_error();
-    assert!((rel - reported).abs() <= 1e-12 * reported, "{rel} vs {reported}");
+    assert!(
+        (rel - reported).abs() <= 1e-12 * reported,
+        "{rel} vs {reported}"
+    );
     // without --out there is nowhere to write them
     let refused = gdflow()
         .args(["run", "--quiet", "--save-states"])

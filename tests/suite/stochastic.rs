@@ -226,8 +226,16 @@ fn ensemble_statistics_match_replicas_run_one_by_one() {
         .find(|r| r.step == 40 && r.quantity == "loss")
         .unwrap();
     assert_eq!(row.stat.n, n);
-    assert!((row.stat.mean - mean).abs() <= 1e-12 * mean, "{} vs {mean}", row.stat.mean);
-    assert!((row.stat.std - sd).abs() <= 1e-9 * sd, "{} vs {sd}", row.stat.std);
+    assert!(
+        (row.stat.mean - mean).abs() <= 1e-12 * mean,
+        "{} vs {mean}",
+        row.stat.mean
+    );
+    assert!(
+        (row.stat.std - sd).abs() <= 1e-9 * sd,
+        "{} vs {sd}",
+        row.stat.std
+    );
     assert_eq!(row.stat.ci95, 1.96 * row.stat.std / (n as f64).sqrt());
     // replica 0 is trajectory.csv's path
     assert_eq!(result.gd.last().unwrap().loss(), finals[0]);
@@ -256,9 +264,16 @@ fn replicas_are_refused_where_they_cannot_act() {
         ..args(None)
     };
     let err = run_config(&gd).err().unwrap().to_string();
-    assert!(err.contains("replicas") && err.contains("deterministic"), "{err}");
+    assert!(
+        err.contains("replicas") && err.contains("deterministic"),
+        "{err}"
+    );
     let zero = ensemble_args(0);
-    assert!(run_config(&zero).err().unwrap().to_string().contains("replicas"));
+    assert!(run_config(&zero)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("replicas"));
     for cmd in ["sweep", "check"] {
         let out = assert_cmd::Command::cargo_bin("gdflow")
             .unwrap()
@@ -277,7 +292,9 @@ fn ensemble_csv_has_the_contract_columns() {
     let out = dir.path().join("e");
     assert_cmd::Command::cargo_bin("gdflow")
         .unwrap()
-        .args(["run", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3"])
+        .args([
+            "run", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
+        ])
         .args(["--measurements", "60", "--steps", "20", "--eta", "0.05"])
         .args(["--optimizer", "sgd", "--batch", "6", "--replicas", "5"])
         .arg("--out")
@@ -290,8 +307,7 @@ fn ensemble_csv_has_the_contract_columns() {
         "dynamics,step,t,quantity,n,mean,std,ci95"
     );
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["ensemble"]["replicas"], 5);
     assert_eq!(summary["ensemble"]["final"]["sgd"]["loss"]["n"], 5);
 }
@@ -307,7 +323,9 @@ fn gradient_noise_equals_the_assembled_columns() {
     let mut ws = field.workspace();
     field.evaluate(&x, &mut ws);
     let m = p.m();
-    let xi: Vec<f64> = (0..m).map(|i| ((i * 7919 % 13) as f64 - 6.0) / 5.0).collect();
+    let xi: Vec<f64> = (0..m)
+        .map(|i| ((i * 7919 % 13) as f64 - 6.0) / 5.0)
+        .collect();
     let mut out = vec![0.0; x.len()];
     gradient_noise(&field, &x, &xi, 1.0, &mut out, &mut ws);
     let a = p.op.to_dense();
@@ -406,7 +424,10 @@ fn batch_gradient_covariance_is_c_b_d_dt() {
         }
         eprintln!("with_replacement {with_replacement}: worst entry {worst:.2} standard errors");
         // a wrong c_b (1/b against (m−b)/(b(m−1))) or a wrong D is off by many standard errors
-        assert!(worst < 6.0, "with_replacement {with_replacement}: {worst} standard errors");
+        assert!(
+            worst < 6.0,
+            "with_replacement {with_replacement}: {worst} standard errors"
+        );
     }
 }
 
@@ -459,14 +480,20 @@ fn sme_ensemble_and_weak_error() {
     };
     let r = run_config(&a).unwrap();
     let e = r.summary.ensemble.as_ref().unwrap();
-    let (sgd, flow) = (&e.final_stats["sgd"]["loss"], &e.final_stats["flow"]["loss"]);
+    let (sgd, flow) = (
+        &e.final_stats["sgd"]["loss"],
+        &e.final_stats["flow"]["loss"],
+    );
     assert_eq!((sgd.n, flow.n), (40, 40));
     assert!(flow.std > 0.0, "the SME's paths differ");
     let w = &e.weak_error["loss"];
     assert_eq!(w.difference, sgd.mean - flow.mean);
     assert_eq!(w.ci95, sgd.ci95.hypot(flow.ci95));
     assert_eq!(w.resolved, w.difference.abs() > w.ci95);
-    assert!(r.ensemble.iter().any(|row| row.dynamics == "flow" && row.stat.n == 40));
+    assert!(r
+        .ensemble
+        .iter()
+        .any(|row| row.dynamics == "flow" && row.stat.n == 40));
     // no distance between independent paths
     assert!(!e.final_stats["sgd"].contains_key("distance"));
     // the scheme's own weak error: the difference of the h and h/2 ensembles, with its interval
@@ -496,10 +523,15 @@ fn label_noise_steps_and_covariance() {
     };
     assert!(full.is_stochastic());
     let field = SensingField::from_problem(&p);
-    let traj = Driver::new(&field, full.replica_stepper(0.05, 1), &x0, RunOptions::new(0.05, 10, 1))
-        .run(&mut |_: &gdflow::dynamics::Iterate<'_>| {})
-        .pop()
-        .unwrap();
+    let traj = Driver::new(
+        &field,
+        full.replica_stepper(0.05, 1),
+        &x0,
+        RunOptions::new(0.05, 10, 1),
+    )
+    .run(&mut |_: &gdflow::dynamics::Iterate<'_>| {})
+    .pop()
+    .unwrap();
     let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
     let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
     let mut s = Vec::new();
@@ -541,7 +573,10 @@ fn label_noise_steps_and_covariance() {
         .collect();
     let dim = x.len();
     let mf = m as f64;
-    let grad_f = grads.iter().zip(r.iter()).fold(DVector::zeros(dim), |acc, (g, ri)| acc + g * *ri);
+    let grad_f = grads
+        .iter()
+        .zip(r.iter())
+        .fold(DVector::zeros(dim), |acc, (g, ri)| acc + g * *ri);
     let (mut sigma1, mut jjt) = (DMatrix::zeros(dim, dim), DMatrix::zeros(dim, dim));
     for (g, ri) in grads.iter().zip(r.iter()) {
         let d = g * (mf.sqrt() * ri) - &grad_f / mf.sqrt();
@@ -563,7 +598,9 @@ fn label_noise_steps_and_covariance() {
     for j in 0..draws {
         sgd.weights(0, j, &mut w);
         sgd.label_draw(0, j, &mut s);
-        let g = (0..m).fold(DVector::zeros(dim), |acc, i| acc + &grads[i] * (w[i] * (r[i] - s[i])));
+        let g = (0..m).fold(DVector::zeros(dim), |acc, i| {
+            acc + &grads[i] * (w[i] * (r[i] - s[i]))
+        });
         second += &g * g.transpose();
         mean += g;
     }
@@ -589,7 +626,11 @@ fn label_noise_steps_and_covariance() {
 
 #[test]
 fn label_noise_parameters_are_refused_naming_the_key() {
-    for (sigma, key) in [(None, "label_noise"), (Some(0.0), "label_noise"), (Some(-1.0), "label_noise")] {
+    for (sigma, key) in [
+        (None, "label_noise"),
+        (Some(0.0), "label_noise"),
+        (Some(-1.0), "label_noise"),
+    ] {
         let a = ConfigArgs {
             optimizer: Some("label-noise".into()),
             label_noise: sigma,
@@ -603,7 +644,11 @@ fn label_noise_parameters_are_refused_naming_the_key() {
         label_noise: Some(0.1),
         ..args(None)
     };
-    assert!(run_config(&gd).err().unwrap().to_string().contains("label_noise"));
+    assert!(run_config(&gd)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("label_noise"));
 }
 
 /// The Euler–Maruyama scheme itself on dX = −aX dt + σ dW (two independent coordinates), whose
@@ -632,7 +677,10 @@ fn euler_maruyama_weak_order_on_a_linear_sde() {
             };
             euler_maruyama(
                 &[x0, x0],
-                Times::Grid { dt: t_end, count: 2 },
+                Times::Grid {
+                    dt: t_end,
+                    count: 2,
+                },
                 substeps,
                 2,
                 (17, p),
@@ -657,8 +705,14 @@ fn euler_maruyama_weak_order_on_a_linear_sde() {
         let ci_mean = z * var.sqrt() / n.sqrt();
         // the sample variance's standard error for a normal: var·√(2/(n − 1))
         let ci_var = z * scheme_var * (2.0 / (n - 1.0)).sqrt();
-        assert!((mean - scheme_mean).abs() <= ci_mean, "{substeps}: mean {mean} vs {scheme_mean}");
-        assert!((var - scheme_var).abs() <= ci_var, "{substeps}: var {var} vs {scheme_var}");
+        assert!(
+            (mean - scheme_mean).abs() <= ci_mean,
+            "{substeps}: mean {mean} vs {scheme_mean}"
+        );
+        assert!(
+            (var - scheme_var).abs() <= ci_var,
+            "{substeps}: var {var} vs {scheme_var}"
+        );
         errors.push((h, (mean - x0 * (-a * t_end).exp()).abs()));
     }
     let order = gdflow::analysis::fit::slope(
@@ -677,14 +731,24 @@ fn weak_orders_fit_and_refuse_unresolved_points() {
     use gdflow::results::ensemble::{Stat, WeakError, WeakPoint};
     let point = |eta: f64, d: f64, ci: f64| WeakPoint {
         eta,
-        weak_error: [("sme2".to_string(), WeakError { difference: d, ci95: ci, resolved: d.abs() > ci })]
-            .into_iter()
-            .collect(),
+        weak_error: [(
+            "sme2".to_string(),
+            WeakError {
+                difference: d,
+                ci95: ci,
+                resolved: d.abs() > ci,
+            },
+        )]
+        .into_iter()
+        .collect(),
         variance_ratio: Default::default(),
         method_loss: Stat::exact(0.0),
         scheme_error: Default::default(),
     };
-    let exact: Vec<WeakPoint> = [0.05, 0.1, 0.2].iter().map(|&e| point(e, 3.0 * e * e, 1e-6)).collect();
+    let exact: Vec<WeakPoint> = [0.05, 0.1, 0.2]
+        .iter()
+        .map(|&e| point(e, 3.0 * e * e, 1e-6))
+        .collect();
     let o = &weak_orders(&exact)["sme2"];
     assert!((o.order.unwrap() - 2.0).abs() < 1e-12);
     assert!(o.ci95 < 1e-9);
@@ -712,7 +776,9 @@ fn sweep_weak_errors_are_the_runs() {
         stability_steps: Some(0),
         ..Default::default()
     };
-    let s = gdflow::experiments::sweep_config(&base, &sweep).unwrap().summary;
+    let s = gdflow::experiments::sweep_config(&base, &sweep)
+        .unwrap()
+        .summary;
     let w = s.weak.as_ref().unwrap();
     assert_eq!(w.points.len(), 2);
     for p in &w.points {

@@ -20,7 +20,11 @@ impl Optimizer for GdMethod {
         Box::new(Gd::new())
     }
     fn limits(&self) -> Vec<FlowVariant> {
-        vec![FlowVariant::Plain, FlowVariant::Modified, FlowVariant::Central]
+        vec![
+            FlowVariant::Plain,
+            FlowVariant::Modified,
+            FlowVariant::Central,
+        ]
     }
     fn limit(
         &self,

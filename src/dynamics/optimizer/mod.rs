@@ -348,7 +348,10 @@ impl Settings {
             ("momentum", text(self.momentum)),
             ("friction", text(self.friction)),
             ("batch", self.batch.map(|b| b.to_string())),
-            ("with_replacement", self.with_replacement.map(|b| b.to_string())),
+            (
+                "with_replacement",
+                self.with_replacement.map(|b| b.to_string()),
+            ),
             ("sde_substeps", self.sde_substeps.map(|b| b.to_string())),
             ("label_noise", text(self.label_noise)),
         ] {

@@ -101,7 +101,9 @@ impl Optimizer for ScaledGd {
                 Arc::new(Modified::new(plain, eta)) as Arc<dyn Field>,
                 "x' = PF − (η/2)D(PF)·PF",
             ),
-            FlowVariant::Central | FlowVariant::Sme1 | FlowVariant::Sme2 => return Err(no_limit("scaled-gd", variant, &self.limits())),
+            FlowVariant::Central | FlowVariant::Sme1 | FlowVariant::Sme2 => {
+                return Err(no_limit("scaled-gd", variant, &self.limits()))
+            }
         };
         Ok(Limit::ode(field, x0.to_vec(), equation))
     }

@@ -153,7 +153,8 @@ impl Sgd {
             out.iter_mut().for_each(|w| *w = 1.0);
             return;
         }
-        let mut rng = ChaCha20Rng::seed_from_u64(crate::problem::sub_rng(self.seed, STREAM_BATCHES).gen());
+        let mut rng =
+            ChaCha20Rng::seed_from_u64(crate::problem::sub_rng(self.seed, STREAM_BATCHES).gen());
         rng.set_stream(replica);
         rng.set_word_pos((step as u128) << 32);
         if self.with_replacement {
@@ -253,7 +254,10 @@ impl Optimizer for Sgd {
                     (false, _) => "√(ηc_b) D dW",
                 };
                 let (drift, equation): (Arc<dyn Field>, _) = if variant == FlowVariant::Sme1 {
-                    (field, format!("dX = −∇f dt + {noise} (SME-1, weak order 1)"))
+                    (
+                        field,
+                        format!("dX = −∇f dt + {noise} (SME-1, weak order 1)"),
+                    )
                 } else {
                     (
                         Arc::new(Modified::new(field, eta)),
@@ -304,7 +308,8 @@ impl Stepper for SgdStepper {
         }
         self.sgd.weights(self.replica, self.step, &mut self.weights);
         let shift = if self.sgd.label_noise > 0.0 {
-            self.sgd.label_draw(self.replica, self.step, &mut self.labels);
+            self.sgd
+                .label_draw(self.replica, self.step, &mut self.labels);
             Some(self.labels.as_slice())
         } else {
             None
