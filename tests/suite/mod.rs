@@ -21,6 +21,69 @@ mod validation;
 
 use gdflow::config::ConfigArgs;
 use gdflow::problem::Problem;
+use nalgebra::{DMatrix, DVector};
+
+/// The problem's state split into U, V and the gradient of f by a dense 𝒜 (columns vec A_i):
+/// the tests' independent computation of what the library computes with its kernels.
+pub struct Plain {
+    pub a: DMatrix<f64>,
+    pub y: Vec<f64>,
+    pub n1: usize,
+    pub n2: usize,
+    pub k: usize,
+}
+
+impl Plain {
+    pub fn of(p: &Problem) -> Self {
+        Self {
+            a: p.op.to_dense(),
+            y: p.y.clone(),
+            n1: p.n1(),
+            n2: p.n2(),
+            k: p.width(),
+        }
+    }
+    pub fn split(&self, x: &[f64]) -> (DMatrix<f64>, DMatrix<f64>) {
+        let nu = self.n1 * self.k;
+        (
+            DMatrix::from_column_slice(self.n1, self.k, &x[..nu]),
+            DMatrix::from_column_slice(self.n2, self.k, &x[nu..]),
+        )
+    }
+    pub fn join(u: &DMatrix<f64>, v: &DMatrix<f64>) -> Vec<f64> {
+        u.iter().chain(v.iter()).copied().collect()
+    }
+    /// r = 𝒜(UVᵀ) − y.
+    pub fn residual(&self, u: &DMatrix<f64>, v: &DMatrix<f64>) -> DVector<f64> {
+        let x = u * v.transpose();
+        self.a.transpose() * DVector::from_column_slice(x.as_slice())
+            - DVector::from_column_slice(&self.y)
+    }
+    /// 𝒜*(z) as an n1×n2 matrix.
+    pub fn adjoint(&self, z: &DVector<f64>) -> DMatrix<f64> {
+        DMatrix::from_column_slice(self.n1, self.n2, (&self.a * z).as_slice())
+    }
+    /// G = Σ_i (⟨A_i, UVᵀ⟩ − y_i) A_i.
+    pub fn g(&self, u: &DMatrix<f64>, v: &DMatrix<f64>) -> DMatrix<f64> {
+        self.adjoint(&self.residual(u, v))
+    }
+    /// ∇f = (GV, GᵀU) as one vector.
+    pub fn grad(&self, x: &[f64]) -> Vec<f64> {
+        let (u, v) = self.split(x);
+        let g = self.g(&u, &v);
+        Self::join(&(&g * &v), &(g.transpose() * &u))
+    }
+    /// ∇r_i = (A_iV, A_iᵀU) for every measurement, at `x`.
+    pub fn residual_gradients(&self, x: &[f64]) -> Vec<DVector<f64>> {
+        let (u, v) = self.split(x);
+        (0..self.a.ncols())
+            .map(|i| {
+                let ai = DMatrix::from_column_slice(self.n1, self.n2, self.a.column(i).as_slice());
+                DVector::from_vec(Self::join(&(&ai * &v), &(ai.transpose() * &u)))
+            })
+            .collect()
+    }
+}
 
 /// MATH §8's and §9's small problem: 8×7, r = 2, k = 3, m = 60, seed 1, start of scale α.
 pub fn math8_args(alpha: f64) -> ConfigArgs {

@@ -13,52 +13,7 @@ use gdflow::field::{Field, SensingField};
 use gdflow::problem::Problem;
 use nalgebra::DMatrix;
 
-use super::small_gaussian;
-
-/// The problem's state split into U, V and the gradient of f by a dense 𝒜 (columns vec A_i).
-struct Plain {
-    a: DMatrix<f64>,
-    y: Vec<f64>,
-    n1: usize,
-    n2: usize,
-    k: usize,
-}
-
-impl Plain {
-    fn of(p: &Problem) -> Self {
-        Self {
-            a: p.op.to_dense(),
-            y: p.y.clone(),
-            n1: p.n1(),
-            n2: p.n2(),
-            k: p.width(),
-        }
-    }
-    fn split(&self, x: &[f64]) -> (DMatrix<f64>, DMatrix<f64>) {
-        let nu = self.n1 * self.k;
-        (
-            DMatrix::from_column_slice(self.n1, self.k, &x[..nu]),
-            DMatrix::from_column_slice(self.n2, self.k, &x[nu..]),
-        )
-    }
-    fn join(u: &DMatrix<f64>, v: &DMatrix<f64>) -> Vec<f64> {
-        u.iter().chain(v.iter()).copied().collect()
-    }
-    /// G = Σ_i (⟨A_i, UVᵀ⟩ − y_i) A_i.
-    fn g(&self, u: &DMatrix<f64>, v: &DMatrix<f64>) -> DMatrix<f64> {
-        let x = u * v.transpose();
-        let xv = nalgebra::DVector::from_column_slice(x.as_slice());
-        let r = self.a.transpose() * xv - nalgebra::DVector::from_column_slice(&self.y);
-        let g = &self.a * r;
-        DMatrix::from_column_slice(self.n1, self.n2, g.as_slice())
-    }
-    /// ∇f = (GV, GᵀU) as one vector.
-    fn grad(&self, x: &[f64]) -> Vec<f64> {
-        let (u, v) = self.split(x);
-        let g = self.g(&u, &v);
-        Self::join(&(&g * &v), &(g.transpose() * &u))
-    }
-}
+use super::{small_gaussian, Plain};
 
 /// The library's iterates of `opt` at step `eta` for `steps` steps.
 fn library_iterates(p: &Problem, opt: &dyn Optimizer, eta: f64, steps: usize) -> Vec<Vec<f64>> {

@@ -9,7 +9,7 @@ use gdflow::experiments::run_config;
 use gdflow::field::SensingField;
 use nalgebra::{DMatrix, DVector};
 
-use super::small_gaussian;
+use super::{small_gaussian, Plain};
 
 fn args(batch: Option<usize>) -> ConfigArgs {
     ConfigArgs {
@@ -119,30 +119,81 @@ fn iterates_match_a_dense_loop() {
     .run(&mut |_: &gdflow::dynamics::Iterate<'_>| {})
     .pop()
     .unwrap();
-    let a = p.op.to_dense();
-    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
-    let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
-    let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
+    let pl = Plain::of(&p);
+    let (mut u, mut v) = pl.split(&x0);
     let mut w = Vec::new();
     for j in 0..steps {
         sgd.weights(3, j, &mut w);
-        let x = &u * v.transpose();
-        let r = a.transpose() * DVector::from_column_slice(x.as_slice())
-            - DVector::from_column_slice(&p.y);
-        let weighted = r.component_mul(&DVector::from_column_slice(&w));
-        let g = DMatrix::from_column_slice(n1, n2, (&a * weighted).as_slice());
-        let (gu, gv) = (&g * &v, g.transpose() * &u);
-        u -= eta * gu;
-        v -= eta * gv;
-        let mine: Vec<f64> = u.iter().chain(v.iter()).copied().collect();
-        let theirs = &traj.states[j + 1];
-        let err = mine
-            .iter()
-            .zip(theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(err <= 1e-12, "step {}: {err}", j + 1);
+        let r = pl
+            .residual(&u, &v)
+            .component_mul(&DVector::from_column_slice(&w));
+        step(&pl, &mut u, &mut v, &r, eta);
+        assert_close(&Plain::join(&u, &v), &traj.states[j + 1], j + 1);
     }
+}
+
+/// U, V ← U − ηGV, V − ηGᵀU with G = 𝒜*(r) for the residual `r` given.
+fn step(pl: &Plain, u: &mut DMatrix<f64>, v: &mut DMatrix<f64>, r: &DVector<f64>, eta: f64) {
+    let g = pl.adjoint(r);
+    let (gu, gv) = (&g * &*v, g.transpose() * &*u);
+    *u -= eta * gu;
+    *v -= eta * gv;
+}
+
+/// The loop's iterate against the library's, entry by entry, to 1e-12.
+fn assert_close(mine: &[f64], theirs: &[f64], step: usize) {
+    let err = mine
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err <= 1e-12, "step {step}: {err}");
+}
+
+/// D(X)'s columns d_i = √m r_i∇r_i − ∇f/√m give Σ_1 = DDᵀ (MATH §10), from the residual and
+/// the per-measurement gradients at a state.
+fn sigma1(r: &DVector<f64>, grads: &[DVector<f64>]) -> DMatrix<f64> {
+    let (dim, mf) = (grads[0].len(), r.len() as f64);
+    let grad_f = grads
+        .iter()
+        .zip(r.iter())
+        .fold(DVector::zeros(dim), |acc, (g, ri)| acc + g * *ri);
+    grads
+        .iter()
+        .zip(r.iter())
+        .fold(DMatrix::zeros(dim, dim), |acc, (g, ri)| {
+            let d = g * (mf.sqrt() * ri) - &grad_f / mf.sqrt();
+            acc + &d * d.transpose()
+        })
+}
+
+/// The largest difference between the empirical covariance of `draws` draws of `g(j)` and
+/// `expected`, entry by entry, in standard errors √((Σ_aa Σ_bb + Σ_ab²)/n).
+fn covariance_misfit(
+    expected: &DMatrix<f64>,
+    draws: usize,
+    mut g: impl FnMut(usize) -> DVector<f64>,
+) -> f64 {
+    let dim = expected.nrows();
+    let (mut mean, mut second) = (DVector::zeros(dim), DMatrix::zeros(dim, dim));
+    for j in 0..draws {
+        let x = g(j);
+        second += &x * x.transpose();
+        mean += x;
+    }
+    let n = draws as f64;
+    mean /= n;
+    let cov = second / n - &mean * mean.transpose();
+    let mut worst: f64 = 0.0;
+    for i in 0..dim {
+        for j in 0..dim {
+            let se = ((expected[(i, i)] * expected[(j, j)] + expected[(i, j)].powi(2)) / n)
+                .sqrt()
+                .max(1e-300);
+            worst = worst.max((cov[(i, j)] - expected[(i, j)]).abs() / se);
+        }
+    }
+    worst
 }
 
 #[test]
@@ -328,26 +379,14 @@ fn gradient_noise_equals_the_assembled_columns() {
         .collect();
     let mut out = vec![0.0; x.len()];
     gradient_noise(&field, &x, &xi, 1.0, &mut out, &mut ws);
-    let a = p.op.to_dense();
-    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
-    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
-    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
-    let xm = &u * v.transpose();
-    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
-        - DVector::from_column_slice(&p.y);
-    let grad_r = |i: usize| {
-        let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
-        let g: Vec<f64> = (&ai * &v)
-            .iter()
-            .chain((ai.transpose() * &u).iter())
-            .copied()
-            .collect();
-        DVector::from_vec(g)
-    };
-    let grad_f = (0..m).fold(DVector::zeros(x.len()), |acc, i| acc + grad_r(i) * r[i]);
+    let pl = Plain::of(&p);
+    let (u, v) = pl.split(&x);
+    let r = pl.residual(&u, &v);
+    let grads = pl.residual_gradients(&x);
+    let grad_f = (0..m).fold(DVector::zeros(x.len()), |acc, i| acc + &grads[i] * r[i]);
     let mf = m as f64;
     let expected = (0..m).fold(DVector::zeros(x.len()), |acc, i| {
-        acc + (grad_r(i) * (mf.sqrt() * r[i]) - &grad_f / mf.sqrt()) * xi[i]
+        acc + (&grads[i] * (mf.sqrt() * r[i]) - &grad_f / mf.sqrt()) * xi[i]
     });
     let err = (DVector::from_vec(out) - &expected).amax();
     assert!(err <= 1e-12 * expected.amax(), "{err}");
@@ -361,32 +400,12 @@ fn batch_gradient_covariance_is_c_b_d_dt() {
     let p = small_gaussian(6);
     let m = p.m();
     let x = super::random_state(&p, 3, 0.5);
-    let a = p.op.to_dense();
-    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
-    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
-    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
-    let xm = &u * v.transpose();
-    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
-        - DVector::from_column_slice(&p.y);
-    // per-measurement gradients r_i∇r_i as the columns of a matrix
-    let cols: Vec<DVector<f64>> = (0..m)
-        .map(|i| {
-            let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
-            let g: Vec<f64> = (&ai * &v)
-                .iter()
-                .chain((ai.transpose() * &u).iter())
-                .copied()
-                .collect();
-            DVector::from_vec(g) * r[i]
-        })
-        .collect();
+    let pl = Plain::of(&p);
+    let (u, v) = pl.split(&x);
+    let r = pl.residual(&u, &v);
+    let grads = pl.residual_gradients(&x);
+    let sigma1 = sigma1(&r, &grads);
     let dim = x.len();
-    let grad_f = cols.iter().fold(DVector::zeros(dim), |acc, c| acc + c);
-    let mf = m as f64;
-    let sigma1 = cols.iter().fold(DMatrix::zeros(dim, dim), |acc, c| {
-        let d = c * mf.sqrt() - &grad_f / mf.sqrt();
-        acc + &d * d.transpose()
-    });
     for with_replacement in [false, true] {
         let sgd = Sgd {
             batch: 4,
@@ -396,32 +415,13 @@ fn batch_gradient_covariance_is_c_b_d_dt() {
             substeps: 8,
             label_noise: 0.0,
         };
-        let draws = 40_000;
         let mut w = Vec::new();
-        let (mut mean, mut second) = (DVector::zeros(dim), DMatrix::zeros(dim, dim));
-        for j in 0..draws {
+        let worst = covariance_misfit(&(&sigma1 * sgd.c_b()), 40_000, |j| {
             sgd.weights(0, j, &mut w);
-            let g = cols
-                .iter()
-                .zip(&w)
-                .fold(DVector::zeros(dim), |acc, (c, wi)| acc + c * *wi);
-            second += &g * g.transpose();
-            mean += g;
-        }
-        let n = draws as f64;
-        mean /= n;
-        let cov = second / n - &mean * mean.transpose();
-        let expected = &sigma1 * sgd.c_b();
-        // the standard error of an empirical covariance entry is about √((Σ_aa Σ_bb + Σ_ab²)/n)
-        let mut worst: f64 = 0.0;
-        for i in 0..dim {
-            for j in 0..dim {
-                let se = ((expected[(i, i)] * expected[(j, j)] + expected[(i, j)].powi(2)) / n)
-                    .sqrt()
-                    .max(1e-300);
-                worst = worst.max((cov[(i, j)] - expected[(i, j)]).abs() / se);
-            }
-        }
+            (0..m).fold(DVector::zeros(dim), |acc, i| {
+                acc + &grads[i] * (w[i] * r[i])
+            })
+        });
         eprintln!("with_replacement {with_replacement}: worst entry {worst:.2} standard errors");
         // a wrong c_b (1/b against (m−b)/(b(m−1))) or a wrong D is off by many standard errors
         assert!(
@@ -444,11 +444,8 @@ fn sme1_without_noise_is_euler_on_the_gradient_flow() {
     let result = run_config(&a).unwrap();
     let setup = gdflow::Setup::new(&a, gdflow::Command::Run, false).unwrap();
     let p = &setup.problem;
-    let dense = p.op.to_dense();
-    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
-    let x0 = setup.start();
-    let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
-    let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
+    let pl = Plain::of(p);
+    let (mut u, mut v) = pl.split(&setup.start());
     let h = 0.05 / 4.0;
     for j in 0..=10 {
         let x = &u * v.transpose();
@@ -456,13 +453,8 @@ fn sme1_without_noise_is_euler_on_the_gradient_flow() {
         let row = &result.flow[j];
         assert!((row.rel_error() - rel).abs() <= 1e-12 * rel, "step {j}");
         for _ in 0..4 {
-            let x = &u * v.transpose();
-            let r = dense.transpose() * DVector::from_column_slice(x.as_slice())
-                - DVector::from_column_slice(&p.y);
-            let g = DMatrix::from_column_slice(n1, n2, (&dense * r).as_slice());
-            let (gu, gv) = (&g * &v, g.transpose() * &u);
-            u -= h * gu;
-            v -= h * gv;
+            let r = pl.residual(&u, &v);
+            step(&pl, &mut u, &mut v, &r, h);
         }
     }
 }
@@ -509,8 +501,7 @@ fn sme_ensemble_and_weak_error() {
 fn label_noise_steps_and_covariance() {
     let p = small_gaussian(8);
     let m = p.m();
-    let (n1, n2, k) = (p.n1(), p.n2(), p.width());
-    let a = p.op.to_dense();
+    let pl = Plain::of(&p);
     let x0 = p.start_state();
     // iterates, full batch
     let full = Sgd {
@@ -532,57 +523,25 @@ fn label_noise_steps_and_covariance() {
     .run(&mut |_: &gdflow::dynamics::Iterate<'_>| {})
     .pop()
     .unwrap();
-    let mut u = DMatrix::from_column_slice(n1, k, &x0[..n1 * k]);
-    let mut v = DMatrix::from_column_slice(n2, k, &x0[n1 * k..]);
+    let (mut u, mut v) = pl.split(&x0);
     let mut s = Vec::new();
     for j in 0..10 {
         full.label_draw(1, j, &mut s);
-        let x = &u * v.transpose();
-        let r = a.transpose() * DVector::from_column_slice(x.as_slice())
-            - DVector::from_column_slice(&p.y)
-            - DVector::from_column_slice(&s);
-        let g = DMatrix::from_column_slice(n1, n2, (&a * r).as_slice());
-        let (gu, gv) = (&g * &v, g.transpose() * &u);
-        u -= 0.05 * gu;
-        v -= 0.05 * gv;
-        let mine: Vec<f64> = u.iter().chain(v.iter()).copied().collect();
-        let err = mine
-            .iter()
-            .zip(&traj.states[j + 1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(err <= 1e-12, "step {}: {err}", j + 1);
+        let r = pl.residual(&u, &v) - DVector::from_column_slice(&s);
+        step(&pl, &mut u, &mut v, &r, 0.05);
+        assert_close(&Plain::join(&u, &v), &traj.states[j + 1], j + 1);
     }
     // covariance with a batch: c_b Σ_1 + σ²(m/b) JJᵀ
     let x = super::random_state(&p, 4, 0.5);
-    let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
-    let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
-    let xm = &u * v.transpose();
-    let r = a.transpose() * DVector::from_column_slice(xm.as_slice())
-        - DVector::from_column_slice(&p.y);
-    let grads: Vec<DVector<f64>> = (0..m)
-        .map(|i| {
-            let ai = DMatrix::from_column_slice(n1, n2, a.column(i).as_slice());
-            let g: Vec<f64> = (&ai * &v)
-                .iter()
-                .chain((ai.transpose() * &u).iter())
-                .copied()
-                .collect();
-            DVector::from_vec(g)
-        })
-        .collect();
+    let (u, v) = pl.split(&x);
+    let r = pl.residual(&u, &v);
+    let grads = pl.residual_gradients(&x);
     let dim = x.len();
     let mf = m as f64;
-    let grad_f = grads
+    let jjt = grads
         .iter()
-        .zip(r.iter())
-        .fold(DVector::zeros(dim), |acc, (g, ri)| acc + g * *ri);
-    let (mut sigma1, mut jjt) = (DMatrix::zeros(dim, dim), DMatrix::zeros(dim, dim));
-    for (g, ri) in grads.iter().zip(r.iter()) {
-        let d = g * (mf.sqrt() * ri) - &grad_f / mf.sqrt();
-        sigma1 += &d * d.transpose();
-        jjt += g * g.transpose();
-    }
+        .fold(DMatrix::zeros(dim, dim), |acc, g| acc + g * g.transpose());
+    let sigma1 = sigma1(&r, &grads);
     let sgd = Sgd {
         batch: 10,
         with_replacement: false,
@@ -592,28 +551,14 @@ fn label_noise_steps_and_covariance() {
         label_noise: 0.3,
     };
     let expected = &sigma1 * sgd.c_b() + &jjt * (0.09 * mf / 10.0);
-    let draws = 40_000;
     let (mut w, mut s) = (Vec::new(), Vec::new());
-    let (mut mean, mut second) = (DVector::zeros(dim), DMatrix::zeros(dim, dim));
-    for j in 0..draws {
+    let worst = covariance_misfit(&expected, 40_000, |j| {
         sgd.weights(0, j, &mut w);
         sgd.label_draw(0, j, &mut s);
-        let g = (0..m).fold(DVector::zeros(dim), |acc, i| {
+        (0..m).fold(DVector::zeros(dim), |acc, i| {
             acc + &grads[i] * (w[i] * (r[i] - s[i]))
-        });
-        second += &g * g.transpose();
-        mean += g;
-    }
-    let n = draws as f64;
-    mean /= n;
-    let cov = second / n - &mean * mean.transpose();
-    let mut worst: f64 = 0.0;
-    for i in 0..dim {
-        for j in 0..dim {
-            let se = ((expected[(i, i)] * expected[(j, j)] + expected[(i, j)].powi(2)) / n).sqrt();
-            worst = worst.max((cov[(i, j)] - expected[(i, j)]).abs() / se);
-        }
-    }
+        })
+    });
     eprintln!("label noise: worst entry {worst:.2} standard errors");
     assert!(worst < 6.0, "{worst} standard errors");
     // Jξ through one adjoint pass against Σ ξ_i ∇r_i
