@@ -6,6 +6,9 @@
 //! scheme's own weak error, E_h − E_{h/2} from a second ensemble on half the substep.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nalgebra::DMatrix;
 
 use rayon::prelude::*;
 
@@ -14,6 +17,7 @@ use crate::dynamics::flow::Times;
 use crate::dynamics::optimizer::{Limit, Optimizer};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
+use crate::field::Field;
 use crate::results::ensemble::{EnsembleRow, EnsembleSummary, Running, Stat, WeakError};
 use crate::results::run::States;
 
@@ -31,20 +35,30 @@ type Acc = Vec<[Running; QUANTITIES.len()]>;
 /// What every replica's values are measured with.
 struct Measure<'a> {
     setup: &'a Setup,
+    /// The set-up's field, made once (every record needs UVᵀ).
+    field: Arc<dyn Field>,
     recorder: &'a Recorder<'a>,
     /// The steps trajectory.csv records.
     recorded: Vec<usize>,
     dt: f64,
+    target_norm: f64,
 }
 
 impl Measure<'_> {
-    /// Add the values at recorded step index `i` to `acc`.
-    fn add(&self, acc: &mut Acc, i: usize, state: &[f64], loss: f64, distance: Option<f64>) {
-        let x = self.setup.field().product(state);
+    /// Add the values at recorded step index `i` to `acc`; `x` is UVᵀ of `state`.
+    fn add(
+        &self,
+        acc: &mut Acc,
+        i: usize,
+        state: &[f64],
+        x: &DMatrix<f64>,
+        loss: f64,
+        distance: Option<f64>,
+    ) {
         let target = &self.setup.problem.x_star;
         let values = [
             Some(loss),
-            Some((&x - target).norm() / target.norm()),
+            Some((x - target).norm() / self.target_norm),
             Some(self.recorder.balance_drift(state)),
             distance,
         ];
@@ -91,7 +105,7 @@ impl Measure<'_> {
     /// steps) gives each its distance to the limit.
     fn method(&self, optimizer: &dyn Optimizer, flow: Option<&States>) -> Result<(Acc, usize)> {
         let cfg = &self.setup.config;
-        let field = self.setup.field();
+        let field = self.field.as_ref();
         let x0 = self.setup.start();
         let opts = RunOptions {
             save: SaveAt::Nothing,
@@ -112,13 +126,14 @@ impl Measure<'_> {
                 let Ok(i) = self.recorded.binary_search(&it.step) else {
                     return;
                 };
+                let x = field.product(it.state);
                 let distance = flow.and_then(|f| {
                     let k = f.steps.binary_search(&it.step).ok()?;
-                    Some((field.product(it.state) - field.product(&f.states[k])).norm())
+                    Some((&x - field.product(&f.states[k])).norm())
                 });
-                self.add(&mut acc, i, it.state, it.loss, distance);
+                self.add(&mut acc, i, it.state, &x, it.loss, distance);
             };
-            let ended = Driver::batch(field.as_ref(), runs)
+            let ended = Driver::batch(field, runs)
                 .run(&mut observe)
                 .iter()
                 .filter(|t| t.status != Status::Completed)
@@ -130,7 +145,7 @@ impl Measure<'_> {
     /// A stochastic limit's replicas, each its own path on the grid of the method's times.
     fn limit(&self, limit: &Limit) -> Result<(Acc, usize)> {
         let cfg = &self.setup.config;
-        let field = self.setup.field();
+        let field = self.field.as_ref();
         let opts = cfg.flow_options();
         self.replicas(cfg.replicas, |range| {
             let mut acc = self.empty();
@@ -148,7 +163,8 @@ impl Measure<'_> {
                     &mut |j, _, out| {
                         if let Ok(i) = self.recorded.binary_search(&j) {
                             let loss = field.loss(out.state, &mut ws);
-                            self.add(&mut acc, i, out.state, loss, None);
+                            let x = field.product(out.state);
+                            self.add(&mut acc, i, out.state, &x, loss, None);
                         }
                     },
                     &mut |_| {},
@@ -206,9 +222,11 @@ pub fn ensemble(
     let dt = optimizer.time_scale().per_step(cfg.eta);
     let measure = Measure {
         setup,
+        field: setup.field(),
         recorder,
         recorded: RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
         dt,
+        target_norm: setup.problem.x_star.norm(),
     };
     let name = optimizer.name();
     let stochastic_limit = limit.is_stochastic();
