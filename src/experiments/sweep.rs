@@ -29,11 +29,8 @@ use crate::analysis::record::balance;
 use crate::config::{
     parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES, MAX_STEPS,
 };
-use crate::dynamics::flow::{
-    solve_central_flow_with, solve_flow, CentralReport, FlowOptions, FlowSolution, SolverStats,
-    Times,
-};
-use crate::dynamics::optimizer::{Limit, Optimizer, TimeScale};
+use crate::dynamics::flow::{CentralReport, FlowOptions, SolverStats, Times};
+use crate::dynamics::optimizer::{Kept, Limit, Optimizer, TimeScale};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
@@ -350,10 +347,9 @@ struct PerEta {
     stats: SolverStats,
 }
 
-/// Solve the plain flow once at the union of every step size's output times.
+/// Solve the plain limit once at the union of every step size's output times.
 fn plain_flow_all(
-    field: &dyn Field,
-    x0: &[f64],
+    limit: &Limit,
     etas: &[f64],
     steps: &[usize],
     opts: &FlowOptions,
@@ -366,17 +362,16 @@ fn plain_flow_all(
         .collect();
     outputs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let times: Vec<f64> = outputs.iter().map(|o| o.0).collect();
-    let labels: Vec<usize> = (0..times.len()).collect();
-    let sol = solve_flow(field, x0, &times, &labels, opts)?;
+    let kept = limit.solve_kept(Times::List(&times), opts, &|_| true)?;
     let mut states: Vec<Vec<Vec<f64>>> = steps.iter().map(|&n| Vec::with_capacity(n + 1)).collect();
     // Within one step size the times ascend with j, so pushing in time order keeps j order.
-    for (state, (_, i)) in sol.trajectory.states.into_iter().zip(&outputs) {
+    for (state, (_, i)) in kept.states.into_iter().zip(&outputs) {
         states[*i].push(state);
     }
     Ok(PerEta {
         states,
-        status: sol.trajectory.status,
-        stats: sol.stats,
+        status: kept.end.status,
+        stats: kept.end.solver,
     })
 }
 
@@ -402,31 +397,27 @@ fn split_diff(field: &dyn Field, a: &[f64], b: &[f64]) -> (f64, f64, f64) {
 
 /// The modified flow for one step size, at two tolerances.
 struct ModifiedFlows {
-    coarse: FlowSolution,
-    tight: FlowSolution,
+    coarse: Kept,
+    tight: Kept,
+}
+
+fn limit(ctx: &Ctx, variant: FlowVariant, eta: f64) -> Result<Limit> {
+    ctx.optimizer
+        .limit(variant, ctx.field_arc.clone(), &ctx.x0, eta)
+        .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))
 }
 
 fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
     let n = ctx.settings.steps_for(eta);
-    let steps: Vec<usize> = (0..=n).collect();
-    let times: Vec<f64> = steps.iter().map(|&j| j as f64 * eta).collect();
-    let limit = ctx
-        .optimizer
-        .limit(FlowVariant::Modified, ctx.field_arc.clone(), &ctx.x0, eta)
-        .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))?;
-    let field = limit.field;
+    let limit = limit(ctx, FlowVariant::Modified, eta)?;
+    let times = Times::Grid {
+        dt: eta,
+        count: n + 1,
+    };
     let opts = ctx.flow_opts;
     let (coarse, tight) = rayon::join(
-        || solve_flow(field.as_ref(), &limit.start, &times, &steps, &opts),
-        || {
-            solve_flow(
-                field.as_ref(),
-                &limit.start,
-                &times,
-                &steps,
-                &opts.tightened(TIGHTENING),
-            )
-        },
+        || limit.solve_kept(times, &opts, &|_| true),
+        || limit.solve_kept(times, &opts.tightened(TIGHTENING), &|_| true),
     );
     Ok(ModifiedFlows {
         coarse: coarse?,
@@ -445,46 +436,44 @@ struct CentralRef {
 
 /// `None` when the field is not a gradient (the central flow is not defined) or the method
 /// has no central flow (anything but GD).
-fn central_flow(ctx: &Ctx, eta: f64) -> Option<CentralRef> {
-    if !ctx.optimizer.limits().contains(&FlowVariant::Central) {
-        return None;
-    }
-    if ctx
-        .setup
-        .config
-        .perturbation
-        .is_some_and(|m| !m.is_gradient())
+fn central_flow(ctx: &Ctx, eta: f64) -> Result<Option<CentralRef>> {
+    if !ctx.optimizer.limits().contains(&FlowVariant::Central)
+        || ctx
+            .setup
+            .config
+            .perturbation
+            .is_some_and(|m| !m.is_gradient())
     {
-        return None;
+        return Ok(None);
     }
     let n = ctx.settings.steps_for(eta);
     let field = ctx.setup.flow_field(FlowVariant::Central, eta);
-    let (mut states, mut active) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (status, stats, report) = solve_central_flow_with(
-        field,
-        eta,
-        &ctx.x0,
-        Times::Grid {
-            dt: eta / 2.0,
-            count: 2 * n + 1,
-        },
-        &ctx.flow_opts,
-        false,
-        &mut |i, _, y, w| {
-            if i % 2 == 1 {
-                states.push(y.to_vec());
-                active.push(w.active);
-            }
-        },
-        &mut |_| {},
-    );
-    Some(CentralRef {
-        states,
+    let limit = ctx
+        .optimizer
+        .limit(FlowVariant::Central, field, &ctx.x0, eta)
+        .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))?
+        .positions_only();
+    let times = Times::Grid {
+        dt: eta / 2.0,
+        count: 2 * n + 1,
+    };
+    let kept = limit.solve_kept(times, &ctx.flow_opts, &|i| i % 2 == 1)?;
+    let active = kept
+        .columns
+        .iter()
+        .map(|cols| {
+            cols.iter()
+                .find(|(name, _)| *name == "active")
+                .map_or(0, |(_, v)| *v as usize)
+        })
+        .collect();
+    Ok(Some(CentralRef {
+        states: kept.states,
         active,
-        status,
-        stats,
-        report,
-    })
+        status: kept.end.status,
+        stats: kept.end.solver,
+        report: kept.end.central.unwrap_or_default(),
+    }))
 }
 
 /// GD at one step size against the three flows, iterate by iterate.
@@ -532,8 +521,8 @@ impl<'a> Comparison<'a> {
         let comparable = plain
             .len()
             .min(plain_tight.len())
-            .min(modified.coarse.trajectory.states.len())
-            .min(modified.tight.trajectory.states.len());
+            .min(modified.coarse.states.len())
+            .min(modified.tight.states.len());
         Self {
             ctx,
             eta,
@@ -576,8 +565,8 @@ impl<'a> Comparison<'a> {
         let rel = |x: &[f64]| (field.product(x) - ctx.x_star).norm() / ctx.x_star_norm;
         let drift = |x: &[f64]| (balance(field, x) - &ctx.d0).norm();
         let (plain, plain_tight) = (&self.plain[j], &self.plain_tight[j]);
-        let mod_state = &self.modified.coarse.trajectory.states[j];
-        let mod_tight = &self.modified.tight.trajectory.states[j];
+        let mod_state = &self.modified.coarse.states[j];
+        let mod_tight = &self.modified.tight.states[j];
         let t = j as f64 * eta;
         let (dev, dev_u, dev_v) = split_diff(field, x, plain_tight);
         let ref_err = (field.product(plain) - field.product(plain_tight)).norm();
@@ -674,10 +663,10 @@ impl<'a> Comparison<'a> {
             steps: self.n,
             compared_steps: last.map_or(0, |r| r.step),
             gd_status,
-            modified_flow_status: if tight.trajectory.status != Status::Completed {
-                tight.trajectory.status.clone()
+            modified_flow_status: if tight.end.status != Status::Completed {
+                tight.end.status.clone()
             } else {
-                coarse.trajectory.status.clone()
+                coarse.end.status.clone()
             },
             max_dev_rel: self.max_dev.value / norm,
             max_dev: self.max_dev,
@@ -698,8 +687,8 @@ impl<'a> Comparison<'a> {
             final_drift_gd: last.map_or(f64::NAN, |r| r.drift_gd),
             final_drift_flow: last.map_or(f64::NAN, |r| r.drift_flow),
             max_drift_gd: self.max_drift_gd,
-            modified_solver: coarse.stats.clone(),
-            modified_solver_tight: tight.stats.clone(),
+            modified_solver: coarse.end.solver.clone(),
+            modified_solver_tight: tight.end.solver.clone(),
             central: self.central.map(|c| CentralPoint {
                 status: c.status.clone(),
                 max_dev: self.max_central,
@@ -740,12 +729,11 @@ fn reference_flows(
     let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
     steps.push(1);
     let t = Instant::now();
-    let (field, start) = (plain_limit.field.as_ref(), &plain_limit.start);
     let (plain, tight) = rayon::join(
-        || plain_flow_all(field, start, &out_etas, &steps, flow_opts),
+        || plain_flow_all(plain_limit, &out_etas, &steps, flow_opts),
         || {
             let tight = flow_opts.tightened(TIGHTENING);
-            plain_flow_all(field, start, &out_etas, &steps, &tight)
+            plain_flow_all(plain_limit, &out_etas, &steps, &tight)
         },
     );
     let (plain, mut tight) = (plain?, tight?);
@@ -776,7 +764,7 @@ fn compare_all(
         .map(|&eta| {
             let (m, c) = rayon::join(|| modified_flows(ctx, eta), || central_flow(ctx, eta));
             bar.inc(1);
-            m.map(|m| (m, c))
+            Ok((m?, c?))
         })
         .collect::<Result<_>>()?;
     let mut comparisons: Vec<Comparison> = etas

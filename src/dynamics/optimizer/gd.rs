@@ -43,7 +43,10 @@ impl Optimizer for GdMethod {
             ),
             // the central flow's event-driven solve runs around the plain field
             FlowVariant::Central => Limit {
-                solver: LimitSolver::Central { eta },
+                solver: LimitSolver::Central {
+                    eta,
+                    sharpness_at_outputs: true,
+                },
                 ..Limit::ode(field, start, "the central flow (MATH §8)")
             },
             FlowVariant::Sme1 | FlowVariant::Sme2 => {

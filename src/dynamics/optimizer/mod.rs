@@ -78,8 +78,14 @@ pub enum LimitSolver {
     Ode,
     /// The central flow for GD's step `eta` (MATH §8): the gradient flow of `field` until
     /// the sharpness reaches 2/η, then its event-driven solve. Its outputs carry the columns
-    /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η.
-    Central { eta: f64 },
+    /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η. The
+    /// sharpness is measured at outputs where no eigenvalue is held only when
+    /// `sharpness_at_outputs` (NaN otherwise): on a fine output grid that eigen-solve is most
+    /// of the cost, and a sweep, which compares positions only, leaves it out.
+    Central {
+        eta: f64,
+        sharpness_at_outputs: bool,
+    },
     /// A stochastic modified equation (MATH §10): `field` is its drift, the noise is the
     /// SME's, one path per replica ([`Limit::replica`]).
     Sme(super::sde::Sme),
@@ -107,6 +113,14 @@ pub struct LimitOutput<'a> {
     pub columns: Vec<(&'static str, f64)>,
     /// Directions the limit holds (the central flow's eigenvectors at 2/η), if any.
     pub directions: &'a [Vec<f64>],
+}
+
+/// A limit's kept outputs ([`Limit::solve_kept`]) and how its solve ended.
+pub struct Kept {
+    pub states: Vec<Vec<f64>>,
+    /// The named columns beside each kept state.
+    pub columns: Vec<Vec<(&'static str, f64)>>,
+    pub end: LimitEnd,
 }
 
 /// How a limit's solve ended.
@@ -165,6 +179,47 @@ impl Limit {
         l
     }
 
+    /// The same limit without the measurements beside its positions that cost solves of their
+    /// own (the central flow's sharpness where no eigenvalue is held).
+    pub fn positions_only(&self) -> Limit {
+        let mut l = self.clone();
+        if let LimitSolver::Central {
+            sharpness_at_outputs,
+            ..
+        } = &mut l.solver
+        {
+            *sharpness_at_outputs = false;
+        }
+        l
+    }
+
+    /// Solve at `times` and keep the positions of the outputs `keep` accepts, with their
+    /// named columns: for an experiment that compares whole trajectories after the solve.
+    pub fn solve_kept(
+        &self,
+        times: Times<'_>,
+        opts: &FlowOptions,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> crate::error::Result<Kept> {
+        let (mut states, mut columns) = (Vec::new(), Vec::new());
+        let end = self.solve(
+            times,
+            opts,
+            &mut |i, _, out| {
+                if keep(i) {
+                    states.push(out.state.to_vec());
+                    columns.push(out.columns.clone());
+                }
+            },
+            &mut |_| {},
+        )?;
+        Ok(Kept {
+            states,
+            columns,
+            end,
+        })
+    }
+
     /// A solver's output hook for a limit with no columns of its own: its position, nothing
     /// beside it.
     fn positions<'h>(
@@ -221,14 +276,17 @@ impl Limit {
                     central: None,
                 })
             }
-            LimitSolver::Central { eta } => {
+            LimitSolver::Central {
+                eta,
+                sharpness_at_outputs,
+            } => {
                 let (status, solver, report) = solve_central_flow_with(
                     self.field.clone(),
                     *eta,
                     &self.start,
                     times,
                     opts,
-                    true,
+                    *sharpness_at_outputs,
                     &mut |i, t, y, w| {
                         let out = LimitOutput {
                             state: self.position(y),
