@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::analysis::{Record, Recorder};
 use crate::dynamics::flow::Times;
 use crate::dynamics::optimizer::{Limit, Optimizer};
-use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
+use crate::dynamics::{Driver, FlowVariant, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::Field;
 use crate::results::ensemble::{EnsembleRow, EnsembleSummary, Running, Stat, WeakError};
@@ -281,4 +281,75 @@ pub fn ensemble(
             scheme_error,
         },
     ))
+}
+
+/// The method's ensemble at its last step against each of several limits, as a weak sweep
+/// compares them at one step size.
+pub struct WeakAgainst {
+    /// The method's statistics at the last step, by quantity.
+    pub method: BTreeMap<String, Stat>,
+    /// Each limit's (by its flow name) statistics at the last step: n = 1 for a deterministic
+    /// limit; a limit that did not reach the last step is left out.
+    pub limits: BTreeMap<String, BTreeMap<String, Stat>>,
+    /// A stochastic limit's scheme error E_h − E_{h/2}, by quantity.
+    pub scheme_error: BTreeMap<String, BTreeMap<String, WeakError>>,
+}
+
+/// The method's replicas run once, then each limit of `variants`: a stochastic one by its own
+/// replicas (and again on h/2 for its scheme error), a deterministic one by one solve.
+pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgainst> {
+    let cfg = &setup.config;
+    let optimizer = setup.optimizer()?;
+    let field = setup.field();
+    let x0 = setup.start();
+    let recorder = Recorder::new(field.as_ref(), &setup.problem.x_star, &x0);
+    let dt = optimizer.time_scale().per_step(cfg.eta);
+    let measure = Measure {
+        setup,
+        field: field.clone(),
+        recorder: &recorder,
+        recorded: vec![cfg.steps],
+        dt,
+        target_norm: setup.problem.x_star.norm(),
+    };
+    let (acc, _) = measure.method(optimizer.as_ref(), None)?;
+    let mut out = WeakAgainst {
+        method: last(&acc),
+        limits: BTreeMap::new(),
+        scheme_error: BTreeMap::new(),
+    };
+    let opts = cfg.flow_options();
+    for &variant in variants {
+        let limit = optimizer
+            .limit(variant, field.clone(), &x0, cfg.eta)
+            .map_err(|why| Error::invalid("flow", variant.name(), why))?;
+        let stats = if limit.is_stochastic() {
+            let coarse = last(&measure.limit(&limit)?.0);
+            let fine = last(&measure.limit(&limit.refined())?.0);
+            let scheme = coarse
+                .iter()
+                .filter_map(|(q, a)| fine.get(q).map(|b| (q.clone(), WeakError::between(a, b))))
+                .collect();
+            out.scheme_error.insert(variant.name().to_string(), scheme);
+            coarse
+        } else {
+            let times = Times::Grid {
+                dt: dt * cfg.steps as f64,
+                count: 2,
+            };
+            let kept = limit.solve_kept(times, &opts, &|i| i == 1)?;
+            let Some(state) = kept.states.first() else {
+                continue;
+            };
+            let mut acc = measure.empty();
+            let loss = field.loss(state, &mut field.workspace());
+            measure.add(&mut acc, 0, state, &field.product(state), loss, None);
+            last(&acc)
+                .into_iter()
+                .map(|(q, s)| (q, Stat::exact(s.mean)))
+                .collect()
+        };
+        out.limits.insert(variant.name().to_string(), stats);
+    }
+    Ok(out)
 }

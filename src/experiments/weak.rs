@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use crate::dynamics::FlowVariant;
 use crate::error::Result;
-use crate::results::ensemble::{WeakOrder, WeakPoint};
+use crate::results::ensemble::{WeakError, WeakOrder, WeakPoint};
 use crate::results::sweep::SweepSettings;
 
-use super::{run, RunExtras, Setup};
+use super::ensemble::weak_against;
+use super::Setup;
 
 /// The limits compared, in order.
 const LIMITS: [FlowVariant; 4] = [
@@ -21,40 +22,40 @@ const LIMITS: [FlowVariant; 4] = [
     FlowVariant::Sme2,
 ];
 
-/// The weak errors at every step size of `settings`.
+/// The weak errors at every step size of `settings`: per step size one ensemble of the
+/// method, compared with each limit.
 pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPoint>> {
     let mut points = Vec::new();
     for eta in settings.active_etas() {
+        let mut s = setup.clone();
+        s.config.eta = eta;
+        s.config.steps = settings.steps_for(eta);
+        s.config.record_every = s.config.steps.max(1);
+        let w = weak_against(&s, &LIMITS)?;
+        let method = w.method["loss"];
         let mut point = WeakPoint {
             eta,
             weak_error: BTreeMap::new(),
             variance_ratio: BTreeMap::new(),
-            method_loss: crate::results::ensemble::Stat::exact(f64::NAN),
+            method_loss: method,
             scheme_error: BTreeMap::new(),
         };
-        for variant in LIMITS {
-            let mut s = setup.clone();
-            let steps = settings.steps_for(eta);
-            s.config.eta = eta;
-            s.config.steps = steps;
-            s.config.record_every = steps.max(1);
-            s.config.flow = variant;
-            s.config.sharpness_every = 0;
-            let summary = run(&s, &RunExtras::default())?.summary;
-            let Some(e) = summary.ensemble else { continue };
-            let method = &e.final_stats[&summary.optimizer.name];
-            if let Some(w) = e.weak_error.get("loss") {
-                point.weak_error.insert(variant.name().to_string(), *w);
-            }
-            point.method_loss = method["loss"];
-            if let Some(se) = e.scheme_error.get("loss") {
-                point.scheme_error.insert(variant.name().to_string(), *se);
-            }
-            if matches!(variant, FlowVariant::Sme1 | FlowVariant::Sme2) {
-                let (a, b) = (e.final_stats["flow"]["loss"], method["loss"]);
+        for (name, stats) in &w.limits {
+            let Some(limit) = stats.get("loss") else {
+                continue;
+            };
+            point
+                .weak_error
+                .insert(name.clone(), WeakError::between(&method, limit));
+            if limit.n > 1 {
                 point
                     .variance_ratio
-                    .insert(variant.name().to_string(), (a.std / b.std).powi(2));
+                    .insert(name.clone(), (limit.std / method.std).powi(2));
+            }
+        }
+        for (name, scheme) in &w.scheme_error {
+            if let Some(se) = scheme.get("loss") {
+                point.scheme_error.insert(name.clone(), *se);
             }
         }
         points.push(point);
