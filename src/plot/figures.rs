@@ -395,16 +395,98 @@ pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figu
 }
 
 /// Every figure a set of runs supports (b for the first run, with `shown` singular values in
-/// colour).
+/// colour; the ensemble's bands for each run that has replicas).
 pub fn run_figures(runs: &[RunResult], shown: Option<usize>) -> Vec<Figure> {
     if runs.is_empty() {
         return vec![];
     }
-    vec![
+    let mut figures = vec![
         loss_error_runs(runs),
         singular_values(&runs[0], shown),
         balance_drift_runs(runs),
-    ]
+    ];
+    let with_replicas: Vec<&RunResult> = runs.iter().filter(|r| !r.ensemble.is_empty()).collect();
+    for (i, run) in with_replicas.iter().enumerate() {
+        let mut f = ensemble_bands(run);
+        if with_replicas.len() > 1 {
+            f.name = format!("{}_{}", f.name, i + 1);
+        }
+        figures.push(f);
+    }
+    figures
+}
+
+/// The ensemble's quantities (ensemble.csv's `quantity`) as they are drawn: name, title, axis
+/// label, log axis.
+const ENSEMBLE_PANELS: [(&str, &str, &str, bool); 4] = [
+    ("loss", "loss", "f(U, V)", true),
+    ("rel_error", "relative error", "‖UVᵀ − X*‖ / ‖X*‖", true),
+    ("balance_drift", "balance drift", "‖D(t) − D(0)‖", true),
+    (
+        "distance",
+        "distance to the limit",
+        "‖U_jV_jᵀ − U(t)V(t)ᵀ‖",
+        true,
+    ),
+];
+
+/// `--replicas N`: for every recorded quantity, the mean over time of the method's replicas
+/// and (when the limit is stochastic) of the limit's, each with its 95% interval as a band of
+/// its colour; a deterministic limit is its one path. Replica 0 is not drawn (trajectory.csv
+/// has it).
+pub fn ensemble_bands(run: &RunResult) -> Figure {
+    let method = run.summary.optimizer.name.clone();
+    let replicas = run.summary.ensemble.as_ref().map_or(0, |e| e.replicas);
+    let flow = run.summary.config().flow.name();
+    let mut panels = Vec::new();
+    for (quantity, title, y_label, log_y) in ENSEMBLE_PANELS {
+        let mut p = panel(title, y_label, log_y);
+        for (dynamics, color, label) in [
+            (method.as_str(), 0, method_label(&method)),
+            ("flow", FLOW, format!("limit ({flow})")),
+        ] {
+            let rows: Vec<_> = run
+                .ensemble
+                .iter()
+                .filter(|r| r.dynamics == dynamics && r.quantity == quantity)
+                .collect();
+            if rows.is_empty() {
+                // a deterministic limit: its one path
+                if dynamics == "flow" && quantity != "distance" {
+                    let pts = points(&run.flow, |r| r.get(quantity));
+                    if !pts.is_empty() {
+                        p.series.push(Series::new(label, color, Style::Line, pts));
+                    }
+                }
+                continue;
+            }
+            p.series.push(Series::spanning(
+                "",
+                color,
+                Style::Tint,
+                rows.iter()
+                    .map(|r| (r.t, r.stat.mean - r.stat.ci95, r.stat.mean + r.stat.ci95))
+                    .collect(),
+            ));
+            p.series.push(Series::new(
+                format!("{label}: mean ± 95%"),
+                color,
+                Style::Line,
+                rows.iter().map(|r| (r.t, r.stat.mean)).collect(),
+            ));
+        }
+        if !p.series.is_empty() {
+            p.texts.push(format!(
+                "{replicas} replicas; bands: 95% interval of the mean"
+            ));
+            panels.push(p);
+        }
+    }
+    Figure {
+        name: "ensemble".into(),
+        panels,
+        columns: Some(2),
+    }
 }
 
 fn by_eta(rows: &[DeviationRow]) -> Vec<(f64, Vec<&DeviationRow>)> {
@@ -602,13 +684,126 @@ pub fn deviation_vs_eta(s: &SweepSummary) -> Figure {
     }
 }
 
-/// Every figure a sweep supports.
+/// Every figure a sweep supports (the weak errors with `--replicas`).
 pub fn sweep_figures(s: &SweepResult) -> Vec<Figure> {
-    vec![
+    let mut figures = vec![
         loss_error_sweep(s),
         balance_drift_sweep(s),
         deviation_vs_eta(&s.summary),
-    ]
+    ];
+    figures.extend(s.summary.weak.as_ref().map(weak_error));
+    figures
+}
+
+/// `sweep --replicas N` (MATH §10): |E f(method) − E f(limit)| at T against η for each limit,
+/// with 95% intervals as bars, and the SMEs' variance ratio to the method's. An unresolved
+/// difference (its interval covers 0) is a hollow bar reaching the panel's floor.
+pub fn weak_error(w: &crate::results::sweep::WeakSweep) -> Figure {
+    let limits = ["plain", "modified", "sme1", "sme2"];
+    let mut errors = Panel {
+        title: format!("weak error of the loss at T ({} replicas)", w.replicas),
+        x_label: "step size η".into(),
+        y_label: "|E f(method) − E f(limit)|".into(),
+        log_x: true,
+        log_y: true,
+        ..Default::default()
+    };
+    // an interval reaching 0 is drawn down to a decade below the smallest resolved difference
+    let floor = w
+        .points
+        .iter()
+        .flat_map(|p| p.weak_error.values())
+        .filter(|e| e.resolved)
+        .map(|e| e.difference.abs() - e.ci95)
+        .fold(f64::INFINITY, f64::min)
+        / 10.0;
+    for (color, limit) in limits.iter().enumerate() {
+        let values: Vec<(f64, &crate::results::ensemble::WeakError)> = w
+            .points
+            .iter()
+            .filter_map(|p| p.weak_error.get(*limit).map(|e| (p.eta, e)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let label = match w
+            .orders
+            .get(*limit)
+            .and_then(|o| o.order.map(|v| (v, o.ci95)))
+        {
+            Some((v, ci)) if ci.is_finite() => format!("{limit}: order {v:.2} ± {ci:.2}"),
+            Some((v, _)) => format!("{limit}: order {v:.2}"),
+            None => format!("{limit}: no order (unresolved)"),
+        };
+        let resolved: Vec<(f64, f64)> = values
+            .iter()
+            .filter(|(_, e)| e.resolved)
+            .map(|(eta, e)| (*eta, e.difference.abs()))
+            .collect();
+        errors
+            .series
+            .push(Series::new(label, color, Style::Dashed, resolved.clone()));
+        errors.series.push(Series {
+            name: Some(format!("{limit} resolved points")),
+            ..Series::new("", color, Style::Markers, resolved)
+        });
+        errors.series.push(Series {
+            name: Some(format!("{limit} 95% interval")),
+            ..Series::spanning(
+                "",
+                color,
+                Style::Bars,
+                values
+                    .iter()
+                    .map(|(eta, e)| {
+                        let d = e.difference.abs();
+                        let lower = if e.resolved { d - e.ci95 } else { floor };
+                        (*eta, lower, d + e.ci95)
+                    })
+                    .collect(),
+            )
+        });
+    }
+    errors
+        .texts
+        .push("bars: 95% intervals; a bar down to the floor covers 0 (unresolved)".into());
+    let mut ratio = Panel {
+        title: "spread: Var f(SME) / Var f(method) at T".into(),
+        x_label: "step size η".into(),
+        y_label: "variance ratio".into(),
+        log_x: true,
+        log_y: true,
+        ..Default::default()
+    };
+    for (color, limit) in limits.iter().enumerate().skip(2) {
+        let pts: Vec<(f64, f64)> = w
+            .points
+            .iter()
+            .filter_map(|p| p.variance_ratio.get(*limit).map(|r| (p.eta, *r)))
+            .collect();
+        if !pts.is_empty() {
+            ratio
+                .series
+                .push(Series::new(*limit, color, Style::Line, pts.clone()));
+            ratio.series.push(Series {
+                name: Some(format!("{limit} points")),
+                ..Series::new("", color, Style::Markers, pts)
+            });
+        }
+    }
+    if let (Some(a), Some(b)) = (w.points.first(), w.points.last()) {
+        ratio.series.push(Series::new(
+            "equal spread",
+            FLOW,
+            Style::Guide,
+            vec![(a.eta, 1.0), (b.eta, 1.0)],
+        ));
+    }
+    Figure {
+        name: "weak_error".into(),
+        panels: vec![errors, ratio],
+        columns: None,
+    }
 }
 
 /// The figures drawn from one kind of result given to `gdflow plot`.

@@ -52,6 +52,19 @@ pub enum Style {
     Guide,
     /// A grey band between `points` (lower edge) and [`Series::upper`].
     Band,
+    /// A translucent band in the series' colour between `points` and [`Series::upper`]: a
+    /// confidence band about a line of the same colour.
+    Tint,
+    /// Vertical bars in the series' colour from each point up to [`Series::upper`]: intervals
+    /// at a few x (error bars).
+    Bars,
+}
+
+impl Style {
+    /// Whether the series spans from `points` to [`Series::upper`].
+    pub fn has_upper(self) -> bool {
+        matches!(self, Style::Band | Style::Tint | Style::Bars)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,12 +109,24 @@ impl Series {
 
     /// A grey band from `lower` to `upper` (one pair per x).
     pub fn band(label: impl Into<String>, points: Vec<(f64, f64, f64)>) -> Self {
+        Self::spanning(label, 0, Style::Band, points)
+    }
+
+    /// A series of style `style` ([`Style::has_upper`]) from `lower` to `upper`, one
+    /// (x, lower, upper) per x.
+    pub fn spanning(
+        label: impl Into<String>,
+        color: usize,
+        style: Style,
+        points: Vec<(f64, f64, f64)>,
+    ) -> Self {
+        debug_assert!(style.has_upper());
         Self {
             upper: points.iter().map(|p| p.2).collect(),
             ..Self::new(
                 label,
-                0,
-                Style::Band,
+                color,
+                style,
                 points.iter().map(|p| (p.0, p.1)).collect(),
             )
         }
@@ -192,7 +217,7 @@ fn plotted(panel: &Panel) -> Plotted {
     let mut series = Vec::new();
     let (mut nonpositive, mut nonfinite) = (0usize, 0usize);
     for (index, s) in panel.series.iter().enumerate() {
-        let band = s.style == Style::Band;
+        let band = s.style.has_upper();
         let (mut points, mut upper) = (Vec::new(), Vec::new());
         let mut diverged = s.diverged_at;
         for (j, &(x, y)) in s.points.iter().enumerate() {
@@ -234,7 +259,7 @@ fn plotted(panel: &Panel) -> Plotted {
     }
     for s in &panel.series {
         let first_bad = s.points.iter().find(|p| !p.1.is_finite()).map(|p| p.0);
-        if s.style == Style::Band {
+        if s.style.has_upper() {
             continue;
         }
         if let Some(t) = s.diverged_at.or(first_bad) {
@@ -299,6 +324,16 @@ fn decimate_band(points: &[(f64, f64)], upper: &[f64]) -> (Vec<(f64, f64)>, Vec<
 }
 
 const BAND_GREY: RGBColor = RGBColor(190, 190, 190);
+
+/// A grey band is drawn nearly solid; a tinted one light enough to show the line inside it
+/// and a second band crossing it.
+fn band_opacity(style: Style) -> f64 {
+    if style == Style::Tint {
+        0.2
+    } else {
+        0.6
+    }
+}
 const LEGEND_FRAME: RGBColor = RGBColor(180, 180, 180);
 
 /// Viridis without its palest tenth, which vanishes on white.
@@ -577,7 +612,29 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     for ps in &p.series {
         let s = &panel.series[ps.index];
         let color = series_color(s);
-        if s.style == Style::Band {
+        if s.style == Style::Bars {
+            for (q, u) in ps.points.iter().zip(&ps.upper) {
+                let (x, lo, hi) = (tx(lx, q.0), clamp(tx(ly, q.1)), clamp(tx(ly, *u)));
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x, lo), (x, hi)],
+                        color.stroke_width(2),
+                    )))
+                    .map_err(|e| err(e.to_string()))?;
+                // caps: a fixed share of the drawn x range, whatever the axis
+                let w = 0.008 * (x1 - x0);
+                for y in [lo, hi] {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(x - w, y), (x + w, y)],
+                            color.stroke_width(2),
+                        )))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            continue;
+        }
+        if s.style.has_upper() {
             let (lower, upper) = decimate_band(&ps.points, &ps.upper);
             let mut outline: Vec<(f64, f64)> = lower
                 .iter()
@@ -593,7 +650,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
             chart
                 .draw_series(std::iter::once(Polygon::new(
                     outline,
-                    color.mix(0.6).filled(),
+                    color.mix(band_opacity(s.style)).filled(),
                 )))
                 .map_err(|e| err(e.to_string()))?;
             continue;
@@ -613,7 +670,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
                 Style::Guide => chart
                     .draw_series(DashedLineSeries::new(run, 2, 4, color.stroke_width(1)))
                     .map(|_| ()),
-                Style::Markers | Style::Band => chart
+                Style::Markers | Style::Band | Style::Tint | Style::Bars => chart
                     .draw_series(run.into_iter().map(|q| Circle::new(q, 3, color.filled())))
                     .map(|_| ()),
             }
@@ -667,10 +724,16 @@ fn draw_strip<DB: DrawingBackend>(
                     .and(area.draw(&seg(12, 14, 1)))
                     .and(area.draw(&seg(18, 20, 1))),
                 Style::Markers => area.draw(&Circle::new((sx + 12, sy), 4, color.filled())),
-                Style::Band => area.draw(&Rectangle::new(
+                Style::Band | Style::Tint => area.draw(&Rectangle::new(
                     [(sx, sy - 6), (sx + 24, sy + 6)],
-                    color.mix(0.6).filled(),
+                    color.mix(band_opacity(s.style)).filled(),
                 )),
+                Style::Bars => area
+                    .draw(&PathElement::new(
+                        vec![(sx + 12, sy - 7), (sx + 12, sy + 7)],
+                        color.stroke_width(2),
+                    ))
+                    .and(area.draw(&seg(8, 16, 2))),
             }
             .map_err(e)?;
             area.draw_text(&pretty(&s.label), &font, (sx + LEGEND_SAMPLE, sy - 9))

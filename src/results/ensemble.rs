@@ -13,8 +13,11 @@ use crate::output::num;
 /// Mean, sample standard deviation, 95% half-width and count of one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub mean: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub std: f64,
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub ci95: f64,
     pub n: usize,
 }
@@ -163,6 +166,47 @@ pub fn ensemble_csv(rows: &[EnsembleRow]) -> Result<Vec<u8>> {
     csv_bytes("ensemble.csv", w)
 }
 
+/// Read `ensemble.csv` (`bytes`, from `path`): its columns by name.
+pub fn read_ensemble_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<EnsembleRow>> {
+    let t = super::table::Table::from_csv(bytes, path)?;
+    let col = |name: &str| t.require(name);
+    let [dynamics, step, time, quantity, n, mean, std, ci95] = [
+        col("dynamics")?,
+        col("step")?,
+        col("t")?,
+        col("quantity")?,
+        col("n")?,
+        col("mean")?,
+        col("std")?,
+        col("ci95")?,
+    ];
+    let count = |row: usize, c: usize| {
+        t.text(row, c)
+            .parse::<usize>()
+            .map_err(|e| t.error(format!("column `{}`: {e}", t.columns[c])))
+    };
+    let number = |row: usize, c: usize| {
+        t.number(row, c)?
+            .ok_or_else(|| t.error(format!("an empty `{}`", t.columns[c])))
+    };
+    (0..t.rows.len())
+        .map(|r| {
+            Ok(EnsembleRow {
+                dynamics: t.text(r, dynamics).to_string(),
+                step: count(r, step)?,
+                t: number(r, time)?,
+                quantity: t.text(r, quantity).to_string(),
+                stat: Stat {
+                    mean: number(r, mean)?,
+                    std: number(r, std)?,
+                    ci95: number(r, ci95)?,
+                    n: count(r, n)?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// One step size of `sweep --replicas N` for a stochastic method: the weak error of the loss
 /// at T against each limit, and the spread of each SME against the method's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +230,7 @@ pub struct WeakPoint {
 pub struct WeakOrder {
     pub order: Option<f64>,
     /// Half-width of the 95% interval of the slope (NaN with two step sizes).
+    #[serde(deserialize_with = "super::nan_if_null")]
     pub ci95: f64,
     /// Why there is no order, when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -50,6 +50,14 @@ pub fn toml_text(what: &str, table: &toml::Table) -> Result<String> {
 }
 
 /// The bytes a CSV writer holds.
+/// JSON has no NaN: serde_json writes it as `null`. A number that may be NaN (an interval
+/// with two points, no residual) reads `null` back as NaN.
+pub(crate) fn nan_if_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 pub(crate) fn csv_bytes(what: &str, w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
     w.into_inner()
         .map_err(|e| Error::serialise(what, e.to_string()))

@@ -483,6 +483,12 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
                 .collect()
         })
         .unwrap_or_default();
+    let path = dir.join("ensemble.csv");
+    let ensemble = if summary.ensemble.is_some() && path.exists() {
+        super::ensemble::read_ensemble_csv(&read(&path)?, &path)?
+    } else {
+        Vec::new()
+    };
     Ok(RunResult {
         summary,
         gd,
@@ -490,6 +496,6 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         gd_mean,
         extra_columns,
         states: Vec::new(),
-        ensemble: Vec::new(),
+        ensemble,
     })
 }

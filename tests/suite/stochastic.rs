@@ -727,16 +727,109 @@ fn sweep_weak_errors_are_the_runs() {
     let w = s.weak.as_ref().unwrap();
     assert_eq!(w.points.len(), 2);
     for p in &w.points {
-        let run = run_config(&ConfigArgs {
+        let at = |flow| ConfigArgs {
             eta: Some(p.eta),
             steps: Some((1.0 / p.eta * (1.0 + 1e-12)).floor() as usize),
-            flow: Some(gdflow::FlowVariant::Sme2),
+            flow: Some(flow),
             record_every: Some(1000),
             ..base.clone()
-        })
-        .unwrap();
-        let e = run.summary.ensemble.unwrap();
+        };
+        let e = run_config(&at(gdflow::FlowVariant::Sme2))
+            .unwrap()
+            .summary
+            .ensemble
+            .unwrap();
         assert_eq!(p.weak_error["sme2"], e.weak_error["loss"]);
+        // the sweep solves the plain flow to T alone, the run records it at every step: the
+        // same SGD ensemble against flows equal to the solver's tolerance
+        let e = run_config(&at(gdflow::FlowVariant::Plain))
+            .unwrap()
+            .summary
+            .ensemble
+            .unwrap();
+        let (a, b) = (p.weak_error["plain"], e.weak_error["loss"]);
+        assert!(
+            (a.difference - b.difference).abs() < 1e-6 * b.difference.abs() && a.ci95 == b.ci95,
+            "{a:?} against {b:?}"
+        );
     }
     assert!(w.orders.contains_key("plain"));
+}
+
+/// ensemble.csv reads back as written, and the figures of an ensemble and of a weak sweep are
+/// drawn by `run --figures`, `sweep --figures` and `gdflow plot` (whose summary.json holds
+/// the NaN interval of a two-point order fit, written as null).
+#[test]
+fn ensemble_and_weak_figures_are_drawn_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_dir, sweep_dir) = (dir.path().join("r"), dir.path().join("s"));
+    let gdflow_cmd = || assert_cmd::Command::cargo_bin("gdflow").unwrap();
+    let problem = [
+        "--n1",
+        "8",
+        "--n2",
+        "7",
+        "--rank",
+        "2",
+        "--width",
+        "3",
+        "--measurements",
+        "60",
+        "--alpha",
+        "0.1",
+        "--seed",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--batch",
+        "6",
+    ];
+    gdflow_cmd()
+        .args(["run", "--quiet"])
+        .args(problem)
+        .args([
+            "--eta",
+            "0.05",
+            "--steps",
+            "40",
+            "--record-every",
+            "10",
+            "--replicas",
+            "30",
+        ])
+        .args(["--flow", "sme2", "--figures", "--out"])
+        .arg(&run_dir)
+        .assert()
+        .success();
+    let run = run_config(&ConfigArgs {
+        flow: Some(gdflow::FlowVariant::Sme2),
+        ..ensemble_args(30)
+    })
+    .unwrap();
+    let back = gdflow::results::run::load_run(&run_dir).unwrap();
+    assert!(!run.ensemble.is_empty());
+    assert_eq!(back.ensemble, run.ensemble);
+    assert!(run_dir.join("figures/ensemble.png").exists());
+    gdflow_cmd()
+        .args(["sweep", "--quiet"])
+        .args(problem)
+        .args(["--replicas", "40", "--etas", "0.05,0.1", "--horizon", "0.5"])
+        .args(["--stability-steps", "0", "--figures", "--out"])
+        .arg(&sweep_dir)
+        .assert()
+        .success();
+    assert!(sweep_dir.join("figures/weak_error.png").exists());
+    let figures = dir.path().join("f");
+    gdflow_cmd()
+        .args(["plot", "--out"])
+        .arg(&figures)
+        .arg(&run_dir)
+        .arg(&sweep_dir)
+        .assert()
+        .success();
+    for name in ["ensemble", "s/weak_error"] {
+        let svg = std::fs::read_to_string(figures.join(format!("{name}.svg"))).unwrap();
+        roxmltree::Document::parse(&svg).unwrap();
+        assert!(svg.contains("95%"), "{name}: says what the bands are");
+    }
 }
