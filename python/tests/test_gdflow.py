@@ -301,5 +301,7 @@ def test_sgd_ensemble_equals_the_command_line(cli, tmp_path):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SMALL, **keys}.items()]
     cli("run", *flags, "--out", tmp_path / "e", "--quiet")
     assert_table_equals_csv(r.ensemble, tmp_path / "e" / "ensemble.csv")
-    assert set(r.ensemble["quantity"]) == {"loss", "rel_error", "balance_drift", "distance"}
+    assert set(r.ensemble["quantity"]) == {
+        "loss", "rel_error", "balance_drift", "distance", "imbalance", "norm_excess"
+    }
     assert (r.ensemble["n"] == 6).all()

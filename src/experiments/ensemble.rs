@@ -12,6 +12,7 @@ use nalgebra::DMatrix;
 
 use rayon::prelude::*;
 
+use crate::analysis::record::balance;
 use crate::analysis::{Record, Recorder};
 use crate::dynamics::flow::Times;
 use crate::dynamics::optimizer::{Limit, Optimizer};
@@ -26,8 +27,19 @@ use super::Setup;
 /// Replicas per chunk: the unit of parallel work and of the fixed accumulation order.
 const CHUNK: usize = 8;
 
-/// The quantities every replica records (their names are ensemble.csv's `quantity`).
-pub const QUANTITIES: [&str; 4] = ["loss", "rel_error", "balance_drift", "distance"];
+/// The quantities every replica records (their names are ensemble.csv's `quantity`): beside
+/// the loss, the error, the drift of UᵀU − VᵀV and the distance to a deterministic limit, the
+/// two that say where on the set of minima a stochastic method goes (MATH §10): the imbalance
+/// ‖UᵀU − VᵀV‖ and the excess ‖U‖² + ‖V‖² − 2‖X*‖_* of the factors' norms over the balanced
+/// factorisation's.
+pub const QUANTITIES: [&str; 6] = [
+    "loss",
+    "rel_error",
+    "balance_drift",
+    "distance",
+    "imbalance",
+    "norm_excess",
+];
 
 /// Per recorded step, one accumulator per quantity.
 type Acc = Vec<[Running; QUANTITIES.len()]>;
@@ -42,6 +54,8 @@ struct Measure<'a> {
     recorded: Vec<usize>,
     dt: f64,
     target_norm: f64,
+    /// ‖X*‖_*.
+    target_nuclear: f64,
 }
 
 impl Measure<'_> {
@@ -56,11 +70,14 @@ impl Measure<'_> {
         distance: Option<f64>,
     ) {
         let target = &self.setup.problem.x_star;
+        let (u, v) = self.field.factors().split(state);
         let values = [
             Some(loss),
             Some((x - target).norm() / self.target_norm),
             Some(self.recorder.balance_drift(state)),
             distance,
+            Some(balance(self.field.as_ref(), state).norm()),
+            Some(u.norm_squared() + v.norm_squared() - 2.0 * self.target_nuclear),
         ];
         for (a, v) in acc[i].iter_mut().zip(values) {
             if let Some(v) = v {
@@ -195,6 +212,10 @@ impl Measure<'_> {
     }
 }
 
+fn nuclear_norm(x: &DMatrix<f64>) -> f64 {
+    x.singular_values().sum()
+}
+
 /// The last recorded step's statistics, by quantity.
 fn last(acc: &Acc) -> BTreeMap<String, Stat> {
     acc.last().map_or_else(BTreeMap::new, |l| {
@@ -227,6 +248,7 @@ pub fn ensemble(
         recorded: RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
         dt,
         target_norm: setup.problem.x_star.norm(),
+        target_nuclear: nuclear_norm(&setup.problem.x_star),
     };
     let name = optimizer.name();
     let stochastic_limit = limit.is_stochastic();
@@ -311,6 +333,7 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
         recorded: vec![cfg.steps],
         dt,
         target_norm: setup.problem.x_star.norm(),
+        target_nuclear: nuclear_norm(&setup.problem.x_star),
     };
     let (acc, _) = measure.method(optimizer.as_ref(), None)?;
     let mut out = WeakAgainst {

@@ -418,7 +418,7 @@ pub fn run_figures(runs: &[RunResult], shown: Option<usize>) -> Vec<Figure> {
 
 /// The ensemble's quantities (ensemble.csv's `quantity`) as they are drawn: name, title, axis
 /// label, log axis.
-const ENSEMBLE_PANELS: [(&str, &str, &str, bool); 4] = [
+const ENSEMBLE_PANELS: [(&str, &str, &str, bool); 6] = [
     ("loss", "loss", "f(U, V)", true),
     ("rel_error", "relative error", "‖UVᵀ − X*‖ / ‖X*‖", true),
     ("balance_drift", "balance drift", "‖D(t) − D(0)‖", true),
@@ -427,6 +427,13 @@ const ENSEMBLE_PANELS: [(&str, &str, &str, bool); 4] = [
         "distance to the limit",
         "‖U_jV_jᵀ − U(t)V(t)ᵀ‖",
         true,
+    ),
+    ("imbalance", "imbalance", "‖UᵀU − VᵀV‖", true),
+    (
+        "norm_excess",
+        "factor norms over the balanced ones",
+        "‖U‖² + ‖V‖² − 2Σσᵢ(X*)",
+        false,
     ),
 ];
 

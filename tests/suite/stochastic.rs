@@ -256,19 +256,22 @@ fn ensemble_statistics_match_replicas_run_one_by_one() {
     let opt = setup.optimizer().unwrap();
     let field = setup.field();
     let x0 = setup.start();
-    let finals: Vec<f64> = (0..n as u64)
-        .map(|r| {
-            let mut last = f64::NAN;
-            Driver::new(
-                field.as_ref(),
-                opt.replica_stepper(0.05, r),
-                &x0,
-                RunOptions::new(0.05, 40, 1),
-            )
-            .run(&mut |it: &gdflow::dynamics::Iterate<'_>| last = it.loss);
-            last
-        })
-        .collect();
+    let (mut finals, mut states) = (Vec::new(), Vec::new());
+    for r in 0..n as u64 {
+        let (mut last, mut state) = (f64::NAN, Vec::new());
+        Driver::new(
+            field.as_ref(),
+            opt.replica_stepper(0.05, r),
+            &x0,
+            RunOptions::new(0.05, 40, 1),
+        )
+        .run(&mut |it: &gdflow::dynamics::Iterate<'_>| {
+            last = it.loss;
+            state = it.state.to_vec();
+        });
+        finals.push(last);
+        states.push(state);
+    }
     let mean = finals.iter().sum::<f64>() / n as f64;
     let sd = (finals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt();
     let row = result
@@ -296,8 +299,39 @@ fn ensemble_statistics_match_replicas_run_one_by_one() {
     assert_eq!(e.final_stats["sgd"]["loss"], row.stat);
     assert_eq!(e.final_stats["flow"]["loss"].n, 1);
     assert_eq!(e.final_stats["flow"]["loss"].std, 0.0);
+    // the imbalance ‖UᵀU − VᵀV‖ and ‖U‖² + ‖V‖² − 2‖X*‖_*, from the stacked (vec U, vec V)
+    let (n1, n2, k) = (8, 7, 3);
+    let nuclear: f64 = setup
+        .problem
+        .x_star
+        .clone()
+        .svd(false, false)
+        .singular_values
+        .sum();
+    let by_hand = |f: &dyn Fn(&DMatrix<f64>, &DMatrix<f64>) -> f64| {
+        let values: Vec<f64> = states
+            .iter()
+            .map(|x| {
+                let u = DMatrix::from_column_slice(n1, k, &x[..n1 * k]);
+                let v = DMatrix::from_column_slice(n2, k, &x[n1 * k..]);
+                f(&u, &v)
+            })
+            .collect();
+        values.iter().sum::<f64>() / n as f64
+    };
+    let imbalance = by_hand(&|u, v| (u.transpose() * u - v.transpose() * v).norm());
+    let excess = by_hand(&|u, v| {
+        u.iter().map(|a| a * a).sum::<f64>() + v.iter().map(|a| a * a).sum::<f64>() - 2.0 * nuclear
+    });
+    for (q, want) in [("imbalance", imbalance), ("norm_excess", excess)] {
+        let got = e.final_stats["sgd"][q].mean;
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "{q}: {got} vs {want}"
+        );
+    }
     // every recorded step, every quantity
-    assert_eq!(result.ensemble.len(), 5 * 4);
+    assert_eq!(result.ensemble.len(), 5 * 6);
 }
 
 #[test]
