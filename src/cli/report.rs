@@ -224,6 +224,20 @@ pub fn format_summary(s: &RunSummary) -> String {
                 cells.join(", ")
             );
         }
+        if let Some(c) = &e.substeps {
+            let _ = writeln!(
+                out,
+                "  Euler–Maruyama substeps per step: {} ({}; tried {:?}){}",
+                c.substeps,
+                c.reason,
+                c.tried,
+                if e.talay_tubaro {
+                    "; the limit's statistics are the Talay–Tubaro extrapolation 2E_{h/2} − E_h"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     if let Some(c) = &s.central {
         let r = &c.report;
@@ -412,7 +426,13 @@ fn weak_table(w: &crate::results::sweep::WeakSweep) -> String {
         let cells: Vec<String> = p
             .scheme_error
             .iter()
-            .map(|(l, e)| format!("{l} {:+.2e}±{:.1e}", e.difference, e.ci95))
+            .map(|(l, e)| {
+                let substeps = p
+                    .substeps
+                    .get(l)
+                    .map_or(String::new(), |s| format!(" ({s} substeps)"));
+                format!("{l} {:+.2e}±{:.1e}{substeps}", e.difference, e.ci95)
+            })
             .collect();
         if !cells.is_empty() {
             let _ = writeln!(

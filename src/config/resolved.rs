@@ -75,6 +75,9 @@ pub struct Config {
     /// Euler–Maruyama substeps per step of SGD's SMEs (8 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sde_substeps: Option<usize>,
+    /// An SME's statistics by Talay–Tubaro extrapolation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub talay_tubaro: bool,
     /// Label-noise SGD's σ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_noise: Option<f64>,
@@ -299,6 +302,14 @@ impl Config {
                      for sgd with b < m or with replacement)",
                     opt.name()
                 ),
+            ));
+        }
+        if self.talay_tubaro && self.replicas < 2 {
+            return Err(Error::invalid(
+                "talay_tubaro",
+                true,
+                "extrapolates an SME's ensembles on h and h/2: it needs --replicas N (N >= 2) \
+                 and an SME (run --flow sme1 or sme2; a sweep's SMEs)",
             ));
         }
         if opt.is_stochastic()

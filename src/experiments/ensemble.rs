@@ -19,7 +19,9 @@ use crate::dynamics::optimizer::{Limit, Optimizer};
 use crate::dynamics::{Driver, FlowVariant, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::Field;
-use crate::results::ensemble::{EnsembleRow, EnsembleSummary, Running, Stat, WeakError};
+use crate::results::ensemble::{
+    EnsembleRow, EnsembleSummary, Running, Stat, SubstepChoice, WeakError,
+};
 use crate::results::run::States;
 
 use super::Setup;
@@ -193,10 +195,16 @@ impl Measure<'_> {
     }
 
     fn rows(&self, dynamics: &str, acc: &Acc) -> Vec<EnsembleRow> {
+        self.stat_rows(
+            dynamics,
+            &acc.iter().map(|a| a.map(|r| r.stat())).collect::<Vec<_>>(),
+        )
+    }
+
+    fn stat_rows(&self, dynamics: &str, table: &[[Stat; QUANTITIES.len()]]) -> Vec<EnsembleRow> {
         let mut rows = Vec::new();
-        for (&step, stats) in self.recorded.iter().zip(acc) {
-            for (q, a) in QUANTITIES.iter().zip(stats) {
-                let stat = a.stat();
+        for (&step, stats) in self.recorded.iter().zip(table) {
+            for (q, &stat) in QUANTITIES.iter().zip(stats) {
                 if stat.n > 0 {
                     rows.push(EnsembleRow {
                         dynamics: dynamics.to_string(),
@@ -218,14 +226,17 @@ fn nuclear_norm(x: &DMatrix<f64>) -> f64 {
 
 /// The last recorded step's statistics, by quantity.
 fn last(acc: &Acc) -> BTreeMap<String, Stat> {
-    acc.last().map_or_else(BTreeMap::new, |l| {
-        QUANTITIES
-            .iter()
-            .zip(l)
-            .filter(|(_, a)| a.stat().n > 0)
-            .map(|(q, a)| (q.to_string(), a.stat()))
-            .collect()
-    })
+    acc.last()
+        .map_or_else(BTreeMap::new, |l| last_of(&l.map(|r| r.stat())))
+}
+
+fn last_of(stats: &[Stat; QUANTITIES.len()]) -> BTreeMap<String, Stat> {
+    QUANTITIES
+        .iter()
+        .zip(stats)
+        .filter(|(_, s)| s.n > 0)
+        .map(|(q, s)| (q.to_string(), *s))
+        .collect()
 }
 
 /// Run the replicas and summarise them. A deterministic limit's positions at the recorded
@@ -256,32 +267,57 @@ pub fn ensemble(
     let mut rows = measure.rows(&name, &acc);
     let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
     let mut scheme_error = BTreeMap::new();
+    let mut substeps = None;
     if stochastic_limit {
-        let (lacc, ended) = measure.limit(limit)?;
-        ended_early += ended;
-        rows.extend(measure.rows("flow", &lacc));
-        let coarse = last(&lacc);
+        let sme = measure.sme(limit, &final_stats[&name])?;
+        ended_early += sme.ended;
+        let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
         // the scheme's own weak error: the same SME on h/2 (its own paths), E_h − E_{h/2}
-        let (fine, _) = measure.limit(&limit.refined())?;
-        let fine = last(&fine);
-        scheme_error = coarse
-            .iter()
-            .filter_map(|(q, a)| fine.get(q).map(|b| (q.clone(), WeakError::between(a, b))))
-            .collect();
-        final_stats.insert("flow".into(), coarse);
+        scheme_error = differences(&coarse, &fine);
+        if cfg.talay_tubaro {
+            let extrapolated = extrapolate(&sme.coarse, &sme.fine);
+            rows.extend(measure.stat_rows("flow", &extrapolated));
+            let end = extrapolated.last().map_or_else(BTreeMap::new, last_of);
+            final_stats.insert("flow".into(), end);
+        } else {
+            rows.extend(measure.rows("flow", &sme.coarse));
+            final_stats.insert("flow".into(), coarse);
+        }
+        substeps = Some(sme.choice);
+    } else if cfg.talay_tubaro {
+        return Err(Error::invalid(
+            "talay_tubaro",
+            true,
+            format!(
+                "extrapolates an SME's ensembles on h and h/2, and --flow {} is deterministic: \
+                 use --flow sme1 or sme2",
+                cfg.flow.name()
+            ),
+        ));
     } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
-        let exact = [
-            ("loss", r.loss()),
-            ("rel_error", r.rel_error()),
-            ("balance_drift", r.balance_drift()),
-        ];
-        final_stats.insert(
-            "flow".into(),
-            exact
-                .iter()
-                .map(|(q, v)| (q.to_string(), Stat::exact(*v)))
-                .collect(),
-        );
+        // the limit's one path: every quantity at its last state, n = 1
+        let mut one = measure.empty();
+        let state = flow.and_then(|f| f.states.last().filter(|_| f.steps.last() == Some(&r.step)));
+        if let (Some(state), Some(i)) = (state, measure.recorded.len().checked_sub(1)) {
+            let x = measure.field.product(state);
+            measure.add(&mut one, i, state, &x, r.loss(), None);
+        }
+        let exact: BTreeMap<String, Stat> = if state.is_some() {
+            last(&one)
+                .into_iter()
+                .map(|(q, s)| (q, Stat::exact(s.mean)))
+                .collect()
+        } else {
+            [
+                ("loss", r.loss()),
+                ("rel_error", r.rel_error()),
+                ("balance_drift", r.balance_drift()),
+            ]
+            .iter()
+            .map(|(q, v)| (q.to_string(), Stat::exact(*v)))
+            .collect()
+        };
+        final_stats.insert("flow".into(), exact);
     }
     let weak_error = match (final_stats.get(&name), final_stats.get("flow")) {
         (Some(method), Some(flow)) => method
@@ -301,8 +337,112 @@ pub fn ensemble(
             ended_early,
             weak_error,
             scheme_error,
+            substeps,
+            talay_tubaro: cfg.talay_tubaro,
         },
     ))
+}
+
+/// Each quantity's `a − b`, where both have it.
+fn differences(
+    a: &BTreeMap<String, Stat>,
+    b: &BTreeMap<String, Stat>,
+) -> BTreeMap<String, WeakError> {
+    a.iter()
+        .filter_map(|(q, x)| b.get(q).map(|y| (q.clone(), WeakError::between(x, y))))
+        .collect()
+}
+
+/// Talay–Tubaro: 2E_{h/2} − E_h at every recorded step, which removes Euler–Maruyama's
+/// first-order weak error. The two ensembles are independent, so the interval is
+/// 1.96·√(4s²_{h/2}/n_{h/2} + s²_h/n_h); the spread reported is the h/2 ensemble's.
+fn extrapolate(coarse: &Acc, fine: &Acc) -> Vec<[Stat; QUANTITIES.len()]> {
+    coarse
+        .iter()
+        .zip(fine)
+        .map(|(c, f)| std::array::from_fn(|q| Stat::talay_tubaro(&c[q].stat(), &f[q].stat())))
+        .collect()
+}
+
+/// An SME's two ensembles (on h and h/2) and how its substep count was chosen.
+struct SmeEnsembles {
+    coarse: Acc,
+    fine: Acc,
+    ended: usize,
+    choice: SubstepChoice,
+}
+
+/// The most substeps per step the choice goes to (from 8, four doublings).
+const MAX_CHOSEN_SUBSTEPS: usize = 128;
+/// The most Euler–Maruyama substeps (over all replicas) one more doubling may cost: about
+/// ten minutes on two cores of a small problem. Beyond, the count is left where it is, said.
+const MAX_CHOSEN_WORK: f64 = 2e10;
+
+impl Measure<'_> {
+    /// The SME's ensembles on h and h/2. When the configuration leaves the substep count to
+    /// gdflow, it is doubled (the h/2 ensemble becoming the next h) while some quantity's
+    /// scheme error E_h − E_{h/2} is resolved and not below half its weak error against the
+    /// method (`method`'s final statistics): the coarse scheme's own error is about twice
+    /// E_h − E_{h/2}, and a measured weak error must not be the scheme's.
+    fn sme(&self, limit: &Limit, method: &BTreeMap<String, Stat>) -> Result<SmeEnsembles> {
+        let cfg = &self.setup.config;
+        let choose = cfg.sde_substeps.is_none();
+        let mut limit = limit.clone();
+        let (mut coarse, mut ended) = self.limit(&limit)?;
+        let mut tried = Vec::new();
+        loop {
+            let substeps = limit.substeps().unwrap_or(1);
+            tried.push(substeps);
+            let refined = limit.refined();
+            let (fine, fine_ended) = self.limit(&refined)?;
+            let (c, f) = (last(&coarse), last(&fine));
+            let scheme = differences(&c, &f);
+            let weak = differences(method, &c);
+            let too_large: Vec<String> = scheme
+                .iter()
+                .filter(|(q, s)| {
+                    s.resolved
+                        && weak.get(*q).is_some_and(|w| {
+                            2.0 * (s.difference.abs() + s.ci95) > w.difference.abs()
+                        })
+                })
+                .map(|(q, _)| q.clone())
+                .collect();
+            // the next h/2 ensemble costs replicas × steps × 4·substeps substeps
+            let next_work = (cfg.replicas * cfg.steps) as f64 * 4.0 * substeps as f64;
+            let at_cap = substeps * 2 > MAX_CHOSEN_SUBSTEPS || next_work > MAX_CHOSEN_WORK;
+            if !choose || too_large.is_empty() || at_cap {
+                let reason = if !choose {
+                    "given (sde_substeps)".to_string()
+                } else if too_large.is_empty() {
+                    "chosen: the scheme's error E_h − E_{h/2} is unresolved or below half the \
+                     weak error for every quantity"
+                        .to_string()
+                } else {
+                    format!(
+                        "chosen, at the cap ({MAX_CHOSEN_SUBSTEPS} substeps or {MAX_CHOSEN_WORK:e} \
+                         substeps of work): the scheme's error is still not below half the weak \
+                         error for {} — set --sde-substeps, or read those weak errors as the \
+                         scheme's",
+                        too_large.join(", ")
+                    )
+                };
+                return Ok(SmeEnsembles {
+                    coarse,
+                    fine,
+                    ended,
+                    choice: SubstepChoice {
+                        substeps,
+                        tried,
+                        reason,
+                    },
+                });
+            }
+            limit = refined;
+            coarse = fine;
+            ended = fine_ended;
+        }
+    }
 }
 
 /// The method's ensemble at its last step against each of several limits, as a weak sweep
@@ -315,6 +455,8 @@ pub struct WeakAgainst {
     pub limits: BTreeMap<String, BTreeMap<String, Stat>>,
     /// A stochastic limit's scheme error E_h − E_{h/2}, by quantity.
     pub scheme_error: BTreeMap<String, BTreeMap<String, WeakError>>,
+    /// A stochastic limit's substeps per step and how they were set.
+    pub substeps: BTreeMap<String, SubstepChoice>,
 }
 
 /// The method's replicas run once, then each limit of `variants`: a stochastic one by its own
@@ -340,6 +482,7 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
         method: last(&acc),
         limits: BTreeMap::new(),
         scheme_error: BTreeMap::new(),
+        substeps: BTreeMap::new(),
     };
     let opts = cfg.flow_options();
     for &variant in variants {
@@ -347,14 +490,18 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
             .limit(variant, field.clone(), &x0, cfg.eta)
             .map_err(|why| Error::invalid("flow", variant.name(), why))?;
         let stats = if limit.is_stochastic() {
-            let coarse = last(&measure.limit(&limit)?.0);
-            let fine = last(&measure.limit(&limit.refined())?.0);
-            let scheme = coarse
-                .iter()
-                .filter_map(|(q, a)| fine.get(q).map(|b| (q.clone(), WeakError::between(a, b))))
-                .collect();
-            out.scheme_error.insert(variant.name().to_string(), scheme);
-            coarse
+            let sme = measure.sme(&limit, &out.method)?;
+            let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
+            out.scheme_error
+                .insert(variant.name().to_string(), differences(&coarse, &fine));
+            out.substeps.insert(variant.name().to_string(), sme.choice);
+            if cfg.talay_tubaro {
+                extrapolate(&sme.coarse, &sme.fine)
+                    .last()
+                    .map_or_else(BTreeMap::new, last_of)
+            } else {
+                coarse
+            }
         } else {
             let times = Times::Grid {
                 dt: dt * cfg.steps as f64,

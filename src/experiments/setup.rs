@@ -43,7 +43,7 @@ impl Command {
                 "sharpness_every",
                 "save_states",
             ],
-            Command::Check => &["flow", "save_states", "replicas"],
+            Command::Check => &["flow", "save_states", "replicas", "talay_tubaro"],
         }
     }
 
@@ -90,6 +90,11 @@ impl Command {
                 args.replicas.is_some(),
                 "replicas",
                 "the checks are GD's, which is deterministic",
+            ))
+            .or(given(
+                args.talay_tubaro.is_some(),
+                "talay_tubaro",
+                "the checks are GD's, which has no SME",
             )),
         }
     }

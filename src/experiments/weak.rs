@@ -39,6 +39,11 @@ pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPo
             variance_ratio: BTreeMap::new(),
             method_loss: method,
             scheme_error: BTreeMap::new(),
+            substeps: w
+                .substeps
+                .iter()
+                .map(|(l, c)| (l.clone(), c.substeps))
+                .collect(),
         };
         for (name, stats) in &w.limits {
             let Some(limit) = stats.get("loss") else {

@@ -23,6 +23,25 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// The Talay–Tubaro extrapolation 2E_{h/2} − E_h of a scheme's ensembles on h (`coarse`)
+    /// and h/2 (`fine`), independent: interval √(4·ci²_fine + ci²_coarse), spread and count
+    /// the fine ensemble's (n = 0, nothing, where either has no values).
+    pub fn talay_tubaro(coarse: &Stat, fine: &Stat) -> Self {
+        if coarse.n == 0 || fine.n == 0 {
+            return Stat {
+                mean: f64::NAN,
+                std: f64::NAN,
+                ci95: f64::NAN,
+                n: 0,
+            };
+        }
+        Stat {
+            mean: 2.0 * fine.mean - coarse.mean,
+            std: fine.std,
+            ci95: (2.0 * fine.ci95).hypot(coarse.ci95),
+            n: fine.n,
+        }
+    }
     /// The statistics of a deterministic value: n = 1, no spread.
     pub fn exact(value: f64) -> Self {
         Self {
@@ -115,6 +134,23 @@ pub struct EnsembleSummary {
     /// measurement is the scheme's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scheme_error: BTreeMap<String, WeakError>,
+    /// For an SME limit: the Euler–Maruyama substeps per step its statistics come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substeps: Option<SubstepChoice>,
+    /// Whether the SME's statistics (its `flow` rows, final values and weak errors) are the
+    /// Talay–Tubaro extrapolation 2E_{h/2} − E_h.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub talay_tubaro: bool,
+}
+
+/// How an SME's substep count was set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubstepChoice {
+    /// The substeps per step of the h ensemble (its h/2 ensemble has twice as many).
+    pub substeps: usize,
+    /// The counts tried, in order.
+    pub tried: Vec<usize>,
+    pub reason: String,
 }
 
 /// A difference of means and its 95% half-width; `resolved` when the interval excludes 0 —
@@ -221,6 +257,9 @@ pub struct WeakPoint {
     /// By SME: its scheme's own weak error of the loss at T (E_h − E_{h/2}).
     #[serde(default)]
     pub scheme_error: BTreeMap<String, WeakError>,
+    /// By SME: the Euler–Maruyama substeps per step of its h ensemble.
+    #[serde(default)]
+    pub substeps: BTreeMap<String, usize>,
 }
 
 /// The slope of ln|weak error| against ln η for one limit, with its 95% interval; `None` when

@@ -723,6 +723,7 @@ fn weak_orders_fit_and_refuse_unresolved_points() {
         variance_ratio: Default::default(),
         method_loss: Stat::exact(0.0),
         scheme_error: Default::default(),
+        substeps: Default::default(),
     };
     let exact: Vec<WeakPoint> = [0.05, 0.1, 0.2]
         .iter()
@@ -865,5 +866,125 @@ fn ensemble_and_weak_figures_are_drawn_and_read_back() {
         let svg = std::fs::read_to_string(figures.join(format!("{name}.svg"))).unwrap();
         roxmltree::Document::parse(&svg).unwrap();
         assert!(svg.contains("95%"), "{name}: says what the bands are");
+    }
+}
+
+/// The tiny problem of MATH §10 with label noise σ: at σ = 1e-6 its SME is nearly
+/// deterministic, so Euler–Maruyama's own error is resolved by a hundred replicas.
+fn label_noise_sme(
+    sigma: f64,
+    eta: f64,
+    substeps: Option<usize>,
+    tt: bool,
+) -> gdflow::results::ensemble::EnsembleSummary {
+    run_config(&ConfigArgs {
+        n1: Some(4),
+        n2: Some(3),
+        rank: Some(1),
+        width: Some(2),
+        measurements: Some(12),
+        alpha: Some(0.5),
+        seed: Some(1),
+        optimizer: Some("label-noise".into()),
+        label_noise: Some(sigma),
+        eta: Some(eta),
+        steps: Some(10),
+        record_every: Some(10),
+        flow: Some(gdflow::FlowVariant::Sme2),
+        replicas: Some(100),
+        sde_substeps: substeps,
+        talay_tubaro: tt.then_some(true),
+        ..Default::default()
+    })
+    .unwrap()
+    .summary
+    .ensemble
+    .unwrap()
+}
+
+/// Left to gdflow, the substep count is doubled until every resolved scheme error
+/// E_h − E_{h/2} is below half its weak error (re-checked here from the reported numbers), and
+/// it did double here: at 8 substeps Euler's error is larger than the O(η²) weak error of a
+/// nearly deterministic SME-2. A given count is kept.
+#[test]
+fn sde_substeps_are_doubled_until_the_scheme_error_is_below_the_weak_error() {
+    let e = label_noise_sme(1e-6, 0.1, None, false);
+    let c = e.substeps.as_ref().unwrap();
+    assert!(c.tried.len() > 1 && c.tried[0] == 8, "{c:?}");
+    assert_eq!(c.substeps, *c.tried.last().unwrap());
+    for w in c.tried.windows(2) {
+        assert_eq!(w[1], 2 * w[0]);
+    }
+    for (q, s) in &e.scheme_error {
+        let w = e.weak_error[q];
+        assert!(
+            !s.resolved || 2.0 * (s.difference.abs() + s.ci95) <= w.difference.abs(),
+            "{q}: scheme {s:?} against weak {w:?}"
+        );
+    }
+    let given = label_noise_sme(1e-6, 0.1, Some(8), false);
+    let g = given.substeps.unwrap();
+    assert_eq!((g.substeps, g.tried), (8, vec![8]));
+    assert!(g.reason.contains("given"));
+}
+
+/// Talay–Tubaro is 2E_{h/2} − E_h of the same two ensembles (an identity against the plain
+/// report's E_h and E_h − E_{h/2}), and it removes Euler–Maruyama's first-order error: at
+/// 8 substeps it is closer to a 64-substep solve than Euler–Maruyama at 8 by more than 4×.
+#[test]
+fn talay_tubaro_extrapolates_and_removes_the_first_order_error() {
+    let plain = label_noise_sme(0.3, 0.1, Some(8), false);
+    let tt = label_noise_sme(0.3, 0.1, Some(8), true);
+    assert!(tt.talay_tubaro);
+    for (q, c) in &plain.final_stats["flow"] {
+        let s = plain.scheme_error[q];
+        let x = tt.final_stats["flow"][q];
+        let want = c.mean - 2.0 * s.difference;
+        assert!(
+            (x.mean - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "{q}: {} vs {want}",
+            x.mean
+        );
+        // ci(E_h − E_{h/2}) = hypot(ci_h, ci_{h/2}), so ci_{h/2}² = ci_s² − ci_h²
+        let ci_fine = (s.ci95.powi(2) - c.ci95.powi(2)).max(0.0).sqrt();
+        let ci = (2.0 * ci_fine).hypot(c.ci95);
+        assert!(
+            (x.ci95 - ci).abs() <= 1e-9 * ci.max(1e-300),
+            "{q}: {} vs {ci}",
+            x.ci95
+        );
+    }
+    let loss = |e: &gdflow::results::ensemble::EnsembleSummary| e.final_stats["flow"]["loss"].mean;
+    let (coarse, extrapolated) = (
+        label_noise_sme(1e-6, 0.1, Some(8), false),
+        label_noise_sme(1e-6, 0.1, Some(8), true),
+    );
+    let reference = loss(&label_noise_sme(1e-6, 0.1, Some(64), false));
+    let (e_em, e_tt) = (
+        (loss(&coarse) - reference).abs(),
+        (loss(&extrapolated) - reference).abs(),
+    );
+    assert!(
+        e_tt * 4.0 < e_em,
+        "Talay–Tubaro {e_tt:e} against Euler–Maruyama {e_em:e}"
+    );
+}
+
+#[test]
+fn talay_tubaro_is_refused_without_an_sme_ensemble() {
+    for (flow, replicas) in [
+        (gdflow::FlowVariant::Plain, 10),
+        (gdflow::FlowVariant::Sme2, 1),
+    ] {
+        let err = run_config(&ConfigArgs {
+            talay_tubaro: Some(true),
+            flow: Some(flow),
+            replicas: Some(replicas),
+            ..args(Some(6))
+        })
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("talay_tubaro"), "{err}");
     }
 }

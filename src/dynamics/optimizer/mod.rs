@@ -169,6 +169,14 @@ impl Limit {
         l
     }
 
+    /// A stochastic limit's substeps per step (`None` for a deterministic one).
+    pub fn substeps(&self) -> Option<usize> {
+        match &self.solver {
+            LimitSolver::Sme(s) => Some(s.substeps),
+            _ => None,
+        }
+    }
+
     /// The same stochastic limit on twice as many substeps (h/2): what its scheme's own weak
     /// error is measured against. A deterministic limit is returned as it is.
     pub fn refined(&self) -> Limit {
