@@ -397,6 +397,11 @@ impl<'f> Recorder<'f> {
     }
 
     /// ‖UᵀU − VᵀV − D_0‖_F.
+    /// UᵀU − VᵀV at the start, what the drift is measured from.
+    pub fn d0(&self) -> &DMatrix<f64> {
+        &self.d0
+    }
+
     pub fn balance_drift(&self, state: &[f64]) -> f64 {
         (balance(self.field, state) - &self.d0).norm()
     }

@@ -8,7 +8,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use crate::config::{
-    ErrorScale, FlowVariant, Method, OperatorKind, PerturbationModel, Precision, Profile,
+    ErrorScale, FlowVariant, Method, OperatorKind, PerturbationModel, Precision, Profile, Vary,
 };
 
 /// The library's choice enums as clap value enums: their names and descriptions are theirs.
@@ -32,6 +32,7 @@ value_enum!(Method, Method::ALL);
 value_enum!(ErrorScale, ErrorScale::ALL);
 value_enum!(FlowVariant, FlowVariant::ALL);
 value_enum!(PerturbationModel, PerturbationModel::ALL);
+value_enum!(Vary, Vary::ALL);
 
 /// Where results go and how the command behaves.
 #[derive(Debug, Clone, Default, Args)]

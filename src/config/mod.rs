@@ -43,6 +43,29 @@ impl Profile {
     }
 }
 
+/// What each replica of an ensemble draws anew beside its noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vary {
+    /// The start U_0, V_0: replica ρ ≥ 1 draws its own from a stream keyed by (seed, ρ);
+    /// replica 0 keeps the problem's.
+    Start,
+}
+
+impl Vary {
+    pub const ALL: [Vary; 1] = [Vary::Start];
+    pub fn name(self) -> &'static str {
+        match self {
+            Vary::Start => "start",
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            Vary::Start => "each replica ρ ≥ 1 draws its own start U_0, V_0 ~ N(0, α²/k)",
+        }
+    }
+}
+
 /// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
 /// winning. Unknown TOML keys are errors.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -172,6 +195,10 @@ pub struct ConfigArgs {
     /// weak error being measured, up to 128]
     #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
     pub sde_substeps: Option<usize>,
+    /// Draw this anew for every replica beside its noise: `start` makes an ensemble over
+    /// starts (of any optimiser, GD included), each replica's limit from its own start
+    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
+    pub vary: Option<Vary>,
     /// Report an SME's statistics by Talay–Tubaro extrapolation, 2E_{h/2} − E_h, from its
     /// ensembles on h and h/2: the Euler–Maruyama scheme's first-order error removed
     /// (--flow sme1, sme2 with --replicas)
@@ -315,6 +342,7 @@ impl ConfigArgs {
             batch,
             with_replacement,
             sde_substeps,
+            vary,
             talay_tubaro,
             label_noise,
             replicas,
@@ -385,6 +413,7 @@ impl ConfigArgs {
             with_replacement: self.with_replacement,
             sde_substeps: self.sde_substeps,
             talay_tubaro: self.talay_tubaro.unwrap_or(false),
+            vary: self.vary,
             label_noise: self.label_noise,
             replicas: self.replicas.unwrap_or(1),
             perturbation: self.perturbation,
@@ -763,6 +792,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "batch",
     "with_replacement",
     "sde_substeps",
+    "vary",
     "talay_tubaro",
     "label_noise",
     "replicas",

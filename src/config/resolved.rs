@@ -78,6 +78,9 @@ pub struct Config {
     /// An SME's statistics by Talay–Tubaro extrapolation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub talay_tubaro: bool,
+    /// What each replica draws anew beside its noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vary: Option<super::Vary>,
     /// Label-noise SGD's σ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_noise: Option<f64>,
@@ -293,13 +296,20 @@ impl Config {
                 ),
             ));
         }
-        if self.replicas > 1 && !opt.is_stochastic() {
+        if self.vary.is_some() && self.replicas < 2 {
+            return Err(Error::invalid(
+                "vary",
+                self.vary.map_or("", |v| v.name()),
+                "draws something anew for every replica: add --replicas N (N >= 2)",
+            ));
+        }
+        if self.replicas > 1 && !opt.is_stochastic() && self.vary.is_none() {
             return Err(Error::invalid(
                 "replicas",
                 self.replicas,
                 format!(
                     "{} is deterministic: every replica would be the same path (replicas are \
-                     for sgd with b < m or with replacement)",
+                     for sgd with b < m or with replacement, or add --vary start)",
                     opt.name()
                 ),
             ));

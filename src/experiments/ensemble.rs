@@ -46,6 +46,9 @@ pub const QUANTITIES: [&str; 6] = [
 /// Per recorded step, one accumulator per quantity.
 type Acc = Vec<[Running; QUANTITIES.len()]>;
 
+/// One value per quantity (`None` where it does not apply).
+type Values = [Option<f64>; QUANTITIES.len()];
+
 /// What every replica's values are measured with.
 struct Measure<'a> {
     setup: &'a Setup,
@@ -58,33 +61,47 @@ struct Measure<'a> {
     target_norm: f64,
     /// ‖X*‖_*.
     target_nuclear: f64,
+    optimizer: &'a dyn Optimizer,
 }
 
 impl Measure<'_> {
-    /// Add the values at recorded step index `i` to `acc`; `x` is UVᵀ of `state`.
-    fn add(
+    /// The quantities at `state`; `x` is its UVᵀ, `d0` the UᵀU − VᵀV of its replica's start.
+    fn values(
         &self,
-        acc: &mut Acc,
-        i: usize,
         state: &[f64],
         x: &DMatrix<f64>,
         loss: f64,
         distance: Option<f64>,
-    ) {
+        d0: &DMatrix<f64>,
+    ) -> Values {
         let target = &self.setup.problem.x_star;
         let (u, v) = self.field.factors().split(state);
-        let values = [
+        let d = balance(self.field.as_ref(), state);
+        [
             Some(loss),
             Some((x - target).norm() / self.target_norm),
-            Some(self.recorder.balance_drift(state)),
+            Some((&d - d0).norm()),
             distance,
-            Some(balance(self.field.as_ref(), state).norm()),
+            Some(d.norm()),
             Some(u.norm_squared() + v.norm_squared() - 2.0 * self.target_nuclear),
-        ];
+        ]
+    }
+
+    /// Add the values at recorded step index `i` to `acc`.
+    fn add(acc: &mut Acc, i: usize, values: Values) {
         for (a, v) in acc[i].iter_mut().zip(values) {
             if let Some(v) = v {
                 a.push(v);
             }
+        }
+    }
+
+    /// UᵀU − VᵀV at replica `r`'s start.
+    fn d0(&self, r: u64) -> DMatrix<f64> {
+        if self.setup.config.vary.is_some() {
+            balance(self.field.as_ref(), &self.start(r))
+        } else {
+            self.recorder.d0().clone()
         }
     }
 
@@ -93,12 +110,13 @@ impl Measure<'_> {
     }
 
     /// The replicas in fixed chunks, in parallel; each chunk accumulates its replicas in order
-    /// and the chunks merge in order, so the result does not depend on the thread count.
-    fn replicas(
+    /// into `K` accumulators and the chunks merge in order, so the result does not depend on
+    /// the thread count.
+    fn replicas<const K: usize>(
         &self,
         count: usize,
-        one_chunk: impl Fn(std::ops::Range<u64>) -> Result<(Acc, usize)> + Sync + Send,
-    ) -> Result<(Acc, usize)> {
+        one_chunk: impl Fn(std::ops::Range<u64>) -> Result<([Acc; K], usize)> + Sync + Send,
+    ) -> Result<([Acc; K], usize)> {
         let chunks: Vec<std::ops::Range<u64>> = (0..count as u64)
             .step_by(CHUNK)
             .map(|a| a..(a + CHUNK as u64).min(count as u64))
@@ -107,36 +125,136 @@ impl Measure<'_> {
             .into_par_iter()
             .map(&one_chunk)
             .collect::<Result<Vec<_>>>()?;
-        let mut acc = self.empty();
+        let mut accs: [Acc; K] = std::array::from_fn(|_| self.empty());
         let mut ended = 0;
         for (part, e) in &parts {
-            for (a, p) in acc.iter_mut().zip(part) {
-                for (q, pq) in a.iter_mut().zip(p) {
-                    q.merge(pq);
+            for (acc, part) in accs.iter_mut().zip(part) {
+                for (a, p) in acc.iter_mut().zip(part) {
+                    for (q, pq) in a.iter_mut().zip(p) {
+                        q.merge(pq);
+                    }
                 }
             }
             ended += e;
         }
-        Ok((acc, ended))
+        Ok((accs, ended))
     }
 
-    /// The method's replicas; `flow` (a deterministic limit's positions at the recorded
-    /// steps) gives each its distance to the limit.
-    fn method(&self, optimizer: &dyn Optimizer, flow: Option<&States>) -> Result<(Acc, usize)> {
+    /// Replica `r`'s start: its own with `--vary start`, the problem's otherwise.
+    fn start(&self, r: u64) -> Vec<f64> {
+        let cfg = &self.setup.config;
+        match cfg.vary {
+            Some(crate::config::Vary::Start) => self.setup.problem.replica_start_state(cfg.seed, r),
+            None => self.setup.start(),
+        }
+    }
+
+    /// Replica `r` of `limit` (a `variant` limit of the method): its own noise, and with
+    /// `--vary start` its start as the method's rule makes it from the replica's start (heavy
+    /// ball's modified limit starts off x_0).
+    fn limit_replica(&self, limit: &Limit, variant: FlowVariant, r: u64) -> Result<Limit> {
+        let mut path = limit.replica(r);
+        if self.setup.config.vary.is_some() {
+            path.start = self
+                .optimizer
+                .limit(
+                    variant,
+                    self.field.clone(),
+                    &self.start(r),
+                    self.setup.config.eta,
+                )
+                .map_err(|why| Error::invalid("flow", variant.name(), why))?
+                .start;
+        }
+        Ok(path)
+    }
+
+    /// One path of `path` (replica `r`'s) on the grid of the method's times: each recorded
+    /// step's quantities into `acc`; `keep` also collects its positions and its last values.
+    /// Returns whether it ended early.
+    fn solve_path(
+        &self,
+        path: &Limit,
+        r: u64,
+        acc: &mut Acc,
+        mut keep: Option<(&mut States, &mut Values)>,
+    ) -> Result<bool> {
         let cfg = &self.setup.config;
         let field = self.field.as_ref();
-        let x0 = self.setup.start();
+        let mut ws = field.workspace();
+        let d0 = self.d0(r);
+        let times = Times::Grid {
+            dt: self.dt,
+            count: cfg.steps + 1,
+        };
+        let end = path.solve(
+            times,
+            &cfg.flow_options(),
+            &mut |j, t, out| {
+                if let Ok(i) = self.recorded.binary_search(&j) {
+                    let loss = field.loss(out.state, &mut ws);
+                    let x = field.product(out.state);
+                    let values = self.values(out.state, &x, loss, None, &d0);
+                    Self::add(acc, i, values);
+                    if let Some((states, last)) = keep.as_mut() {
+                        states.push(j, t, out.state);
+                        **last = values;
+                    }
+                }
+            },
+            &mut |_| {},
+        )?;
+        Ok(end.status != Status::Completed)
+    }
+
+    /// The method's replicas, and the distance of each to the limit: to `flow` (a
+    /// deterministic limit's positions at the recorded steps, one start for all), or with
+    /// `--vary start` to `paired` (the deterministic limit, solved here from each replica's
+    /// start). Returns the method's accumulators, the paired limit's, the paired differences
+    /// method − limit (at the last step only), and how many paths ended early.
+    fn method(
+        &self,
+        flow: Option<&States>,
+        paired: Option<(&Limit, FlowVariant)>,
+    ) -> Result<(Acc, Acc, Acc, usize)> {
+        let cfg = &self.setup.config;
+        let field = self.field.as_ref();
         let opts = RunOptions {
             save: SaveAt::Nothing,
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(self.dt)
         };
-        self.replicas(cfg.replicas, |range| {
-            let mut acc = self.empty();
+        let last_step = self.recorded.last().copied();
+        let ([acc, flow_acc, diff], ended) = self.replicas(cfg.replicas, |range| {
+            let (mut acc, mut flow_acc) = (self.empty(), self.empty());
+            // only the last step's row is filled
+            let mut diff = self.empty();
+            // each replica's own limit path, when the starts differ
+            let (mut flows, mut flow_last) = (Vec::new(), Vec::new());
+            let mut ended_flows = 0;
+            if let Some((limit, variant)) = paired {
+                for r in range.clone() {
+                    let (mut states, mut last) = (States::default(), [None; QUANTITIES.len()]);
+                    let path = self.limit_replica(limit, variant, r)?;
+                    ended_flows += usize::from(self.solve_path(
+                        &path,
+                        r,
+                        &mut flow_acc,
+                        Some((&mut states, &mut last)),
+                    )?);
+                    // a path that ended early has no last-step values to pair
+                    if states.steps.last() != last_step.as_ref() {
+                        last = [None; QUANTITIES.len()];
+                    }
+                    flows.push(states);
+                    flow_last.push(last);
+                }
+            }
+            let d0s: Vec<DMatrix<f64>> = range.clone().map(|r| self.d0(r)).collect();
             let runs = range
                 .map(|r| {
                     (
-                        optimizer.replica_stepper(cfg.eta, r),
-                        x0.clone(),
+                        self.optimizer.replica_stepper(cfg.eta, r),
+                        self.start(r),
                         opts.clone(),
                     )
                 })
@@ -146,52 +264,44 @@ impl Measure<'_> {
                     return;
                 };
                 let x = field.product(it.state);
-                let distance = flow.and_then(|f| {
+                let distance = flows.get(it.run).or(flow).and_then(|f| {
                     let k = f.steps.binary_search(&it.step).ok()?;
                     Some((&x - field.product(&f.states[k])).norm())
                 });
-                self.add(&mut acc, i, it.state, &x, it.loss, distance);
+                let values = self.values(it.state, &x, it.loss, distance, &d0s[it.run]);
+                Self::add(&mut acc, i, values);
+                if let Some(limit) = flow_last.get(it.run).filter(|_| Some(it.step) == last_step) {
+                    for ((d, m), l) in diff[i].iter_mut().zip(values).zip(limit) {
+                        if let (Some(m), Some(l)) = (m, l) {
+                            d.push(m - l);
+                        }
+                    }
+                }
             };
             let ended = Driver::batch(field, runs)
                 .run(&mut observe)
                 .iter()
                 .filter(|t| t.status != Status::Completed)
                 .count();
-            Ok((acc, ended))
-        })
+            Ok(([acc, flow_acc, diff], ended + ended_flows))
+        })?;
+        Ok((acc, flow_acc, diff, ended))
     }
 
-    /// A stochastic limit's replicas, each its own path on the grid of the method's times.
-    fn limit(&self, limit: &Limit) -> Result<(Acc, usize)> {
+    /// A limit's replicas (a stochastic limit's own paths, or with `--vary start` each from
+    /// its replica's start), each on the grid of the method's times.
+    fn limit(&self, limit: &Limit, variant: FlowVariant) -> Result<(Acc, usize)> {
         let cfg = &self.setup.config;
-        let field = self.field.as_ref();
-        let opts = cfg.flow_options();
-        self.replicas(cfg.replicas, |range| {
+        let ([acc], ended) = self.replicas(cfg.replicas, |range| {
             let mut acc = self.empty();
-            let mut ws = field.workspace();
             let mut ended = 0;
             for r in range {
-                let path = limit.replica(r);
-                let times = Times::Grid {
-                    dt: self.dt,
-                    count: cfg.steps + 1,
-                };
-                let end = path.solve(
-                    times,
-                    &opts,
-                    &mut |j, _, out| {
-                        if let Ok(i) = self.recorded.binary_search(&j) {
-                            let loss = field.loss(out.state, &mut ws);
-                            let x = field.product(out.state);
-                            self.add(&mut acc, i, out.state, &x, loss, None);
-                        }
-                    },
-                    &mut |_| {},
-                )?;
-                ended += usize::from(end.status != Status::Completed);
+                let path = self.limit_replica(limit, variant, r)?;
+                ended += usize::from(self.solve_path(&path, r, &mut acc, None)?);
             }
-            Ok((acc, ended))
-        })
+            Ok(([acc], ended))
+        })?;
+        Ok((acc, ended))
     }
 
     fn rows(&self, dynamics: &str, acc: &Acc) -> Vec<EnsembleRow> {
@@ -260,16 +370,22 @@ pub fn ensemble(
         dt,
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),
+        optimizer,
     };
     let name = optimizer.name();
     let stochastic_limit = limit.is_stochastic();
-    let (acc, mut ended_early) = measure.method(optimizer, flow.filter(|_| !stochastic_limit))?;
+    // with --vary start a deterministic limit is an ensemble too: one path per replica's start
+    let paired = (cfg.vary.is_some() && !stochastic_limit).then_some((limit, cfg.flow));
+    let (acc, paired_acc, paired_diff, mut ended_early) = measure.method(
+        flow.filter(|_| !stochastic_limit && paired.is_none()),
+        paired,
+    )?;
     let mut rows = measure.rows(&name, &acc);
     let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
     let mut scheme_error = BTreeMap::new();
     let mut substeps = None;
     if stochastic_limit {
-        let sme = measure.sme(limit, &final_stats[&name])?;
+        let sme = measure.sme(limit, cfg.flow, &final_stats[&name])?;
         ended_early += sme.ended;
         let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
         // the scheme's own weak error: the same SME on h/2 (its own paths), E_h − E_{h/2}
@@ -294,13 +410,17 @@ pub fn ensemble(
                 cfg.flow.name()
             ),
         ));
+    } else if paired.is_some() {
+        rows.extend(measure.rows("flow", &paired_acc));
+        final_stats.insert("flow".into(), last(&paired_acc));
     } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
         // the limit's one path: every quantity at its last state, n = 1
         let mut one = measure.empty();
         let state = flow.and_then(|f| f.states.last().filter(|_| f.steps.last() == Some(&r.step)));
         if let (Some(state), Some(i)) = (state, measure.recorded.len().checked_sub(1)) {
             let x = measure.field.product(state);
-            measure.add(&mut one, i, state, &x, r.loss(), None);
+            let values = measure.values(state, &x, r.loss(), None, measure.recorder.d0());
+            Measure::add(&mut one, i, values);
         }
         let exact: BTreeMap<String, Stat> = if state.is_some() {
             last(&one)
@@ -320,10 +440,12 @@ pub fn ensemble(
         final_stats.insert("flow".into(), exact);
     }
     let weak_error = match (final_stats.get(&name), final_stats.get("flow")) {
-        (Some(method), Some(flow)) => method
-            .iter()
-            .filter_map(|(q, a)| flow.get(q).map(|b| (q.clone(), WeakError::between(a, b))))
+        // paired by start: the mean of the replicas' own differences and its interval
+        _ if paired.is_some() => last(&paired_diff)
+            .into_iter()
+            .map(|(q, d)| (q, WeakError::of_differences(&d)))
             .collect(),
+        (Some(method), Some(flow)) => differences(method, flow),
         _ => BTreeMap::new(),
     };
     if rows.is_empty() {
@@ -384,17 +506,22 @@ impl Measure<'_> {
     /// scheme error E_h − E_{h/2} is resolved and not below half its weak error against the
     /// method (`method`'s final statistics): the coarse scheme's own error is about twice
     /// E_h − E_{h/2}, and a measured weak error must not be the scheme's.
-    fn sme(&self, limit: &Limit, method: &BTreeMap<String, Stat>) -> Result<SmeEnsembles> {
+    fn sme(
+        &self,
+        limit: &Limit,
+        variant: FlowVariant,
+        method: &BTreeMap<String, Stat>,
+    ) -> Result<SmeEnsembles> {
         let cfg = &self.setup.config;
         let choose = cfg.sde_substeps.is_none();
         let mut limit = limit.clone();
-        let (mut coarse, mut ended) = self.limit(&limit)?;
+        let (mut coarse, mut ended) = self.limit(&limit, variant)?;
         let mut tried = Vec::new();
         loop {
             let substeps = limit.substeps().unwrap_or(1);
             tried.push(substeps);
             let refined = limit.refined();
-            let (fine, fine_ended) = self.limit(&refined)?;
+            let (fine, fine_ended) = self.limit(&refined, variant)?;
             let (c, f) = (last(&coarse), last(&fine));
             let scheme = differences(&c, &f);
             let weak = differences(method, &c);
@@ -476,8 +603,9 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
         dt,
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),
+        optimizer: optimizer.as_ref(),
     };
-    let (acc, _) = measure.method(optimizer.as_ref(), None)?;
+    let (acc, _, _, _) = measure.method(None, None)?;
     let mut out = WeakAgainst {
         method: last(&acc),
         limits: BTreeMap::new(),
@@ -485,12 +613,13 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
         substeps: BTreeMap::new(),
     };
     let opts = cfg.flow_options();
-    for &variant in variants {
+    let has = optimizer.limits();
+    for &variant in variants.iter().filter(|v| has.contains(v)) {
         let limit = optimizer
             .limit(variant, field.clone(), &x0, cfg.eta)
             .map_err(|why| Error::invalid("flow", variant.name(), why))?;
         let stats = if limit.is_stochastic() {
-            let sme = measure.sme(&limit, &out.method)?;
+            let sme = measure.sme(&limit, variant, &out.method)?;
             let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
             out.scheme_error
                 .insert(variant.name().to_string(), differences(&coarse, &fine));
@@ -502,6 +631,8 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
             } else {
                 coarse
             }
+        } else if cfg.vary.is_some() {
+            last(&measure.limit(&limit, variant)?.0)
         } else {
             let times = Times::Grid {
                 dt: dt * cfg.steps as f64,
@@ -513,7 +644,8 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
             };
             let mut acc = measure.empty();
             let loss = field.loss(state, &mut field.workspace());
-            measure.add(&mut acc, 0, state, &field.product(state), loss, None);
+            let values = measure.values(state, &field.product(state), loss, None, recorder.d0());
+            Measure::add(&mut acc, 0, values);
             last(&acc)
                 .into_iter()
                 .map(|(q, s)| (q, Stat::exact(s.mean)))

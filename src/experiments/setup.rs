@@ -43,7 +43,7 @@ impl Command {
                 "sharpness_every",
                 "save_states",
             ],
-            Command::Check => &["flow", "save_states", "replicas", "talay_tubaro"],
+            Command::Check => &["flow", "save_states", "replicas", "talay_tubaro", "vary"],
         }
     }
 
@@ -95,6 +95,11 @@ impl Command {
                 args.talay_tubaro.is_some(),
                 "talay_tubaro",
                 "the checks are GD's, which has no SME",
+            ))
+            .or(given(
+                args.vary.is_some(),
+                "vary",
+                "the checks are of one start (give --seed to change it)",
             )),
         }
     }

@@ -103,6 +103,8 @@ pub const STREAM_OPERATOR: u64 = 1;
 pub const STREAM_TARGET: u64 = 2;
 pub const STREAM_START: u64 = 3;
 pub const STREAM_NOISE: u64 = 4;
+/// The replicas' own starts (`--vary start`), keyed further by the replica.
+pub const STREAM_REPLICA_START: u64 = 8;
 
 /// The generator of one random object of a run.
 pub fn sub_rng(seed: u64, stream: u64) -> ChaCha20Rng {
@@ -153,6 +155,29 @@ impl Problem {
             x.extend_from_slice(self.v0.as_slice());
         }
         x
+    }
+
+    /// Replica `replica`'s own start (`--vary start`) as a state vector: entries iid
+    /// N(0, α²/k) with α = [`Problem::start_scale`], U_0 first, from a counter-based stream
+    /// keyed by (seed, replica) alone, so that it depends on nothing else (thread count, shard,
+    /// the other replicas). Replica 0 keeps the problem's start.
+    pub fn replica_start_state(&self, seed: u64, replica: u64) -> Vec<f64> {
+        if replica == 0 {
+            return self.start_state();
+        }
+        use rand::Rng;
+        let key: u64 = sub_rng(seed, STREAM_REPLICA_START).gen();
+        let mut rng = ChaCha20Rng::seed_from_u64(key);
+        rng.set_stream(replica);
+        let k = self.width();
+        let normal =
+            Normal::new(0.0, self.start_scale() / (k as f64).sqrt()).expect("a finite scale");
+        let len = if self.symmetric {
+            self.n1() * k
+        } else {
+            (self.n1() + self.n2()) * k
+        };
+        (0..len).map(|_| normal.sample(&mut rng)).collect()
     }
 
     /// The scale α of the start: the α it was drawn with where known, otherwise measured as a

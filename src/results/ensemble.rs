@@ -163,6 +163,16 @@ pub struct WeakError {
 }
 
 impl WeakError {
+    /// The mean of paired differences (method − limit from the same start) with its
+    /// interval: tighter than [`WeakError::between`] where the two move together.
+    pub fn of_differences(d: &Stat) -> Self {
+        Self {
+            difference: d.mean,
+            ci95: d.ci95,
+            resolved: d.mean.abs() > d.ci95,
+        }
+    }
+
     /// `a − b` of two independent estimates.
     pub fn between(a: &Stat, b: &Stat) -> Self {
         let difference = a.mean - b.mean;

@@ -988,3 +988,79 @@ fn talay_tubaro_is_refused_without_an_sme_ensemble() {
         assert!(err.contains("talay_tubaro"), "{err}");
     }
 }
+
+/// `--vary start`: an ensemble of GD over starts. Replica 0 keeps the problem's start, the
+/// others draw their own (entries of variance α²/k); the method's mean final loss is GD run
+/// here from each start with the dense reference; the limit is an ensemble of its own (each
+/// replica's flow from its start, solved by a run of its own here) and the weak error is the
+/// mean of the paired differences; nothing depends on the thread count.
+#[test]
+fn vary_start_makes_an_ensemble_over_starts() {
+    let n = 6;
+    let a = ConfigArgs {
+        replicas: Some(n),
+        vary: Some(gdflow::config::Vary::Start),
+        record_every: Some(40),
+        ..args(None)
+    };
+    let result = run_config(&a).unwrap();
+    let setup = gdflow::Setup::new(&a, gdflow::Command::Run, false).unwrap();
+    let p = &setup.problem;
+    assert_eq!(p.replica_start_state(4, 0), p.start_state());
+    // the starts' scale, over many replicas: E x_i² = α²/k
+    let (alpha, k) = (0.1f64, 3.0);
+    let draws: Vec<f64> = (1..400u64)
+        .flat_map(|r| p.replica_start_state(4, r))
+        .collect();
+    let var = draws.iter().map(|x| x * x).sum::<f64>() / draws.len() as f64;
+    assert!(
+        (var / (alpha * alpha / k) - 1.0).abs() < 0.03,
+        "variance {var}"
+    );
+    let plain = Plain::of(p);
+    let loss = |x: &[f64]| {
+        let (u, v) = plain.split(x);
+        0.5 * plain.residual(&u, &v).norm_squared()
+    };
+    let (mut gd, mut diffs) = (Vec::new(), Vec::new());
+    for r in 0..n as u64 {
+        let start = p.replica_start_state(4, r);
+        let mut x = start.clone();
+        for _ in 0..40 {
+            let g = plain.grad(&x);
+            for (xi, gi) in x.iter_mut().zip(&g) {
+                *xi -= 0.05 * gi;
+            }
+        }
+        let mut own = p.clone();
+        let (u0, v0) = plain.split(&start);
+        (own.u0, own.v0) = (u0, v0);
+        let mut cfg = setup.config.clone();
+        (cfg.replicas, cfg.vary) = (1, None);
+        let flow = gdflow::experiments::run(
+            &gdflow::Setup::from_problem(cfg, own).unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
+        gd.push(loss(&x));
+        diffs.push(loss(&x) - flow.flow.last().unwrap().loss());
+    }
+    let e = result.summary.ensemble.as_ref().unwrap();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let got = e.final_stats["gd"]["loss"];
+    assert_eq!(got.n, n);
+    assert!(
+        (got.mean - mean(&gd)).abs() <= 1e-10 * mean(&gd),
+        "{got:?} vs {}",
+        mean(&gd)
+    );
+    assert_eq!(e.final_stats["flow"]["loss"].n, n);
+    let w = e.weak_error["loss"];
+    assert!(
+        (w.difference - mean(&diffs)).abs() <= 1e-6 * mean(&diffs).abs(),
+        "{w:?} vs {}",
+        mean(&diffs)
+    );
+    let one = super::on_threads(1, || run_config(&a).unwrap().ensemble);
+    assert_eq!(one, result.ensemble);
+}
