@@ -592,8 +592,9 @@ pub struct SweepArgs {
     #[cfg_attr(feature = "cli", arg(long))]
     pub max_rows: Option<usize>,
     /// Run part i of N disjoint parts of the sweep (η number i, i+N, … of the list);
-    /// `gdflow merge` combines the parts' directories
-    #[cfg_attr(feature = "cli", arg(long, value_name = "i/N"))]
+    /// `gdflow merge` combines the parts' directories. `auto` reads i and N from a SLURM or
+    /// SGE array job; `auto/N` takes the index of a PBS or Kubernetes indexed job (mod N)
+    #[cfg_attr(feature = "cli", arg(long, value_name = "i/N|auto|auto/N"))]
     pub shard: Option<String>,
     /// Also find the largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain flow stays
     /// ≤ this (0.01: within 1% of ‖X*‖), by bisection in log η to 1% from the sweep's bracket

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::operator::OperatorCounts;
 use crate::results::sweep::{
     load_sweep, ReferenceSolves, StabilityReport, SweepResult, SweepSettings, SweepSummary,
-    SweepTimings,
+    SweepTimings, WeakSweep,
 };
 
 /// Combine the output directories of the parts `--shard 1/N` … `--shard N/N` of one sweep into
@@ -65,7 +65,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         },
         points,
         target_deviation: None,
-        weak: None,
+        weak: merge_weak(&parts, &first.summary.sweep.etas),
         operator_counts: counts,
         timings,
     };
@@ -76,6 +76,30 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
 }
 
 type Part<'a> = (&'a std::path::PathBuf, SweepResult);
+
+/// The parts' weak errors (`--replicas`) in the order of the full list of step sizes, the
+/// orders fitted over all of them. Each step size's ensembles depend on nothing but it (the
+/// replicas' streams are keyed by seed, replica and step), so they are the unsharded sweep's.
+fn merge_weak(parts: &[Part<'_>], etas: &[f64]) -> Option<WeakSweep> {
+    let weak: Vec<&WeakSweep> = parts
+        .iter()
+        .filter_map(|(_, p)| p.summary.weak.as_ref())
+        .collect();
+    let first = weak.first()?;
+    let points: Vec<_> = etas
+        .iter()
+        .filter_map(|&eta| {
+            weak.iter()
+                .find_map(|w| w.points.iter().find(|q| q.eta == eta))
+                .cloned()
+        })
+        .collect();
+    Some(WeakSweep {
+        replicas: first.replicas,
+        orders: super::weak::weak_orders(&points),
+        points,
+    })
+}
 
 /// Every part belongs to one sharded sweep, each part once, none missing; the first part.
 fn check_parts<'p>(parts: &'p [Part<'_>]) -> Result<&'p SweepResult> {

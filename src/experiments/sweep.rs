@@ -175,7 +175,12 @@ pub fn resolve_settings(
         max_rows,
         "must be < 2^63: config.toml records it as a TOML integer",
     )?;
-    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|spec| Shard::resolve(spec, &|key| std::env::var(key).ok()))
+        .transpose()?
+        .map(|(shard, _)| shard);
     if let Some(s) = shard {
         settings_check(
             "shard",
@@ -312,14 +317,6 @@ pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<Swe
                  unsharded",
             ));
         }
-    }
-    if setup.config.replicas > 1 && settings.shard.is_some() {
-        return Err(Error::invalid(
-            "replicas",
-            setup.config.replicas,
-            "with --shard: the weak errors are not split across shards yet; run the sweep \
-             unsharded",
-        ));
     }
     let mut result = run_sweep(setup, &settings, show_progress)?;
     if setup.config.replicas > 1 {

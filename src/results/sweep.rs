@@ -95,6 +95,117 @@ impl Shard {
         Ok(Self { index, count })
     }
 
+    /// `--shard` as given: "i/N", or "auto" / "auto/N" to read the part from the array job
+    /// the command runs in, through `env` (the process environment, or a test's):
+    /// - SLURM: `SLURM_ARRAY_TASK_ID`, its `_MIN` and `_STEP`, and `SLURM_ARRAY_TASK_COUNT`;
+    /// - SGE: `SGE_TASK_ID`, `SGE_TASK_FIRST`, `SGE_TASK_LAST`, `SGE_TASK_STEPSIZE`;
+    /// - PBS (`PBS_ARRAY_INDEX`, or Torque's `PBS_ARRAYID`) and Kubernetes indexed jobs
+    ///   (`JOB_COMPLETION_INDEX`), which give no count: "auto/N", and the part is the index
+    ///   mod N, plus 1 — a one-to-one map for any N consecutive indices (0..N−1 or 1..N).
+    ///
+    /// A count given beside one the scheduler gives must agree with it. Returns the part and
+    /// where it came from.
+    pub fn resolve(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Self, String)> {
+        let Some(rest) = spec.trim().strip_prefix("auto") else {
+            return Ok((Self::parse(spec)?, "given".into()));
+        };
+        let given: Option<usize> = match rest.strip_prefix('/') {
+            None if rest.is_empty() => None,
+            Some(n) => Some(n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::invalid(
+                    "shard",
+                    spec,
+                    "must be auto or auto/N with N >= 1, e.g. auto/8",
+                )
+            })?),
+            None => {
+                return Err(Error::invalid(
+                    "shard",
+                    spec,
+                    "must be i/N, auto or auto/N (e.g. 2/4, auto, auto/8)",
+                ))
+            }
+        };
+        let number = |key: &str| -> Result<Option<i64>> {
+            match env(key) {
+                None => Ok(None),
+                Some(v) if v.trim() == "undefined" => Ok(None),
+                Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+                    Error::invalid("shard", spec, format!("{key}={v} is not an integer"))
+                }),
+            }
+        };
+        let with_count =
+            |index0: i64, count: Option<i64>, from: String| -> Result<(Self, String)> {
+                let count = match (count, given) {
+                    (Some(c), Some(g)) if c != g as i64 => {
+                        return Err(Error::invalid(
+                            "shard",
+                            spec,
+                            format!("{from} says the array has {c} tasks, and auto/{g} says {g}"),
+                        ))
+                    }
+                    (Some(c), _) => c,
+                    (None, Some(g)) => g as i64,
+                    (None, None) => {
+                        return Err(Error::invalid(
+                            "shard",
+                            spec,
+                            format!("{from} gives no task count: write --shard auto/N"),
+                        ))
+                    }
+                };
+                if count < 1 || index0 < 0 || index0 >= count {
+                    return Err(Error::invalid(
+                        "shard",
+                        spec,
+                        format!("{from} is task {index0} (from 0) of {count}: outside the array"),
+                    ));
+                }
+                Ok((
+                    Self {
+                        index: index0 as usize + 1,
+                        count: count as usize,
+                    },
+                    from,
+                ))
+            };
+        if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+            let count = number("SLURM_ARRAY_TASK_COUNT")?;
+            return with_count(
+                (id - min) / step,
+                count,
+                format!("SLURM_ARRAY_TASK_ID={id}"),
+            );
+        }
+        if let Some(id) = number("SGE_TASK_ID")? {
+            let first = number("SGE_TASK_FIRST")?.unwrap_or(1);
+            let step = number("SGE_TASK_STEPSIZE")?.unwrap_or(1).max(1);
+            let count = number("SGE_TASK_LAST")?.map(|last| (last - first) / step + 1);
+            return with_count((id - first) / step, count, format!("SGE_TASK_ID={id}"));
+        }
+        for key in ["PBS_ARRAY_INDEX", "PBS_ARRAYID", "JOB_COMPLETION_INDEX"] {
+            if let Some(id) = number(key)? {
+                let Some(n) = given else {
+                    return Err(Error::invalid(
+                        "shard",
+                        spec,
+                        format!("{key}={id} gives no task count: write --shard auto/N"),
+                    ));
+                };
+                return with_count(id.rem_euclid(n as i64), None, format!("{key}={id}"));
+            }
+        }
+        Err(Error::invalid(
+            "shard",
+            spec,
+            "found no array-job index (SLURM_ARRAY_TASK_ID, SGE_TASK_ID, PBS_ARRAY_INDEX, \
+             PBS_ARRAYID, JOB_COMPLETION_INDEX): run it as an array job, or give --shard i/N",
+        ))
+    }
+
     /// Whether the η at `position` of the full list belongs to this part.
     pub fn owns(&self, position: usize) -> bool {
         position % self.count == self.index - 1

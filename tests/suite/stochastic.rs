@@ -1064,3 +1064,52 @@ fn vary_start_makes_an_ensemble_over_starts() {
     let one = super::on_threads(1, || run_config(&a).unwrap().ensemble);
     assert_eq!(one, result.ensemble);
 }
+
+/// A weak sweep splits across shards by step size: the merged parts' weak_error.csv and
+/// sweep.csv are the unsharded sweep's, byte for byte, and the orders are refitted over all.
+#[test]
+fn weak_sweep_shards_merge_to_the_unsharded_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = |extra: &[&str], out: &str| {
+        assert_cmd::Command::cargo_bin("gdflow")
+            .unwrap()
+            .args([
+                "sweep", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
+            ])
+            .args(["--measurements", "60", "--alpha", "0.1", "--seed", "4"])
+            .args(["--optimizer", "sgd", "--batch", "6", "--replicas", "40"])
+            .args([
+                "--etas",
+                "0.025,0.05,0.1",
+                "--horizon",
+                "0.5",
+                "--stability-steps",
+                "0",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .assert()
+            .success();
+    };
+    sweep(&[], "whole");
+    sweep(&["--shard", "1/2"], "p1");
+    sweep(&["--shard", "2/2"], "p2");
+    assert_cmd::Command::cargo_bin("gdflow")
+        .unwrap()
+        .args(["merge", "--out"])
+        .arg(dir.path().join("merged"))
+        .arg(dir.path().join("p2"))
+        .arg(dir.path().join("p1"))
+        .assert()
+        .success();
+    for file in ["weak_error.csv", "sweep.csv"] {
+        let read = |d: &str| std::fs::read(dir.path().join(d).join(file)).unwrap();
+        assert_eq!(read("whole"), read("merged"), "{file}");
+    }
+    let weak = |d: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.path().join(d).join("summary.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["weak"]["orders"].clone()
+    };
+    assert_eq!(weak("whole"), weak("merged"));
+}

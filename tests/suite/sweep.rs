@@ -256,3 +256,131 @@ fn run_with_the_modified_flow_tracks_gd_far_closer_than_the_plain_flow() {
         "modified {modified:e} vs plain {plain:e}"
     );
 }
+
+/// `--shard auto` reads the part from the array job: SLURM and SGE with their ranges and
+/// steps, PBS and Kubernetes (no count) by `auto/N` with the index mod N — every one of N
+/// consecutive indices maps to a different part; a missing index or count, a count at odds
+/// with the scheduler's, or an index outside the array is refused naming `shard`.
+#[test]
+fn shard_auto_reads_the_array_job() {
+    use gdflow::results::sweep::Shard;
+    let at = |spec: &str, vars: &[(&str, &str)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Shard::resolve(spec, &move |key: &str| {
+            vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        })
+        .map(|(s, _)| (s.index, s.count))
+    };
+    let slurm = |id: &str, min: &str, step: &str, count: &str| {
+        [
+            ("SLURM_ARRAY_TASK_ID", id.to_string()),
+            ("SLURM_ARRAY_TASK_MIN", min.to_string()),
+            ("SLURM_ARRAY_TASK_STEP", step.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", count.to_string()),
+        ]
+    };
+    let owned = |v: [(&'static str, String); 4]| v;
+    for (vars, want) in [
+        (owned(slurm("0", "0", "1", "4")), (1, 4)),
+        (owned(slurm("3", "0", "1", "4")), (4, 4)),
+        (owned(slurm("5", "5", "1", "2")), (1, 2)),
+        (owned(slurm("14", "10", "2", "3")), (3, 3)),
+    ] {
+        let v: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(at("auto", &v).unwrap(), want, "{vars:?}");
+    }
+    let sge = [
+        ("SGE_TASK_ID", "7"),
+        ("SGE_TASK_FIRST", "1"),
+        ("SGE_TASK_LAST", "9"),
+        ("SGE_TASK_STEPSIZE", "3"),
+    ];
+    assert_eq!(at("auto", &sge).unwrap(), (3, 3));
+    for key in ["PBS_ARRAY_INDEX", "PBS_ARRAYID", "JOB_COMPLETION_INDEX"] {
+        for first in [0, 1] {
+            let mut parts: Vec<usize> = (first..first + 5)
+                .map(|i| at("auto/5", &[(key, &i.to_string())]).unwrap().0)
+                .collect();
+            parts.sort();
+            assert_eq!(parts, [1, 2, 3, 4, 5], "{key} from {first}");
+        }
+        assert!(at("auto", &[(key, "2")])
+            .unwrap_err()
+            .to_string()
+            .contains("auto/N"));
+    }
+    assert_eq!(at("2/3", &[]).unwrap(), (2, 3));
+    for (spec, vars, why) in [
+        ("auto", vec![], "no array-job index"),
+        (
+            "auto/3",
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ],
+            "4 tasks",
+        ),
+        (
+            "auto",
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "9"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ],
+            "outside",
+        ),
+        (
+            "auto",
+            vec![("SGE_TASK_ID", "undefined")],
+            "no array-job index",
+        ),
+        ("auto/x", vec![], "auto/N"),
+        ("autox", vec![], "i/N"),
+    ] {
+        let err = at(spec, &vars).unwrap_err().to_string();
+        assert!(
+            err.contains("shard") && err.contains(why),
+            "{spec} {vars:?}: {err}"
+        );
+    }
+}
+
+/// The sweep takes its part from the environment: `--shard auto` under a SLURM array task
+/// runs the same step sizes as `--shard i/N`.
+#[test]
+fn sweep_shard_auto_runs_the_array_tasks_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |shard: &str, env: &[(&str, &str)], out: &str| {
+        let mut cmd = assert_cmd::Command::cargo_bin("gdflow").unwrap();
+        cmd.args([
+            "sweep", "--quiet", "--n1", "8", "--n2", "6", "--rank", "2", "--width", "3",
+        ])
+        .args([
+            "--measurements",
+            "40",
+            "--etas",
+            "0.05,0.1,0.2",
+            "--horizon",
+            "2",
+        ])
+        .args(["--stability-steps", "0", "--shard", shard, "--out"])
+        .arg(dir.path().join(out));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.assert().success();
+        std::fs::read_to_string(dir.path().join(out).join("sweep.csv")).unwrap()
+    };
+    let auto = run(
+        "auto",
+        &[
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ],
+        "a",
+    );
+    assert_eq!(auto, run("2/3", &[], "b"));
+}
