@@ -94,6 +94,8 @@ impl SharpnessTracker {
             &self.vectors,
             &EigenOptions {
                 tol: 1e-8,
+                // a warm start holds the pair already: a block of its own suffices
+                block: if self.vectors.is_empty() { 2 } else { 1 },
                 ..EigenOptions::default()
             },
             0,
