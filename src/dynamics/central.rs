@@ -308,6 +308,9 @@ pub struct CentralField {
     state: Mutex<(CentralPoint, CentralStats)>,
 }
 
+/// Ritz vectors kept beyond the held ones as the next eigen-solve's warm start.
+const WARM_EXTRA: usize = 3;
+
 /// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate
 /// β = this/η.
 pub const DRIFT_RATE: f64 = 0.1;
@@ -366,6 +369,7 @@ impl CentralField {
                 max_hvps: 400 * (count + 1),
                 max_basis: 12 * (count + 1),
                 settled_below,
+                warm_extra: WARM_EXTRA,
             },
             0,
         );
@@ -374,10 +378,7 @@ impl CentralField {
         if !eig.converged {
             stats.unconverged_eigen_solves += 1;
         }
-        // a solve for fewer pairs than the last one keeps the later vectors as warm starts
-        let mut vectors = eig.vectors.clone();
-        vectors.extend(point.vectors.drain(..).skip(eig.vectors.len()));
-        point.vectors = vectors;
+        point.vectors = eig.warm.clone();
         point.eigenvalues = eig.values.clone();
         (eig.values, eig.vectors, eig.converged)
     }

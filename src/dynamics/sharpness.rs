@@ -42,6 +42,12 @@ pub struct EigenOptions {
     /// whole budget for nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_below: Option<f64>,
+    /// Ritz vectors beyond the `count` wanted to hand back as the next call's warm start
+    /// ([`TopEigen::warm`]): where the top eigenvalue has a close neighbour, its eigenvector
+    /// turns mostly towards the neighbours' from one state to the next, and a start that
+    /// spans them is far closer than the top vector alone.
+    #[serde(default)]
+    pub warm_extra: usize,
 }
 
 impl Default for EigenOptions {
@@ -53,6 +59,7 @@ impl Default for EigenOptions {
             max_hvps: 2000,
             max_basis: 60,
             settled_below: None,
+            warm_extra: 0,
         }
     }
 }
@@ -67,6 +74,9 @@ pub struct TopEigen {
     /// Unit Ritz vectors.
     #[serde(skip)]
     pub vectors: Vec<Vec<f64>>,
+    /// The top `count + warm_extra` Ritz vectors: the next call's warm start.
+    #[serde(skip)]
+    pub warm: Vec<Vec<f64>>,
     /// Every requested pair passed the residual test (or settled below
     /// [`EigenOptions::settled_below`]).
     pub converged: bool,
@@ -126,11 +136,16 @@ pub fn top_eigenpairs(
     let mut q: Vec<Vec<f64>> = Vec::new();
     let mut hq: Vec<Vec<f64>> = Vec::new();
     let mut hvps = 0;
-    let mut pending: Vec<Vec<f64>> = start.iter().take(block.max(count)).cloned().collect();
+    // the whole warm start goes in first (its images are what the first Rayleigh–Ritz needs)
+    let first = block
+        .max(count)
+        .max(start.len().min(count + opts.warm_extra));
+    let mut pending: Vec<Vec<f64>> = start.iter().take(first).cloned().collect();
     let mut result = TopEigen {
         values: vec![],
         residuals: vec![],
         vectors: vec![],
+        warm: vec![],
         converged: false,
         hvps: 0,
         scale: 0.0,
@@ -166,7 +181,7 @@ pub fn top_eigenpairs(
         let mut order: Vec<usize> = (0..d).collect();
         order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
         let scale = eig.eigenvalues.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let keep = (count + block).min(d);
+        let keep = (count + block.max(opts.warm_extra)).min(d);
         let mut ritz = Vec::with_capacity(keep);
         for &i in order.iter().take(keep) {
             let s = eig.eigenvectors.column(i);
@@ -179,8 +194,9 @@ pub fn top_eigenpairs(
         let tol = opts.tol * scale.max(f64::MIN_POSITIVE);
         let top = count.min(ritz.len());
         // θ + ‖r‖ bounds *an* eigenvalue near θ, not λ_max: a warm start can sit on an
-        // eigenvector that another has overtaken. Three block steps of Krylov space first.
-        let explored = q.len() >= 3 * block;
+        // eigenvector that another has overtaken. Two block steps of Krylov space beyond the
+        // first block (the warm start, however many vectors it has) first.
+        let explored = q.len() >= first + 2 * block;
         let settled = |theta: f64, r: &[f64]| {
             let r = norm(r);
             r <= tol || (explored && opts.settled_below.is_some_and(|b| theta + r < b))
@@ -190,6 +206,11 @@ pub fn top_eigenpairs(
             values: ritz[..top].iter().map(|p| p.0).collect(),
             residuals: ritz[..top].iter().map(|p| norm(&p.3)).collect(),
             vectors: ritz[..top].iter().map(|p| p.1.clone()).collect(),
+            warm: ritz
+                .iter()
+                .take(count + opts.warm_extra)
+                .map(|p| p.1.clone())
+                .collect(),
             converged,
             hvps,
             scale,
