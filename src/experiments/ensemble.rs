@@ -62,6 +62,8 @@ struct Measure<'a> {
     /// ‖X*‖_*.
     target_nuclear: f64,
     optimizer: &'a dyn Optimizer,
+    /// Counts replicas done, over every ensemble of the run.
+    bar: super::progress::ProgressBar,
 }
 
 impl Measure<'_> {
@@ -123,7 +125,12 @@ impl Measure<'_> {
             .collect();
         let parts = chunks
             .into_par_iter()
-            .map(&one_chunk)
+            .map(|range| {
+                let len = range.end - range.start;
+                let part = one_chunk(range);
+                self.bar.inc(len);
+                part
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut accs: [Acc; K] = std::array::from_fn(|_| self.empty());
         let mut ended = 0;
@@ -359,9 +366,22 @@ pub fn ensemble(
     recorder: &Recorder<'_>,
     flow: Option<&States>,
     flow_last: Option<&Record>,
+    progress: bool,
 ) -> Result<(Vec<EnsembleRow>, EnsembleSummary)> {
     let cfg = &setup.config;
     let dt = optimizer.time_scale().per_step(cfg.eta);
+    // the method's replicas, and an SME's on h and h/2 (more if its substeps are doubled)
+    let ensembles = if limit.is_stochastic() { 3 } else { 1 };
+    let bar = ensemble_bar(setup, progress, ensembles, limit.substeps());
+    bar.set_message(if limit.is_stochastic() {
+        format!(
+            "{} and its SME on h and h/2, {} replicas each",
+            optimizer.name(),
+            cfg.replicas
+        )
+    } else {
+        format!("{}, {} replicas", optimizer.name(), cfg.replicas)
+    });
     let measure = Measure {
         setup,
         field: setup.field(),
@@ -371,6 +391,7 @@ pub fn ensemble(
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),
         optimizer,
+        bar: bar.clone(),
     };
     let name = optimizer.name();
     let stochastic_limit = limit.is_stochastic();
@@ -448,6 +469,7 @@ pub fn ensemble(
         (Some(method), Some(flow)) => differences(method, flow),
         _ => BTreeMap::new(),
     };
+    bar.finish_and_clear();
     if rows.is_empty() {
         return Err(Error::invalid("replicas", cfg.replicas, "recorded nothing"));
     }
@@ -463,6 +485,21 @@ pub fn ensemble(
             talay_tubaro: cfg.talay_tubaro,
         },
     ))
+}
+
+/// A bar over the replicas of `ensembles` ensembles, drawn when the work is worth one (an SME
+/// substep costs about three passes).
+fn ensemble_bar(
+    setup: &Setup,
+    show: bool,
+    ensembles: usize,
+    substeps: Option<usize>,
+) -> super::progress::ProgressBar {
+    let cfg = &setup.config;
+    let per_step = 2.0 + 9.0 * substeps.unwrap_or(0) as f64;
+    let work =
+        setup.problem.op.entries_per_pass() as f64 * (cfg.replicas * cfg.steps) as f64 * per_step;
+    super::progress::bar(show, work, (ensembles * cfg.replicas) as u64, "replica")
 }
 
 /// Each quantity's `a − b`, where both have it.
@@ -565,6 +602,7 @@ impl Measure<'_> {
                     },
                 });
             }
+            self.bar.inc_length(cfg.replicas as u64);
             limit = refined;
             coarse = fine;
             ended = fine_ended;
@@ -588,7 +626,11 @@ pub struct WeakAgainst {
 
 /// The method's replicas run once, then each limit of `variants`: a stochastic one by its own
 /// replicas (and again on h/2 for its scheme error), a deterministic one by one solve.
-pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgainst> {
+pub fn weak_against(
+    setup: &Setup,
+    variants: &[FlowVariant],
+    bar: &super::progress::ProgressBar,
+) -> Result<WeakAgainst> {
     let cfg = &setup.config;
     let optimizer = setup.optimizer()?;
     let field = setup.field();
@@ -604,6 +646,7 @@ pub fn weak_against(setup: &Setup, variants: &[FlowVariant]) -> Result<WeakAgain
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),
         optimizer: optimizer.as_ref(),
+        bar: bar.clone(),
     };
     let (acc, _, _, _) = measure.method(None, None)?;
     let mut out = WeakAgainst {

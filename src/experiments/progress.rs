@@ -100,5 +100,10 @@ impl ProgressBar {
             published::POSITION.fetch_add(delta, Ordering::Relaxed);
         }
     }
+    pub fn inc_length(&self, delta: u64) {
+        if self.show {
+            published::LENGTH.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
     pub fn finish_and_clear(&self) {}
 }

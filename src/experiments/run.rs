@@ -470,7 +470,14 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };
-    finish(setup, optimizer.as_ref(), &limit, summary, cmp)
+    finish(
+        setup,
+        optimizer.as_ref(),
+        &limit,
+        summary,
+        cmp,
+        extras.progress,
+    )
 }
 
 /// The result: the tracks' records and kept states, and the ensemble when asked for.
@@ -480,6 +487,7 @@ fn finish(
     limit: &Limit,
     mut summary: RunSummary,
     cmp: Comparison<'_>,
+    progress: bool,
 ) -> Result<RunResult> {
     let cfg = &setup.config;
     let mut rows = Vec::new();
@@ -492,6 +500,7 @@ fn finish(
             &cmp.recorder,
             cmp.flow.states.as_ref(),
             cmp.flow.records.last(),
+            progress,
         )?;
         rows = r;
         summary.ensemble = Some(s);

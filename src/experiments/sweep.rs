@@ -321,7 +321,7 @@ pub fn sweep(setup: &Setup, args: &SweepArgs, show_progress: bool) -> Result<Swe
     let mut result = run_sweep(setup, &settings, show_progress)?;
     if setup.config.replicas > 1 {
         let start = std::time::Instant::now();
-        let points = super::weak::weak_points(setup, &settings)?;
+        let points = super::weak::weak_points(setup, &settings, show_progress)?;
         result.summary.weak = Some(crate::results::sweep::WeakSweep {
             replicas: setup.config.replicas,
             orders: super::weak::weak_orders(&points),

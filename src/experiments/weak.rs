@@ -24,14 +24,34 @@ const LIMITS: [FlowVariant; 4] = [
 
 /// The weak errors at every step size of `settings`: per step size one ensemble of the
 /// method, compared with each limit.
-pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPoint>> {
+pub fn weak_points(
+    setup: &Setup,
+    settings: &SweepSettings,
+    show_progress: bool,
+) -> Result<Vec<WeakPoint>> {
+    let etas = settings.active_etas();
+    let cfg = &setup.config;
+    // per η: the method's replicas and two SMEs' on h and h/2 (more if substeps double);
+    // with --vary start the deterministic limits' too
+    let ensembles = 5 + if cfg.vary.is_some() { 2 } else { 0 };
+    let steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
+    let work = setup.problem.op.entries_per_pass() as f64
+        * (cfg.replicas * steps) as f64
+        * (2.0 + 9.0 * cfg.sde_substeps.unwrap_or(8) as f64);
+    let bar = super::progress::bar(
+        show_progress,
+        work,
+        (ensembles * cfg.replicas * etas.len()) as u64,
+        "replica",
+    );
     let mut points = Vec::new();
-    for eta in settings.active_etas() {
+    for eta in etas {
+        bar.set_message(format!("weak errors at η = {eta}"));
         let mut s = setup.clone();
         s.config.eta = eta;
         s.config.steps = settings.steps_for(eta);
         s.config.record_every = s.config.steps.max(1);
-        let w = weak_against(&s, &LIMITS)?;
+        let w = weak_against(&s, &LIMITS, &bar)?;
         let method = w.method["loss"];
         let mut point = WeakPoint {
             eta,
@@ -65,6 +85,7 @@ pub fn weak_points(setup: &Setup, settings: &SweepSettings) -> Result<Vec<WeakPo
         }
         points.push(point);
     }
+    bar.finish_and_clear();
     Ok(points)
 }
 
