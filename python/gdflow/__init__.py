@@ -270,11 +270,13 @@ class RunResult:
 
 class SweepResult:
     """What ``gdflow sweep`` writes: ``points`` (sweep.csv), ``deviation`` (deviation.csv),
-    ``summary`` (summary.json)."""
+    ``weak_error`` (weak_error.csv with ``replicas=N`` for a stochastic optimizer: eta, limit,
+    weak_error, ci95, resolved, variance_ratio; empty otherwise), ``summary`` (summary.json)."""
 
     def __init__(self, raw: Dict[str, Any]):
         self.points: Dict[str, np.ndarray] = _columns(raw["points"])
         self.deviation: Dict[str, np.ndarray] = _columns(raw["deviation"])
+        self.weak_error: Dict[str, np.ndarray] = _columns(raw["weak_error"]) if "weak_error" in raw else {}
         self.summary: Dict[str, Any] = json.loads(raw["summary"])
 
     def to_pandas(self):

@@ -241,7 +241,7 @@ fn run<'py>(
     Ok(out)
 }
 
-/// The files of a sweep as Python values: sweep.csv and deviation.csv as columns,
+/// The files of a sweep as Python values: sweep.csv, deviation.csv (and weak_error.csv) as columns,
 /// summary.json as text, and every file's bytes (for the executor's shards).
 fn sweep_output<'py>(
     py: Python<'py>,
@@ -252,6 +252,10 @@ fn sweep_output<'py>(
     let deviation = sweep_results::deviation_csv(&result.deviations).map_err(value_error)?;
     out.set_item("points", columns(py, &points, "sweep.csv")?)?;
     out.set_item("deviation", columns(py, &deviation, "deviation.csv")?)?;
+    if let Some(w) = &result.summary.weak {
+        let weak = gdflow::results::ensemble::weak_error_csv(&w.points).map_err(value_error)?;
+        out.set_item("weak_error", columns(py, &weak, "weak_error.csv")?)?;
+    }
     out.set_item("summary", json("summary.json", &result.summary)?)?;
     Ok(out)
 }

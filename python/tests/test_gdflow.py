@@ -305,3 +305,26 @@ def test_sgd_ensemble_equals_the_command_line(cli, tmp_path):
         "loss", "rel_error", "balance_drift", "distance", "imbalance", "norm_excess"
     }
     assert (r.ensemble["n"] == 6).all()
+
+
+def test_weak_sweep_equals_the_command_line_and_its_shards(cli, tmp_path):
+    """sweep(replicas=N) for SGD gives weak_error.csv's columns; on a process pool (sharded by
+    step size, merged) the same, value for value."""
+    keys = dict(optimizer="sgd", batch=12, replicas=30, vary="start")
+    problem = gdflow.Problem.generate(**SMALL)
+    whole = gdflow.sweep(problem, etas=[0.02, 0.04], horizon=0.5, stability_steps=0, **keys)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SMALL, **keys}.items()]
+    cli("sweep", *flags, "--etas=0.02,0.04", "--horizon=0.5", "--stability-steps=0",
+        "--out", tmp_path / "w", "--quiet")
+    assert_table_equals_csv(whole.weak_error, tmp_path / "w" / "weak_error.csv")
+    assert set(whole.weak_error["limit"]) >= {"plain", "modified", "sme1", "sme2"}
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        split = gdflow.sweep(problem, etas=[0.02, 0.04], horizon=0.5, stability_steps=0,
+                             executor=pool, **keys)
+    for name, column in whole.weak_error.items():
+        if column.dtype.kind in "US":
+            assert list(split.weak_error[name]) == list(column)
+        else:
+            np.testing.assert_array_equal(split.weak_error[name], column, err_msg=name)
+    assert gdflow.sweep(problem, etas=[0.02], horizon=0.5, stability_steps=0).weak_error == {}
