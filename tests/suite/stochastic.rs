@@ -28,6 +28,17 @@ fn args(batch: Option<usize>) -> ConfigArgs {
     }
 }
 
+/// `gdflow SUBCOMMAND` on [`args`]'s problem with SGD's batches of 6, as a user types it.
+fn sgd_cli(subcommand: &str) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("gdflow").unwrap();
+    cmd.args([
+        subcommand, "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
+    ])
+    .args(["--measurements", "60", "--alpha", "0.1", "--seed", "4"])
+    .args(["--optimizer", "sgd", "--batch", "6"]);
+    cmd
+}
+
 #[test]
 fn full_batch_without_replacement_is_gd_bit_for_bit() {
     let gd = run_config(&args(None)).unwrap();
@@ -375,13 +386,8 @@ fn replicas_are_refused_where_they_cannot_act() {
 fn ensemble_csv_has_the_contract_columns() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
-    assert_cmd::Command::cargo_bin("gdflow")
-        .unwrap()
-        .args([
-            "run", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
-        ])
-        .args(["--measurements", "60", "--steps", "20", "--eta", "0.05"])
-        .args(["--optimizer", "sgd", "--batch", "6", "--replicas", "5"])
+    sgd_cli("run")
+        .args(["--steps", "20", "--eta", "0.05", "--replicas", "5"])
         .arg("--out")
         .arg(&out)
         .assert()
@@ -798,30 +804,7 @@ fn sweep_weak_errors_are_the_runs() {
 fn ensemble_and_weak_figures_are_drawn_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let (run_dir, sweep_dir) = (dir.path().join("r"), dir.path().join("s"));
-    let gdflow_cmd = || assert_cmd::Command::cargo_bin("gdflow").unwrap();
-    let problem = [
-        "--n1",
-        "8",
-        "--n2",
-        "7",
-        "--rank",
-        "2",
-        "--width",
-        "3",
-        "--measurements",
-        "60",
-        "--alpha",
-        "0.1",
-        "--seed",
-        "4",
-        "--optimizer",
-        "sgd",
-        "--batch",
-        "6",
-    ];
-    gdflow_cmd()
-        .args(["run", "--quiet"])
-        .args(problem)
+    sgd_cli("run")
         .args([
             "--eta",
             "0.05",
@@ -845,9 +828,7 @@ fn ensemble_and_weak_figures_are_drawn_and_read_back() {
     assert!(!run.ensemble.is_empty());
     assert_eq!(back.ensemble, run.ensemble);
     assert!(run_dir.join("figures/ensemble.png").exists());
-    gdflow_cmd()
-        .args(["sweep", "--quiet"])
-        .args(problem)
+    sgd_cli("sweep")
         .args(["--replicas", "40", "--etas", "0.05,0.1", "--horizon", "0.5"])
         .args(["--stability-steps", "0", "--figures", "--out"])
         .arg(&sweep_dir)
@@ -855,7 +836,8 @@ fn ensemble_and_weak_figures_are_drawn_and_read_back() {
         .success();
     assert!(sweep_dir.join("figures/weak_error.png").exists());
     let figures = dir.path().join("f");
-    gdflow_cmd()
+    assert_cmd::Command::cargo_bin("gdflow")
+        .unwrap()
         .args(["plot", "--out"])
         .arg(&figures)
         .arg(&run_dir)
@@ -1071,21 +1053,16 @@ fn vary_start_makes_an_ensemble_over_starts() {
 fn weak_sweep_shards_merge_to_the_unsharded_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let sweep = |extra: &[&str], out: &str| {
-        assert_cmd::Command::cargo_bin("gdflow")
-            .unwrap()
+        sgd_cli("sweep")
             .args([
-                "sweep", "--quiet", "--n1", "8", "--n2", "7", "--rank", "2", "--width", "3",
-            ])
-            .args(["--measurements", "60", "--alpha", "0.1", "--seed", "4"])
-            .args(["--optimizer", "sgd", "--batch", "6", "--replicas", "40"])
-            .args([
+                "--replicas",
+                "40",
                 "--etas",
                 "0.025,0.05,0.1",
                 "--horizon",
                 "0.5",
-                "--stability-steps",
-                "0",
             ])
+            .args(["--stability-steps", "0"])
             .args(extra)
             .arg("--out")
             .arg(dir.path().join(out))
