@@ -443,9 +443,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             say!("{}", format_sweep(&result.summary));
             crate::results::sweep::write_sweep(&result, &out)?;
             sayln!(
-                "merged {} parts into {}/{{summary.json,sweep.csv,deviation.csv,config.toml}}",
+                "merged {} parts into {}/{{summary.json,sweep.csv,deviation.csv,config.toml{}}}",
                 parts.len(),
-                out.display()
+                out.display(),
+                if result.summary.weak.is_some() {
+                    ",weak_error.csv"
+                } else {
+                    ""
+                }
             );
             if figures {
                 let figs = crate::plot::figures::sweep_figures(&result);

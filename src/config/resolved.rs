@@ -129,6 +129,9 @@ fn gd_name() -> String {
     "gd".into()
 }
 
+/// The most Euler–Maruyama substeps an SME ensemble (on h and h/2) may take.
+pub const MAX_SDE_WORK: f64 = 1e10;
+
 fn positive_finite(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
         Ok(())
@@ -273,6 +276,7 @@ impl Config {
             eta: self.eta,
             m: self.measurements,
             seed: self.seed,
+            replicas: self.replicas,
         })
     }
 
@@ -312,6 +316,14 @@ impl Config {
                      for sgd with b < m or with replacement, or add --vary start)",
                     opt.name()
                 ),
+            ));
+        }
+        if self.replicas > 1 && self.flow == FlowVariant::Central {
+            return Err(Error::invalid(
+                "replicas",
+                self.replicas,
+                "with --flow central: the central flow is compared with GD's two-step average, \
+                 which the ensembles do not take; run one path (drop --replicas)",
             ));
         }
         if self.talay_tubaro && self.replicas < 2 {
@@ -373,6 +385,21 @@ impl Config {
             ));
         }
 
+        if let Some(substeps) = self.sde_substeps {
+            // an SME's ensembles on h and h/2: three substeps of work per substep on h
+            let work = 3.0 * (self.replicas as f64) * (self.steps as f64) * substeps as f64;
+            if self.replicas > 1 && work > MAX_SDE_WORK {
+                return Err(Error::invalid(
+                    "sde_substeps",
+                    substeps,
+                    format!(
+                        "with {} replicas of {} steps makes {work:.1e} Euler–Maruyama substeps, \
+                         more than {MAX_SDE_WORK:e} (hours of work): fewer substeps or replicas",
+                        self.replicas, self.steps
+                    ),
+                ));
+            }
+        }
         if !(self.rtol.is_finite() && (1e-15..1.0).contains(&self.rtol)) {
             return Err(Error::invalid(
                 "rtol",

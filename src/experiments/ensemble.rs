@@ -28,6 +28,12 @@ use super::Setup;
 
 /// Replicas per chunk: the unit of parallel work and of the fixed accumulation order.
 const CHUNK: usize = 8;
+/// Chunks run in parallel before their results are merged (and freed).
+const WAVE: usize = 256;
+
+/// Paths that ended before the last step: the method's (or the one ensemble's), and its
+/// paired limit's.
+type Ended = [usize; 2];
 
 /// The quantities every replica records (their names are ensemble.csv's `quantity`): beside
 /// the loss, the error, the drift of UᵀU − VᵀV and the distance to a deterministic limit, the
@@ -48,6 +54,16 @@ type Acc = Vec<[Running; QUANTITIES.len()]>;
 
 /// One value per quantity (`None` where it does not apply).
 type Values = [Option<f64>; QUANTITIES.len()];
+
+/// The method's ensemble and, with `--vary start`, each paired deterministic limit's
+/// ensemble and the paired differences method − limit (at the last step only).
+struct Methods {
+    method: Acc,
+    paired: Vec<(Acc, Acc)>,
+    /// The method's paths that ended before the last step, and the (first) paired limit's.
+    ended_method: usize,
+    ended_limit: usize,
+}
 
 /// What every replica's values are measured with.
 struct Measure<'a> {
@@ -112,37 +128,40 @@ impl Measure<'_> {
     }
 
     /// The replicas in fixed chunks, in parallel; each chunk accumulates its replicas in order
-    /// into `K` accumulators and the chunks merge in order, so the result does not depend on
-    /// the thread count.
-    fn replicas<const K: usize>(
+    /// into `k` accumulators and the chunks merge in order, so the result does not depend on
+    /// the thread count. The chunks run in waves whose results are merged before the next
+    /// starts: memory stays that of a wave whatever the number of replicas.
+    fn replicas(
         &self,
         count: usize,
-        one_chunk: impl Fn(std::ops::Range<u64>) -> Result<([Acc; K], usize)> + Sync + Send,
-    ) -> Result<([Acc; K], usize)> {
+        k: usize,
+        one_chunk: impl Fn(std::ops::Range<u64>) -> Result<(Vec<Acc>, Ended)> + Sync + Send,
+    ) -> Result<(Vec<Acc>, Ended)> {
         let chunks: Vec<std::ops::Range<u64>> = (0..count as u64)
             .step_by(CHUNK)
             .map(|a| a..(a + CHUNK as u64).min(count as u64))
             .collect();
-        let parts = chunks
-            .into_par_iter()
-            .map(|range| {
-                let len = range.end - range.start;
-                let part = one_chunk(range);
-                self.bar.inc(len);
-                part
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut accs: [Acc; K] = std::array::from_fn(|_| self.empty());
-        let mut ended = 0;
-        for (part, e) in &parts {
-            for (acc, part) in accs.iter_mut().zip(part) {
-                for (a, p) in acc.iter_mut().zip(part) {
-                    for (q, pq) in a.iter_mut().zip(p) {
-                        q.merge(pq);
+        let mut accs: Vec<Acc> = (0..k).map(|_| self.empty()).collect();
+        let mut ended = [0, 0];
+        for wave in chunks.chunks(WAVE) {
+            let parts = wave
+                .par_iter()
+                .map(|range| {
+                    let part = one_chunk(range.clone());
+                    self.bar.inc(range.end - range.start);
+                    part
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (part, e) in &parts {
+                for (acc, part) in accs.iter_mut().zip(part) {
+                    for (a, p) in acc.iter_mut().zip(part) {
+                        for (q, pq) in a.iter_mut().zip(p) {
+                            q.merge(pq);
+                        }
                     }
                 }
+                ended = [ended[0] + e[0], ended[1] + e[1]];
             }
-            ended += e;
         }
         Ok((accs, ended))
     }
@@ -216,14 +235,9 @@ impl Measure<'_> {
 
     /// The method's replicas, and the distance of each to the limit: to `flow` (a
     /// deterministic limit's positions at the recorded steps, one start for all), or with
-    /// `--vary start` to `paired` (the deterministic limit, solved here from each replica's
-    /// start). Returns the method's accumulators, the paired limit's, the paired differences
-    /// method − limit (at the last step only), and how many paths ended early.
-    fn method(
-        &self,
-        flow: Option<&States>,
-        paired: Option<(&Limit, FlowVariant)>,
-    ) -> Result<(Acc, Acc, Acc, usize)> {
+    /// `--vary start` to the first of `paired` (deterministic limits, each solved here from
+    /// every replica's start).
+    fn method(&self, flow: Option<&States>, paired: &[(&Limit, FlowVariant)]) -> Result<Methods> {
         let cfg = &self.setup.config;
         let field = self.field.as_ref();
         let opts = RunOptions {
@@ -231,29 +245,31 @@ impl Measure<'_> {
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(self.dt)
         };
         let last_step = self.recorded.last().copied();
-        let ([acc, flow_acc, diff], ended) = self.replicas(cfg.replicas, |range| {
-            let (mut acc, mut flow_acc) = (self.empty(), self.empty());
-            // only the last step's row is filled
-            let mut diff = self.empty();
-            // each replica's own limit path, when the starts differ
-            let (mut flows, mut flow_last) = (Vec::new(), Vec::new());
-            let mut ended_flows = 0;
-            if let Some((limit, variant)) = paired {
+        let limits = paired.len();
+        // the method's, then per paired limit its own and the differences (last step only)
+        let (mut accs, ended) = self.replicas(cfg.replicas, 1 + 2 * limits, |range| {
+            let mut accs: Vec<Acc> = (0..1 + 2 * limits).map(|_| self.empty()).collect();
+            // each replica's own limit paths, when the starts differ: [limit][replica]
+            let mut flows: Vec<Vec<States>> = vec![Vec::new(); limits];
+            let mut flow_last: Vec<Vec<Values>> = vec![Vec::new(); limits];
+            let mut ended = 0;
+            for (l, (limit, variant)) in paired.iter().enumerate() {
                 for r in range.clone() {
                     let (mut states, mut last) = (States::default(), [None; QUANTITIES.len()]);
-                    let path = self.limit_replica(limit, variant, r)?;
-                    ended_flows += usize::from(self.solve_path(
+                    let path = self.limit_replica(limit, *variant, r)?;
+                    let early = self.solve_path(
                         &path,
                         r,
-                        &mut flow_acc,
+                        &mut accs[1 + 2 * l],
                         Some((&mut states, &mut last)),
-                    )?);
+                    )?;
+                    ended += usize::from(early && l == 0);
                     // a path that ended early has no last-step values to pair
                     if states.steps.last() != last_step.as_ref() {
                         last = [None; QUANTITIES.len()];
                     }
-                    flows.push(states);
-                    flow_last.push(last);
+                    flows[l].push(states);
+                    flow_last[l].push(last);
                 }
             }
             let d0s: Vec<DMatrix<f64>> = range.clone().map(|r| self.d0(r)).collect();
@@ -271,44 +287,62 @@ impl Measure<'_> {
                     return;
                 };
                 let x = field.product(it.state);
-                let distance = flows.get(it.run).or(flow).and_then(|f| {
+                let own = flows.first().and_then(|f| f.get(it.run));
+                let distance = own.or(flow).and_then(|f| {
                     let k = f.steps.binary_search(&it.step).ok()?;
                     Some((&x - field.product(&f.states[k])).norm())
                 });
                 let values = self.values(it.state, &x, it.loss, distance, &d0s[it.run]);
-                Self::add(&mut acc, i, values);
-                if let Some(limit) = flow_last.get(it.run).filter(|_| Some(it.step) == last_step) {
-                    for ((d, m), l) in diff[i].iter_mut().zip(values).zip(limit) {
-                        if let (Some(m), Some(l)) = (m, l) {
-                            d.push(m - l);
+                Self::add(&mut accs[0], i, values);
+                if Some(it.step) != last_step {
+                    return;
+                }
+                for (l, lasts) in flow_last.iter().enumerate() {
+                    let diff = &mut accs[2 + 2 * l][i];
+                    for ((d, m), v) in diff.iter_mut().zip(values).zip(lasts[it.run]) {
+                        if let (Some(m), Some(v)) = (m, v) {
+                            d.push(m - v);
                         }
                     }
                 }
             };
-            let ended = Driver::batch(field, runs)
+            let ended_method = Driver::batch(field, runs)
                 .run(&mut observe)
                 .iter()
                 .filter(|t| t.status != Status::Completed)
                 .count();
-            Ok(([acc, flow_acc, diff], ended + ended_flows))
+            Ok((accs, [ended_method, ended]))
         })?;
-        Ok((acc, flow_acc, diff, ended))
+        let [ended_method, ended_limit] = ended;
+        let mut limits_out = Vec::with_capacity(limits);
+        while accs.len() > 1 {
+            let diff = accs.pop().expect("pairs");
+            let own = accs.pop().expect("pairs");
+            limits_out.push((own, diff));
+        }
+        limits_out.reverse();
+        Ok(Methods {
+            method: accs.pop().expect("the method's"),
+            paired: limits_out,
+            ended_method,
+            ended_limit,
+        })
     }
 
     /// A limit's replicas (a stochastic limit's own paths, or with `--vary start` each from
     /// its replica's start), each on the grid of the method's times.
     fn limit(&self, limit: &Limit, variant: FlowVariant) -> Result<(Acc, usize)> {
         let cfg = &self.setup.config;
-        let ([acc], ended) = self.replicas(cfg.replicas, |range| {
+        let (mut accs, ended) = self.replicas(cfg.replicas, 1, |range| {
             let mut acc = self.empty();
             let mut ended = 0;
             for r in range {
                 let path = self.limit_replica(limit, variant, r)?;
                 ended += usize::from(self.solve_path(&path, r, &mut acc, None)?);
             }
-            Ok(([acc], ended))
+            Ok((vec![acc], [ended, 0]))
         })?;
-        Ok((acc, ended))
+        Ok((accs.pop().expect("one"), ended[0]))
     }
 
     fn rows(&self, dynamics: &str, acc: &Acc) -> Vec<EnsembleRow> {
@@ -397,17 +431,26 @@ pub fn ensemble(
     let stochastic_limit = limit.is_stochastic();
     // with --vary start a deterministic limit is an ensemble too: one path per replica's start
     let paired = (cfg.vary.is_some() && !stochastic_limit).then_some((limit, cfg.flow));
-    let (acc, paired_acc, paired_diff, mut ended_early) = measure.method(
-        flow.filter(|_| !stochastic_limit && paired.is_none()),
-        paired,
+    let paired: Vec<(&Limit, FlowVariant)> = paired.into_iter().collect();
+    let methods = measure.method(
+        flow.filter(|_| !stochastic_limit && paired.is_empty()),
+        &paired,
     )?;
+    let acc = methods.method;
+    let ended_early = methods.ended_method;
+    let mut ended_early_limit = methods.ended_limit;
+    let (paired_acc, paired_diff) = methods
+        .paired
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| (measure.empty(), measure.empty()));
     let mut rows = measure.rows(&name, &acc);
     let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
     let mut scheme_error = BTreeMap::new();
     let mut substeps = None;
     if stochastic_limit {
         let sme = measure.sme(limit, cfg.flow, &final_stats[&name])?;
-        ended_early += sme.ended;
+        ended_early_limit += sme.ended;
         let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
         // the scheme's own weak error: the same SME on h/2 (its own paths), E_h − E_{h/2}
         scheme_error = differences(&coarse, &fine);
@@ -431,7 +474,7 @@ pub fn ensemble(
                 cfg.flow.name()
             ),
         ));
-    } else if paired.is_some() {
+    } else if !paired.is_empty() {
         rows.extend(measure.rows("flow", &paired_acc));
         final_stats.insert("flow".into(), last(&paired_acc));
     } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
@@ -462,7 +505,7 @@ pub fn ensemble(
     }
     let weak_error = match (final_stats.get(&name), final_stats.get("flow")) {
         // paired by start: the mean of the replicas' own differences and its interval
-        _ if paired.is_some() => last(&paired_diff)
+        _ if !paired.is_empty() => last(&paired_diff)
             .into_iter()
             .map(|(q, d)| (q, WeakError::of_differences(&d)))
             .collect(),
@@ -479,6 +522,7 @@ pub fn ensemble(
             replicas: cfg.replicas,
             final_stats,
             ended_early,
+            ended_early_limit,
             weak_error,
             scheme_error,
             substeps,
@@ -534,8 +578,9 @@ struct SmeEnsembles {
 /// The most substeps per step the choice goes to (from 8, four doublings).
 const MAX_CHOSEN_SUBSTEPS: usize = 128;
 /// The most Euler–Maruyama substeps (over all replicas) one more doubling may cost: about
-/// ten minutes on two cores of a small problem. Beyond, the count is left where it is, said.
-const MAX_CHOSEN_WORK: f64 = 2e10;
+/// half an hour on two cores of MATH §10's tiny problem (2·10⁶ substeps a second). Beyond,
+/// the count is left where it is, and the summary says so.
+const MAX_CHOSEN_WORK: f64 = 4e9;
 
 impl Measure<'_> {
     /// The SME's ensembles on h and h/2. When the configuration leaves the substep count to
@@ -618,6 +663,9 @@ pub struct WeakAgainst {
     /// Each limit's (by its flow name) statistics at the last step: n = 1 for a deterministic
     /// limit; a limit that did not reach the last step is left out.
     pub limits: BTreeMap<String, BTreeMap<String, Stat>>,
+    /// With `--vary start`, a deterministic limit's weak error from the replicas' paired
+    /// differences (method − limit from the same start), by quantity.
+    pub paired: BTreeMap<String, BTreeMap<String, WeakError>>,
     /// A stochastic limit's scheme error E_h − E_{h/2}, by quantity.
     pub scheme_error: BTreeMap<String, BTreeMap<String, WeakError>>,
     /// A stochastic limit's substeps per step and how they were set.
@@ -648,16 +696,51 @@ pub fn weak_against(
         optimizer: optimizer.as_ref(),
         bar: bar.clone(),
     };
-    let (acc, _, _, _) = measure.method(None, None)?;
+    let has = optimizer.limits();
+    let variants: Vec<FlowVariant> = variants
+        .iter()
+        .copied()
+        .filter(|v| has.contains(v))
+        .collect();
+    // with --vary start the deterministic limits are solved from every replica's start and
+    // paired with the method's replicas
+    let deterministic: Vec<(Limit, FlowVariant)> = if cfg.vary.is_some() {
+        variants
+            .iter()
+            .map(|&v| {
+                optimizer
+                    .limit(v, field.clone(), &x0, cfg.eta)
+                    .map(|l| (l, v))
+                    .map_err(|why| Error::invalid("flow", v.name(), why))
+            })
+            .filter(|l| l.as_ref().map_or(true, |(l, _)| !l.is_stochastic()))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let pairs: Vec<(&Limit, FlowVariant)> = deterministic.iter().map(|(l, v)| (l, *v)).collect();
+    let methods = measure.method(None, &pairs)?;
     let mut out = WeakAgainst {
-        method: last(&acc),
+        method: last(&methods.method),
         limits: BTreeMap::new(),
+        paired: BTreeMap::new(),
         scheme_error: BTreeMap::new(),
         substeps: BTreeMap::new(),
     };
+    for ((_, variant), (own, diff)) in deterministic.iter().zip(&methods.paired) {
+        let name = variant.name().to_string();
+        out.limits.insert(name.clone(), last(own));
+        let paired = last(diff)
+            .into_iter()
+            .map(|(q, d)| (q, WeakError::of_differences(&d)))
+            .collect();
+        out.paired.insert(name, paired);
+    }
     let opts = cfg.flow_options();
-    let has = optimizer.limits();
-    for &variant in variants.iter().filter(|v| has.contains(v)) {
+    for &variant in &variants {
+        if out.limits.contains_key(variant.name()) {
+            continue;
+        }
         let limit = optimizer
             .limit(variant, field.clone(), &x0, cfg.eta)
             .map_err(|why| Error::invalid("flow", variant.name(), why))?;
@@ -674,8 +757,6 @@ pub fn weak_against(
             } else {
                 coarse
             }
-        } else if cfg.vary.is_some() {
-            last(&measure.limit(&limit, variant)?.0)
         } else {
             let times = Times::Grid {
                 dt: dt * cfg.steps as f64,

@@ -503,6 +503,28 @@ fn finish(
             progress,
         )?;
         rows = r;
+        if let Some(c) = s.substeps.as_ref().filter(|c| c.tried.len() > 1) {
+            summary.warnings.push(format!(
+                "the ensemble's SME ran on {} substeps a step (chosen: {:?}); trajectory.csv's \
+                 flow rows (replica 0) and `solver` are from the first solve, on {}: give \
+                 --sde-substeps {} for both",
+                c.substeps, c.tried, c.tried[0], c.substeps
+            ));
+        }
+        if let Some(c) = s
+            .substeps
+            .as_ref()
+            .filter(|c| c.reason.contains("at the cap"))
+        {
+            summary.warnings.push(format!("SME substeps: {}", c.reason));
+        }
+        if s.ended_early > 0 || s.ended_early_limit > 0 {
+            summary.warnings.push(format!(
+                "{} of the method's and {} of the limit's {} replicas ended before the last \
+                 step (diverged or failed): the statistics after that are the survivors'",
+                s.ended_early, s.ended_early_limit, s.replicas
+            ));
+        }
         summary.ensemble = Some(s);
         summary.timings.total_seconds += start.elapsed().as_secs_f64();
         summary.operator_counts = setup.problem.op.counts();

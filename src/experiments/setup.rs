@@ -360,6 +360,7 @@ impl Setup {
             eta: self.config.eta,
             m: self.problem.m(),
             seed: self.config.seed,
+            replicas: self.config.replicas,
         }
     }
 

@@ -69,10 +69,14 @@ pub fn weak_points(
             let Some(limit) = stats.get("loss") else {
                 continue;
             };
-            point
-                .weak_error
-                .insert(name.clone(), WeakError::between(&method, limit));
-            if limit.n > 1 {
+            // paired by start where the limit was solved from every replica's start
+            let paired = w.paired.get(name).and_then(|p| p.get("loss")).copied();
+            point.weak_error.insert(
+                name.clone(),
+                paired.unwrap_or_else(|| WeakError::between(&method, limit)),
+            );
+            // the spread is compared for the SMEs, whose own noise makes one
+            if w.substeps.contains_key(name) {
                 point
                     .variance_ratio
                     .insert(name.clone(), (limit.std / method.std).powi(2));
@@ -93,12 +97,16 @@ pub fn weak_points(
 pub fn weak_orders(points: &[WeakPoint]) -> BTreeMap<String, WeakOrder> {
     LIMITS
         .iter()
-        .map(|v| {
+        .filter_map(|v| {
             let name = v.name().to_string();
             let errors: Vec<_> = points
                 .iter()
                 .filter_map(|p| p.weak_error.get(&name).map(|e| (p.eta, *e)))
                 .collect();
+            // a limit the method does not have
+            if errors.is_empty() {
+                return None;
+            }
             let order = if errors.len() < 2 {
                 WeakOrder {
                     order: None,
@@ -126,7 +134,7 @@ pub fn weak_orders(points: &[WeakPoint]) -> BTreeMap<String, WeakOrder> {
                     unresolved: None,
                 }
             };
-            (name, order)
+            Some((name, order))
         })
         .collect()
 }

@@ -444,7 +444,16 @@ const ENSEMBLE_PANELS: [(&str, &str, &str, bool); 6] = [
 pub fn ensemble_bands(run: &RunResult) -> Figure {
     let method = run.summary.optimizer.name.clone();
     let replicas = run.summary.ensemble.as_ref().map_or(0, |e| e.replicas);
-    let flow = run.summary.config().flow.name();
+    let extrapolated = run
+        .summary
+        .ensemble
+        .as_ref()
+        .is_some_and(|e| e.talay_tubaro);
+    let flow = if extrapolated {
+        format!("{}, Talay–Tubaro", run.summary.config().flow.name())
+    } else {
+        run.summary.config().flow.name().to_string()
+    };
     let mut panels = Vec::new();
     for (quantity, title, y_label, log_y) in ENSEMBLE_PANELS {
         let mut p = panel(title, y_label, log_y);
@@ -458,23 +467,30 @@ pub fn ensemble_bands(run: &RunResult) -> Figure {
                 .filter(|r| r.dynamics == dynamics && r.quantity == quantity)
                 .collect();
             if rows.is_empty() {
-                // a deterministic limit: its one path
+                // a deterministic limit: its one path, where trajectory.csv records the column
                 if dynamics == "flow" && quantity != "distance" {
                     let pts = points(&run.flow, |r| r.get(quantity));
-                    if !pts.is_empty() {
+                    if pts.is_empty() {
+                        p.texts.push(format!(
+                            "the limit ({flow}) is one path, and trajectory.csv has no {quantity}"
+                        ));
+                    } else {
                         p.series.push(Series::new(label, color, Style::Line, pts));
                     }
                 }
                 continue;
             }
-            p.series.push(Series::spanning(
-                "",
-                color,
-                Style::Tint,
-                rows.iter()
-                    .map(|r| (r.t, r.stat.mean - r.stat.ci95, r.stat.mean + r.stat.ci95))
-                    .collect(),
-            ));
+            p.series.push(Series {
+                name: Some(format!("{label} 95% band")),
+                ..Series::spanning(
+                    "",
+                    color,
+                    Style::Tint,
+                    rows.iter()
+                        .map(|r| (r.t, r.stat.mean - r.stat.ci95, r.stat.mean + r.stat.ci95))
+                        .collect(),
+                )
+            });
             p.series.push(Series::new(
                 format!("{label}: mean ± 95%"),
                 color,
@@ -889,6 +905,14 @@ pub fn figure_sets(
                 "singular_values is drawn for the first run only ({})",
                 run_names[0]
             ));
+        }
+        for (run, name) in runs.iter().zip(&run_names) {
+            if run.summary.ensemble.is_some() && run.ensemble.is_empty() {
+                cannot.push(format!(
+                    "ensemble for {name}: its summary.json has an ensemble and ensemble.csv is \
+                     missing"
+                ));
+            }
         }
         sets.push(FigureSet {
             from: format!("{} run(s): {}", runs.len(), run_names.join(", ")),

@@ -122,8 +122,13 @@ pub struct EnsembleSummary {
     pub replicas: usize,
     #[serde(rename = "final")]
     pub final_stats: BTreeMap<String, BTreeMap<String, Stat>>,
-    /// Replicas that diverged or failed before the end (their quantities stop there).
+    /// The method's replicas that diverged or failed before the end (their quantities stop
+    /// there: later statistics are over the survivors).
     pub ended_early: usize,
+    /// The same for the limit's replicas (an SME's, or with `--vary start` a deterministic
+    /// limit's from the replicas' starts).
+    #[serde(default)]
+    pub ended_early_limit: usize,
     /// At the last step, E φ(method) − E φ(limit) for each quantity φ: the weak error, with its
     /// 95% interval (the two ensembles are independent; a deterministic limit adds none).
     #[serde(default)]

@@ -35,6 +35,15 @@ pub struct SweepSettings {
     pub shard: Option<Shard>,
 }
 
+/// The array-job indices `--shard auto` reads, one scheduler's each.
+const INDEX_KEYS: [&str; 5] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SGE_TASK_ID",
+    "PBS_ARRAY_INDEX",
+    "PBS_ARRAYID",
+    "JOB_COMPLETION_INDEX",
+];
+
 /// Written "i/N", as `--shard` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -170,24 +179,58 @@ impl Shard {
                     from,
                 ))
             };
+        // one scheduler's index, never a guess between two
+        let set: Vec<&str> = INDEX_KEYS
+            .iter()
+            .copied()
+            .filter(|k| env(k).is_some_and(|v| v.trim() != "undefined"))
+            .collect();
+        if set.len() > 1 {
+            return Err(Error::invalid(
+                "shard",
+                spec,
+                format!(
+                    "finds the indices of more than one scheduler ({}): give --shard i/N",
+                    set.join(", ")
+                ),
+            ));
+        }
+        // the position of `id` in the array first, first + step, …
+        let position = |key: &str, id: i64, first: i64, step: i64| -> Result<i64> {
+            if step < 1 || id < first || (id - first) % step != 0 {
+                return Err(Error::invalid(
+                    "shard",
+                    spec,
+                    format!(
+                        "{key}={id} is not a task of the array from {first} in steps of {step}"
+                    ),
+                ));
+            }
+            Ok((id - first) / step)
+        };
         if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
             let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1);
             let count = number("SLURM_ARRAY_TASK_COUNT")?;
-            return with_count(
-                (id - min) / step,
-                count,
-                format!("SLURM_ARRAY_TASK_ID={id}"),
-            );
+            let at = position("SLURM_ARRAY_TASK_ID", id, min, step)?;
+            return with_count(at, count, format!("SLURM_ARRAY_TASK_ID={id}"));
         }
         if let Some(id) = number("SGE_TASK_ID")? {
             let first = number("SGE_TASK_FIRST")?.unwrap_or(1);
-            let step = number("SGE_TASK_STEPSIZE")?.unwrap_or(1).max(1);
+            let step = number("SGE_TASK_STEPSIZE")?.unwrap_or(1);
+            let at = position("SGE_TASK_ID", id, first, step)?;
             let count = number("SGE_TASK_LAST")?.map(|last| (last - first) / step + 1);
-            return with_count((id - first) / step, count, format!("SGE_TASK_ID={id}"));
+            return with_count(at, count, format!("SGE_TASK_ID={id}"));
         }
         for key in ["PBS_ARRAY_INDEX", "PBS_ARRAYID", "JOB_COMPLETION_INDEX"] {
             if let Some(id) = number(key)? {
+                if id < 0 {
+                    return Err(Error::invalid(
+                        "shard",
+                        spec,
+                        format!("{key}={id} is not an array index (negative)"),
+                    ));
+                }
                 let Some(n) = given else {
                     return Err(Error::invalid(
                         "shard",
@@ -588,8 +631,16 @@ pub fn write_sweep(result: &SweepResult, dir: &Path) -> Result<()> {
     let s = &result.summary;
     let json = json_bytes("summary.json", s)?;
     let mut table = s.provenance.config.clone();
-    let sweep = toml::Table::try_from(&s.sweep)
+    let mut sweep = toml::Table::try_from(&s.sweep)
         .map_err(|e| Error::serialise("config.toml", e.to_string()))?;
+    // the file is run again with --config: keys the sweep refuses there are left out (the
+    // bisection's tolerance without a bisection; the bisection for a method other than GD)
+    if s.sweep.stability_steps == 0 || s.optimizer() != "gd" {
+        sweep.remove("stability_tol");
+    }
+    if s.optimizer() != "gd" {
+        sweep.remove("stability_steps");
+    }
     table.insert("sweep".into(), toml::Value::Table(sweep));
     let toml = toml_text("config.toml", &table)?;
     crate::output::write_bytes(&dir.join("sweep.csv"), &sweep_csv(s)?)?;

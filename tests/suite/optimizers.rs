@@ -53,6 +53,7 @@ fn build(name: &str, settings: Settings) -> Arc<dyn Optimizer> {
         eta: 0.05,
         m: 0,
         seed: 0,
+        replicas: 1,
     };
     optimizer::build(name, &settings, &ctx).unwrap()
 }

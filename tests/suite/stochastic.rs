@@ -1090,3 +1090,125 @@ fn weak_sweep_shards_merge_to_the_unsharded_sweep() {
     };
     assert_eq!(weak("whole"), weak("merged"));
 }
+
+/// The hunt's findings, each fixed: a weak sweep over starts pairs its deterministic limits as
+/// `run` does (the same difference and interval), names no SME for GD and no spread ratio for
+/// a deterministic limit; its config.toml runs again; an ensemble's early ends are counted per
+/// dynamics; a doubled substep count is said beside trajectory.csv's single path; replicas
+/// are refused with the central flow.
+#[test]
+fn ensembles_pair_count_and_say_what_they_did() {
+    let base = ConfigArgs {
+        replicas: Some(10),
+        vary: Some(gdflow::config::Vary::Start),
+        eta: None,
+        steps: None,
+        ..args(None)
+    };
+    let sweep = gdflow::config::SweepArgs {
+        etas: Some(vec![0.05, 0.1]),
+        horizon: Some(0.5),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let s = gdflow::experiments::sweep_config(&base, &sweep)
+        .unwrap()
+        .summary;
+    let w = s.weak.as_ref().unwrap();
+    assert_eq!(w.orders.keys().collect::<Vec<_>>(), ["modified", "plain"]);
+    for p in &w.points {
+        assert!(p.variance_ratio.is_empty(), "{:?}", p.variance_ratio);
+        let run = run_config(&ConfigArgs {
+            eta: Some(p.eta),
+            steps: Some((0.5 / p.eta * (1.0 + 1e-12)).floor() as usize),
+            record_every: Some(1000),
+            ..base.clone()
+        })
+        .unwrap();
+        let e = run.summary.ensemble.unwrap();
+        let (a, b) = (p.weak_error["plain"], e.weak_error["loss"]);
+        assert!(
+            (a.difference - b.difference).abs() <= 1e-12 * b.difference.abs()
+                && (a.ci95 - b.ci95).abs() <= 1e-12 * b.ci95,
+            "{a:?} against {b:?}"
+        );
+    }
+    // config.toml of an SGD weak sweep runs again
+    let dir = tempfile::tempdir().unwrap();
+    let (first, again) = (dir.path().join("a"), dir.path().join("b"));
+    sgd_cli("sweep")
+        .args(["--replicas", "20", "--etas", "0.05,0.1", "--horizon", "0.5"])
+        .args(["--stability-steps", "0", "--out"])
+        .arg(&first)
+        .assert()
+        .success();
+    assert_cmd::Command::cargo_bin("gdflow")
+        .unwrap()
+        .args(["sweep", "--quiet", "--config"])
+        .arg(first.join("config.toml"))
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    let read = |d: &std::path::Path| std::fs::read(d.join("weak_error.csv")).unwrap();
+    assert_eq!(read(&first), read(&again));
+    // early ends per dynamics, never more than the replicas
+    let diverging = run_config(&ConfigArgs {
+        eta: Some(1.2),
+        steps: Some(30),
+        replicas: Some(40),
+        flow: Some(gdflow::FlowVariant::Sme2),
+        sde_substeps: Some(8),
+        ..args(Some(6))
+    })
+    .unwrap()
+    .summary;
+    let e = diverging.ensemble.as_ref().unwrap();
+    assert!(e.ended_early <= 40 && e.ended_early_limit <= 40, "{e:?}");
+    if e.ended_early + e.ended_early_limit > 0 {
+        assert!(diverging.warnings.iter().any(|w| w.contains("survivors")));
+    }
+    // a doubled substep count is said
+    let doubled = run_config(&ConfigArgs {
+        n1: Some(4),
+        n2: Some(3),
+        rank: Some(1),
+        width: Some(2),
+        measurements: Some(12),
+        alpha: Some(0.5),
+        seed: Some(1),
+        optimizer: Some("label-noise".into()),
+        label_noise: Some(1e-6),
+        eta: Some(0.1),
+        steps: Some(10),
+        record_every: Some(10),
+        flow: Some(gdflow::FlowVariant::Sme2),
+        replicas: Some(100),
+        ..Default::default()
+    })
+    .unwrap()
+    .summary;
+    let chosen = doubled
+        .ensemble
+        .as_ref()
+        .unwrap()
+        .substeps
+        .as_ref()
+        .unwrap()
+        .substeps;
+    assert!(chosen > 8);
+    assert!(doubled
+        .warnings
+        .iter()
+        .any(|w| w.contains(&format!("--sde-substeps {chosen}"))));
+    let err = run_config(&ConfigArgs {
+        flow: Some(gdflow::FlowVariant::Central),
+        replicas: Some(4),
+        vary: Some(gdflow::config::Vary::Start),
+        ..args(None)
+    })
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.contains("replicas") && err.contains("central"), "{err}");
+}

@@ -337,6 +337,26 @@ fn shard_auto_reads_the_array_job() {
             "no array-job index",
         ),
         ("auto/x", vec![], "auto/N"),
+        (
+            "auto",
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_STEP", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
+            "not a task",
+        ),
+        (
+            "auto",
+            vec![("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_STEP", "0")],
+            "not a task",
+        ),
+        ("auto/2", vec![("JOB_COMPLETION_INDEX", "-1")], "negative"),
+        (
+            "auto/2",
+            vec![("SLURM_ARRAY_TASK_ID", "1"), ("SGE_TASK_ID", "1")],
+            "more than one",
+        ),
         ("autox", vec![], "i/N"),
     ] {
         let err = at(spec, &vars).unwrap_err().to_string();

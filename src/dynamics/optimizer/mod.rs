@@ -454,6 +454,9 @@ pub struct Context {
     pub m: usize,
     /// The configuration's seed (stochastic methods draw their noise from its sub-streams).
     pub seed: u64,
+    /// Replicas of the run (a stochastic method's single path warrants a warning, an
+    /// ensemble does not).
+    pub replicas: usize,
 }
 
 /// Why an optimiser cannot be built: the configuration key, its value, and what to do.

@@ -272,8 +272,8 @@ impl Optimizer for Sgd {
             FlowVariant::Central => Err(no_limit(&self.name(), variant, &self.limits())),
         }
     }
-    fn warnings(&self, _context: &Context) -> Vec<String> {
-        if !self.is_stochastic() {
+    fn warnings(&self, context: &Context) -> Vec<String> {
+        if !self.is_stochastic() || context.replicas > 1 {
             return Vec::new();
         }
         vec![format!(
