@@ -129,13 +129,32 @@ fn check_parts<'p>(parts: &'p [Part<'_>]) -> Result<&'p SweepResult> {
             .sweep
             .shard
             .ok_or_else(|| bad(d, "is not a part of a sharded sweep".into()))?;
-        if shard.count != count
-            || p.summary.provenance.config != first.summary.provenance.config
-            || unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep)
-        {
+        let differs = if shard.count != count {
+            Some(format!(
+                "shard count ({}/{} against N = {count})",
+                shard.index, shard.count
+            ))
+        } else if p.summary.provenance.config != first.summary.provenance.config {
+            Some(first_difference(
+                &p.summary.provenance.config,
+                &first.summary.provenance.config,
+            ))
+        } else if unsharded(&p.summary.sweep) != unsharded(&first.summary.sweep) {
+            let table = |s: &SweepSettings| toml::Table::try_from(unsharded(s)).unwrap_or_default();
+            Some(format!(
+                "sweep.{}",
+                first_difference(&table(&p.summary.sweep), &table(&first.summary.sweep))
+            ))
+        } else {
+            None
+        };
+        if let Some(key) = differs {
             return Err(bad(
                 d,
-                format!("belongs to a different sweep than {}", first_dir.display()),
+                format!(
+                    "belongs to a different sweep than {}: its `{key}` differs",
+                    first_dir.display()
+                ),
             ));
         }
         if std::mem::replace(&mut seen[shard.index - 1], true) {
@@ -150,6 +169,15 @@ fn check_parts<'p>(parts: &'p [Part<'_>]) -> Result<&'p SweepResult> {
         ));
     }
     Ok(first)
+}
+
+/// The first key (in order) whose value differs between two configurations, or is in one only.
+fn first_difference(a: &toml::Table, b: &toml::Table) -> String {
+    a.keys()
+        .chain(b.keys())
+        .find(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .unwrap_or_else(|| "configuration".into())
 }
 
 /// The operator counts and timings of all parts together.

@@ -1089,6 +1089,33 @@ fn weak_sweep_shards_merge_to_the_unsharded_sweep() {
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["weak"]["orders"].clone()
     };
     assert_eq!(weak("whole"), weak("merged"));
+    // a part of another ensemble is refused naming the key that differs
+    sgd_cli("sweep")
+        .args([
+            "--replicas",
+            "41",
+            "--etas",
+            "0.025,0.05,0.1",
+            "--horizon",
+            "0.5",
+        ])
+        .args(["--stability-steps", "0", "--shard", "2/2", "--out"])
+        .arg(dir.path().join("other"))
+        .assert()
+        .success();
+    let out = assert_cmd::Command::cargo_bin("gdflow")
+        .unwrap()
+        .args(["merge", "--out"])
+        .arg(dir.path().join("mixed"))
+        .arg(dir.path().join("p1"))
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`replicas` differs"),
+        "{err}"
+    );
 }
 
 /// The hunt's findings, each fixed: a weak sweep over starts pairs its deterministic limits as
