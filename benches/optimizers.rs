@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         eta,
         m: 0,
         seed: 0,
+        replicas: 1,
     };
     for (n, k, m) in SIZES {
         let mut g = c.benchmark_group(format!("step_n{n}_k{k}_m{m}"));
