@@ -189,9 +189,14 @@ impl Setup {
     ) -> Result<Self> {
         let start = Instant::now();
         if let Some((field, why)) = command.refused(args) {
+            // the value as given (its TOML form), for the message
+            let value = toml::Table::try_from(args)
+                .ok()
+                .and_then(|t| t.get(field).map(|v| v.to_string()))
+                .unwrap_or_else(|| "given".into());
             return Err(Error::invalid(
                 field,
-                "given",
+                value,
                 format!("is not an option of `gdflow {}`: {why}", command.name()),
             ));
         }
