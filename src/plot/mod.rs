@@ -374,7 +374,11 @@ fn tx(log: bool, v: f64) -> f64 {
 fn tick_in(log: bool, v: f64, span: f64) -> String {
     if log && span < 1.5 && (v - v.round()).abs() >= 1e-9 {
         let p = 10f64.powf(v);
-        return format!("{p:.2e}").replace("e0", "");
+        // enough digits that ticks about a tenth of the span apart read differently (a
+        // relative error between 0.991 and 1.012 needs four)
+        let spacing = span / 10.0 * std::f64::consts::LN_10;
+        let digits = ((-spacing.log10()).ceil() as i64 + 1).clamp(3, 8) as usize;
+        return format!("{p:.prec$e}", prec = digits - 1).replace("e0", "");
     }
     tick(log, v)
 }
@@ -887,4 +891,22 @@ pub fn write_figure(fig: &Figure, dir: &Path) -> Result<()> {
     crate::output::write_bytes(&dir.join(format!("{}.svg", fig.name)), svg.as_bytes())?;
     crate::output::write_bytes(&dir.join(format!("{}.csv", fig.name)), &plotted_csv(fig)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Ticks across a narrow log range read differently from each other (they printed
+    /// 1.00, 1.01, 1.01 for a relative error between 0.991 and 1.012).
+    #[test]
+    fn narrow_log_ticks_are_distinct() {
+        for (lo, hi) in [(0.991f64, 1.012f64), (0.5, 0.8), (2.0, 2.001)] {
+            let (a, b) = (lo.log10(), hi.log10());
+            let labels: Vec<String> = (1..10)
+                .map(|i| super::tick_in(true, a + (b - a) * i as f64 / 10.0, b - a))
+                .collect();
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert_eq!(unique.len(), labels.len(), "{labels:?}");
+        }
+    }
 }
