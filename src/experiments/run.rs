@@ -94,8 +94,10 @@ impl SharpnessTracker {
             &self.vectors,
             &EigenOptions {
                 tol: 1e-8,
-                // a warm start holds the pair already: a block of its own suffices
+                // a warm start holds the pair already: a block of its own suffices, with the
+                // next Ritz vectors (where the top one turns to from step to step) beside it
                 block: if self.vectors.is_empty() { 2 } else { 1 },
+                warm_extra: 3,
                 ..EigenOptions::default()
             },
             0,
@@ -106,7 +108,7 @@ impl SharpnessTracker {
         if !top.converged {
             self.cost.unconverged += 1;
         }
-        self.vectors = top.vectors.clone();
+        self.vectors = top.warm.clone();
         top.lambda_max()
     }
 }
