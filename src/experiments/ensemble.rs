@@ -181,16 +181,15 @@ impl Measure<'_> {
     fn limit_replica(&self, limit: &Limit, variant: FlowVariant, r: u64) -> Result<Limit> {
         let mut path = limit.replica(r);
         if self.setup.config.vary.is_some() {
-            path.start = self
-                .optimizer
-                .limit(
-                    variant,
-                    self.field.clone(),
-                    &self.start(r),
-                    self.setup.config.eta,
-                )
-                .map_err(|why| Error::invalid("flow", variant.name(), why))?
-                .start;
+            let cfg = &self.setup.config;
+            path.start = limit_at(
+                self.optimizer,
+                variant,
+                self.field.clone(),
+                &self.start(r),
+                cfg.eta,
+            )?
+            .start;
         }
         Ok(path)
     }
@@ -546,6 +545,19 @@ fn ensemble_bar(
     super::progress::bar(show, work, (ensembles * cfg.replicas) as u64, "replica")
 }
 
+/// The method's `variant` limit from `start`, or why not, naming the flow.
+fn limit_at(
+    optimizer: &dyn Optimizer,
+    variant: FlowVariant,
+    field: Arc<dyn Field>,
+    start: &[f64],
+    eta: f64,
+) -> Result<Limit> {
+    optimizer
+        .limit(variant, field, start, eta)
+        .map_err(|why| Error::invalid("flow", variant.name(), why))
+}
+
 /// Each quantity's `a − b`, where both have it.
 fn differences(
     a: &BTreeMap<String, Stat>,
@@ -702,23 +714,17 @@ pub fn weak_against(
         .copied()
         .filter(|v| has.contains(v))
         .collect();
+    let limits: Vec<(Limit, FlowVariant)> = variants
+        .iter()
+        .map(|&v| limit_at(optimizer.as_ref(), v, field.clone(), &x0, cfg.eta).map(|l| (l, v)))
+        .collect::<Result<_>>()?;
     // with --vary start the deterministic limits are solved from every replica's start and
     // paired with the method's replicas
-    let deterministic: Vec<(Limit, FlowVariant)> = if cfg.vary.is_some() {
-        variants
-            .iter()
-            .map(|&v| {
-                optimizer
-                    .limit(v, field.clone(), &x0, cfg.eta)
-                    .map(|l| (l, v))
-                    .map_err(|why| Error::invalid("flow", v.name(), why))
-            })
-            .filter(|l| l.as_ref().map_or(true, |(l, _)| !l.is_stochastic()))
-            .collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
-    let pairs: Vec<(&Limit, FlowVariant)> = deterministic.iter().map(|(l, v)| (l, *v)).collect();
+    let pairs: Vec<(&Limit, FlowVariant)> = limits
+        .iter()
+        .filter(|(l, _)| cfg.vary.is_some() && !l.is_stochastic())
+        .map(|(l, v)| (l, *v))
+        .collect();
     let methods = measure.method(None, &pairs)?;
     let mut out = WeakAgainst {
         method: last(&methods.method),
@@ -727,7 +733,7 @@ pub fn weak_against(
         scheme_error: BTreeMap::new(),
         substeps: BTreeMap::new(),
     };
-    for ((_, variant), (own, diff)) in deterministic.iter().zip(&methods.paired) {
+    for ((_, variant), (own, diff)) in pairs.iter().zip(&methods.paired) {
         let name = variant.name().to_string();
         out.limits.insert(name.clone(), last(own));
         let paired = last(diff)
@@ -737,15 +743,13 @@ pub fn weak_against(
         out.paired.insert(name, paired);
     }
     let opts = cfg.flow_options();
-    for &variant in &variants {
+    for (limit, variant) in &limits {
+        let (limit, variant) = (limit, *variant);
         if out.limits.contains_key(variant.name()) {
             continue;
         }
-        let limit = optimizer
-            .limit(variant, field.clone(), &x0, cfg.eta)
-            .map_err(|why| Error::invalid("flow", variant.name(), why))?;
         let stats = if limit.is_stochastic() {
-            let sme = measure.sme(&limit, variant, &out.method)?;
+            let sme = measure.sme(limit, variant, &out.method)?;
             let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
             out.scheme_error
                 .insert(variant.name().to_string(), differences(&coarse, &fine));

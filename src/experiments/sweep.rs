@@ -398,15 +398,16 @@ struct ModifiedFlows {
     tight: Kept,
 }
 
-fn limit(ctx: &Ctx, variant: FlowVariant, eta: f64) -> Result<Limit> {
+/// The method's `variant` limit of `field` for step `eta`.
+fn limit(ctx: &Ctx, variant: FlowVariant, field: Arc<dyn Field>, eta: f64) -> Result<Limit> {
     ctx.optimizer
-        .limit(variant, ctx.field_arc.clone(), &ctx.x0, eta)
+        .limit(variant, field, &ctx.x0, eta)
         .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))
 }
 
 fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
     let n = ctx.settings.steps_for(eta);
-    let limit = limit(ctx, FlowVariant::Modified, eta)?;
+    let limit = limit(ctx, FlowVariant::Modified, ctx.field_arc.clone(), eta)?;
     let times = Times::Grid {
         dt: eta,
         count: n + 1,
@@ -445,11 +446,7 @@ fn central_flow(ctx: &Ctx, eta: f64) -> Result<Option<CentralRef>> {
     }
     let n = ctx.settings.steps_for(eta);
     let field = ctx.setup.flow_field(FlowVariant::Central, eta);
-    let limit = ctx
-        .optimizer
-        .limit(FlowVariant::Central, field, &ctx.x0, eta)
-        .map_err(|why| Error::invalid("optimizer", ctx.optimizer.name(), why))?
-        .positions_only();
+    let limit = limit(ctx, FlowVariant::Central, field, eta)?.positions_only();
     let times = Times::Grid {
         dt: eta / 2.0,
         count: 2 * n + 1,
