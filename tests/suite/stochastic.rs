@@ -28,6 +28,41 @@ fn args(batch: Option<usize>) -> ConfigArgs {
     }
 }
 
+/// A weak sweep of `base` at η = 0.05, 0.1 to `horizon`, without the stability bisection.
+fn weak_sweep(base: &ConfigArgs, horizon: f64) -> gdflow::results::sweep::WeakSweep {
+    let sweep = gdflow::config::SweepArgs {
+        etas: Some(vec![0.05, 0.1]),
+        horizon: Some(horizon),
+        stability_steps: Some(0),
+        ..Default::default()
+    };
+    let s = gdflow::experiments::sweep_config(base, &sweep)
+        .unwrap()
+        .summary;
+    s.weak.expect("a weak sweep")
+}
+
+/// The ensemble summary of `run` at the sweep's step size `eta` (its steps to `horizon`, one
+/// record at the end) against `flow`.
+fn run_at(
+    base: &ConfigArgs,
+    eta: f64,
+    horizon: f64,
+    flow: gdflow::FlowVariant,
+) -> gdflow::results::ensemble::EnsembleSummary {
+    run_config(&ConfigArgs {
+        eta: Some(eta),
+        steps: Some((horizon / eta * (1.0 + 1e-12)).floor() as usize),
+        flow: Some(flow),
+        record_every: Some(1000),
+        ..base.clone()
+    })
+    .unwrap()
+    .summary
+    .ensemble
+    .unwrap()
+}
+
 /// `gdflow SUBCOMMAND` on [`args`]'s problem with SGD's batches of 6, as a user types it.
 fn sgd_cli(subcommand: &str) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("gdflow").unwrap();
@@ -749,45 +784,20 @@ fn weak_orders_fit_and_refuse_unresolved_points() {
 /// N --flow sme2` there (the same streams), and writes weak_error.csv.
 #[test]
 fn sweep_weak_errors_are_the_runs() {
-    use gdflow::config::SweepArgs;
     let base = ConfigArgs {
         replicas: Some(200),
         eta: None,
         steps: None,
         ..args(Some(6))
     };
-    let sweep = SweepArgs {
-        etas: Some(vec![0.05, 0.1]),
-        horizon: Some(1.0),
-        stability_steps: Some(0),
-        ..Default::default()
-    };
-    let s = gdflow::experiments::sweep_config(&base, &sweep)
-        .unwrap()
-        .summary;
-    let w = s.weak.as_ref().unwrap();
+    let w = weak_sweep(&base, 1.0);
     assert_eq!(w.points.len(), 2);
     for p in &w.points {
-        let at = |flow| ConfigArgs {
-            eta: Some(p.eta),
-            steps: Some((1.0 / p.eta * (1.0 + 1e-12)).floor() as usize),
-            flow: Some(flow),
-            record_every: Some(1000),
-            ..base.clone()
-        };
-        let e = run_config(&at(gdflow::FlowVariant::Sme2))
-            .unwrap()
-            .summary
-            .ensemble
-            .unwrap();
+        let e = run_at(&base, p.eta, 1.0, gdflow::FlowVariant::Sme2);
         assert_eq!(p.weak_error["sme2"], e.weak_error["loss"]);
         // the sweep solves the plain flow to T alone, the run records it at every step: the
         // same SGD ensemble against flows equal to the solver's tolerance
-        let e = run_config(&at(gdflow::FlowVariant::Plain))
-            .unwrap()
-            .summary
-            .ensemble
-            .unwrap();
+        let e = run_at(&base, p.eta, 1.0, gdflow::FlowVariant::Plain);
         let (a, b) = (p.weak_error["plain"], e.weak_error["loss"]);
         assert!(
             (a.difference - b.difference).abs() < 1e-6 * b.difference.abs() && a.ci95 == b.ci95,
@@ -1132,27 +1142,11 @@ fn ensembles_pair_count_and_say_what_they_did() {
         steps: None,
         ..args(None)
     };
-    let sweep = gdflow::config::SweepArgs {
-        etas: Some(vec![0.05, 0.1]),
-        horizon: Some(0.5),
-        stability_steps: Some(0),
-        ..Default::default()
-    };
-    let s = gdflow::experiments::sweep_config(&base, &sweep)
-        .unwrap()
-        .summary;
-    let w = s.weak.as_ref().unwrap();
+    let w = weak_sweep(&base, 0.5);
     assert_eq!(w.orders.keys().collect::<Vec<_>>(), ["modified", "plain"]);
     for p in &w.points {
         assert!(p.variance_ratio.is_empty(), "{:?}", p.variance_ratio);
-        let run = run_config(&ConfigArgs {
-            eta: Some(p.eta),
-            steps: Some((0.5 / p.eta * (1.0 + 1e-12)).floor() as usize),
-            record_every: Some(1000),
-            ..base.clone()
-        })
-        .unwrap();
-        let e = run.summary.ensemble.unwrap();
+        let e = run_at(&base, p.eta, 0.5, gdflow::FlowVariant::Plain);
         let (a, b) = (p.weak_error["plain"], e.weak_error["loss"]);
         assert!(
             (a.difference - b.difference).abs() <= 1e-12 * b.difference.abs()
