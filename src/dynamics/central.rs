@@ -359,12 +359,7 @@ impl CentralField {
             &point.vectors,
             &EigenOptions {
                 count,
-                // a warm start holds the pairs already: a block of their own suffices
-                block: if point.vectors.len() >= count {
-                    count
-                } else {
-                    count + 1
-                },
+                block: count + 1,
                 tol: self.eig_tol,
                 max_hvps: 400 * (count + 1),
                 max_basis: 12 * (count + 1),

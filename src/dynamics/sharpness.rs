@@ -28,7 +28,9 @@ pub const STREAM_POWER: u64 = 5;
 pub struct EigenOptions {
     /// How many of the top eigenpairs must converge.
     pub count: usize,
-    /// Vectors added to the Krylov space per step (≥ the multiplicity to be resolved).
+    /// Vectors added to the Krylov space per step (≥ the multiplicity to be resolved) when
+    /// the call has no warm start; a warm start holding `count` vectors or more already spans
+    /// the pairs sought, and is extended by `count` a step.
     pub block: usize,
     /// A Ritz pair (θ, y) has converged when ‖Hy − θy‖ ≤ tol·max_i |θ_i|.
     pub tol: f64,
@@ -127,8 +129,12 @@ pub fn top_eigenpairs(
     seed: u64,
 ) -> TopEigen {
     let n = field.state_len();
-    let block = opts.block.max(1).min(n);
     let count = opts.count.max(1).min(n);
+    let block = if start.len() >= count {
+        count
+    } else {
+        opts.block.max(1).min(n)
+    };
     let mut ws: Workspace = field.workspace();
     let mut rng = sub_rng(seed, STREAM_POWER);
     let mut random =

@@ -94,9 +94,7 @@ impl SharpnessTracker {
             &self.vectors,
             &EigenOptions {
                 tol: 1e-8,
-                // a warm start holds the pair already: a block of its own suffices, with the
-                // next Ritz vectors (where the top one turns to from step to step) beside it
-                block: if self.vectors.is_empty() { 2 } else { 1 },
+                // the next Ritz vectors too: where the top one turns to from step to step
                 warm_extra: 3,
                 ..EigenOptions::default()
             },
