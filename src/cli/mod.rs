@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{parse_config_file_all, CheckArgs, ConfigArgs, FlowVariant, SweepArgs};
 use crate::error::Error;
 use crate::experiments::{Command as Cmd, RunExtras, Setup};
+use crate::results::sweep::Shard;
 
 mod args;
 mod report;
@@ -88,7 +89,11 @@ Examples:
   # SLURM array job (one part per task), then merge:
   #   gdflow sweep ... --shard ${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT} --out part${SLURM_ARRAY_TASK_ID}/
   # GNU parallel:
-  #   parallel gdflow sweep ... --shard {}/8 --out part{}/ ::: $(seq 8)";
+  #   parallel gdflow sweep ... --shard {}/8 --out part{}/ ::: $(seq 8)
+
+  # one ensemble's replicas in parts (an SME limit needs --sde-substeps), then merge:
+  for i in 1 2 3 4; do gdflow run --optimizer sgd --batch 3 --steps 300 --record-every 10 --replicas 1024 --shard $i/4 --out ens$i/ & done; wait
+  gdflow merge ens1/ ens2/ ens3/ ens4/ --out ensemble/ --figures";
 
 const PLOT_EXAMPLES: &str = "\
 Examples:
@@ -110,6 +115,12 @@ enum Command {
         output: OutputFlags,
         #[command(flatten)]
         config: ConfigArgs,
+        /// Run part i of N of an ensemble's replicas (--replicas): the part writes its blocks of
+        /// accumulators to --out, and `gdflow merge` combines the N parts into the unsharded
+        /// run's outputs (ensemble.csv byte-identical). `auto` / `auto/N` read the part from an
+        /// array job, as `sweep --shard` does
+        #[arg(long, value_name = "i/N|auto|auto/N", help_heading = "Method")]
+        shard: Option<String>,
     },
     /// Compare GD with the plain and the modified gradient flow over a range of step sizes:
     /// deviations, observed orders, stability limit against 2/λ_max.
@@ -133,8 +144,9 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Combine the output directories of `gdflow sweep --shard 1/N … N/N` into the outputs of
-    /// the unsharded sweep (byte-identical CSVs).
+    /// Combine the output directories of `gdflow sweep --shard 1/N … N/N` (or of `gdflow run
+    /// --replicas R --shard 1/N … N/N`) into the outputs of the unsharded sweep (run):
+    /// byte-identical CSVs.
     #[command(after_help = MERGE_EXAMPLES)]
     Merge {
         /// The parts' output directories, all N of them, in any order
@@ -146,7 +158,7 @@ enum Command {
         /// Write into an --out directory that already holds files
         #[arg(long)]
         force: bool,
-        /// Also draw the sweep's figures into OUT/figures
+        /// Also draw the merged sweep's (run's) figures into OUT/figures
         #[arg(long)]
         figures: bool,
     },
@@ -319,11 +331,32 @@ fn refuse_writing_over(field: &str, input: &Path, args: &ConfigArgs) -> anyhow::
 /// Ok(false): the command ran, and a prediction it checked failed.
 fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Run { output, config } => {
+        Command::Run {
+            output,
+            config,
+            shard,
+        } => {
             let (args, _, _) = gather(&output, &config, "run")?;
+            let shard = match &shard {
+                Some(spec) => {
+                    let (shard, _) = Shard::resolve(spec, &|key| std::env::var(key).ok())?;
+                    crate::experiments::ensemble::check_shard(&args.resolve()?, shard, spec)?;
+                    if output.figures {
+                        Err(Error::invalid(
+                            "figures",
+                            true,
+                            "a part of an ensemble has no statistics to draw: draw the merged \
+                             run's (`gdflow merge PARTS… --out DIR --figures`)",
+                        ))?;
+                    }
+                    Some(shard)
+                }
+                None => None,
+            };
             let setup = Setup::new(&args, Cmd::Run, output.force)?;
             let extras = RunExtras {
                 progress: !output.quiet,
+                shard,
                 ..RunExtras::default()
             };
             let result = crate::experiments::run(&setup, &extras)?;
@@ -339,10 +372,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                     } else {
                         ",states.npz"
                     },
-                    if result.ensemble.is_empty() {
-                        ""
-                    } else {
+                    if !result.ensemble.is_empty() {
                         ",ensemble.csv"
+                    } else if !result.ensemble_blocks.is_empty() {
+                        ",ensemble_blocks.csv"
+                    } else {
+                        ""
                     }
                 );
                 if output.figures {
@@ -438,6 +473,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 ))?;
             }
             crate::output::check_out_dir(&out, force)?;
+            let first_kind = parts
+                .first()
+                .and_then(|p| std::fs::read(p.join("summary.json")).ok())
+                .and_then(|b| crate::results::summary_kind(&b));
+            if first_kind == Some("run") {
+                let mut merged = crate::experiments::merge_runs(&parts)?;
+                merged.summary.provenance.config.out = Some(out.clone());
+                let _lock = crate::output::OutLock::take(&out)?;
+                say!("{}", format_summary(&merged.summary));
+                crate::results::run::write_merged_run(
+                    &merged.summary,
+                    &merged.ensemble,
+                    &merged.copied,
+                    &out,
+                )?;
+                let copied: Vec<&str> = merged.copied.iter().map(|(n, _)| *n).collect();
+                sayln!(
+                    "merged {} parts of the ensemble into {}/{{summary.json,config.toml,\
+                     ensemble.csv,{}}}",
+                    parts.len(),
+                    out.display(),
+                    copied.join(",")
+                );
+                if figures {
+                    let result = crate::results::run::load_run(&out)?;
+                    let figs =
+                        crate::plot::figures::run_figures(std::slice::from_ref(&result), None);
+                    write_figures(&figs, &out.join("figures"))?;
+                }
+                return Ok(true);
+            }
             let result = crate::experiments::merge(&parts)?;
             let _lock = crate::output::OutLock::take(&out)?;
             say!("{}", format_sweep(&result.summary));

@@ -20,9 +20,10 @@ use crate::dynamics::{Driver, FlowVariant, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::Field;
 use crate::results::ensemble::{
-    EnsembleRow, EnsembleSummary, Running, Stat, SubstepChoice, WeakError,
+    BlockRow, EnsemblePart, EnsembleRow, EnsembleSummary, Running, Stat, SubstepChoice, WeakError,
 };
 use crate::results::run::States;
+use crate::results::sweep::Shard;
 
 use super::Setup;
 
@@ -30,6 +31,24 @@ use super::Setup;
 const CHUNK: usize = 8;
 /// Chunks run in parallel before their results are merged (and freed).
 const WAVE: usize = 256;
+/// The most blocks an ensemble is summed in: each block folds its chunks in order, and the
+/// ensemble folds its blocks in order, so a shard holding whole blocks lets `gdflow merge`
+/// fold them as the unsharded run does. It bounds the parts of a sharded ensemble and the size
+/// of their `ensemble_blocks.csv`.
+pub const MAX_BLOCKS: usize = 64;
+
+/// The replicas of each block of an ensemble of `count`: whole chunks, at most [`MAX_BLOCKS`]
+/// blocks, as even as possible (one chunk each up to 512 replicas).
+pub fn block_ranges(count: usize) -> Vec<std::ops::Range<u64>> {
+    let chunks = count.div_ceil(CHUNK);
+    let blocks = chunks.min(MAX_BLOCKS);
+    (0..blocks)
+        .map(|b| {
+            let (c0, c1) = (b * chunks / blocks, (b + 1) * chunks / blocks);
+            (c0 * CHUNK) as u64..(c1 * CHUNK).min(count) as u64
+        })
+        .collect()
+}
 
 /// Paths that ended before the last step: the method's (or the one ensemble's), and its
 /// paired limit's.
@@ -52,14 +71,40 @@ pub const QUANTITIES: [&str; 6] = [
 /// Per recorded step, one accumulator per quantity.
 type Acc = Vec<[Running; QUANTITIES.len()]>;
 
+/// One ensemble's accumulators by block, in block order.
+pub type Blocked = Vec<(usize, Acc)>;
+
+fn empty(recorded: usize) -> Acc {
+    vec![[Running::default(); QUANTITIES.len()]; recorded]
+}
+
+/// `acc` followed by `part`, quantity by quantity.
+fn merge_into(acc: &mut Acc, part: &Acc) {
+    for (a, p) in acc.iter_mut().zip(part) {
+        for (q, pq) in a.iter_mut().zip(p) {
+            q.merge(pq);
+        }
+    }
+}
+
+/// The whole ensemble: its blocks folded in block order (every path to a result — a run, a
+/// shard's blocks merged — folds the same way, so the sums agree bit for bit).
+fn fold(blocked: &Blocked, recorded: usize) -> Acc {
+    let mut acc = empty(recorded);
+    for (_, part) in blocked {
+        merge_into(&mut acc, part);
+    }
+    acc
+}
+
 /// One value per quantity (`None` where it does not apply).
 type Values = [Option<f64>; QUANTITIES.len()];
 
 /// The method's ensemble and, with `--vary start`, each paired deterministic limit's
 /// ensemble and the paired differences method − limit (at the last step only).
 struct Methods {
-    method: Acc,
-    paired: Vec<(Acc, Acc)>,
+    method: Blocked,
+    paired: Vec<(Blocked, Blocked)>,
     /// The method's paths that ended before the last step, and the (first) paired limit's.
     ended_method: usize,
     ended_limit: usize,
@@ -80,6 +125,8 @@ struct Measure<'a> {
     optimizer: &'a dyn Optimizer,
     /// Counts replicas done, over every ensemble of the run.
     bar: super::progress::ProgressBar,
+    /// Run only this part's blocks (`run --replicas N --shard i/N`).
+    shard: Option<Shard>,
 }
 
 impl Measure<'_> {
@@ -124,46 +171,58 @@ impl Measure<'_> {
     }
 
     fn empty(&self) -> Acc {
-        vec![[Running::default(); QUANTITIES.len()]; self.recorded.len()]
+        empty(self.recorded.len())
     }
 
-    /// The replicas in fixed chunks, in parallel; each chunk accumulates its replicas in order
-    /// into `k` accumulators and the chunks merge in order, so the result does not depend on
-    /// the thread count. The chunks run in waves whose results are merged before the next
-    /// starts: memory stays that of a wave whatever the number of replicas.
+    /// The whole of an ensemble run here (all its blocks: no shard).
+    fn total(&self, blocked: &Blocked) -> Acc {
+        fold(blocked, self.recorded.len())
+    }
+
+    /// The replicas (this shard's blocks of them) in fixed chunks, in parallel; each chunk
+    /// accumulates its replicas in order into `k` accumulators, and each block folds its
+    /// chunks in order, so the result does not depend on the thread count. The chunks run in
+    /// waves whose results are merged before the next starts: memory stays that of a wave and
+    /// of one accumulator per block, whatever the number of replicas.
     fn replicas(
         &self,
         count: usize,
         k: usize,
         one_chunk: impl Fn(std::ops::Range<u64>) -> Result<(Vec<Acc>, Ended)> + Sync + Send,
-    ) -> Result<(Vec<Acc>, Ended)> {
-        let chunks: Vec<std::ops::Range<u64>> = (0..count as u64)
-            .step_by(CHUNK)
-            .map(|a| a..(a + CHUNK as u64).min(count as u64))
+    ) -> Result<(Vec<Blocked>, Ended)> {
+        let chunks: Vec<(usize, std::ops::Range<u64>)> = block_ranges(count)
+            .into_iter()
+            .enumerate()
+            .filter(|(b, _)| self.shard.is_none_or(|s| s.owns(*b)))
+            .flat_map(|(b, r)| {
+                let end = r.end;
+                r.step_by(CHUNK)
+                    .map(move |a| (b, a..(a + CHUNK as u64).min(end)))
+            })
             .collect();
-        let mut accs: Vec<Acc> = (0..k).map(|_| self.empty()).collect();
+        let mut blocked: Vec<Blocked> = vec![Vec::new(); k];
         let mut ended = [0, 0];
         for wave in chunks.chunks(WAVE) {
             let parts = wave
                 .par_iter()
-                .map(|range| {
+                .map(|(_, range)| {
                     let part = one_chunk(range.clone());
                     self.bar.inc(range.end - range.start);
                     part
                 })
                 .collect::<Result<Vec<_>>>()?;
-            for (part, e) in &parts {
-                for (acc, part) in accs.iter_mut().zip(part) {
-                    for (a, p) in acc.iter_mut().zip(part) {
-                        for (q, pq) in a.iter_mut().zip(p) {
-                            q.merge(pq);
-                        }
+            for ((block, _), (part, e)) in wave.iter().zip(&parts) {
+                for (blocks, part) in blocked.iter_mut().zip(part) {
+                    if blocks.last().is_none_or(|(b, _)| b != block) {
+                        blocks.push((*block, self.empty()));
                     }
+                    let (_, acc) = blocks.last_mut().expect("pushed");
+                    merge_into(acc, part);
                 }
                 ended = [ended[0] + e[0], ended[1] + e[1]];
             }
         }
-        Ok((accs, ended))
+        Ok((blocked, ended))
     }
 
     /// Replica `r`'s start: its own with `--vary start`, the problem's otherwise.
@@ -330,7 +389,7 @@ impl Measure<'_> {
 
     /// A limit's replicas (a stochastic limit's own paths, or with `--vary start` each from
     /// its replica's start), each on the grid of the method's times.
-    fn limit(&self, limit: &Limit, variant: FlowVariant) -> Result<(Acc, usize)> {
+    fn limit(&self, limit: &Limit, variant: FlowVariant) -> Result<(Blocked, usize)> {
         let cfg = &self.setup.config;
         let (mut accs, ended) = self.replicas(cfg.replicas, 1, |range| {
             let mut acc = self.empty();
@@ -343,7 +402,15 @@ impl Measure<'_> {
         })?;
         Ok((accs.pop().expect("one"), ended[0]))
     }
+}
 
+/// Where an ensemble's statistics sit: the recorded steps and the time of a step.
+pub struct Grid {
+    pub recorded: Vec<usize>,
+    pub dt: f64,
+}
+
+impl Grid {
     fn rows(&self, dynamics: &str, acc: &Acc) -> Vec<EnsembleRow> {
         self.stat_rows(
             dynamics,
@@ -389,9 +456,24 @@ fn last_of(stats: &[Stat; QUANTITIES.len()]) -> BTreeMap<String, Stat> {
         .collect()
 }
 
-/// Run the replicas and summarise them. A deterministic limit's positions at the recorded
-/// steps (`flow`) give the method's distances, its last record (`flow_last`) its n = 1 values;
-/// a stochastic limit runs its own replicas.
+/// A run's ensembles by name (`method`; with `--vary start` `paired` and
+/// `paired_difference`; for an SME `sme_h`, `sme_h2`), each by block — all blocks, or one
+/// shard's — and what else their summary needs.
+pub struct Ensembles {
+    pub blocked: BTreeMap<String, Blocked>,
+    /// A deterministic limit's values at the last step (n = 1), when it has one path.
+    pub flow_final: Option<BTreeMap<String, Stat>>,
+    /// The method's replicas that ended early, and the limit's.
+    pub ended: Ended,
+    pub substeps: Option<SubstepChoice>,
+    pub grid: Grid,
+}
+
+/// Run the replicas (`shard`'s blocks of them, or all) of the method and of a stochastic limit
+/// or, with `--vary start`, of a deterministic one. A deterministic limit's positions at the
+/// recorded steps (`flow`) give the method's distances, its last record (`flow_last`) its n = 1
+/// values.
+#[allow(clippy::too_many_arguments)]
 pub fn ensemble(
     setup: &Setup,
     optimizer: &dyn Optimizer,
@@ -400,13 +482,26 @@ pub fn ensemble(
     flow: Option<&States>,
     flow_last: Option<&Record>,
     progress: bool,
-) -> Result<(Vec<EnsembleRow>, EnsembleSummary)> {
+    shard: Option<Shard>,
+) -> Result<Ensembles> {
     let cfg = &setup.config;
+    let stochastic_limit = limit.is_stochastic();
+    if cfg.talay_tubaro && !stochastic_limit {
+        return Err(Error::invalid(
+            "talay_tubaro",
+            true,
+            format!(
+                "extrapolates an SME's ensembles on h and h/2, and --flow {} is deterministic: \
+                 use --flow sme1 or sme2",
+                cfg.flow.name()
+            ),
+        ));
+    }
     let dt = optimizer.time_scale().per_step(cfg.eta);
     // the method's replicas, and an SME's on h and h/2 (more if its substeps are doubled)
-    let ensembles = if limit.is_stochastic() { 3 } else { 1 };
-    let bar = ensemble_bar(setup, progress, ensembles, limit.substeps());
-    bar.set_message(if limit.is_stochastic() {
+    let ensembles = if stochastic_limit { 3 } else { 1 };
+    let bar = ensemble_bar(setup, progress, ensembles, limit.substeps(), shard);
+    bar.set_message(if stochastic_limit {
         format!(
             "{} and its SME on h and h/2, {} replicas each",
             optimizer.name(),
@@ -425,9 +520,8 @@ pub fn ensemble(
         target_nuclear: nuclear_norm(&setup.problem.x_star),
         optimizer,
         bar: bar.clone(),
+        shard,
     };
-    let name = optimizer.name();
-    let stochastic_limit = limit.is_stochastic();
     // with --vary start a deterministic limit is an ensemble too: one path per replica's start
     let paired = (cfg.vary.is_some() && !stochastic_limit).then_some((limit, cfg.flow));
     let paired: Vec<(&Limit, FlowVariant)> = paired.into_iter().collect();
@@ -435,48 +529,22 @@ pub fn ensemble(
         flow.filter(|_| !stochastic_limit && paired.is_empty()),
         &paired,
     )?;
-    let acc = methods.method;
-    let ended_early = methods.ended_method;
-    let mut ended_early_limit = methods.ended_limit;
-    let (paired_acc, paired_diff) = methods
-        .paired
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| (measure.empty(), measure.empty()));
-    let mut rows = measure.rows(&name, &acc);
-    let mut final_stats = BTreeMap::from([(name.clone(), last(&acc))]);
-    let mut scheme_error = BTreeMap::new();
+    let mut ended = [methods.ended_method, methods.ended_limit];
+    let mut blocked = BTreeMap::from([("method".to_string(), methods.method)]);
+    if let Some((own, difference)) = methods.paired.into_iter().next() {
+        blocked.insert("paired".into(), own);
+        blocked.insert("paired_difference".into(), difference);
+    }
+    let mut flow_final = None;
     let mut substeps = None;
     if stochastic_limit {
-        let sme = measure.sme(limit, cfg.flow, &final_stats[&name])?;
-        ended_early_limit += sme.ended;
-        let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
-        // the scheme's own weak error: the same SME on h/2 (its own paths), E_h − E_{h/2}
-        scheme_error = differences(&coarse, &fine);
-        if cfg.talay_tubaro {
-            let extrapolated = extrapolate(&sme.coarse, &sme.fine);
-            rows.extend(measure.stat_rows("flow", &extrapolated));
-            let end = extrapolated.last().map_or_else(BTreeMap::new, last_of);
-            final_stats.insert("flow".into(), end);
-        } else {
-            rows.extend(measure.rows("flow", &sme.coarse));
-            final_stats.insert("flow".into(), coarse);
-        }
+        let method_final = last(&fold(&blocked["method"], measure.recorded.len()));
+        let sme = measure.sme(limit, cfg.flow, &method_final)?;
+        ended[1] += sme.ended;
+        blocked.insert("sme_h".into(), sme.coarse);
+        blocked.insert("sme_h2".into(), sme.fine);
         substeps = Some(sme.choice);
-    } else if cfg.talay_tubaro {
-        return Err(Error::invalid(
-            "talay_tubaro",
-            true,
-            format!(
-                "extrapolates an SME's ensembles on h and h/2, and --flow {} is deterministic: \
-                 use --flow sme1 or sme2",
-                cfg.flow.name()
-            ),
-        ));
-    } else if !paired.is_empty() {
-        rows.extend(measure.rows("flow", &paired_acc));
-        final_stats.insert("flow".into(), last(&paired_acc));
-    } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps) {
+    } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps && paired.is_empty()) {
         // the limit's one path: every quantity at its last state, n = 1
         let mut one = measure.empty();
         let state = flow.and_then(|f| f.states.last().filter(|_| f.steps.last() == Some(&r.step)));
@@ -485,7 +553,7 @@ pub fn ensemble(
             let values = measure.values(state, &x, r.loss(), None, measure.recorder.d0());
             Measure::add(&mut one, i, values);
         }
-        let exact: BTreeMap<String, Stat> = if state.is_some() {
+        flow_final = Some(if state.is_some() {
             last(&one)
                 .into_iter()
                 .map(|(q, s)| (q, Stat::exact(s.mean)))
@@ -499,35 +567,188 @@ pub fn ensemble(
             .iter()
             .map(|(q, v)| (q.to_string(), Stat::exact(*v)))
             .collect()
-        };
-        final_stats.insert("flow".into(), exact);
+        });
     }
-    let weak_error = match (final_stats.get(&name), final_stats.get("flow")) {
+    bar.finish_and_clear();
+    Ok(Ensembles {
+        blocked,
+        flow_final,
+        ended,
+        substeps,
+        grid: Grid {
+            recorded: measure.recorded,
+            dt,
+        },
+    })
+}
+
+/// The statistics of whole ensembles (every block present) of method `name`: ensemble.csv's
+/// rows and the summary's `ensemble`.
+pub fn summarise(
+    ens: &Ensembles,
+    name: &str,
+    replicas: usize,
+    talay_tubaro: bool,
+) -> Result<(Vec<EnsembleRow>, EnsembleSummary)> {
+    let grid = &ens.grid;
+    let folded = |e: &str| ens.blocked.get(e).map(|b| fold(b, grid.recorded.len()));
+    let method = folded("method").unwrap_or_else(|| empty(grid.recorded.len()));
+    let mut rows = grid.rows(name, &method);
+    let mut final_stats = BTreeMap::from([(name.to_string(), last(&method))]);
+    let mut scheme_error = BTreeMap::new();
+    if let (Some(coarse), Some(fine)) = (folded("sme_h"), folded("sme_h2")) {
+        // the scheme's own weak error: the same SME on h/2 (its own paths), E_h − E_{h/2}
+        scheme_error = differences(&last(&coarse), &last(&fine));
+        if talay_tubaro {
+            let extrapolated = extrapolate(&coarse, &fine);
+            rows.extend(grid.stat_rows("flow", &extrapolated));
+            let end = extrapolated.last().map_or_else(BTreeMap::new, last_of);
+            final_stats.insert("flow".into(), end);
+        } else {
+            rows.extend(grid.rows("flow", &coarse));
+            final_stats.insert("flow".into(), last(&coarse));
+        }
+    } else if let Some(paired) = folded("paired") {
+        rows.extend(grid.rows("flow", &paired));
+        final_stats.insert("flow".into(), last(&paired));
+    } else if let Some(flow) = &ens.flow_final {
+        final_stats.insert("flow".into(), flow.clone());
+    }
+    let weak_error = match (folded("paired_difference"), final_stats.get("flow")) {
         // paired by start: the mean of the replicas' own differences and its interval
-        _ if !paired.is_empty() => last(&paired_diff)
+        (Some(diff), _) => last(&diff)
             .into_iter()
             .map(|(q, d)| (q, WeakError::of_differences(&d)))
             .collect(),
-        (Some(method), Some(flow)) => differences(method, flow),
+        (None, Some(flow)) => differences(&final_stats[name], flow),
         _ => BTreeMap::new(),
     };
-    bar.finish_and_clear();
     if rows.is_empty() {
-        return Err(Error::invalid("replicas", cfg.replicas, "recorded nothing"));
+        return Err(Error::invalid("replicas", replicas, "recorded nothing"));
     }
     Ok((
         rows,
         EnsembleSummary {
-            replicas: cfg.replicas,
+            replicas,
             final_stats,
-            ended_early,
-            ended_early_limit,
+            ended_early: ens.ended[0],
+            ended_early_limit: ens.ended[1],
             weak_error,
             scheme_error,
-            substeps,
-            talay_tubaro: cfg.talay_tubaro,
+            substeps: ens.substeps.clone(),
+            talay_tubaro,
         },
     ))
+}
+
+/// A shard's ensembles as `ensemble_blocks.csv`'s rows and the summary's `ensemble_part`.
+pub fn shard_part(ens: &Ensembles, shard: Shard, replicas: usize) -> (Vec<BlockRow>, EnsemblePart) {
+    let mut rows = Vec::new();
+    for (ensemble, blocked) in &ens.blocked {
+        for (block, acc) in blocked {
+            for (&step, at) in ens.grid.recorded.iter().zip(acc) {
+                for (q, running) in QUANTITIES.iter().zip(at) {
+                    if running.parts().0 > 0 {
+                        rows.push(BlockRow {
+                            ensemble: ensemble.clone(),
+                            block: *block,
+                            step,
+                            quantity: q.to_string(),
+                            running: *running,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let part = EnsemblePart {
+        shard,
+        replicas,
+        blocks: block_ranges(replicas).len(),
+        dt: ens.grid.dt,
+        ended_early: ens.ended[0],
+        ended_early_limit: ens.ended[1],
+        flow_final: ens.flow_final.clone(),
+        substeps: ens.substeps.clone(),
+    };
+    (rows, part)
+}
+
+/// The whole ensembles again from every shard's blocks (`rows`) and the first part's
+/// `ensemble_part`, on the run's recorded steps; the ended counts are the parts' sums.
+pub fn from_shards(
+    rows: &[BlockRow],
+    first: &EnsemblePart,
+    ended: Ended,
+    recorded: Vec<usize>,
+) -> Result<Ensembles> {
+    let mut by_block: BTreeMap<String, BTreeMap<usize, Acc>> = BTreeMap::new();
+    for r in rows {
+        let i = recorded.binary_search(&r.step).map_err(|_| {
+            Error::invalid(
+                "merge",
+                format!("step {}", r.step),
+                "is in a part's ensemble_blocks.csv but not a recorded step of the run",
+            )
+        })?;
+        let q = QUANTITIES
+            .iter()
+            .position(|q| *q == r.quantity)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "merge",
+                    &r.quantity,
+                    "is not a quantity of an ensemble (ensemble_blocks.csv)",
+                )
+            })?;
+        let acc = by_block
+            .entry(r.ensemble.clone())
+            .or_default()
+            .entry(r.block)
+            .or_insert_with(|| empty(recorded.len()));
+        acc[i][q] = r.running;
+    }
+    Ok(Ensembles {
+        blocked: by_block
+            .into_iter()
+            .map(|(e, blocks)| (e, blocks.into_iter().collect()))
+            .collect(),
+        flow_final: first.flow_final.clone(),
+        ended,
+        substeps: first.substeps.clone(),
+        grid: Grid {
+            recorded,
+            dt: first.dt,
+        },
+    })
+}
+
+/// The warnings an ensemble's summary calls for.
+pub fn warnings(s: &EnsembleSummary) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(c) = s.substeps.as_ref().filter(|c| c.tried.len() > 1) {
+        out.push(format!(
+            "the ensemble's SME ran on {} substeps a step (chosen: {:?}); trajectory.csv's \
+             flow rows (replica 0) and `solver` are from the first solve, on {}: give \
+             --sde-substeps {} for both",
+            c.substeps, c.tried, c.tried[0], c.substeps
+        ));
+    }
+    if let Some(c) = s
+        .substeps
+        .as_ref()
+        .filter(|c| c.reason.contains("at the cap"))
+    {
+        out.push(format!("SME substeps: {}", c.reason));
+    }
+    if s.ended_early > 0 || s.ended_early_limit > 0 {
+        out.push(format!(
+            "{} of the method's and {} of the limit's {} replicas ended before the last \
+             step (diverged or failed): the statistics after that are the survivors'",
+            s.ended_early, s.ended_early_limit, s.replicas
+        ));
+    }
+    out
 }
 
 /// A bar over the replicas of `ensembles` ensembles, drawn when the work is worth one (an SME
@@ -537,12 +758,62 @@ fn ensemble_bar(
     show: bool,
     ensembles: usize,
     substeps: Option<usize>,
+    shard: Option<Shard>,
 ) -> super::progress::ProgressBar {
     let cfg = &setup.config;
+    let replicas = owned_replicas(cfg.replicas, shard);
     let per_step = 2.0 + 9.0 * substeps.unwrap_or(0) as f64;
     let work =
-        setup.problem.op.entries_per_pass() as f64 * (cfg.replicas * cfg.steps) as f64 * per_step;
-    super::progress::bar(show, work, (ensembles * cfg.replicas) as u64, "replica")
+        setup.problem.op.entries_per_pass() as f64 * (replicas * cfg.steps) as f64 * per_step;
+    super::progress::bar(show, work, (ensembles * replicas) as u64, "replica")
+}
+
+/// Whether `run --shard` (as `spec`) can split this run's ensemble, or why not, naming the
+/// flag: before any work.
+pub fn check_shard(cfg: &crate::config::Config, shard: Shard, spec: &str) -> Result<()> {
+    let bad = |why: String| Err(Error::invalid("shard", spec, why));
+    if cfg.replicas < 2 {
+        return bad(
+            "splits an ensemble's replicas between runs, and there is none: give --replicas N \
+             (N ≥ 2), or drop --shard"
+                .into(),
+        );
+    }
+    if cfg.out.is_none() {
+        return bad(
+            "a part's result is its blocks of accumulators, for `gdflow merge` to read: add \
+             --out DIR"
+                .into(),
+        );
+    }
+    let blocks = block_ranges(cfg.replicas).len();
+    if shard.count > blocks {
+        return bad(format!(
+            "asks for {} parts, and {} replicas are summed in {blocks} blocks (whole chunks of \
+             {CHUNK} replicas, at most {MAX_BLOCKS} blocks): split into at most {blocks} parts, \
+             or run more replicas",
+            shard.count, cfg.replicas
+        ));
+    }
+    if matches!(cfg.flow, FlowVariant::Sme1 | FlowVariant::Sme2) && cfg.sde_substeps.is_none() {
+        return bad(format!(
+            "leaves --flow {}'s substeps to be chosen from the whole ensemble, which a part \
+             does not see: give --sde-substeps s (an unsharded run reports its choice in \
+             ensemble.substeps)",
+            cfg.flow.name()
+        ));
+    }
+    Ok(())
+}
+
+/// The replicas of `count` that `shard` runs (all without one).
+pub fn owned_replicas(count: usize, shard: Option<Shard>) -> usize {
+    block_ranges(count)
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| shard.is_none_or(|s| s.owns(*b)))
+        .map(|(_, r)| (r.end - r.start) as usize)
+        .sum()
 }
 
 /// The method's `variant` limit from `start`, or why not, naming the flow.
@@ -581,8 +852,8 @@ fn extrapolate(coarse: &Acc, fine: &Acc) -> Vec<[Stat; QUANTITIES.len()]> {
 
 /// An SME's two ensembles (on h and h/2) and how its substep count was chosen.
 struct SmeEnsembles {
-    coarse: Acc,
-    fine: Acc,
+    coarse: Blocked,
+    fine: Blocked,
     ended: usize,
     choice: SubstepChoice,
 }
@@ -616,7 +887,7 @@ impl Measure<'_> {
             tried.push(substeps);
             let refined = limit.refined();
             let (fine, fine_ended) = self.limit(&refined, variant)?;
-            let (c, f) = (last(&coarse), last(&fine));
+            let (c, f) = (last(&self.total(&coarse)), last(&self.total(&fine)));
             let scheme = differences(&c, &f);
             let weak = differences(method, &c);
             let too_large: Vec<String> = scheme
@@ -707,6 +978,7 @@ pub fn weak_against(
         target_nuclear: nuclear_norm(&setup.problem.x_star),
         optimizer: optimizer.as_ref(),
         bar: bar.clone(),
+        shard: None,
     };
     let has = optimizer.limits();
     let variants: Vec<FlowVariant> = variants
@@ -727,7 +999,7 @@ pub fn weak_against(
         .collect();
     let methods = measure.method(None, &pairs)?;
     let mut out = WeakAgainst {
-        method: last(&methods.method),
+        method: last(&measure.total(&methods.method)),
         limits: BTreeMap::new(),
         paired: BTreeMap::new(),
         scheme_error: BTreeMap::new(),
@@ -735,8 +1007,8 @@ pub fn weak_against(
     };
     for ((_, variant), (own, diff)) in pairs.iter().zip(&methods.paired) {
         let name = variant.name().to_string();
-        out.limits.insert(name.clone(), last(own));
-        let paired = last(diff)
+        out.limits.insert(name.clone(), last(&measure.total(own)));
+        let paired = last(&measure.total(diff))
             .into_iter()
             .map(|(q, d)| (q, WeakError::of_differences(&d)))
             .collect();
@@ -750,16 +1022,19 @@ pub fn weak_against(
         }
         let stats = if limit.is_stochastic() {
             let sme = measure.sme(limit, variant, &out.method)?;
-            let (coarse, fine) = (last(&sme.coarse), last(&sme.fine));
-            out.scheme_error
-                .insert(variant.name().to_string(), differences(&coarse, &fine));
+            let (coarse, fine) = (measure.total(&sme.coarse), measure.total(&sme.fine));
+            let (coarse_last, fine_last) = (last(&coarse), last(&fine));
+            out.scheme_error.insert(
+                variant.name().to_string(),
+                differences(&coarse_last, &fine_last),
+            );
             out.substeps.insert(variant.name().to_string(), sme.choice);
             if cfg.talay_tubaro {
-                extrapolate(&sme.coarse, &sme.fine)
+                extrapolate(&coarse, &fine)
                     .last()
                     .map_or_else(BTreeMap::new, last_of)
             } else {
-                coarse
+                coarse_last
             }
         } else {
             let times = Times::Grid {

@@ -1,6 +1,6 @@
 //! The experiments, all entered through one [`Setup`]: [`run()`] (GD and a flow, step by step),
 //! [`sweep()`] (GD against the plain and modified flows over step sizes), [`check()`] (the
-//! theory's predictions), [`merge()`] (a sharded sweep's parts).
+//! theory's predictions), [`merge()`] (a sharded sweep's parts), [`merge_runs`] (a run's sharded ensemble).
 
 pub mod check;
 pub mod ensemble;
@@ -13,7 +13,7 @@ pub mod target;
 pub mod weak;
 
 pub use check::{check, check_with};
-pub use merge::merge;
+pub use merge::{merge, merge_runs, MergedRun};
 pub use run::{run, RunExtras};
 pub use setup::{is_output_in, Command, Setup, OUTPUT_FILES};
 pub use sweep::sweep;

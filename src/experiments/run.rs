@@ -24,7 +24,7 @@ use crate::results::run::{
     CentralSummary, Distance, DynamicsSummary, EdgeOfStability, OptimizerSummary, ProblemInfo,
     RunResult, RunSummary, SharpnessCost, States, Timings,
 };
-use crate::results::sweep::Peak;
+use crate::results::sweep::{Peak, Shard};
 
 use super::Setup;
 
@@ -35,6 +35,9 @@ pub struct RunExtras {
     pub progress: bool,
     /// Quantities added to every record (columns after the built-in ones).
     pub quantities: Vec<Arc<dyn Quantity>>,
+    /// Run only this part of the ensemble's replicas (`--replicas N --shard i/N`): the result
+    /// holds its blocks' accumulators for `gdflow merge`, no statistics of its own.
+    pub shard: Option<Shard>,
 }
 
 /// What one dynamics measured along the way.
@@ -460,6 +463,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             ..cmp.central_summary(r, target_norm)
         }),
         ensemble: None,
+        ensemble_part: None,
         solver: end.solver,
         operator_counts: problem.op.counts(),
         timings: Timings {
@@ -470,14 +474,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };
-    finish(
-        setup,
-        optimizer.as_ref(),
-        &limit,
-        summary,
-        cmp,
-        extras.progress,
-    )
+    finish(setup, optimizer.as_ref(), &limit, summary, cmp, extras)
 }
 
 /// The result: the tracks' records and kept states, and the ensemble when asked for.
@@ -487,45 +484,38 @@ fn finish(
     limit: &Limit,
     mut summary: RunSummary,
     cmp: Comparison<'_>,
-    progress: bool,
+    extras: &RunExtras,
 ) -> Result<RunResult> {
     let cfg = &setup.config;
     let mut rows = Vec::new();
+    let mut blocks = Vec::new();
     if cfg.replicas > 1 {
         let start = Instant::now();
-        let (r, s) = super::ensemble::ensemble(
+        let ens = super::ensemble::ensemble(
             setup,
             optimizer,
             limit,
             &cmp.recorder,
             cmp.flow.states.as_ref(),
             cmp.flow.records.last(),
-            progress,
+            extras.progress,
+            extras.shard,
         )?;
-        rows = r;
-        if let Some(c) = s.substeps.as_ref().filter(|c| c.tried.len() > 1) {
-            summary.warnings.push(format!(
-                "the ensemble's SME ran on {} substeps a step (chosen: {:?}); trajectory.csv's \
-                 flow rows (replica 0) and `solver` are from the first solve, on {}: give \
-                 --sde-substeps {} for both",
-                c.substeps, c.tried, c.tried[0], c.substeps
-            ));
+        if let Some(shard) = extras.shard {
+            let (b, part) = super::ensemble::shard_part(&ens, shard, cfg.replicas);
+            blocks = b;
+            summary.ensemble_part = Some(part);
+        } else {
+            let (r, s) = super::ensemble::summarise(
+                &ens,
+                &optimizer.name(),
+                cfg.replicas,
+                cfg.talay_tubaro,
+            )?;
+            rows = r;
+            summary.warnings.extend(super::ensemble::warnings(&s));
+            summary.ensemble = Some(s);
         }
-        if let Some(c) = s
-            .substeps
-            .as_ref()
-            .filter(|c| c.reason.contains("at the cap"))
-        {
-            summary.warnings.push(format!("SME substeps: {}", c.reason));
-        }
-        if s.ended_early > 0 || s.ended_early_limit > 0 {
-            summary.warnings.push(format!(
-                "{} of the method's and {} of the limit's {} replicas ended before the last \
-                 step (diverged or failed): the statistics after that are the survivors'",
-                s.ended_early, s.ended_early_limit, s.replicas
-            ));
-        }
-        summary.ensemble = Some(s);
         summary.timings.total_seconds += start.elapsed().as_secs_f64();
         summary.operator_counts = setup.problem.op.counts();
     }
@@ -546,6 +536,7 @@ fn finish(
         extra_columns: cmp.recorder.extra_columns(),
         states,
         ensemble: rows,
+        ensemble_blocks: blocks,
     })
 }
 

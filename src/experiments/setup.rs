@@ -106,11 +106,12 @@ impl Command {
 }
 
 /// The files the commands write into `--out`.
-pub const OUTPUT_FILES: [&str; 9] = [
+pub const OUTPUT_FILES: [&str; 10] = [
     "summary.json",
     "weak_error.csv",
     "trajectory.csv",
     "ensemble.csv",
+    "ensemble_blocks.csv",
     "states.npz",
     "config.toml",
     "sweep.csv",

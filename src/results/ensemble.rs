@@ -54,7 +54,7 @@ impl Stat {
 }
 
 /// Welford's running mean and sum of squared deviations.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Running {
     n: usize,
     mean: f64,
@@ -83,6 +83,14 @@ impl Running {
         self.mean += delta * nb / n;
         self.m2 += other.m2 + delta * delta * na * nb / n;
         self.n += other.n;
+    }
+    /// The accumulator from the parts [`Running::parts`] gives (a shard's block, read back).
+    pub fn from_parts(n: usize, mean: f64, m2: f64) -> Self {
+        Self { n, mean, m2 }
+    }
+    /// Count, mean and sum of squared deviations: all a merge needs, exactly.
+    pub fn parts(&self) -> (usize, f64, f64) {
+        (self.n, self.mean, self.m2)
     }
     pub fn stat(&self) -> Stat {
         let n = self.n as f64;
@@ -256,6 +264,102 @@ pub fn read_ensemble_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<Ens
             })
         })
         .collect()
+}
+
+/// One accumulator of a shard of an ensemble (`run --replicas N --shard i/N`): one quantity
+/// at one recorded step of one of the run's ensembles, over one block of replicas. `gdflow
+/// merge` folds the blocks in block order, as the unsharded run does, so its statistics are
+/// the unsharded run's bit for bit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockRow {
+    /// `method`; with `--vary start` `paired` and `paired_difference` (method − limit from
+    /// the same start); for an SME `sme_h` and `sme_h2` (its ensembles on h and h/2).
+    pub ensemble: String,
+    pub block: usize,
+    pub step: usize,
+    pub quantity: String,
+    pub running: Running,
+}
+
+/// The columns of `ensemble_blocks.csv`.
+pub const BLOCK_COLUMNS: [&str; 7] = ["ensemble", "block", "step", "quantity", "n", "mean", "m2"];
+
+/// `ensemble_blocks.csv`: a shard's accumulators, exactly (shortest round-trip decimals).
+pub fn blocks_csv(rows: &[BlockRow]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = csv_error("ensemble_blocks.csv");
+    w.write_record(BLOCK_COLUMNS).map_err(&err)?;
+    for r in rows {
+        let (n, mean, m2) = r.running.parts();
+        w.write_record([
+            r.ensemble.clone(),
+            r.block.to_string(),
+            r.step.to_string(),
+            r.quantity.clone(),
+            n.to_string(),
+            num(mean),
+            num(m2),
+        ])
+        .map_err(&err)?;
+    }
+    csv_bytes("ensemble_blocks.csv", w)
+}
+
+/// Read `ensemble_blocks.csv` (`bytes`, from `path`): its columns by name.
+pub fn read_blocks_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<BlockRow>> {
+    let t = super::table::Table::from_csv(bytes, path)?;
+    let col = |name: &str| t.require(name);
+    let [ensemble, block, step, quantity, n, mean, m2] = [
+        col("ensemble")?,
+        col("block")?,
+        col("step")?,
+        col("quantity")?,
+        col("n")?,
+        col("mean")?,
+        col("m2")?,
+    ];
+    let count = |row: usize, c: usize| {
+        t.text(row, c)
+            .parse::<usize>()
+            .map_err(|e| t.error(format!("column `{}`: {e}", t.columns[c])))
+    };
+    let number = |row: usize, c: usize| {
+        t.number(row, c)?
+            .ok_or_else(|| t.error(format!("an empty `{}`", t.columns[c])))
+    };
+    (0..t.rows.len())
+        .map(|r| {
+            Ok(BlockRow {
+                ensemble: t.text(r, ensemble).to_string(),
+                block: count(r, block)?,
+                step: count(r, step)?,
+                quantity: t.text(r, quantity).to_string(),
+                running: Running::from_parts(count(r, n)?, number(r, mean)?, number(r, m2)?),
+            })
+        })
+        .collect()
+}
+
+/// The summary's `ensemble_part` in one shard of a run's ensemble (`run --replicas N --shard
+/// i/N`): what `gdflow merge` needs beside the shard's `ensemble_blocks.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsemblePart {
+    pub shard: super::sweep::Shard,
+    pub replicas: usize,
+    /// The blocks the whole ensemble is summed in; this part holds those b with
+    /// b ≡ i − 1 (mod N), counted from 0.
+    pub blocks: usize,
+    /// The limit's time per step (t = step·dt in ensemble.csv).
+    pub dt: f64,
+    /// This part's replicas that ended early: the method's and the limit's.
+    pub ended_early: usize,
+    pub ended_early_limit: usize,
+    /// A deterministic limit's values at the last step (n = 1), the same in every part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_final: Option<BTreeMap<String, Stat>>,
+    /// An SME's substeps (given: a shard cannot choose them from the whole ensemble).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substeps: Option<SubstepChoice>,
 }
 
 /// One step size of `sweep --replicas N` for a stochastic method: the weak error of the loss

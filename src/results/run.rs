@@ -194,6 +194,10 @@ pub struct RunSummary {
     /// With `--replicas N` (N ≥ 2): the ensemble's final statistics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<super::ensemble::EnsembleSummary>,
+    /// In one shard of an ensemble (`--shard i/N`): what `gdflow merge` needs beside the
+    /// shard's ensemble_blocks.csv; `ensemble` is then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_part: Option<super::ensemble::EnsemblePart>,
     pub solver: SolverStats,
     /// Operator applications over the whole run (GD, flow, recording).
     pub operator_counts: OperatorCounts,
@@ -252,6 +256,8 @@ pub struct RunResult {
     pub states: Vec<(String, States)>,
     /// With `--replicas N` (N ≥ 2): `ensemble.csv`'s rows; empty otherwise.
     pub ensemble: Vec<super::ensemble::EnsembleRow>,
+    /// A shard's accumulators (`ensemble_blocks.csv`).
+    pub ensemble_blocks: Vec<super::ensemble::BlockRow>,
 }
 
 /// One dynamics' states (U, V stacked as the field's state vector) at its recorded steps.
@@ -426,6 +432,10 @@ pub fn write_run(result: &RunResult, dir: &Path) -> Result<()> {
         let csv = super::ensemble::ensemble_csv(&result.ensemble)?;
         crate::output::write_bytes(&dir.join("ensemble.csv"), &csv)?;
     }
+    if !result.ensemble_blocks.is_empty() {
+        let csv = super::ensemble::blocks_csv(&result.ensemble_blocks)?;
+        crate::output::write_bytes(&dir.join("ensemble_blocks.csv"), &csv)?;
+    }
     if !result.states.is_empty() {
         let arrays = states_arrays(result);
         let path = dir.join("states.npz");
@@ -433,6 +443,28 @@ pub fn write_run(result: &RunResult, dir: &Path) -> Result<()> {
             crate::problem::write_npz(std::io::BufWriter::new(file), &arrays)
         })?;
     }
+    crate::output::write_bytes(&dir.join("summary.json"), &json)?;
+    Ok(())
+}
+
+/// Write a merged run (`gdflow merge` of a sharded ensemble) into `dir`: the files every part
+/// holds alike as they are, then ensemble.csv, config.toml and summary.json (last, as
+/// [`write_run`] does: a directory with a summary is complete).
+pub fn write_merged_run(
+    summary: &RunSummary,
+    ensemble: &[super::ensemble::EnsembleRow],
+    copied: &[(&str, Vec<u8>)],
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, bytes) in copied {
+        crate::output::write_bytes(&dir.join(name), bytes)?;
+    }
+    let csv = super::ensemble::ensemble_csv(ensemble)?;
+    crate::output::write_bytes(&dir.join("ensemble.csv"), &csv)?;
+    let toml = config_toml(summary)?;
+    crate::output::write_bytes(&dir.join("config.toml"), toml.as_bytes())?;
+    let json = json_bytes("summary.json", summary)?;
     crate::output::write_bytes(&dir.join("summary.json"), &json)?;
     Ok(())
 }
@@ -489,6 +521,12 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
     } else {
         Vec::new()
     };
+    let path = dir.join("ensemble_blocks.csv");
+    let ensemble_blocks = if summary.ensemble_part.is_some() {
+        super::ensemble::read_blocks_csv(&read(&path)?, &path)?
+    } else {
+        Vec::new()
+    };
     Ok(RunResult {
         summary,
         gd,
@@ -497,5 +535,6 @@ pub fn load_run(dir: &Path) -> Result<RunResult> {
         extra_columns,
         states: Vec::new(),
         ensemble,
+        ensemble_blocks,
     })
 }

@@ -1128,6 +1128,112 @@ fn weak_sweep_shards_merge_to_the_unsharded_sweep() {
     );
 }
 
+/// One run's ensemble split into parts (`run --replicas N --shard i/N`): the merged parts'
+/// ensemble.csv and trajectory.csv are the unsharded run's byte for byte, and so is the
+/// summary's `ensemble` — for an SME with Talay–Tubaro over more chunks than blocks (two
+/// levels of folding), and for an ensemble over starts paired with its deterministic limit.
+/// Parts that do not make one run are refused, naming why.
+#[test]
+fn run_shards_merge_to_the_unsharded_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let cases: [&[&str]; 2] = [
+        &[
+            "--replicas",
+            "700",
+            "--flow",
+            "sme2",
+            "--sde-substeps",
+            "2",
+            "--talay-tubaro",
+        ],
+        &["--replicas", "45", "--vary", "start", "--flow", "modified"],
+    ];
+    for (c, extra) in cases.iter().enumerate() {
+        let run = |shard: Option<&str>, out: &str| {
+            let mut cmd = sgd_cli("run");
+            cmd.args(["--eta", "0.05", "--steps", "12", "--record-every", "3"])
+                .args(*extra);
+            if let Some(s) = shard {
+                cmd.args(["--shard", s]);
+            }
+            cmd.arg("--out").arg(d(out)).assert().success();
+        };
+        let (whole, parts) = (format!("whole{c}"), [1, 2, 3].map(|i| format!("p{c}_{i}")));
+        run(None, &whole);
+        for (i, p) in parts.iter().enumerate() {
+            run(Some(&format!("{}/3", i + 1)), p);
+            assert!(d(p).join("ensemble_blocks.csv").exists());
+            assert!(
+                !d(p).join("ensemble.csv").exists(),
+                "a part has no statistics"
+            );
+        }
+        let merged = format!("merged{c}");
+        assert_cmd::Command::cargo_bin("gdflow")
+            .unwrap()
+            .args(["merge", "--out"])
+            .arg(d(&merged))
+            .args([&parts[2], &parts[0], &parts[1]].map(|p| d(p)))
+            .assert()
+            .success();
+        for file in ["ensemble.csv", "trajectory.csv"] {
+            let read = |o: &str| std::fs::read(d(o).join(file)).unwrap();
+            assert_eq!(read(&whole), read(&merged), "{file}");
+        }
+        let json = |o: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(d(o).join("summary.json")).unwrap())
+                .unwrap()
+        };
+        let (w, m) = (json(&whole), json(&merged));
+        assert_eq!(w["ensemble"], m["ensemble"]);
+        assert_eq!(w["warnings"], m["warnings"]);
+        // the merged run re-runs as the unsharded one: its config.toml is a run's
+        assert!(!std::fs::read_to_string(d(&merged).join("config.toml"))
+            .unwrap()
+            .contains("shard"));
+    }
+    let merge = |parts: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("gdflow")
+            .unwrap()
+            .args(["merge", "--out"])
+            .arg(d("refused"))
+            .args(parts.iter().map(|p| d(p)))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(!d("refused").join("summary.json").exists());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(merge(&["p1_1", "p1_2"]).contains("part 3/3 is missing"));
+    assert!(merge(&["p1_1", "p1_2", "p1_2", "p1_3"]).contains("repeats part 2/3"));
+    // parts of two different runs
+    assert!(merge(&["p0_1", "p1_2", "p1_3"]).contains("differs"));
+    assert!(merge(&["whole1", "p1_2"]).contains("not a part of a sharded ensemble"));
+    // what a part cannot do is refused before any work, naming --shard
+    let refused = |args: &[&str], says: &str| {
+        let out = sgd_cli("run")
+            .args(["--eta", "0.05", "--steps", "12"])
+            .args(args)
+            .arg("--out")
+            .arg(d("never"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("`shard`") && err.contains(says),
+            "{err}"
+        );
+        assert!(!d("never").exists());
+    };
+    refused(&["--shard", "1/2"], "--replicas");
+    refused(&["--replicas", "20", "--shard", "1/4"], "at most 3 parts");
+    refused(
+        &["--replicas", "100", "--flow", "sme1", "--shard", "1/2"],
+        "--sde-substeps",
+    );
+}
+
 /// The hunt's findings, each fixed: a weak sweep over starts pairs its deterministic limits as
 /// `run` does (the same difference and interval), names no SME for GD and no spread ratio for
 /// a deterministic limit; its config.toml runs again; an ensemble's early ends are counted per
