@@ -52,6 +52,10 @@ pub struct RunOptions {
     pub steps: usize,
     pub save: SaveAt,
     pub divergence: Divergence,
+    /// The iterates whose loss must be the loss itself (those an observer records); at the
+    /// others a mini-batch method may give its batch's estimate, for the divergence test
+    /// ([`super::Stepper::evaluate_estimate`]). Every iterate by default.
+    pub loss_at: SaveAt,
     /// The time t_j = j·dt of iterate j: η for GD, √η for momentum at the critical scaling
     /// (MATH §9).
     pub dt: f64,
@@ -65,6 +69,7 @@ impl RunOptions {
             steps,
             save: SaveAt::Every(record_every.max(1)),
             divergence: Divergence::default(),
+            loss_at: SaveAt::Every(1),
             dt: eta,
         }
     }
@@ -89,6 +94,8 @@ pub struct Iterate<'a> {
     pub step: usize,
     pub t: f64,
     pub state: &'a [f64],
+    /// The loss at x_j — at the iterates [`RunOptions::loss_at`] names; at the others a
+    /// mini-batch method's may be its batch's unbiased estimate.
     pub loss: f64,
     /// The field's workspace at this iterate (G at x_j), when the stepper has one.
     pub workspace: Option<&'a Workspace>,
@@ -194,9 +201,24 @@ impl<'f, S: Stepper> Driver<'f, S> {
             }
             return false;
         }
-        let losses = if !self.batched {
-            let r = &mut self.runs[active[0]];
-            vec![r.stepper.evaluate(self.field, &r.x)]
+        // a run that may estimate its loss here evaluates alone, cheaply (never at x_0, whose
+        // loss sets the divergence bound)
+        let estimate = |r: &Run<S>| {
+            j > 0 && r.stepper.estimates_loss() && !r.opts.loss_at.keeps(j, r.opts.steps)
+        };
+        let losses = if !self.batched || active.iter().any(|&b| estimate(&self.runs[b])) {
+            active
+                .iter()
+                .map(|&b| {
+                    let e = estimate(&self.runs[b]);
+                    let r = &mut self.runs[b];
+                    if e {
+                        r.stepper.evaluate_estimate(self.field, &r.x)
+                    } else {
+                        r.stepper.evaluate(self.field, &r.x)
+                    }
+                })
+                .collect()
         } else {
             let (xs, mut steppers): (Vec<&[f64]>, Vec<&mut S>) = self
                 .runs

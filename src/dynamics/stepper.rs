@@ -11,6 +11,17 @@ pub trait Stepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64;
     /// Replace `x` by the next iterate, step size `eta`; the last call was `evaluate(x)`.
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64);
+    /// Whether [`Stepper::evaluate_estimate`] is cheaper than [`Stepper::evaluate`]: a
+    /// mini-batch method's step reads its batch's rows, its loss the whole matrix.
+    fn estimates_loss(&self) -> bool {
+        false
+    }
+    /// Evaluate at `x` for the same step as [`Stepper::evaluate`], returning an unbiased
+    /// estimate of the loss (the batch's) where the loss itself would cost a pass: for the
+    /// divergence test at iterates no observer records ([`super::RunOptions::loss_at`]).
+    fn evaluate_estimate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        self.evaluate(field, x)
+    }
     /// The field at `other` (another trajectory's state) into `other_ws`, and, where the
     /// method can share that pass, at `x` for its next [`Stepper::evaluate`] (which then finds
     /// it done); results as if separate. The default evaluates `other` alone.
@@ -170,6 +181,12 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
     }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         (**self).advance(field, x, eta)
+    }
+    fn estimates_loss(&self) -> bool {
+        (**self).estimates_loss()
+    }
+    fn evaluate_estimate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        (**self).evaluate_estimate(field, x)
     }
     fn evaluate_beside(
         &mut self,

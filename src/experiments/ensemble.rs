@@ -118,6 +118,9 @@ struct Measure<'a> {
     recorder: &'a Recorder<'a>,
     /// The steps trajectory.csv records.
     recorded: Vec<usize>,
+    /// The same steps for the driver: where a mini-batch method must give its loss, not its
+    /// batch's estimate.
+    loss_at: SaveAt,
     dt: f64,
     target_norm: f64,
     /// ‖X*‖_*.
@@ -300,6 +303,7 @@ impl Measure<'_> {
         let field = self.field.as_ref();
         let opts = RunOptions {
             save: SaveAt::Nothing,
+            loss_at: self.loss_at.clone(),
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(self.dt)
         };
         let last_step = self.recorded.last().copied();
@@ -515,6 +519,7 @@ pub fn ensemble(
         field: setup.field(),
         recorder,
         recorded: RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
+        loss_at: SaveAt::Every(cfg.record_every),
         dt,
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),
@@ -973,6 +978,7 @@ pub fn weak_against(
         field: field.clone(),
         recorder: &recorder,
         recorded: vec![cfg.steps],
+        loss_at: SaveAt::Last,
         dt,
         target_norm: setup.problem.x_star.norm(),
         target_nuclear: nuclear_norm(&setup.problem.x_star),

@@ -285,6 +285,8 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
         let (c, t) = (&p.summary.operator_counts, &p.summary.timings);
         summary.operator_counts.apply += c.apply;
         summary.operator_counts.adjoint += c.adjoint;
+        summary.operator_counts.fused += c.fused;
+        summary.operator_counts.rows += c.rows;
         summary.timings.total_seconds += t.total_seconds;
     }
     Ok(MergedRun {
@@ -312,6 +314,8 @@ fn work(parts: &[Part<'_>]) -> (OperatorCounts, SweepTimings) {
         if i > 0 {
             counts.apply += p.summary.operator_counts.apply;
             counts.adjoint += p.summary.operator_counts.adjoint;
+            counts.fused += p.summary.operator_counts.fused;
+            counts.rows += p.summary.operator_counts.rows;
         }
         let t = &p.summary.timings;
         timings.problem_seconds += t.problem_seconds;

@@ -550,34 +550,52 @@ fn default_jacobian<F: Field + ?Sized>(
 /// out = (f(state + h·dir) − f(state − h·dir))/(2h) with h = ε^{1/3}·max(‖state‖, 1)/‖dir‖,
 /// the central difference along `dir` of a function that writes its value into its second
 /// argument: for derivatives a field has no closed form of.
-/// F at `state` with each residual shifted and weighted, r_i → w_i(r_i − s_i):
-/// G_w = 𝒜*(w ⊙ (𝒜(UVᵀ) − y − s)) and F = (−G_wV, −G_wᵀU) — a mini-batch gradient when
-/// `weights` holds a batch's, with labels y + s when `shift` is given (label noise, MATH §10).
-/// Returns the full loss ½‖𝒜(UVᵀ) − y‖² at `state`. Two passes over the operator (𝒜, then
-/// 𝒜*); `ws` no longer holds the field's own evaluation afterwards.
-pub fn weighted_rhs(
+/// F at `state` from the measurements of non-zero weight (a mini-batch's), each residual
+/// shifted and weighted, r_i → w_i(r_i − s_i): G_w = Σ_{w_i ≠ 0} w_i(r_i − s_i)A_i and
+/// F = (−G_wV, −G_wᵀU), with labels y + s when `shift` is given (label noise, MATH §10).
+/// A batch of b ≪ m reads its b rows alone (b/m of a pass, twice); a batch of a quarter of the
+/// measurements or more takes the two passes, which also give the loss. Returns the batch's
+/// estimate of the loss ½Σ_i w_i r_i² (unbiased: E w_i = 1) and, from the two passes, the loss
+/// itself. `ws` no longer holds the field's own evaluation afterwards.
+pub fn batch_rhs(
     field: &dyn Field,
     state: &[f64],
     weights: &[f64],
     shift: Option<&[f64]>,
     out: &mut [f64],
     ws: &mut Workspace,
-) -> f64 {
+) -> (f64, Option<f64>) {
     let (f, op, y) = (field.factors(), field.operator(), field.observations());
     assert!(!f.symmetric, "weighted residuals are for two factors");
     assert_eq!(weights.len(), y.len(), "one weight per measurement");
     ws.cached = None;
     f.product_into(state, &mut ws.x);
-    op.apply(ws.x.as_slice(), &mut ws.r);
-    let mut loss = 0.0;
-    for (i, ((r, yi), w)) in ws.r.iter_mut().zip(y).zip(weights).enumerate() {
-        *r -= yi;
-        loss += *r * *r;
-        *r = w * (*r - shift.map_or(0.0, |s| s[i]));
-    }
-    op.adjoint(&ws.r, ws.g.as_mut_slice());
+    let rows: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] != 0.0).collect();
+    let mut estimate = 0.0;
+    let full = if rows.len() * 4 >= y.len() {
+        op.apply(ws.x.as_slice(), &mut ws.r);
+        let mut loss = 0.0;
+        for (i, ((r, yi), w)) in ws.r.iter_mut().zip(y).zip(weights).enumerate() {
+            *r -= yi;
+            loss += *r * *r;
+            estimate += w * *r * *r;
+            *r = w * (*r - shift.map_or(0.0, |s| s[i]));
+        }
+        op.adjoint(&ws.r, ws.g.as_mut_slice());
+        Some(0.5 * loss)
+    } else {
+        let r = &mut ws.r[..rows.len()];
+        op.apply_rows(&rows, ws.x.as_slice(), r);
+        for (rk, &i) in r.iter_mut().zip(&rows) {
+            let ri = *rk - y[i];
+            estimate += weights[i] * ri * ri;
+            *rk = weights[i] * (ri - shift.map_or(0.0, |s| s[i]));
+        }
+        op.adjoint_rows(&rows, r, ws.g.as_mut_slice());
+        None
+    };
     f.map_gradient(state, &ws.g, out);
-    0.5 * loss
+    (0.5 * estimate, full)
 }
 
 /// Jξ = Σ_i ξ_i∇r_i = (𝒜*(ξ)V, 𝒜*(ξ)ᵀU), the label noise's direction (MATH §10), one adjoint

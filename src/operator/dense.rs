@@ -4,7 +4,10 @@ use nalgebra::DMatrix;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::kernels::{adjoint_any, adjoint_block_any, apply_any, apply_block_any, fused_any};
+use super::kernels::{
+    adjoint_any, adjoint_block_any, adjoint_selected, apply_any, apply_block_any, apply_selected,
+    fused_any,
+};
 use super::{Counter, OperatorCounts, Precision, SensingOperator};
 
 enum Storage {
@@ -170,6 +173,22 @@ impl SensingOperator for DenseOperator {
         match &self.a {
             Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
             Storage::F32(a) => adjoint_any(a, n, z, out),
+        }
+    }
+    fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {
+        self.counter.rows(rows.len() as u64);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => apply_selected(a.as_slice(), n, rows, x, out),
+            Storage::F32(a) => apply_selected(a, n, rows, x, out),
+        }
+    }
+    fn adjoint_rows(&self, rows: &[usize], z: &[f64], out: &mut [f64]) {
+        self.counter.rows(rows.len() as u64);
+        let n = self.n1 * self.n2;
+        match &self.a {
+            Storage::F64(a) => adjoint_selected(a.as_slice(), n, rows, z, out),
+            Storage::F32(a) => adjoint_selected(a, n, rows, z, out),
         }
     }
     fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {

@@ -214,6 +214,36 @@ pub(super) fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [
         .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
 }
 
+/// `out[k] = ⟨A_{rows[k]}, x⟩` from the stored columns (n entries each): a mini-batch's
+/// measurements, at the cost of their rows alone.
+pub(super) fn apply_selected<E: Entry>(
+    data: &[E],
+    n: usize,
+    rows: &[usize],
+    x: &[f64],
+    out: &mut [f64],
+) {
+    for (o, &i) in out.iter_mut().zip(rows) {
+        *o = dot(&data[i * n..(i + 1) * n], x);
+    }
+}
+
+/// `out = Σ_k z_k vec(A_{rows[k]})`, rows in the order given.
+pub(super) fn adjoint_selected<E: Entry>(
+    data: &[E],
+    n: usize,
+    rows: &[usize],
+    z: &[f64],
+    out: &mut [f64],
+) {
+    out.fill(0.0);
+    for (&i, &zk) in rows.iter().zip(z) {
+        for (o, a) in out.iter_mut().zip(&data[i * n..(i + 1) * n]) {
+            *o += zk * a.get();
+        }
+    }
+}
+
 /// Four independent accumulators let the compiler vectorise the sum without `-ffast-math`.
 #[inline(always)]
 fn dot<E: Entry>(a: &[E], b: &[f64]) -> f64 {

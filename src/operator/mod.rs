@@ -30,6 +30,10 @@ pub struct OperatorCounts {
     /// two inputs sharing a pass, [`SensingOperator::residual_adjoint_pair`], count two).
     #[serde(default)]
     pub fused: u64,
+    /// Single measurements taken by the row products ([`SensingOperator::apply_rows`],
+    /// [`SensingOperator::adjoint_rows`]): a mini-batch's b rows each, m of them a pass.
+    #[serde(default)]
+    pub rows: u64,
 }
 
 /// Application counts an operator keeps for its statistics (thread-safe; a custom operator
@@ -39,6 +43,7 @@ pub struct Counter {
     apply: AtomicU64,
     adjoint: AtomicU64,
     fused: AtomicU64,
+    rows: AtomicU64,
 }
 
 impl Counter {
@@ -47,6 +52,7 @@ impl Counter {
             apply: self.apply.load(Ordering::Relaxed),
             adjoint: self.adjoint.load(Ordering::Relaxed),
             fused: self.fused.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
         }
     }
     pub fn apply(&self) {
@@ -57,6 +63,9 @@ impl Counter {
     }
     pub fn fused(&self) {
         self.fused.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn rows(&self, count: u64) {
+        self.rows.fetch_add(count, Ordering::Relaxed);
     }
     pub(crate) fn add(&self, apply: u64, adjoint: u64) {
         self.apply.fetch_add(apply, Ordering::Relaxed);
@@ -96,6 +105,26 @@ pub trait SensingOperator: Send + Sync {
     ) {
         for ((x, r), o) in x.into_iter().zip(residual).zip(out) {
             self.residual_adjoint(x, y, r, o);
+        }
+    }
+    /// `out[k] = ⟨A_{rows[k]}, x⟩`: a few measurements (a mini-batch's) at the cost of their
+    /// rows alone. The default copies each A_i out ([`Self::measurement_matrix`]).
+    fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {
+        let mut a = vec![0.0; x.len()];
+        for (o, &i) in out.iter_mut().zip(rows) {
+            self.measurement_matrix(i, &mut a);
+            *o = a.iter().zip(x).map(|(a, x)| a * x).sum();
+        }
+    }
+    /// `out = Σ_k z_k vec(A_{rows[k]})`, as [`Self::apply_rows`].
+    fn adjoint_rows(&self, rows: &[usize], z: &[f64], out: &mut [f64]) {
+        let mut a = vec![0.0; out.len()];
+        out.fill(0.0);
+        for (&i, &zk) in rows.iter().zip(z) {
+            self.measurement_matrix(i, &mut a);
+            for (o, a) in out.iter_mut().zip(&a) {
+                *o += zk * a;
+            }
         }
     }
     /// Copy vec(A_i) into `out` (length n1·n2).

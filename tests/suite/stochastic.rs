@@ -6,7 +6,7 @@ use gdflow::config::ConfigArgs;
 use gdflow::dynamics::optimizer::{Optimizer, Sgd};
 use gdflow::dynamics::{Driver, RunOptions};
 use gdflow::experiments::run_config;
-use gdflow::field::SensingField;
+use gdflow::field::{Field, SensingField};
 use nalgebra::{DMatrix, DVector};
 
 use super::{small_gaussian, Plain};
@@ -91,6 +91,89 @@ fn full_batch_without_replacement_is_gd_bit_for_bit() {
 
 /// The batches: every step's weights sum to m; without replacement they are m/b on exactly b
 /// measurements; each weight's mean over many steps is 1 (unbiased), within its 95% interval.
+/// A mini-batch step reads its b rows alone: the row products equal the full products' entries
+/// (dense f64 and f32 storage, and the default through `measurement_matrix` for sampled
+/// entries), and the batch's loss estimate ½Σ w_i r_i² — what the divergence test sees
+/// between records — is unbiased: its mean over many batches is the loss within its interval.
+#[test]
+fn batch_rows_match_full_passes_and_estimate_the_loss() {
+    use gdflow::operator::{DenseOperator, EntryOperator, SensingOperator};
+    use rand::SeedableRng;
+    let (n1, n2, m) = (5, 4, 37);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let ops: Vec<Box<dyn SensingOperator>> = vec![
+        Box::new(DenseOperator::gaussian(n1, n2, m, &mut rng)),
+        Box::new(DenseOperator::gaussian(n1, n2, m, &mut rng).into_f32()),
+        Box::new(EntryOperator::new(
+            n1,
+            n2,
+            (0..m).map(|i| (i * 7) % (n1 * n2)).collect(),
+        )),
+    ];
+    let x: Vec<f64> = (0..n1 * n2).map(|i| (i as f64 * 0.37).sin()).collect();
+    let z: Vec<f64> = (0..m).map(|i| (i as f64 * 0.91).cos()).collect();
+    let rows = [30, 2, 17, 2, 36];
+    for op in &ops {
+        let mut full = vec![0.0; m];
+        op.apply(&x, &mut full);
+        let mut some = vec![0.0; rows.len()];
+        op.apply_rows(&rows, &x, &mut some);
+        for (k, &i) in rows.iter().enumerate() {
+            assert!(
+                (some[k] - full[i]).abs() <= 1e-13 * full[i].abs().max(1.0),
+                "row {i}"
+            );
+        }
+        // Σ_k z_k A_{rows[k]} against the adjoint of z restricted to the rows (2 twice)
+        let mut zr = vec![0.0; m];
+        for (k, &i) in rows.iter().enumerate() {
+            zr[i] += z[k];
+        }
+        let (mut want, mut got) = (vec![0.0; n1 * n2], vec![0.0; n1 * n2]);
+        op.adjoint(&zr, &mut want);
+        op.adjoint_rows(&rows, &z[..rows.len()], &mut got);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-13 * b.abs().max(1.0));
+        }
+    }
+    // the estimate's mean over batches is the loss
+    let p = small_gaussian(8);
+    let field = SensingField::from_problem(&p);
+    let x0 = super::random_state(&p, 9, 0.5);
+    let mut ws = field.workspace();
+    let loss = field.loss(&x0, &mut ws);
+    let m = field.observations().len();
+    for with_replacement in [false, true] {
+        let sgd = Sgd {
+            batch: 3,
+            with_replacement,
+            m,
+            seed: 2,
+            substeps: 8,
+            label_noise: 0.0,
+        };
+        let (mut w, mut out) = (Vec::new(), vec![0.0; x0.len()]);
+        let n = 20_000;
+        let estimates: Vec<f64> = (0..n)
+            .map(|j| {
+                sgd.weights(0, j, &mut w);
+                let (estimate, full) =
+                    gdflow::field::batch_rhs(&field, &x0, &w, None, &mut out, &mut ws);
+                assert!(full.is_none(), "3 of {m} rows are read alone");
+                estimate
+            })
+            .collect();
+        let mean = estimates.iter().sum::<f64>() / n as f64;
+        let sd =
+            (estimates.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let ci99 = 2.58 * sd / (n as f64).sqrt();
+        assert!(
+            (mean - loss).abs() <= ci99,
+            "{mean} ± {ci99} against {loss}"
+        );
+    }
+}
+
 #[test]
 fn batches_are_unbiased_and_counter_based() {
     for with_replacement in [false, true] {

@@ -23,7 +23,7 @@ use rand_distr::StandardNormal;
 
 use super::{no_limit, Context, Limit, LimitSolver, Optimizer, Parameters, Refusal, Settings};
 use crate::dynamics::{Evaluation, FlowVariant, Stepper};
-use crate::field::{weighted_rhs, Field, Modified, Workspace};
+use crate::field::{batch_rhs, Field, Modified, Workspace};
 
 /// The sub-seed stream of SGD's batches (beside the problem's operator, target, start, noise).
 pub const STREAM_BATCHES: u64 = 5;
@@ -298,14 +298,10 @@ struct SgdStepper {
     ws: Option<Workspace>,
 }
 
-impl Stepper for SgdStepper {
-    fn name(&self) -> String {
-        self.sgd.name()
-    }
-    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        if !self.sgd.is_stochastic() {
-            return self.eval.at(field, x);
-        }
+impl SgdStepper {
+    /// This step's direction from its batch (and label noise) into `eval.f`: the batch's loss
+    /// estimate, and the loss when the batch is large enough to read the whole matrix.
+    fn batch(&mut self, field: &dyn Field, x: &[f64]) -> (f64, Option<f64>) {
         self.sgd.weights(self.replica, self.step, &mut self.weights);
         let shift = if self.sgd.label_noise > 0.0 {
             self.sgd
@@ -316,7 +312,30 @@ impl Stepper for SgdStepper {
         };
         self.eval.f.resize(x.len(), 0.0);
         let ws = self.ws.get_or_insert_with(|| field.workspace());
-        weighted_rhs(field, x, &self.weights, shift, &mut self.eval.f, ws)
+        batch_rhs(field, x, &self.weights, shift, &mut self.eval.f, ws)
+    }
+}
+
+impl Stepper for SgdStepper {
+    fn name(&self) -> String {
+        self.sgd.name()
+    }
+    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        if !self.sgd.is_stochastic() {
+            return self.eval.at(field, x);
+        }
+        let (_, loss) = self.batch(field, x);
+        let ws = self.ws.as_mut().expect("made by batch");
+        loss.unwrap_or_else(|| field.loss(x, ws))
+    }
+    fn estimates_loss(&self) -> bool {
+        self.sgd.is_stochastic()
+    }
+    fn evaluate_estimate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
+        if !self.sgd.is_stochastic() {
+            return self.eval.at(field, x);
+        }
+        self.batch(field, x).0
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.eval.f) {
