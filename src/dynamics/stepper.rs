@@ -209,7 +209,17 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
     /// One pass over the sensing matrix for all runs when every stepper has a
     /// [`Stepper::batch_buffer`] (as [`Gd`]'s own batch does, with the same results), one by
     /// one otherwise.
+    ///
+    /// Steppers that all estimate their loss ([`Stepper::estimates_loss`]: mini-batch
+    /// methods) take their steps' directions one by one and their losses together
+    /// ([`Field::loss_batch`]: one pass of 𝒜 per eight).
     fn evaluate_batch(steppers: &mut [&mut Self], field: &dyn Field, xs: &[&[f64]]) -> Vec<f64> {
+        if steppers.iter().all(|s| s.estimates_loss()) {
+            for (s, x) in steppers.iter_mut().zip(xs) {
+                s.evaluate_estimate(field, x);
+            }
+            return field.loss_batch(xs);
+        }
         let mut outs = Vec::with_capacity(steppers.len());
         for (s, x) in steppers.iter_mut().zip(xs) {
             match s.batch_buffer(x.len()) {

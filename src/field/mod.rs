@@ -227,6 +227,9 @@ macro_rules! delegate_to_inner_field {
         fn loss(&self, state: &[f64], ws: &mut $crate::field::Workspace) -> f64 {
             self.$inner.loss(state, ws)
         }
+        fn loss_batch(&self, states: &[&[f64]]) -> Vec<f64> {
+            self.$inner.loss_batch(states)
+        }
     };
 }
 
@@ -334,6 +337,13 @@ pub trait Field: Send + Sync {
         self.state_len() as f64 * self.rhs_cost_macs()
     }
 
+    /// [`Field::loss`] at several states; fields that can share a pass over the sensing matrix
+    /// between them override it. Losses equal [`Field::loss`]'s to rounding.
+    fn loss_batch(&self, states: &[&[f64]]) -> Vec<f64> {
+        let mut ws = self.workspace();
+        states.iter().map(|x| self.loss(x, &mut ws)).collect()
+    }
+
     /// [`Field::rhs`] for several states; fields that can share a pass over the sensing
     /// matrix between them override it. Outputs and losses equal [`Field::rhs`]'s to
     /// rounding.
@@ -385,6 +395,11 @@ pub trait FactorGradient: Send + Sync {
     }
     fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Option<Vec<f64>> {
         let _ = (states, outs);
+        None
+    }
+    /// The losses at several X at once, where one pass can serve them all.
+    fn loss_batch(&self, xs: &[DMatrix<f64>]) -> Option<Vec<f64>> {
+        let _ = xs;
         None
     }
 }
@@ -514,6 +529,22 @@ impl<T: FactorGradient> Field for T {
     fn jacobian_cost_macs(&self) -> f64 {
         FactorGradient::jacobian_cost_macs(self)
             .unwrap_or_else(|| self.state_len() as f64 * self.rhs_cost_macs())
+    }
+
+    fn loss_batch(&self, states: &[&[f64]]) -> Vec<f64> {
+        let f = FactorGradient::factors(self);
+        let xs: Vec<DMatrix<f64>> = states
+            .iter()
+            .map(|s| {
+                let mut x = DMatrix::zeros(f.n1, f.n2);
+                f.product_into(s, &mut x);
+                x
+            })
+            .collect();
+        FactorGradient::loss_batch(self, &xs).unwrap_or_else(|| {
+            let mut ws = Field::workspace(self);
+            xs.iter().map(|x| self.loss_at(x, &mut ws)).collect()
+        })
     }
 
     fn rhs_batch(&self, states: &[&[f64]], outs: &mut [Vec<f64>]) -> Vec<f64> {

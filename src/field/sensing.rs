@@ -155,6 +155,23 @@ impl FactorGradient for SensingField {
                 .sum::<f64>()
     }
 
+    /// 𝒜 applied to eight X per pass over the sensing matrix.
+    fn loss_batch(&self, xs: &[DMatrix<f64>]) -> Option<Vec<f64>> {
+        let views: Vec<&[f64]> = xs.iter().map(|x| x.as_slice()).collect();
+        let mut rs = vec![vec![0.0; self.y.len()]; xs.len()];
+        self.op.apply_block(&views, &mut rs);
+        Some(
+            rs.iter_mut()
+                .map(|r| {
+                    for (ri, yi) in r.iter_mut().zip(&self.y) {
+                        *ri -= yi;
+                    }
+                    self.loss_of(r)
+                })
+                .collect(),
+        )
+    }
+
     /// With 𝒜 and 𝒜* applied to eight states per pass over the sensing matrix
     /// ([`SensingOperator::apply_block`]); every state's result is independent of the others
     /// in the batch (a batch of one included).

@@ -216,6 +216,8 @@ pub(super) fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [
 
 /// `out[k] = ⟨A_{rows[k]}, x⟩` from the stored columns (n entries each): a mini-batch's
 /// measurements, at the cost of their rows alone.
+/// Four rows at a time in AVX2 where the CPU has it: each row's sum runs in [`dot`]'s order
+/// either way, so the results are bit-identical.
 pub(super) fn apply_selected<E: Entry>(
     data: &[E],
     n: usize,
@@ -223,8 +225,25 @@ pub(super) fn apply_selected<E: Entry>(
     x: &[f64],
     out: &mut [f64],
 ) {
-    for (o, &i) in out.iter_mut().zip(rows) {
-        *o = dot(&data[i * n..(i + 1) * n], x);
+    let row = |i: usize| &data[i * n..(i + 1) * n];
+    let mut k = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        while k + 4 <= rows.len() {
+            let four = [
+                row(rows[k]),
+                row(rows[k + 1]),
+                row(rows[k + 2]),
+                row(rows[k + 3]),
+            ];
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            let d = unsafe { dot4_avx2(four, x) };
+            out[k..k + 4].copy_from_slice(&d);
+            k += 4;
+        }
+    }
+    for (o, &i) in out[k..rows.len()].iter_mut().zip(&rows[k..]) {
+        *o = dot(row(i), x);
     }
 }
 
@@ -237,8 +256,19 @@ pub(super) fn adjoint_selected<E: Entry>(
     out: &mut [f64],
 ) {
     out.fill(0.0);
-    for (&i, &zk) in rows.iter().zip(z) {
-        for (o, a) in out.iter_mut().zip(&data[i * n..(i + 1) * n]) {
+    let row = |i: usize| &data[i * n..(i + 1) * n];
+    // four rows a sweep: a quarter of the loads and stores of `out`
+    let mut quads = rows.chunks_exact(4).zip(z.chunks_exact(4));
+    for (r, zq) in &mut quads {
+        let (a0, a1, a2, a3) = (row(r[0]), row(r[1]), row(r[2]), row(r[3]));
+        for (j, o) in out.iter_mut().enumerate() {
+            *o += (zq[0] * a0[j].get() + zq[1] * a1[j].get())
+                + (zq[2] * a2[j].get() + zq[3] * a3[j].get());
+        }
+    }
+    let done = rows.len() / 4 * 4;
+    for (&i, &zk) in rows[done..].iter().zip(&z[done..]) {
+        for (o, a) in out.iter_mut().zip(row(i)) {
             *o += zk * a.get();
         }
     }

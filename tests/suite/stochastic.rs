@@ -143,6 +143,13 @@ fn batch_rows_match_full_passes_and_estimate_the_loss() {
     let mut ws = field.workspace();
     let loss = field.loss(&x0, &mut ws);
     let m = field.observations().len();
+    // the losses of an ensemble's records, eight states a pass, are each state's own
+    let states: Vec<Vec<f64>> = (0..11).map(|s| super::random_state(&p, s, 0.5)).collect();
+    let views: Vec<&[f64]> = states.iter().map(|s| s.as_slice()).collect();
+    for (x, l) in states.iter().zip(field.loss_batch(&views)) {
+        let want = field.loss(x, &mut ws);
+        assert!((l - want).abs() <= 1e-13 * want, "{l} against {want}");
+    }
     for with_replacement in [false, true] {
         let sgd = Sgd {
             batch: 3,

@@ -329,7 +329,8 @@ impl Stepper for SgdStepper {
         loss.unwrap_or_else(|| field.loss(x, ws))
     }
     fn estimates_loss(&self) -> bool {
-        self.sgd.is_stochastic()
+        // a batch of a quarter of the measurements or more takes two passes, loss included
+        self.sgd.is_stochastic() && self.sgd.batch * 4 < self.sgd.m
     }
     fn evaluate_estimate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         if !self.sgd.is_stochastic() {
