@@ -157,17 +157,17 @@ pub fn solve_sme(
     let dims = if sme.label_scale > 0.0 { 2 * m } else { m };
     let mut increment = |x: &[f64], h: f64, normals: &[f64], delta: &mut [f64]| {
         drift.rhs(x, &mut f, &mut ws_drift);
-        sme.noise.evaluate(x, &mut ws_noise);
         delta.iter_mut().zip(&f).for_each(|(d, f)| *d = h * f);
         if sme.c_b > 0.0 {
-            gradient_noise(
-                sme.noise.as_ref(),
-                x,
-                &normals[..m],
-                scale,
-                delta,
-                &mut ws_noise,
-            );
+            // the drift (the noise's field, or its modified field) has just evaluated that
+            // field at x: its workspace holds r and G there, the noise's one pass needs no other
+            let ws = if ws_drift.holds(x) {
+                &mut ws_drift
+            } else {
+                sme.noise.evaluate(x, &mut ws_noise);
+                &mut ws_noise
+            };
+            gradient_noise(sme.noise.as_ref(), x, &normals[..m], scale, delta, ws);
         }
         if sme.label_scale > 0.0 {
             let s = sme.eta.sqrt() * sme.label_scale;

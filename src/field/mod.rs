@@ -666,18 +666,27 @@ pub fn gradient_noise(
     );
     let f = field.factors();
     let m = xi.len() as f64;
-    let z: Vec<f64> = ws.r.iter().zip(xi).map(|(r, x)| r * x).collect();
-    let mut gz = DMatrix::zeros(f.n1, f.n2);
+    // the derivative buffers hold nothing the cached evaluation needs: they serve as scratch,
+    // so that a substep allocates nothing
+    let (mut z, mut gz, mut d) = (
+        std::mem::take(&mut ws.rdot),
+        std::mem::replace(&mut ws.gdot, DMatrix::zeros(0, 0)),
+        std::mem::take(&mut ws.plain),
+    );
+    z.clear();
+    z.extend(ws.r.iter().zip(xi).map(|(r, x)| r * x));
+    gz.resize_mut(f.n1, f.n2, 0.0);
     field.operator().adjoint(&z, gz.as_mut_slice());
     // map_gradient gives −(GV, GᵀU): D ξ = −√m·map(Gz) + (Σξ/√m)·map(G)
     let sum: f64 = xi.iter().sum();
-    gz *= -m.sqrt();
-    gz += &ws.g * (sum / m.sqrt());
-    let mut d = vec![0.0; state.len()];
+    let (a, b) = (-m.sqrt(), sum / m.sqrt());
+    gz.zip_apply(&ws.g, |gzi, gi| *gzi = a * *gzi + b * gi);
+    d.resize(state.len(), 0.0);
     f.map_gradient(state, &gz, &mut d);
     for (o, v) in out.iter_mut().zip(&d) {
         *o += scale * v;
     }
+    (ws.rdot, ws.gdot, ws.plain) = (z, gz, d);
 }
 
 pub fn central_difference(
