@@ -31,6 +31,35 @@ fn eta_label(method: &str, eta: f64) -> String {
     format!("{} η = {}", method_label(method), super::short(eta))
 }
 
+/// Each run's legend name: its method and η, and where two runs would share that name, the
+/// first configuration key in which it differs from another run of that name, with its own
+/// value (", batch 60" and ", batch 120").
+fn run_labels(runs: &[RunResult]) -> Vec<String> {
+    let base: Vec<String> = runs
+        .iter()
+        .map(|r| eta_label(&r.summary.optimizer.name, r.summary.config().eta))
+        .collect();
+    let table = |r: &RunResult| {
+        r.summary
+            .config()
+            .table_without(&["out", "save_problem"])
+            .unwrap_or_default()
+    };
+    base.iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let Some(other) = (0..base.len()).find(|&j| j != i && base[j] == *label) else {
+                return label.clone();
+            };
+            let (a, b) = (table(&runs[i]), table(&runs[other]));
+            match a.iter().find(|(k, v)| b.get(*k) != Some(*v)) {
+                Some((k, v)) => format!("{label}, {k} {}", v.to_string().trim_matches('"')),
+                None => format!("{label} (run {})", i + 1),
+            }
+        })
+        .collect()
+}
+
 /// The plain limit's name in a legend.
 fn limit_label(method: &str) -> String {
     if method == "gd" {
@@ -172,9 +201,10 @@ fn records_panel(
             )
         });
     }
+    let labels = run_labels(runs);
     for (i, run) in runs.iter().enumerate() {
         let series = gd_series(
-            eta_label(&run.summary.optimizer.name, etas[i]),
+            labels[i].clone(),
             i,
             run.gd.iter().map(|r| (r.t, value(r))).collect(),
             &run.summary.gd.status,
@@ -405,11 +435,20 @@ pub fn run_figures(runs: &[RunResult], shown: Option<usize>) -> Vec<Figure> {
         singular_values(&runs[0], shown),
         balance_drift_runs(runs),
     ];
-    let with_replicas: Vec<&RunResult> = runs.iter().filter(|r| !r.ensemble.is_empty()).collect();
-    for (i, run) in with_replicas.iter().enumerate() {
+    let labels = run_labels(runs);
+    let with_replicas: Vec<(&RunResult, &String)> = runs
+        .iter()
+        .zip(&labels)
+        .filter(|(r, _)| !r.ensemble.is_empty())
+        .collect();
+    for (i, (run, label)) in with_replicas.iter().enumerate() {
         let mut f = ensemble_bands(run);
         if with_replicas.len() > 1 {
+            // ensemble_1, ensemble_2, … in the order the runs were given, each saying whose
             f.name = format!("{}_{}", f.name, i + 1);
+            if let Some(p) = f.panels.first_mut() {
+                p.texts.insert(0, format!("run: {label}"));
+            }
         }
         figures.push(f);
     }

@@ -516,3 +516,45 @@ fn tick_labels_differ_and_subscripts_are_drawn() {
         "markers named in the CSV"
     );
 }
+
+/// Two runs of one problem at one η (here two batch sizes) are told apart in every legend by
+/// the key in which they differ, each with its own value; their ensemble figures say whose.
+#[test]
+fn runs_at_one_step_size_are_named_by_what_differs() {
+    let base = ConfigArgs {
+        optimizer: Some("sgd".into()),
+        replicas: Some(4),
+        steps: Some(20),
+        ..small()
+    };
+    let runs: Vec<_> = [10, 20]
+        .map(|b| {
+            gdflow::experiments::run_config(&ConfigArgs {
+                batch: Some(b),
+                ..base.clone()
+            })
+            .unwrap()
+        })
+        .into();
+    let figures = run_figures(&runs, None);
+    let names = |f: &Figure| -> Vec<String> {
+        f.panels[0]
+            .series
+            .iter()
+            .map(|s| s.label.clone())
+            .filter(|n| n.starts_with("sgd η"))
+            .collect()
+    };
+    let loss = figures.iter().find(|f| f.name == "loss_error").unwrap();
+    assert_eq!(
+        names(loss),
+        ["sgd η = 0.1, batch 10", "sgd η = 0.1, batch 20"]
+    );
+    for (i, b) in [(1, 10), (2, 20)] {
+        let f = figures
+            .iter()
+            .find(|f| f.name == format!("ensemble_{i}"))
+            .unwrap();
+        assert_eq!(f.panels[0].texts[0], format!("run: sgd η = 0.1, batch {b}"));
+    }
+}
