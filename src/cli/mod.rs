@@ -190,7 +190,7 @@ fn parse() -> Cli {
     let mut cmd = Cli::command();
     for sub in [Cmd::Run, Cmd::Sweep, Cmd::Check] {
         for key in sub.refused_keys() {
-            cmd = cmd.mut_subcommand(sub.name(), |s| s.mut_arg(*key, |a| a.hide(true)));
+            cmd = cmd.mut_subcommand(sub.name(), |s| s.mut_arg(key, |a| a.hide(true)));
         }
     }
     let matches = cmd.get_matches();

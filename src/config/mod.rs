@@ -66,227 +66,266 @@ impl Vary {
     }
 }
 
-/// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
-/// winning. Unknown TOML keys are errors.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::Args))]
-#[serde(deny_unknown_fields)]
-pub struct ConfigArgs {
-    /// Rows of the target X* [default: 30]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub n1: Option<usize>,
-    /// Columns of the target X* [default: 25]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub n2: Option<usize>,
-    /// Rank r of the target [default: 3]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub rank: Option<usize>,
-    /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub width: Option<usize>,
-    /// Number of measurements m [default: 600; n1·n2 for --operator identity]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub measurements: Option<usize>,
-    /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Problem")
-    )]
-    pub alpha: Option<f64>,
-    /// Condition number σ_1/σ_r of the target [default: 2]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Problem")
-    )]
-    pub kappa: Option<f64>,
-    /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-    pub profile: Option<Profile>,
-    /// Explicit singular values of the target, comma-separated (overrides --kappa)
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_delimiter = ',',
-            allow_hyphen_values = true,
-            help_heading = "Problem"
-        )
-    )]
-    pub singular_values: Option<Vec<f64>>,
-    /// Measurement operator [default: gaussian]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-    pub operator: Option<OperatorKind>,
-    /// Storage of the sensing matrix: f64, or f32 (half the memory and bandwidth, products
-    /// accumulated in f64; for a generated problem the f32 entries are the operator, for an f64
-    /// file the change of y is reported) [default: f64]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-    pub sensing_precision: Option<Precision>,
-    /// Standard deviation of the measurement noise ξ_i [default: 0]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Problem")
-    )]
-    pub noise: Option<f64>,
-    /// Seed of every random draw (operator, target, start, noise, W) [default: 0]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-    pub seed: Option<u64>,
-    /// GD step size η [default: 0.05]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Method")
-    )]
-    pub eta: Option<f64>,
-    /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-    pub steps: Option<usize>,
-    /// Record every j-th GD iterate and the flow at the same times (maxima and the GD–flow
-    /// distance are still taken over every step) [default: 1]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-    pub record_every: Option<usize>,
-    /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
-    /// for step η, or the central flow (past the stability limit; adds the rows gd_mean,
-    /// GD's two-step average) [default: plain]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
-    pub flow: Option<FlowVariant>,
-    /// The discrete method compared with its limits (MATH §9) [default: gd]
-    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME", value_parser = optimizer_names(), help_heading = "Method"))]
-    pub optimizer: Option<String>,
-    /// ScaledGD's λ in U ← U − ηGV(VᵀV + λI)⁻¹ [default: 0.01·σ_r(X*)]
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_name = "λ",
-            allow_hyphen_values = true,
-            help_heading = "Method"
-        )
-    )]
-    pub damping: Option<f64>,
-    /// Heavy ball's fixed momentum β ∈ [0, 1), time t = jη (or give --friction)
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_name = "β",
-            allow_hyphen_values = true,
-            help_heading = "Method"
-        )
-    )]
-    pub momentum: Option<f64>,
-    /// Heavy ball's friction γ > 0: β = 1 − γ√η, time t = j√η, limit Ẍ + γẊ + ∇f = 0
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_name = "γ",
-            allow_hyphen_values = true,
-            help_heading = "Method"
-        )
-    )]
-    pub friction: Option<f64>,
-    /// SGD's batch size b, 1 ≤ b ≤ m (b = m without replacement is GD)
-    #[cfg_attr(feature = "cli", arg(long, value_name = "b", help_heading = "Method"))]
-    pub batch: Option<usize>,
-    /// SGD draws its batches with replacement (default: without)
-    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
-    pub with_replacement: Option<bool>,
-    /// Euler–Maruyama substeps per step of SGD's SMEs (--flow sme1, sme2) [default: 8, doubled
-    /// with --replicas while the scheme's own weak error is resolved and not below half the
-    /// weak error being measured, up to 128]
-    #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
-    pub sde_substeps: Option<usize>,
-    /// Draw this anew for every replica beside its noise: `start` makes an ensemble over
-    /// starts (of any optimiser, GD included), each replica's limit from its own start
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
-    pub vary: Option<Vary>,
-    /// Report an SME's statistics by Talay–Tubaro extrapolation, 2E_{h/2} − E_h, from its
-    /// ensembles on h and h/2: the Euler–Maruyama scheme's first-order error removed
-    /// (--flow sme1, sme2 with --replicas)
-    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
-    pub talay_tubaro: Option<bool>,
-    /// Label-noise SGD's σ: labels y_i + σε_i, fresh every step (--optimizer label-noise)
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_name = "σ",
-            allow_hyphen_values = true,
-            help_heading = "Method"
-        )
-    )]
-    pub label_noise: Option<f64>,
-    /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
-    /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
-    #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
-    pub replicas: Option<usize>,
-    /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
-    /// model of E (MATH §5), GD and every flow included, instead of the sensing dynamics
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-    pub perturbation: Option<PerturbationModel>,
-    /// ε of the `relative` and `absolute` perturbations [default: 0.1]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Problem")
-    )]
-    pub perturbation_size: Option<f64>,
-    /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
-    /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
-    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Problem"))]
-    pub symmetric: Option<bool>,
-    /// ODE method for the flows [default: dop853]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
-    pub method: Option<Method>,
-    /// Relative tolerance of the flow solver [default: 1e-8]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Solver")
-    )]
-    pub rtol: Option<f64>,
-    /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, allow_hyphen_values = true, help_heading = "Solver")
-    )]
-    pub atol: Option<f64>,
-    /// Compute the sharpness λ_max(∇²f) (block Lanczos) at every j-th record of every
-    /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
-    #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-    pub sharpness_every: Option<usize>,
-    /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
-    /// relative to the whole state [default: componentwise]
-    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
-    pub error_scale: Option<ErrorScale>,
-    /// Load the problem (x_star, sensing, optional y, u0, v0, alpha) from a NumPy .npz file;
-    /// options the file fixes are checked against it or refused
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "FILE.npz", help_heading = "Problem")
-    )]
-    pub problem: Option<PathBuf>,
-    /// Save the problem actually run to a NumPy .npz file
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "FILE.npz", help_heading = "Problem")
-    )]
-    pub save_problem: Option<PathBuf>,
-    /// Write the outputs (summary.json, CSV tables, config.toml) into this directory
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "DIR", help_heading = "Output")
-    )]
-    pub out: Option<PathBuf>,
-    /// Also write states.npz: U and V at every recorded step of every dynamics, arrays
-    /// `<dynamics>_U`, `<dynamics>_V`, `<dynamics>_step`, `<dynamics>_t` (needs --out)
-    #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Output"))]
-    pub save_states: Option<bool>,
-    /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
-    #[serde(default, skip_serializing)]
-    #[cfg_attr(feature = "cli", arg(skip))]
-    pub sweep: Option<SweepArgs>,
-    /// The `[check]` table of a configuration file.
-    #[serde(default, skip_serializing)]
-    #[cfg_attr(feature = "cli", arg(skip))]
-    pub check: Option<CheckArgs>,
+/// A struct of optional keys, each written once: its field (its type; its doc comment, the
+/// help; its `arg` attribute, the flag; its name, the TOML key). The macro adds the list of
+/// the keys, the overlay of one value on another key by key, and whether a key is set, so that
+/// no list of the keys is written out by hand beside the struct.
+macro_rules! keys {
+    (
+        $(#[$sm:meta])*
+        pub struct $name:ident / $keys:ident {
+            $( $(#[$fm:meta])* pub $f:ident : Option<$t:ty>, )*
+        }
+    ) => {
+        $(#[$sm])*
+        pub struct $name {
+            $( $(#[$fm])* pub $f: Option<$t>, )*
+        }
+
+        #[doc = concat!("Every key of [`", stringify!($name), "`]: its TOML keys (the flags are their kebab-case).")]
+        pub const $keys: &[&str] = &[$(stringify!($f)),*];
+
+        impl $name {
+            /// `self` with every key `top` sets replaced by `top`'s value.
+            fn overlay_keys(mut self, top: &Self) -> Self {
+                $( if top.$f.is_some() { self.$f = top.$f.clone(); } )*
+                self
+            }
+
+            /// Whether the key named `key` is set.
+            pub fn is_set(&self, key: &str) -> bool {
+                match key {
+                    $( stringify!($f) => self.$f.is_some(), )*
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+keys! {
+    /// Every run parameter, each optional: filled from `--config FILE.toml` and from flags, flags
+    /// winning. Unknown TOML keys are errors.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[cfg_attr(feature = "cli", derive(clap::Args))]
+    #[serde(deny_unknown_fields)]
+    pub struct ConfigArgs / KNOWN_KEYS {
+        /// Rows of the target X* [default: 30]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub n1: Option<usize>,
+        /// Columns of the target X* [default: 25]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub n2: Option<usize>,
+        /// Rank r of the target [default: 3]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub rank: Option<usize>,
+        /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub width: Option<usize>,
+        /// Number of measurements m [default: 600; n1·n2 for --operator identity]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub measurements: Option<usize>,
+        /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Problem")
+        )]
+        pub alpha: Option<f64>,
+        /// Condition number σ_1/σ_r of the target [default: 2]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Problem")
+        )]
+        pub kappa: Option<f64>,
+        /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
+        pub profile: Option<Profile>,
+        /// Explicit singular values of the target, comma-separated (overrides --kappa)
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_delimiter = ',',
+                allow_hyphen_values = true,
+                help_heading = "Problem"
+            )
+        )]
+        pub singular_values: Option<Vec<f64>>,
+        /// Measurement operator [default: gaussian]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
+        pub operator: Option<OperatorKind>,
+        /// Storage of the sensing matrix: f64, or f32 (half the memory and bandwidth, products
+        /// accumulated in f64; for a generated problem the f32 entries are the operator, for an f64
+        /// file the change of y is reported) [default: f64]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
+        pub sensing_precision: Option<Precision>,
+        /// Standard deviation of the measurement noise ξ_i [default: 0]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Problem")
+        )]
+        pub noise: Option<f64>,
+        /// Seed of every random draw (operator, target, start, noise, W) [default: 0]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
+        pub seed: Option<u64>,
+        /// GD step size η [default: 0.05]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Method")
+        )]
+        pub eta: Option<f64>,
+        /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
+        pub steps: Option<usize>,
+        /// Record every j-th GD iterate and the flow at the same times (maxima and the GD–flow
+        /// distance are still taken over every step) [default: 1]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
+        pub record_every: Option<usize>,
+        /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
+        /// for step η, or the central flow (past the stability limit; adds the rows gd_mean,
+        /// GD's two-step average) [default: plain]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
+        pub flow: Option<FlowVariant>,
+        /// The discrete method compared with its limits (MATH §9) [default: gd]
+        #[cfg_attr(feature = "cli", arg(long, value_name = "NAME", value_parser = optimizer_names(), help_heading = "Method"))]
+        pub optimizer: Option<String>,
+        /// ScaledGD's λ in U ← U − ηGV(VᵀV + λI)⁻¹ [default: 0.01·σ_r(X*)]
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_name = "λ",
+                allow_hyphen_values = true,
+                help_heading = "Method"
+            )
+        )]
+        pub damping: Option<f64>,
+        /// Heavy ball's fixed momentum β ∈ [0, 1), time t = jη (or give --friction)
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_name = "β",
+                allow_hyphen_values = true,
+                help_heading = "Method"
+            )
+        )]
+        pub momentum: Option<f64>,
+        /// Heavy ball's friction γ > 0: β = 1 − γ√η, time t = j√η, limit Ẍ + γẊ + ∇f = 0
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_name = "γ",
+                allow_hyphen_values = true,
+                help_heading = "Method"
+            )
+        )]
+        pub friction: Option<f64>,
+        /// SGD's batch size b, 1 ≤ b ≤ m (b = m without replacement is GD)
+        #[cfg_attr(feature = "cli", arg(long, value_name = "b", help_heading = "Method"))]
+        pub batch: Option<usize>,
+        /// SGD draws its batches with replacement (default: without)
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
+        pub with_replacement: Option<bool>,
+        /// Euler–Maruyama substeps per step of SGD's SMEs (--flow sme1, sme2) [default: 8, doubled
+        /// with --replicas while the scheme's own weak error is resolved and not below half the
+        /// weak error being measured, up to 128]
+        #[cfg_attr(feature = "cli", arg(long, value_name = "s", help_heading = "Method"))]
+        pub sde_substeps: Option<usize>,
+        /// Draw this anew for every replica beside its noise: `start` makes an ensemble over
+        /// starts (of any optimiser, GD included), each replica's limit from its own start
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
+        pub vary: Option<Vary>,
+        /// Report an SME's statistics by Talay–Tubaro extrapolation, 2E_{h/2} − E_h, from its
+        /// ensembles on h and h/2: the Euler–Maruyama scheme's first-order error removed
+        /// (--flow sme1, sme2 with --replicas)
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
+        pub talay_tubaro: Option<bool>,
+        /// Label-noise SGD's σ: labels y_i + σε_i, fresh every step (--optimizer label-noise)
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_name = "σ",
+                allow_hyphen_values = true,
+                help_heading = "Method"
+            )
+        )]
+        pub label_noise: Option<f64>,
+        /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
+        /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
+        #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
+        pub replicas: Option<usize>,
+        /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
+        /// model of E (MATH §5), GD and every flow included, instead of the sensing dynamics
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
+        pub perturbation: Option<PerturbationModel>,
+        /// ε of the `relative` and `absolute` perturbations [default: 0.1]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Problem")
+        )]
+        pub perturbation_size: Option<f64>,
+        /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
+        /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Problem"))]
+        pub symmetric: Option<bool>,
+        /// ODE method for the flows [default: dop853]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
+        pub method: Option<Method>,
+        /// Relative tolerance of the flow solver [default: 1e-8]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Solver")
+        )]
+        pub rtol: Option<f64>,
+        /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, allow_hyphen_values = true, help_heading = "Solver")
+        )]
+        pub atol: Option<f64>,
+        /// Compute the sharpness λ_max(∇²f) (block Lanczos) at every j-th record of every
+        /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
+        #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
+        pub sharpness_every: Option<usize>,
+        /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
+        /// relative to the whole state [default: componentwise]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
+        pub error_scale: Option<ErrorScale>,
+        /// Load the problem (x_star, sensing, optional y, u0, v0, alpha) from a NumPy .npz file;
+        /// options the file fixes are checked against it or refused
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "FILE.npz", help_heading = "Problem")
+        )]
+        pub problem: Option<PathBuf>,
+        /// Save the problem actually run to a NumPy .npz file
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "FILE.npz", help_heading = "Problem")
+        )]
+        pub save_problem: Option<PathBuf>,
+        /// Write the outputs (summary.json, CSV tables, config.toml) into this directory
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "DIR", help_heading = "Output")
+        )]
+        pub out: Option<PathBuf>,
+        /// Also write states.npz: U and V at every recorded step of every dynamics, arrays
+        /// `<dynamics>_U`, `<dynamics>_V`, `<dynamics>_step`, `<dynamics>_t` (needs --out)
+        #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Output"))]
+        pub save_states: Option<bool>,
+        /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
+        #[serde(default, skip_serializing)]
+        #[cfg_attr(feature = "cli", arg(skip))]
+        pub sweep: Option<SweepArgs>,
+        /// The `[check]` table of a configuration file.
+        #[serde(default, skip_serializing)]
+        #[cfg_attr(feature = "cli", arg(skip))]
+        pub check: Option<CheckArgs>,
+    }
 }
 
 /// The registry's optimisers as clap's possible values, each with its line of help.
@@ -299,12 +338,6 @@ fn optimizer_names() -> clap::builder::PossibleValuesParser {
     )
 }
 
-macro_rules! overlay {
-    ($base:expr, $top:expr, $($f:ident),*) => {
-        $( if $top.$f.is_some() { $base.$f = $top.$f.clone(); } )*
-    };
-}
-
 impl ConfigArgs {
     /// Parse a TOML document; unknown keys are errors that suggest the closest known key. A
     /// `[sweep]` table (written by `gdflow sweep`) is ignored here: see [`parse_config_file`].
@@ -312,53 +345,9 @@ impl ConfigArgs {
         parse_config_file(text).map(|(args, _)| args)
     }
 
-    /// `self` overlaid by every field `top` sets.
-    pub fn overlaid_by(mut self, top: &ConfigArgs) -> Self {
-        overlay!(
-            self,
-            top,
-            n1,
-            n2,
-            rank,
-            width,
-            measurements,
-            alpha,
-            kappa,
-            profile,
-            singular_values,
-            operator,
-            sensing_precision,
-            noise,
-            seed,
-            eta,
-            steps,
-            record_every,
-            sharpness_every,
-            flow,
-            optimizer,
-            damping,
-            momentum,
-            friction,
-            batch,
-            with_replacement,
-            sde_substeps,
-            vary,
-            talay_tubaro,
-            label_noise,
-            replicas,
-            perturbation,
-            perturbation_size,
-            symmetric,
-            method,
-            rtol,
-            atol,
-            error_scale,
-            problem,
-            save_problem,
-            out,
-            save_states
-        );
-        self
+    /// `self` overlaid by every key `top` sets.
+    pub fn overlaid_by(self, top: &ConfigArgs) -> Self {
+        self.overlay_keys(top)
     }
 
     /// Apply defaults and check every value. With a problem file the dimensions, the target
@@ -547,180 +536,132 @@ fn key_at(text: &str, pos: usize) -> (Option<String>, Option<usize>) {
     (key, Some(line_no + 1))
 }
 
-/// Options of `gdflow sweep` beyond the problem's; in a TOML file they sit in a `[sweep]` table.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::Args))]
-#[serde(deny_unknown_fields)]
-pub struct SweepArgs {
-    /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_delimiter = ',',
-            conflicts_with = "eta_range",
-            allow_hyphen_values = true
-        )
-    )]
-    pub etas: Option<Vec<f64>>,
-    /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "MIN:MAX:COUNT", allow_hyphen_values = true)
-    )]
-    pub eta_range: Option<String>,
-    /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
-    /// takes to be half learned from the start's scale (MATH §4)]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "T", allow_hyphen_values = true)
-    )]
-    pub horizon: Option<f64>,
-    /// Relative error ε whose first-passage time t_ε is reported [default: 1e-2]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub epsilon: Option<f64>,
-    /// GD steps per trial of the stability-limit bisection; 0 skips it [default: 1000, or
-    /// T/η if larger]
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub stability_steps: Option<usize>,
-    /// A trial converges when its final loss is ≤ this fraction of the initial loss
-    /// [default: 1e-4]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub stability_tol: Option<f64>,
-    /// Rows of deviation.csv per step size at most (evenly spaced steps, the last included);
-    /// maxima are always taken over every step [default: 1000]
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub max_rows: Option<usize>,
-    /// Run part i of N disjoint parts of the sweep (η number i, i+N, … of the list);
-    /// `gdflow merge` combines the parts' directories. `auto` reads i and N from a SLURM or
-    /// SGE array job; `auto/N` takes the index of a PBS or Kubernetes indexed job (mod N)
-    #[cfg_attr(feature = "cli", arg(long, value_name = "i/N|auto|auto/N"))]
-    pub shard: Option<String>,
-    /// Also find the largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain flow stays
-    /// ≤ this (0.01: within 1% of ‖X*‖), by bisection in log η to 1% from the sweep's bracket
-    #[cfg_attr(
-        feature = "cli",
-        arg(long, value_name = "δ", allow_hyphen_values = true)
-    )]
-    pub target_deviation: Option<f64>,
-}
-
-/// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
-/// table.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::Args))]
-#[serde(deny_unknown_fields)]
-pub struct CheckArgs {
-    /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub drift_c: Option<f64>,
-    /// Relative tolerance of GD's drift identity [default: 1e-8]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub identity_tol: Option<f64>,
-    /// Allowed |order − 1| of GD against the flow [default: 0.15]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub order_tol: Option<f64>,
-    /// Allowed relative deviation of the slope of t_ε against ln(1/α) from its spectral
-    /// prediction 1/σ_r(𝒜*y) [default: 0.15]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub slope_tol: Option<f64>,
-    /// Allowed relative deviation of each learning time from ln(σ_i/α² − 1)/(2σ_i)
-    /// [default: 0.02]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub incremental_tol: Option<f64>,
-    /// Relative error ε of the convergence times t_ε [default: 0.1]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long = "check-epsilon", allow_hyphen_values = true)
-    )]
-    pub epsilon: Option<f64>,
-    /// Bound on the empirical RIP constant δ̂ (reported only when not given)
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub rip_bound: Option<f64>,
-    /// Bound on max ρ(t) along the flow (reported only when not given)
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub rho_bound: Option<f64>,
-    /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub alignment_tol: Option<f64>,
-    /// Past the stability limit (η·λ_max > 2 where the flow ends): allowed relative deviation
-    /// of the sharpness at GD's two-step average from 2/η [default: 0.05]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub eos_sharpness_tol: Option<f64>,
-    /// Past the stability limit: allowed relative deviation of the central flow's predicted
-    /// loss f + tr Σ/η from GD's time-averaged loss [default: 0.2]
-    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-    pub eos_loss_tol: Option<f64>,
-}
-
-impl CheckArgs {
-    pub fn overlaid_by(mut self, top: &CheckArgs) -> Self {
-        overlay!(
-            self,
-            top,
-            drift_c,
-            identity_tol,
-            order_tol,
-            slope_tol,
-            incremental_tol,
-            epsilon,
-            rip_bound,
-            rho_bound,
-            alignment_tol,
-            eos_sharpness_tol,
-            eos_loss_tol
-        );
-        self
+keys! {
+    /// Options of `gdflow sweep` beyond the problem's; in a TOML file they sit in a `[sweep]` table.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[cfg_attr(feature = "cli", derive(clap::Args))]
+    #[serde(deny_unknown_fields)]
+    pub struct SweepArgs / SWEEP_KEYS {
+        /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
+        #[cfg_attr(
+            feature = "cli",
+            arg(
+                long,
+                value_delimiter = ',',
+                conflicts_with = "eta_range",
+                allow_hyphen_values = true
+            )
+        )]
+        pub etas: Option<Vec<f64>>,
+        /// Geometric range of step sizes MIN:MAX:COUNT (both ends included)
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "MIN:MAX:COUNT", allow_hyphen_values = true)
+        )]
+        pub eta_range: Option<String>,
+        /// Time horizon T: GD runs jη ≤ T [default: 1.5·ln(σ_r/α²)/σ_r, three times the time σ_r
+        /// takes to be half learned from the start's scale (MATH §4)]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "T", allow_hyphen_values = true)
+        )]
+        pub horizon: Option<f64>,
+        /// Relative error ε whose first-passage time t_ε is reported [default: 1e-2]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub epsilon: Option<f64>,
+        /// GD steps per trial of the stability-limit bisection; 0 skips it [default: 1000, or
+        /// T/η if larger]
+        #[cfg_attr(feature = "cli", arg(long))]
+        pub stability_steps: Option<usize>,
+        /// A trial converges when its final loss is ≤ this fraction of the initial loss
+        /// [default: 1e-4]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub stability_tol: Option<f64>,
+        /// Rows of deviation.csv per step size at most (evenly spaced steps, the last included);
+        /// maxima are always taken over every step [default: 1000]
+        #[cfg_attr(feature = "cli", arg(long))]
+        pub max_rows: Option<usize>,
+        /// Run part i of N disjoint parts of the sweep (η number i, i+N, … of the list);
+        /// `gdflow merge` combines the parts' directories. `auto` reads i and N from a SLURM or
+        /// SGE array job; `auto/N` takes the index of a PBS or Kubernetes indexed job (mod N)
+        #[cfg_attr(feature = "cli", arg(long, value_name = "i/N|auto|auto/N"))]
+        pub shard: Option<String>,
+        /// Also find the largest η whose max_j ‖X_j − X(jη)‖/‖X*‖ against the plain flow stays
+        /// ≤ this (0.01: within 1% of ‖X*‖), by bisection in log η to 1% from the sweep's bracket
+        #[cfg_attr(
+            feature = "cli",
+            arg(long, value_name = "δ", allow_hyphen_values = true)
+        )]
+        pub target_deviation: Option<f64>,
     }
 }
 
-/// The keys of `check` (its `[check]` table, its flags).
-pub const CHECK_KEYS: &[&str] = &[
-    "drift_c",
-    "identity_tol",
-    "order_tol",
-    "slope_tol",
-    "incremental_tol",
-    "epsilon",
-    "rip_bound",
-    "rho_bound",
-    "alignment_tol",
-    "eos_sharpness_tol",
-    "eos_loss_tol",
-];
+keys! {
+    /// Constants of the predictions `gdflow check` tests; in a TOML file they sit in a `[check]`
+    /// table.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[cfg_attr(feature = "cli", derive(clap::Args))]
+    #[serde(deny_unknown_fields)]
+    pub struct CheckArgs / CHECK_KEYS {
+        /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub drift_c: Option<f64>,
+        /// Relative tolerance of GD's drift identity [default: 1e-8]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub identity_tol: Option<f64>,
+        /// Allowed |order − 1| of GD against the flow [default: 0.15]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub order_tol: Option<f64>,
+        /// Allowed relative deviation of the slope of t_ε against ln(1/α) from its spectral
+        /// prediction 1/σ_r(𝒜*y) [default: 0.15]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub slope_tol: Option<f64>,
+        /// Allowed relative deviation of each learning time from ln(σ_i/α² − 1)/(2σ_i)
+        /// [default: 0.02]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub incremental_tol: Option<f64>,
+        /// Relative error ε of the convergence times t_ε [default: 0.1]
+        #[cfg_attr(
+            feature = "cli",
+            arg(long = "check-epsilon", allow_hyphen_values = true)
+        )]
+        pub epsilon: Option<f64>,
+        /// Bound on the empirical RIP constant δ̂ (reported only when not given)
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub rip_bound: Option<f64>,
+        /// Bound on max ρ(t) along the flow (reported only when not given)
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub rho_bound: Option<f64>,
+        /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub alignment_tol: Option<f64>,
+        /// Past the stability limit (η·λ_max > 2 where the flow ends): allowed relative deviation
+        /// of the sharpness at GD's two-step average from 2/η [default: 0.05]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub eos_sharpness_tol: Option<f64>,
+        /// Past the stability limit: allowed relative deviation of the central flow's predicted
+        /// loss f + tr Σ/η from GD's time-averaged loss [default: 0.2]
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+        pub eos_loss_tol: Option<f64>,
+    }
+}
 
-/// The keys of `sweep` (its `[sweep]` table, its flags).
-pub const SWEEP_KEYS: &[&str] = &[
-    "etas",
-    "eta_range",
-    "horizon",
-    "epsilon",
-    "stability_steps",
-    "stability_tol",
-    "max_rows",
-    "shard",
-    "target_deviation",
-];
+impl CheckArgs {
+    pub fn overlaid_by(self, top: &CheckArgs) -> Self {
+        self.overlay_keys(top)
+    }
+}
 
 impl SweepArgs {
-    /// `self` overlaid by every field `top` sets.
-    pub fn overlaid_by(mut self, top: &SweepArgs) -> Self {
+    /// `self` overlaid by every key `top` sets; the step sizes as one key (`etas` or
+    /// `eta_range`, whichever `top` gives, replaces both).
+    pub fn overlaid_by(self, top: &SweepArgs) -> Self {
+        let mut out = self.overlay_keys(top);
         if top.etas.is_some() || top.eta_range.is_some() {
-            self.etas = top.etas.clone();
-            self.eta_range = top.eta_range.clone();
+            out.etas = top.etas.clone();
+            out.eta_range = top.eta_range.clone();
         }
-        overlay!(
-            self,
-            top,
-            horizon,
-            epsilon,
-            stability_steps,
-            stability_tol,
-            max_rows,
-            shard,
-            target_deviation
-        );
-        self
+        out
     }
 }
 
@@ -765,52 +706,6 @@ pub fn parse_eta_range(spec: &str) -> Result<Vec<f64>> {
         })
         .collect())
 }
-
-/// Every top-level key of a configuration file.
-pub const KNOWN_KEYS: &[&str] = &[
-    "n1",
-    "n2",
-    "rank",
-    "width",
-    "measurements",
-    "alpha",
-    "kappa",
-    "profile",
-    "singular_values",
-    "operator",
-    "sensing_precision",
-    "noise",
-    "seed",
-    "eta",
-    "steps",
-    "record_every",
-    "sharpness_every",
-    "flow",
-    "optimizer",
-    "damping",
-    "momentum",
-    "friction",
-    "batch",
-    "with_replacement",
-    "sde_substeps",
-    "vary",
-    "talay_tubaro",
-    "label_noise",
-    "replicas",
-    "perturbation",
-    "perturbation_size",
-    "symmetric",
-    "method",
-    "rtol",
-    "atol",
-    "error_scale",
-    "problem",
-    "save_problem",
-    "out",
-    "save_states",
-    "sweep",
-    "check",
-];
 
 fn unknown_key_hint(msg: &str, known: &[&str]) -> String {
     let Some(start) = msg.find("unknown field `") else {

@@ -30,78 +30,54 @@ impl Command {
         }
     }
 
-    /// The configuration keys the command has no use for (hidden from its help; refused
-    /// with what to do instead when given).
-    pub fn refused_keys(self) -> &'static [&'static str] {
+    /// The configuration keys the command has no use for, each with what to do instead:
+    /// hidden from its help, and refused when given — never recorded as if they had acted.
+    fn refusals(self) -> &'static [(&'static str, &'static str)] {
+        const STATES: &str = "states are kept by `gdflow run`";
         match self {
             Command::Run => &[],
             Command::Sweep => &[
-                "eta",
-                "steps",
-                "record_every",
-                "flow",
-                "sharpness_every",
-                "save_states",
+                ("eta", "use --etas or --eta-range"),
+                ("steps", "use --horizon"),
+                ("record_every", "use --max-rows"),
+                (
+                    "flow",
+                    "a sweep compares with the plain, modified and central flows",
+                ),
+                (
+                    "sharpness_every",
+                    "a sweep measures the sharpness at the end of its reference flow",
+                ),
+                ("save_states", STATES),
             ],
-            Command::Check => &["flow", "save_states", "replicas", "talay_tubaro", "vary"],
+            Command::Check => &[
+                (
+                    "flow",
+                    "the checks are predictions about the plain gradient flow (its conservation \
+                     law, GD's order against it)",
+                ),
+                ("save_states", STATES),
+                ("replicas", "the checks are GD's, which is deterministic"),
+                ("talay_tubaro", "the checks are GD's, which has no SME"),
+                (
+                    "vary",
+                    "the checks are of one start (give --seed to change it)",
+                ),
+            ],
         }
     }
 
-    /// Options the command has no use for, with what to do instead: refused, never recorded
-    /// as if they had acted.
+    /// The configuration keys the command refuses (hidden from its help).
+    pub fn refused_keys(self) -> Vec<&'static str> {
+        self.refusals().iter().map(|(key, _)| *key).collect()
+    }
+
+    /// The first key `args` sets that the command refuses, with what to do instead.
     fn refused(self, args: &ConfigArgs) -> Option<(&'static str, &'static str)> {
-        let given = |set: bool, field, why| set.then_some((field, why));
-        match self {
-            Command::Run => None,
-            Command::Sweep => given(args.eta.is_some(), "eta", "use --etas or --eta-range")
-                .or(given(args.steps.is_some(), "steps", "use --horizon"))
-                .or(given(
-                    args.record_every.is_some(),
-                    "record_every",
-                    "use --max-rows",
-                ))
-                .or(given(
-                    args.flow.is_some(),
-                    "flow",
-                    "a sweep compares with the plain, modified and central flows",
-                ))
-                .or(given(
-                    args.sharpness_every.is_some(),
-                    "sharpness_every",
-                    "a sweep measures the sharpness at the end of its reference flow",
-                ))
-                .or(given(
-                    args.save_states.is_some(),
-                    "save_states",
-                    "states are kept by `gdflow run`",
-                )),
-            Command::Check => given(
-                args.flow.is_some(),
-                "flow",
-                "the checks are predictions about the plain gradient flow (its conservation \
-                 law, GD's order against it)",
-            )
-            .or(given(
-                args.save_states.is_some(),
-                "save_states",
-                "states are kept by `gdflow run`",
-            ))
-            .or(given(
-                args.replicas.is_some(),
-                "replicas",
-                "the checks are GD's, which is deterministic",
-            ))
-            .or(given(
-                args.talay_tubaro.is_some(),
-                "talay_tubaro",
-                "the checks are GD's, which has no SME",
-            ))
-            .or(given(
-                args.vary.is_some(),
-                "vary",
-                "the checks are of one start (give --seed to change it)",
-            )),
-        }
+        self.refusals()
+            .iter()
+            .find(|(key, _)| args.is_set(key))
+            .copied()
     }
 }
 
