@@ -481,6 +481,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 let mut merged = crate::experiments::merge_runs(&parts)?;
                 merged.summary.provenance.config.out = Some(out.clone());
                 let _lock = crate::output::OutLock::take(&out)?;
+                warn(&merged.summary.warnings);
                 say!("{}", format_summary(&merged.summary));
                 crate::results::run::write_merged_run(
                     &merged.summary,
@@ -506,6 +507,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             }
             let result = crate::experiments::merge(&parts)?;
             let _lock = crate::output::OutLock::take(&out)?;
+            warn(&result.summary.warnings);
             say!("{}", format_sweep(&result.summary));
             crate::results::sweep::write_sweep(&result, &out)?;
             sayln!(

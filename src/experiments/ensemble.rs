@@ -155,6 +155,17 @@ impl Measure<'_> {
         ]
     }
 
+    /// A deterministic path's quantities at `state` (`loss` there), each with n = 1.
+    fn exact_at(&self, state: &[f64], loss: f64) -> BTreeMap<String, Stat> {
+        let x = self.field.product(state);
+        let values = self.values(state, &x, loss, None, self.recorder.d0());
+        QUANTITIES
+            .iter()
+            .zip(values)
+            .filter_map(|(q, v)| v.map(|v| (q.to_string(), Stat::exact(v))))
+            .collect()
+    }
+
     /// Add the values at recorded step index `i` to `acc`.
     fn add(acc: &mut Acc, i: usize, values: Values) {
         for (a, v) in acc[i].iter_mut().zip(values) {
@@ -551,18 +562,9 @@ pub fn ensemble(
         substeps = Some(sme.choice);
     } else if let Some(r) = flow_last.filter(|r| r.step == cfg.steps && paired.is_empty()) {
         // the limit's one path: every quantity at its last state, n = 1
-        let mut one = measure.empty();
         let state = flow.and_then(|f| f.states.last().filter(|_| f.steps.last() == Some(&r.step)));
-        if let (Some(state), Some(i)) = (state, measure.recorded.len().checked_sub(1)) {
-            let x = measure.field.product(state);
-            let values = measure.values(state, &x, r.loss(), None, measure.recorder.d0());
-            Measure::add(&mut one, i, values);
-        }
-        flow_final = Some(if state.is_some() {
-            last(&one)
-                .into_iter()
-                .map(|(q, s)| (q, Stat::exact(s.mean)))
-                .collect()
+        flow_final = Some(if let Some(state) = state {
+            measure.exact_at(state, r.loss())
         } else {
             [
                 ("loss", r.loss()),
@@ -793,10 +795,17 @@ pub fn check_shard(cfg: &crate::config::Config, shard: Shard, spec: &str) -> Res
     }
     let blocks = block_ranges(cfg.replicas).len();
     if shard.count > blocks {
+        let (summed, at_most) = if blocks == 1 {
+            ("one block".to_string(), "run them unsharded".to_string())
+        } else {
+            (
+                format!("{blocks} blocks"),
+                format!("split into at most {blocks} parts"),
+            )
+        };
         return bad(format!(
-            "asks for {} parts, and {} replicas are summed in {blocks} blocks (whole chunks of \
-             {CHUNK} replicas, at most {MAX_BLOCKS} blocks): split into at most {blocks} parts, \
-             or run more replicas",
+            "asks for {} parts, and {} replicas are summed in {summed} (whole chunks of {CHUNK} \
+             replicas, at most {MAX_BLOCKS} blocks): {at_most}, or run more replicas",
             shard.count, cfg.replicas
         ));
     }
@@ -1051,14 +1060,7 @@ pub fn weak_against(
             let Some(state) = kept.states.first() else {
                 continue;
             };
-            let mut acc = measure.empty();
-            let loss = field.loss(state, &mut field.workspace());
-            let values = measure.values(state, &field.product(state), loss, None, recorder.d0());
-            Measure::add(&mut acc, 0, values);
-            last(&acc)
-                .into_iter()
-                .map(|(q, s)| (q, Stat::exact(s.mean)))
-                .collect()
+            measure.exact_at(state, field.loss(state, &mut field.workspace()))
         };
         out.limits.insert(variant.name().to_string(), stats);
     }

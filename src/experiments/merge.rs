@@ -5,7 +5,7 @@ use crate::dynamics::{RunOptions, Status};
 use crate::error::{Error, Result};
 use crate::operator::OperatorCounts;
 use crate::results::ensemble::EnsembleRow;
-use crate::results::run::{load_run, RunSummary};
+use crate::results::run::{load_run, RunResult, RunSummary};
 use crate::results::sweep::Shard;
 use crate::results::sweep::{
     load_sweep, ReferenceSolves, StabilityReport, SweepResult, SweepSettings, SweepSummary,
@@ -52,10 +52,7 @@ pub fn merge(dirs: &[std::path::PathBuf]) -> Result<SweepResult> {
         problem: s.problem.clone(),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,
-        stability_limit: stability
-            .as_ref()
-            .and_then(|st| st.bisection.as_ref())
-            .and_then(|b| b.limit),
+        stability_limit: super::sweep::bisected_limit(stability.as_ref()),
         two_over_lambda_max: stability
             .as_ref()
             .and_then(StabilityReport::two_over_lambda_max),
@@ -224,35 +221,9 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
         })
         .collect::<Result<Vec<_>>>()?;
     check_ids(&ids, "ensemble (`gdflow run --replicas N --shard i/N`)", "")?;
-    let (first_dir, first) = &parts[0];
-    let read = |d: &std::path::Path, name: &str| -> Result<Option<Vec<u8>>> {
-        let path = d.join(name);
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
-    };
-    let mut copied = Vec::new();
-    for name in ["trajectory.csv", "states.npz"] {
-        let Some(bytes) = read(first_dir, name)? else {
-            continue;
-        };
-        for (d, _) in &parts[1..] {
-            if read(d, name)?.as_deref() != Some(&bytes[..]) {
-                return Err(Error::invalid(
-                    "merge",
-                    d.display(),
-                    format!(
-                        "its {name} differs from {}'s: every part of one run computes replica \
-                         0 alike, so this is not a part of the same run",
-                        first_dir.display()
-                    ),
-                ));
-            }
-        }
-        copied.push((name, bytes));
-    }
+    let (_, first) = &parts[0];
+    let copied = alike_files(&parts)?;
+    check_blocks(&parts)?;
     let cfg = first.summary.config();
     let part = first
         .summary
@@ -294,6 +265,170 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
         ensemble: rows,
         copied,
     })
+}
+
+type RunPart<'a> = (&'a std::path::PathBuf, RunResult);
+
+/// The files every part of one run holds alike (replica 0's trajectory, and its states when
+/// the configuration keeps them), from the first part; a part without one, or with another,
+/// is refused.
+fn alike_files(parts: &[RunPart<'_>]) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let read = |d: &std::path::Path, name: &str| -> Result<Option<Vec<u8>>> {
+        let path = d.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    };
+    let (first_dir, first) = &parts[0];
+    let mut names = vec!["trajectory.csv"];
+    if first.summary.config().save_states {
+        names.push("states.npz");
+    }
+    let mut copied = Vec::new();
+    for name in names {
+        let mut bytes: Option<Vec<u8>> = None;
+        for (d, _) in parts {
+            let Some(these) = read(d, name)? else {
+                return Err(Error::invalid(
+                    "merge",
+                    d.display(),
+                    format!("has no {name}, which every part of this run writes"),
+                ));
+            };
+            match &bytes {
+                None => bytes = Some(these),
+                Some(b) if *b != these => {
+                    return Err(Error::invalid(
+                        "merge",
+                        d.display(),
+                        format!(
+                            "its {name} differs from {}'s: every part of one run computes \
+                             replica 0 alike, so this is not a part of the same run",
+                            first_dir.display()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        copied.push((name, bytes.expect("at least one part")));
+    }
+    Ok(copied)
+}
+
+/// The ensembles a run's blocks may hold (see [`crate::results::ensemble::BlockRow`]).
+const ENSEMBLES: [&str; 5] = ["method", "paired", "paired_difference", "sme_h", "sme_h2"];
+
+/// Every part holds exactly its own blocks, each accumulator once, with no more replicas than
+/// its block has and finite sums; every block's replicas all record their start; the parts
+/// agree on what they share; the method's replicas at the end are those that did not end
+/// early. A damaged or foreign ensemble_blocks.csv is refused, never folded into statistics
+/// over the wrong replicas.
+fn check_blocks(parts: &[RunPart<'_>]) -> Result<()> {
+    let (_, first) = &parts[0];
+    let cfg = first.summary.config();
+    let ranges = super::ensemble::block_ranges(cfg.replicas);
+    let recorded = RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps();
+    let (start, end) = (recorded[0], *recorded.last().expect("step 0 at least"));
+    let first_part = first
+        .summary
+        .ensemble_part
+        .as_ref()
+        .expect("checked: a part");
+    let labels = |p: &RunResult| -> std::collections::BTreeSet<String> {
+        p.ensemble_blocks
+            .iter()
+            .map(|r| r.ensemble.clone())
+            .collect()
+    };
+    let (mut at_end, mut ended) = (0, 0);
+    for (dir, p) in parts {
+        let bad = |why: String| Err(Error::invalid("merge", dir.display(), why));
+        let part = p.summary.ensemble_part.as_ref().expect("checked: a part");
+        if part.replicas != cfg.replicas
+            || part.blocks != ranges.len()
+            || part.dt != first_part.dt
+            || part.flow_final != first_part.flow_final
+            || part.substeps != first_part.substeps
+            || p.summary.provenance.crate_version != first.summary.provenance.crate_version
+        {
+            return bad(
+                "its summary's ensemble_part (replicas, blocks, dt, the limit's final values, \
+                 substeps) or gdflow version is not the first part's: not a part of the same run"
+                    .into(),
+            );
+        }
+        if labels(p) != labels(first) {
+            return bad(
+                "its ensemble_blocks.csv holds other ensembles than the first part's".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for r in &p.ensemble_blocks {
+            let (n, mean, m2) = r.running.parts();
+            let size = ranges.get(r.block).map(|b| (b.end - b.start) as usize);
+            let why = if !ENSEMBLES.contains(&r.ensemble.as_str()) {
+                Some(format!("an ensemble `{}` no run makes", r.ensemble))
+            } else if !(r.block < ranges.len() && part.shard.owns(r.block)) {
+                Some(format!("block {}, which is not this part's", r.block))
+            } else if n == 0 || size.is_some_and(|s| n > s) {
+                Some(format!(
+                    "n = {n} for block {} of {} replicas",
+                    r.block,
+                    size.unwrap_or(0)
+                ))
+            } else if !(mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
+                Some(format!("mean {mean}, m2 {m2}: not finite sums of squares"))
+            } else {
+                seen.insert(
+                    (r.ensemble.as_str(), r.block, r.step, r.quantity.as_str()),
+                    n,
+                )
+                .map(|_| "the same accumulator twice".to_string())
+            };
+            if let Some(why) = why {
+                return bad(format!(
+                    "its ensemble_blocks.csv has {why} ({} block {} step {} {})",
+                    r.ensemble, r.block, r.step, r.quantity
+                ));
+            }
+        }
+        for label in labels(p).iter().filter(|l| *l != "paired_difference") {
+            for (b, range) in ranges
+                .iter()
+                .enumerate()
+                .filter(|(b, _)| part.shard.owns(*b))
+            {
+                let size = (range.end - range.start) as usize;
+                if seen.get(&(label.as_str(), b, start, "loss")) != Some(&size) {
+                    return bad(format!(
+                        "its ensemble_blocks.csv lacks the start of block {b}'s {size} replicas \
+                         of `{label}` (a block missing or cut)"
+                    ));
+                }
+            }
+        }
+        at_end += seen
+            .iter()
+            .filter(|((e, _, step, q), _)| *e == "method" && *step == end && *q == "loss")
+            .map(|(_, n)| n)
+            .sum::<usize>();
+        ended += part.ended_early;
+    }
+    if at_end + ended != cfg.replicas {
+        return Err(Error::invalid(
+            "merge",
+            format!("{} parts", parts.len()),
+            format!(
+                "their blocks hold {at_end} of the method's replicas at the end and their \
+                 summaries count {ended} ended early, of {} replicas: a part is damaged",
+                cfg.replicas
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The first key (in order) whose value differs between two configurations, or is in one only.

@@ -1300,6 +1300,34 @@ fn run_shards_merge_to_the_unsharded_ensemble() {
     // parts of two different runs
     assert!(merge(&["p0_1", "p1_2", "p1_3"]).contains("differs"));
     assert!(merge(&["whole1", "p1_2"]).contains("not a part of a sharded ensemble"));
+    // a damaged or foreign ensemble_blocks.csv is refused, never merged into statistics over
+    // the wrong replicas: a block cut out, another part's blocks, a count above a block's size
+    let blocks = std::fs::read_to_string(d("p1_1").join("ensemble_blocks.csv")).unwrap();
+    let damaged = |name: &str, text: String| {
+        let dir = d(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["summary.json", "trajectory.csv", "config.toml"] {
+            std::fs::copy(d("p1_1").join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("ensemble_blocks.csv"), text).unwrap();
+    };
+    let without_block0: Vec<&str> = blocks
+        .lines()
+        .filter(|l| l.split(',').nth(1) != Some("0"))
+        .collect();
+    damaged("cut", without_block0.join("\n") + "\n");
+    assert!(merge(&["cut", "p1_2", "p1_3"]).contains("lacks the start of block 0"));
+    damaged(
+        "swapped",
+        std::fs::read_to_string(d("p1_2").join("ensemble_blocks.csv")).unwrap(),
+    );
+    assert!(merge(&["swapped", "p1_2", "p1_3"]).contains("which is not this part's"));
+    let mut lines: Vec<String> = blocks.lines().map(String::from).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(String::from).collect();
+    cells[4] = "9".into();
+    lines[1] = cells.join(",");
+    damaged("counted", lines.join("\n") + "\n");
+    assert!(merge(&["counted", "p1_2", "p1_3"]).contains("n = 9"));
     // what a part cannot do is refused before any work, naming --shard
     let refused = |args: &[&str], says: &str| {
         let out = sgd_cli("run")
