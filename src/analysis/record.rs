@@ -398,6 +398,11 @@ impl<'f> Recorder<'f> {
 
     /// ‖UᵀU − VᵀV − D_0‖_F.
     /// UᵀU − VᵀV at the start, what the drift is measured from.
+    /// The target X* the records measure against.
+    pub fn x_star(&self) -> &DMatrix<f64> {
+        &self.x_star
+    }
+
     pub fn d0(&self) -> &DMatrix<f64> {
         &self.d0
     }

@@ -180,6 +180,37 @@ struct Comparison<'a> {
 }
 
 impl<'a> Comparison<'a> {
+    fn new(
+        cfg: &'a Config,
+        field: &'a dyn Field,
+        curvature: &'a dyn Field,
+        recorder: Recorder<'a>,
+    ) -> Self {
+        Self {
+            cfg,
+            field,
+            curvature,
+            target_norm: recorder.x_star().norm(),
+            recorder,
+            method: Track::new(cfg.save_states),
+            // the ensemble's distances need the limit's positions at the recorded steps
+            flow: Track::new(cfg.save_states || cfg.replicas > 1),
+            mean: Track::new(cfg.save_states),
+            sharp_method: SharpnessTracker::new(),
+            sharp_flow: SharpnessTracker::new(),
+            sharp_mean: SharpnessTracker::new(),
+            distance: Gap::default(),
+            distance_mean: Gap::default(),
+            eos: EosAccumulator::default(),
+            flow_state: None,
+            last: None,
+            flow_ws: field.workspace(),
+            method_ws: field.workspace(),
+            method_seconds: 0.0,
+            record_seconds: 0.0,
+        }
+    }
+
     fn recorded(&self, j: usize) -> bool {
         j % self.cfg.record_every == 0 || j == self.cfg.steps
     }
@@ -393,30 +424,9 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             ..RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).with_dt(dt)
         },
     );
-    let mut cmp = Comparison {
-        cfg,
-        field: field.as_ref(),
-        curvature: curvature.as_ref(),
-        recorder: Recorder::new(field.as_ref(), &problem.x_star, &x0)
-            .with_quantities(&extras.quantities),
-        method: Track::new(cfg.save_states),
-        // the ensemble's distances need the limit's positions at the recorded steps
-        flow: Track::new(cfg.save_states || cfg.replicas > 1),
-        mean: Track::new(cfg.save_states),
-        sharp_method: SharpnessTracker::new(),
-        sharp_flow: SharpnessTracker::new(),
-        sharp_mean: SharpnessTracker::new(),
-        distance: Gap::default(),
-        distance_mean: Gap::default(),
-        eos: EosAccumulator::default(),
-        flow_state: None,
-        last: None,
-        flow_ws: field.workspace(),
-        method_ws: field.workspace(),
-        method_seconds: 0.0,
-        record_seconds: 0.0,
-        target_norm: problem.x_star.norm(),
-    };
+    let recorder =
+        Recorder::new(field.as_ref(), &problem.x_star, &x0).with_quantities(&extras.quantities);
+    let mut cmp = Comparison::new(cfg, field.as_ref(), curvature.as_ref(), recorder);
     let (end, solve_seconds) = solve_limit(
         setup,
         &limit,

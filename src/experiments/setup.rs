@@ -188,42 +188,7 @@ impl Setup {
             .map(crate::output::OutLock::take)
             .transpose()?
             .map(Arc::new);
-        if let Some(path) = &cfg.problem {
-            crate::output::check_input_file("problem", path)?;
-        }
-        if let Some(path) = &cfg.save_problem {
-            if cfg
-                .problem
-                .as_ref()
-                .is_some_and(|p| crate::output::same_file(p, path))
-            {
-                return Err(Error::invalid(
-                    "save_problem",
-                    path.display(),
-                    "is the --problem file this run reads: never written over, even with --force",
-                ));
-            }
-            if cfg.out.as_ref().is_some_and(|dir| is_output_in(path, dir)) {
-                return Err(Error::invalid(
-                    "save_problem",
-                    path.display(),
-                    "is one of the files written into --out: choose another name",
-                ));
-            }
-            crate::output::check_file_target("save_problem", path, force)?;
-        }
-        if let (Some(dir), Some(input)) = (&cfg.out, &cfg.problem) {
-            if is_output_in(input, dir) {
-                return Err(Error::invalid(
-                    "out",
-                    dir.display(),
-                    format!(
-                        "holds the --problem file {}, which the outputs would replace",
-                        input.display()
-                    ),
-                ));
-            }
-        }
+        check_paths(&cfg, force)?;
         let (problem, from_file) = match cfg.problem.clone() {
             None if npz.is_some() => {
                 let (bytes, label) = npz.expect("matched");
@@ -251,30 +216,8 @@ impl Setup {
         if let Some(path) = &cfg.save_problem {
             problem.save_npz(path)?;
         }
-        let mut warnings = Vec::new();
-        if let ProblemSource::File {
-            has_y: true,
-            has_u0: true,
-            ..
-        } = &problem.source
-        {
-            let seeded = cfg.perturbation.is_some_and(|m| {
-                matches!(
-                    m,
-                    crate::field::PerturbationModel::Relative
-                        | crate::field::PerturbationModel::Absolute
-                )
-            });
-            if args.seed.is_some() && !seeded && from_file.iter().any(|k| k == "alpha") {
-                warnings.push(format!(
-                    "--seed {} acts on nothing here: the problem file holds y and the start, so \
-                     nothing is drawn at random",
-                    cfg.seed
-                ));
-            }
-        }
-        Ok(Self {
-            warnings,
+        let mut setup = Self {
+            warnings: Vec::new(),
             config: cfg,
             problem,
             from_file,
@@ -282,7 +225,15 @@ impl Setup {
             atol_given: args.atol.is_some(),
             custom_optimizer: None,
             out_lock,
-        })
+        };
+        // the seed also draws a stochastic method's noise and the starts of --vary start
+        let draws =
+            setup.config.vary.is_some() || setup.optimizer().map_or(true, |o| o.is_stochastic());
+        if !draws {
+            let warning = seed_warning(args, &setup.config, &setup.problem, &setup.from_file);
+            setup.warnings.extend(warning);
+        }
+        Ok(setup)
     }
 
     /// A set-up for a problem built in code (a custom operator, a closed form): `config`
@@ -459,6 +410,80 @@ impl Setup {
             out_lock: self.out_lock.clone(),
         })
     }
+}
+
+/// The problem file is readable; `--save-problem` is neither the problem file nor one of the
+/// outputs, and is not written over without `--force`; `--out` does not hold the problem file.
+fn check_paths(cfg: &Config, force: bool) -> Result<()> {
+    if let Some(path) = &cfg.problem {
+        crate::output::check_input_file("problem", path)?;
+    }
+    if let Some(path) = &cfg.save_problem {
+        if cfg
+            .problem
+            .as_ref()
+            .is_some_and(|p| crate::output::same_file(p, path))
+        {
+            return Err(Error::invalid(
+                "save_problem",
+                path.display(),
+                "is the --problem file this run reads: never written over, even with --force",
+            ));
+        }
+        if cfg.out.as_ref().is_some_and(|dir| is_output_in(path, dir)) {
+            return Err(Error::invalid(
+                "save_problem",
+                path.display(),
+                "is one of the files written into --out: choose another name",
+            ));
+        }
+        crate::output::check_file_target("save_problem", path, force)?;
+    }
+    if let (Some(dir), Some(input)) = (&cfg.out, &cfg.problem) {
+        if is_output_in(input, dir) {
+            return Err(Error::invalid(
+                "out",
+                dir.display(),
+                format!(
+                    "holds the --problem file {}, which the outputs would replace",
+                    input.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--seed` given where nothing is drawn: the problem file holds y and the start (and no
+/// seeded perturbation is asked for; the caller knows whether the method draws).
+fn seed_warning(
+    args: &ConfigArgs,
+    cfg: &Config,
+    problem: &Problem,
+    from_file: &[String],
+) -> Option<String> {
+    if let ProblemSource::File {
+        has_y: true,
+        has_u0: true,
+        ..
+    } = &problem.source
+    {
+        let seeded = cfg.perturbation.is_some_and(|m| {
+            matches!(
+                m,
+                crate::field::PerturbationModel::Relative
+                    | crate::field::PerturbationModel::Absolute
+            )
+        });
+        if args.seed.is_some() && !seeded && from_file.iter().any(|k| k == "alpha") {
+            return Some(format!(
+                "--seed {} acts on nothing here: the problem file holds y and the start, so \
+                 nothing is drawn at random",
+                cfg.seed
+            ));
+        }
+    }
+    None
 }
 
 /// Check every given option a problem file fixes against the file, refuse those it makes

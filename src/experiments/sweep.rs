@@ -72,6 +72,95 @@ pub fn resolve_settings(
 ) -> Result<SweepSettings> {
     let s1 = problem.target_sv[0];
     let sr = *problem.target_sv.last().expect("rank >= 1");
+    let etas = step_sizes(args, s1)?;
+    let horizon = args
+        .horizon
+        .unwrap_or_else(|| 1.5 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr);
+    settings_check(
+        "horizon",
+        horizon.is_finite() && horizon > 0.0,
+        horizon,
+        "must be a finite number > 0",
+    )?;
+    settings_check(
+        "horizon",
+        horizon * s1 <= MAX_HORIZON_TIMESCALES,
+        horizon,
+        &format!(
+            "must be at most {MAX_HORIZON_TIMESCALES:e}/σ_1 = {:e} (the flows would need \
+             about T·σ_1 solver steps)",
+            MAX_HORIZON_TIMESCALES / s1
+        ),
+    )?;
+    for &eta in &etas {
+        settings_check(
+            "etas",
+            eta <= horizon,
+            eta,
+            &format!("every step size must be <= the horizon T = {horizon} (at least one GD step)"),
+        )?;
+        settings_check(
+            "etas",
+            horizon / eta <= MAX_STEPS,
+            eta,
+            &format!("T/η must be <= {MAX_STEPS:e} GD steps (T = {horizon})"),
+        )?;
+    }
+    let epsilon = args.epsilon.unwrap_or(1e-2);
+    settings_check(
+        "epsilon",
+        epsilon.is_finite() && epsilon > 0.0,
+        epsilon,
+        "must be a finite number > 0",
+    )?;
+    let max_rows = args.max_rows.unwrap_or(1000);
+    settings_check(
+        "max_rows",
+        max_rows >= 1,
+        max_rows,
+        "must be an integer >= 1",
+    )?;
+    settings_check(
+        "max_rows",
+        max_rows as u64 <= i64::MAX as u64,
+        max_rows,
+        "must be < 2^63: config.toml records it as a TOML integer",
+    )?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|spec| Shard::resolve(spec, &|key| std::env::var(key).ok()))
+        .transpose()?
+        .map(|(shard, _)| shard);
+    if let Some(s) = shard {
+        settings_check(
+            "shard",
+            s.count <= etas.len(),
+            format!("{}/{}", s.index, s.count),
+            &format!(
+                "N must be at most the number of step sizes ({}): a part would get none",
+                etas.len()
+            ),
+        )?;
+    }
+    let (stability_steps, stability_tol) = stability_settings(args, problem)?;
+    check_sweep_memory(&etas, horizon, problem)?;
+    // every η's modified flow to T, from this start
+    cfg.check_start_rate(horizon, etas.iter().copied().fold(0.0, f64::max))?;
+    Ok(SweepSettings {
+        etas,
+        horizon,
+        epsilon,
+        stability_steps,
+        stability_tol,
+        max_rows,
+        shard,
+    })
+}
+
+/// The step sizes a sweep compares, sorted, each checked: `--etas`, `--eta-range`, or the
+/// default range below 1/σ_1.
+fn step_sizes(args: &SweepArgs, s1: f64) -> Result<Vec<f64>> {
     let mut etas = match (&args.etas, &args.eta_range) {
         (Some(_), Some(_)) => {
             return Err(Error::invalid(
@@ -115,46 +204,12 @@ pub fn resolve_settings(
             "is listed twice: give each step size once",
         ));
     }
-    let horizon = args
-        .horizon
-        .unwrap_or_else(|| 1.5 * (sr / (cfg.alpha * cfg.alpha)).ln().max(1.0) / sr);
-    settings_check(
-        "horizon",
-        horizon.is_finite() && horizon > 0.0,
-        horizon,
-        "must be a finite number > 0",
-    )?;
-    settings_check(
-        "horizon",
-        horizon * s1 <= MAX_HORIZON_TIMESCALES,
-        horizon,
-        &format!(
-            "must be at most {MAX_HORIZON_TIMESCALES:e}/σ_1 = {:e} (the flows would need \
-             about T·σ_1 solver steps)",
-            MAX_HORIZON_TIMESCALES / s1
-        ),
-    )?;
-    for &eta in &etas {
-        settings_check(
-            "etas",
-            eta <= horizon,
-            eta,
-            &format!("every step size must be <= the horizon T = {horizon} (at least one GD step)"),
-        )?;
-        settings_check(
-            "etas",
-            horizon / eta <= MAX_STEPS,
-            eta,
-            &format!("T/η must be <= {MAX_STEPS:e} GD steps (T = {horizon})"),
-        )?;
-    }
-    let epsilon = args.epsilon.unwrap_or(1e-2);
-    settings_check(
-        "epsilon",
-        epsilon.is_finite() && epsilon > 0.0,
-        epsilon,
-        "must be a finite number > 0",
-    )?;
+    Ok(etas)
+}
+
+/// The stability bisection's steps per trial and its convergence fraction, checked (and its
+/// work bounded) before any run.
+fn stability_settings(args: &SweepArgs, problem: &Problem) -> Result<(usize, f64)> {
     let stability_tol = args.stability_tol.unwrap_or(1e-4);
     settings_check(
         "stability_tol",
@@ -162,36 +217,6 @@ pub fn resolve_settings(
         stability_tol,
         "must lie in (0, 1)",
     )?;
-    let max_rows = args.max_rows.unwrap_or(1000);
-    settings_check(
-        "max_rows",
-        max_rows >= 1,
-        max_rows,
-        "must be an integer >= 1",
-    )?;
-    settings_check(
-        "max_rows",
-        max_rows as u64 <= i64::MAX as u64,
-        max_rows,
-        "must be < 2^63: config.toml records it as a TOML integer",
-    )?;
-    let shard = args
-        .shard
-        .as_deref()
-        .map(|spec| Shard::resolve(spec, &|key| std::env::var(key).ok()))
-        .transpose()?
-        .map(|(shard, _)| shard);
-    if let Some(s) = shard {
-        settings_check(
-            "shard",
-            s.count <= etas.len(),
-            format!("{}/{}", s.index, s.count),
-            &format!(
-                "N must be at most the number of step sizes ({}): a part would get none",
-                etas.len()
-            ),
-        )?;
-    }
     let stability_steps = args.stability_steps.unwrap_or(1000);
     if let (Some(tol), 0) = (args.stability_tol, stability_steps) {
         return Err(Error::invalid(
@@ -218,18 +243,7 @@ pub fn resolve_settings(
              steps per trial, or 0 to skip the stability limit"
         ),
     )?;
-    check_sweep_memory(&etas, horizon, problem)?;
-    // every η's modified flow to T, from this start
-    cfg.check_start_rate(horizon, etas.iter().copied().fold(0.0, f64::max))?;
-    Ok(SweepSettings {
-        etas,
-        horizon,
-        epsilon,
-        stability_steps,
-        stability_tol,
-        max_rows,
-        shard,
-    })
+    Ok((stability_steps, stability_tol))
 }
 
 /// A sweep keeps, for every step size, the states of its plain flow at two tolerances, its
@@ -796,6 +810,13 @@ fn compare_all(
 }
 
 /// Run a sweep with resolved settings on a set-up problem.
+/// The largest η whose GD converged, as the stability report's bisection found it.
+pub(super) fn bisected_limit(stability: Option<&StabilityReport>) -> Option<f64> {
+    stability
+        .and_then(|s| s.bisection.as_ref())
+        .and_then(|b| b.limit)
+}
+
 pub fn run_sweep(
     setup: &Setup,
     settings: &SweepSettings,
@@ -867,10 +888,7 @@ pub fn run_sweep(
         problem: ProblemInfo::new(problem),
         order_plain: fit_plain.order,
         order_modified: fit_modified.order,
-        stability_limit: stability
-            .as_ref()
-            .and_then(|s| s.bisection.as_ref())
-            .and_then(|b| b.limit),
+        stability_limit: bisected_limit(stability.as_ref()),
         two_over_lambda_max: stability
             .as_ref()
             .and_then(StabilityReport::two_over_lambda_max),

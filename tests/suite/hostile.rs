@@ -688,6 +688,30 @@ fn a_seed_that_acts_on_nothing_is_warned_about() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let warnings = summary["warnings"].to_string();
     assert!(warnings.contains("acts on nothing"), "{warnings}");
+    // ... but it draws SGD's batches (and the starts of --vary start): no warning then
+    for extra in [
+        &["--optimizer", "sgd", "--batch", "4", "--replicas", "4"][..],
+        &["--replicas", "4", "--vary", "start"][..],
+    ] {
+        let run = gdflow()
+            .args([
+                "run",
+                "--quiet",
+                "--steps",
+                "5",
+                "--problem",
+                ps,
+                "--seed",
+                "5",
+            ])
+            .args(extra)
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!err.contains("acts on nothing"), "{extra:?}: {err}");
+    }
 }
 
 /// A config file's table for another command is allowed (a sweep's config.toml re-runs as a
