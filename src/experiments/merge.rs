@@ -367,27 +367,13 @@ fn check_blocks(parts: &[RunPart<'_>]) -> Result<()> {
         }
         let mut seen = std::collections::BTreeMap::new();
         for r in &p.ensemble_blocks {
-            let (n, mean, m2) = r.running.parts();
-            let size = ranges.get(r.block).map(|b| (b.end - b.start) as usize);
-            let why = if !ENSEMBLES.contains(&r.ensemble.as_str()) {
-                Some(format!("an ensemble `{}` no run makes", r.ensemble))
-            } else if !(r.block < ranges.len() && part.shard.owns(r.block)) {
-                Some(format!("block {}, which is not this part's", r.block))
-            } else if n == 0 || size.is_some_and(|s| n > s) {
-                Some(format!(
-                    "n = {n} for block {} of {} replicas",
-                    r.block,
-                    size.unwrap_or(0)
-                ))
-            } else if !(mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
-                Some(format!("mean {mean}, m2 {m2}: not finite sums of squares"))
-            } else {
+            let why = row_problem(r, part.shard, &ranges).or_else(|| {
                 seen.insert(
                     (r.ensemble.as_str(), r.block, r.step, r.quantity.as_str()),
-                    n,
+                    r.running.parts().0,
                 )
                 .map(|_| "the same accumulator twice".to_string())
-            };
+            });
             if let Some(why) = why {
                 return bad(format!(
                     "its ensemble_blocks.csv has {why} ({} block {} step {} {})",
@@ -429,6 +415,33 @@ fn check_blocks(parts: &[RunPart<'_>]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What is wrong with one accumulator of a part's ensemble_blocks.csv, if anything: an
+/// ensemble no run makes, a block not the part's, a count of none or more than the block
+/// holds, sums that are not finite.
+fn row_problem(
+    r: &crate::results::ensemble::BlockRow,
+    shard: Shard,
+    ranges: &[std::ops::Range<u64>],
+) -> Option<String> {
+    let (n, mean, m2) = r.running.parts();
+    let size = ranges.get(r.block).map(|b| (b.end - b.start) as usize);
+    if !ENSEMBLES.contains(&r.ensemble.as_str()) {
+        Some(format!("an ensemble `{}` no run makes", r.ensemble))
+    } else if !(r.block < ranges.len() && shard.owns(r.block)) {
+        Some(format!("block {}, which is not this part's", r.block))
+    } else if n == 0 || size.is_some_and(|s| n > s) {
+        Some(format!(
+            "n = {n} for block {} of {} replicas",
+            r.block,
+            size.unwrap_or(0)
+        ))
+    } else if !(mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
+        Some(format!("mean {mean}, m2 {m2}: not finite sums of squares"))
+    } else {
+        None
+    }
 }
 
 /// The first key (in order) whose value differs between two configurations, or is in one only.

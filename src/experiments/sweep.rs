@@ -399,6 +399,29 @@ struct Ctx<'a> {
     flow_opts: FlowOptions,
 }
 
+impl<'a> Ctx<'a> {
+    fn new(
+        setup: &'a Setup,
+        settings: &'a SweepSettings,
+        optimizer: Arc<dyn Optimizer>,
+        field: &'a Arc<dyn Field>,
+    ) -> Self {
+        let x0 = setup.problem.start_state();
+        Self {
+            field: field.as_ref(),
+            field_arc: field.clone(),
+            optimizer,
+            setup,
+            d0: balance(field.as_ref(), &x0),
+            x0,
+            x_star: &setup.problem.x_star,
+            x_star_norm: setup.problem.x_star.norm(),
+            settings,
+            flow_opts: setup.config.flow_options(),
+        }
+    }
+}
+
 fn split_diff(field: &dyn Field, a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     let (ua, va) = field.factors().split(a);
     let (ub, vb) = field.factors().split(b);
@@ -826,12 +849,11 @@ pub fn run_sweep(
     let (cfg, problem) = (&setup.config, &setup.problem);
     let field_arc = setup.field();
     let optimizer = setup.optimizer()?;
-    let x0 = problem.start_state();
+    let ctx = Ctx::new(setup, settings, optimizer.clone(), &field_arc);
     // the plain limits of the jη methods do not depend on η
     let plain_limit = optimizer
-        .limit(FlowVariant::Plain, field_arc.clone(), &x0, cfg.eta)
+        .limit(FlowVariant::Plain, field_arc.clone(), &ctx.x0, cfg.eta)
         .map_err(|why| Error::invalid("optimizer", optimizer.name(), why))?;
-    let flow_opts = cfg.flow_options();
     let etas = settings.active_etas();
     let total_steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
     let bar = super::progress::bar(
@@ -841,21 +863,9 @@ pub fn run_sweep(
         "stage",
     );
     bar.set_message("reference flow (two tolerances)");
-    let refs = reference_flows(&plain_limit, &etas, settings, &flow_opts)?;
+    let refs = reference_flows(&plain_limit, &etas, settings, &ctx.flow_opts)?;
     bar.inc(1);
     bar.set_message("step sizes");
-    let ctx = Ctx {
-        field: field_arc.as_ref(),
-        field_arc: field_arc.clone(),
-        optimizer: optimizer.clone(),
-        setup,
-        x0: x0.clone(),
-        x_star: &problem.x_star,
-        x_star_norm: problem.x_star.norm(),
-        d0: balance(field_arc.as_ref(), &x0),
-        settings,
-        flow_opts,
-    };
     let t = Instant::now();
     let (points, deviations) = compare_all(&ctx, &etas, &refs, &bar)?;
     let points_seconds = t.elapsed().as_secs_f64();
