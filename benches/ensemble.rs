@@ -26,29 +26,16 @@ use gdflow::config::ConfigArgs;
 use gdflow::dynamics::{Driver, Iterate, RunOptions, SaveAt};
 use gdflow::experiments::{Command, Setup};
 
+#[path = "common/machine.rs"]
+mod machine;
+
 const BATCH: usize = 32;
 const ETA: f64 = 0.05;
 const STEPS: usize = 100;
 const RECORD_EVERY: usize = 10;
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn bench(c: &mut Criterion) {
-    eprintln!(
-        "CPU: {} ({} threads)",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    machine::print_machine();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let problem = dir.path().join("default.npz");
     let args = ConfigArgs {

@@ -29,6 +29,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use gdflow::config::ConfigArgs;
 use gdflow::experiments::{Command, Setup};
 
+#[path = "common/machine.rs"]
+mod machine;
+
 const ETA: f64 = 0.25;
 const STEPS: usize = 400;
 const RTOL: f64 = 1e-8;
@@ -55,25 +58,8 @@ fn write_problem(dir: &Path, name: &str, n: usize, rank: usize, k: usize, m: usi
     path
 }
 
-/// The CPU model, as /proc/cpuinfo names it.
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn bench(c: &mut Criterion) {
-    eprintln!(
-        "CPU: {} ({} threads)",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    machine::print_machine();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut sizes = vec![("small", 20, 2, 5, 400), ("medium", 50, 3, 10, 1500)];
     if std::env::var_os("GDFLOW_BENCH_LARGE").is_some() {

@@ -239,15 +239,7 @@ pub fn read_ensemble_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<Ens
         col("std")?,
         col("ci95")?,
     ];
-    let count = |row: usize, c: usize| {
-        t.text(row, c)
-            .parse::<usize>()
-            .map_err(|e| t.error(format!("column `{}`: {e}", t.columns[c])))
-    };
-    let number = |row: usize, c: usize| {
-        t.number(row, c)?
-            .ok_or_else(|| t.error(format!("an empty `{}`", t.columns[c])))
-    };
+    let (count, number) = (|r, c| t.count(r, c), |r, c| t.required(r, c));
     (0..t.rows.len())
         .map(|r| {
             Ok(EnsembleRow {
@@ -318,15 +310,7 @@ pub fn read_blocks_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<Block
         col("mean")?,
         col("m2")?,
     ];
-    let count = |row: usize, c: usize| {
-        t.text(row, c)
-            .parse::<usize>()
-            .map_err(|e| t.error(format!("column `{}`: {e}", t.columns[c])))
-    };
-    let number = |row: usize, c: usize| {
-        t.number(row, c)?
-            .ok_or_else(|| t.error(format!("an empty `{}`", t.columns[c])))
-    };
+    let (count, number) = (|r, c| t.count(r, c), |r, c| t.required(r, c));
     (0..t.rows.len())
         .map(|r| {
             Ok(BlockRow {

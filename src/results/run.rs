@@ -393,13 +393,7 @@ fn read_trajectory(bytes: &[u8], path: &Path, method: &str) -> Result<[Vec<Recor
             .iter()
             .map(|&c| table.number(row, c))
             .collect::<Result<Vec<_>>>()?;
-        let j = table
-            .text(row, step)
-            .parse::<usize>()
-            .map_err(|e| table.error(e))?;
-        let time = table
-            .number(row, t)?
-            .ok_or_else(|| table.error("an empty `t`"))?;
+        let (j, time) = (table.count(row, step)?, table.required(row, t)?);
         let which = match table.text(row, dynamics) {
             "flow" => 1,
             "gd_mean" => 2,

@@ -125,6 +125,19 @@ impl RawTable {
         &self.rows[row][col]
     }
 
+    /// Cell `col` of row `row` as a number that must be there.
+    pub fn required(&self, row: usize, col: usize) -> Result<f64> {
+        self.number(row, col)?
+            .ok_or_else(|| self.error(format!("an empty `{}`", self.columns[col])))
+    }
+
+    /// Cell `col` of row `row` as a count (a non-negative integer).
+    pub fn count(&self, row: usize, col: usize) -> Result<usize> {
+        self.text(row, col)
+            .parse::<usize>()
+            .map_err(|e| self.error(format!("column `{}`: {e}", self.columns[col])))
+    }
+
     /// An error about this file.
     pub fn error(&self, why: impl std::fmt::Display) -> crate::error::Error {
         not_ours(&self.path, why)
