@@ -98,37 +98,23 @@ fn bench(c: &mut Criterion) {
             g.bench_function("numpy", |b| {
                 b.iter_custom(|iters| {
                     (0..iters)
-                        .map(|_| numpy_compute(py, &script, &problem, n))
+                        .map(|_| {
+                            let args = [n, BATCH].map(|v| v.to_string());
+                            let more =
+                                [ETA.to_string(), STEPS.to_string(), RECORD_EVERY.to_string()];
+                            machine::script_seconds(
+                                py,
+                                &script,
+                                &problem,
+                                &[args.as_slice(), &more].concat(),
+                            )
+                        })
                         .sum()
                 })
             });
         }
         g.finish();
     }
-}
-
-/// One run of the script: the computation's own time, as it prints it.
-fn numpy_compute(python: &std::ffi::OsStr, script: &Path, problem: &Path, n: usize) -> Duration {
-    let out = Process::new(python)
-        .arg(script)
-        .arg(problem)
-        .args([
-            n.to_string(),
-            BATCH.to_string(),
-            ETA.to_string(),
-            STEPS.to_string(),
-            RECORD_EVERY.to_string(),
-        ])
-        .output()
-        .expect("the script starts");
-    assert!(out.status.success(), "the NumPy script failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seconds: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("compute_seconds "))
-        .and_then(|s| s.trim().parse().ok())
-        .expect("the script prints compute_seconds");
-    Duration::from_secs_f64(seconds)
 }
 
 criterion_group!(benches, bench);

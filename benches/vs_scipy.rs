@@ -102,36 +102,16 @@ fn bench(c: &mut Criterion) {
             g.bench_function("scipy", |b| {
                 b.iter_custom(|iters| {
                     (0..iters)
-                        .map(|_| scipy_compute(py, &script, &problem))
+                        .map(|_| {
+                            let args = [ETA, STEPS as f64, RTOL, ATOL].map(|v| v.to_string());
+                            machine::script_seconds(py, &script, &problem, &args)
+                        })
                         .sum()
                 })
             });
         }
         g.finish();
     }
-}
-
-/// One run of the script: the computation's own time, as it prints it.
-fn scipy_compute(python: &std::ffi::OsStr, script: &Path, problem: &Path) -> Duration {
-    let out = Process::new(python)
-        .arg(script)
-        .arg(problem)
-        .args([
-            ETA.to_string(),
-            STEPS.to_string(),
-            RTOL.to_string(),
-            ATOL.to_string(),
-        ])
-        .output()
-        .expect("the script starts");
-    assert!(out.status.success(), "the SciPy script failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let seconds: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("compute_seconds "))
-        .and_then(|s| s.trim().parse().ok())
-        .expect("the script prints compute_seconds");
-    Duration::from_secs_f64(seconds)
 }
 
 criterion_group!(benches, bench);
