@@ -101,3 +101,66 @@ fn invalid_values_name_the_field() {
         assert!(e.contains(&format!("`{field}`")), "{toml}: {e}");
     }
 }
+
+/// The defaults the help states ("[default: 30]") are the ones `resolve()` applies. The two
+/// are written apart (the help in the key's doc comment, which clap reads; the default in
+/// `resolve()`), so this ties them: a default changed in one place only fails here.
+#[test]
+fn stated_defaults_are_the_applied_ones() {
+    use clap::Args;
+    let cmd = ConfigArgs::augment_args(clap::Command::new("run"));
+    // a relative perturbation, so that its size (sized only then) is resolved too
+    let resolved = ConfigArgs::from_toml("perturbation = \"relative\"")
+        .and_then(|a| a.resolve())
+        .and_then(|c| c.table_without(&[]))
+        .unwrap();
+    let mut checked = 0;
+    for arg in cmd.get_arguments() {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let Some(start) = help.find("[default: ") else {
+            continue;
+        };
+        let stated = help[start + "[default: ".len()..]
+            .split(']')
+            .next()
+            .unwrap();
+        // defaults computed from other keys ("2·rank", "1 with --flow central, 0 otherwise")
+        // are said in words
+        if stated.contains([' ', '·', ';', ',']) {
+            continue;
+        }
+        let key = arg.get_id().as_str();
+        let Some(value) = resolved.get(key) else {
+            // left out of config.toml at its default (replicas = 1): the stated value, given,
+            // must be left out too
+            let literal = if stated.parse::<f64>().is_ok() || stated.parse::<bool>().is_ok() {
+                stated.to_string()
+            } else {
+                format!("{stated:?}")
+            };
+            let given = ConfigArgs::from_toml(&format!("{key} = {literal}"))
+                .and_then(|a| a.resolve())
+                .and_then(|c| c.table_without(&[]))
+                .unwrap();
+            assert!(
+                given.get(key).is_none(),
+                "--{key}: the help says [default: {stated}], which is not what resolve() applies"
+            );
+            checked += 1;
+            continue;
+        };
+        let same = match value {
+            toml::Value::Integer(i) => stated.parse::<i64>().ok() == Some(*i),
+            toml::Value::Float(f) => stated.parse::<f64>().ok() == Some(*f),
+            toml::Value::String(s) => s == stated,
+            toml::Value::Boolean(b) => stated.parse::<bool>().ok() == Some(*b),
+            _ => false,
+        };
+        assert!(
+            same,
+            "--{key}: the help says [default: {stated}], resolve() gives {value}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} stated defaults checked");
+}
