@@ -56,7 +56,10 @@ Examples:
              --seed 1 --eta 0.91 --steps 300      # past the stability limit: GD's average
   gdflow run --config results/config.toml      # re-run a recorded configuration
   gdflow run --problem mine.npz --out results/ # arrays x_star, sensing[, y, u0, v0, alpha]
-  gdflow run --save-problem problem.npz        # write the generated problem for NumPy";
+  gdflow run --save-problem problem.npz        # write the generated problem for NumPy
+  gdflow run --optimizer sgd --batch 32 --replicas 1000 --out ens/   # SGD ensemble, 95% bands
+  gdflow run --optimizer sgd --batch 32 --replicas 4096 --shard 2/4 --out part2/
+                                               # a quarter of it; `gdflow merge` joins the parts";
 
 const SWEEP_EXAMPLES: &str = "\
 Examples:
