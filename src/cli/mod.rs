@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{parse_config_file_all, CheckArgs, ConfigArgs, FlowVariant, SweepArgs};
 use crate::error::Error;
 use crate::experiments::{Command as Cmd, RunExtras, Setup};
-use crate::results::sweep::Shard;
+use crate::results::shard::Shard;
 
 mod args;
 mod report;

@@ -23,7 +23,7 @@ use crate::results::ensemble::{
     BlockRow, EnsemblePart, EnsembleRow, EnsembleSummary, Running, Stat, SubstepChoice, WeakError,
 };
 use crate::results::run::States;
-use crate::results::sweep::Shard;
+use crate::results::shard::Shard;
 
 use super::Setup;
 

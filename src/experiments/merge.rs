@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::operator::OperatorCounts;
 use crate::results::ensemble::EnsembleRow;
 use crate::results::run::{load_run, RunResult, RunSummary};
-use crate::results::sweep::Shard;
+use crate::results::shard::Shard;
 use crate::results::sweep::{
     load_sweep, ReferenceSolves, StabilityReport, SweepResult, SweepSettings, SweepSummary,
     SweepTimings, WeakSweep,

@@ -24,7 +24,8 @@ use crate::results::run::{
     CentralSummary, Distance, DynamicsSummary, EdgeOfStability, OptimizerSummary, ProblemInfo,
     RunResult, RunSummary, SharpnessCost, States, Timings,
 };
-use crate::results::sweep::{Peak, Shard};
+use crate::results::shard::Shard;
+use crate::results::sweep::Peak;
 
 use super::Setup;
 

@@ -328,7 +328,7 @@ pub fn read_blocks_csv(bytes: &[u8], path: &std::path::Path) -> Result<Vec<Block
 /// i/N`): what `gdflow merge` needs beside the shard's `ensemble_blocks.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnsemblePart {
-    pub shard: super::sweep::Shard,
+    pub shard: super::shard::Shard,
     pub replicas: usize,
     /// The blocks the whole ensemble is summed in; this part holds those b with
     /// b ≡ i − 1 (mod N), counted from 0.

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 pub mod check;
 pub mod ensemble;
 pub mod run;
+pub mod shard;
 pub mod sweep;
 pub mod table;
 
