@@ -132,7 +132,42 @@ struct Measure<'a> {
     shard: Option<Shard>,
 }
 
-impl Measure<'_> {
+impl<'a> Measure<'a> {
+    /// What `setup`'s replicas are measured with, at the steps trajectory.csv records or, for
+    /// a weak sweep (`last_only`), at the last step alone; `shard`'s blocks of them, or all.
+    fn new(
+        setup: &'a Setup,
+        field: Arc<dyn Field>,
+        recorder: &'a Recorder<'a>,
+        optimizer: &'a dyn Optimizer,
+        bar: &super::progress::ProgressBar,
+        last_only: bool,
+        shard: Option<Shard>,
+    ) -> Self {
+        let cfg = &setup.config;
+        let (recorded, loss_at) = if last_only {
+            (vec![cfg.steps], SaveAt::Last)
+        } else {
+            (
+                RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
+                SaveAt::Every(cfg.record_every),
+            )
+        };
+        Self {
+            setup,
+            field,
+            recorder,
+            recorded,
+            loss_at,
+            dt: optimizer.time_scale().per_step(cfg.eta),
+            target_norm: setup.problem.x_star.norm(),
+            target_nuclear: nuclear_norm(&setup.problem.x_star),
+            optimizer,
+            bar: bar.clone(),
+            shard,
+        }
+    }
+
     /// The quantities at `state`; `x` is its UVᵀ, `d0` the UᵀU − VᵀV of its replica's start.
     fn values(
         &self,
@@ -512,7 +547,6 @@ pub fn ensemble(
             ),
         ));
     }
-    let dt = optimizer.time_scale().per_step(cfg.eta);
     // the method's replicas, and an SME's on h and h/2 (more if its substeps are doubled)
     let ensembles = if stochastic_limit { 3 } else { 1 };
     let bar = ensemble_bar(setup, progress, ensembles, limit.substeps(), shard);
@@ -525,19 +559,15 @@ pub fn ensemble(
     } else {
         format!("{}, {} replicas", optimizer.name(), cfg.replicas)
     });
-    let measure = Measure {
+    let measure = Measure::new(
         setup,
-        field: setup.field(),
+        setup.field(),
         recorder,
-        recorded: RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps(),
-        loss_at: SaveAt::Every(cfg.record_every),
-        dt,
-        target_norm: setup.problem.x_star.norm(),
-        target_nuclear: nuclear_norm(&setup.problem.x_star),
         optimizer,
-        bar: bar.clone(),
+        &bar,
+        false,
         shard,
-    };
+    );
     // with --vary start a deterministic limit is an ensemble too: one path per replica's start
     let paired = (cfg.vary.is_some() && !stochastic_limit).then_some((limit, cfg.flow));
     let paired: Vec<(&Limit, FlowVariant)> = paired.into_iter().collect();
@@ -584,7 +614,7 @@ pub fn ensemble(
         substeps,
         grid: Grid {
             recorded: measure.recorded,
-            dt,
+            dt: measure.dt,
         },
     })
 }
@@ -981,20 +1011,16 @@ pub fn weak_against(
     let field = setup.field();
     let x0 = setup.start();
     let recorder = Recorder::new(field.as_ref(), &setup.problem.x_star, &x0);
-    let dt = optimizer.time_scale().per_step(cfg.eta);
-    let measure = Measure {
+    let measure = Measure::new(
         setup,
-        field: field.clone(),
-        recorder: &recorder,
-        recorded: vec![cfg.steps],
-        loss_at: SaveAt::Last,
-        dt,
-        target_norm: setup.problem.x_star.norm(),
-        target_nuclear: nuclear_norm(&setup.problem.x_star),
-        optimizer: optimizer.as_ref(),
-        bar: bar.clone(),
-        shard: None,
-    };
+        field.clone(),
+        &recorder,
+        optimizer.as_ref(),
+        bar,
+        true,
+        None,
+    );
+    let dt = measure.dt;
     let has = optimizer.limits();
     let variants: Vec<FlowVariant> = variants
         .iter()

@@ -223,8 +223,9 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
     check_ids(&ids, "ensemble (`gdflow run --replicas N --shard i/N`)", "")?;
     let (_, first) = &parts[0];
     let copied = alike_files(&parts)?;
-    check_blocks(&parts)?;
     let cfg = first.summary.config();
+    let recorded = RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps();
+    check_blocks(&parts, &recorded)?;
     let part = first
         .summary
         .ensemble_part
@@ -238,7 +239,6 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
         .iter()
         .flat_map(|(_, p)| p.ensemble_blocks.iter().cloned())
         .collect();
-    let recorded = RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps();
     let ens = super::ensemble::from_shards(&blocks, part, ended, recorded)?;
     let (rows, ensemble) = super::ensemble::summarise(
         &ens,
@@ -326,11 +326,10 @@ const ENSEMBLES: [&str; 5] = ["method", "paired", "paired_difference", "sme_h", 
 /// agree on what they share; the method's replicas at the end are those that did not end
 /// early. A damaged or foreign ensemble_blocks.csv is refused, never folded into statistics
 /// over the wrong replicas.
-fn check_blocks(parts: &[RunPart<'_>]) -> Result<()> {
+fn check_blocks(parts: &[RunPart<'_>], recorded: &[usize]) -> Result<()> {
     let (_, first) = &parts[0];
     let cfg = first.summary.config();
     let ranges = super::ensemble::block_ranges(cfg.replicas);
-    let recorded = RunOptions::new(cfg.eta, cfg.steps, cfg.record_every).saved_steps();
     let (start, end) = (recorded[0], *recorded.last().expect("step 0 at least"));
     let first_part = first
         .summary
