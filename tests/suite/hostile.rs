@@ -665,24 +665,19 @@ fn a_seed_that_acts_on_nothing_is_warned_about() {
         .args(TINY)
         .assert()
         .success();
+    // `run --problem FILE --seed 5` with `extra`: its stderr
+    let seeded = |extra: &[&str]| {
+        let run = gdflow()
+            .args(["run", "--steps", "5", "--problem", ps, "--seed", "5"])
+            .args(extra)
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        String::from_utf8_lossy(&run.stderr).to_string()
+    };
     let out = dir.path().join("out");
-    let run = gdflow()
-        .args([
-            "run",
-            "--steps",
-            "5",
-            "--problem",
-            ps,
-            "--seed",
-            "5",
-            "--out",
-        ])
-        .arg(&out)
-        .assert()
-        .success()
-        .get_output()
-        .clone();
-    let err = String::from_utf8_lossy(&run.stderr);
+    let err = seeded(&["--out", out.to_str().unwrap()]);
     assert!(err.contains("--seed 5 acts on nothing"), "{err}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
@@ -690,26 +685,18 @@ fn a_seed_that_acts_on_nothing_is_warned_about() {
     assert!(warnings.contains("acts on nothing"), "{warnings}");
     // ... but it draws SGD's batches (and the starts of --vary start): no warning then
     for extra in [
-        &["--optimizer", "sgd", "--batch", "4", "--replicas", "4"][..],
-        &["--replicas", "4", "--vary", "start"][..],
+        &[
+            "--quiet",
+            "--optimizer",
+            "sgd",
+            "--batch",
+            "4",
+            "--replicas",
+            "4",
+        ][..],
+        &["--quiet", "--replicas", "4", "--vary", "start"][..],
     ] {
-        let run = gdflow()
-            .args([
-                "run",
-                "--quiet",
-                "--steps",
-                "5",
-                "--problem",
-                ps,
-                "--seed",
-                "5",
-            ])
-            .args(extra)
-            .assert()
-            .success()
-            .get_output()
-            .clone();
-        let err = String::from_utf8_lossy(&run.stderr);
+        let err = seeded(extra);
         assert!(!err.contains("acts on nothing"), "{extra:?}: {err}");
     }
 }

@@ -959,6 +959,18 @@ fn label_noise_sme(
     substeps: Option<usize>,
     tt: bool,
 ) -> gdflow::results::ensemble::EnsembleSummary {
+    label_noise_sme_run(sigma, eta, substeps, tt)
+        .ensemble
+        .unwrap()
+}
+
+/// [`label_noise_sme`]'s whole summary (its warnings too).
+fn label_noise_sme_run(
+    sigma: f64,
+    eta: f64,
+    substeps: Option<usize>,
+    tt: bool,
+) -> gdflow::results::run::RunSummary {
     run_config(&ConfigArgs {
         n1: Some(4),
         n2: Some(3),
@@ -980,8 +992,6 @@ fn label_noise_sme(
     })
     .unwrap()
     .summary
-    .ensemble
-    .unwrap()
 }
 
 /// Left to gdflow, the substep count is doubled until every resolved scheme error
@@ -1414,25 +1424,7 @@ fn ensembles_pair_count_and_say_what_they_did() {
         assert!(diverging.warnings.iter().any(|w| w.contains("survivors")));
     }
     // a doubled substep count is said
-    let doubled = run_config(&ConfigArgs {
-        n1: Some(4),
-        n2: Some(3),
-        rank: Some(1),
-        width: Some(2),
-        measurements: Some(12),
-        alpha: Some(0.5),
-        seed: Some(1),
-        optimizer: Some("label-noise".into()),
-        label_noise: Some(1e-6),
-        eta: Some(0.1),
-        steps: Some(10),
-        record_every: Some(10),
-        flow: Some(gdflow::FlowVariant::Sme2),
-        replicas: Some(100),
-        ..Default::default()
-    })
-    .unwrap()
-    .summary;
+    let doubled = label_noise_sme_run(1e-6, 0.1, None, false);
     let chosen = doubled
         .ensemble
         .as_ref()
