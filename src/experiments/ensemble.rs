@@ -797,12 +797,16 @@ fn ensemble_bar(
     substeps: Option<usize>,
     shard: Option<Shard>,
 ) -> super::progress::ProgressBar {
-    let cfg = &setup.config;
-    let replicas = owned_replicas(cfg.replicas, shard);
-    let per_step = 2.0 + 9.0 * substeps.unwrap_or(0) as f64;
-    let work =
-        setup.problem.op.entries_per_pass() as f64 * (replicas * cfg.steps) as f64 * per_step;
+    let replicas = owned_replicas(setup.config.replicas, shard);
+    let work = replica_work(setup, replicas * setup.config.steps, substeps);
     super::progress::bar(show, work, (ensembles * replicas) as u64, "replica")
+}
+
+/// Operator entries streamed by `replica_steps` steps of replicas, with an SME's `substeps`
+/// (each about three passes) or none: what a progress bar weighs before drawing itself.
+pub(super) fn replica_work(setup: &Setup, replica_steps: usize, substeps: Option<usize>) -> f64 {
+    let per_step = 2.0 + 9.0 * substeps.unwrap_or(0) as f64;
+    setup.problem.op.entries_per_pass() as f64 * replica_steps as f64 * per_step
 }
 
 /// Whether `run --shard` (as `spec`) can split this run's ensemble, or why not, naming the

@@ -35,9 +35,11 @@ pub fn weak_points(
     // with --vary start the deterministic limits' too
     let ensembles = 5 + if cfg.vary.is_some() { 2 } else { 0 };
     let steps: usize = etas.iter().map(|&e| settings.steps_for(e)).sum();
-    let work = setup.problem.op.entries_per_pass() as f64
-        * (cfg.replicas * steps) as f64
-        * (2.0 + 9.0 * cfg.sde_substeps.unwrap_or(8) as f64);
+    let work = super::ensemble::replica_work(
+        setup,
+        cfg.replicas * steps,
+        Some(cfg.sde_substeps.unwrap_or(8)),
+    );
     let bar = super::progress::bar(
         show_progress,
         work,
