@@ -5,6 +5,7 @@
 //!
 //! | piece | role |
 //! |---|---|
+//! | [`Dynamics`] | anything that yields a trajectory: a method ([`optimizer::Discrete`]) or a limit ([`optimizer::Limit`]), named by [`optimizer::named`] |
 //! | [`Stepper`] | one discrete method: evaluate at x_j, then step to x_{j+1} ([`Gd`] is GD) |
 //! | [`Driver`] | the loop: one divergence rule, [`Observer`]s of every iterate, [`SaveAt`] |
 //! | [`flow::solve_flow`] | a field's flow at requested times, with a hook at each output |
@@ -27,6 +28,7 @@ pub use driver::{
     gradient_descent, gradient_descent_batch, gradient_descent_batch_from, Divergence, Driver,
     Iterate, Observer, RunOptions, SaveAt,
 };
+pub use optimizer::Dynamics;
 pub use stepper::{Evaluation, Gd, Stepper};
 
 /// How a trajectory ended. Divergence and solver failure are results, not errors.

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::analysis::record::balance;
 use crate::analysis::{Record, Recorder};
 use crate::dynamics::flow::Times;
-use crate::dynamics::optimizer::{Limit, Optimizer};
+use crate::dynamics::optimizer::{Dynamics, Limit, Optimizer};
 use crate::dynamics::{Driver, FlowVariant, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::Field;

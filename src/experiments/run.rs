@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::{Config, FlowVariant};
 use crate::dynamics::flow::{CentralReport, Times};
-use crate::dynamics::optimizer::{Limit, LimitEnd, LimitOutput, Optimizer};
+use crate::dynamics::optimizer::{Dynamics, End, Limit, Optimizer, Output};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
@@ -280,7 +280,7 @@ impl<'a> Comparison<'a> {
         &mut self,
         j: usize,
         t: f64,
-        out: &LimitOutput<'_>,
+        out: &Output<'_>,
         driver: &mut Driver<'_, Method>,
     ) {
         let y = out.state;
@@ -312,7 +312,7 @@ impl<'a> Comparison<'a> {
     /// The edge-of-stability comparison over the second half of the run, while the limit
     /// holds directions: the method's oscillation along them against tr Σ, its loss against
     /// f + tr Σ/η (MATH §8).
-    fn edge_of_stability(&mut self, j: usize, t: f64, out: &LimitOutput<'_>, horizon: f64) {
+    fn edge_of_stability(&mut self, j: usize, t: f64, out: &Output<'_>, horizon: f64) {
         let Some((jj, xj, fj)) = self.last.as_ref() else {
             return;
         };
@@ -374,7 +374,7 @@ impl<'a> Comparison<'a> {
 type Method = Box<dyn Stepper>;
 
 /// A named column of a limit's output (NaN where it brings none).
-fn column(out: &LimitOutput<'_>, name: &str) -> f64 {
+fn column(out: &Output<'_>, name: &str) -> f64 {
     out.columns
         .iter()
         .find(|c| c.0 == name)
@@ -563,7 +563,7 @@ fn solve_limit(
     name: &str,
     cmp: &mut Comparison<'_>,
     driver: &mut Driver<'_, Method>,
-) -> Result<(LimitEnd, f64)> {
+) -> Result<(End, f64)> {
     let cfg = &setup.config;
     let half = if limit.follows_average() { 2 } else { 1 };
     let times = Times::Grid {
@@ -584,7 +584,7 @@ fn solve_limit(
             bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
         }
     };
-    let mut on_output = |i: usize, t: f64, out: &LimitOutput<'_>| {
+    let mut on_output = |i: usize, t: f64, out: &Output<'_>| {
         if i % half == 1 {
             let t0 = Instant::now();
             cmp.average_output(i / half, t, out.state, driver);

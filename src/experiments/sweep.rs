@@ -30,7 +30,7 @@ use crate::config::{
     parse_eta_range, Config, FlowVariant, SweepArgs, MAX_HORIZON_TIMESCALES, MAX_STEPS,
 };
 use crate::dynamics::flow::{CentralReport, FlowOptions, SolverStats, Times};
-use crate::dynamics::optimizer::{Kept, Limit, Optimizer, TimeScale};
+use crate::dynamics::optimizer::{Dynamics, Kept, Limit, Optimizer, TimeScale};
 use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
 use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};

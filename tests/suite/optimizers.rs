@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use gdflow::config::{ConfigArgs, SweepArgs};
+use gdflow::dynamics::flow::{FlowOptions, Method, Times};
 use gdflow::dynamics::optimizer::{self, Context, Optimizer, Settings};
 use gdflow::dynamics::{Driver, FlowVariant, RunOptions, Status};
 use gdflow::error::Error;
@@ -15,8 +16,16 @@ use nalgebra::DMatrix;
 
 use super::{small_gaussian, Plain};
 
-/// The library's iterates of `opt` at step `eta` for `steps` steps.
-fn library_iterates(p: &Problem, opt: &dyn Optimizer, eta: f64, steps: usize) -> Vec<Vec<f64>> {
+/// The library's iterates of `opt` at step `eta` for `steps` steps, from the driver the
+/// experiments step methods with; the same method as a trajectory of its own
+/// ([`optimizer::Discrete`], through the `Dynamics` trait its limits share) must yield them
+/// exactly.
+fn library_iterates(
+    p: &Problem,
+    opt: &Arc<dyn Optimizer>,
+    eta: f64,
+    steps: usize,
+) -> Vec<Vec<f64>> {
     let field = SensingField::from_problem(p);
     let traj = Driver::new(
         &field,
@@ -28,6 +37,25 @@ fn library_iterates(p: &Problem, opt: &dyn Optimizer, eta: f64, steps: usize) ->
     .pop()
     .unwrap();
     assert_eq!(traj.status, Status::Completed);
+    let h = opt.time_scale().per_step(eta);
+    let times: Vec<f64> = (0..=steps).map(|j| j as f64 * h).collect();
+    let method =
+        optimizer::named(opt, &opt.name(), Arc::new(field), &p.start_state(), eta).unwrap();
+    assert_eq!(method.name(), opt.name());
+    let kept = method
+        .solve_kept(
+            Times::List(&times),
+            &FlowOptions::new(Method::Dop853, 1e-8, 1e-12),
+            &|_| true,
+        )
+        .unwrap();
+    assert_eq!(kept.end.status, Status::Completed);
+    assert_eq!(
+        kept.states,
+        traj.states,
+        "{}: Discrete against the driver",
+        opt.name()
+    );
     traj.states
 }
 
@@ -86,11 +114,7 @@ fn scaled_gd_iterates_equal_a_plain_loop() {
         x = Plain::join(&u2, &v2);
         plain.push(x.clone());
     }
-    assert_same(
-        "scaled-gd",
-        &library_iterates(&p, opt.as_ref(), ETA, STEPS),
-        &plain,
-    );
+    assert_same("scaled-gd", &library_iterates(&p, &opt, ETA, STEPS), &plain);
 }
 
 #[test]
@@ -109,7 +133,7 @@ fn alternating_gd_iterates_equal_a_plain_loop() {
     }
     assert_same(
         "alternating-gd",
-        &library_iterates(&p, opt.as_ref(), ETA, STEPS),
+        &library_iterates(&p, &opt, ETA, STEPS),
         &plain,
     );
 }
@@ -143,7 +167,7 @@ fn heavy_ball_iterates_equal_a_plain_loop() {
     );
     assert_same(
         "heavy-ball (β)",
-        &library_iterates(&p, opt.as_ref(), ETA, STEPS),
+        &library_iterates(&p, &opt, ETA, STEPS),
         &heavy_ball_loop(&pl, &p.start_state(), ETA, beta),
     );
     let gamma = 2.0;
@@ -156,7 +180,7 @@ fn heavy_ball_iterates_equal_a_plain_loop() {
     );
     assert_same(
         "heavy-ball (γ)",
-        &library_iterates(&p, opt.as_ref(), ETA, STEPS),
+        &library_iterates(&p, &opt, ETA, STEPS),
         &heavy_ball_loop(&pl, &p.start_state(), ETA, 1.0 - gamma * ETA.sqrt()),
     );
 }
@@ -179,11 +203,7 @@ fn nesterov_iterates_equal_a_plain_loop() {
         x = next;
         plain.push(x.clone());
     }
-    assert_same(
-        "nesterov",
-        &library_iterates(&p, opt.as_ref(), ETA, STEPS),
-        &plain,
-    );
+    assert_same("nesterov", &library_iterates(&p, &opt, ETA, STEPS), &plain);
 }
 
 #[test]
@@ -197,8 +217,8 @@ fn heavy_ball_at_zero_momentum_is_gd() {
         },
     );
     let gd = build("gd", Settings::default());
-    let a = library_iterates(&p, hb.as_ref(), ETA, STEPS);
-    let b = library_iterates(&p, gd.as_ref(), ETA, STEPS);
+    let a = library_iterates(&p, &hb, ETA, STEPS);
+    let b = library_iterates(&p, &gd, ETA, STEPS);
     assert_eq!(a, b, "β = 0 steps x + ηF + 0·(x − x₋), GD's step exactly");
 }
 
@@ -521,4 +541,41 @@ fn a_singular_preconditioner_fails_the_run_without_nan() {
     }
     assert!(traj.states.iter().flatten().all(|v| v.is_finite()));
     let _ = field.state_len();
+}
+
+/// Every dynamics is named from one place: the optimiser's own name gives its method, a limit's
+/// name its limit; a limit it has not, or a time its iterates never reach, is refused.
+#[test]
+fn dynamics_are_named_and_refused_by_name() {
+    let p = small_gaussian(1);
+    let field: Arc<dyn Field> = Arc::new(SensingField::from_problem(&p));
+    let x0 = p.start_state();
+    let nesterov = build("nesterov", Settings::default());
+    let flow = optimizer::named(&nesterov, "plain", field.clone(), &x0, ETA).unwrap();
+    assert_eq!(flow.name(), "flow");
+    let why = optimizer::named(&nesterov, "modified", field.clone(), &x0, ETA)
+        .err()
+        .unwrap();
+    assert!(why.contains("no modified limit"), "{why}");
+    let why = optimizer::named(&nesterov, "gd", field.clone(), &x0, ETA)
+        .err()
+        .unwrap();
+    assert!(
+        why.contains("neither nesterov nor one of its limits"),
+        "{why}"
+    );
+    // Nesterov's iterates sit at t = j√η: a time between two of them is no output of it
+    let method = optimizer::named(&nesterov, "nesterov", field, &x0, ETA).unwrap();
+    let opts = FlowOptions::new(Method::Dop853, 1e-8, 1e-12);
+    let h = ETA.sqrt();
+    let kept = method
+        .solve_kept(Times::List(&[0.0, 3.0 * h]), &opts, &|_| true)
+        .unwrap();
+    assert_eq!(kept.states.len(), 2);
+    let err = method
+        .solve_kept(Times::List(&[0.5 * h]), &opts, &|_| true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("times") && err.contains("j·h"), "{err}");
 }

@@ -23,13 +23,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::flow::{
-    solve_central_flow_with, solve_flow_with, CentralReport, FlowOptions, SolverStats, Times,
-};
-use super::{FlowVariant, Status, Stepper};
+use super::{FlowVariant, Stepper};
 use crate::field::Field;
 
 mod alternating_gd;
+mod dynamics;
 mod gd;
 mod heavy_ball;
 mod nesterov;
@@ -38,6 +36,7 @@ mod second_order;
 mod sgd;
 
 pub use alternating_gd::AlternatingGd;
+pub use dynamics::{named, Discrete, Dynamics, End, Kept, Output};
 pub use gd::GdMethod;
 pub use heavy_ball::HeavyBall;
 pub use nesterov::Nesterov;
@@ -103,32 +102,6 @@ pub struct Limit {
     /// What it is, for reports: "x' = −∇f/(1−β)".
     pub equation: String,
     pub solver: LimitSolver,
-}
-
-/// One output of a limit.
-pub struct LimitOutput<'a> {
-    /// Its position: what is compared with the method's iterate.
-    pub state: &'a [f64],
-    /// Named values beside the state (the central flow's sharpness, tr Σ, held count).
-    pub columns: Vec<(&'static str, f64)>,
-    /// Directions the limit holds (the central flow's eigenvectors at 2/η), if any.
-    pub directions: &'a [Vec<f64>],
-}
-
-/// A limit's kept outputs ([`Limit::solve_kept`]) and how its solve ended.
-pub struct Kept {
-    pub states: Vec<Vec<f64>>,
-    /// The named columns beside each kept state.
-    pub columns: Vec<Vec<(&'static str, f64)>>,
-    pub end: LimitEnd,
-}
-
-/// How a limit's solve ended.
-pub struct LimitEnd {
-    pub status: Status,
-    pub solver: SolverStats,
-    /// The central flow's report (events, work), for that limit.
-    pub central: Option<CentralReport>,
 }
 
 impl Limit {
@@ -201,120 +174,19 @@ impl Limit {
         l
     }
 
-    /// Solve at `times` and keep the positions of the outputs `keep` accepts, with their
-    /// named columns: for an experiment that compares whole trajectories after the solve.
-    pub fn solve_kept(
-        &self,
-        times: Times<'_>,
-        opts: &FlowOptions,
-        keep: &dyn Fn(usize) -> bool,
-    ) -> crate::error::Result<Kept> {
-        let (mut states, mut columns) = (Vec::new(), Vec::new());
-        let end = self.solve(
-            times,
-            opts,
-            &mut |i, _, out| {
-                if keep(i) {
-                    states.push(out.state.to_vec());
-                    columns.push(out.columns.clone());
-                }
-            },
-            &mut |_| {},
-        )?;
-        Ok(Kept {
-            states,
-            columns,
-            end,
-        })
-    }
-
     /// A solver's output hook for a limit with no columns of its own: its position, nothing
     /// beside it.
     fn positions<'h>(
         &'h self,
-        on_output: &'h mut dyn FnMut(usize, f64, &LimitOutput<'_>),
+        on_output: &'h mut dyn FnMut(usize, f64, &Output<'_>),
     ) -> impl FnMut(usize, f64, &[f64]) + 'h {
         move |i, t, y| {
-            let out = LimitOutput {
+            let out = Output {
                 state: self.position(y),
                 columns: Vec::new(),
                 directions: &[],
             };
             on_output(i, t, &out)
-        }
-    }
-
-    /// Solve at `times`, handing every output (index, t, output) to `on_output` and every
-    /// accepted step's time to `on_step`.
-    pub fn solve(
-        &self,
-        times: Times<'_>,
-        opts: &FlowOptions,
-        on_output: &mut dyn FnMut(usize, f64, &LimitOutput<'_>),
-        on_step: &mut dyn FnMut(f64),
-    ) -> crate::error::Result<LimitEnd> {
-        match &self.solver {
-            LimitSolver::Sme(sme) => {
-                let (status, solver) = super::sde::solve_sme(
-                    self.field.as_ref(),
-                    sme,
-                    &self.start,
-                    times,
-                    &mut self.positions(on_output),
-                    on_step,
-                );
-                Ok(LimitEnd {
-                    status,
-                    solver,
-                    central: None,
-                })
-            }
-            LimitSolver::Ode => {
-                let (status, solver) = solve_flow_with(
-                    self.field.as_ref(),
-                    &self.start,
-                    times,
-                    opts,
-                    &mut self.positions(on_output),
-                    on_step,
-                )?;
-                Ok(LimitEnd {
-                    status,
-                    solver,
-                    central: None,
-                })
-            }
-            LimitSolver::Central {
-                eta,
-                sharpness_at_outputs,
-            } => {
-                let (status, solver, report) = solve_central_flow_with(
-                    self.field.clone(),
-                    *eta,
-                    &self.start,
-                    times,
-                    opts,
-                    *sharpness_at_outputs,
-                    &mut |i, t, y, w| {
-                        let out = LimitOutput {
-                            state: self.position(y),
-                            columns: vec![
-                                ("sharpness", w.sharpness),
-                                ("sigma_trace", w.sigma_trace),
-                                ("active", w.active as f64),
-                            ],
-                            directions: &w.vectors,
-                        };
-                        on_output(i, t, &out)
-                    },
-                    on_step,
-                );
-                Ok(LimitEnd {
-                    status,
-                    solver,
-                    central: Some(report),
-                })
-            }
         }
     }
 }
