@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod checks;
 mod resolved;
 
 pub use crate::dynamics::flow::{ErrorScale, Method};
@@ -67,14 +68,19 @@ impl Vary {
 }
 
 /// A struct of optional keys, each written once: its field (its type; its doc comment, the
-/// help; its `arg` attribute, the flag; its name, the TOML key). The macro adds the list of
-/// the keys, the overlay of one value on another key by key, and whether a key is set, so that
-/// no list of the keys is written out by hand beside the struct.
+/// help; its `arg` attribute, the flag; its name, the TOML key), then its default
+/// (`= |args| value`, from the keys before it where it depends on them) and its own check
+/// (`; check f`, with `f(key, &value)` from [`checks`]). The macro adds the list of the keys,
+/// the overlay of one value on another key by key, whether a key is set, a method per key with
+/// a default giving its value or that default, and `check_keys` on the resolved form
+/// (`=> Resolved`), which runs every key's check on the values a run will use, so that no list
+/// of the keys is written out by hand beside the struct. Checks that relate keys are
+/// [`Config::validate`]'s.
 macro_rules! keys {
     (
         $(#[$sm:meta])*
-        pub struct $name:ident / $keys:ident {
-            $( $(#[$fm:meta])* pub $f:ident : Option<$t:ty>, )*
+        pub struct $name:ident / $keys:ident => $resolved:ty {
+            $( $(#[$fm:meta])* pub $f:ident : Option<$t:ty> $(= $default:expr)? $(; check $check:expr)? , )*
         }
     ) => {
         $(#[$sm])*
@@ -99,6 +105,27 @@ macro_rules! keys {
                     _ => false,
                 }
             }
+
+            $( $(
+                #[doc = concat!("`", stringify!($f), "` as given, or its default.")]
+                pub fn $f(&self) -> $t {
+                    let default: fn(&Self) -> $t = $default;
+                    self.$f.clone().unwrap_or_else(|| default(self))
+                }
+            )? )*
+        }
+
+        impl $resolved {
+            #[doc = concat!("Each key's own check (of [`", stringify!($name), "`]'s fields) on the values resolved.")]
+            pub fn check_keys(&self) -> Result<()> {
+                $( $(
+                    if let Some(v) = checks::Given::<$t>::given(&self.$f) {
+                        let check: fn(&str, &$t) -> Result<()> = $check;
+                        check(stringify!($f), v)?;
+                    }
+                )? )*
+                Ok(())
+            }
         }
     };
 }
@@ -109,37 +136,42 @@ keys! {
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[cfg_attr(feature = "cli", derive(clap::Args))]
     #[serde(deny_unknown_fields)]
-    pub struct ConfigArgs / KNOWN_KEYS {
+    pub struct ConfigArgs / KNOWN_KEYS => Config {
         /// Rows of the target X* [default: 30]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub n1: Option<usize>,
+        pub n1: Option<usize> = |_| 30; check checks::at_least_one,
         /// Columns of the target X* [default: 25]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub n2: Option<usize>,
+        pub n2: Option<usize> = |_| 25; check checks::at_least_one,
         /// Rank r of the target [default: 3]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub rank: Option<usize>,
+        pub rank: Option<usize> = |_| 3; check checks::at_least_one,
         /// Width k of the factors U (n1×k), V (n2×k) [default: 2·rank]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub width: Option<usize>,
+        pub width: Option<usize> = |a| a.rank().saturating_mul(2); check checks::at_least_one,
         /// Number of measurements m [default: 600; n1·n2 for --operator identity]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub measurements: Option<usize>,
+        pub measurements: Option<usize> = |a| match a.operator() {
+            OperatorKind::Identity => a.n1().saturating_mul(a.n2()),
+            _ => 600,
+        }; check checks::at_least_one,
         /// Scale of the random start: entries of U0, V0 are N(0, α²/k) [default: 1e-3]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Problem")
         )]
-        pub alpha: Option<f64>,
+        pub alpha: Option<f64> = |_| 1e-3; check |k, v| checks::representable(k, v, "α² would underflow in the start's variance"),
         /// Condition number σ_1/σ_r of the target [default: 2]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Problem")
         )]
-        pub kappa: Option<f64>,
+        pub kappa: Option<f64> = |_| 2.0; check |k, v| {
+            if v.is_finite() && *v >= 1.0 { Ok(()) } else { Err(Error::invalid(k, v, "must be a finite number >= 1")) }
+        },
         /// Spacing of the target's singular values from 1 down to 1/κ [default: geometric]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-        pub profile: Option<Profile>,
+        pub profile: Option<Profile> = |_| Profile::Geometric,
         /// Explicit singular values of the target, comma-separated (overrides --kappa)
         #[cfg_attr(
             feature = "cli",
@@ -150,45 +182,51 @@ keys! {
                 help_heading = "Problem"
             )
         )]
-        pub singular_values: Option<Vec<f64>>,
+        pub singular_values: Option<Vec<f64>>; check checks::spectrum,
         /// Measurement operator [default: gaussian]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-        pub operator: Option<OperatorKind>,
+        pub operator: Option<OperatorKind> = |_| OperatorKind::Gaussian,
         /// Storage of the sensing matrix: f64, or f32 (half the memory and bandwidth, products
         /// accumulated in f64; for a generated problem the f32 entries are the operator, for an f64
         /// file the change of y is reported) [default: f64]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
-        pub sensing_precision: Option<Precision>,
+        pub sensing_precision: Option<Precision> = |_| Precision::F64,
         /// Standard deviation of the measurement noise ξ_i [default: 0]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Problem")
         )]
-        pub noise: Option<f64>,
+        pub noise: Option<f64> = |_| 0.0; check checks::non_negative,
         /// Seed of every random draw (operator, target, start, noise, W) [default: 0]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Problem"))]
-        pub seed: Option<u64>,
+        pub seed: Option<u64> = |_| 0; check checks::toml_integer,
         /// GD step size η [default: 0.05]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Method")
         )]
-        pub eta: Option<f64>,
+        pub eta: Option<f64> = |_| 0.05; check |k, v| checks::representable(k, v, "a step this small moves nothing in double precision"),
         /// Number of GD steps; the flow runs to t = steps·η [default: 1000]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-        pub steps: Option<usize>,
+        pub steps: Option<usize> = |_| 1000; check |k, v| {
+            checks::at_least_one(k, v)?;
+            if *v as f64 > MAX_STEPS {
+                return Err(Error::invalid(k, v, format!("must be <= {MAX_STEPS:e} (split a longer run, or take a larger --eta)")));
+            }
+            Ok(())
+        },
         /// Record every j-th GD iterate and the flow at the same times (maxima and the GD–flow
         /// distance are still taken over every step) [default: 1]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-        pub record_every: Option<usize>,
+        pub record_every: Option<usize> = |_| 1; check checks::count,
         /// Continuous dynamics GD is compared with: the gradient flow, GD's modified flow
         /// for step η, or the central flow (past the stability limit; adds the rows gd_mean,
         /// GD's two-step average) [default: plain]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Method"))]
-        pub flow: Option<FlowVariant>,
+        pub flow: Option<FlowVariant> = |_| FlowVariant::Plain,
         /// The discrete method compared with its limits (MATH §9) [default: gd]
         #[cfg_attr(feature = "cli", arg(long, value_name = "NAME", value_parser = optimizer_names(), help_heading = "Method"))]
-        pub optimizer: Option<String>,
+        pub optimizer: Option<String> = |_| "gd".into(),
         /// ScaledGD's λ in U ← U − ηGV(VᵀV + λI)⁻¹ [default: 0.01·σ_r(X*)]
         #[cfg_attr(
             feature = "cli",
@@ -241,7 +279,7 @@ keys! {
         /// ensembles on h and h/2: the Euler–Maruyama scheme's first-order error removed
         /// (--flow sme1, sme2 with --replicas)
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Method"))]
-        pub talay_tubaro: Option<bool>,
+        pub talay_tubaro: Option<bool> = |_| false,
         /// Label-noise SGD's σ: labels y_i + σε_i, fresh every step (--optimizer label-noise)
         #[cfg_attr(
             feature = "cli",
@@ -256,7 +294,7 @@ keys! {
         /// Independent replicas of a stochastic method (their own noise streams): ensemble.csv
         /// holds the mean, std and 95% interval of each recorded quantity over them [default: 1]
         #[cfg_attr(feature = "cli", arg(long, value_name = "N", help_heading = "Method"))]
-        pub replicas: Option<usize>,
+        pub replicas: Option<usize> = |_| 1,
         /// Run the perturbed gradient flow U' = (X* − UVᵀ + E)V, V' = (X* − UVᵀ + E)ᵀU with this
         /// model of E (MATH §5), GD and every flow included, instead of the sensing dynamics
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Problem"))]
@@ -266,34 +304,37 @@ keys! {
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Problem")
         )]
-        pub perturbation_size: Option<f64>,
+        pub perturbation_size: Option<f64> = |_| 0.1; check checks::non_negative,
         /// The symmetric PSD case (MATH §3): X* = X*ᵀ ⪰ 0, symmetric A_i, U' = −GU with
         /// f = ¼‖𝒜(UUᵀ) − y‖² (needs n1 = n2)
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Problem"))]
-        pub symmetric: Option<bool>,
+        pub symmetric: Option<bool> = |_| false,
         /// ODE method for the flows [default: dop853]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
-        pub method: Option<Method>,
+        pub method: Option<Method> = |_| Method::Dop853,
         /// Relative tolerance of the flow solver [default: 1e-8]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Solver")
         )]
-        pub rtol: Option<f64>,
+        pub rtol: Option<f64> = |_| 1e-8; check |k, v| {
+            if v.is_finite() && (1e-15..1.0).contains(v) { return Ok(()); }
+            Err(Error::invalid(k, v, "must be a number in [1e-15, 1): below, no double-precision step meets it; at 1 or above any step does"))
+        },
         /// Absolute tolerance of the flow solver [default: rtol·α/√k, below the start's entries]
         #[cfg_attr(
             feature = "cli",
             arg(long, allow_hyphen_values = true, help_heading = "Solver")
         )]
-        pub atol: Option<f64>,
+        pub atol: Option<f64> = |a| a.rtol() * a.alpha() / (a.width().max(1) as f64).sqrt(); check checks::non_negative,
         /// Compute the sharpness λ_max(∇²f) (block Lanczos) at every j-th record of every
         /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-        pub sharpness_every: Option<usize>,
+        pub sharpness_every: Option<usize> = |a| usize::from(a.flow() == FlowVariant::Central); check |k, v| checks::toml_integer(k, &(*v as u64)),
         /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
         /// relative to the whole state [default: componentwise]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
-        pub error_scale: Option<ErrorScale>,
+        pub error_scale: Option<ErrorScale> = |_| ErrorScale::Componentwise,
         /// Load the problem (x_star, sensing, optional y, u0, v0, alpha) from a NumPy .npz file;
         /// options the file fixes are checked against it or refused
         #[cfg_attr(
@@ -316,7 +357,7 @@ keys! {
         /// Also write states.npz: U and V at every recorded step of every dynamics, arrays
         /// `<dynamics>_U`, `<dynamics>_V`, `<dynamics>_step`, `<dynamics>_t` (needs --out)
         #[cfg_attr(feature = "cli", arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Output"))]
-        pub save_states: Option<bool>,
+        pub save_states: Option<bool> = |_| false,
         /// The `[sweep]` table of a configuration file (see [`parse_config_file`]).
         #[serde(default, skip_serializing)]
         #[cfg_attr(feature = "cli", arg(skip))]
@@ -354,68 +395,47 @@ impl ConfigArgs {
     /// and possibly y and the start come from the file: those are checked against it when it is
     /// loaded (`experiments::Setup`), not here.
     pub fn resolve(&self) -> Result<Config> {
-        let operator = self.operator.unwrap_or(OperatorKind::Gaussian);
-        let n1 = self.n1.unwrap_or(30);
-        let n2 = self.n2.unwrap_or(25);
-        let rank = self.rank.unwrap_or(3);
-        let width = self.width.unwrap_or(rank.saturating_mul(2));
-        let measurements = match (operator, self.measurements) {
-            (OperatorKind::Identity, None) => n1.saturating_mul(n2),
-            (_, Some(m)) => m,
-            (_, None) => 600,
-        };
-        let alpha = self.alpha.unwrap_or(1e-3);
-        let rtol = self.rtol.unwrap_or(1e-8);
-        let atol = self
-            .atol
-            .unwrap_or_else(|| rtol * alpha / (width.max(1) as f64).sqrt());
         let cfg = Config {
-            n1,
-            n2,
-            rank,
-            width,
-            measurements,
-            alpha,
-            kappa: self.kappa.unwrap_or(2.0),
-            profile: Some(self.profile.unwrap_or(Profile::Geometric)),
+            n1: self.n1(),
+            n2: self.n2(),
+            rank: self.rank(),
+            width: self.width(),
+            measurements: self.measurements(),
+            alpha: self.alpha(),
+            kappa: self.kappa(),
+            profile: Some(self.profile()),
             singular_values: self.singular_values.clone(),
-            operator,
-            sensing_precision: self.sensing_precision.unwrap_or(Precision::F64),
-            noise: self.noise.unwrap_or(0.0),
-            seed: self.seed.unwrap_or(0),
-            eta: self.eta.unwrap_or(0.05),
-            steps: self.steps.unwrap_or(1000),
-            record_every: self.record_every.unwrap_or(1),
-            sharpness_every: self.sharpness_every.unwrap_or(
-                if self.flow == Some(FlowVariant::Central) {
-                    1
-                } else {
-                    0
-                },
-            ),
-            flow: self.flow.unwrap_or(FlowVariant::Plain),
-            optimizer: self.optimizer.clone().unwrap_or_else(|| "gd".into()),
+            operator: self.operator(),
+            sensing_precision: self.sensing_precision(),
+            noise: self.noise(),
+            seed: self.seed(),
+            eta: self.eta(),
+            steps: self.steps(),
+            record_every: self.record_every(),
+            sharpness_every: self.sharpness_every(),
+            flow: self.flow(),
+            optimizer: self.optimizer(),
             damping: self.damping,
             momentum: self.momentum,
             friction: self.friction,
             batch: self.batch,
             with_replacement: self.with_replacement,
             sde_substeps: self.sde_substeps,
-            talay_tubaro: self.talay_tubaro.unwrap_or(false),
+            talay_tubaro: self.talay_tubaro(),
             vary: self.vary,
             label_noise: self.label_noise,
-            replicas: self.replicas.unwrap_or(1),
+            replicas: self.replicas(),
             perturbation: self.perturbation,
-            perturbation_size: self.perturbation_size.unwrap_or(0.1),
-            symmetric: self.symmetric.unwrap_or(false),
-            method: self.method.unwrap_or(Method::Dop853),
-            rtol,
-            atol,
-            error_scale: self.error_scale.unwrap_or(ErrorScale::Componentwise),
+            perturbation_size: self.perturbation_size(),
+            symmetric: self.symmetric(),
+            method: self.method(),
+            rtol: self.rtol(),
+            atol: self.atol(),
+            error_scale: self.error_scale(),
             problem: self.problem.clone(),
             save_problem: self.save_problem.clone(),
             out: self.out.clone(),
-            save_states: self.save_states.unwrap_or(false),
+            save_states: self.save_states(),
         };
         if let (Some(_), Some(_)) = (&self.singular_values, self.kappa) {
             return Err(Error::invalid(
@@ -541,7 +561,7 @@ keys! {
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[cfg_attr(feature = "cli", derive(clap::Args))]
     #[serde(deny_unknown_fields)]
-    pub struct SweepArgs / SWEEP_KEYS {
+    pub struct SweepArgs / SWEEP_KEYS => crate::results::sweep::SweepSettings {
         /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
         #[cfg_attr(
             feature = "cli",
@@ -602,47 +622,47 @@ keys! {
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[cfg_attr(feature = "cli", derive(clap::Args))]
     #[serde(deny_unknown_fields)]
-    pub struct CheckArgs / CHECK_KEYS {
+    pub struct CheckArgs / CHECK_KEYS => crate::results::check::CheckSettings {
         /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub drift_c: Option<f64>,
+        pub drift_c: Option<f64> = |_| 1e3; check checks::positive_finite,
         /// Relative tolerance of GD's drift identity [default: 1e-8]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub identity_tol: Option<f64>,
+        pub identity_tol: Option<f64> = |_| 1e-8; check checks::positive_finite,
         /// Allowed |order − 1| of GD against the flow [default: 0.15]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub order_tol: Option<f64>,
+        pub order_tol: Option<f64> = |_| 0.15; check checks::positive_finite,
         /// Allowed relative deviation of the slope of t_ε against ln(1/α) from its spectral
         /// prediction 1/σ_r(𝒜*y) [default: 0.15]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub slope_tol: Option<f64>,
+        pub slope_tol: Option<f64> = |_| 0.15; check checks::positive_finite,
         /// Allowed relative deviation of each learning time from ln(σ_i/α² − 1)/(2σ_i)
         /// [default: 0.02]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub incremental_tol: Option<f64>,
+        pub incremental_tol: Option<f64> = |_| 0.02; check checks::positive_finite,
         /// Relative error ε of the convergence times t_ε [default: 0.1]
         #[cfg_attr(
             feature = "cli",
             arg(long = "check-epsilon", allow_hyphen_values = true)
         )]
-        pub epsilon: Option<f64>,
+        pub epsilon: Option<f64> = |_| 0.1; check |_, v| checks::in_unit_interval("check_epsilon", v),
         /// Bound on the empirical RIP constant δ̂ (reported only when not given)
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub rip_bound: Option<f64>,
+        pub rip_bound: Option<f64>; check checks::positive_finite,
         /// Bound on max ρ(t) along the flow (reported only when not given)
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub rho_bound: Option<f64>,
+        pub rho_bound: Option<f64>; check checks::positive_finite,
         /// ‖sin Θ‖ below which the alignment phase counts as over [default: 0.1]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub alignment_tol: Option<f64>,
+        pub alignment_tol: Option<f64> = |_| 0.1; check checks::in_unit_interval,
         /// Past the stability limit (η·λ_max > 2 where the flow ends): allowed relative deviation
         /// of the sharpness at GD's two-step average from 2/η [default: 0.05]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub eos_sharpness_tol: Option<f64>,
+        pub eos_sharpness_tol: Option<f64> = |_| 0.05; check checks::positive_finite,
         /// Past the stability limit: allowed relative deviation of the central flow's predicted
         /// loss f + tr Σ/η from GD's time-averaged loss [default: 0.2]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
-        pub eos_loss_tol: Option<f64>,
+        pub eos_loss_tol: Option<f64> = |_| 0.2; check checks::positive_finite,
     }
 }
 

@@ -132,14 +132,6 @@ fn gd_name() -> String {
 /// The most Euler–Maruyama substeps an SME ensemble (on h and h/2) may take.
 pub const MAX_SDE_WORK: f64 = 1e10;
 
-fn positive_finite(field: &str, v: f64) -> Result<()> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::invalid(field, v, "must be a finite number > 0"))
-    }
-}
-
 impl Config {
     /// The flow solver's settings.
     pub fn flow_options(&self) -> FlowOptions {
@@ -362,18 +354,8 @@ impl Config {
 
     /// Everything that does not depend on the problem's sizes.
     pub fn validate_values(&self) -> Result<()> {
-        for (field, v) in [("record_every", self.record_every), ("steps", self.steps)] {
-            if v == 0 {
-                return Err(Error::invalid(field, v, "must be an integer >= 1"));
-            }
-        }
-        if self.steps as f64 > MAX_STEPS {
-            return Err(Error::invalid(
-                "steps",
-                self.steps,
-                format!("must be <= {MAX_STEPS:e} (split a longer run, or take a larger --eta)"),
-            ));
-        }
+        // each key's own range first (on its field, `keys!`), then how keys relate
+        self.check_keys()?;
         if self.replicas == 0 || self.replicas as f64 * self.steps as f64 > MAX_REPLICA_STEPS {
             return Err(Error::invalid(
                 "replicas",
@@ -400,27 +382,6 @@ impl Config {
                 ));
             }
         }
-        if !(self.rtol.is_finite() && (1e-15..1.0).contains(&self.rtol)) {
-            return Err(Error::invalid(
-                "rtol",
-                self.rtol,
-                "must be a number in [1e-15, 1): below, no double-precision step meets it; at \
-                 1 or above any step does",
-            ));
-        }
-        for (field, v) in [
-            ("seed", self.seed),
-            ("record_every", self.record_every as u64),
-            ("sharpness_every", self.sharpness_every as u64),
-        ] {
-            if v > i64::MAX as u64 {
-                return Err(Error::invalid(
-                    field,
-                    v,
-                    "must be < 2^63: config.toml records it as a TOML integer (signed 64-bit)",
-                ));
-            }
-        }
         if self.noise != 0.0 && !matches!(self.perturbation, None | Some(PerturbationModel::Noise))
         {
             return Err(Error::invalid(
@@ -432,46 +393,6 @@ impl Config {
                     self.perturbation.map_or("", |m| m.name())
                 ),
             ));
-        }
-        // below these the numbers leave double precision: α² underflows in the start's
-        // variance, η·F vanishes beside x, σ_r = 1/κ is lost beside σ_1 = 1
-        for (field, v, min, why) in [
-            (
-                "alpha",
-                self.alpha,
-                1e-100,
-                "α² would underflow in the start's variance",
-            ),
-            (
-                "eta",
-                self.eta,
-                1e-100,
-                "a step this small moves nothing in double precision",
-            ),
-        ] {
-            if v.is_finite() && v > 0.0 && v < min {
-                return Err(Error::invalid(
-                    field,
-                    v,
-                    format!("must be >= {min:e}: {why}"),
-                ));
-            }
-        }
-        if let Some(sv) = &self.singular_values {
-            let (lo, hi) = sv.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-            if hi > 1e100 || (lo > 0.0 && hi / lo > MAX_KAPPA) {
-                return Err(Error::invalid(
-                    "singular_values",
-                    format!("{sv:?}"),
-                    format!(
-                        "must be at most 1e100 with a ratio largest/smallest at most \
-                         {MAX_KAPPA:e}: beyond, the smallest is lost in the rounding of the \
-                         largest"
-                    ),
-                ));
-            }
         }
         if self.problem.is_none() && self.singular_values.is_none() && self.kappa > MAX_KAPPA {
             return Err(Error::invalid(
@@ -536,49 +457,6 @@ impl Config {
                  gaussian, identity or entries",
             ));
         }
-        positive_finite("alpha", self.alpha)?;
-        positive_finite("eta", self.eta)?;
-        positive_finite("rtol", self.rtol)?;
-        if !(self.atol.is_finite() && self.atol >= 0.0) {
-            return Err(Error::invalid(
-                "atol",
-                self.atol,
-                "must be a finite number >= 0",
-            ));
-        }
-        if !(self.kappa.is_finite() && self.kappa >= 1.0) {
-            return Err(Error::invalid(
-                "kappa",
-                self.kappa,
-                "must be a finite number >= 1",
-            ));
-        }
-        if !(self.perturbation_size.is_finite() && self.perturbation_size >= 0.0) {
-            return Err(Error::invalid(
-                "perturbation_size",
-                self.perturbation_size,
-                "must be a finite number >= 0",
-            ));
-        }
-        if !(self.noise.is_finite() && self.noise >= 0.0) {
-            return Err(Error::invalid(
-                "noise",
-                self.noise,
-                "must be a finite number >= 0",
-            ));
-        }
-        if let Some(bad) = self
-            .singular_values
-            .iter()
-            .flatten()
-            .find(|s| !(s.is_finite() && **s > 0.0))
-        {
-            return Err(Error::invalid(
-                "singular_values",
-                bad,
-                "every value must be finite and > 0",
-            ));
-        }
         // last: the optimiser's checks may use η, checked above
         self.optimizer()?;
         Ok(())
@@ -587,17 +465,8 @@ impl Config {
     /// The sizes, the target's spectrum against the rank, what the run needs in memory, and
     /// the flow's horizon against the problem's time scale.
     pub fn validate_sizes(&self) -> Result<()> {
-        for (field, v) in [
-            ("n1", self.n1),
-            ("n2", self.n2),
-            ("rank", self.rank),
-            ("width", self.width),
-            ("measurements", self.measurements),
-        ] {
-            if v == 0 {
-                return Err(Error::invalid(field, v, "must be an integer >= 1"));
-            }
-        }
+        // a problem file's sizes arrive after `validate_values`: each checked again here
+        self.check_keys()?;
         if self.rank > self.n1.min(self.n2) {
             return Err(Error::invalid(
                 "rank",

@@ -30,46 +30,22 @@ pub struct CheckSettings {
 }
 
 impl CheckSettings {
+    /// Every constant given or its default (on its field of [`CheckArgs`]), each checked there.
     pub fn resolve(a: &CheckArgs) -> Result<Self> {
         let s = Self {
-            drift_c: a.drift_c.unwrap_or(1e3),
-            identity_tol: a.identity_tol.unwrap_or(1e-8),
-            order_tol: a.order_tol.unwrap_or(0.15),
-            slope_tol: a.slope_tol.unwrap_or(0.15),
-            incremental_tol: a.incremental_tol.unwrap_or(0.02),
-            epsilon: a.epsilon.unwrap_or(0.1),
+            drift_c: a.drift_c(),
+            identity_tol: a.identity_tol(),
+            order_tol: a.order_tol(),
+            slope_tol: a.slope_tol(),
+            incremental_tol: a.incremental_tol(),
+            epsilon: a.epsilon(),
             rip_bound: a.rip_bound,
             rho_bound: a.rho_bound,
-            alignment_tol: a.alignment_tol.unwrap_or(0.1),
-            eos_sharpness_tol: a.eos_sharpness_tol.unwrap_or(0.05),
-            eos_loss_tol: a.eos_loss_tol.unwrap_or(0.2),
+            alignment_tol: a.alignment_tol(),
+            eos_sharpness_tol: a.eos_sharpness_tol(),
+            eos_loss_tol: a.eos_loss_tol(),
         };
-        for (field, v) in [
-            ("drift_c", Some(s.drift_c)),
-            ("identity_tol", Some(s.identity_tol)),
-            ("order_tol", Some(s.order_tol)),
-            ("slope_tol", Some(s.slope_tol)),
-            ("incremental_tol", Some(s.incremental_tol)),
-            ("rip_bound", s.rip_bound),
-            ("rho_bound", s.rho_bound),
-            ("eos_sharpness_tol", Some(s.eos_sharpness_tol)),
-            ("eos_loss_tol", Some(s.eos_loss_tol)),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(Error::invalid(field, v, "must be a finite number > 0"));
-                }
-            }
-        }
-        // the [check] table's `epsilon` is the flag --check-epsilon
-        for (field, v) in [
-            ("check_epsilon", s.epsilon),
-            ("alignment_tol", s.alignment_tol),
-        ] {
-            if !(v > 0.0 && v < 1.0) {
-                return Err(Error::invalid(field, v, "must lie in (0, 1)"));
-            }
-        }
+        s.check_keys()?;
         Ok(s)
     }
 }

@@ -102,9 +102,10 @@ fn invalid_values_name_the_field() {
     }
 }
 
-/// The defaults the help states ("[default: 30]") are the ones `resolve()` applies. The two
-/// are written apart (the help in the key's doc comment, which clap reads; the default in
-/// `resolve()`), so this ties them: a default changed in one place only fails here.
+/// The defaults the help states ("[default: 30]") are the ones `resolve()` applies. Both sit on
+/// the key's field, but apart (the help in its doc comment, which clap reads and a generated
+/// `#[doc]` cannot feed, clap-rs/clap#2639; the default after its type), so this ties them: a
+/// default changed in one place only fails here.
 #[test]
 fn stated_defaults_are_the_applied_ones() {
     use clap::Args;
@@ -163,4 +164,35 @@ fn stated_defaults_are_the_applied_ones() {
         checked += 1;
     }
     assert!(checked >= 15, "only {checked} stated defaults checked");
+}
+
+/// The same for `gdflow check`'s constants: the help's "[default: …]" is what
+/// `CheckSettings::resolve` applies.
+#[test]
+fn stated_check_defaults_are_the_applied_ones() {
+    use clap::Args;
+    let cmd = gdflow::config::CheckArgs::augment_args(clap::Command::new("check"));
+    let resolved = gdflow::results::check::CheckSettings::resolve(&Default::default()).unwrap();
+    let resolved = serde_json::to_value(&resolved).unwrap();
+    let mut checked = 0;
+    for arg in cmd.get_arguments() {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let Some(start) = help.find("[default: ") else {
+            continue;
+        };
+        let stated: f64 = help[start + "[default: ".len()..]
+            .split(']')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let key = arg.get_id().as_str();
+        let applied = resolved[key].as_f64().unwrap_or(f64::NAN);
+        assert_eq!(
+            applied, stated,
+            "--{key}: the help says [default: {stated}]"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 9, "every constant with a default");
 }
