@@ -72,8 +72,9 @@ impl Vary {
 /// (`= |args| value`, from the keys before it where it depends on them) and its own check
 /// (`; check f`, with `f(key, &value)` from [`checks`]). The macro adds the list of the keys,
 /// the overlay of one value on another key by key, whether a key is set, a method per key with
-/// a default giving its value or that default, and `check_keys` on the resolved form
-/// (`=> Resolved`), which runs every key's check on the values a run will use, so that no list
+/// a default giving its value or that default, and `check_keys` on the form named after `=>`
+/// (the resolved [`Config`], whose values a run uses; or the struct itself, whose given values
+/// are checked and whose defaults are valid by construction), so that no list
 /// of the keys is written out by hand beside the struct. Checks that relate keys are
 /// [`Config::validate`]'s.
 macro_rules! keys {
@@ -561,7 +562,7 @@ keys! {
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[cfg_attr(feature = "cli", derive(clap::Args))]
     #[serde(deny_unknown_fields)]
-    pub struct SweepArgs / SWEEP_KEYS => crate::results::sweep::SweepSettings {
+    pub struct SweepArgs / SWEEP_KEYS => SweepArgs {
         /// Step sizes, comma-separated [default: --eta-range 0.01/σ_1:0.2/σ_1:6]
         #[cfg_attr(
             feature = "cli",
@@ -622,7 +623,7 @@ keys! {
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     #[cfg_attr(feature = "cli", derive(clap::Args))]
     #[serde(deny_unknown_fields)]
-    pub struct CheckArgs / CHECK_KEYS => crate::results::check::CheckSettings {
+    pub struct CheckArgs / CHECK_KEYS => CheckArgs {
         /// c in max_t ‖D(t) − D(0)‖ ≤ c·rtol·‖X*‖ for the flow [default: 1000]
         #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
         pub drift_c: Option<f64> = |_| 1e3; check checks::positive_finite,

@@ -32,7 +32,8 @@ pub struct CheckSettings {
 impl CheckSettings {
     /// Every constant given or its default (on its field of [`CheckArgs`]), each checked there.
     pub fn resolve(a: &CheckArgs) -> Result<Self> {
-        let s = Self {
+        a.check_keys()?;
+        Ok(Self {
             drift_c: a.drift_c(),
             identity_tol: a.identity_tol(),
             order_tol: a.order_tol(),
@@ -44,9 +45,7 @@ impl CheckSettings {
             alignment_tol: a.alignment_tol(),
             eos_sharpness_tol: a.eos_sharpness_tol(),
             eos_loss_tol: a.eos_loss_tol(),
-        };
-        s.check_keys()?;
-        Ok(s)
+        })
     }
 }
 
