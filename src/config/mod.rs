@@ -74,7 +74,8 @@ impl Vary {
 /// the overlay of one value on another key by key, whether a key is set, a method per key with
 /// a default giving its value or that default, and `check_keys` on the form named after `=>`
 /// (the resolved [`Config`], whose values a run uses; or the struct itself, whose given values
-/// are checked and whose defaults are valid by construction), so that no list
+/// are checked and whose defaults are valid by construction; `gdflow sweep`'s keys have no check
+/// of their own here, their ranges depend on the problem and are the sweep's), so that no list
 /// of the keys is written out by hand beside the struct. Checks that relate keys are
 /// [`Config::validate`]'s.
 macro_rules! keys {
@@ -117,15 +118,26 @@ macro_rules! keys {
         }
 
         impl $resolved {
-            #[doc = concat!("Each key's own check (of [`", stringify!($name), "`]'s fields) on the values resolved.")]
+            #[doc = concat!("Each key's own check (of [`", stringify!($name), "`]'s fields), in their order.")]
             pub fn check_keys(&self) -> Result<()> {
-                $( $(
-                    if let Some(v) = checks::Given::<$t>::given(&self.$f) {
-                        let check: fn(&str, &$t) -> Result<()> = $check;
-                        check(stringify!($f), v)?;
-                    }
-                )? )*
+                $( self.check_key(stringify!($f))?; )*
                 Ok(())
+            }
+
+            /// The check of the key named `key` (none for a key without one).
+            pub fn check_key(&self, key: &str) -> Result<()> {
+                match key {
+                    $( $(
+                        stringify!($f) => match checks::Given::<$t>::given(&self.$f) {
+                            Some(v) => {
+                                let check: fn(&str, &$t) -> Result<()> = $check;
+                                check(key, v)
+                            }
+                            None => Ok(()),
+                        },
+                    )? )*
+                    _ => Ok(()),
+                }
             }
         }
     };
@@ -392,9 +404,10 @@ impl ConfigArgs {
         self.overlay_keys(top)
     }
 
-    /// Apply defaults and check every value. With a problem file the dimensions, the target
-    /// and possibly y and the start come from the file: those are checked against it when it is
-    /// loaded (`experiments::Setup`), not here.
+    /// Apply defaults and check every value: each key's own range (given or default), then how
+    /// the keys relate. With a problem file the dimensions, the target and possibly y and the
+    /// start come from the file: how they relate to each other and to the keys is checked when
+    /// it is loaded (`experiments::Setup`), not here.
     pub fn resolve(&self) -> Result<Config> {
         let cfg = Config {
             n1: self.n1(),

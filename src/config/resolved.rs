@@ -234,9 +234,11 @@ impl Config {
             .collect()
     }
 
-    /// Check every value; the error names the field, the value and the allowed range. For a
-    /// problem file the dimensions are checked once they are known ([`Self::validate_sizes`],
-    /// called by `experiments::Setup` after loading).
+    /// Check every value; the error names the field, the value and the allowed range: each
+    /// key's own range first (the check on its field, in the order of the fields), then how the
+    /// keys relate. For a problem file the dimensions' relations (rank against n1, n2, memory,
+    /// horizon) are checked once they are known ([`Self::validate_sizes`], called by
+    /// `experiments::Setup` after loading).
     pub fn validate(&self) -> Result<()> {
         self.validate_values()?;
         if self.problem.is_none() {
@@ -465,8 +467,11 @@ impl Config {
     /// The sizes, the target's spectrum against the rank, what the run needs in memory, and
     /// the flow's horizon against the problem's time scale.
     pub fn validate_sizes(&self) -> Result<()> {
-        // a problem file's sizes arrive after `validate_values`: each checked again here
-        self.check_keys()?;
+        // a problem file's sizes arrive after `validate_values`: those are checked again here
+        // (what else the file brings is checked against it when it is loaded)
+        for key in ["n1", "n2", "rank", "width", "measurements"] {
+            self.check_key(key)?;
+        }
         if self.rank > self.n1.min(self.n2) {
             return Err(Error::invalid(
                 "rank",

@@ -454,8 +454,8 @@ fn order_against(
             TimeScale::Eta => h,
             TimeScale::SqrtEta => h * h,
         };
-        let end = [(horizon / h).round() * h];
-        if let Some(d) = final_distance(&s, &[&optimizer.name(), variant.name()], &end)? {
+        let steps = (horizon / h).round() as usize;
+        if let Some(d) = final_distance(&s, &[&optimizer.name(), variant.name()], h, steps)? {
             logs.push(h.ln());
             devs.push(d.ln());
         }
@@ -489,17 +489,21 @@ fn order_against(
     })
 }
 
-/// ‖X_a(T) − X_b(T)‖ between the two named dynamics of the set-up's optimiser (the method
-/// and one of its limits, or two limits) at the single time `end` = [T], or `None` when either
-/// did not complete.
-fn final_distance(setup: &Setup, names: &[&str; 2], end: &[f64]) -> Result<Option<f64>> {
+/// ‖X_a(T) − X_b(T)‖ at T = steps·h between two named dynamics of the set-up's optimiser
+/// (the method and one of its limits, or two limits), each solved on the grid of the method's
+/// steps (what every kind of dynamics takes), or `None` when either did not complete.
+fn final_distance(setup: &Setup, names: &[&str; 2], h: f64, steps: usize) -> Result<Option<f64>> {
     let optimizer = setup.optimizer()?;
     let (field, x0, eta) = (setup.field(), setup.start(), setup.config.eta);
+    let grid = Times::Grid {
+        dt: h,
+        count: steps + 1,
+    };
     let mut finals = Vec::new();
     for name in names {
         let dynamics = named(&optimizer, name, field.clone(), &x0, eta)
             .map_err(|why| Error::invalid("flow", name, why))?;
-        let kept = dynamics.solve_kept(Times::List(end), &flow_opts(&setup.config), &|_| true)?;
+        let kept = dynamics.solve_kept(grid, &flow_opts(&setup.config), &|i| i == steps)?;
         if kept.end.status != Status::Completed {
             return Ok(None);
         }

@@ -578,4 +578,10 @@ fn dynamics_are_named_and_refused_by_name() {
         .unwrap()
         .to_string();
     assert!(err.contains("times") && err.contains("j·h"), "{err}");
+    let err = method
+        .solve_kept(Times::List(&[2.0 * h, h]), &opts, &|_| true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("ascend"), "{err}");
 }

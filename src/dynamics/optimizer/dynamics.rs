@@ -55,9 +55,11 @@ pub trait Dynamics {
     /// trajectory.csv), `flow` for a limit.
     fn name(&self) -> String;
 
-    /// Run to the last of `times`, handing every output (index, t, output) to `on_output` and
-    /// every accepted step's time to `on_step`. `opts` sets a continuous solver's tolerances;
-    /// a discrete method takes its own steps and needs `times` on its grid t = j·h.
+    /// Run to the last of `times` (ascending), handing every output (index, t, output) to
+    /// `on_output` and every accepted step's time to `on_step`. `opts` sets a continuous
+    /// solver's tolerances. A discrete method takes its own steps and needs `times` on its grid
+    /// t = j·h; an SME path takes its substeps within the steps of a [`Times::Grid`] and ends
+    /// as failed on a list. The grid of the method's steps serves every kind.
     fn solve(
         &self,
         times: Times<'_>,
@@ -201,26 +203,29 @@ impl Discrete {
         }
     }
 
-    /// The step j of each output time, which must be a step's time j·h (to rounding).
+    /// The step j of each output time, which must be a step's time j·h (to rounding), in
+    /// ascending order.
     fn steps_of(&self, times: Times<'_>) -> Result<Vec<usize>> {
         let h = self.optimizer.time_scale().per_step(self.eta);
-        (0..times.len())
-            .map(|i| {
-                let t = times.at(i);
-                let j = (t / h).round();
-                if !(j >= 0.0 && (t - j * h).abs() <= 1e-9 * t.max(h)) || j > usize::MAX as f64 {
-                    return Err(Error::invalid(
-                        "times",
-                        t,
-                        format!(
-                            "is not a time of {}'s iterates t = j·h, h = {h}",
-                            self.optimizer.name()
-                        ),
-                    ));
-                }
-                Ok(j as usize)
-            })
-            .collect()
+        let mut steps: Vec<usize> = Vec::with_capacity(times.len());
+        for i in 0..times.len() {
+            let t = times.at(i);
+            let j = (t / h).round();
+            let on_grid = j >= 0.0 && (t - j * h).abs() <= 1e-9 * t.max(h) && j < usize::MAX as f64;
+            let why = if !on_grid {
+                format!(
+                    "is not a time of {}'s iterates t = j·h, h = {h}",
+                    self.optimizer.name()
+                )
+            } else if steps.last().is_some_and(|&last| (j as usize) < last) {
+                "comes before the time listed ahead of it: output times ascend".to_string()
+            } else {
+                steps.push(j as usize);
+                continue;
+            };
+            return Err(Error::invalid("times", t, why));
+        }
+        Ok(steps)
     }
 }
 
@@ -259,17 +264,21 @@ impl Dynamics for Discrete {
                 on_output(next, times.at(next), &out);
                 next += 1;
             }
-            on_step(it.t);
+            // as a limit reports its accepted steps: the time each step reached
+            if it.step > 0 {
+                on_step(it.t);
+            }
         };
         while driver.advance(&mut observe) {}
-        let taken = driver.step();
+        // iterates evaluated: x_0 … x_J, or up to the one that diverged
+        let evaluations = driver.step();
         let status = driver.finish().pop().expect("one run").status;
         Ok(End {
             status,
             solver: SolverStats {
                 method: self.optimizer.name(),
-                steps: taken,
-                rhs_evals: taken,
+                steps: evaluations.saturating_sub(1),
+                rhs_evals: evaluations,
                 ..SolverStats::default()
             },
             central: None,
