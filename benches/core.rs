@@ -111,6 +111,19 @@ fn bench(c: &mut Criterion) {
             c.bench_function(format!("gradient_fused{name}"), |b| {
                 b.iter(|| op.residual_adjoint(black_box(xm.as_slice()), &prob.y, &mut r, &mut gm))
             });
+            // two inputs sharing the pass (GD and the flow at a record): what the second costs
+            let xm2: Vec<f64> = xm.iter().map(|v| 1.001 * v).collect();
+            let (mut r2, mut gm2) = (vec![0.0; m], vec![0.0; n * n]);
+            c.bench_function(format!("gradient_pair{name}"), |b| {
+                b.iter(|| {
+                    op.residual_adjoint_pair(
+                        [black_box(xm.as_slice()), &xm2],
+                        &prob.y,
+                        [&mut r, &mut r2],
+                        [&mut gm, &mut gm2],
+                    )
+                })
+            });
             c.bench_function(format!("gradient_two_pass{name}"), |b| {
                 b.iter(|| {
                     op.apply(black_box(xm.as_slice()), &mut r);

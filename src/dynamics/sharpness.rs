@@ -157,6 +157,8 @@ pub fn top_eigenpairs(
         scale: 0.0,
     };
     let mut fills = 0;
+    // T = QᵀHQ, symmetrised, row by row
+    let mut projected: Vec<Vec<f64>> = Vec::new();
     loop {
         // Extend the basis by the pending block (filled up with random vectors).
         while pending.len() < block && fills < 4 * block {
@@ -182,7 +184,23 @@ pub fn top_eigenpairs(
         if d == 0 {
             break;
         }
-        let t = DMatrix::from_fn(d, d, |i, j| 0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])));
+        // the entries of the last Rayleigh–Ritz stand while q does: only the new rows are
+        // computed (each entry by the same formula, so T is what a full computation gives)
+        projected.truncate(d);
+        for (i, row) in projected.iter_mut().enumerate() {
+            for j in row.len()..d {
+                row.push(0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])));
+            }
+        }
+        while projected.len() < d {
+            let i = projected.len();
+            projected.push(
+                (0..d)
+                    .map(|j| 0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])))
+                    .collect(),
+            );
+        }
+        let t = DMatrix::from_fn(d, d, |i, j| projected[i][j]);
         let eig = SymmetricEigen::new(t);
         let mut order: Vec<usize> = (0..d).collect();
         order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
@@ -240,6 +258,7 @@ pub fn top_eigenpairs(
             // They are orthonormal to rounding, as Rayleigh–Ritz needs.
             q = ritz.iter().map(|p| p.1.clone()).collect();
             hq = ritz.iter().map(|p| p.2.clone()).collect();
+            projected.clear();
         }
     }
     result
