@@ -212,7 +212,10 @@ pub fn main() -> ExitCode {
         std::process::exit(130);
     });
     let cli = parse();
-    match dispatch(cli) {
+    // the whole command on a worker of the pool: every parallel pass then starts from inside
+    // it (work split with the other worker) instead of handing the pass over from this thread
+    // and sleeping until it is done
+    match rayon::scope(|_| dispatch(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(CHECK_FAILED),
         Err(e) => {
