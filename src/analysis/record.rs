@@ -413,13 +413,38 @@ impl<'f> Recorder<'f> {
 
     /// The record at `state`, evaluating the field there (one rhs, two operator passes).
     pub fn record(&self, step: usize, t: f64, state: &[f64], ws: &mut Workspace) -> Record {
+        self.record_with(step, t, state, ws, true)
+    }
+
+    /// [`Self::record`], with the spectral columns (sv_i, ρ, the theory's) only when
+    /// `spectrum` (empty otherwise: `spectrum_every`).
+    pub fn record_with(
+        &self,
+        step: usize,
+        t: f64,
+        state: &[f64],
+        ws: &mut Workspace,
+        spectrum: bool,
+    ) -> Record {
         self.field.evaluate(state, ws);
-        self.record_evaluated(step, t, state, ws)
+        self.record_evaluated_with(step, t, state, ws, spectrum)
     }
 
     /// The record at `state` from a workspace that already holds the field's evaluation there
     /// (e.g. GD's own, at the iterate it steps from): no operator pass.
     pub fn record_evaluated(&self, step: usize, t: f64, state: &[f64], ws: &Workspace) -> Record {
+        self.record_evaluated_with(step, t, state, ws, true)
+    }
+
+    /// [`Self::record_evaluated`], with the spectral columns only when `spectrum`.
+    pub fn record_evaluated_with(
+        &self,
+        step: usize,
+        t: f64,
+        state: &[f64],
+        ws: &Workspace,
+        spectrum: bool,
+    ) -> Record {
         assert!(
             ws.holds(state),
             "the workspace must hold the evaluation at `state`"
@@ -435,8 +460,12 @@ impl<'f> Recorder<'f> {
             workspace: ws,
         };
         let mut values: Vec<Option<f64>> = Vec::with_capacity(self.header.names.len());
-        for q in &self.builtin {
-            values.extend(q.measure(&at).into_iter().map(Some));
+        let [basic, spectral] = &self.builtin;
+        values.extend(basic.measure(&at).into_iter().map(Some));
+        if spectrum {
+            values.extend(spectral.measure(&at).into_iter().map(Some));
+        } else {
+            values.extend(spectral.columns().iter().map(|_| None));
         }
         values.extend(SET_BY_RUN.iter().map(|_| None));
         for q in &self.quantities {

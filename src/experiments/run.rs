@@ -218,6 +218,12 @@ impl<'a> Comparison<'a> {
     fn sharp_due(&self, records: usize) -> bool {
         self.cfg.sharpness_every > 0 && records % self.cfg.sharpness_every == 0
     }
+    /// Whether the record a track is about to make (its `records`-th, of step j) carries the
+    /// spectral columns: every `spectrum_every`-th, and the track's last (step `last`).
+    fn spectrum_due(&self, records: usize, j: usize, last: usize) -> bool {
+        let every = self.cfg.spectrum_every;
+        every > 0 && (records % every == 0 || j == last)
+    }
 
     /// The method's iterate j: drift at every step, the distance to the limit where it has
     /// reached t_j (`beside_flow`), a record at the recorded steps from the method's own
@@ -232,11 +238,18 @@ impl<'a> Comparison<'a> {
             distance = Some(d);
         }
         if self.recorded(it.step) {
+            let spectrum = self.spectrum_due(self.method.records.len(), it.step, self.cfg.steps);
             let mut rec = match it.workspace {
-                Some(ws) => self.recorder.record_evaluated(it.step, it.t, it.state, ws),
-                None => self
+                Some(ws) => self
                     .recorder
-                    .record(it.step, it.t, it.state, &mut self.method_ws),
+                    .record_evaluated_with(it.step, it.t, it.state, ws, spectrum),
+                None => self.recorder.record_with(
+                    it.step,
+                    it.t,
+                    it.state,
+                    &mut self.method_ws,
+                    spectrum,
+                ),
             };
             if self.sharp_due(self.method.records.len()) {
                 rec.set("sharpness", self.sharp_method.at(self.curvature, it.state));
@@ -264,7 +277,10 @@ impl<'a> Comparison<'a> {
         let d = (self.field.product(&xbar) - self.field.product(y)).norm();
         self.distance_mean.update(d, *jj, t);
         if self.recorded(j) {
-            let mut rec = self.recorder.record(j, t, &xbar, &mut self.flow_ws);
+            let spectrum = self.spectrum_due(self.mean.records.len(), j, self.cfg.steps - 1);
+            let mut rec = self
+                .recorder
+                .record_with(j, t, &xbar, &mut self.flow_ws, spectrum);
             if self.sharp_due(self.mean.records.len()) {
                 rec.set("sharpness", self.sharp_mean.at(self.field, &xbar));
             }
@@ -290,7 +306,10 @@ impl<'a> Comparison<'a> {
             if driver.step() == j {
                 driver.evaluate_beside(y, &mut self.flow_ws);
             }
-            let mut rec = self.recorder.record(j, t, y, &mut self.flow_ws);
+            let spectrum = self.spectrum_due(self.flow.records.len(), j, self.cfg.steps);
+            let mut rec = self
+                .recorder
+                .record_with(j, t, y, &mut self.flow_ws, spectrum);
             // the limit's own columns; the sharpness by Lanczos where it brings none
             for (name, v) in &out.columns {
                 rec.set(name, Some(*v));

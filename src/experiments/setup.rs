@@ -49,6 +49,10 @@ impl Command {
                     "a sweep measures the sharpness at the end of its reference flow",
                 ),
                 ("save_states", STATES),
+                (
+                    "spectrum_every",
+                    "a sweep records no spectral columns (deviation.csv holds distances)",
+                ),
             ],
             Command::Check => &[
                 (
@@ -62,6 +66,10 @@ impl Command {
                 (
                     "vary",
                     "the checks are of one start (give --seed to change it)",
+                ),
+                (
+                    "spectrum_every",
+                    "the checks read the phases and the bound on ρ from every record",
                 ),
             ],
         }

@@ -260,8 +260,8 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
     // with many coloured, σ_i's place on the colour bar of the indices
     let shade = |i: usize| many.then(|| i as f64 / (shown - 1).max(1) as f64);
     for i in 0..shown {
-        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, r.sv()[i])).collect();
-        let gd: Vec<(f64, f64)> = run.gd.iter().map(|r| (r.t, r.sv()[i])).collect();
+        let flow: Vec<(f64, f64)> = spectral(&run.flow).map(|r| (r.t, r.sv()[i])).collect();
+        let gd: Vec<(f64, f64)> = spectral(&run.gd).map(|r| (r.t, r.sv()[i])).collect();
         flow.iter().chain(&gd).for_each(|q| see(q.1));
         let name = |what: &str| {
             if variant == crate::dynamics::FlowVariant::Plain {
@@ -307,10 +307,8 @@ pub fn singular_values(run: &RunResult, shown: Option<usize>) -> Figure {
         vec![],
     ));
     if k > shown {
-        let band: Vec<(f64, f64, f64)> = run
-            .flow
-            .iter()
-            .zip(&run.gd)
+        let band: Vec<(f64, f64, f64)> = spectral(&run.flow)
+            .zip(spectral(&run.gd))
             .map(|(f, g)| {
                 let (fs, gs) = (f.sv(), g.sv());
                 let rest = fs[shown..].iter().chain(&gs[shown..]);
@@ -370,6 +368,12 @@ pub fn balance_drift_runs(runs: &[RunResult]) -> Figure {
     }
 }
 
+/// The records that carry the spectral columns (all of them unless `--spectrum-every` left
+/// some empty): a missing value is not drawn as a divergence.
+fn spectral(records: &[Record]) -> impl Iterator<Item = &Record> {
+    records.iter().filter(|r| r.get("rho").is_some())
+}
+
 /// A recorded quantity and its legend label.
 type Quantity = (&'static str, fn(&Record) -> f64);
 
@@ -385,7 +389,7 @@ pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figu
     let mut lo = f64::INFINITY;
     let mut hi: f64 = 0.0;
     for (i, (name, f)) in quantities.iter().enumerate() {
-        let flow: Vec<(f64, f64)> = run.flow.iter().map(|r| (r.t, f(r))).collect();
+        let flow: Vec<(f64, f64)> = spectral(&run.flow).map(|r| (r.t, f(r))).collect();
         for &(_, v) in &flow {
             if v > 0.0 && v.is_finite() {
                 lo = lo.min(v);
@@ -396,7 +400,7 @@ pub fn phases(run: &RunResult, phases: &crate::analysis::theory::Phases) -> Figu
         p.series.push(gd_series(
             String::new(),
             i,
-            run.gd.iter().map(|r| (r.t, f(r))).collect(),
+            spectral(&run.gd).map(|r| (r.t, f(r))).collect(),
             &run.summary.gd.status,
         ));
     }

@@ -718,3 +718,95 @@ fn optimizers_run_and_sweep_from_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stability_steps"), "{err}");
 }
+
+/// `--spectrum-every 3`: the spectral columns (sv_i, rho, the theory's) at records 0, 3, 6, …
+/// and the last, equal there to a run that computes them at every record, empty elsewhere;
+/// every other column and every maximum unchanged. check and sweep refuse the key.
+#[test]
+fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let (full, sparse) = (dir.path().join("full"), dir.path().join("sparse"));
+    for (out, every) in [(&full, "1"), (&sparse, "3")] {
+        gdflow()
+            .args(SMALL)
+            .args(["--quiet", "--flow", "modified", "--spectrum-every", every])
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    }
+    let read = |dir: &std::path::Path| {
+        let text = std::fs::read_to_string(dir.join("trajectory.csv")).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+        let rows: Vec<Vec<String>> = lines
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect();
+        (header, rows)
+    };
+    let ((header, a), (header_b, b)) = (read(&full), read(&sparse));
+    assert_eq!(header, header_b);
+    assert_eq!(a.len(), b.len());
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let spectral: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            h.starts_with("sv_")
+                || [
+                    "rho",
+                    "signal_u",
+                    "signal_v",
+                    "sin_theta_u",
+                    "sin_theta_v",
+                    "spurious_u",
+                    "spurious_v",
+                ]
+                .contains(&h.as_str())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        spectral.len(),
+        7 + 3,
+        "k = 3 singular values and the theory's seven"
+    );
+    let (dynamics, step) = (col("dynamics"), col("step"));
+    let last_step = a
+        .iter()
+        .map(|r| r[step].parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    let mut index_in_track = std::collections::HashMap::new();
+    let mut empty = 0;
+    for (ra, rb) in a.iter().zip(&b) {
+        let i = index_in_track.entry(ra[dynamics].clone()).or_insert(0usize);
+        let due = *i % 3 == 0 || ra[step].parse::<usize>().unwrap() == last_step;
+        *i += 1;
+        for (c, (va, vb)) in ra.iter().zip(rb).enumerate() {
+            if !spectral.contains(&c) || due {
+                assert_eq!(va, vb, "column {} at {:?}", header[c], ra);
+            } else {
+                assert!(vb.is_empty() && !va.is_empty(), "{} at {:?}", header[c], rb);
+                empty += 1;
+            }
+        }
+    }
+    assert!(empty > 0);
+    let summary = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let (sa, sb) = (summary(&full), summary(&sparse));
+    for key in ["distance", "gd", "flow"] {
+        assert_eq!(sa[key], sb[key], "{key}");
+    }
+    assert_eq!(sb["config"]["spectrum_every"], 3, "stated in the output");
+    for cmd in ["check", "sweep"] {
+        let assert = gdflow()
+            .args([cmd, "--spectrum-every", "2"])
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        assert!(stderr.contains("spectrum_every"), "{cmd}: {stderr}");
+    }
+}
