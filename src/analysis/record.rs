@@ -430,6 +430,15 @@ impl<'f> Recorder<'f> {
         self.record_evaluated_with(step, t, state, ws, spectrum)
     }
 
+    /// Fill the spectral columns of `rec`, made at `state` without them: what
+    /// [`Self::record_with`] would have put there (one evaluation of the field at `state`).
+    pub fn fill_spectrum(&self, rec: &mut Record, state: &[f64], ws: &mut Workspace) {
+        let full = self.record_with(rec.step, rec.t, state, ws, true);
+        for name in self.builtin[1].columns() {
+            rec.set(&name, full.get(&name));
+        }
+    }
+
     /// The record at `state` from a workspace that already holds the field's evaluation there
     /// (e.g. GD's own, at the iterate it steps from): no operator pass.
     pub fn record_evaluated(&self, step: usize, t: f64, state: &[f64], ws: &Workspace) -> Record {

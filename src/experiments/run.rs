@@ -47,6 +47,9 @@ struct Track {
     max_drift: f64,
     /// Its states at the recorded steps, when `save_states` asks for them.
     states: Option<States>,
+    /// The state of its last record when that record was made without the spectral columns
+    /// (`spectrum_every`): filled in if the track ends there (diverged, failed).
+    unmeasured: Option<Vec<f64>>,
 }
 
 impl Track {
@@ -55,13 +58,24 @@ impl Track {
             records: Vec::new(),
             max_drift: 0.0,
             states: keep_states.then(States::default),
+            unmeasured: None,
         }
     }
     fn push(&mut self, rec: Record, state: &[f64]) {
         if let Some(s) = &mut self.states {
             s.push(rec.step, rec.t, state);
         }
+        self.unmeasured = rec.get("rho").is_none().then(|| state.to_vec());
         self.records.push(rec);
+    }
+    /// Every track's last record carries the spectral columns (unless `spectrum_every` is 0),
+    /// also where it ended before its planned last step.
+    fn measure_last(&mut self, recorder: &Recorder<'_>, ws: &mut Workspace, every: usize) {
+        if let (Some(x), Some(rec), true) =
+            (self.unmeasured.take(), self.records.last_mut(), every > 0)
+        {
+            recorder.fill_spectrum(rec, &x, ws);
+        }
     }
     fn summary(&self, status: &Status) -> DynamicsSummary {
         let last = self.records.last();
@@ -461,6 +475,10 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
     while driver.advance(&mut |it: &Iterate<'_>| cmp.observe(it, false)) {}
     cmp.method_seconds += t0.elapsed().as_secs_f64();
     let method_status = driver.finish().pop().expect("one run").status;
+    let every = cfg.spectrum_every;
+    for track in [&mut cmp.method, &mut cmp.flow, &mut cmp.mean] {
+        track.measure_last(&cmp.recorder, &mut cmp.method_ws, every);
+    }
     let target_norm = cmp.target_norm;
     // past the stability limit the central flow is judged against the gradient flow: the
     // same iterates compared with it, records at the ends only (the distance is over every

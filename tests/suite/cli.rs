@@ -785,6 +785,27 @@ fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
         assert_eq!(sa[key], sb[key], "{key}");
     }
     assert_eq!(sb["config"]["spectrum_every"], 3, "stated in the output");
+    // a run that diverges ends on a record off the cadence: it still carries the columns
+    let diverged = dir.path().join("diverged");
+    let eta = SMALL.iter().position(|a| *a == "--eta").unwrap();
+    gdflow()
+        .args(&SMALL[..eta])
+        .args(&SMALL[eta + 2..])
+        .args(["--quiet", "--eta", "5", "--spectrum-every", "4"])
+        .arg("--out")
+        .arg(&diverged)
+        .assert()
+        .success();
+    let (h, rows) = read(&diverged);
+    let last_gd = rows.iter().filter(|r| r[0] == "gd").last().unwrap();
+    let step = &last_gd[h.iter().position(|c| c == "step").unwrap()];
+    assert_ne!(
+        step.parse::<usize>().unwrap() % 4,
+        0,
+        "the test needs an end off the cadence"
+    );
+    let rho = &last_gd[h.iter().position(|c| c == "rho").unwrap()];
+    assert!(rho.parse::<f64>().is_ok(), "last row {last_gd:?}");
     for cmd in ["check", "sweep"] {
         let assert = gdflow()
             .args([cmd, "--spectrum-every", "2"])
