@@ -57,10 +57,15 @@ pub fn toml_integer(key: &str, v: &u64) -> Result<()> {
     Ok(())
 }
 
+/// A count (0 allowed) that config.toml can record.
+pub fn toml_count(key: &str, v: &usize) -> Result<()> {
+    toml_integer(key, &(*v as u64))
+}
+
 /// A count of at least one that config.toml can record.
 pub fn count(key: &str, v: &usize) -> Result<()> {
     at_least_one(key, v)?;
-    toml_integer(key, &(*v as u64))
+    toml_count(key, v)
 }
 
 /// Below 1e-100 a scale leaves double precision: `why` says how.

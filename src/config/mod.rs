@@ -343,14 +343,14 @@ keys! {
         /// Compute the sharpness λ_max(∇²f) (block Lanczos) at every j-th record of every
         /// dynamics; 0 never [default: 1 with --flow central, 0 otherwise]
         #[cfg_attr(feature = "cli", arg(long, help_heading = "Method"))]
-        pub sharpness_every: Option<usize> = |a| usize::from(a.flow() == FlowVariant::Central); check |k, v| checks::toml_integer(k, &(*v as u64)),
+        pub sharpness_every: Option<usize> = |a| usize::from(a.flow() == FlowVariant::Central); check checks::toml_count,
         /// Compute the spectral columns — sv_i, rho and the theory's signal, sin Θ and spurious
         /// columns — at every j-th record of every dynamics (the last record too), leaving their
         /// cells empty in the others; 0 never. Every other column, and every maximum, is still
         /// taken at every record and step. A record's spectral work (an operator norm by Lanczos,
         /// factored SVDs) costs about a pass over the sensing matrix at small sizes [default: 1]
         #[cfg_attr(feature = "cli", arg(long, value_name = "j", help_heading = "Method"))]
-        pub spectrum_every: Option<usize> = |_| 1; check |k, v| checks::toml_integer(k, &(*v as u64)),
+        pub spectrum_every: Option<usize> = |_| 1; check checks::toml_count,
         /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
         /// relative to the whole state [default: componentwise]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]

@@ -289,11 +289,7 @@ impl Config {
                 format!(
                     "{}: choose --flow {}",
                     optimizer::no_limit(&opt.name(), self.flow, &opt.limits()),
-                    opt.limits()
-                        .iter()
-                        .map(|v| v.name())
-                        .collect::<Vec<_>>()
-                        .join(" or ")
+                    optimizer::limit_names(&opt.limits(), " or ")
                 ),
             ));
         }

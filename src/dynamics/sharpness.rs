@@ -186,19 +186,12 @@ pub fn top_eigenpairs(
         }
         // the entries of the last Rayleigh–Ritz stand while q does: only the new rows are
         // computed (each entry by the same formula, so T is what a full computation gives)
+        let entry = |i: usize, j: usize| 0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i]));
         projected.truncate(d);
+        projected.resize(d, Vec::new());
         for (i, row) in projected.iter_mut().enumerate() {
-            for j in row.len()..d {
-                row.push(0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])));
-            }
-        }
-        while projected.len() < d {
-            let i = projected.len();
-            projected.push(
-                (0..d)
-                    .map(|j| 0.5 * (dot(&q[i], &hq[j]) + dot(&q[j], &hq[i])))
-                    .collect(),
-            );
+            let known = row.len();
+            row.extend((known..d).map(|j| entry(i, j)));
         }
         let t = DMatrix::from_fn(d, d, |i, j| projected[i][j]);
         let eig = SymmetricEigen::new(t);

@@ -69,7 +69,7 @@ impl Track {
         self.records.push(rec);
     }
     /// Every track's last record carries the spectral columns (unless `spectrum_every` is 0),
-    /// also where it ended before its planned last step.
+    /// wherever the track ended: measured here when the cadence left it without them.
     fn measure_last(&mut self, recorder: &Recorder<'_>, ws: &mut Workspace, every: usize) {
         if let (Some(x), Some(rec), true) =
             (self.unmeasured.take(), self.records.last_mut(), every > 0)
@@ -232,11 +232,12 @@ impl<'a> Comparison<'a> {
     fn sharp_due(&self, records: usize) -> bool {
         self.cfg.sharpness_every > 0 && records % self.cfg.sharpness_every == 0
     }
-    /// Whether the record a track is about to make (its `records`-th, of step j) carries the
-    /// spectral columns: every `spectrum_every`-th, and the track's last (step `last`).
-    fn spectrum_due(&self, records: usize, j: usize, last: usize) -> bool {
+    /// Whether the record a track is about to make (its `records`-th) carries the spectral
+    /// columns: every `spectrum_every`-th (the track's last gets them at the end, wherever it
+    /// ended: [`Track::measure_last`]).
+    fn spectrum_due(&self, records: usize) -> bool {
         let every = self.cfg.spectrum_every;
-        every > 0 && (records % every == 0 || j == last)
+        every > 0 && records % every == 0
     }
 
     /// The method's iterate j: drift at every step, the distance to the limit where it has
@@ -252,7 +253,7 @@ impl<'a> Comparison<'a> {
             distance = Some(d);
         }
         if self.recorded(it.step) {
-            let spectrum = self.spectrum_due(self.method.records.len(), it.step, self.cfg.steps);
+            let spectrum = self.spectrum_due(self.method.records.len());
             let mut rec = match it.workspace {
                 Some(ws) => self
                     .recorder
@@ -291,7 +292,7 @@ impl<'a> Comparison<'a> {
         let d = (self.field.product(&xbar) - self.field.product(y)).norm();
         self.distance_mean.update(d, *jj, t);
         if self.recorded(j) {
-            let spectrum = self.spectrum_due(self.mean.records.len(), j, self.cfg.steps - 1);
+            let spectrum = self.spectrum_due(self.mean.records.len());
             let mut rec = self
                 .recorder
                 .record_with(j, t, &xbar, &mut self.flow_ws, spectrum);
@@ -320,7 +321,7 @@ impl<'a> Comparison<'a> {
             if driver.step() == j {
                 driver.evaluate_beside(y, &mut self.flow_ws);
             }
-            let spectrum = self.spectrum_due(self.flow.records.len(), j, self.cfg.steps);
+            let spectrum = self.spectrum_due(self.flow.records.len());
             let mut rec = self
                 .recorder
                 .record_with(j, t, y, &mut self.flow_ws, spectrum);

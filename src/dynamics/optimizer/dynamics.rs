@@ -311,12 +311,7 @@ pub fn named(
             format!(
                 "`{name}` is neither {} nor one of its limits ({})",
                 optimizer.name(),
-                optimizer
-                    .limits()
-                    .iter()
-                    .map(|v| v.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                super::limit_names(&optimizer.limits(), ", ")
             )
         })?;
     Ok(Box::new(optimizer.limit(variant, field, x0, eta)?))

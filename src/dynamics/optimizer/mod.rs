@@ -443,12 +443,16 @@ pub fn build(
     (e.build)(settings, context)
 }
 
+/// The names of the limits `has`, joined by `sep` (for errors and help).
+pub fn limit_names(has: &[FlowVariant], sep: &str) -> String {
+    has.iter().map(|v| v.name()).collect::<Vec<_>>().join(sep)
+}
+
 /// `Err` for a limit an optimiser does not have, naming the ones it has.
 pub fn no_limit(name: &str, variant: FlowVariant, has: &[FlowVariant]) -> String {
-    let has: Vec<&str> = has.iter().map(|v| v.name()).collect();
     format!(
         "{name} has no {} limit (it has: {})",
         variant.name(),
-        has.join(", ")
+        limit_names(has, ", ")
     )
 }
