@@ -11,10 +11,14 @@ use gdflow::analysis::Recorder;
 use gdflow::config::{ConfigArgs, Method};
 use gdflow::dynamics::flow::{solve_flow, FlowOptions, JacobianMode};
 use gdflow::field::{Field, SensingField};
-use gdflow::operator::{DenseOperator, Precision, StorageView};
+use gdflow::operator::{DenseOperator, FusedPlan, Precision, SensingOperator, StorageView};
 use gdflow::problem::{sub_rng, Problem, STREAM_OPERATOR};
 
 const SIZES: [(usize, usize, usize); 3] = [(20, 5, 400), (50, 10, 1500), (100, 20, 5000)];
+/// The operations' sizes: [`SIZES`] and, first, about the default problem's (30 × 25, k = 6,
+/// m = 600: 450 000 entries), above the size from which the fused pass splits its rows into
+/// blocks and its plans (one thread or the pool, one sweep or two) can trade places.
+const OPS_SIZES: [(usize, usize, usize); 4] = [(27, 6, 600), SIZES[0], SIZES[1], SIZES[2]];
 
 fn problem(n: usize, k: usize, m: usize, precision: Precision) -> Problem {
     let args = ConfigArgs {
@@ -65,7 +69,7 @@ fn label(n: usize, k: usize, m: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    for (n, k, m) in SIZES {
+    for (n, k, m) in OPS_SIZES {
         let mut c = c.benchmark_group(format!("ops_{}", label(n, k, m)));
         c.sample_size(20)
             .measurement_time(Duration::from_secs(if n >= 100 { 8 } else { 3 }));
@@ -132,6 +136,17 @@ fn bench(c: &mut Criterion) {
                     }
                     op.adjoint(&r, &mut gm)
                 })
+            });
+        }
+        // each way of running the fused pass, all bit-identical (`gradient_fused` above runs
+        // the one the operator chose by timing its first calls)
+        let mut planned = DenseOperator::gaussian(n, n, m, &mut sub_rng(0, STREAM_OPERATOR));
+        let xm = field.product(&x);
+        let (mut r, mut gm) = (vec![0.0; m], vec![0.0; n * n]);
+        for plan in FusedPlan::ALL {
+            planned.set_fused_plan(Some(plan));
+            c.bench_function(format!("gradient_fused_{}", plan.name()), |b| {
+                b.iter(|| planned.residual_adjoint(black_box(xm.as_slice()), &p.y, &mut r, &mut gm))
             });
         }
         c.bench_function("rhs", |b| {

@@ -253,12 +253,8 @@ pub fn merge_runs(dirs: &[std::path::PathBuf]) -> Result<MergedRun> {
     summary.ensemble = Some(ensemble);
     summary.ensemble_part = None;
     for (_, p) in &parts[1..] {
-        let (c, t) = (&p.summary.operator_counts, &p.summary.timings);
-        summary.operator_counts.apply += c.apply;
-        summary.operator_counts.adjoint += c.adjoint;
-        summary.operator_counts.fused += c.fused;
-        summary.operator_counts.rows += c.rows;
-        summary.timings.total_seconds += t.total_seconds;
+        summary.operator_counts.add(&p.summary.operator_counts);
+        summary.timings.total_seconds += p.summary.timings.total_seconds;
     }
     Ok(MergedRun {
         summary,
@@ -459,10 +455,7 @@ fn work(parts: &[Part<'_>]) -> (OperatorCounts, SweepTimings) {
     let mut timings = SweepTimings::default();
     for (i, (_, p)) in parts.iter().enumerate() {
         if i > 0 {
-            counts.apply += p.summary.operator_counts.apply;
-            counts.adjoint += p.summary.operator_counts.adjoint;
-            counts.fused += p.summary.operator_counts.fused;
-            counts.rows += p.summary.operator_counts.rows;
+            counts.add(&p.summary.operator_counts);
         }
         let t = &p.summary.timings;
         timings.problem_seconds += t.problem_seconds;

@@ -6,7 +6,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::kernels::{
     adjoint_any, adjoint_block_any, adjoint_selected, apply_any, apply_block_any, apply_selected,
-    fused_any,
+    fused_any, FusedPlan, Planner,
 };
 use super::{Counter, OperatorCounts, Precision, SensingOperator};
 
@@ -30,6 +30,8 @@ pub struct DenseOperator {
     a: Storage,
     counter: Counter,
     name: &'static str,
+    /// How the fused pass runs, chosen by timing its first calls.
+    planner: Planner,
 }
 
 impl DenseOperator {
@@ -42,6 +44,7 @@ impl DenseOperator {
             m: a.ncols(),
             a: Storage::F64(a),
             counter: Counter::default(),
+            planner: Planner::default(),
             name: "dense",
         }
     }
@@ -81,6 +84,7 @@ impl DenseOperator {
             m,
             a,
             counter: Counter::default(),
+            planner: Planner::default(),
             name: "gaussian",
         }
     }
@@ -93,6 +97,18 @@ impl DenseOperator {
             f32 => f32,
         };
         Self { a, ..self }
+    }
+
+    /// Run the fused pass always by `plan`, or (`None`, the default) by the fastest, chosen
+    /// by timing the first calls: every plan gives the same results bit for bit.
+    pub fn set_fused_plan(&mut self, plan: Option<FusedPlan>) {
+        self.planner = plan.map(Planner::forced).unwrap_or_default();
+    }
+
+    /// The fused pass's plan for one input, once chosen (`None` before its first calls above
+    /// the one-thread size, and at sizes below it, where one block runs on one thread).
+    pub fn fused_plan(&self) -> Option<FusedPlan> {
+        self.planner.chosen()
     }
 
     pub fn precision(&self) -> Precision {
@@ -143,8 +159,8 @@ impl DenseOperator {
         }
         let n = self.n1 * self.n2;
         match &self.a {
-            Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out),
-            Storage::F32(a) => fused_any(a, n, x, y, residual, out),
+            Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out, &self.planner),
+            Storage::F32(a) => fused_any(a, n, x, y, residual, out, &self.planner),
         }
     }
 }
@@ -215,7 +231,10 @@ impl SensingOperator for DenseOperator {
         }
     }
     fn counts(&self) -> OperatorCounts {
-        self.counter.counts()
+        OperatorCounts {
+            fused_plan: self.planner.chosen(),
+            ..self.counter.counts()
+        }
     }
     fn name(&self) -> &'static str {
         self.name

@@ -649,26 +649,152 @@ fn adjoint_group_avx2_fma<E: Entry>(
 }
 
 /// Row blocks of the fused kernel above the one-thread size: a fixed number, whatever the
-/// thread count, so that every sum runs in the same order on any machine (each block's
-/// partial gradient is summed in row order, and the partials in block order).
+/// thread count and the plan, so that every sum runs in the same order on any machine (each
+/// block's partial gradient is summed in row order, and the partials in block order).
 const FUSED_BLOCKS: usize = 16;
 
-/// The fused pass splits its rows across threads from this size on: lower than
+/// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this size on: lower than
 /// [`PARALLEL_MIN_ENTRIES`], because each thread's share then stays in its own core's L2
 /// from one pass to the next. Below it, waking the second thread for every pass costs more
 /// than the pass gains (measured on the issue-13 protocol: 400 × 400 entries, 0.150 s
 /// whole-run on one thread against 0.228 s on two; about even at 640 × 625).
 const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
 
+/// How the fused pass runs its row blocks above [`FUSED_PARALLEL_MIN_ENTRIES`]. Every plan
+/// sums in the same order (each block's rows in order, the blocks' partial gradients in block
+/// order), so every plan's residuals and gradients are bit-identical: only their speed
+/// differs, and which is fastest depends on the CPU, its caches and the size (on a 2-core
+/// Intel VM one sweep per block beat two; on a 2-core AMD EPYC VM two sweeps over the matrix
+/// beat one by 1.4×, and at small sizes waking the second thread for each pass costs a
+/// quarter of the run). [`Planner`] times them on the operator's first calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FusedPlan {
+    /// One sweep per block (its rows' dot products, then from cache their gradient), the
+    /// blocks over the thread pool.
+    Pool,
+    /// One sweep per block, the blocks in turn on the calling thread (no hand-off).
+    Serial,
+    /// Two sweeps per block (the residuals, then the gradient), the blocks over the pool.
+    SplitPool,
+    /// Two sweeps per block, the blocks in turn on the calling thread.
+    SplitSerial,
+}
+
+impl FusedPlan {
+    pub const ALL: [FusedPlan; 4] = [
+        FusedPlan::Pool,
+        FusedPlan::Serial,
+        FusedPlan::SplitPool,
+        FusedPlan::SplitSerial,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FusedPlan::Pool => "pool",
+            FusedPlan::Serial => "serial",
+            FusedPlan::SplitPool => "split_pool",
+            FusedPlan::SplitSerial => "split_serial",
+        }
+    }
+
+    fn split(self) -> bool {
+        matches!(self, FusedPlan::SplitPool | FusedPlan::SplitSerial)
+    }
+
+    fn pooled(self) -> bool {
+        matches!(self, FusedPlan::Pool | FusedPlan::SplitPool)
+    }
+}
+
+/// Consecutive calls each plan runs before one is chosen; the fastest of all but the first
+/// counts. Consecutive, because a plan's cost depends on what came before: a pool's second
+/// thread, left idle by a one-thread plan, has gone to sleep and must be woken; and the first
+/// call of a plan may meet page faults or a busy moment.
+const PLAN_TRIALS: usize = 4;
+
+/// Chooses one operator's [`FusedPlan`] at run time: its first calls above the one-thread
+/// size run the plans in turn (results are the same whichever runs), each timed, and from
+/// then on the fastest serves, separately for each number of inputs per pass.
+#[derive(Debug, Default)]
+pub struct Planner {
+    forced: Option<FusedPlan>,
+    /// Per number of inputs C (index C − 1): the fastest time met per plan, calls timed.
+    trials: std::sync::Mutex<Vec<PlanTrials>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PlanTrials {
+    best: [f64; 4],
+    calls: usize,
+    chosen: Option<FusedPlan>,
+}
+
+impl Planner {
+    /// Always `plan` (benchmarks and the test that every plan agrees).
+    pub fn forced(plan: FusedPlan) -> Self {
+        Self {
+            forced: Some(plan),
+            ..Self::default()
+        }
+    }
+
+    /// The plan for the next call with `inputs` inputs, and whether to time it.
+    fn next(&self, inputs: usize) -> (FusedPlan, bool) {
+        if let Some(plan) = self.forced {
+            return (plan, false);
+        }
+        let mut trials = self.trials.lock().expect("not poisoned");
+        if trials.len() < inputs {
+            trials.resize(inputs, PlanTrials::default());
+        }
+        let t = &trials[inputs - 1];
+        match t.chosen {
+            Some(plan) => (plan, false),
+            None => (FusedPlan::ALL[t.calls / PLAN_TRIALS], true),
+        }
+    }
+
+    fn record(&self, inputs: usize, plan: FusedPlan, seconds: f64) {
+        let mut trials = self.trials.lock().expect("not poisoned");
+        let t = &mut trials[inputs - 1];
+        // another thread's call may have finished the trials, or moved them to the next plan
+        if t.chosen.is_some() || FusedPlan::ALL[t.calls / PLAN_TRIALS] != plan {
+            return;
+        }
+        let i = t.calls / PLAN_TRIALS;
+        t.best[i] = match t.calls % PLAN_TRIALS {
+            0 => f64::INFINITY,
+            _ => t.best[i].min(seconds),
+        };
+        t.calls += 1;
+        if t.calls == PLAN_TRIALS * FusedPlan::ALL.len() {
+            let fastest = (0..t.best.len())
+                .min_by(|&a, &b| t.best[a].total_cmp(&t.best[b]))
+                .expect("plans");
+            t.chosen = Some(FusedPlan::ALL[fastest]);
+        }
+    }
+
+    /// The plan chosen for one input per pass, once chosen (or forced).
+    pub fn chosen(&self) -> Option<FusedPlan> {
+        self.forced.or_else(|| {
+            let trials = self.trials.lock().expect("not poisoned");
+            trials.first().and_then(|t| t.chosen)
+        })
+    }
+}
+
 /// One row block's residuals and partial gradients, per input.
 type BlockResult<const C: usize> = ([Vec<f64>; C], [Vec<f64>; C]);
 
 /// r_c = 𝒜(x_c) − y and g_c = 𝒜*(r_c) for C inputs in one pass over the stored rows: each
 /// group of four rows is read from memory once for their residuals r_i = ⟨a_i, x_c⟩ − y_i,
-/// and again from cache, while it is still there, for g_c += Σ r_i a_i. The residuals equal
-/// [`apply_any`]'s bit for bit (same four-row dot products); g differs from the two-pass
-/// adjoint's by rounding (its rows are summed per block, then the blocks). Each input's
-/// results do not depend on C, nor on the thread count.
+/// and again from cache, while it is still there, for g_c += Σ r_i a_i (or, in a split
+/// plan, each block swept twice). The residuals equal [`apply_any`]'s bit for bit (same
+/// four-row dot products); g differs from the two-pass adjoint's by rounding (its rows are
+/// summed per block, then the blocks). Each input's results do not depend on C, on the
+/// thread count, nor on the plan `planner` picks.
 pub(super) fn fused_any<E: Entry, const C: usize>(
     data: &[E],
     n: usize,
@@ -676,6 +802,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
     y: &[f64],
     r: [&mut [f64]; C],
     mut g: [&mut [f64]; C],
+    planner: &Planner,
 ) {
     let m = y.len();
     if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
@@ -692,38 +819,184 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
         .step_by(rows.max(4))
         .map(|s| (s, (s + rows).min(m)))
         .collect();
-    let run = |&(s, e): &(usize, usize)| {
-        let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
-        let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
-        fused_rows(
-            &data[s * n..e * n],
-            n,
-            x,
-            &y[s..e],
-            rb.each_mut().map(|v| v.as_mut_slice()),
-            parts.each_mut().map(|v| v.as_mut_slice()),
-        );
-        (rb, parts)
-    };
-    let results: Vec<BlockResult<C>> = blocks.par_iter().map(run).collect();
-    let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-    for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
-        for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
-            rc[s..e].copy_from_slice(&rb[c]);
+    let (plan, timed) = planner.next(C);
+    let start = timed.then(std::time::Instant::now);
+    let sweep = |a: &[E], x: [&[f64]; C], y: &[f64], r: [&mut [f64]; C], g: [&mut [f64]; C]| {
+        if plan.split() {
+            split_rows(a, n, x, y, r, g)
+        } else {
+            fused_rows(a, n, x, y, r, g)
         }
-        // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
-        let reduce = |(offset, out): (usize, &mut [f64])| {
-            out.fill(0.0);
-            let len = out.len();
-            for (_, parts) in &results {
-                for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
-                    *o += p;
+    };
+    if plan.pooled() {
+        let run = |&(s, e): &(usize, usize)| {
+            let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
+            let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
+            sweep(
+                &data[s * n..e * n],
+                x,
+                &y[s..e],
+                rb.each_mut().map(|v| v.as_mut_slice()),
+                parts.each_mut().map(|v| v.as_mut_slice()),
+            );
+            (rb, parts)
+        };
+        let results: Vec<BlockResult<C>> = blocks.par_iter().map(run).collect();
+        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+        for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
+            for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
+                rc[s..e].copy_from_slice(&rb[c]);
+            }
+            // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
+            let reduce = |(offset, out): (usize, &mut [f64])| {
+                out.fill(0.0);
+                let len = out.len();
+                for (_, parts) in &results {
+                    for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
+                        *o += p;
+                    }
+                }
+            };
+            gc.par_chunks_mut(width)
+                .enumerate()
+                .for_each(|(t, out)| reduce((t * width, out)));
+        }
+    } else {
+        // the same sums in the same order: g = ((0 + part_0) + part_1) + …
+        let mut r = r;
+        let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
+        for gc in g.iter_mut() {
+            gc.fill(0.0);
+        }
+        for &(s, e) in &blocks {
+            for p in parts.iter_mut() {
+                p.fill(0.0);
+            }
+            sweep(
+                &data[s * n..e * n],
+                x,
+                &y[s..e],
+                r.each_mut().map(|rc| &mut rc[s..e]),
+                parts.each_mut().map(|v| v.as_mut_slice()),
+            );
+            for (gc, p) in g.iter_mut().zip(&parts) {
+                gc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+            }
+        }
+    }
+    if let Some(start) = start {
+        planner.record(C, plan, start.elapsed().as_secs_f64());
+    }
+}
+
+/// [`fused_rows`] in two sweeps: every row's residual first (as [`apply_rows`]), then the
+/// gradient four rows at a time in the fused kernels' order, so the results are theirs bit
+/// for bit. Reading the rows twice can beat reading them once where the one-sweep kernel's
+/// two streams contend (the AMD VM of issue 24).
+fn split_rows<E: Entry, const C: usize>(
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    mut r: [&mut [f64]; C],
+    g: [&mut [f64]; C],
+) {
+    for (xc, rc) in x.into_iter().zip(r.iter_mut()) {
+        apply_rows(data, n, xc, rc);
+        rc.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
+    }
+    let r = r.map(|rc| &*rc);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        return unsafe { add_rows_avx2(data, n, r, g) };
+    }
+    add_rows_kernel(data, n, r, g);
+}
+
+/// g_c += Σ_i r_c,i·row_i, four rows at a time as [`add_four_rows`], the rows past the last
+/// whole four one at a time (as [`fused_single_rows`]).
+#[inline(always)]
+fn add_rows_kernel<E: Entry, const C: usize>(
+    data: &[E],
+    n: usize,
+    r: [&[f64]; C],
+    g: [&mut [f64]; C],
+) {
+    let groups = data.len() / (4 * n);
+    for (rc, gc) in r.into_iter().zip(g) {
+        for q in 0..groups {
+            let a = four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
+            let rq = [rc[4 * q], rc[4 * q + 1], rc[4 * q + 2], rc[4 * q + 3]];
+            add_four_rows(gc, a, rq, 0);
+        }
+        add_single_rows(&data[groups * 4 * n..], n, &rc[4 * groups..], gc);
+    }
+}
+
+/// g += r_i·row_i for consecutive rows, one at a time.
+#[inline(always)]
+fn add_single_rows<E: Entry>(rows: &[E], n: usize, r: &[f64], g: &mut [f64]) {
+    for (a, rv) in rows.chunks_exact(n).zip(r) {
+        for (o, v) in g.iter_mut().zip(a) {
+            *o += rv * v.get();
+        }
+    }
+}
+
+/// [`add_rows_kernel`] in AVX2: each group's entries loaded once for all C inputs, the
+/// update (r0·a0 + r1·a1) + (r2·a2 + r3·a3) added to g as in [`fused_rows_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_rows_avx2<E: Entry, const C: usize>(
+    data: &[E],
+    n: usize,
+    r: [&[f64]; C],
+    g: [&mut [f64]; C],
+) {
+    use std::arch::x86_64::*;
+    let full = n / 4 * 4;
+    let groups = data.len() / (4 * n);
+    for q in 0..groups {
+        let a = four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
+        let rq: [[f64; 4]; C] = std::array::from_fn(|c| {
+            [
+                r[c][4 * q],
+                r[c][4 * q + 1],
+                r[c][4 * q + 2],
+                r[c][4 * q + 3],
+            ]
+        });
+        let rv: [[__m256d; 4]; C] = rq.map(|rc| rc.map(|v| _mm256_set1_pd(v)));
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 4 <= full <= n, the length of every g and row.
+            unsafe {
+                let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
+                for c in 0..C {
+                    let t01 = _mm256_add_pd(
+                        _mm256_mul_pd(rv[c][0], av[0]),
+                        _mm256_mul_pd(rv[c][1], av[1]),
+                    );
+                    let t23 = _mm256_add_pd(
+                        _mm256_mul_pd(rv[c][2], av[2]),
+                        _mm256_mul_pd(rv[c][3], av[3]),
+                    );
+                    let gp = g[c].as_mut_ptr().add(j);
+                    _mm256_storeu_pd(
+                        gp,
+                        _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
+                    );
                 }
             }
-        };
-        gc.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(t, out)| reduce((t * width, out)));
+            j += 4;
+        }
+        for c in 0..C {
+            add_four_rows(g[c], a, rq[c], full);
+        }
+    }
+    for c in 0..C {
+        add_single_rows(&data[groups * 4 * n..], n, &r[c][4 * groups..], g[c]);
     }
 }
 

@@ -19,6 +19,7 @@ mod kernels;
 mod sampled;
 
 pub use dense::{DenseOperator, StorageView};
+pub use kernels::FusedPlan;
 pub use sampled::{EntryOperator, IdentityOperator};
 
 /// How often an operator has been applied.
@@ -34,6 +35,24 @@ pub struct OperatorCounts {
     /// [`SensingOperator::adjoint_rows`]): a mini-batch's b rows each, m of them a pass.
     #[serde(default)]
     pub rows: u64,
+    /// How the dense operator's fused pass ran (see [`FusedPlan`]; chosen at run time by
+    /// timing, every plan giving the same results): absent for other operators, below the
+    /// size where the pass splits its rows, and in merged parts that chose differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fused_plan: Option<FusedPlan>,
+}
+
+impl OperatorCounts {
+    /// The work of two parts of one run, together.
+    pub fn add(&mut self, other: &OperatorCounts) {
+        self.apply += other.apply;
+        self.adjoint += other.adjoint;
+        self.fused += other.fused;
+        self.rows += other.rows;
+        if self.fused_plan != other.fused_plan {
+            self.fused_plan = None;
+        }
+    }
 }
 
 /// Application counts an operator keeps for its statistics (thread-safe; a custom operator
@@ -83,6 +102,7 @@ impl Counter {
             adjoint: sum(|s| &s.adjoint),
             fused: sum(|s| &s.fused),
             rows: sum(|s| &s.rows),
+            fused_plan: None,
         }
     }
     pub fn apply(&self) {

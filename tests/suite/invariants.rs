@@ -394,6 +394,53 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
     }
 }
 
+/// Every way the fused pass can run its row blocks (one sweep or two, on the pool or on the
+/// calling thread; the operator times them on its first calls and keeps the fastest) gives
+/// the same residuals and gradients bit for bit, for one input and two sharing a pass, in f64
+/// and f32 storage, with 1, 2 and 3 threads, at a size with a short last block (m = 903 rows
+/// in blocks of 60) and rows whose length is not a multiple of four; and an operator left to
+/// choose reports the plan it chose.
+#[test]
+fn every_plan_of_the_fused_pass_gives_the_same_bits() {
+    use gdflow::operator::{FusedPlan, SensingOperator};
+    let (n1, n2, m) = (41, 31, 903);
+    let n = n1 * n2;
+    let (f64_op, f32_op) = f64_and_f32_storage(n1, n2, m, 8);
+    let xa: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.2).collect();
+    let xb: Vec<f64> = (0..n).map(|j| ((j * 3) % 13) as f64 * 0.4 - 2.1).collect();
+    let y: Vec<f64> = (0..m).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
+    for mut op in [f64_op, f32_op] {
+        let run = |op: &gdflow::operator::DenseOperator, threads: usize| {
+            super::on_threads(threads, || {
+                let (mut r, mut g) = (vec![0.0; m], vec![0.0; n]);
+                op.residual_adjoint(&xa, &y, &mut r, &mut g);
+                let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
+                let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
+                op.residual_adjoint_pair([&xa, &xb], &y, [&mut ra, &mut rb], [&mut ga, &mut gb]);
+                ((r, g), (ra, ga), (rb, gb))
+            })
+        };
+        op.set_fused_plan(Some(FusedPlan::Pool));
+        let expected = run(&op, 2);
+        assert_eq!(expected.0, expected.1, "one input alone and in a pair");
+        assert_ne!(expected.0 .1, expected.2 .1, "two different inputs");
+        for plan in FusedPlan::ALL {
+            op.set_fused_plan(Some(plan));
+            for threads in 1..=3 {
+                assert_eq!(run(&op, threads), expected, "{plan:?}, {threads} threads");
+            }
+        }
+        op.set_fused_plan(None);
+        assert_eq!(op.counts().fused_plan, None, "nothing timed yet");
+        for _ in 0..4 * FusedPlan::ALL.len() {
+            assert_eq!(run(&op, 2), expected, "while the plans are timed");
+        }
+        let chosen = op.counts().fused_plan;
+        assert!(chosen.is_some(), "a plan chosen after every plan was timed");
+        assert_eq!(op.fused_plan(), chosen);
+    }
+}
+
 /// In `gdflow run`, GD's evaluation at x_j shares its pass over the sensing matrix with the
 /// flow's record at t_j; GD's trajectory is nonetheless bit for bit the one GD takes alone
 /// (losses at every step), at a size whose pass runs on several threads.
