@@ -289,6 +289,8 @@ pub struct CentralPoint {
     pub vectors: Vec<Vec<f64>>,
     /// M (p × p), zero-sized while p = 0.
     pub m: DMatrix<f64>,
+    /// The top vectors of the last evaluations before this one, newest first.
+    pub history: Vec<Vec<f64>>,
 }
 
 impl CentralPoint {
@@ -308,8 +310,20 @@ pub struct CentralField {
     state: Mutex<(CentralPoint, CentralStats)>,
 }
 
-/// Ritz vectors kept beyond the held ones as the next eigen-solve's warm start.
-const WARM_EXTRA: usize = 3;
+/// Ritz vectors kept beyond the held ones as the next eigen-solve's warm start: the next
+/// eigenvector, whose eigenvalue is the held one's neighbour (1.89 beside 2 on the default
+/// problem at η = 1). More of them bought fewer products only before [`HISTORY`].
+const WARM_EXTRA: usize = 1;
+
+/// Top vectors of earlier evaluations also put in an eigen-solve's start. Along a trajectory
+/// the states of a solver's stages lie nearly on a line, so the eigenvector turns in nearly
+/// one direction, which the differences of its last few values span: Rayleigh–Ritz on them
+/// (with the last Ritz vectors) starts from an extrapolation of the turning rather than from
+/// the last vector. Measured with the same tolerance (so with eigenpairs as accurate as
+/// before): Hessian–vector products per evaluation 18.9 → 11.1 on the default problem at
+/// η = 1 (120 steps), 10.6 → 5.9 on the README's 8 × 7 problem (2000 steps); 2 to 8 earlier
+/// vectors with 1 to 3 Ritz neighbours all gave 10.6–12.7 and 5.9–7.4.
+const HISTORY: usize = 4;
 
 /// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate
 /// β = this/η.
@@ -353,10 +367,22 @@ impl CentralField {
     ) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
         let mut guard = self.state.lock().expect("not poisoned");
         let (point, stats) = &mut *guard;
+        let start: Vec<Vec<f64>> = point
+            .vectors
+            .iter()
+            .take(count + WARM_EXTRA)
+            .chain(point.history.iter())
+            .cloned()
+            .collect();
+        let history = if point.vectors.len() >= count + WARM_EXTRA {
+            point.history.len()
+        } else {
+            0
+        };
         let eig = top_eigenpairs(
             self.inner.as_ref(),
             x,
-            &point.vectors,
+            &start,
             &EigenOptions {
                 count,
                 block: count + 1,
@@ -365,6 +391,7 @@ impl CentralField {
                 max_basis: 12 * (count + 1),
                 settled_below,
                 warm_extra: WARM_EXTRA,
+                history,
             },
             0,
         );
@@ -372,6 +399,10 @@ impl CentralField {
         stats.hvps += eig.hvps;
         if !eig.converged {
             stats.unconverged_eigen_solves += 1;
+        }
+        if let Some(top) = point.vectors.first() {
+            point.history.insert(0, top.clone());
+            point.history.truncate(HISTORY);
         }
         point.vectors = eig.warm.clone();
         point.eigenvalues = eig.values.clone();

@@ -50,6 +50,11 @@ pub struct EigenOptions {
     /// spans them is far closer than the top vector alone.
     #[serde(default)]
     pub warm_extra: usize,
+    /// Start vectors beyond `count + warm_extra` to put in the first block: earlier calls'
+    /// top vectors along a trajectory, whose differences span the directions the
+    /// eigenvectors have been turning in.
+    #[serde(default)]
+    pub history: usize,
 }
 
 impl Default for EigenOptions {
@@ -62,6 +67,7 @@ impl Default for EigenOptions {
             max_basis: 60,
             settled_below: None,
             warm_extra: 0,
+            history: 0,
         }
     }
 }
@@ -145,7 +151,7 @@ pub fn top_eigenpairs(
     // the whole warm start goes in first (its images are what the first Rayleigh–Ritz needs)
     let first = block
         .max(count)
-        .max(start.len().min(count + opts.warm_extra));
+        .max(start.len().min(count + opts.warm_extra + opts.history));
     let mut pending: Vec<Vec<f64>> = start.iter().take(first).cloned().collect();
     let mut result = TopEigen {
         values: vec![],

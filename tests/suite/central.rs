@@ -151,6 +151,73 @@ fn eigen_solver_matches_dense_eigendecompositions() {
     }
 }
 
+/// Along a trajectory (GD steps), an eigen-solve started from the last call's Ritz vectors
+/// and the top vectors of earlier calls (as the central flow starts its own) returns the dense
+/// top eigenpair to its tolerance at every state, also when those earlier vectors are
+/// misleading (the bottom eigenvector, repeated); and the earlier vectors save products.
+#[test]
+fn eigen_solves_started_from_earlier_vectors_meet_their_tolerance() {
+    let g = small_gaussian(44);
+    let field = SensingField::from_problem(&g);
+    let mut x = random_state(&g, 5, 0.7);
+    let opts = |history: usize| EigenOptions {
+        count: 1,
+        block: 2,
+        tol: 1e-10,
+        max_hvps: 800,
+        max_basis: 24,
+        warm_extra: 1,
+        history,
+        ..EigenOptions::default()
+    };
+    let (mut warm, mut warm_plain) = (Vec::new(), Vec::new());
+    let mut earlier: Vec<Vec<f64>> = Vec::new();
+    let (mut with_history, mut without) = (0, 0);
+    let mut out = vec![0.0; x.len()];
+    for step in 0..30 {
+        let hessian = dense_hessian(&field, &x);
+        let eig = SymmetricEigen::new(hessian.clone());
+        let (top, bottom) = (eig.eigenvalues.imax(), eig.eigenvalues.imin());
+        let lambda = eig.eigenvalues[top];
+        // every fifth state, the earlier vectors are the bottom eigenvector four times
+        let history: Vec<Vec<f64>> = if step % 5 == 4 {
+            vec![eig.eigenvectors.column(bottom).iter().copied().collect(); 4]
+        } else {
+            earlier.clone()
+        };
+        let start: Vec<Vec<f64>> = warm.iter().chain(&history).cloned().collect();
+        let h = if warm.len() >= 2 { history.len() } else { 0 };
+        let solved = top_eigenpairs(&field, &x, &start, &opts(h), 3);
+        assert!(solved.converged, "step {step}");
+        assert!(
+            (solved.values[0] - lambda).abs() <= 1e-9 * lambda.abs(),
+            "step {step}: {} vs {lambda}",
+            solved.values[0]
+        );
+        let v = &solved.vectors[0];
+        let hv = DMatrix::from_column_slice(v.len(), 1, v);
+        let r = (&hessian * &hv - &hv * solved.values[0]).norm();
+        assert!(r <= 1e-9 * lambda.abs(), "step {step}: residual {r:e}");
+        with_history += solved.hvps;
+        if let Some(q) = warm.first() {
+            earlier.insert(0, q.clone());
+            earlier.truncate(4);
+        }
+        warm = solved.warm;
+        let plain = top_eigenpairs(&field, &x, &warm_plain, &opts(0), 3);
+        assert!(plain.converged);
+        without += plain.hvps;
+        warm_plain = plain.warm;
+        // the next state: a GD step
+        field.rhs(&x, &mut out, &mut field.workspace());
+        x.iter_mut().zip(&out).for_each(|(xi, fi)| *xi += 0.02 * fi);
+    }
+    assert!(
+        with_history < without,
+        "{with_history} products with earlier vectors, {without} without"
+    );
+}
+
 fn check_kkt(k: &KMap, a: &DMatrix<f64>, m: &DMatrix<f64>) {
     let z = k.apply(m) - a;
     let scale = a.norm().max(1.0);
