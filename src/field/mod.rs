@@ -498,9 +498,14 @@ impl<T: FactorGradient> Field for T {
         ws.xdot.copy_from(&xu);
         self.gradient_dot(ws);
         let gu = ws.gdot.clone();
-        ws.xdot.copy_from(&xw);
-        self.gradient_dot(ws);
-        let gw = ws.gdot.clone();
+        // u = w (the central flow's diagonal pairs q_a, q_a): Ġ_w is Ġ_u, no second pass
+        let gw = if u == w {
+            gu.clone()
+        } else {
+            ws.xdot.copy_from(&xw);
+            self.gradient_dot(ws);
+            ws.gdot.clone()
+        };
         let mut guw = DMatrix::zeros(n1, n2);
         self.gradient_second(ws, &xu, &xw, &xuw, &mut guw);
         let (x_u, x_v) = f.split(state);
