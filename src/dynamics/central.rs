@@ -291,6 +291,8 @@ pub struct CentralPoint {
     pub m: DMatrix<f64>,
     /// The top vectors of the last evaluations before this one, newest first.
     pub history: Vec<Vec<f64>>,
+    /// The state of the last evaluation with eigenvalues held (whose M this is).
+    pub at: Vec<f64>,
 }
 
 impl CentralPoint {
@@ -463,6 +465,8 @@ impl CentralField {
         let mut guard = self.state.lock().expect("not poisoned");
         let (point, stats) = &mut *guard;
         point.m = sol.m;
+        point.at.clear();
+        point.at.extend_from_slice(x);
         stats.evaluations += 1;
         stats.second_derivatives += d2.len();
         stats.sdp_iterations += sol.iterations;

@@ -204,6 +204,9 @@ pub fn solve_central_flow_with(
             stats.steps += s.steps - steps_before;
             stats.rejected_steps += s.rejected - rejected_before;
             let t = s.t();
+            // the step's last evaluation was at its end (DOP853's first stage of the next
+            // step): M and the held eigenvalues there, before outputs evaluate elsewhere
+            let at_end = Some(central.last().0).filter(|pt| p > 0 && pt.at == s.y());
             on_step(t);
             if s.y().iter().any(|v| !v.is_finite()) {
                 status = Status::Failed {
@@ -290,9 +293,11 @@ pub fn solve_central_flow_with(
             }
             // M releasing a direction whose eigenvalue has fallen below 2/η?
             if p > 0 {
-                let mut out = vec![0.0; buf.len()];
-                central.rhs(s.y(), &mut out, &mut central.workspace());
-                let (pt, _) = central.last();
+                let pt = at_end.unwrap_or_else(|| {
+                    let mut out = vec![0.0; buf.len()];
+                    central.rhs(s.y(), &mut out, &mut central.workspace());
+                    central.last().0
+                });
                 let eig = SymmetricEigen::new(pt.m.clone());
                 let trace = pt.m.trace().max(f64::MIN_POSITIVE);
                 let released = eig.eigenvalues.min() <= RELEASED * trace;
