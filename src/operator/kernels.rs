@@ -682,6 +682,7 @@ pub enum FusedPlan {
 }
 
 impl FusedPlan {
+    /// Every plan, [`FusedPlan::Pool`] first.
     pub const ALL: [FusedPlan; 4] = [
         FusedPlan::Pool,
         FusedPlan::Serial,
@@ -711,11 +712,27 @@ impl FusedPlan {
 /// counts. Consecutive, because a plan's cost depends on what came before: a pool's second
 /// thread, left idle by a one-thread plan, has gone to sleep and must be woken; and the first
 /// call of a plan may meet page faults or a busy moment.
-const PLAN_TRIALS: usize = 4;
+const PLAN_TRIALS: usize = 6;
 
-/// Chooses one operator's [`FusedPlan`] at run time: its first calls above the one-thread
-/// size run the plans in turn (results are the same whichever runs), each timed, and from
-/// then on the fastest serves, separately for each number of inputs per pass.
+/// Calls run by the pool before any is timed: the first ones meet page faults, threads still
+/// starting and a clock still rising, none of which the plans' costs later have.
+const PLAN_WARMUP: usize = 16;
+
+/// Calls after which the plans are timed again (their trials then cost about 1% of the
+/// calls in between).
+const PLAN_AGAIN_AFTER: usize = 2000;
+
+/// Another plan replaces [`FusedPlan::Pool`] when its best time is below this fraction of the
+/// pool's. On the Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
+/// two sweeps and 0.56 s on one thread, yet one run in five timed one thread up to 10% below
+/// the pool (whose second thread had to be woken in the trials); on its AMD VM streaming
+/// twice took 0.71 of one sweep's time.
+const CLEARLY_FASTER: f64 = 0.85;
+
+/// Chooses one operator's [`FusedPlan`] at run time: after a warm-up, its calls above the
+/// one-thread size run the plans in turn (results are the same whichever runs), each timed,
+/// and then the fastest serves for [`PLAN_AGAIN_AFTER`] calls before the plans are timed
+/// again; separately for each number of inputs per pass.
 #[derive(Debug, Default)]
 pub struct Planner {
     forced: Option<FusedPlan>,
@@ -725,6 +742,12 @@ pub struct Planner {
 
 #[derive(Debug, Clone, Default)]
 struct PlanTrials {
+    /// Calls run before the trials.
+    warmup: usize,
+    /// Calls since the plan was chosen.
+    since_chosen: usize,
+    /// The last plan chosen (still reported while the plans are timed again).
+    last: Option<FusedPlan>,
     best: [f64; 4],
     calls: usize,
     chosen: Option<FusedPlan>,
@@ -748,9 +771,24 @@ impl Planner {
         if trials.len() < inputs {
             trials.resize(inputs, PlanTrials::default());
         }
-        let t = &trials[inputs - 1];
+        let t = &mut trials[inputs - 1];
         match t.chosen {
-            Some(plan) => (plan, false),
+            Some(_) if t.since_chosen >= PLAN_AGAIN_AFTER => {
+                // timed again now and then: a choice made in a noisy moment, or for a phase of
+                // the run that has passed, does not stand for the whole run
+                t.since_chosen = 0;
+                t.calls = 0;
+                t.chosen = None;
+                (FusedPlan::ALL[0], true)
+            }
+            Some(plan) => {
+                t.since_chosen += 1;
+                (plan, false)
+            }
+            None if t.warmup < PLAN_WARMUP => {
+                t.warmup += 1;
+                (FusedPlan::Pool, false)
+            }
             None => (FusedPlan::ALL[t.calls / PLAN_TRIALS], true),
         }
     }
@@ -769,18 +807,26 @@ impl Planner {
         };
         t.calls += 1;
         if t.calls == PLAN_TRIALS * FusedPlan::ALL.len() {
+            // the pool's one sweep unless another plan is clearly faster: near-ties are
+            // decided by noise, and the pool's own timing suffers most from it (its second
+            // thread may be woken late)
             let fastest = (0..t.best.len())
                 .min_by(|&a, &b| t.best[a].total_cmp(&t.best[b]))
                 .expect("plans");
-            t.chosen = Some(FusedPlan::ALL[fastest]);
+            t.chosen = Some(if t.best[fastest] < CLEARLY_FASTER * t.best[0] {
+                FusedPlan::ALL[fastest]
+            } else {
+                FusedPlan::Pool
+            });
+            t.last = t.chosen;
         }
     }
 
-    /// The plan chosen for one input per pass, once chosen (or forced).
+    /// The plan last chosen for one input per pass (or forced).
     pub fn chosen(&self) -> Option<FusedPlan> {
         self.forced.or_else(|| {
             let trials = self.trials.lock().expect("not poisoned");
-            trials.first().and_then(|t| t.chosen)
+            trials.first().and_then(|t| t.last)
         })
     }
 }

@@ -432,8 +432,11 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
         }
         op.set_fused_plan(None);
         assert_eq!(op.counts().fused_plan, None, "nothing timed yet");
-        for _ in 0..4 * FusedPlan::ALL.len() {
+        for _ in 0..1000 {
             assert_eq!(run(&op, 2), expected, "while the plans are timed");
+            if op.counts().fused_plan.is_some() {
+                break;
+            }
         }
         let chosen = op.counts().fused_plan;
         assert!(chosen.is_some(), "a plan chosen after every plan was timed");
