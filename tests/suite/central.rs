@@ -688,3 +688,43 @@ fn held_eigenvalues_match_the_dense_hessian(args: &ConfigArgs, tens: usize) -> u
     );
     most
 }
+
+/// GD's sharpness column (each record's eigen-solve started from the last records' vectors)
+/// against a dense eigendecomposition of the Hessian at GD's own iterates, recomputed here:
+/// past the stability limit, where the iterates alternate and the top vector swings between
+/// them, and at every step.
+#[test]
+fn gds_sharpness_column_is_the_dense_hessians_top_eigenvalue() {
+    use gdflow::dynamics::{gradient_descent, RunOptions};
+    let eta = eta_past_the_limit();
+    let steps = 120;
+    let setup = Setup::new(
+        &ConfigArgs {
+            sharpness_every: Some(1),
+            ..eos_args(eta, steps)
+        },
+        Command::Run,
+        false,
+    )
+    .unwrap();
+    let r = run(&setup, &RunExtras::default()).unwrap();
+    let field = setup.field();
+    let gd = gradient_descent(
+        field.as_ref(),
+        &setup.start(),
+        &RunOptions::new(eta, steps, 1),
+    );
+    assert_eq!(gd.states.len(), r.gd.len());
+    let mut above = 0;
+    for (rec, x) in r.gd.iter().zip(&gd.states) {
+        let want = sorted_eigenvalues(dense_hessian(field.as_ref(), x))[0];
+        let got = rec.sharpness().expect("computed at every record");
+        assert!(
+            (got - want).abs() <= 1e-7 * want.abs(),
+            "t = {}: {got} against {want}",
+            rec.t
+        );
+        above += usize::from(want > 2.0 / eta);
+    }
+    assert!(above > 10, "GD never passed 2/η: the test proves little");
+}
