@@ -374,6 +374,12 @@ fn spectral(records: &[Record]) -> impl Iterator<Item = &Record> {
     records.iter().filter(|r| r.get("rho").is_some())
 }
 
+/// Whether a run recorded the spectral columns anywhere (not with `--spectrum-every 0`): the
+/// singular values' figure would be empty but for the targets.
+pub fn has_spectrum(run: &RunResult) -> bool {
+    spectral(&run.flow).next().is_some() || spectral(&run.gd).next().is_some()
+}
+
 /// A recorded quantity and its legend label.
 type Quantity = (&'static str, fn(&Record) -> f64);
 
@@ -434,11 +440,11 @@ pub fn run_figures(runs: &[RunResult], shown: Option<usize>) -> Vec<Figure> {
     if runs.is_empty() {
         return vec![];
     }
-    let mut figures = vec![
-        loss_error_runs(runs),
-        singular_values(&runs[0], shown),
-        balance_drift_runs(runs),
-    ];
+    let mut figures = vec![loss_error_runs(runs)];
+    if has_spectrum(&runs[0]) {
+        figures.push(singular_values(&runs[0], shown));
+    }
+    figures.push(balance_drift_runs(runs));
     let labels = run_labels(runs);
     let with_replicas: Vec<(&RunResult, &String)> = runs
         .iter()
@@ -943,7 +949,12 @@ pub fn figure_sets(
     if !runs.is_empty() {
         let mut cannot =
             vec!["deviation_vs_eta needs a sweep directory (gdflow sweep)".to_string()];
-        if runs.len() > 1 {
+        if !has_spectrum(&runs[0]) {
+            cannot.push(format!(
+                "singular_values: {} recorded no singular values (--spectrum-every 0)",
+                run_names[0]
+            ));
+        } else if runs.len() > 1 {
             cannot.push(format!(
                 "singular_values is drawn for the first run only ({})",
                 run_names[0]

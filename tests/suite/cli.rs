@@ -721,7 +721,8 @@ fn optimizers_run_and_sweep_from_the_command_line() {
 
 /// `--spectrum-every 3`: the spectral columns (sv_i, rho, the theory's) at records 0, 3, 6, …
 /// and the last, equal there to a run that computes them at every record, empty elsewhere;
-/// every other column and every maximum unchanged. check and sweep refuse the key.
+/// every other column and every maximum unchanged; with 0 no singular values' figure. check
+/// and sweep refuse the key.
 #[test]
 fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
     let dir = tempfile::tempdir().unwrap();
@@ -806,6 +807,30 @@ fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
     );
     let rho = &last_gd[h.iter().position(|c| c == "rho").unwrap()];
     assert!(rho.parse::<f64>().is_ok(), "last row {last_gd:?}");
+    // with no spectral columns at all, no singular values' figure (it would show only the
+    // targets); `gdflow plot` says why it is not drawn
+    let none = dir.path().join("none");
+    gdflow()
+        .args(SMALL)
+        .args(["--quiet", "--spectrum-every", "0", "--figures"])
+        .arg("--out")
+        .arg(&none)
+        .assert()
+        .success();
+    assert!(none.join("figures/loss_error.png").exists());
+    assert!(!none.join("figures/singular_values.png").exists());
+    let plotted = gdflow()
+        .arg("plot")
+        .arg(&none)
+        .arg("--out")
+        .arg(dir.path().join("plotted"))
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&plotted.get_output().stdout).to_string();
+    assert!(
+        out.contains("singular_values") && out.contains("--spectrum-every 0"),
+        "{out}"
+    );
     for cmd in ["check", "sweep"] {
         let assert = gdflow()
             .args([cmd, "--spectrum-every", "2"])
