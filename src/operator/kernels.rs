@@ -475,6 +475,31 @@ fn apply_rows_avx2<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
     }
 }
 
+/// g[j..j + 4] += (r0·a0 + r1·a1) + (r2·a2 + r3·a3) on four lanes: [`add_four_rows`]'s update,
+/// for every AVX2 kernel that adds a group of four rows to a gradient.
+///
+/// # Safety
+/// `g` points to four writable f64, and the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn add_four_lanes(
+    g: *mut f64,
+    a: [std::arch::x86_64::__m256d; 4],
+    r: [std::arch::x86_64::__m256d; 4],
+) {
+    use std::arch::x86_64::*;
+    let t01 = _mm256_add_pd(_mm256_mul_pd(r[0], a[0]), _mm256_mul_pd(r[1], a[1]));
+    let t23 = _mm256_add_pd(_mm256_mul_pd(r[2], a[2]), _mm256_mul_pd(r[3], a[3]));
+    // SAFETY: the caller's contract
+    unsafe {
+        _mm256_storeu_pd(
+            g,
+            _mm256_add_pd(_mm256_loadu_pd(g), _mm256_add_pd(t01, t23)),
+        )
+    };
+}
+
 /// [`fused_rows_kernel`] in AVX2 for C inputs, software-pipelined: one sweep over j
 /// computes the dot products of group q + 1 (streaming its rows from memory) and adds group
 /// q's r_i·a_i into g (re-reading its rows from cache). Alternating a memory phase and a cache
@@ -526,19 +551,7 @@ fn fused_rows_avx2<E: Entry, const C: usize>(
                     }
                     let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
                     for c in 0..C {
-                        let t01 = _mm256_add_pd(
-                            _mm256_mul_pd(rv[c][0], av[0]),
-                            _mm256_mul_pd(rv[c][1], av[1]),
-                        );
-                        let t23 = _mm256_add_pd(
-                            _mm256_mul_pd(rv[c][2], av[2]),
-                            _mm256_mul_pd(rv[c][3], av[3]),
-                        );
-                        let gp = g[c].as_mut_ptr().add(j);
-                        _mm256_storeu_pd(
-                            gp,
-                            _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
-                        );
+                        add_four_lanes(g[c].as_mut_ptr().add(j), av, rv[c]);
                     }
                 }
                 j += 4;
@@ -1020,19 +1033,7 @@ fn add_rows_avx2<E: Entry, const C: usize>(
             unsafe {
                 let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
                 for c in 0..C {
-                    let t01 = _mm256_add_pd(
-                        _mm256_mul_pd(rv[c][0], av[0]),
-                        _mm256_mul_pd(rv[c][1], av[1]),
-                    );
-                    let t23 = _mm256_add_pd(
-                        _mm256_mul_pd(rv[c][2], av[2]),
-                        _mm256_mul_pd(rv[c][3], av[3]),
-                    );
-                    let gp = g[c].as_mut_ptr().add(j);
-                    _mm256_storeu_pd(
-                        gp,
-                        _mm256_add_pd(_mm256_loadu_pd(gp), _mm256_add_pd(t01, t23)),
-                    );
+                    add_four_lanes(g[c].as_mut_ptr().add(j), av, rv[c]);
                 }
             }
             j += 4;
