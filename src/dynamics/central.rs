@@ -369,18 +369,20 @@ impl CentralField {
     ) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
         let mut guard = self.state.lock().expect("not poisoned");
         let (point, stats) = &mut *guard;
-        let start: Vec<Vec<f64>> = point
-            .vectors
-            .iter()
-            .take(count + WARM_EXTRA)
-            .chain(point.history.iter())
-            .cloned()
-            .collect();
+        // the earlier vectors only beside a whole warm start (not when more pairs are asked
+        // for than the last solve kept, as at an event test after the field's solve)
         let history = if point.vectors.len() >= count + WARM_EXTRA {
             point.history.len()
         } else {
             0
         };
+        let start: Vec<Vec<f64>> = point
+            .vectors
+            .iter()
+            .take(count + WARM_EXTRA)
+            .chain(point.history.iter().take(history))
+            .cloned()
+            .collect();
         let eig = top_eigenpairs(
             self.inner.as_ref(),
             x,

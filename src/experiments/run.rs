@@ -128,7 +128,7 @@ impl SharpnessTracker {
             .vectors
             .iter()
             .take(warm)
-            .chain(&self.history)
+            .chain(self.history.iter().take(history))
             .cloned()
             .collect();
         let top = top_eigenpairs(

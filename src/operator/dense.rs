@@ -96,7 +96,11 @@ impl DenseOperator {
             Storage::F64(a) => Storage::F32(a.as_slice().iter().map(|&v| v as f32).collect()),
             f32 => f32,
         };
-        Self { a, ..self }
+        Self {
+            a,
+            planner: Planner::default(),
+            ..self
+        }
     }
 
     /// Run the fused pass always by `plan`, or (`None`, the default) by the fastest, chosen

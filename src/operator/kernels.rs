@@ -1198,7 +1198,16 @@ mod tests {
             let (mut r2, mut g2) = (vec![0.0; m], vec![0.0; n]);
             fused_rows_kernel(data, n, x, y, &mut r1, &mut g1);
             fused_rows(data, n, [x], y, [&mut r2], [&mut g2]);
-            assert_eq!((r1, g1), (r2, g2));
+            assert_eq!((&r1, &g1), (&r2, &g2));
+            // the two-sweep plans' kernels: dispatched, and generic (residuals, then gradient)
+            let (mut r3, mut g3) = (vec![0.0; m], vec![0.0; n]);
+            split_rows(data, n, [x], y, [&mut r3], [&mut g3]);
+            assert_eq!((&r1, &g1), (&r3, &g3));
+            let (mut r4, mut g4) = (vec![0.0; m], vec![0.0; n]);
+            apply_rows_kernel(data, n, x, &mut r4);
+            r4.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
+            add_rows_kernel(data, n, [&r4], [&mut g4]);
+            assert_eq!((&r1, &g1), (&r4, &g4));
         }
         both(&data, n, &x, &y);
         both(&data32, n, &x, &y);

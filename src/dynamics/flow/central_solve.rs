@@ -206,7 +206,12 @@ pub fn solve_central_flow_with(
             let t = s.t();
             // the step's last evaluation was at its end (DOP853's first stage of the next
             // step): M and the held eigenvalues there, before outputs evaluate elsewhere
-            let at_end = Some(central.last().0).filter(|pt| p > 0 && pt.at == s.y());
+            let same = |a: &[f64], b: &[f64]| {
+                a.iter()
+                    .map(|v| v.to_bits())
+                    .eq(b.iter().map(|v| v.to_bits()))
+            };
+            let at_end = Some(central.last().0).filter(|pt| p > 0 && same(&pt.at, s.y()));
             on_step(t);
             if s.y().iter().any(|v| !v.is_finite()) {
                 status = Status::Failed {
