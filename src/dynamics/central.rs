@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
-use super::sharpness::{top_eigenpairs, EigenOptions};
+use super::sharpness::{EigenOptions, Trail};
 use crate::field::{Factors, Field, Workspace};
 use crate::operator::SensingOperator;
 use crate::vector::dot;
@@ -285,12 +285,11 @@ pub struct CentralStats {
 pub struct CentralPoint {
     /// Top eigenvalues of ∇²f (p + 1 of them).
     pub eigenvalues: Vec<f64>,
-    /// Their eigenvectors.
-    pub vectors: Vec<Vec<f64>>,
+    /// Their eigenvectors (and a neighbour's), with the top vectors of earlier solves: the
+    /// next eigen-solve's start.
+    pub trail: Trail,
     /// M (p × p), zero-sized while p = 0.
     pub m: DMatrix<f64>,
-    /// The top vectors of the last evaluations before this one, newest first.
-    pub history: Vec<Vec<f64>>,
     /// The state of the last evaluation with eigenvalues held (whose M this is).
     pub at: Vec<f64>,
 }
@@ -317,11 +316,8 @@ pub struct CentralField {
 /// problem at η = 1). More of them bought fewer products only before [`HISTORY`].
 const WARM_EXTRA: usize = 1;
 
-/// Top vectors of earlier evaluations also put in an eigen-solve's start. Along a trajectory
-/// the states of a solver's stages lie nearly on a line, so the eigenvector turns in nearly
-/// one direction, which the differences of its last few values span: Rayleigh–Ritz on them
-/// (with the last Ritz vectors) starts from an extrapolation of the turning rather than from
-/// the last vector. Measured with the same tolerance (so with eigenpairs as accurate as
+/// Top vectors of earlier eigen-solves also put in an eigen-solve's start ([`Trail`]: the
+/// solver's stages lie nearly on a line). Measured with the same tolerance (so with eigenpairs as accurate as
 /// before): Hessian–vector products per evaluation 18.9 → 11.1 on the default problem at
 /// η = 1 (120 steps), 10.6 → 5.9 on the README's 8 × 7 problem (2000 steps); 2 to 8 earlier
 /// vectors with 1 to 3 Ritz neighbours all gave 10.6–12.7 and 5.9–7.4.
@@ -369,24 +365,9 @@ impl CentralField {
     ) -> (Vec<f64>, Vec<Vec<f64>>, bool) {
         let mut guard = self.state.lock().expect("not poisoned");
         let (point, stats) = &mut *guard;
-        // the earlier vectors only beside a whole warm start (not when more pairs are asked
-        // for than the last solve kept, as at an event test after the field's solve)
-        let history = if point.vectors.len() >= count + WARM_EXTRA {
-            point.history.len()
-        } else {
-            0
-        };
-        let start: Vec<Vec<f64>> = point
-            .vectors
-            .iter()
-            .take(count + WARM_EXTRA)
-            .chain(point.history.iter().take(history))
-            .cloned()
-            .collect();
-        let eig = top_eigenpairs(
+        let eig = point.trail.solve(
             self.inner.as_ref(),
             x,
-            &start,
             &EigenOptions {
                 count,
                 block: count + 1,
@@ -395,8 +376,9 @@ impl CentralField {
                 max_basis: 12 * (count + 1),
                 settled_below,
                 warm_extra: WARM_EXTRA,
-                history,
+                history: 0,
             },
+            HISTORY,
             0,
         );
         stats.eigen_solves += 1;
@@ -404,11 +386,6 @@ impl CentralField {
         if !eig.converged {
             stats.unconverged_eigen_solves += 1;
         }
-        if let Some(top) = point.vectors.first() {
-            point.history.insert(0, top.clone());
-            point.history.truncate(HISTORY);
-        }
-        point.vectors = eig.warm.clone();
         point.eigenvalues = eig.values.clone();
         (eig.values, eig.vectors, eig.converged)
     }

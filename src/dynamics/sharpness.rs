@@ -263,6 +263,62 @@ pub fn top_eigenpairs(
     result
 }
 
+/// What eigen-solves along a trajectory carry from one to the next (the central flow's, the
+/// sharpness column's): the last solve's top Ritz vectors, the pairs it sought and
+/// `warm_extra` more, and the top vectors of the solves before it, newest first. Along a
+/// trajectory the states lie nearly on a line, so the eigenvector turns in nearly one
+/// direction, which the differences of its last few values span: Rayleigh–Ritz on them starts
+/// from an extrapolation of the turning rather than from the last vector.
+#[derive(Debug, Clone, Default)]
+pub struct Trail {
+    /// The last solve's top Ritz vectors, largest first.
+    pub vectors: Vec<Vec<f64>>,
+    /// The top vectors of the solves before it, newest first.
+    earlier: Vec<Vec<f64>>,
+}
+
+impl Trail {
+    /// [`top_eigenpairs`] at `state` started from the trail (`opts.history` is set here),
+    /// which then holds this solve's vectors and at most `keep` earlier top vectors. The
+    /// earlier vectors join only beside a whole warm start: not when a solve asks for more
+    /// pairs than the last one kept (the central flow's event tests, after the field's solve).
+    pub fn solve(
+        &mut self,
+        field: &dyn Field,
+        state: &[f64],
+        opts: &EigenOptions,
+        keep: usize,
+        seed: u64,
+    ) -> TopEigen {
+        let warm = opts.count + opts.warm_extra;
+        let history = if self.vectors.len() >= warm {
+            self.earlier.len()
+        } else {
+            0
+        };
+        let start: Vec<Vec<f64>> = self
+            .vectors
+            .iter()
+            .take(warm)
+            .chain(self.earlier.iter().take(history))
+            .cloned()
+            .collect();
+        let eig = top_eigenpairs(
+            field,
+            state,
+            &start,
+            &EigenOptions { history, ..*opts },
+            seed,
+        );
+        if let Some(top) = self.vectors.first() {
+            self.earlier.insert(0, top.clone());
+            self.earlier.truncate(keep);
+        }
+        self.vectors = eig.warm.clone();
+        eig
+    }
+}
+
 /// λ_max of the Hessian at a state (the top Ritz value; see [`TopEigen::lambda_max`] for
 /// whether it may be used).
 pub fn sharpness(

@@ -16,7 +16,7 @@ use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::{Config, FlowVariant};
 use crate::dynamics::flow::{CentralReport, Times};
 use crate::dynamics::optimizer::{Dynamics, End, Limit, Optimizer, Output};
-use crate::dynamics::sharpness::{top_eigenpairs, EigenOptions};
+use crate::dynamics::sharpness::{EigenOptions, Trail};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
@@ -93,67 +93,44 @@ impl Track {
 /// λ_max(∇²f) at records, warm-started from the last one (block Lanczos, MATH §2); an
 /// estimate that misses its tolerance leaves the cell empty.
 struct SharpnessTracker {
-    vectors: Vec<Vec<f64>>,
-    /// The top vectors of the records before the last, newest first.
-    history: Vec<Vec<f64>>,
+    trail: Trail,
     cost: SharpnessCost,
 }
 
 /// Ritz vectors beyond the top one kept as the next record's start: where the top one turns
 /// to from step to step.
 const SHARPNESS_WARM_EXTRA: usize = 1;
-/// Top vectors of earlier records also in the start: at the edge of stability GD's iterates
-/// alternate, so the record two back is nearer than the last, and along a smooth path their
-/// differences span the direction the top vector turns in (MATH §8's central flow starts its
-/// eigen-solves the same way).
+/// Top vectors of earlier records also in the start ([`Trail`]): at the edge of stability GD's
+/// iterates alternate, so the record two back is nearer than the last (MATH §8's central flow
+/// starts its eigen-solves the same way).
 const SHARPNESS_HISTORY: usize = 4;
 
 impl SharpnessTracker {
     fn new() -> Self {
         Self {
-            vectors: Vec::new(),
-            history: Vec::new(),
+            trail: Trail::default(),
             cost: SharpnessCost::default(),
         }
     }
     fn at(&mut self, field: &dyn Field, x: &[f64]) -> Option<f64> {
         let start = Instant::now();
-        let warm = 1 + SHARPNESS_WARM_EXTRA;
-        let history = if self.vectors.len() >= warm {
-            self.history.len()
-        } else {
-            0
-        };
-        let vectors: Vec<Vec<f64>> = self
-            .vectors
-            .iter()
-            .take(warm)
-            .chain(self.history.iter().take(history))
-            .cloned()
-            .collect();
-        let top = top_eigenpairs(
+        let top = self.trail.solve(
             field,
             x,
-            &vectors,
             &EigenOptions {
                 tol: 1e-8,
                 warm_extra: SHARPNESS_WARM_EXTRA,
-                history,
                 ..EigenOptions::default()
             },
+            SHARPNESS_HISTORY,
             0,
         );
-        if let Some(last) = self.vectors.first() {
-            self.history.insert(0, last.clone());
-            self.history.truncate(SHARPNESS_HISTORY);
-        }
         self.cost.computations += 1;
         self.cost.hvps += top.hvps;
         self.cost.seconds += start.elapsed().as_secs_f64();
         if !top.converged {
             self.cost.unconverged += 1;
         }
-        self.vectors = top.warm.clone();
         top.lambda_max()
     }
 }

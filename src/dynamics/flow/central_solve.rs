@@ -165,7 +165,7 @@ pub fn solve_central_flow_with(
                     .unwrap_or(f64::NAN),
                 sigma_trace: if p == 0 { 0.0 } else { pt.sigma_trace() },
                 active: p,
-                vectors: pt.vectors.iter().take(p).cloned().collect(),
+                vectors: pt.trail.vectors.iter().take(p).cloned().collect(),
             }
         };
         while next < times.len() && times.at(next) <= t0 {
