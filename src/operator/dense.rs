@@ -30,7 +30,7 @@ pub struct DenseOperator {
     a: Storage,
     counter: Counter,
     name: &'static str,
-    /// How the fused pass runs, chosen by timing its first calls.
+    /// How the fused pass runs, chosen by timing its calls (see [`Planner`]).
     planner: Planner,
 }
 
@@ -104,13 +104,13 @@ impl DenseOperator {
     }
 
     /// Run the fused pass always by `plan`, or (`None`, the default) by the fastest, chosen
-    /// by timing the first calls: every plan gives the same results bit for bit.
+    /// by timing its calls: every plan gives the same results bit for bit.
     pub fn set_fused_plan(&mut self, plan: Option<FusedPlan>) {
         self.planner = plan.map(Planner::forced).unwrap_or_default();
     }
 
-    /// The fused pass's plan for one input, once chosen (`None` before its first calls above
-    /// the one-thread size, and at sizes below it, where one block runs on one thread).
+    /// The fused pass's plan last chosen for one input (`None` before its first plans were
+    /// timed, and at sizes below the one-thread size, where one block runs on one thread).
     pub fn fused_plan(&self) -> Option<FusedPlan> {
         self.planner.chosen()
     }
