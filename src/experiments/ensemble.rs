@@ -19,6 +19,7 @@ use crate::dynamics::optimizer::{Dynamics, Limit, Optimizer};
 use crate::dynamics::{Driver, FlowVariant, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::Field;
+use crate::operator::beside_other_work;
 use crate::results::ensemble::{
     BlockRow, EnsemblePart, EnsembleRow, EnsembleSummary, Running, Stat, SubstepChoice, WeakError,
 };
@@ -255,7 +256,8 @@ impl<'a> Measure<'a> {
             let parts = wave
                 .par_iter()
                 .map(|(_, range)| {
-                    let part = one_chunk(range.clone());
+                    // replicas side by side: their passes share rayon's pool
+                    let part = beside_other_work(|| one_chunk(range.clone()));
                     self.bar.inc(range.end - range.start);
                     part
                 })

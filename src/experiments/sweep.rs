@@ -36,6 +36,7 @@ use crate::dynamics::stability::{stability_limit, StabilityOptions};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
+use crate::operator::beside_other_work;
 use crate::problem::Problem;
 use crate::results::run::ProblemInfo;
 use crate::results::sweep::{
@@ -450,7 +451,7 @@ fn modified_flows(ctx: &Ctx, eta: f64) -> Result<ModifiedFlows> {
         count: n + 1,
     };
     let opts = ctx.flow_opts;
-    let (coarse, tight) = rayon::join(
+    let (coarse, tight) = join_beside(
         || limit.solve_kept(times, &opts, &|_| true),
         || limit.solve_kept(times, &opts.tightened(TIGHTENING), &|_| true),
     );
@@ -760,7 +761,7 @@ fn reference_flows(
     let mut steps: Vec<usize> = etas.iter().map(|&e| settings.steps_for(e)).collect();
     steps.push(1);
     let t = Instant::now();
-    let (plain, tight) = rayon::join(
+    let (plain, tight) = join_beside(
         || plain_flow_all(plain_limit, &out_etas, &steps, flow_opts),
         || {
             let tight = flow_opts.tightened(TIGHTENING);
@@ -793,7 +794,7 @@ fn compare_all(
     let flows: Vec<(ModifiedFlows, Option<CentralRef>)> = etas
         .par_iter()
         .map(|&eta| {
-            let (m, c) = rayon::join(|| modified_flows(ctx, eta), || central_flow(ctx, eta));
+            let (m, c) = join_beside(|| modified_flows(ctx, eta), || central_flow(ctx, eta));
             bar.inc(1);
             Ok((m?, c?))
         })
@@ -1000,4 +1001,13 @@ fn stability_report(
         bisection,
         steps_per_trial,
     }
+}
+
+/// `rayon::join` for flows solved side by side: their passes share rayon's pool
+/// ([`beside_other_work`]) rather than each taking the operator's spinning helpers.
+fn join_beside<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    rayon::join(|| beside_other_work(a), || beside_other_work(b))
 }

@@ -4,9 +4,9 @@
 //! interleaved inputs, each compiled for AVX2 (and FMA) when the CPU has it, chosen at run
 //! time.
 
-use rayon::prelude::*;
+use std::sync::OnceLock;
 
-use super::Entry;
+use super::{team, Entry};
 
 /// Inputs per group of the batch kernels: eight f64 lanes, two AVX2 registers.
 const GROUP: usize = 8;
@@ -111,7 +111,14 @@ where
     F: Fn(usize, &[f64]) -> Vec<f64> + Sync,
 {
     for (group, inter) in outs.chunks_mut(GROUP).zip(interleave(inputs, len)) {
-        let parts: Vec<Vec<f64>> = starts.par_iter().map(|&s| piece(s, &inter)).collect();
+        let slots: Vec<OnceLock<Vec<f64>>> = starts.iter().map(|_| OnceLock::new()).collect();
+        team::for_each(starts.len(), |t| {
+            let _ = slots[t].set(piece(starts[t], &inter));
+        });
+        let parts: Vec<Vec<f64>> = slots
+            .into_iter()
+            .map(|s| s.into_inner().expect("ran"))
+            .collect();
         for (&s, part) in starts.iter().zip(&parts) {
             for (i, vals) in part.chunks_exact(GROUP).enumerate() {
                 for (out, v) in group.iter_mut().zip(vals) {
@@ -194,12 +201,10 @@ pub(super) fn apply_any<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f6
     // Each output entry is computed by exactly one task in a fixed order, so the result does
     // not depend on the number of threads.
     let rows_per_task = (out.len() / 8).max(4) / 4 * 4;
-    out.par_chunks_mut(rows_per_task)
-        .enumerate()
-        .for_each(|(t, o)| {
-            let start = t * rows_per_task * n;
-            apply_rows(&data[start..start + o.len() * n], n, x, o);
-        });
+    team::for_each_chunk(out, rows_per_task, |t, o| {
+        let start = t * rows_per_task * n;
+        apply_rows(&data[start..start + o.len() * n], n, x, o);
+    });
 }
 
 pub(super) fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [f64]) {
@@ -209,9 +214,9 @@ pub(super) fn adjoint_any<E: Entry>(data: &[E], n: usize, z: &[f64], out: &mut [
     }
     // Tasks own disjoint ranges of the output and sum over all rows in the same order.
     let cols_per_task = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
-    out.par_chunks_mut(cols_per_task)
-        .enumerate()
-        .for_each(|(t, o)| adjoint_rows(data, n, t * cols_per_task, z, o));
+    team::for_each_chunk(out, cols_per_task, |t, o| {
+        adjoint_rows(data, n, t * cols_per_task, z, o)
+    });
 }
 
 /// `out[k] = ⟨A_{rows[k]}, x⟩` from the stored columns (n entries each): a mini-batch's
@@ -900,7 +905,14 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
             );
             (rb, parts)
         };
-        let results: Vec<BlockResult<C>> = blocks.par_iter().map(run).collect();
+        let slots: Vec<OnceLock<BlockResult<C>>> = blocks.iter().map(|_| OnceLock::new()).collect();
+        team::for_each(blocks.len(), |b| {
+            let _ = slots[b].set(run(&blocks[b]));
+        });
+        let results: Vec<BlockResult<C>> = slots
+            .into_iter()
+            .map(|s| s.into_inner().expect("every block ran"))
+            .collect();
         let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
         for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
             for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
@@ -916,9 +928,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
                     }
                 }
             };
-            gc.par_chunks_mut(width)
-                .enumerate()
-                .for_each(|(t, out)| reduce((t * width, out)));
+            team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
         }
     } else {
         // the same sums in the same order: g = ((0 + part_0) + part_1) + …

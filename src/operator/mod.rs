@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 mod dense;
 mod kernels;
 mod sampled;
+mod team;
 
 pub use dense::{DenseOperator, StorageView};
 pub use kernels::FusedPlan;
 pub use sampled::{EntryOperator, IdentityOperator};
+pub use team::beside_other_work;
 
 /// How often an operator has been applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -397,12 +397,13 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
 /// Every way the fused pass can run its row blocks (one sweep or two, on the pool or on the
 /// calling thread; the operator times them on its first calls and keeps the fastest) gives
 /// the same residuals and gradients bit for bit, for one input and two sharing a pass, in f64
-/// and f32 storage, with 1, 2 and 3 threads, at a size with a short last block (m = 903 rows
-/// in blocks of 60) and rows whose length is not a multiple of four; and an operator left to
-/// choose reports the plan it chose.
+/// and f32 storage, with 1, 2 and 3 threads, the blocks on the operator's spinning helpers
+/// or on rayon's pool (`beside_other_work`), with three callers at once, at a size with a
+/// short last block (m = 903 rows in blocks of 60) and rows whose length is not a multiple of
+/// four; and an operator left to choose reports the plan it chose.
 #[test]
 fn every_plan_of_the_fused_pass_gives_the_same_bits() {
-    use gdflow::operator::{FusedPlan, SensingOperator};
+    use gdflow::operator::{beside_other_work, FusedPlan, SensingOperator};
     let (n1, n2, m) = (41, 31, 903);
     let n = n1 * n2;
     let (f64_op, f32_op) = f64_and_f32_storage(n1, n2, m, 8);
@@ -410,15 +411,20 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
     let xb: Vec<f64> = (0..n).map(|j| ((j * 3) % 13) as f64 * 0.4 - 2.1).collect();
     let y: Vec<f64> = (0..m).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
     for mut op in [f64_op, f32_op] {
+        let passes = |op: &gdflow::operator::DenseOperator| {
+            let (mut r, mut g) = (vec![0.0; m], vec![0.0; n]);
+            op.residual_adjoint(&xa, &y, &mut r, &mut g);
+            let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
+            let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
+            op.residual_adjoint_pair([&xa, &xb], &y, [&mut ra, &mut rb], [&mut ga, &mut gb]);
+            ((r, g), (ra, ga), (rb, gb))
+        };
         let run = |op: &gdflow::operator::DenseOperator, threads: usize| {
-            super::on_threads(threads, || {
-                let (mut r, mut g) = (vec![0.0; m], vec![0.0; n]);
-                op.residual_adjoint(&xa, &y, &mut r, &mut g);
-                let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
-                let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
-                op.residual_adjoint_pair([&xa, &xb], &y, [&mut ra, &mut rb], [&mut ga, &mut gb]);
-                ((r, g), (ra, ga), (rb, gb))
-            })
+            super::on_threads(threads, || passes(op))
+        };
+        // the blocks on rayon's pool instead of the operator's helpers
+        let beside = |op: &gdflow::operator::DenseOperator, threads: usize| {
+            super::on_threads(threads, || beside_other_work(|| passes(op)))
         };
         op.set_fused_plan(Some(FusedPlan::Pool));
         let expected = run(&op, 2);
@@ -428,7 +434,19 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
             op.set_fused_plan(Some(plan));
             for threads in 1..=3 {
                 assert_eq!(run(&op, threads), expected, "{plan:?}, {threads} threads");
+                assert_eq!(
+                    beside(&op, threads),
+                    expected,
+                    "{plan:?}, {threads}, on rayon"
+                );
             }
+            // callers at once, sharing the helpers (each waits only for its own blocks)
+            std::thread::scope(|s| {
+                let callers: Vec<_> = (0..3).map(|_| s.spawn(|| run(&op, 2))).collect();
+                for c in callers {
+                    assert_eq!(c.join().unwrap(), expected, "{plan:?}, concurrent callers");
+                }
+            });
         }
         op.set_fused_plan(None);
         assert_eq!(op.counts().fused_plan, None, "nothing timed yet");

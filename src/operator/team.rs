@@ -1,0 +1,98 @@
+//! The threads that run a pass's row blocks beside the caller.
+//!
+//! Rayon's idle workers yield about thirty times and then sleep, and a sleeping worker is
+//! woken by a system call (a futex, and on a virtual machine an interrupt to another vCPU).
+//! The central flow's eigen-solves make a pass of ~80 µs every ~110 µs on the default
+//! problem, so every pass woke a sleeping worker: a fifth of the run's time went to waking
+//! and sleeping (`perf`: `futex_wake`, `sched_yield`), and two threads ran the flow only
+//! 1.24× faster than one. Rayon cannot be told to wait longer (rayon-rs/rayon#684 was closed
+//! without a setting). micropool's workers spin for a set time before they sleep and the
+//! caller works beside them, so passes that follow one another closely never sleep between
+//! them. Rayon stays for everything else (replicas, sweeps, the other kernels).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use paralight::prelude::*;
+
+/// How long an idle helper waits for the next pass before it sleeps, in `spin_loop` hints
+/// (a few ns to ~50 ns each, by CPU: at most ~1.5 ms), longer than the gaps between an
+/// eigen-solve's passes. On the central flow of the default problem 3000 gave 9.2 s, 10 000
+/// 8.6 s, 30 000 8.2 s, 100 000 8.4 s (12.7 s on rayon).
+const IDLE_SPIN: usize = 30_000;
+
+thread_local! {
+    static BESIDE_OTHER_WORK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with its passes on rayon's pool instead of the spinning helpers: for work that
+/// runs beside other work on the pool (a sweep's flows, an ensemble's replicas), where every
+/// core is already busy and a helper spinning between passes would take a core from them,
+/// while rayon lets an idle worker take a pass's blocks. Results are the same either way.
+pub fn beside_other_work<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BESIDE_OTHER_WORK.set(self.0);
+        }
+    }
+    let _restore = Restore(BESIDE_OTHER_WORK.replace(true));
+    f()
+}
+
+/// `f(0)`, …, `f(count − 1)` on the calling thread and `threads − 1` helpers, where
+/// `threads` is the size of the rayon pool the caller runs in (so `RAYON_NUM_THREADS` and a
+/// binding's own pool set it); inside [`beside_other_work`], on that pool. Each index runs
+/// once; in which thread is not defined, so `f` must write each index's result where it
+/// alone writes. One thread, or one index: in turn, on the caller.
+pub(super) fn for_each(count: usize, f: impl Fn(usize) + Sync) {
+    let helpers = rayon::current_num_threads().saturating_sub(1);
+    if helpers == 0 || count < 2 {
+        (0..count).for_each(f);
+        return;
+    }
+    if BESIDE_OTHER_WORK.get() {
+        rayon::iter::ParallelIterator::for_each(
+            rayon::iter::IntoParallelIterator::into_par_iter(0..count),
+            |i| f(i),
+        );
+        return;
+    }
+    IntoExactParallelSource::into_par_iter(0..count)
+        // one index per work unit: a pass has few (16) even blocks
+        .with_thread_pool(team(helpers).split_per_item())
+        .for_each(f);
+}
+
+/// `f(t, chunk_t)` for the chunks of `out` of `width` entries (the last shorter), as
+/// [`for_each`] runs indices: each chunk written by one call.
+pub(super) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    // a lock per chunk only to hand each index its own chunk: never contended
+    let chunks: Vec<Mutex<&mut [T]>> = out.chunks_mut(width.max(1)).map(Mutex::new).collect();
+    for_each(chunks.len(), |t| {
+        f(t, &mut chunks[t].lock().expect("one call per chunk"))
+    });
+}
+
+/// One team per helper count, made at its first use and kept for the process (a process
+/// normally sees one pool size; tests and bindings that build others get a team each).
+fn team(helpers: usize) -> &'static micropool::ThreadPool {
+    static TEAMS: OnceLock<Mutex<HashMap<usize, &'static micropool::ThreadPool>>> = OnceLock::new();
+    let mut teams = TEAMS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("not poisoned");
+    teams.entry(helpers).or_insert_with(|| {
+        Box::leak(Box::new(
+            micropool::ThreadPoolBuilder::default()
+                .num_threads(helpers)
+                .idle_spin_cycles(IDLE_SPIN)
+                .build(),
+        ))
+    })
+}
