@@ -127,6 +127,20 @@ pub fn format_summary(s: &RunSummary) -> String {
     if !o.limit.is_empty() && o.name != "gd" {
         let _ = writeln!(out, "limit: {}; UᵀU − VᵀV {}", o.limit, o.balance);
     }
+    let _ = writeln!(
+        out,
+        "records: {}; spectral columns (sv_i, rho, theory): {} (--spectrum-every {})",
+        match c.record_every {
+            1 => "every step".to_string(),
+            j => format!("every {j} steps and the last"),
+        },
+        match c.spectrum_every {
+            0 => "none".to_string(),
+            1 => "at every record".to_string(),
+            j => format!("at one record in {j} and the last"),
+        },
+        c.spectrum_every
+    );
     let _ = writeln!(out);
     let w = method.len().max(6);
     let _ = writeln!(

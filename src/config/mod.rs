@@ -346,11 +346,13 @@ keys! {
         pub sharpness_every: Option<usize> = |a| usize::from(a.flow() == FlowVariant::Central); check checks::toml_count,
         /// Compute the spectral columns — sv_i, rho and the theory's signal, sin Θ and spurious
         /// columns — at every j-th record of every dynamics (the last record too), leaving their
-        /// cells empty in the others; 0 never. Every other column, and every maximum, is still
-        /// taken at every record and step. A record's spectral work (an operator norm by Lanczos,
-        /// factored SVDs) costs about a pass over the sensing matrix at small sizes [default: 1]
+        /// cells empty in the others; 1 at every record, 0 never. Every other column, and every
+        /// maximum, is still taken at every record and step. A record's spectral work (an
+        /// operator norm by Lanczos, factored SVDs) costs about a pass over the sensing matrix
+        /// at small sizes [default: records ÷ 100 rounded down, at least 1: 100 to 200 spectral
+        /// rows per dynamics (every record below 100), 10 for the default 1000 steps]
         #[cfg_attr(feature = "cli", arg(long, value_name = "j", help_heading = "Method"))]
-        pub spectrum_every: Option<usize> = |_| 1; check checks::toml_count,
+        pub spectrum_every: Option<usize> = |a| (a.steps() / a.record_every().max(1) / SPECTRAL_ROWS).max(1); check checks::toml_count,
         /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or
         /// relative to the whole state [default: componentwise]
         #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Solver"))]
@@ -706,6 +708,11 @@ impl SweepArgs {
         out
     }
 }
+
+/// At least this many records of each dynamics (fewer than twice as many) carry the spectral
+/// columns by default, every record of a shorter run: a figure's worth of points, while the spectral work (on the default problem ~55 µs a record against
+/// ~65 µs for a pass over the sensing matrix) stays a small part of a run.
+pub const SPECTRAL_ROWS: usize = 100;
 
 /// "MIN:MAX:COUNT" → COUNT geometrically spaced values from MIN to MAX.
 /// A sweep takes at most this many step sizes (each is a GD run and a modified flow).

@@ -186,6 +186,11 @@ impl Setup {
             ));
         }
         let mut cfg = args.resolve()?;
+        if command != Command::Run {
+            // refused above: a check reads ρ's maximum and the phases from every record, a
+            // sweep records no spectral columns
+            cfg.spectrum_every = 1;
+        }
         if let Some(dir) = &cfg.out {
             crate::output::check_out_dir(dir, force)?;
         }

@@ -196,3 +196,57 @@ fn stated_check_defaults_are_the_applied_ones() {
     }
     assert_eq!(checked, 9, "every constant with a default");
 }
+
+/// The spectral columns' default cadence gives 100 to 200 spectral rows per dynamics (records
+/// ÷ 100 rounded down, at least 1: every record below 100); a value given wins; `gdflow check`, which reads ρ's maximum and the
+/// phases from every record, and `gdflow sweep`, which has no spectral columns, resolve it to
+/// every record whatever the steps.
+#[test]
+fn spectral_columns_default_to_about_a_hundred_rows_per_dynamics() {
+    use gdflow::experiments::{Command, Setup};
+    let every = |steps: usize, record_every: usize, given: Option<usize>| {
+        ConfigArgs {
+            steps: Some(steps),
+            record_every: Some(record_every),
+            spectrum_every: given,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .spectrum_every
+    };
+    for (steps, record_every) in [(1000, 1), (50, 1), (99, 1), (100, 1), (250, 1), (5000, 7)] {
+        let records = steps / record_every;
+        let expected = (records / 100).max(1);
+        assert_eq!(
+            every(steps, record_every, None),
+            expected,
+            "{steps} steps / {record_every}"
+        );
+        let spectral_rows = records.div_ceil(expected);
+        assert!(
+            (100..200).contains(&spectral_rows) || (records < 100 && expected == 1),
+            "{spectral_rows} rows"
+        );
+        assert_eq!(every(steps, record_every, Some(1)), 1, "given");
+    }
+    let args = ConfigArgs {
+        n1: Some(6),
+        n2: Some(5),
+        rank: Some(1),
+        measurements: Some(40),
+        steps: Some(3000),
+        ..Default::default()
+    };
+    assert_eq!(args.resolve().unwrap().spectrum_every, 30);
+    let check = Setup::new(&args, Command::Check, false).unwrap();
+    assert_eq!(check.config.spectrum_every, 1, "check");
+    // a sweep takes no --steps: its default 1000 would give 10
+    let args = ConfigArgs {
+        steps: None,
+        ..args
+    };
+    assert_eq!(args.resolve().unwrap().spectrum_every, 10);
+    let sweep = Setup::new(&args, Command::Sweep, false).unwrap();
+    assert_eq!(sweep.config.spectrum_every, 1, "sweep");
+}
