@@ -11,8 +11,50 @@ use super::kernels::{
 use super::{Counter, OperatorCounts, Precision, SensingOperator};
 
 enum Storage {
-    F64(DMatrix<f64>),
-    F32(Vec<f32>),
+    F64(Lines<f64>),
+    F32(Lines<f32>),
+}
+
+/// Entries whose first one starts a 64-byte cache line. The allocator returns a large block 16
+/// bytes past a page boundary, so with rows a multiple of 64 bytes long half of the kernels'
+/// 32-byte loads straddled two cache lines, and at other row lengths a varying share did.
+struct Lines<T> {
+    buf: Vec<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Lines<T> {
+    const PAD: usize = 64 / std::mem::size_of::<T>();
+
+    fn zeros(len: usize) -> Self {
+        let buf = vec![T::default(); len + Self::PAD];
+        let offset = buf.as_ptr().align_offset(64).min(Self::PAD);
+        Self { buf, offset, len }
+    }
+
+    /// `v`'s entries, moved within its own block (grown by one cache line, so the peak
+    /// memory stays one copy).
+    fn from_vec(mut v: Vec<T>) -> Self {
+        let len = v.len();
+        v.reserve_exact(Self::PAD);
+        let offset = v.as_ptr().align_offset(64).min(Self::PAD);
+        v.resize(len + offset, T::default());
+        v.copy_within(0..len, offset);
+        Self {
+            buf: v,
+            offset,
+            len,
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.buf[self.offset..self.offset + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.offset..self.offset + self.len]
+    }
 }
 
 /// The stored entries, column i being vec(A_i).
@@ -42,7 +84,7 @@ impl DenseOperator {
             n1,
             n2,
             m: a.ncols(),
-            a: Storage::F64(a),
+            a: Storage::F64(Lines::from_vec(a.data.into())),
             counter: Counter::default(),
             planner: Planner::default(),
             name: "dense",
@@ -68,13 +110,13 @@ impl DenseOperator {
         let n = n1 * n2;
         let a = match precision {
             Precision::F64 => {
-                let mut a = DMatrix::zeros(n, m);
+                let mut a = Lines::zeros(n * m);
                 fill_gaussian(a.as_mut_slice(), n1, n2, &normal, rng, |v| v);
                 Storage::F64(a)
             }
             Precision::F32 => {
-                let mut a = vec![0f32; n * m];
-                fill_gaussian(&mut a, n1, n2, &normal, rng, |v| v as f32);
+                let mut a = Lines::zeros(n * m);
+                fill_gaussian(a.as_mut_slice(), n1, n2, &normal, rng, |v| v as f32);
                 Storage::F32(a)
             }
         };
@@ -93,7 +135,9 @@ impl DenseOperator {
     /// operator.
     pub fn into_f32(self) -> Self {
         let a = match self.a {
-            Storage::F64(a) => Storage::F32(a.as_slice().iter().map(|&v| v as f32).collect()),
+            Storage::F64(a) => Storage::F32(Lines::from_vec(
+                a.as_slice().iter().map(|&v| v as f32).collect(),
+            )),
             f32 => f32,
         };
         Self {
@@ -126,7 +170,7 @@ impl DenseOperator {
     pub fn storage(&self) -> StorageView<'_> {
         match &self.a {
             Storage::F64(a) => StorageView::F64(a.as_slice()),
-            Storage::F32(a) => StorageView::F32(a),
+            Storage::F32(a) => StorageView::F32(a.as_slice()),
         }
     }
 }
@@ -164,7 +208,7 @@ impl DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => fused_any(a.as_slice(), n, x, y, residual, out, &self.planner),
-            Storage::F32(a) => fused_any(a, n, x, y, residual, out, &self.planner),
+            Storage::F32(a) => fused_any(a.as_slice(), n, x, y, residual, out, &self.planner),
         }
     }
 }
@@ -184,7 +228,7 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => apply_any(a.as_slice(), n, x, out),
-            Storage::F32(a) => apply_any(a, n, x, out),
+            Storage::F32(a) => apply_any(a.as_slice(), n, x, out),
         }
     }
     fn adjoint(&self, z: &[f64], out: &mut [f64]) {
@@ -192,7 +236,7 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
-            Storage::F32(a) => adjoint_any(a, n, z, out),
+            Storage::F32(a) => adjoint_any(a.as_slice(), n, z, out),
         }
     }
     fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {
@@ -200,7 +244,7 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => apply_selected(a.as_slice(), n, rows, x, out),
-            Storage::F32(a) => apply_selected(a, n, rows, x, out),
+            Storage::F32(a) => apply_selected(a.as_slice(), n, rows, x, out),
         }
     }
     fn adjoint_rows(&self, rows: &[usize], z: &[f64], out: &mut [f64]) {
@@ -208,7 +252,7 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => adjoint_selected(a.as_slice(), n, rows, z, out),
-            Storage::F32(a) => adjoint_selected(a, n, rows, z, out),
+            Storage::F32(a) => adjoint_selected(a.as_slice(), n, rows, z, out),
         }
     }
     fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {
@@ -226,9 +270,9 @@ impl SensingOperator for DenseOperator {
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         let n = self.n1 * self.n2;
         match &self.a {
-            Storage::F64(a) => out.copy_from_slice(a.column(i).as_slice()),
+            Storage::F64(a) => out.copy_from_slice(&a.as_slice()[i * n..(i + 1) * n]),
             Storage::F32(a) => {
-                for (o, v) in out.iter_mut().zip(&a[i * n..(i + 1) * n]) {
+                for (o, v) in out.iter_mut().zip(&a.as_slice()[i * n..(i + 1) * n]) {
                     *o = *v as f64;
                 }
             }
@@ -248,7 +292,7 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => apply_block_any(a.as_slice(), n, xs, outs),
-            Storage::F32(a) => apply_block_any(a, n, xs, outs),
+            Storage::F32(a) => apply_block_any(a.as_slice(), n, xs, outs),
         }
     }
     fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
@@ -256,15 +300,17 @@ impl SensingOperator for DenseOperator {
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
-            Storage::F32(a) => adjoint_block_any(a, n, zs, outs),
+            Storage::F32(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
         }
     }
     fn to_dense(&self) -> DMatrix<f64> {
         match &self.a {
-            Storage::F64(a) => a.clone(),
-            Storage::F32(a) => {
-                DMatrix::from_iterator(self.n1 * self.n2, self.m, a.iter().map(|&v| v as f64))
-            }
+            Storage::F64(a) => DMatrix::from_column_slice(self.n1 * self.n2, self.m, a.as_slice()),
+            Storage::F32(a) => DMatrix::from_iterator(
+                self.n1 * self.n2,
+                self.m,
+                a.as_slice().iter().map(|&v| v as f64),
+            ),
         }
     }
 }

@@ -55,7 +55,7 @@ pub(super) fn for_each(count: usize, f: impl Fn(usize) + Sync) {
     if BESIDE_OTHER_WORK.get() {
         rayon::iter::ParallelIterator::for_each(
             rayon::iter::IntoParallelIterator::into_par_iter(0..count),
-            |i| f(i),
+            &f,
         );
         return;
     }

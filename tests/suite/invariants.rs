@@ -508,3 +508,40 @@ fn f64_and_f32_storage(
     let op = || DenseOperator::gaussian(n1, n2, m, &mut sub_rng(seed, STREAM_OPERATOR));
     (op(), op().into_f32())
 }
+
+/// Every way a dense operator comes to hold its entries (drawn in f64 or f32, from a matrix,
+/// rounded to f32) stores them from the start of a 64-byte cache line, so that no row whose
+/// length is a multiple of 8 entries has a 32-byte load straddling two lines; the entries are
+/// the ones given.
+#[test]
+fn dense_operators_store_their_entries_from_a_cache_line() {
+    use gdflow::operator::{DenseOperator, Precision, SensingOperator, StorageView};
+    use gdflow::problem::{sub_rng, STREAM_OPERATOR};
+    let aligned = |op: &DenseOperator| match op.storage() {
+        StorageView::F64(s) => s.as_ptr() as usize % 64 == 0,
+        StorageView::F32(s) => s.as_ptr() as usize % 64 == 0,
+    };
+    for (n1, n2, m) in [(20, 20, 400), (3, 5, 7), (1, 1, 1)] {
+        let rng = || sub_rng(4, STREAM_OPERATOR);
+        let f64_op = DenseOperator::gaussian(n1, n2, m, &mut rng());
+        let f32_op = DenseOperator::gaussian_stored(n1, n2, m, &mut rng(), Precision::F32);
+        let dense = f64_op.to_dense();
+        let from_matrix = DenseOperator::from_columns(n1, n2, dense.clone());
+        assert_eq!(from_matrix.to_dense(), dense, "the entries given");
+        let rounded = from_matrix.into_f32();
+        assert_eq!(
+            rounded.to_dense(),
+            f32_op.to_dense(),
+            "the same draws, rounded"
+        );
+        for (name, op) in [
+            ("f64", &f64_op),
+            ("f32", &f32_op),
+            ("from_columns", &rounded),
+        ] {
+            assert!(aligned(op), "{name}, {n1}×{n2}×{m}");
+        }
+        let again = DenseOperator::from_columns(n1, n2, dense);
+        assert!(aligned(&again), "from_columns, {n1}×{n2}×{m}");
+    }
+}
