@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         eta: Some(0.01),
         steps: Some(600),
         seed: Some(0),
+        spectrum_every: Some(1), // its figures and tables read every record
         ..Default::default()
     };
     let setup = Setup::new(&args, Command::Run, false)?;

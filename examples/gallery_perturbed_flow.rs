@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
             steps: Some(1200),
             record_every: Some(4),
             seed: Some(0),
+            spectrum_every: Some(1), // its figures and tables read every record
             ..Default::default()
         })?;
         let max_rho = run

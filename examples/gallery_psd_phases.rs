@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             eta: Some(0.05),
             steps: Some(1000),
             seed: Some(0),
+            spectrum_every: Some(1), // its figures and tables read every record
             ..Default::default()
         })?;
         let phases = detect_phases(&run.flow, sigma[1], 0.1);

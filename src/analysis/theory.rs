@@ -24,7 +24,9 @@ pub struct Phases {
     pub alignment_tol: f64,
 }
 
-/// Detect the phase boundaries from records in time order.
+/// Detect the phase boundaries from records in time order. Records without the spectral
+/// columns (`spectrum_every`) are passed over, so each time is found to the cadence's
+/// resolution (`gdflow check` computes them at every record).
 pub fn detect_phases(records: &[Record], sigma_r: f64, alignment_tol: f64) -> Phases {
     let end_of_alignment = records
         .iter()

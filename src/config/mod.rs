@@ -350,7 +350,8 @@ keys! {
         /// maximum, is still taken at every record and step. A record's spectral work (an
         /// operator norm by Lanczos, factored SVDs) costs about a pass over the sensing matrix
         /// at small sizes [default: records ÷ 100 rounded down, at least 1: 100 to 200 spectral
-        /// rows per dynamics (every record below 100), 10 for the default 1000 steps]
+        /// rows per dynamics (every record of a run with fewer than 200), 10 for the default
+        /// 1000 steps]
         #[cfg_attr(feature = "cli", arg(long, value_name = "j", help_heading = "Method"))]
         pub spectrum_every: Option<usize> = |a| (a.steps() / a.record_every().max(1) / SPECTRAL_ROWS).max(1); check checks::toml_count,
         /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or

@@ -256,8 +256,14 @@ impl<'a> Measure<'a> {
             let parts = wave
                 .par_iter()
                 .map(|(_, range)| {
-                    // replicas side by side: their passes share rayon's pool
-                    let part = beside_other_work(|| one_chunk(range.clone()));
+                    // replicas side by side: their passes share rayon's pool (one chunk
+                    // alone takes the operator's helpers)
+                    let chunk = || one_chunk(range.clone());
+                    let part = if wave.len() > 1 {
+                        beside_other_work(chunk)
+                    } else {
+                        chunk()
+                    };
                     self.bar.inc(range.end - range.start);
                     part
                 })

@@ -10,8 +10,10 @@
 //! caller works beside them, so passes that follow one another closely never sleep between
 //! them. Rayon stays for everything else (replicas, sweeps, the other kernels).
 
+use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, OnceLock};
 
 use paralight::prelude::*;
@@ -59,6 +61,15 @@ pub(super) fn for_each(count: usize, f: impl Fn(usize) + Sync) {
         );
         return;
     }
+    // micropool aborts the process when a job panics: catch the first panic here and raise
+    // it again on the caller, as rayon would (a Python exception, not a dead interpreter)
+    let panic: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+    let f = |i: usize| {
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
+            let mut first = panic.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(payload);
+        }
+    };
     IntoExactParallelSource::into_par_iter(0..count)
         // one run of consecutive indices per thread, the caller's the last: from one pass to
         // the next each thread mostly gets the same blocks, whose rows are still in its core's
@@ -66,6 +77,9 @@ pub(super) fn for_each(count: usize, f: impl Fn(usize) + Sync) {
         // the default problem's pass); a thread that finds no unit left takes none
         .with_thread_pool(team(helpers).split_by(helpers + 1))
         .for_each(f);
+    if let Some(payload) = panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        std::panic::resume_unwind(payload);
+    }
 }
 
 /// `f(t, chunk_t)` for the chunks of `out` of `width` entries (the last shorter), as
@@ -83,13 +97,22 @@ pub(super) fn for_each_chunk<T: Send>(
 }
 
 /// One team per helper count, made at its first use and kept for the process (a process
-/// normally sees one pool size; tests and bindings that build others get a team each).
+/// normally sees one pool size; tests and bindings that build others get a team each). A
+/// process forked from one that had teams (Python's multiprocessing) has none of their
+/// threads: it makes its own.
 fn team(helpers: usize) -> &'static micropool::ThreadPool {
-    static TEAMS: OnceLock<Mutex<HashMap<usize, &'static micropool::ThreadPool>>> = OnceLock::new();
-    let mut teams = TEAMS
-        .get_or_init(Default::default)
+    type Teams = (u32, HashMap<usize, &'static micropool::ThreadPool>);
+    static TEAMS: OnceLock<Mutex<Teams>> = OnceLock::new();
+    let mut guard = TEAMS
+        .get_or_init(|| Mutex::new((std::process::id(), HashMap::new())))
         .lock()
-        .expect("not poisoned");
+        .unwrap_or_else(|e| e.into_inner());
+    let (pid, teams) = &mut *guard;
+    if *pid != std::process::id() {
+        // the parent's teams stay leaked: dropping one would join threads this process lacks
+        *pid = std::process::id();
+        teams.clear();
+    }
     teams.entry(helpers).or_insert_with(|| {
         Box::leak(Box::new(
             micropool::ThreadPoolBuilder::default()

@@ -840,3 +840,70 @@ fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
         assert!(stderr.contains("spectrum_every"), "{cmd}: {stderr}");
     }
 }
+
+/// The spectral columns' cadence is said in the run's header line and kept in config.toml,
+/// including a cadence of 1 where the steps' default would be another: a re-run from
+/// config.toml gives the same trajectory.csv.
+#[test]
+fn spectral_cadence_is_stated_and_reruns_from_config_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        "--n1",
+        "8",
+        "--n2",
+        "6",
+        "--rank",
+        "2",
+        "--width",
+        "3",
+        "--measurements",
+        "40",
+        "--eta",
+        "0.1",
+        "--steps",
+        "300",
+        "--seed",
+        "3",
+    ];
+    for (name, given, said) in [
+        (
+            "default",
+            None,
+            "at one record in 3 and the last (--spectrum-every 3)",
+        ),
+        ("every", Some("1"), "at every record (--spectrum-every 1)"),
+    ] {
+        let (a, b) = (
+            dir.path().join(name),
+            dir.path().join(format!("{name}_again")),
+        );
+        let mut cmd = gdflow();
+        cmd.args(args).arg("--out").arg(&a);
+        if let Some(every) = given {
+            cmd.args(["--spectrum-every", every]);
+        }
+        let out = cmd.assert().success().get_output().stdout.clone();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(&format!(
+                "records: every step; spectral columns (sv_i, rho, theory): {said}"
+            )),
+            "{name}: {out}"
+        );
+        let config = std::fs::read_to_string(a.join("config.toml")).unwrap();
+        let every = given.unwrap_or("3");
+        assert!(
+            config.contains(&format!("spectrum_every = {every}")),
+            "{config}"
+        );
+        gdflow()
+            .args(["run", "--quiet", "--config"])
+            .arg(a.join("config.toml"))
+            .arg("--out")
+            .arg(&b)
+            .assert()
+            .success();
+        assert_same_trajectory(&a, &b);
+    }
+}

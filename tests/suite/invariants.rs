@@ -283,7 +283,11 @@ fn block_products_do_not_depend_on_the_thread_count() {
             let (mut ys, mut ws) = (vec![vec![0.0; m]; 5], vec![vec![0.0; n]; 5]);
             op.apply_block(&xr, &mut ys);
             op.adjoint_block(&zr, &mut ws);
-            (ys, ws)
+            // and one input at a time (above the size where they split across threads)
+            let (mut y1, mut w1) = (vec![0.0; m], vec![0.0; n]);
+            op.apply(&xs[0], &mut y1);
+            op.adjoint(&zs[0], &mut w1);
+            (ys, ws, y1, w1)
         })
     };
     let one = products(1);
