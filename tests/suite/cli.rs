@@ -847,25 +847,15 @@ fn spectrum_every_leaves_the_other_columns_and_the_maxima_as_they_were() {
 #[test]
 fn spectral_cadence_is_stated_and_reruns_from_config_toml() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "run",
-        "--n1",
-        "8",
-        "--n2",
-        "6",
-        "--rank",
-        "2",
-        "--width",
-        "3",
-        "--measurements",
-        "40",
-        "--eta",
-        "0.1",
-        "--steps",
-        "300",
-        "--seed",
-        "3",
-    ];
+    // SMALL over 300 steps: a default cadence of 3
+    let args: Vec<&str> = SMALL
+        .iter()
+        .scan(false, |after_steps, &a| {
+            let v = if *after_steps { "300" } else { a };
+            *after_steps = a == "--steps";
+            Some(v)
+        })
+        .collect();
     for (name, given, said) in [
         (
             "default",
@@ -879,7 +869,7 @@ fn spectral_cadence_is_stated_and_reruns_from_config_toml() {
             dir.path().join(format!("{name}_again")),
         );
         let mut cmd = gdflow();
-        cmd.args(args).arg("--out").arg(&a);
+        cmd.args(&args).arg("--out").arg(&a);
         if let Some(every) = given {
             cmd.args(["--spectrum-every", every]);
         }
