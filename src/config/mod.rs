@@ -711,8 +711,9 @@ impl SweepArgs {
 }
 
 /// At least this many records of each dynamics (fewer than twice as many) carry the spectral
-/// columns by default, every record of a shorter run: a figure's worth of points, while the spectral work (on the default problem ~55 µs a record against
-/// ~65 µs for a pass over the sensing matrix) stays a small part of a run.
+/// columns by default, every record of a shorter run: a figure's worth of points, while the
+/// spectral work (on the default problem ~55 µs a record against ~65 µs for a pass over the
+/// sensing matrix) stays a small part of a run.
 pub const SPECTRAL_ROWS: usize = 100;
 
 /// "MIN:MAX:COUNT" → COUNT geometrically spaced values from MIN to MAX.

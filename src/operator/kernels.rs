@@ -4,8 +4,6 @@
 //! interleaved inputs, each compiled for AVX2 (and FMA) when the CPU has it, chosen at run
 //! time.
 
-use std::sync::OnceLock;
-
 use super::{team, Entry};
 
 /// Inputs per group of the batch kernels: eight f64 lanes, two AVX2 registers.
@@ -111,14 +109,7 @@ where
     F: Fn(usize, &[f64]) -> Vec<f64> + Sync,
 {
     for (group, inter) in outs.chunks_mut(GROUP).zip(interleave(inputs, len)) {
-        let slots: Vec<OnceLock<Vec<f64>>> = starts.iter().map(|_| OnceLock::new()).collect();
-        team::for_each(starts.len(), |t| {
-            let _ = slots[t].set(piece(starts[t], &inter));
-        });
-        let parts: Vec<Vec<f64>> = slots
-            .into_iter()
-            .map(|s| s.into_inner().expect("ran"))
-            .collect();
+        let parts: Vec<Vec<f64>> = team::map(starts.len(), |t| piece(starts[t], &inter));
         for (&s, part) in starts.iter().zip(&parts) {
             for (i, vals) in part.chunks_exact(GROUP).enumerate() {
                 for (out, v) in group.iter_mut().zip(vals) {
@@ -905,14 +896,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
             );
             (rb, parts)
         };
-        let slots: Vec<OnceLock<BlockResult<C>>> = blocks.iter().map(|_| OnceLock::new()).collect();
-        team::for_each(blocks.len(), |b| {
-            let _ = slots[b].set(run(&blocks[b]));
-        });
-        let results: Vec<BlockResult<C>> = slots
-            .into_iter()
-            .map(|s| s.into_inner().expect("every block ran"))
-            .collect();
+        let results: Vec<BlockResult<C>> = team::map(blocks.len(), |b| run(&blocks[b]));
         let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
         for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
             for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {

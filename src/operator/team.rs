@@ -82,6 +82,18 @@ pub(super) fn for_each(count: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// `[f(0), …, f(count − 1)]`, run as [`for_each`] runs indices.
+pub(super) fn map<T: Send + Sync>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let slots: Vec<OnceLock<T>> = (0..count).map(|_| OnceLock::new()).collect();
+    for_each(count, |i| {
+        let _ = slots[i].set(f(i));
+    });
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("every index ran"))
+        .collect()
+}
+
 /// `f(t, chunk_t)` for the chunks of `out` of `width` entries (the last shorter), as
 /// [`for_each`] runs indices: each chunk written by one call.
 pub(super) fn for_each_chunk<T: Send>(
