@@ -53,8 +53,9 @@ pub struct Config {
     /// The sharpness at every j-th record (0: never).
     #[serde(default)]
     pub sharpness_every: usize,
-    /// The spectral columns at every j-th record (0: never; 1, every record, is not written).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    /// The spectral columns at every j-th record (0: never); summaries written before the
+    /// key existed computed them at every record.
+    #[serde(default = "one")]
     pub spectrum_every: usize,
     pub flow: FlowVariant,
     /// The discrete method (a name of [`crate::dynamics::optimizer::REGISTRY`]).

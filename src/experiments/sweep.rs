@@ -283,6 +283,7 @@ pub(crate) fn sweep_config_table(setup: &Setup) -> Result<toml::Table> {
         "steps",
         "record_every",
         "sharpness_every",
+        "spectrum_every",
         "flow",
         "out",
         "save_problem",

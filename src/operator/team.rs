@@ -8,7 +8,8 @@
 //! 1.24× faster than one. Rayon cannot be told to wait longer (rayon-rs/rayon#684 was closed
 //! without a setting). micropool's workers spin for a set time before they sleep and the
 //! caller works beside them, so passes that follow one another closely never sleep between
-//! them. Rayon stays for everything else (replicas, sweeps, the other kernels).
+//! them. Rayon stays for the work that runs beside other work: a sweep's flows, an
+//! ensemble's replicas ([`beside_other_work`]).
 
 use std::any::Any;
 use std::cell::Cell;

@@ -118,7 +118,8 @@ pub fn write_check(result: &CheckResult, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let s = &result.summary;
     let json = json_bytes("summary.json", s)?;
-    let mut leave_out = vec!["out", "save_problem"];
+    // a check computes the spectral columns at every record and refuses the key
+    let mut leave_out = vec!["out", "save_problem", "spectrum_every"];
     leave_out.extend(s.provenance.from_file.iter().map(String::as_str));
     let mut table = s.provenance.config.table_without(&leave_out)?;
     let check = toml::Table::try_from(&s.check)

@@ -411,14 +411,7 @@ fn read_trajectory(bytes: &[u8], path: &Path, method: &str) -> Result<[Vec<Recor
 pub fn config_toml(summary: &RunSummary) -> Result<String> {
     let mut leave_out = vec!["out", "save_problem"];
     leave_out.extend(summary.provenance.from_file.iter().map(String::as_str));
-    let config = summary.config();
-    let mut table = config.table_without(&leave_out)?;
-    // summary.json leaves out a cadence of 1 (what summaries before its default depended on
-    // the steps meant); a re-run from config.toml must not take the default again
-    table
-        .entry("spectrum_every")
-        .or_insert(toml::Value::Integer(config.spectrum_every as i64));
-    toml_text("config.toml", &table)
+    toml_text("config.toml", &summary.config().table_without(&leave_out)?)
 }
 
 /// Write `summary.json`, `trajectory.csv` and the resolved `config.toml` into `dir`.
