@@ -29,6 +29,18 @@ fn assert_same_trajectory(a: &std::path::Path, b: &std::path::Path) {
     );
 }
 
+/// `gdflow run --config FROM/config.toml --out TO` succeeds and writes FROM's trajectory.
+fn assert_reruns_from_its_config(from: &std::path::Path, to: &std::path::Path) {
+    gdflow()
+        .args(["run", "--config"])
+        .arg(from.join("config.toml"))
+        .arg("--out")
+        .arg(to)
+        .assert()
+        .success();
+    assert_same_trajectory(from, to);
+}
+
 fn gdflow() -> Command {
     Command::cargo_bin("gdflow").unwrap()
 }
@@ -106,14 +118,7 @@ fn recorded_config_reruns_to_identical_trajectory() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     gdflow().args(SMALL).arg("--out").arg(&a).assert().success();
-    gdflow()
-        .args(["run", "--config"])
-        .arg(a.join("config.toml"))
-        .arg("--out")
-        .arg(&b)
-        .assert()
-        .success();
-    assert_same_trajectory(&a, &b);
+    assert_reruns_from_its_config(&a, &b);
 }
 
 #[test]
@@ -492,14 +497,7 @@ fn method_auto_reports_its_switches_in_the_summary_and_on_the_terminal() {
     assert_eq!(summary["config"]["method"], "auto");
     // The recorded configuration re-runs to the same trajectory.
     let again = dir.path().join("again");
-    gdflow()
-        .args(["run", "--config"])
-        .arg(out.join("config.toml"))
-        .arg("--out")
-        .arg(&again)
-        .assert()
-        .success();
-    assert_same_trajectory(&out, &again);
+    assert_reruns_from_its_config(&out, &again);
 }
 
 fn header(path: &std::path::Path) -> Vec<String> {
@@ -680,14 +678,7 @@ fn optimizers_run_and_sweep_from_the_command_line() {
     let last_t = summary["gd"]["final_t"].as_f64().unwrap();
     assert!((last_t - 50.0 * 0.1f64.sqrt()).abs() < 1e-12, "{last_t}");
     let again = dir.path().join("again");
-    gdflow()
-        .args(["run", "--config"])
-        .arg(out.join("config.toml"))
-        .arg("--out")
-        .arg(&again)
-        .assert()
-        .success();
-    assert_same_trajectory(&out, &again);
+    assert_reruns_from_its_config(&out, &again);
 
     let sweep = dir.path().join("sweep");
     gdflow()
@@ -887,13 +878,6 @@ fn spectral_cadence_is_stated_and_reruns_from_config_toml() {
             config.contains(&format!("spectrum_every = {every}")),
             "{config}"
         );
-        gdflow()
-            .args(["run", "--quiet", "--config"])
-            .arg(a.join("config.toml"))
-            .arg("--out")
-            .arg(&b)
-            .assert()
-            .success();
-        assert_same_trajectory(&a, &b);
+        assert_reruns_from_its_config(&a, &b);
     }
 }
