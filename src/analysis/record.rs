@@ -416,8 +416,15 @@ impl<'f> Recorder<'f> {
         self.record_with(step, t, state, ws, true)
     }
 
+    /// Whether a record (with the spectral columns if `spectrum`) reads G: ρ does, and so may
+    /// a user's quantity ([`At::workspace`]); the other built-in columns need only the loss.
+    pub fn needs_gradient(&self, spectrum: bool) -> bool {
+        spectrum || !self.quantities.is_empty()
+    }
+
     /// [`Self::record`], with the spectral columns (sv_i, ρ, the theory's) only when
-    /// `spectrum` (empty otherwise: `spectrum_every`).
+    /// `spectrum` (empty otherwise: `spectrum_every`). Without them (and without a user's
+    /// quantity) the loss alone is evaluated, at half a pass.
     pub fn record_with(
         &self,
         step: usize,
@@ -426,7 +433,11 @@ impl<'f> Recorder<'f> {
         ws: &mut Workspace,
         spectrum: bool,
     ) -> Record {
-        self.field.evaluate(state, ws);
+        if self.needs_gradient(spectrum) {
+            self.field.evaluate(state, ws);
+        } else {
+            self.field.evaluate_loss(state, ws);
+        }
         self.record_evaluated_with(step, t, state, ws, spectrum)
     }
 
@@ -445,7 +456,8 @@ impl<'f> Recorder<'f> {
         self.record_evaluated_with(step, t, state, ws, true)
     }
 
-    /// [`Self::record_evaluated`], with the spectral columns only when `spectrum`.
+    /// [`Self::record_evaluated`], with the spectral columns only when `spectrum` (`ws` may
+    /// then hold the loss alone, unless [`Self::needs_gradient`]).
     pub fn record_evaluated_with(
         &self,
         step: usize,
@@ -454,10 +466,17 @@ impl<'f> Recorder<'f> {
         ws: &Workspace,
         spectrum: bool,
     ) -> Record {
-        assert!(
-            ws.holds(state),
-            "the workspace must hold the evaluation at `state`"
-        );
+        if self.needs_gradient(spectrum) {
+            assert!(
+                ws.holds(state),
+                "the workspace must hold the evaluation at `state`"
+            );
+        } else {
+            assert!(
+                ws.holds_loss(state),
+                "the workspace must hold the loss at `state`"
+            );
+        }
         let x = self.field.product(state);
         let at = At {
             step,

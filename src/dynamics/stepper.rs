@@ -22,7 +22,8 @@ pub trait Stepper {
     fn evaluate_estimate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         self.evaluate(field, x)
     }
-    /// The field at `other` (another trajectory's state) into `other_ws`, and, where the
+    /// The field at `other` (another trajectory's state) into `other_ws` — G and the loss if
+    /// `gradient`, the loss alone otherwise ([`Field::evaluate_loss`]) — and, where the
     /// method can share that pass, at `x` for its next [`Stepper::evaluate`] (which then finds
     /// it done); results as if separate. The default evaluates `other` alone.
     fn evaluate_beside(
@@ -31,9 +32,14 @@ pub trait Stepper {
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
+        gradient: bool,
     ) {
         let _ = x;
-        field.evaluate(other, other_ws);
+        if gradient {
+            field.evaluate(other, other_ws);
+        } else {
+            field.evaluate_loss(other, other_ws);
+        }
     }
     /// The field's workspace at the last evaluation (G at x_j), where the method has one.
     fn workspace(&self) -> Option<&Workspace> {
@@ -126,17 +132,23 @@ impl Stepper for Gd {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
         field.rhs(x, &mut self.f, ws)
     }
-    /// One pass over the sensing matrix for both ([`Field::evaluate_pair`]), into the
-    /// workspace [`Stepper::evaluate`] finds cached.
+    /// One pass over the sensing matrix for both ([`Field::evaluate_pair`], or
+    /// [`Field::evaluate_beside_loss`] where `other` needs no G), into the workspace
+    /// [`Stepper::evaluate`] finds cached.
     fn evaluate_beside(
         &mut self,
         field: &dyn Field,
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
+        gradient: bool,
     ) {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.evaluate_pair(x, ws, other, other_ws);
+        if gradient {
+            field.evaluate_pair(x, ws, other, other_ws);
+        } else {
+            field.evaluate_beside_loss(x, ws, other, other_ws);
+        }
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.f) {
@@ -194,8 +206,9 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
         x: &[f64],
         other: &[f64],
         other_ws: &mut Workspace,
+        gradient: bool,
     ) {
-        (**self).evaluate_beside(field, x, other, other_ws)
+        (**self).evaluate_beside(field, x, other, other_ws, gradient)
     }
     fn workspace(&self) -> Option<&Workspace> {
         (**self).workspace()

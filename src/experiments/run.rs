@@ -324,10 +324,16 @@ impl<'a> Comparison<'a> {
         let t0 = Instant::now();
         self.flow.max_drift = self.flow.max_drift.max(self.recorder.balance_drift(y));
         if self.recorded(j) {
-            if driver.step() == j {
-                driver.evaluate_beside(y, &mut self.flow_ws);
-            }
             let spectrum = self.spectrum_due(self.flow.records.len());
+            if driver.step() == j {
+                // GD's own evaluation, which the record's rides on: GD's time
+                let t1 = Instant::now();
+                let gradient = self.recorder.needs_gradient(spectrum);
+                driver.evaluate_beside(y, &mut self.flow_ws, gradient);
+                let shared = t1.elapsed().as_secs_f64();
+                self.method_seconds += shared;
+                self.record_seconds -= shared;
+            }
             let mut rec = self
                 .recorder
                 .record_with(j, t, y, &mut self.flow_ws, spectrum);

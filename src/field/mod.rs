@@ -152,6 +152,8 @@ pub struct Workspace {
     pub(crate) g: DMatrix<f64>,
     pub(crate) loss: f64,
     pub(crate) cached: Option<Vec<f64>>,
+    /// The cached state's loss was computed without G ([`Field::evaluate_loss`]).
+    pub(crate) loss_only: bool,
     pub(crate) xdot: DMatrix<f64>,
     pub(crate) rdot: Vec<f64>,
     pub(crate) gdot: DMatrix<f64>,
@@ -172,6 +174,7 @@ impl Workspace {
             g: DMatrix::zeros(n1, n2),
             loss: f64::NAN,
             cached: None,
+            loss_only: false,
             xdot: DMatrix::zeros(n1, n2),
             rdot: vec![0.0; m],
             gdot: DMatrix::zeros(n1, n2),
@@ -191,13 +194,24 @@ impl Workspace {
         &self.r
     }
 
-    /// Whether `state` is the state of the last evaluation.
+    /// Whether `state` is the state of the last evaluation, G included.
     pub(crate) fn holds(&self, state: &[f64]) -> bool {
+        !self.loss_only && self.holds_loss(state)
+    }
+
+    /// Whether the workspace holds the loss at `state` (with or without G).
+    pub(crate) fn holds_loss(&self, state: &[f64]) -> bool {
         self.cached.as_deref() == Some(state)
     }
 
     pub(crate) fn remember(&mut self, state: &[f64], loss: f64) {
+        self.remember_loss(state, loss);
+        self.loss_only = false;
+    }
+
+    pub(crate) fn remember_loss(&mut self, state: &[f64], loss: f64) {
         self.loss = loss;
+        self.loss_only = true;
         match &mut self.cached {
             Some(c) => c.copy_from_slice(state),
             None => self.cached = Some(state.to_vec()),
@@ -260,6 +274,29 @@ pub trait Field: Send + Sync {
         wb: &mut Workspace,
     ) -> (f64, f64) {
         (self.evaluate(a, wa), self.evaluate(b, wb))
+    }
+    /// The loss at `state`, kept in `ws` (which then holds that loss, not G there:
+    /// [`Workspace::holds_loss`]); bit-identical to [`Field::evaluate`]'s. Cached as
+    /// [`Field::evaluate`] is, and free where `ws` holds G at `state`.
+    fn evaluate_loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        if ws.holds_loss(state) {
+            return ws.loss;
+        }
+        let loss = self.loss(state, ws);
+        ws.remember_loss(state, loss);
+        loss
+    }
+    /// [`Field::evaluate`] at `a` and [`Field::evaluate_loss`] at `b`, with the same results
+    /// bit for bit; where the two share a pass over the sensing matrix, `b` costs its
+    /// residual's dot products only (a record beside GD's step that needs only the loss).
+    fn evaluate_beside_loss(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+    ) -> (f64, f64) {
+        (self.evaluate(a, wa), self.evaluate_loss(b, wb))
     }
     /// out = F(state); returns the loss f(state).
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64;
@@ -374,6 +411,14 @@ pub trait FactorGradient: Send + Sync {
     fn gradient_pair(&self, a: &mut Workspace, b: &mut Workspace) -> (f64, f64) {
         (self.gradient(a), self.gradient(b))
     }
+    /// [`Self::gradient`] at `a` and the loss alone at X = `b.x` (as [`Self::loss_at`]), each
+    /// bit-identical to its own call; the sensing field serves both from one operator pass.
+    fn gradient_beside_loss(&self, a: &mut Workspace, b: &mut Workspace) -> (f64, f64) {
+        let x = std::mem::replace(&mut b.x, DMatrix::zeros(0, 0));
+        let lb = self.loss_at(&x, b);
+        b.x = x;
+        (self.gradient(a), lb)
+    }
     /// G̈ = D²G(X)[Ẋ_u, Ẋ_w] + DG(X)[Ẍ] into `out`.
     fn gradient_second(
         &self,
@@ -448,6 +493,27 @@ impl<T: FactorGradient> Field for T {
         let (la, lb) = self.gradient_pair(wa, wb);
         wa.remember(a, la);
         wb.remember(b, lb);
+        (la, lb)
+    }
+
+    fn evaluate_beside_loss(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+    ) -> (f64, f64) {
+        if wa.holds(a) || wb.holds_loss(b) {
+            return (self.evaluate(a, wa), self.evaluate_loss(b, wb));
+        }
+        let f = FactorGradient::factors(self);
+        for (state, ws) in [(a, &mut *wa), (b, &mut *wb)] {
+            assert_eq!(state.len(), f.state_len(), "state length");
+            f.product_into(state, &mut ws.x);
+        }
+        let (la, lb) = self.gradient_beside_loss(wa, wb);
+        wa.remember(a, la);
+        wb.remember_loss(b, lb);
         (la, lb)
     }
 

@@ -118,6 +118,17 @@ impl FactorGradient for SensingField {
         (self.loss_of(&a.r), self.loss_of(&b.r))
     }
 
+    /// G at `a` and the residual at `b` from one pass over a dense operator.
+    fn gradient_beside_loss(&self, a: &mut Workspace, b: &mut Workspace) -> (f64, f64) {
+        self.op.residual_adjoint_beside_residual(
+            [a.x.as_slice(), b.x.as_slice()],
+            &self.y,
+            [&mut a.r, &mut b.r],
+            a.g.as_mut_slice(),
+        );
+        (self.loss_of(&a.r), self.loss_of(&b.r))
+    }
+
     /// Ġ = 𝒜*𝒜Ẋ, in one pass (the residual–adjoint pass with y = 0).
     fn gradient_dot(&self, ws: &mut Workspace) {
         self.op.residual_adjoint(

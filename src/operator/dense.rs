@@ -194,15 +194,16 @@ fn fill_gaussian<T>(
 }
 
 impl DenseOperator {
-    /// The fused residual–gradient pass for C inputs, each counted.
-    fn fused<const C: usize>(
+    /// The fused residual–gradient pass for C inputs, the first G with their gradient (each
+    /// counted as a fused pass; the caller counts the others' applications).
+    fn fused<const C: usize, const G: usize>(
         &self,
         x: [&[f64]; C],
         y: &[f64],
         residual: [&mut [f64]; C],
-        out: [&mut [f64]; C],
+        out: [&mut [f64]; G],
     ) {
-        for _ in 0..C {
+        for _ in 0..G {
             self.counter.fused();
         }
         let n = self.n1 * self.n2;
@@ -266,6 +267,16 @@ impl SensingOperator for DenseOperator {
         out: [&mut [f64]; 2],
     ) {
         self.fused(x, y, residual, out);
+    }
+    fn residual_adjoint_beside_residual(
+        &self,
+        x: [&[f64]; 2],
+        y: &[f64],
+        residual: [&mut [f64]; 2],
+        out: &mut [f64],
+    ) {
+        self.counter.apply();
+        self.fused(x, y, residual, [out]);
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         let n = self.n1 * self.n2;

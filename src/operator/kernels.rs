@@ -378,25 +378,38 @@ fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
 }
 
 /// [`fused_rows_kernel`] for C inputs x_c against the same rows, in AVX2 intrinsics when the
-/// CPU has it: one pass over the rows serves all C. Each input's sums run in the generic
-/// single kernel's order whatever C is, so every (r_c, g_c) is bit-identical to
-/// `fused_rows_kernel(x_c)`.
-fn fused_rows<E: Entry, const C: usize>(
+/// CPU has it: one pass over the rows serves all C. The first G inputs get their gradient,
+/// the others their residual alone (a record that needs only the loss). Each input's sums
+/// run in the generic single kernel's order whatever C and G are, so every (r_c, g_c) is
+/// bit-identical to `fused_rows_kernel(x_c)`, and every residual to [`apply_rows`]'.
+fn fused_rows<E: Entry, const C: usize, const G: usize>(
     data: &[E],
     n: usize,
     x: [&[f64]; C],
     y: &[f64],
     r: [&mut [f64]; C],
-    g: [&mut [f64]; C],
+    g: [&mut [f64]; G],
 ) {
+    const { assert!(G <= C, "gradients for some of the inputs") };
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
         return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
     }
-    for ((x, r), g) in x.into_iter().zip(r).zip(g) {
-        fused_rows_kernel(data, n, x, y, r, g);
+    let mut g = g.into_iter();
+    for (x, r) in x.into_iter().zip(r) {
+        match g.next() {
+            Some(g) => fused_rows_kernel(data, n, x, y, r, g),
+            None => residual_rows_kernel(data, n, x, y, r),
+        }
     }
+}
+
+/// r_i = ⟨row_i, x⟩ − y_i for consecutive rows: [`apply_rows_kernel`]'s products.
+#[inline(always)]
+fn residual_rows_kernel<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64]) {
+    apply_rows_kernel(data, n, x, r);
+    r.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
 }
 
 /// [`dot4`] in AVX2: lane l of row q's accumulator sums a_q[j]·x[j] over j ≡ l (mod 4),
@@ -504,13 +517,13 @@ unsafe fn add_four_lanes(
 /// each input's sums run in the generic kernel's order, so the results are bit-identical.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn fused_rows_avx2<E: Entry, const C: usize>(
+fn fused_rows_avx2<E: Entry, const C: usize, const G: usize>(
     data: &[E],
     n: usize,
     x: [&[f64]; C],
     y: &[f64],
     mut r: [&mut [f64]; C],
-    g: [&mut [f64]; C],
+    g: [&mut [f64]; G],
 ) {
     use std::arch::x86_64::*;
     let full = n / 4 * 4;
@@ -546,13 +559,13 @@ fn fused_rows_avx2<E: Entry, const C: usize>(
                         }
                     }
                     let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
-                    for c in 0..C {
+                    for c in 0..G {
                         add_four_lanes(g[c].as_mut_ptr().add(j), av, rv[c]);
                     }
                 }
                 j += 4;
             }
-            for c in 0..C {
+            for c in 0..G {
                 add_four_rows(g[c], a, current[c], full);
             }
             if let Some(b) = next {
@@ -562,15 +575,13 @@ fn fused_rows_avx2<E: Entry, const C: usize>(
         }
     }
     let done = 4 * groups;
-    for c in 0..C {
-        fused_single_rows(
-            &data[done * n..],
-            n,
-            x[c],
-            &y[done..],
-            &mut r[c][done..],
-            g[c],
-        );
+    let mut g = g.into_iter();
+    for (xc, rc) in x.into_iter().zip(r) {
+        let (rows, y, rc) = (&data[done * n..], &y[done..], &mut rc[done..]);
+        match g.next() {
+            Some(gc) => fused_single_rows(rows, n, xc, y, rc, gc),
+            None => residual_rows_kernel(rows, n, xc, y, rc),
+        }
     }
 }
 avx2_dispatch!(adjoint_rows => adjoint_rows_kernel(
@@ -741,11 +752,11 @@ const CLEARLY_FASTER: f64 = 0.85;
 /// Chooses one operator's [`FusedPlan`] at run time: after a warm-up, its calls above the
 /// one-thread size run the plans in turn (results are the same whichever runs), each timed,
 /// and then the fastest serves for [`PLAN_AGAIN_AFTER`] calls before the plans are timed
-/// again; separately for each number of inputs per pass.
+/// again; separately for each kind of pass ([`plan_key`]: inputs, and how many want a gradient).
 #[derive(Debug, Default)]
 pub struct Planner {
     forced: Option<FusedPlan>,
-    /// Per number of inputs C (index C − 1): the fastest time met per plan, calls timed.
+    /// Per kind of pass (index [`plan_key`] − 1): the fastest time met per plan, calls timed.
     trials: std::sync::Mutex<Vec<PlanTrials>>,
 }
 
@@ -771,16 +782,16 @@ impl Planner {
         }
     }
 
-    /// The plan for the next call with `inputs` inputs, and whether to time it.
-    fn next(&self, inputs: usize) -> (FusedPlan, bool) {
+    /// The plan for the next pass of kind `key` ([`plan_key`]), and whether to time it.
+    fn next(&self, key: usize) -> (FusedPlan, bool) {
         if let Some(plan) = self.forced {
             return (plan, false);
         }
         let mut trials = self.trials.lock().expect("not poisoned");
-        if trials.len() < inputs {
-            trials.resize(inputs, PlanTrials::default());
+        if trials.len() < key {
+            trials.resize(key, PlanTrials::default());
         }
-        let t = &mut trials[inputs - 1];
+        let t = &mut trials[key - 1];
         match t.chosen {
             Some(_) if t.since_chosen >= PLAN_AGAIN_AFTER => {
                 // timed again now and then: a choice made in a noisy moment, or for a phase of
@@ -802,9 +813,9 @@ impl Planner {
         }
     }
 
-    fn record(&self, inputs: usize, plan: FusedPlan, seconds: f64) {
+    fn record(&self, key: usize, plan: FusedPlan, seconds: f64) {
         let mut trials = self.trials.lock().expect("not poisoned");
-        let t = &mut trials[inputs - 1];
+        let t = &mut trials[key - 1];
         // another thread's call may have finished the trials, or moved them to the next plan
         if t.chosen.is_some() || FusedPlan::ALL[t.calls / PLAN_TRIALS] != plan {
             return;
@@ -840,8 +851,8 @@ impl Planner {
     }
 }
 
-/// One row block's residuals and partial gradients, per input.
-type BlockResult<const C: usize> = ([Vec<f64>; C], [Vec<f64>; C]);
+/// One row block's residuals (per input) and partial gradients (per input that wants one).
+type BlockResult<const C: usize, const G: usize> = ([Vec<f64>; C], [Vec<f64>; G]);
 
 /// r_c = 𝒜(x_c) − y and g_c = 𝒜*(r_c) for C inputs in one pass over the stored rows: each
 /// group of four rows is read from memory once for their residuals r_i = ⟨a_i, x_c⟩ − y_i,
@@ -849,14 +860,15 @@ type BlockResult<const C: usize> = ([Vec<f64>; C], [Vec<f64>; C]);
 /// plan, each block swept twice). The residuals equal [`apply_any`]'s bit for bit (same
 /// four-row dot products); g differs from the two-pass adjoint's by rounding (its rows are
 /// summed per block, then the blocks). Each input's results do not depend on C, on the
-/// thread count, nor on the plan `planner` picks.
-pub(super) fn fused_any<E: Entry, const C: usize>(
+/// thread count, nor on the plan `planner` picks. The first G inputs get their gradient, the
+/// others their residual alone (it costs their dot products only).
+pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     data: &[E],
     n: usize,
     x: [&[f64]; C],
     y: &[f64],
     r: [&mut [f64]; C],
-    mut g: [&mut [f64]; C],
+    mut g: [&mut [f64]; G],
     planner: &Planner,
 ) {
     let m = y.len();
@@ -874,9 +886,9 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
         .step_by(rows.max(4))
         .map(|s| (s, (s + rows).min(m)))
         .collect();
-    let (plan, timed) = planner.next(C);
+    let (plan, timed) = planner.next(plan_key(C, G));
     let start = timed.then(std::time::Instant::now);
-    let sweep = |a: &[E], x: [&[f64]; C], y: &[f64], r: [&mut [f64]; C], g: [&mut [f64]; C]| {
+    let sweep = |a: &[E], x: [&[f64]; C], y: &[f64], r: [&mut [f64]; C], g: [&mut [f64]; G]| {
         if plan.split() {
             split_rows(a, n, x, y, r, g)
         } else {
@@ -885,7 +897,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
     };
     if plan.pooled() {
         let run = |&(s, e): &(usize, usize)| {
-            let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
+            let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
             let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
             sweep(
                 &data[s * n..e * n],
@@ -896,12 +908,14 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
             );
             (rb, parts)
         };
-        let results: Vec<BlockResult<C>> = team::map(blocks.len(), |b| run(&blocks[b]));
-        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-        for (c, (rc, gc)) in r.into_iter().zip(g).enumerate() {
+        let results: Vec<BlockResult<C, G>> = team::map(blocks.len(), |b| run(&blocks[b]));
+        for (c, rc) in r.into_iter().enumerate() {
             for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
                 rc[s..e].copy_from_slice(&rb[c]);
             }
+        }
+        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+        for (c, gc) in g.into_iter().enumerate() {
             // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
             let reduce = |(offset, out): (usize, &mut [f64])| {
                 out.fill(0.0);
@@ -917,7 +931,7 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
     } else {
         // the same sums in the same order: g = ((0 + part_0) + part_1) + …
         let mut r = r;
-        let mut parts: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; n]);
+        let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
         for gc in g.iter_mut() {
             gc.fill(0.0);
         }
@@ -938,27 +952,33 @@ pub(super) fn fused_any<E: Entry, const C: usize>(
         }
     }
     if let Some(start) = start {
-        planner.record(C, plan, start.elapsed().as_secs_f64());
+        planner.record(plan_key(C, G), plan, start.elapsed().as_secs_f64());
     }
+}
+
+/// The planner's key for passes of C inputs of which G want a gradient: 1 for one input,
+/// then (2, 1), (2, 2), … — each kind of pass is timed apart, as their costs differ.
+const fn plan_key(c: usize, g: usize) -> usize {
+    c * (c - 1) / 2 + g
 }
 
 /// [`fused_rows`] in two sweeps: every row's residual first (as [`apply_rows`]), then the
 /// gradient four rows at a time in the fused kernels' order, so the results are theirs bit
 /// for bit. Reading the rows twice can beat reading them once where the one-sweep kernel's
 /// two streams contend (the AMD VM of issue 24).
-fn split_rows<E: Entry, const C: usize>(
+fn split_rows<E: Entry, const C: usize, const G: usize>(
     data: &[E],
     n: usize,
     x: [&[f64]; C],
     y: &[f64],
     mut r: [&mut [f64]; C],
-    g: [&mut [f64]; C],
+    g: [&mut [f64]; G],
 ) {
     for (xc, rc) in x.into_iter().zip(r.iter_mut()) {
         apply_rows(data, n, xc, rc);
         rc.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
     }
-    let r = r.map(|rc| &*rc);
+    let r: [&[f64]; G] = std::array::from_fn(|c| &*r[c]);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
@@ -1202,6 +1222,21 @@ mod tests {
             r4.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
             add_rows_kernel(data, n, [&r4], [&mut g4]);
             assert_eq!((&r1, &g1), (&r4, &g4));
+            // a second input's residual alone beside the first's gradient, one sweep or two
+            let x2: Vec<f64> = x.iter().map(|v| 0.5 - v).collect();
+            let mut r5 = vec![0.0; m];
+            residual_rows_kernel(data, n, &x2, y, &mut r5);
+            assert_ne!(r5, r1);
+            for split in [false, true] {
+                let (mut ra, mut rb, mut ga) = (vec![0.0; m], vec![0.0; m], vec![0.0; n]);
+                let (xs, rs) = ([x, &x2[..]], [&mut ra[..], &mut rb[..]]);
+                if split {
+                    split_rows(data, n, xs, y, rs, [&mut ga]);
+                } else {
+                    fused_rows(data, n, xs, y, rs, [&mut ga]);
+                }
+                assert_eq!((&ra, &ga, &rb), (&r1, &g1, &r5), "split: {split}");
+            }
         }
         both(&data, n, &x, &y);
         both(&data32, n, &x, &y);

@@ -160,6 +160,24 @@ pub trait SensingOperator: Send + Sync {
             self.residual_adjoint(x, y, r, o);
         }
     }
+    /// [`Self::residual_adjoint`] at `x[0]` and the residual alone at `x[1]` (a record that
+    /// needs only the loss there), each bit-identical to its own call: the default makes the
+    /// two calls; [`DenseOperator`] serves both from one pass, the second input costing its
+    /// dot products only.
+    fn residual_adjoint_beside_residual(
+        &self,
+        x: [&[f64]; 2],
+        y: &[f64],
+        residual: [&mut [f64]; 2],
+        out: &mut [f64],
+    ) {
+        let [ra, rb] = residual;
+        self.residual_adjoint(x[0], y, ra, out);
+        self.apply(x[1], rb);
+        for (r, yi) in rb.iter_mut().zip(y) {
+            *r -= yi;
+        }
+    }
     /// `out[k] = ⟨A_{rows[k]}, x⟩`: a few measurements (a mini-batch's) at the cost of their
     /// rows alone. The default copies each A_i out ([`Self::measurement_matrix`]).
     fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {

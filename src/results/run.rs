@@ -97,11 +97,13 @@ pub struct Distance {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub problem_seconds: f64,
-    /// GD's steps and records (the records reuse GD's own evaluations).
+    /// GD's steps and records (the records reuse GD's own evaluations), with the passes over
+    /// the sensing matrix its evaluations share with the flow's records (which add their
+    /// residual's dot products to the pass, or their G at the records with spectral columns).
     pub gd_seconds: f64,
     /// The flow solver, without the recording done at its output times.
     pub flow_seconds: f64,
-    /// The flow's recorded quantities.
+    /// The flow's recorded quantities, past what they share of GD's passes.
     #[serde(default)]
     pub record_seconds: f64,
     pub total_seconds: f64,

@@ -349,8 +349,11 @@ fn fused_gradient_equals_the_two_pass_one_within_the_rounding_bound() {
 
 /// Two inputs through one fused pass (what GD and the flow share in `gdflow run`): each
 /// residual and gradient is bit-identical to its own single pass, in f64 and f32 storage,
-/// below and above the size the pass splits across threads, with 1, 2 and 3 threads; and
-/// through the field, two evaluations in one pass equal two separate ones.
+/// below and above the size the pass splits across threads, with 1, 2 and 3 threads, and so
+/// is the residual of a second input that rides along without its gradient (a record that
+/// needs only the loss), which is also `apply`'s; through the field, two evaluations in one
+/// pass equal two separate ones, a loss beside an evaluation is the evaluation's loss, and a
+/// workspace holding that loss alone still evaluates G when asked.
 #[test]
 fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
     use gdflow::field::{Field, SensingField};
@@ -381,7 +384,27 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
                     ((ra, ga), (rb, gb))
                 });
                 assert_eq!(pair, expected, "{threads} threads, m = {m}");
+                let beside = super::on_threads(threads, || {
+                    let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
+                    let mut rb = vec![0.0; m];
+                    op.residual_adjoint_beside_residual(
+                        [&xa, &xb],
+                        &y,
+                        [&mut ra, &mut rb],
+                        &mut ga,
+                    );
+                    ((ra, ga), rb)
+                });
+                assert_eq!(beside.0, expected.0, "{threads} threads, m = {m}, beside");
+                assert_eq!(
+                    beside.1, expected.1 .0,
+                    "{threads} threads, m = {m}, beside"
+                );
             }
+            let mut applied = vec![0.0; m];
+            op.apply(&xb, &mut applied);
+            applied.iter_mut().zip(&y).for_each(|(a, yi)| *a -= yi);
+            assert_eq!(applied, expected.1 .0, "apply's residual, m = {m}");
         }
         // the field: G and the loss at two states from one pass
         let field = SensingField::new(std::sync::Arc::new(f64_op), y.clone(), 3);
@@ -395,12 +418,26 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
         assert_eq!(lb, field.evaluate(&sb, &mut wb1));
         assert_eq!(wa.g(), wa1.g());
         assert_eq!(wb.g(), wb1.g());
+        // G at one state and the loss alone at the other, from one pass
+        let (mut wa2, mut wb2) = (field.workspace(), field.workspace());
+        let fresh = field.workspace().g().clone();
+        assert_eq!(
+            field.evaluate_beside_loss(&sa, &mut wa2, &sb, &mut wb2),
+            (la, lb)
+        );
+        assert_eq!(wa2.g(), wa1.g());
+        assert_eq!(wb2.g(), &fresh, "no G computed at the loss's state");
+        assert_eq!(field.evaluate_loss(&sb, &mut wb2), lb, "cached");
+        assert_eq!(field.evaluate(&sb, &mut wb2), lb);
+        assert_eq!(wb2.g(), wb1.g(), "G evaluated where only the loss was held");
+        assert_eq!(field.evaluate_loss(&sa, &mut wa1), la);
     }
 }
 
 /// Every way the fused pass can run its row blocks (one sweep or two, on the pool or on the
 /// calling thread; the operator times them on its first calls and keeps the fastest) gives
-/// the same residuals and gradients bit for bit, for one input and two sharing a pass, in f64
+/// the same residuals and gradients bit for bit, for one input, two sharing a pass, and one
+/// with a second input's residual beside it, in f64
 /// and f32 storage, with 1, 2 and 3 threads, the blocks on the operator's spinning helpers
 /// or on rayon's pool (`beside_other_work`), with three callers at once, at a size with a
 /// short last block (m = 903 rows in blocks of 60) and rows whose length is not a multiple of
@@ -421,6 +458,9 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
             let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
             let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
             op.residual_adjoint_pair([&xa, &xb], &y, [&mut ra, &mut rb], [&mut ga, &mut gb]);
+            let (mut ra2, mut ga2, mut rb2) = (vec![0.0; m], vec![0.0; n], vec![0.0; m]);
+            op.residual_adjoint_beside_residual([&xa, &xb], &y, [&mut ra2, &mut rb2], &mut ga2);
+            assert_eq!((&ra2, &ga2, &rb2), (&ra, &ga, &rb), "a residual beside");
             ((r, g), (ra, ga), (rb, gb))
         };
         let run = |op: &gdflow::operator::DenseOperator, threads: usize| {
@@ -468,7 +508,9 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
 
 /// In `gdflow run`, GD's evaluation at x_j shares its pass over the sensing matrix with the
 /// flow's record at t_j; GD's trajectory is nonetheless bit for bit the one GD takes alone
-/// (losses at every step), at a size whose pass runs on several threads.
+/// (losses at every step), at a size whose pass runs on several threads; and the flow's
+/// records, with their G (spectral columns) or their loss alone (the others), hold the loss
+/// the field evaluates at the flow's state, bit for bit.
 #[test]
 fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     use gdflow::config::ConfigArgs;
@@ -484,6 +526,8 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
         steps: Some(40),
         alpha: Some(1e-3),
         seed: Some(9),
+        spectrum_every: Some(3),
+        save_states: Some(true),
         ..Default::default()
     };
     let setup = Setup::new(&args, Command::Run, false).unwrap();
@@ -494,6 +538,27 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     let mut ws = field.workspace();
     for (rec, x) in result.gd.iter().zip(&alone.states) {
         assert_eq!(rec.loss(), field.evaluate(x, &mut ws), "step {}", rec.step);
+    }
+    let flow = &result
+        .states
+        .iter()
+        .find(|(name, _)| name == "flow")
+        .unwrap()
+        .1;
+    assert_eq!(flow.states.len(), result.flow.len());
+    let spectral = result.flow.iter().filter(|r| r.rho().is_finite()).count();
+    assert!(
+        spectral > 5 && spectral < result.flow.len() - 5,
+        "{spectral} rows with ρ"
+    );
+    for (rec, y) in result.flow.iter().zip(&flow.states) {
+        let mut ws = field.workspace();
+        assert_eq!(
+            rec.loss(),
+            field.evaluate(y, &mut ws),
+            "flow, step {}",
+            rec.step
+        );
     }
 }
 
