@@ -128,6 +128,17 @@ fn bench(c: &mut Criterion) {
                     )
                 })
             });
+            // the second input's residual alone (the flow's loss at a record beside GD's step)
+            c.bench_function(format!("gradient_beside_residual{name}"), |b| {
+                b.iter(|| {
+                    op.residual_adjoint_beside_residual(
+                        [black_box(xm.as_slice()), &xm2],
+                        &prob.y,
+                        [&mut r, &mut r2],
+                        &mut gm,
+                    )
+                })
+            });
             c.bench_function(format!("gradient_two_pass{name}"), |b| {
                 b.iter(|| {
                     op.apply(black_box(xm.as_slice()), &mut r);

@@ -27,6 +27,8 @@ pub use team::beside_other_work;
 /// How often an operator has been applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorCounts {
+    /// Applications of 𝒜 alone, a residual computed beside another input's fused pass
+    /// ([`SensingOperator::residual_adjoint_beside_residual`]) among them.
     pub apply: u64,
     pub adjoint: u64,
     /// Residuals computed with their adjoint in one pass ([`SensingOperator::residual_adjoint`];
