@@ -27,7 +27,9 @@ pub struct At<'a> {
     /// UVᵀ.
     pub product: &'a DMatrix<f64>,
     pub x_star: &'a DMatrix<f64>,
-    /// The field evaluated at the state: [`Workspace::g`] is G there.
+    /// The field evaluated at the state: [`Workspace::g`] is G there (a user's quantity always
+    /// sees it so; the built-in loss column may be given the loss alone, see
+    /// [`Recorder::needs_gradient`]).
     pub workspace: &'a Workspace,
 }
 
@@ -424,7 +426,8 @@ impl<'f> Recorder<'f> {
 
     /// [`Self::record`], with the spectral columns (sv_i, ρ, the theory's) only when
     /// `spectrum` (empty otherwise: `spectrum_every`). Without them (and without a user's
-    /// quantity) the loss alone is evaluated, at half a pass.
+    /// quantity) the loss alone is evaluated: one application of 𝒜 (no 𝒜*), or nothing where
+    /// `ws` holds it (the dot products it added to GD's pass, [`Field::evaluate_beside_loss`]).
     pub fn record_with(
         &self,
         step: usize,

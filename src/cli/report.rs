@@ -361,7 +361,7 @@ pub fn format_summary(s: &RunSummary) -> String {
     let tm = &s.timings;
     let _ = writeln!(
         out,
-        "wall time: {:.3} s (problem {:.3} s, GD {:.3} s, flow {:.3} s, flow records {:.3} s)",
+        "wall time: {:.3} s (problem {:.3} s, {method} {:.3} s, flow {:.3} s, flow records {:.3} s)",
         tm.total_seconds, tm.problem_seconds, tm.gd_seconds, tm.flow_seconds, tm.record_seconds
     );
     out

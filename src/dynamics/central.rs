@@ -478,6 +478,9 @@ impl Field for CentralField {
     fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
         self.inner.loss(state, ws)
     }
+    fn evaluate_loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        self.inner.evaluate_loss(state, ws)
+    }
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         self.evaluate_into(state, out, ws)
     }

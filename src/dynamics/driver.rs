@@ -283,14 +283,20 @@ impl<'f, S: Stepper> Driver<'f, S> {
     /// Evaluate the next iterate of a single unfinished run together with the field at
     /// `other` (into `other_ws`: G there if `gradient`, the loss alone otherwise), so that the
     /// next [`Driver::advance`] finds its evaluation done: GD and the flow then share one pass
-    /// over the sensing matrix. Does nothing for batched or finished drivers.
-    pub fn evaluate_beside(&mut self, other: &[f64], other_ws: &mut Workspace, gradient: bool) {
+    /// over the sensing matrix, where the stepper can share it (the return value says so).
+    /// Does nothing for batched or finished drivers.
+    pub fn evaluate_beside(
+        &mut self,
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
         if self.batched || self.is_done() {
-            return;
+            return false;
         }
         let r = &mut self.runs[0];
         r.stepper
-            .evaluate_beside(self.field, &r.x, other, other_ws, gradient);
+            .evaluate_beside(self.field, &r.x, other, other_ws, gradient)
     }
 
     /// Advance until every run has ended.

@@ -25,7 +25,8 @@ pub trait Stepper {
     /// The field at `other` (another trajectory's state) into `other_ws` — G and the loss if
     /// `gradient`, the loss alone otherwise ([`Field::evaluate_loss`]) — and, where the
     /// method can share that pass, at `x` for its next [`Stepper::evaluate`] (which then finds
-    /// it done); results as if separate. The default evaluates `other` alone.
+    /// it done); results as if separate. Returns whether the two shared a pass. The default
+    /// evaluates `other` alone.
     fn evaluate_beside(
         &mut self,
         field: &dyn Field,
@@ -33,13 +34,14 @@ pub trait Stepper {
         other: &[f64],
         other_ws: &mut Workspace,
         gradient: bool,
-    ) {
+    ) -> bool {
         let _ = x;
         if gradient {
             field.evaluate(other, other_ws);
         } else {
             field.evaluate_loss(other, other_ws);
         }
+        false
     }
     /// The field's workspace at the last evaluation (G at x_j), where the method has one.
     fn workspace(&self) -> Option<&Workspace> {
@@ -142,13 +144,14 @@ impl Stepper for Gd {
         other: &[f64],
         other_ws: &mut Workspace,
         gradient: bool,
-    ) {
+    ) -> bool {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
         if gradient {
             field.evaluate_pair(x, ws, other, other_ws);
         } else {
             field.evaluate_beside_loss(x, ws, other, other_ws);
         }
+        true
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.f) {
@@ -207,7 +210,7 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
         other: &[f64],
         other_ws: &mut Workspace,
         gradient: bool,
-    ) {
+    ) -> bool {
         (**self).evaluate_beside(field, x, other, other_ws, gradient)
     }
     fn workspace(&self) -> Option<&Workspace> {

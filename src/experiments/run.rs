@@ -326,13 +326,14 @@ impl<'a> Comparison<'a> {
         if self.recorded(j) {
             let spectrum = self.spectrum_due(self.flow.records.len());
             if driver.step() == j {
-                // GD's own evaluation, which the record's rides on: GD's time
                 let t1 = Instant::now();
                 let gradient = self.recorder.needs_gradient(spectrum);
-                driver.evaluate_beside(y, &mut self.flow_ws, gradient);
-                let shared = t1.elapsed().as_secs_f64();
-                self.method_seconds += shared;
-                self.record_seconds -= shared;
+                if driver.evaluate_beside(y, &mut self.flow_ws, gradient) {
+                    // the method's own evaluation, which the record's rode on: its time
+                    let shared = t1.elapsed().as_secs_f64();
+                    self.method_seconds += shared;
+                    self.record_seconds -= shared;
+                }
             }
             let mut rec = self
                 .recorder
@@ -378,7 +379,8 @@ impl<'a> Comparison<'a> {
             })
             .sum();
         let fj = *fj;
-        let f_flow = self.field.loss(y, &mut self.flow_ws);
+        // held in `flow_ws` where t_j was recorded
+        let f_flow = self.field.evaluate_loss(y, &mut self.flow_ws);
         let e = &mut self.eos;
         e.steps += 1;
         e.t_from.get_or_insert(t);

@@ -20,6 +20,7 @@
 //! | loss | 1 |
 //! | rhs (G and F) | 2 (1 fused, dense operator) |
 //! | two evaluations at once ([`Field::evaluate_pair`]) | 1 fused, dense operator |
+//! | an evaluation and another state's loss ([`Field::evaluate_beside_loss`]) | 1 fused, the second input's dot products added |
 //! | jvp (G cached by state) | 2 |
 //! | second derivative D²F[u, w] | 6 |
 //! | Jacobian (one GEMM) | 2 + one pass building C |
@@ -213,14 +214,14 @@ impl Workspace {
         self.loss = loss;
         self.loss_only = true;
         match &mut self.cached {
-            Some(c) => c.copy_from_slice(state),
-            None => self.cached = Some(state.to_vec()),
+            Some(c) if c.len() == state.len() => c.copy_from_slice(state),
+            _ => self.cached = Some(state.to_vec()),
         }
     }
 }
 
 /// The [`Field`] methods a wrapper of another field (in its field `$inner`) passes through
-/// unchanged: the shape, the operator, y, the evaluation and the loss. Wrappers that change
+/// unchanged: the shape, the operator, y, the evaluation and the loss (alone too). Wrappers that change
 /// the field (GD's modified field, ScaledGD's preconditioned one, …) write only what they
 /// change.
 #[macro_export]
@@ -240,6 +241,9 @@ macro_rules! delegate_to_inner_field {
         }
         fn loss(&self, state: &[f64], ws: &mut $crate::field::Workspace) -> f64 {
             self.$inner.loss(state, ws)
+        }
+        fn evaluate_loss(&self, state: &[f64], ws: &mut $crate::field::Workspace) -> f64 {
+            self.$inner.evaluate_loss(state, ws)
         }
         fn loss_batch(&self, states: &[&[f64]]) -> Vec<f64> {
             self.$inner.loss_batch(states)

@@ -390,7 +390,6 @@ fn fused_rows<E: Entry, const C: usize, const G: usize>(
     r: [&mut [f64]; C],
     g: [&mut [f64]; G],
 ) {
-    const { assert!(G <= C, "gradients for some of the inputs") };
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
@@ -871,6 +870,12 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     mut g: [&mut [f64]; G],
     planner: &Planner,
 ) {
+    const {
+        assert!(
+            1 <= G && G <= C,
+            "gradients for some of the inputs, the first"
+        )
+    };
     let m = y.len();
     if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
         // always one thread here: one block, straight into g

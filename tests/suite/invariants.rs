@@ -434,6 +434,102 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
     }
 }
 
+/// The loss alone (`Field::evaluate_loss`: one application of 𝒜 where nothing is held) is the
+/// loss `Field::evaluate` gives with G, bit for bit: the sensing field in f64 and f32 storage
+/// and symmetric, and every perturbed field; on a fresh workspace and on one holding G at
+/// another state. A workspace holding a loss alone is never taken for one holding G, and a
+/// residual riding beside another input's pass is counted as an application of 𝒜.
+#[test]
+fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
+    use gdflow::field::{Perturbation, PerturbationModel, Perturbed};
+    use gdflow::operator::SensingOperator;
+    use std::sync::Arc;
+    let p = small_gaussian(43);
+    let sym = super::small_symmetric();
+    let (op64, op32) = f64_and_f32_storage(9, 8, 70, 4);
+    let y: Vec<f64> = (0..70).map(|i| ((i * 5) % 13) as f64 * 0.3 - 1.7).collect();
+    let mut fields: Vec<(Box<dyn Field>, Vec<f64>)> = vec![
+        (
+            Box::new(SensingField::from_problem(&p)),
+            super::random_state(&p, 1, 0.5),
+        ),
+        (
+            Box::new(SensingField::from_problem(&sym)),
+            super::random_state(&sym, 3, 0.5)[..sym.n1() * sym.width()].to_vec(),
+        ),
+    ];
+    for op in [op64, op32] {
+        let field = SensingField::new(Arc::new(op), y.clone(), 3);
+        let x = (0..field.state_len())
+            .map(|j| ((j * 7) % 11) as f64 * 0.1 - 0.5)
+            .collect();
+        fields.push((Box::new(field), x));
+    }
+    for model in [
+        PerturbationModel::None,
+        PerturbationModel::Sensing,
+        PerturbationModel::Noise,
+        PerturbationModel::Relative,
+        PerturbationModel::Absolute,
+    ] {
+        fields.push((
+            Box::new(Perturbed::new(
+                SensingField::from_problem(&p),
+                Perturbation::new(model, 0.1, &p, 3),
+            )),
+            super::random_state(&p, 2, 0.5),
+        ));
+    }
+    for (field, x) in &fields {
+        let other: Vec<f64> = x.iter().map(|v| 0.5 * v + 0.01).collect();
+        let (mut full, mut alone) = (field.workspace(), field.workspace());
+        let loss = field.evaluate(x, &mut full);
+        assert_eq!(
+            field.evaluate_loss(x, &mut alone),
+            loss,
+            "{}",
+            field.describe()
+        );
+        // a workspace that held G elsewhere, then the loss here, then G here
+        let mut ws = field.workspace();
+        field.evaluate(&other, &mut ws);
+        assert_eq!(
+            field.evaluate_loss(x, &mut ws),
+            loss,
+            "{}",
+            field.describe()
+        );
+        assert_eq!(field.evaluate(x, &mut ws), loss);
+        assert_eq!(
+            ws.g(),
+            full.g(),
+            "G after a loss alone, {}",
+            field.describe()
+        );
+        // and the loss beside another state's evaluation
+        let (mut wa, mut wb) = (field.workspace(), field.workspace());
+        let (la, lb) = field.evaluate_beside_loss(&other, &mut wa, x, &mut wb);
+        assert_eq!((la, lb), (field.evaluate(&other, &mut ws), loss));
+        assert_eq!(wa.g(), ws.g(), "{}", field.describe());
+    }
+    // the counts: one fused pass and one application of 𝒜
+    let (op, _) = f64_and_f32_storage(9, 8, 70, 4);
+    let n = 72;
+    let (xa, xb) = (vec![0.3; n], vec![-0.2; n]);
+    let (mut ra, mut rb, mut g) = (vec![0.0; 70], vec![0.0; 70], vec![0.0; n]);
+    let before = op.counts();
+    op.residual_adjoint_beside_residual([&xa, &xb], &y, [&mut ra, &mut rb], &mut g);
+    let after = op.counts();
+    assert_eq!(
+        (
+            after.fused - before.fused,
+            after.apply - before.apply,
+            after.adjoint - before.adjoint
+        ),
+        (1, 1, 0)
+    );
+}
+
 /// Every way the fused pass can run its row blocks (one sweep or two, on the pool or on the
 /// calling thread; the operator times them on its first calls and keeps the fastest) gives
 /// the same residuals and gradients bit for bit, for one input, two sharing a pass, and one
@@ -510,7 +606,8 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
 /// flow's record at t_j; GD's trajectory is nonetheless bit for bit the one GD takes alone
 /// (losses at every step), at a size whose pass runs on several threads; and the flow's
 /// records, with their G (spectral columns) or their loss alone (the others), hold the loss
-/// the field evaluates at the flow's state, bit for bit.
+/// the field evaluates at the flow's state, bit for bit; and a user's quantity finds G at the
+/// flow's state at every record.
 #[test]
 fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     use gdflow::config::ConfigArgs;
@@ -557,6 +654,31 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
             rec.loss(),
             field.evaluate(y, &mut ws),
             "flow, step {}",
+            rec.step
+        );
+    }
+    // a user's quantity reads G at every record, spectral or not
+    struct GradientNorm;
+    impl gdflow::analysis::Quantity for GradientNorm {
+        fn columns(&self) -> Vec<String> {
+            vec!["gradient_norm".into()]
+        }
+        fn measure(&self, at: &gdflow::analysis::At<'_>) -> Vec<f64> {
+            vec![at.workspace.g().norm()]
+        }
+    }
+    let extras = RunExtras {
+        quantities: vec![std::sync::Arc::new(GradientNorm)],
+        ..RunExtras::default()
+    };
+    let with_g = run(&setup, &extras).unwrap();
+    for (rec, y) in with_g.flow.iter().zip(&flow.states) {
+        let mut ws = field.workspace();
+        field.evaluate(y, &mut ws);
+        assert_eq!(
+            rec.get("gradient_norm"),
+            Some(ws.g().norm()),
+            "step {}",
             rec.step
         );
     }

@@ -82,6 +82,9 @@ impl Field for SecondOrder {
     fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
         self.inner.loss(&state[..self.n()], ws)
     }
+    fn evaluate_loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {
+        self.inner.evaluate_loss(&state[..self.n()], ws)
+    }
     /// (Ẋ, F(X) − c(τ)Ẋ, 1); returns f(X).
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {
         let n = self.n();
