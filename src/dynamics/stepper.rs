@@ -91,6 +91,26 @@ impl Evaluation {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
         field.rhs(x, &mut self.f, ws)
     }
+    /// [`Stepper::evaluate_beside`] for a method that evaluates at the point it steps from:
+    /// the field at `x` (for the next [`Evaluation::at`], which then finds it done) and at
+    /// `other` in one pass over the sensing matrix ([`Field::evaluate_pair`], or
+    /// [`Field::evaluate_beside_loss`] where `other` needs no G). Returns true: shared.
+    pub fn beside(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        if gradient {
+            field.evaluate_pair(x, ws, other, other_ws);
+        } else {
+            field.evaluate_beside_loss(x, ws, other, other_ws);
+        }
+        true
+    }
     /// The workspace of the last evaluation.
     pub fn workspace(&self) -> Option<&Workspace> {
         self.ws.as_ref()
@@ -111,8 +131,7 @@ impl Evaluation {
 /// x ← x + η F(x).
 #[derive(Clone, Debug, Default)]
 pub struct Gd {
-    f: Vec<f64>,
-    ws: Option<Workspace>,
+    eval: Evaluation,
 }
 
 impl Gd {
@@ -121,7 +140,7 @@ impl Gd {
     }
     /// F(x_j) of the last evaluation.
     pub fn direction(&self) -> &[f64] {
-        &self.f
+        &self.eval.f
     }
 }
 
@@ -130,13 +149,8 @@ impl Stepper for Gd {
         "gd".into()
     }
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.f.resize(x.len(), 0.0);
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        field.rhs(x, &mut self.f, ws)
+        self.eval.at(field, x)
     }
-    /// One pass over the sensing matrix for both ([`Field::evaluate_pair`], or
-    /// [`Field::evaluate_beside_loss`] where `other` needs no G), into the workspace
-    /// [`Stepper::evaluate`] finds cached.
     fn evaluate_beside(
         &mut self,
         field: &dyn Field,
@@ -145,26 +159,18 @@ impl Stepper for Gd {
         other_ws: &mut Workspace,
         gradient: bool,
     ) -> bool {
-        let ws = self.ws.get_or_insert_with(|| field.workspace());
-        if gradient {
-            field.evaluate_pair(x, ws, other, other_ws);
-        } else {
-            field.evaluate_beside_loss(x, ws, other, other_ws);
-        }
-        true
+        self.eval.beside(field, x, other, other_ws, gradient)
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
-        for (xi, fi) in x.iter_mut().zip(&self.f) {
+        for (xi, fi) in x.iter_mut().zip(&self.eval.f) {
             *xi += eta * fi;
         }
     }
     fn workspace(&self) -> Option<&Workspace> {
-        self.ws.as_ref()
+        self.eval.workspace()
     }
     fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        self.ws = None;
-        self.f.resize(len, 0.0);
-        Some(&mut self.f)
+        Some(self.eval.batch_buffer(len))
     }
     /// 𝒜 and 𝒜* applied to every run in one pass over the sensing matrix per eight runs
     /// ([`Field::rhs_batch`]); the steppers' workspaces are not updated.
@@ -172,16 +178,11 @@ impl Stepper for Gd {
         let mut outs: Vec<Vec<f64>> = steppers
             .iter_mut()
             .zip(xs)
-            .map(|(s, x)| {
-                s.ws = None;
-                let mut f = std::mem::take(&mut s.f);
-                f.resize(x.len(), 0.0);
-                f
-            })
+            .map(|(s, x)| std::mem::take(s.eval.batch_buffer(x.len())))
             .collect();
         let losses = field.rhs_batch(xs, &mut outs);
         for (s, f) in steppers.iter_mut().zip(outs) {
-            s.f = f;
+            s.eval.f = f;
         }
         losses
     }

@@ -602,16 +602,15 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
     }
 }
 
-/// In `gdflow run`, GD's evaluation at x_j shares its pass over the sensing matrix with the
-/// flow's record at t_j; GD's trajectory is nonetheless bit for bit the one GD takes alone
-/// (losses at every step), at a size whose pass runs on several threads; and the flow's
-/// records, with their G (spectral columns) or their loss alone (the others), hold the loss
-/// the field evaluates at the flow's state, bit for bit; and a user's quantity finds G at the
-/// flow's state at every record.
+/// In `gdflow run`, the method's evaluation at x_j shares its pass over the sensing matrix with
+/// the flow's record at t_j (GD, heavy ball, ScaledGD, alternating GD); each method's
+/// trajectory is nonetheless bit for bit the one it takes alone (losses at every step), at a
+/// size whose pass runs on several threads; and the flow's records, with their G (spectral
+/// columns) or their loss alone (the others), hold the loss the field evaluates at the flow's
+/// state, bit for bit; and a user's quantity finds G at the flow's state at every record.
 #[test]
 fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     use gdflow::config::ConfigArgs;
-    use gdflow::dynamics::gradient_descent;
     use gdflow::experiments::{run, Command, RunExtras, Setup};
     let args = ConfigArgs {
         n1: Some(30),
@@ -627,15 +626,49 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
         save_states: Some(true),
         ..Default::default()
     };
+    for (optimizer, momentum) in [
+        ("gd", None),
+        ("heavy-ball", Some(0.5)),
+        ("scaled-gd", None),
+        ("alternating-gd", None),
+    ] {
+        let args = ConfigArgs {
+            optimizer: Some(optimizer.into()),
+            momentum,
+            ..args.clone()
+        };
+        let setup = Setup::new(&args, Command::Run, false).unwrap();
+        let result = run(&setup, &RunExtras::default()).unwrap();
+        let field = setup.field();
+        let stepper = setup.optimizer().unwrap().stepper(0.2);
+        let mut none = |_: &Iterate<'_>| {};
+        let alone = Driver::new(
+            field.as_ref(),
+            stepper,
+            &setup.start(),
+            GdOptions::new(0.2, 40, 1),
+        )
+        .run(&mut none)
+        .pop()
+        .unwrap();
+        assert_eq!(
+            (result.gd.len(), alone.states.len()),
+            (41, 41),
+            "{optimizer}"
+        );
+        let mut ws = field.workspace();
+        for (rec, x) in result.gd.iter().zip(&alone.states) {
+            let step = rec.step;
+            assert_eq!(
+                rec.loss(),
+                field.evaluate(x, &mut ws),
+                "{optimizer}, step {step}"
+            );
+        }
+    }
     let setup = Setup::new(&args, Command::Run, false).unwrap();
     let result = run(&setup, &RunExtras::default()).unwrap();
     let field = setup.field();
-    let alone = gradient_descent(field.as_ref(), &setup.start(), &GdOptions::new(0.2, 40, 1));
-    assert_eq!((result.gd.len(), alone.states.len()), (41, 41));
-    let mut ws = field.workspace();
-    for (rec, x) in result.gd.iter().zip(&alone.states) {
-        assert_eq!(rec.loss(), field.evaluate(x, &mut ws), "step {}", rec.step);
-    }
     let flow = &result
         .states
         .iter()

@@ -59,6 +59,16 @@ impl Stepper for AlternatingStepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         self.eval.at(field, x)
     }
+    fn evaluate_beside(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
+        self.eval.beside(field, x, other, other_ws, gradient)
+    }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let nu = field.factors().n1 * field.factors().k;
         for (xi, fi) in x[..nu].iter_mut().zip(&self.eval.f[..nu]) {

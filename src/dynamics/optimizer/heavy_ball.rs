@@ -166,6 +166,16 @@ impl Stepper for HeavyBallStepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         self.eval.at(field, x)
     }
+    fn evaluate_beside(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
+        self.eval.beside(field, x, other, other_ws, gradient)
+    }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let previous = self.previous.get_or_insert_with(|| x.to_vec());
         for ((xi, fi), pi) in x.iter_mut().zip(&self.eval.f).zip(previous.iter_mut()) {

@@ -181,6 +181,16 @@ impl Stepper for ScaledGdStepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         self.eval.at(field, x)
     }
+    fn evaluate_beside(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
+        self.eval.beside(field, x, other, other_ws, gradient)
+    }
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let old = x.to_vec();
         let f = &self.eval.f;
