@@ -100,8 +100,8 @@ pub struct Timings {
     /// The method's steps and records (the records reuse its own evaluations), with the
     /// passes over the sensing matrix its evaluations share with the flow's records (which
     /// add their residual's dot products to the pass, or their G at the records with spectral
-    /// columns). Methods that evaluate where they step from share them (GD, heavy ball,
-    /// ScaledGD, alternating GD); the others' records' passes are in `record_seconds`.
+    /// columns): GD, heavy ball, ScaledGD, alternating GD and Nesterov share them; the
+    /// stochastic methods' records' passes are in `record_seconds`.
     pub gd_seconds: f64,
     /// The flow solver, without the recording done at its output times.
     pub flow_seconds: f64,

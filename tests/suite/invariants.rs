@@ -602,8 +602,9 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
     }
 }
 
-/// In `gdflow run`, the method's evaluation at x_j shares its pass over the sensing matrix with
-/// the flow's record at t_j (GD, heavy ball, ScaledGD, alternating GD); each method's
+/// In `gdflow run`, the method's evaluation at x_j (Nesterov's at its look-ahead) shares its
+/// pass over the sensing matrix with the flow's record at t_j (GD, heavy ball, ScaledGD,
+/// alternating GD, Nesterov); each method's
 /// trajectory is nonetheless bit for bit the one it takes alone (losses at every step), at a
 /// size whose pass runs on several threads; and the flow's records, with their G (spectral
 /// columns) or their loss alone (the others), hold the loss the field evaluates at the flow's
@@ -631,6 +632,7 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
         ("heavy-ball", Some(0.5)),
         ("scaled-gd", None),
         ("alternating-gd", None),
+        ("nesterov", None),
     ] {
         let args = ConfigArgs {
             optimizer: Some(optimizer.into()),

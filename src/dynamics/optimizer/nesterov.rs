@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::second_order::{Friction, SecondOrder};
 use super::{no_limit, Limit, Optimizer, TimeScale};
 use crate::dynamics::{Evaluation, FlowVariant, Stepper};
-use crate::field::Field;
+use crate::field::{Field, Workspace};
 
 /// t_0 relative to √η.
 const START_FRACTION: f64 = 1e-3;
@@ -77,6 +77,18 @@ impl Stepper for NesterovStepper {
     fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
         let y = self.y.get_or_insert_with(|| x.to_vec());
         self.eval.at(field, y)
+    }
+    /// The look-ahead point's evaluation shares the pass (the step's, wherever it is).
+    fn evaluate_beside(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: &[f64],
+        other_ws: &mut Workspace,
+        gradient: bool,
+    ) -> bool {
+        let y = self.y.get_or_insert_with(|| x.to_vec());
+        self.eval.beside(field, y, other, other_ws, gradient)
     }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let y = self.y.as_mut().expect("evaluated first");
