@@ -127,6 +127,34 @@ impl Evaluation {
     }
 }
 
+/// The [`Stepper`] methods of a method that evaluates F at the point it steps from into its
+/// [`Evaluation`] (the field `$eval`): that evaluation, the same sharing its pass with another
+/// trajectory's ([`Evaluation::beside`]), its workspace for the records, and the batch buffer.
+#[macro_export]
+macro_rules! steps_from_its_evaluation {
+    ($eval:ident) => {
+        fn evaluate(&mut self, field: &dyn $crate::field::Field, x: &[f64]) -> f64 {
+            self.$eval.at(field, x)
+        }
+        fn evaluate_beside(
+            &mut self,
+            field: &dyn $crate::field::Field,
+            x: &[f64],
+            other: &[f64],
+            other_ws: &mut $crate::field::Workspace,
+            gradient: bool,
+        ) -> bool {
+            self.$eval.beside(field, x, other, other_ws, gradient)
+        }
+        fn workspace(&self) -> Option<&$crate::field::Workspace> {
+            self.$eval.workspace()
+        }
+        fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
+            Some(self.$eval.batch_buffer(len))
+        }
+    };
+}
+
 /// Gradient descent U ← U − ηGV, V ← V − ηGᵀU, both from the old iterate (MATH §2):
 /// x ← x + η F(x).
 #[derive(Clone, Debug, Default)]
@@ -148,29 +176,11 @@ impl Stepper for Gd {
     fn name(&self) -> String {
         "gd".into()
     }
-    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.eval.at(field, x)
-    }
-    fn evaluate_beside(
-        &mut self,
-        field: &dyn Field,
-        x: &[f64],
-        other: &[f64],
-        other_ws: &mut Workspace,
-        gradient: bool,
-    ) -> bool {
-        self.eval.beside(field, x, other, other_ws, gradient)
-    }
+    crate::steps_from_its_evaluation!(eval);
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.eval.f) {
             *xi += eta * fi;
         }
-    }
-    fn workspace(&self) -> Option<&Workspace> {
-        self.eval.workspace()
-    }
-    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        Some(self.eval.batch_buffer(len))
     }
     /// 𝒜 and 𝒜* applied to every run in one pass over the sensing matrix per eight runs
     /// ([`Field::rhs_batch`]); the steppers' workspaces are not updated.

@@ -453,6 +453,14 @@ pub trait FactorGradient: Send + Sync {
     }
 }
 
+/// X = UVᵀ of each state into its workspace, for a pass that serves them together.
+fn products_into(f: Factors, states: [(&[f64], &mut Workspace); 2]) {
+    for (state, ws) in states {
+        assert_eq!(state.len(), f.state_len(), "state length");
+        f.product_into(state, &mut ws.x);
+    }
+}
+
 impl<T: FactorGradient> Field for T {
     fn factors(&self) -> Factors {
         FactorGradient::factors(self)
@@ -489,11 +497,10 @@ impl<T: FactorGradient> Field for T {
         if wa.holds(a) || wb.holds(b) {
             return (self.evaluate(a, wa), self.evaluate(b, wb));
         }
-        let f = FactorGradient::factors(self);
-        for (state, ws) in [(a, &mut *wa), (b, &mut *wb)] {
-            assert_eq!(state.len(), f.state_len(), "state length");
-            f.product_into(state, &mut ws.x);
-        }
+        products_into(
+            FactorGradient::factors(self),
+            [(a, &mut *wa), (b, &mut *wb)],
+        );
         let (la, lb) = self.gradient_pair(wa, wb);
         wa.remember(a, la);
         wb.remember(b, lb);
@@ -510,11 +517,10 @@ impl<T: FactorGradient> Field for T {
         if wa.holds(a) || wb.holds_loss(b) {
             return (self.evaluate(a, wa), self.evaluate_loss(b, wb));
         }
-        let f = FactorGradient::factors(self);
-        for (state, ws) in [(a, &mut *wa), (b, &mut *wb)] {
-            assert_eq!(state.len(), f.state_len(), "state length");
-            f.product_into(state, &mut ws.x);
-        }
+        products_into(
+            FactorGradient::factors(self),
+            [(a, &mut *wa), (b, &mut *wb)],
+        );
         let (la, lb) = self.gradient_beside_loss(wa, wb);
         wa.remember(a, la);
         wb.remember_loss(b, lb);

@@ -56,19 +56,7 @@ impl Stepper for AlternatingStepper {
     fn name(&self) -> String {
         "alternating-gd".into()
     }
-    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.eval.at(field, x)
-    }
-    fn evaluate_beside(
-        &mut self,
-        field: &dyn Field,
-        x: &[f64],
-        other: &[f64],
-        other_ws: &mut Workspace,
-        gradient: bool,
-    ) -> bool {
-        self.eval.beside(field, x, other, other_ws, gradient)
-    }
+    crate::steps_from_its_evaluation!(eval);
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let nu = field.factors().n1 * field.factors().k;
         for (xi, fi) in x[..nu].iter_mut().zip(&self.eval.f[..nu]) {
@@ -79,12 +67,6 @@ impl Stepper for AlternatingStepper {
         for (xi, fi) in x[nu..].iter_mut().zip(&self.eval.f[nu..]) {
             *xi += eta * fi;
         }
-    }
-    fn workspace(&self) -> Option<&Workspace> {
-        self.eval.workspace()
-    }
-    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        Some(self.eval.batch_buffer(len))
     }
 }
 

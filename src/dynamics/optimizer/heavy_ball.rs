@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::second_order::{Friction, SecondOrder};
 use super::{no_limit, Context, Limit, Optimizer, Parameters, Refusal, Settings, TimeScale};
 use crate::dynamics::{Evaluation, FlowVariant, Stepper};
-use crate::field::{Field, Modified, Workspace};
+use crate::field::{Field, Modified};
 
 /// Heavy ball with its momentum given one of two ways.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,19 +163,7 @@ impl Stepper for HeavyBallStepper {
     fn name(&self) -> String {
         "heavy-ball".into()
     }
-    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.eval.at(field, x)
-    }
-    fn evaluate_beside(
-        &mut self,
-        field: &dyn Field,
-        x: &[f64],
-        other: &[f64],
-        other_ws: &mut Workspace,
-        gradient: bool,
-    ) -> bool {
-        self.eval.beside(field, x, other, other_ws, gradient)
-    }
+    crate::steps_from_its_evaluation!(eval);
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let previous = self.previous.get_or_insert_with(|| x.to_vec());
         for ((xi, fi), pi) in x.iter_mut().zip(&self.eval.f).zip(previous.iter_mut()) {
@@ -183,11 +171,5 @@ impl Stepper for HeavyBallStepper {
             *xi = now + eta * fi + self.beta * (now - *pi);
             *pi = now;
         }
-    }
-    fn workspace(&self) -> Option<&Workspace> {
-        self.eval.workspace()
-    }
-    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        Some(self.eval.batch_buffer(len))
     }
 }

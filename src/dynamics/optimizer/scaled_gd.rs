@@ -178,31 +178,13 @@ impl Stepper for ScaledGdStepper {
     fn name(&self) -> String {
         "scaled-gd".into()
     }
-    fn evaluate(&mut self, field: &dyn Field, x: &[f64]) -> f64 {
-        self.eval.at(field, x)
-    }
-    fn evaluate_beside(
-        &mut self,
-        field: &dyn Field,
-        x: &[f64],
-        other: &[f64],
-        other_ws: &mut Workspace,
-        gradient: bool,
-    ) -> bool {
-        self.eval.beside(field, x, other, other_ws, gradient)
-    }
+    crate::steps_from_its_evaluation!(eval);
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let old = x.to_vec();
         let f = &self.eval.f;
         if let Err(e) = add_preconditioned(field.factors(), &old, f, eta, self.damping, x) {
             self.failure = Some(e);
         }
-    }
-    fn workspace(&self) -> Option<&Workspace> {
-        self.eval.workspace()
-    }
-    fn batch_buffer(&mut self, len: usize) -> Option<&mut Vec<f64>> {
-        Some(self.eval.batch_buffer(len))
     }
     fn failure(&self) -> Option<String> {
         self.failure.clone()
