@@ -29,6 +29,7 @@ pub use driver::{
     Iterate, Observer, RunOptions, SaveAt,
 };
 pub use optimizer::Dynamics;
+pub(crate) use stepper::steps_from_its_evaluation;
 pub use stepper::{Evaluation, Gd, Stepper};
 
 /// How a trajectory ended. Divergence and solver failure are results, not errors.

@@ -130,7 +130,6 @@ impl Evaluation {
 /// The [`Stepper`] methods of a method that evaluates F at the point it steps from into its
 /// [`Evaluation`] (the field `$eval`): that evaluation, the same sharing its pass with another
 /// trajectory's ([`Evaluation::beside`]), its workspace for the records, and the batch buffer.
-#[macro_export]
 macro_rules! steps_from_its_evaluation {
     ($eval:ident) => {
         fn evaluate(&mut self, field: &dyn $crate::field::Field, x: &[f64]) -> f64 {
@@ -154,6 +153,7 @@ macro_rules! steps_from_its_evaluation {
         }
     };
 }
+pub(crate) use steps_from_its_evaluation;
 
 /// Gradient descent U ← U − ηGV, V ← V − ηGᵀU, both from the old iterate (MATH §2):
 /// x ← x + η F(x).
@@ -176,7 +176,7 @@ impl Stepper for Gd {
     fn name(&self) -> String {
         "gd".into()
     }
-    crate::steps_from_its_evaluation!(eval);
+    steps_from_its_evaluation!(eval);
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         for (xi, fi) in x.iter_mut().zip(&self.eval.f) {
             *xi += eta * fi;

@@ -56,7 +56,7 @@ impl Stepper for AlternatingStepper {
     fn name(&self) -> String {
         "alternating-gd".into()
     }
-    crate::steps_from_its_evaluation!(eval);
+    crate::dynamics::steps_from_its_evaluation!(eval);
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let nu = field.factors().n1 * field.factors().k;
         for (xi, fi) in x[..nu].iter_mut().zip(&self.eval.f[..nu]) {

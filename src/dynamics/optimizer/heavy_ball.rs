@@ -163,7 +163,7 @@ impl Stepper for HeavyBallStepper {
     fn name(&self) -> String {
         "heavy-ball".into()
     }
-    crate::steps_from_its_evaluation!(eval);
+    crate::dynamics::steps_from_its_evaluation!(eval);
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let previous = self.previous.get_or_insert_with(|| x.to_vec());
         for ((xi, fi), pi) in x.iter_mut().zip(&self.eval.f).zip(previous.iter_mut()) {

@@ -178,7 +178,7 @@ impl Stepper for ScaledGdStepper {
     fn name(&self) -> String {
         "scaled-gd".into()
     }
-    crate::steps_from_its_evaluation!(eval);
+    crate::dynamics::steps_from_its_evaluation!(eval);
     fn advance(&mut self, field: &dyn Field, x: &mut [f64], eta: f64) {
         let old = x.to_vec();
         let f = &self.eval.f;
