@@ -395,6 +395,18 @@ fn fused_rows<E: Entry, const C: usize, const G: usize>(
         // SAFETY: the CPU has AVX2 (checked at run time).
         return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
     }
+    fused_rows_generic(data, n, x, y, r, g)
+}
+
+/// [`fused_rows`] for the default target: one input after another.
+fn fused_rows_generic<E: Entry, const C: usize, const G: usize>(
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+) {
     let mut g = g.into_iter();
     for (x, r) in x.into_iter().zip(r) {
         match g.next() {
@@ -1232,15 +1244,15 @@ mod tests {
             let mut r5 = vec![0.0; m];
             residual_rows_kernel(data, n, &x2, y, &mut r5);
             assert_ne!(r5, r1);
-            for split in [false, true] {
+            for way in ["one sweep", "two sweeps", "default target"] {
                 let (mut ra, mut rb, mut ga) = (vec![0.0; m], vec![0.0; m], vec![0.0; n]);
                 let (xs, rs) = ([x, &x2[..]], [&mut ra[..], &mut rb[..]]);
-                if split {
-                    split_rows(data, n, xs, y, rs, [&mut ga]);
-                } else {
-                    fused_rows(data, n, xs, y, rs, [&mut ga]);
+                match way {
+                    "one sweep" => fused_rows(data, n, xs, y, rs, [&mut ga]),
+                    "two sweeps" => split_rows(data, n, xs, y, rs, [&mut ga]),
+                    _ => fused_rows_generic(data, n, xs, y, rs, [&mut ga]),
                 }
-                assert_eq!((&ra, &ga, &rb), (&r1, &g1, &r5), "split: {split}");
+                assert_eq!((&ra, &ga, &rb), (&r1, &g1, &r5), "{way}");
             }
         }
         both(&data, n, &x, &y);
