@@ -411,15 +411,14 @@ fn fused_rows_generic<E: Entry, const C: usize, const G: usize>(
     for (x, r) in x.into_iter().zip(r) {
         match g.next() {
             Some(g) => fused_rows_kernel(data, n, x, y, r, g),
-            None => residual_rows_kernel(data, n, x, y, r),
+            None => residual_rows(data, n, x, y, r),
         }
     }
 }
 
-/// r_i = ⟨row_i, x⟩ − y_i for consecutive rows: [`apply_rows_kernel`]'s products.
-#[inline(always)]
-fn residual_rows_kernel<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64]) {
-    apply_rows_kernel(data, n, x, r);
+/// r_i = ⟨row_i, x⟩ − y_i for consecutive rows: [`apply_rows`]' products.
+fn residual_rows<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64], r: &mut [f64]) {
+    apply_rows(data, n, x, r);
     r.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
 }
 
@@ -591,7 +590,7 @@ fn fused_rows_avx2<E: Entry, const C: usize, const G: usize>(
         let (rows, y, rc) = (&data[done * n..], &y[done..], &mut rc[done..]);
         match g.next() {
             Some(gc) => fused_single_rows(rows, n, xc, y, rc, gc),
-            None => residual_rows_kernel(rows, n, xc, y, rc),
+            None => residual_rows(rows, n, xc, y, rc),
         }
     }
 }
@@ -992,8 +991,7 @@ fn split_rows<E: Entry, const C: usize, const G: usize>(
     g: [&mut [f64]; G],
 ) {
     for (xc, rc) in x.into_iter().zip(r.iter_mut()) {
-        apply_rows(data, n, xc, rc);
-        rc.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
+        residual_rows(data, n, xc, y, rc);
     }
     let r: [&[f64]; G] = std::array::from_fn(|c| &*r[c]);
     #[cfg(target_arch = "x86_64")]
@@ -1242,7 +1240,8 @@ mod tests {
             // a second input's residual alone beside the first's gradient, one sweep or two
             let x2: Vec<f64> = x.iter().map(|v| 0.5 - v).collect();
             let mut r5 = vec![0.0; m];
-            residual_rows_kernel(data, n, &x2, y, &mut r5);
+            apply_rows_kernel(data, n, &x2, &mut r5);
+            r5.iter_mut().zip(y).for_each(|(ri, yi)| *ri -= yi);
             assert_ne!(r5, r1);
             for way in ["one sweep", "two sweeps", "default target"] {
                 let (mut ra, mut rb, mut ga) = (vec![0.0; m], vec![0.0; m], vec![0.0; n]);

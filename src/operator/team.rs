@@ -121,9 +121,10 @@ fn team(helpers: usize) -> &'static micropool::ThreadPool {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let (pid, teams) = &mut *guard;
-    if *pid != std::process::id() {
+    let this_process = std::process::id();
+    if *pid != this_process {
         // the parent's teams stay leaked: dropping one would join threads this process lacks
-        *pid = std::process::id();
+        *pid = this_process;
         teams.clear();
     }
     teams.entry(helpers).or_insert_with(|| {

@@ -105,7 +105,7 @@ pub struct Timings {
     pub gd_seconds: f64,
     /// The flow solver, without the recording done at its output times.
     pub flow_seconds: f64,
-    /// The flow's recorded quantities, past what they share of GD's passes.
+    /// The flow's recorded quantities, past what they share of the method's passes.
     #[serde(default)]
     pub record_seconds: f64,
     pub total_seconds: f64,
