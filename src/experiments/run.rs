@@ -9,13 +9,15 @@
 //! average x̄_j = ½(x_j + x_{j+1}) is compared with it: the average cancels the period-2
 //! oscillation GD settles into at the edge of stability.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::{Config, FlowVariant};
-use crate::dynamics::flow::{CentralReport, Times};
-use crate::dynamics::optimizer::{Dynamics, End, Limit, Optimizer, Output};
+use crate::dynamics::flow::{CentralReport, Passenger, Times};
+use crate::dynamics::optimizer::{End, Limit, Optimizer, Output};
 use crate::dynamics::sharpness::{EigenOptions, Trail};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
@@ -198,7 +200,25 @@ struct Comparison<'a> {
     record_seconds: f64,
     /// ‖X*‖, the scale of `distance_rel`.
     target_norm: f64,
+    /// The limit's outputs whose record and method step wait for a pass of the limit's solve
+    /// to ride on ([`Comparison::ride`]), oldest first.
+    waiting: VecDeque<Waiting>,
 }
+
+/// A limit's output at t_j, held until its record's evaluation and the method's at x_j have
+/// ridden on the limit's own passes over the sensing matrix.
+struct Waiting {
+    j: usize,
+    t: f64,
+    state: Vec<f64>,
+    columns: Vec<(&'static str, f64)>,
+    /// Its record's evaluation is in `flow_ws`.
+    measured: bool,
+}
+
+/// How many outputs may wait for passes to ride on: beyond it the oldest is completed with
+/// passes of its own, so memory stays a few states whatever the limit's steps span.
+const MAX_WAITING: usize = 64;
 
 impl<'a> Comparison<'a> {
     fn new(
@@ -229,6 +249,7 @@ impl<'a> Comparison<'a> {
             method_ws: field.workspace(),
             method_seconds: 0.0,
             record_seconds: 0.0,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -312,22 +333,27 @@ impl<'a> Comparison<'a> {
     }
 
     /// The limit at t_j: its drift, its record at the recorded steps (sharing a pass over the
-    /// sensing matrix with the method's evaluation at x_j), then the method's step j.
+    /// sensing matrix with the method's evaluation at x_j, unless a pass of the limit's
+    /// carried it), then the method's step j.
     fn limit_output(
         &mut self,
         j: usize,
         t: f64,
-        out: &Output<'_>,
+        y: &[f64],
+        columns: &[(&'static str, f64)],
         driver: &mut Driver<'_, Method>,
     ) {
-        let y = out.state;
         let t0 = Instant::now();
         self.flow.max_drift = self.flow.max_drift.max(self.recorder.balance_drift(y));
         if self.recorded(j) {
             let spectrum = self.spectrum_due(self.flow.records.len());
-            if driver.step() == j {
+            let gradient = self.recorder.needs_gradient(spectrum);
+            let held = match gradient {
+                true => self.flow_ws.holds(y),
+                false => self.flow_ws.holds_loss(y),
+            };
+            if driver.step() == j && !held {
                 let t1 = Instant::now();
-                let gradient = self.recorder.needs_gradient(spectrum);
                 if driver.evaluate_beside(y, &mut self.flow_ws, gradient) {
                     // the method's own evaluation, which the record's rode on: its time
                     let shared = t1.elapsed().as_secs_f64();
@@ -339,7 +365,7 @@ impl<'a> Comparison<'a> {
                 .recorder
                 .record_with(j, t, y, &mut self.flow_ws, spectrum);
             // the limit's own columns; the sharpness by Lanczos where it brings none
-            for (name, v) in &out.columns {
+            for (name, v) in columns {
                 rec.set(name, Some(*v));
             }
             if rec.sharpness().is_none() && self.sharp_due(self.flow.records.len()) {
@@ -354,6 +380,71 @@ impl<'a> Comparison<'a> {
             driver.advance(&mut |it: &Iterate<'_>| self.observe(it, true));
         }
         self.method_seconds += t0.elapsed().as_secs_f64();
+    }
+
+    /// One of the limit's passes over the sensing matrix, about to evaluate `field` at `x`
+    /// into `ws`: the oldest waiting output's record evaluation rides on it, or else the
+    /// method's evaluation at x_j, which completes that output ([`Comparison::limit_output`]
+    /// finds both done). Outputs that need neither are completed on the way. Results are
+    /// those of separate passes bit for bit ([`Field::evaluate_pair`]).
+    fn ride(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        ws: &mut Workspace,
+        driver: &mut Driver<'_, Method>,
+    ) {
+        // the records and the method evaluate `self.field`; the pass must be of that field
+        if !std::ptr::addr_eq(field as *const dyn Field, self.field as *const dyn Field) {
+            return;
+        }
+        while let Some(front) = self.waiting.front() {
+            if self.recorded(front.j) && !front.measured {
+                let spectrum = self.spectrum_due(self.flow.records.len());
+                let y = &front.state;
+                if self.recorder.needs_gradient(spectrum) {
+                    field.evaluate_pair(x, ws, y, &mut self.flow_ws);
+                } else {
+                    field.evaluate_beside_loss(x, ws, y, &mut self.flow_ws);
+                }
+                self.waiting[0].measured = true;
+                return;
+            }
+            let w = self.waiting.pop_front().expect("a front");
+            let steps = driver.step() == w.j && !driver.is_done();
+            if steps {
+                driver.evaluate_beside(x, ws, true);
+            }
+            self.limit_output(w.j, w.t, &w.state, &w.columns, driver);
+            if steps {
+                return;
+            }
+        }
+    }
+
+    /// Hold the limit's output at t_j until passes of its solve can carry its evaluations
+    /// ([`Comparison::ride`]), completing the oldest with passes of its own beyond
+    /// [`MAX_WAITING`].
+    fn wait(&mut self, j: usize, t: f64, out: &Output<'_>, driver: &mut Driver<'_, Method>) {
+        self.waiting.push_back(Waiting {
+            j,
+            t,
+            state: out.state.to_vec(),
+            columns: out.columns.clone(),
+            measured: false,
+        });
+        if self.waiting.len() > MAX_WAITING {
+            self.complete_oldest(driver);
+        }
+    }
+
+    /// Complete the oldest waiting output with passes of its own; false if none waits.
+    fn complete_oldest(&mut self, driver: &mut Driver<'_, Method>) -> bool {
+        let Some(w) = self.waiting.pop_front() else {
+            return false;
+        };
+        self.limit_output(w.j, w.t, &w.state, &w.columns, driver);
+        true
     }
 
     /// The edge-of-stability comparison over the second half of the run, while the limit
@@ -420,6 +511,22 @@ impl<'a> Comparison<'a> {
 
 /// The method a run steps: whichever optimiser the set-up names.
 type Method = Box<dyn Stepper>;
+
+/// The comparison and its method, shared by the limit's outputs and its passes' passenger.
+type Lockstep<'c, 'a, 'f> = RefCell<(&'c mut Comparison<'a>, &'c mut Driver<'f, Method>)>;
+
+/// The records and the method's steps as a [`Passenger`] on the limit's passes.
+struct Riders<'l, 'c, 'a, 'f>(&'l Lockstep<'c, 'a, 'f>);
+
+impl Passenger for Riders<'_, '_, '_, '_> {
+    fn board(&self, field: &dyn Field, x: &[f64], ws: &mut Workspace) {
+        // never re-entered: the outputs are handed over between passes
+        if let Ok(mut shared) = self.0.try_borrow_mut() {
+            let (cmp, driver) = &mut *shared;
+            cmp.ride(field, x, ws, driver);
+        }
+    }
+}
 
 /// A named column of a limit's output (NaN where it brings none).
 fn column(out: &Output<'_>, name: &str) -> f64 {
@@ -636,18 +743,41 @@ fn solve_limit(
             bar.set_position((1000.0 * t / horizon).min(1000.0) as u64);
         }
     };
+    // the records and the method's steps ride on the passes of an ODE limit of the field itself
+    // (where one pass over the sensing matrix serves two evaluations for much less than two)
+    let riding = limit.carries_passengers_of(cmp.field) && !limit.follows_average();
+    let lockstep: Lockstep<'_, '_, '_> = RefCell::new((cmp, driver));
     let mut on_output = |i: usize, t: f64, out: &Output<'_>| {
+        let mut shared = lockstep.borrow_mut();
+        let (cmp, driver) = &mut *shared;
         if i % half == 1 {
             let t0 = Instant::now();
             cmp.average_output(i / half, t, out.state, driver);
             cmp.record_seconds += t0.elapsed().as_secs_f64();
             return;
         }
-        cmp.limit_output(i / half, t, out, driver);
+        if riding {
+            // an ODE limit holds no directions: nothing for the edge-of-stability comparison
+            cmp.wait(i, t, out, driver);
+            return;
+        }
+        cmp.limit_output(i / half, t, out.state, &out.columns, driver);
         cmp.edge_of_stability(i / half, t, out, horizon);
     };
+    let riders = Riders(&lockstep);
+    let passenger = riding.then_some(&riders as &dyn Passenger);
     let start = Instant::now();
-    let end = limit.solve(times, &cfg.flow_options(), &mut on_output, &mut on_step)?;
+    let end = limit.solve_sharing(
+        times,
+        &cfg.flow_options(),
+        &mut on_output,
+        &mut on_step,
+        passenger,
+    )?;
+    // what still waits when the solve ends takes passes of its own
+    let mut shared = lockstep.borrow_mut();
+    let (cmp, driver) = &mut *shared;
+    while cmp.complete_oldest(driver) {}
     bar.finish_and_clear();
     Ok((end, start.elapsed().as_secs_f64()))
 }

@@ -203,6 +203,7 @@ impl DenseOperator {
         residual: [&mut [f64]; C],
         out: [&mut [f64]; G],
     ) {
+        self.counter.pass();
         for _ in 0..G {
             self.counter.fused();
         }
@@ -226,6 +227,7 @@ impl SensingOperator for DenseOperator {
     }
     fn apply(&self, x: &[f64], out: &mut [f64]) {
         self.counter.apply();
+        self.counter.pass();
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => apply_any(a.as_slice(), n, x, out),
@@ -234,6 +236,7 @@ impl SensingOperator for DenseOperator {
     }
     fn adjoint(&self, z: &[f64], out: &mut [f64]) {
         self.counter.adjoint();
+        self.counter.pass();
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => adjoint_any(a.as_slice(), n, z, out),
@@ -291,6 +294,7 @@ impl SensingOperator for DenseOperator {
     }
     fn counts(&self) -> OperatorCounts {
         OperatorCounts {
+            passes: Some(self.counter.passes()),
             fused_plan: self.planner.chosen(),
             ..self.counter.counts()
         }
@@ -300,6 +304,7 @@ impl SensingOperator for DenseOperator {
     }
     fn apply_block(&self, xs: &[&[f64]], outs: &mut [Vec<f64>]) {
         self.counter.add(xs.len() as u64, 0);
+        self.counter.pass();
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => apply_block_any(a.as_slice(), n, xs, outs),
@@ -308,6 +313,7 @@ impl SensingOperator for DenseOperator {
     }
     fn adjoint_block(&self, zs: &[&[f64]], outs: &mut [Vec<f64>]) {
         self.counter.add(0, zs.len() as u64);
+        self.counter.pass();
         let n = self.n1 * self.n2;
         match &self.a {
             Storage::F64(a) => adjoint_block_any(a.as_slice(), n, zs, outs),

@@ -39,6 +39,11 @@ pub struct OperatorCounts {
     /// [`SensingOperator::adjoint_rows`]): a mini-batch's b rows each, m of them a pass.
     #[serde(default)]
     pub rows: u64,
+    /// The dense operator's sweeps over its stored matrix, what a run's time goes to: one per
+    /// fused pass however many inputs share it, per application, per adjoint and per block
+    /// product. Absent for other operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<u64>,
     /// How the dense operator's fused pass ran (see [`FusedPlan`]; chosen at run time by
     /// timing, every plan giving the same results): absent for other operators, below the
     /// size where the pass splits its rows, and in merged parts that chose differently.
@@ -53,6 +58,10 @@ impl OperatorCounts {
         self.adjoint += other.adjoint;
         self.fused += other.fused;
         self.rows += other.rows;
+        self.passes = match (self.passes, other.passes) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
         if self.fused_plan != other.fused_plan {
             self.fused_plan = None;
         }
@@ -79,6 +88,7 @@ struct Slot {
     adjoint: AtomicU64,
     fused: AtomicU64,
     rows: AtomicU64,
+    passes: AtomicU64,
 }
 
 /// The calling thread's slot, assigned in the order threads first count.
@@ -106,8 +116,16 @@ impl Counter {
             adjoint: sum(|s| &s.adjoint),
             fused: sum(|s| &s.fused),
             rows: sum(|s| &s.rows),
+            passes: None,
             fused_plan: None,
         }
+    }
+    /// The sweeps over a stored matrix counted by [`Counter::pass`].
+    pub fn passes(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.passes.load(Ordering::Relaxed))
+            .sum()
     }
     pub fn apply(&self) {
         self.slot().apply.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +135,10 @@ impl Counter {
     }
     pub fn fused(&self) {
         self.slot().fused.fetch_add(1, Ordering::Relaxed);
+    }
+    /// One sweep over the operator's stored matrix, whatever it computed.
+    pub fn pass(&self) {
+        self.slot().passes.fetch_add(1, Ordering::Relaxed);
     }
     pub fn rows(&self, count: u64) {
         self.slot().rows.fetch_add(count, Ordering::Relaxed);

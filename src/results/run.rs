@@ -97,15 +97,19 @@ pub struct Distance {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub problem_seconds: f64,
-    /// The method's steps and records (the records reuse its own evaluations), with the
-    /// passes over the sensing matrix its evaluations share with the flow's records (which
-    /// add their residual's dot products to the pass, or their G at the records with spectral
-    /// columns): GD, heavy ball, ScaledGD, alternating GD and Nesterov share them; the
-    /// stochastic methods' records' passes are in `record_seconds`.
+    /// The method's steps and records (the records reuse its own evaluations). Beside a flow
+    /// of the field itself (GD's gradient flow) the method's evaluations and the flow's
+    /// records ride on the flow's passes over the sensing matrix, which are in
+    /// `flow_seconds`; beside any other limit GD, heavy ball, ScaledGD, alternating GD and
+    /// Nesterov share their pass at x_j with the flow's record there (which adds its
+    /// residual's dot products, or its G at the records with spectral columns), in this time;
+    /// the stochastic methods' records' passes are in `record_seconds`.
     pub gd_seconds: f64,
-    /// The flow solver, without the recording done at its output times.
+    /// The flow solver, without the recording done at its output times (with the
+    /// evaluations that ride on its passes).
     pub flow_seconds: f64,
-    /// The flow's recorded quantities, past what they share of the method's passes.
+    /// The flow's recorded quantities, past what they share of the method's or the flow's
+    /// passes.
     #[serde(default)]
     pub record_seconds: f64,
     pub total_seconds: f64,

@@ -719,6 +719,126 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
     }
 }
 
+/// In a run of GD beside the gradient flow, GD's evaluations and the flow's records ride on
+/// the flow's own passes over the sensing matrix (ours and diffsol's solvers, records at
+/// every step or every third, spectral or not, a user's quantity reading G), and change no
+/// bit: the flow's states equal its solve alone at the same times, with the same number of
+/// right-hand sides, and its records' losses the field's there; GD's losses equal its run
+/// alone. Without the records' spectral work, the run's passes are the flow's right-hand sides
+/// and hardly any more, where GD alone would add one per step.
+#[test]
+fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
+    use gdflow::config::ConfigArgs;
+    use gdflow::experiments::{run, Command, RunExtras, Setup};
+    struct GradientNorm;
+    impl gdflow::analysis::Quantity for GradientNorm {
+        fn columns(&self) -> Vec<String> {
+            vec!["gradient_norm".into()]
+        }
+        fn measure(&self, at: &gdflow::analysis::At<'_>) -> Vec<f64> {
+            vec![at.workspace.g().norm()]
+        }
+    }
+    let steps = 40;
+    for (method, record_every, spectrum_every, quantity) in [
+        (Method::Dop853, 1, 0, false),
+        (Method::Dop853, 3, 2, false),
+        (Method::Dop853, 1, 0, true),
+        (Method::Bdf, 1, 3, false),
+        (Method::Tsit45, 2, 0, false),
+    ] {
+        let what = format!("{method:?}, every {record_every}, spectrum {spectrum_every}");
+        let args = ConfigArgs {
+            n1: Some(30),
+            n2: Some(30),
+            rank: Some(2),
+            width: Some(4),
+            measurements: Some(400), // the fused pass splits across threads
+            eta: Some(0.2),
+            steps: Some(steps),
+            alpha: Some(1e-3),
+            seed: Some(13),
+            method: Some(method),
+            record_every: Some(record_every),
+            spectrum_every: Some(spectrum_every),
+            save_states: Some(true),
+            ..Default::default()
+        };
+        let setup = Setup::new(&args, Command::Run, false).unwrap();
+        let extras = RunExtras {
+            quantities: match quantity {
+                true => vec![std::sync::Arc::new(GradientNorm) as _],
+                false => Vec::new(),
+            },
+            ..RunExtras::default()
+        };
+        let result = run(&setup, &extras).unwrap();
+        let field = setup.field();
+        let kept = |name: &str| {
+            &result
+                .states
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} states"))
+                .1
+        };
+        let flow = kept("flow");
+        let recorded: Vec<usize> = (0..=steps)
+            .filter(|j| j % record_every == 0 || *j == steps)
+            .collect();
+        assert_eq!(flow.steps, recorded, "{what}");
+        // the run's flow is output at every t_j (its dense output's stages depend on that)
+        let every: Vec<usize> = (0..=steps).collect();
+        let times: Vec<f64> = every.iter().map(|&j| j as f64 * 0.2).collect();
+        let opts = setup.config.flow_options();
+        let alone = solve_flow(field.as_ref(), &setup.start(), &times, &every, &opts).unwrap();
+        let alone_recorded: Vec<&Vec<f64>> = recorded
+            .iter()
+            .map(|&j| &alone.trajectory.states[j])
+            .collect();
+        let run_recorded: Vec<&Vec<f64>> = flow.states.iter().collect();
+        assert_eq!(alone_recorded, run_recorded, "{what}: flow states");
+        assert_eq!(
+            alone.stats.rhs_evals, result.summary.solver.rhs_evals,
+            "{what}"
+        );
+        for (rec, y) in result.flow.iter().zip(&flow.states) {
+            let mut ws = field.workspace();
+            let loss = field.evaluate(y, &mut ws);
+            assert_eq!(rec.loss(), loss, "{what}: flow at step {}", rec.step);
+            if quantity {
+                let g = Some(ws.g().norm());
+                assert_eq!(rec.get("gradient_norm"), g, "{what}: step {}", rec.step);
+            }
+        }
+        let gd = gradient_descent_alone(field.as_ref(), &setup.start(), 0.2, steps);
+        for rec in &result.gd {
+            let mut ws = field.workspace();
+            let loss = field.evaluate(&gd[rec.step], &mut ws);
+            assert_eq!(rec.loss(), loss, "{what}: GD at step {}", rec.step);
+        }
+        if method == Method::Dop853 && spectrum_every == 0 && !quantity {
+            let passes = result
+                .summary
+                .operator_counts
+                .passes
+                .expect("a dense operator");
+            let rhs = result.summary.solver.rhs_evals as u64;
+            assert!(
+                passes >= rhs && passes < rhs + (steps as u64 + 1) / 4,
+                "{what}: {passes} passes for {rhs} right-hand sides and {} GD steps",
+                steps + 1
+            );
+        }
+    }
+}
+
+/// GD's iterates x_0 … x_steps from `x0`, run alone.
+fn gradient_descent_alone(field: &dyn Field, x0: &[f64], eta: f64, steps: usize) -> Vec<Vec<f64>> {
+    let opts = GdOptions::new(eta, steps, 1);
+    gdflow::dynamics::gradient_descent(field, x0, &opts).states
+}
+
 /// The same Gaussian operator stored in f64 and in f32.
 fn f64_and_f32_storage(
     n1: usize,

@@ -475,6 +475,7 @@ fn rms(v: &[f64]) -> f64 {
 /// the last step.
 pub struct Dop853<'f> {
     field: &'f dyn Field,
+    passenger: Option<&'f dyn super::Passenger>,
     ws: Workspace,
     rtol: f64,
     atol: f64,
@@ -515,6 +516,7 @@ impl<'f> Dop853<'f> {
         let n = y0.len();
         let mut s = Self {
             field,
+            passenger: None,
             ws: field.workspace(),
             rtol,
             atol,
@@ -541,6 +543,12 @@ impl<'f> Dop853<'f> {
         s
     }
 
+    /// The same integrator with `passenger` on the passes of its right-hand sides after the
+    /// first.
+    pub fn with_passenger(self, passenger: Option<&'f dyn super::Passenger>) -> Self {
+        Self { passenger, ..self }
+    }
+
     pub fn t(&self) -> f64 {
         self.t
     }
@@ -554,6 +562,9 @@ impl<'f> Dop853<'f> {
 
     fn eval_into(&mut self, y: &[f64], out: &mut [f64]) {
         self.rhs_evals += 1;
+        if let Some(p) = self.passenger {
+            p.board(self.field, y, &mut self.ws);
+        }
         self.field.rhs(y, out, &mut self.ws);
     }
 

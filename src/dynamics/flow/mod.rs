@@ -221,6 +221,7 @@ pub fn check_implicit_memory(method: Method, n: usize, m: usize) -> Result<()> {
 
 struct FlowEqn<'f> {
     field: &'f dyn Field,
+    passenger: Option<&'f dyn Passenger>,
     ws: RefCell<Workspace>,
     x0: V,
     p: V,
@@ -290,11 +291,11 @@ impl NonLinearOp for FlowRhs<'_, '_> {
     fn call_inplace(&self, x: &V, _t: f64, y: &mut V) {
         let e = self.eqn;
         e.rhs_evals.set(e.rhs_evals.get() + 1);
-        e.field.rhs(
-            slice(x),
-            y.inner_mut().as_mut_slice(),
-            &mut e.ws.borrow_mut(),
-        );
+        let mut ws = e.ws.borrow_mut();
+        if let Some(p) = e.passenger {
+            p.board(e.field, slice(x), &mut ws);
+        }
+        e.field.rhs(slice(x), y.inner_mut().as_mut_slice(), &mut ws);
     }
 }
 
@@ -417,6 +418,16 @@ pub fn solve_flow(
     Ok(FlowSolution { trajectory, stats })
 }
 
+/// Work that can share the flow's passes over the sensing matrix (in a run, GD's evaluations
+/// and the records made beside it): shown the state of every right-hand side before the
+/// field is evaluated there, with the workspace the right-hand side then reads. It may
+/// evaluate `field` at `x` into `ws` together with evaluations of its own, in one pass
+/// ([`Field::evaluate_pair`], bit-identical to the field's own evaluation, which then finds it
+/// done), or leave `ws` alone.
+pub trait Passenger {
+    fn board(&self, field: &dyn Field, x: &[f64], ws: &mut Workspace);
+}
+
 /// The save-at hook of a flow solve: `on_output(i, times.at(i), state)` for every output time
 /// reached, in order (nothing is stored unless the hook stores it), and `on_step(t)` after
 /// every accepted solver step. Returns how the solve ended and its statistics.
@@ -428,6 +439,19 @@ pub fn solve_flow_with(
     on_output: &mut dyn FnMut(usize, f64, &[f64]),
     on_step: &mut dyn FnMut(f64),
 ) -> Result<(Status, SolverStats)> {
+    solve_flow_sharing(field, x0, times, opts, on_output, on_step, None)
+}
+
+/// [`solve_flow_with`] with a [`Passenger`] on every right-hand side's pass.
+pub fn solve_flow_sharing(
+    field: &dyn Field,
+    x0: &[f64],
+    times: Times<'_>,
+    opts: &FlowOptions,
+    on_output: &mut dyn FnMut(usize, f64, &[f64]),
+    on_step: &mut dyn FnMut(f64),
+    passenger: Option<&dyn Passenger>,
+) -> Result<(Status, SolverStats)> {
     let n = field.state_len();
     check_implicit_memory(opts.method, n, field.operator().m())?;
     let mut out = Outputs {
@@ -438,7 +462,17 @@ pub fn solve_flow_with(
         steps_taken: 0,
     };
     if opts.method != Method::Auto {
-        let (_, stats) = segment(field, opts.method, opts, x0, 0.0, &mut out, on_step, None)?;
+        let (_, stats) = segment(
+            field,
+            opts.method,
+            opts,
+            x0,
+            0.0,
+            &mut out,
+            on_step,
+            None,
+            passenger,
+        )?;
         return Ok((out.status, stats));
     }
 
@@ -464,6 +498,7 @@ pub fn solve_flow_with(
             &mut out,
             on_step,
             Some(&mut monitor),
+            passenger,
         )?;
         stats.absorb(&seg);
         let reached = handover
@@ -529,13 +564,17 @@ fn segment(
     out: &mut Outputs,
     on_step: &mut dyn FnMut(f64),
     monitor: Option<&mut auto::StiffnessMonitor<'_>>,
+    passenger: Option<&dyn Passenger>,
 ) -> Result<(Option<Handover>, SolverStats)> {
     if method == Method::Dop853 {
-        return Ok(dop853_segment(field, opts, y0, t0, out, on_step, monitor));
+        return Ok(dop853_segment(
+            field, opts, y0, t0, out, on_step, monitor, passenger,
+        ));
     }
     let ctx = NalgebraContext::default();
     let eqn = FlowEqn {
         field,
+        passenger,
         ws: RefCell::new(field.workspace()),
         x0: V::from_slice(y0, ctx),
         p: V::zeros(0, ctx),
@@ -588,6 +627,7 @@ fn segment(
 }
 
 /// [`segment`] for DOP853, ours rather than diffsol's.
+#[allow(clippy::too_many_arguments)]
 fn dop853_segment(
     field: &dyn Field,
     opts: &FlowOptions,
@@ -596,6 +636,7 @@ fn dop853_segment(
     out: &mut Outputs,
     on_step: &mut dyn FnMut(f64),
     mut monitor: Option<&mut auto::StiffnessMonitor<'_>>,
+    passenger: Option<&dyn Passenger>,
 ) -> (Option<Handover>, SolverStats) {
     while !out.done() && out.times.at(out.next) <= t0 {
         out.emit(y0);
@@ -608,7 +649,8 @@ fn dop853_segment(
         return (None, stats);
     }
     let t_end = out.times.last();
-    let mut s = dop853::Dop853::new(field, t0, y0, opts.rtol, opts.atol, opts.scale, t_end);
+    let mut s = dop853::Dop853::new(field, t0, y0, opts.rtol, opts.atol, opts.scale, t_end)
+        .with_passenger(passenger);
     let mut buf = vec![0.0; y0.len()];
     let mut handover = None;
     // the divergence rule GD's driver applies to the loss, applied to the state's size: a

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use super::{FlowVariant, Limit, LimitSolver, Optimizer};
 use crate::dynamics::flow::{
-    solve_central_flow_with, solve_flow_with, CentralReport, FlowOptions, SolverStats, Times,
+    solve_central_flow_with, solve_flow_sharing, CentralReport, FlowOptions, Passenger,
+    SolverStats, Times,
 };
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status};
 use crate::error::{Error, Result};
@@ -108,6 +109,28 @@ impl Dynamics for Limit {
         on_output: &mut dyn FnMut(usize, f64, &Output<'_>),
         on_step: &mut dyn FnMut(f64),
     ) -> Result<End> {
+        self.solve_sharing(times, opts, on_output, on_step, None)
+    }
+}
+
+impl Limit {
+    /// Whether a [`Passenger`] can ride on its solve's passes: an ODE of the field itself
+    /// (not one built around it), whose right-hand sides are the field's own evaluations.
+    pub fn carries_passengers_of(&self, field: &dyn Field) -> bool {
+        matches!(self.solver, LimitSolver::Ode)
+            && std::ptr::addr_eq(Arc::as_ptr(&self.field), field as *const dyn Field)
+    }
+
+    /// [`Dynamics::solve`] with `passenger` on the passes of an ODE limit's right-hand sides
+    /// (the other limits take none).
+    pub fn solve_sharing(
+        &self,
+        times: Times<'_>,
+        opts: &FlowOptions,
+        on_output: &mut dyn FnMut(usize, f64, &Output<'_>),
+        on_step: &mut dyn FnMut(f64),
+        passenger: Option<&dyn Passenger>,
+    ) -> Result<End> {
         match &self.solver {
             LimitSolver::Sme(sme) => {
                 let (status, solver) = crate::dynamics::sde::solve_sme(
@@ -125,13 +148,14 @@ impl Dynamics for Limit {
                 })
             }
             LimitSolver::Ode => {
-                let (status, solver) = solve_flow_with(
+                let (status, solver) = solve_flow_sharing(
                     self.field.as_ref(),
                     &self.start,
                     times,
                     opts,
                     &mut self.positions(on_output),
                     on_step,
+                    passenger,
                 )?;
                 Ok(End {
                     status,
