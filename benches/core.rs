@@ -139,6 +139,19 @@ fn bench(c: &mut Criterion) {
                     )
                 })
             });
+            // a flow's right-hand side carrying GD's step and a record's loss (a run's riders)
+            let xm3: Vec<f64> = xm.iter().map(|v| 0.999 * v).collect();
+            let mut r3 = vec![0.0; m];
+            c.bench_function(format!("gradient_pair_beside_residual{name}"), |b| {
+                b.iter(|| {
+                    op.residual_adjoint_pair_beside_residual(
+                        [black_box(xm.as_slice()), &xm2, &xm3],
+                        &prob.y,
+                        [&mut r, &mut r2, &mut r3],
+                        [&mut gm, &mut gm2],
+                    )
+                })
+            });
             c.bench_function(format!("gradient_two_pass{name}"), |b| {
                 b.iter(|| {
                     op.apply(black_box(xm.as_slice()), &mut r);

@@ -364,6 +364,16 @@ pub fn format_summary(s: &RunSummary) -> String {
         "wall time: {:.3} s (problem {:.3} s, {method} {:.3} s, flow {:.3} s, flow records {:.3} s)",
         tm.total_seconds, tm.problem_seconds, tm.gd_seconds, tm.flow_seconds, tm.record_seconds
     );
+    if let Some(passes) = s.operator_counts.passes {
+        let riding = match (tm.method_evaluations_riding, tm.records_riding) {
+            (0, 0) => String::new(),
+            (m, r) => format!(
+                ", carrying {m} of {method}'s evaluations and {r} of the flow's records' \
+                 on the flow's passes"
+            ),
+        };
+        let _ = writeln!(out, "passes over the sensing matrix: {passes}{riding}");
+    }
     out
 }
 fn opt(v: Option<f64>, prec: usize) -> String {

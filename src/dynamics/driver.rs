@@ -299,6 +299,22 @@ impl<'f, S: Stepper> Driver<'f, S> {
             .evaluate_beside(self.field, &r.x, other, other_ws, gradient)
     }
 
+    /// [`Driver::evaluate_beside`] with G at `other` and the loss alone at `loss_at`, all in
+    /// one pass where the stepper can share it; false, having evaluated nothing, where it
+    /// cannot ([`Stepper::evaluate_beside_with_loss`]).
+    pub fn evaluate_beside_with_loss(
+        &mut self,
+        other: (&[f64], &mut Workspace),
+        loss_at: (&[f64], &mut Workspace),
+    ) -> bool {
+        if self.batched || self.is_done() {
+            return false;
+        }
+        let r = &mut self.runs[0];
+        r.stepper
+            .evaluate_beside_with_loss(self.field, &r.x, other, loss_at)
+    }
+
     /// Advance until every run has ended.
     pub fn run(mut self, observer: &mut dyn Observer) -> Vec<Trajectory> {
         while self.advance(observer) {}

@@ -43,6 +43,20 @@ pub trait Stepper {
         }
         false
     }
+    /// [`Stepper::evaluate_beside`] with G at `other` and, beside it, the loss alone at
+    /// `loss_at` (into `loss_ws`), all three in one pass over the sensing matrix where the
+    /// method can share it (a flow's right-hand side and a record carrying the method's
+    /// evaluation). Returns false, having evaluated nothing, where it cannot: the default.
+    fn evaluate_beside_with_loss(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: (&[f64], &mut Workspace),
+        loss_at: (&[f64], &mut Workspace),
+    ) -> bool {
+        let _ = (field, x, other, loss_at);
+        false
+    }
     /// The field's workspace at the last evaluation (G at x_j), where the method has one.
     fn workspace(&self) -> Option<&Workspace> {
         None
@@ -111,6 +125,19 @@ impl Evaluation {
         }
         true
     }
+    /// [`Stepper::evaluate_beside_with_loss`] for a method that evaluates at the point it
+    /// steps from ([`Field::evaluate_pair_beside_loss`]). Returns true: shared.
+    pub fn beside_with_loss(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        (other, other_ws): (&[f64], &mut Workspace),
+        (loss_at, loss_ws): (&[f64], &mut Workspace),
+    ) -> bool {
+        let ws = self.ws.get_or_insert_with(|| field.workspace());
+        field.evaluate_pair_beside_loss(x, ws, other, other_ws, loss_at, loss_ws);
+        true
+    }
     /// The workspace of the last evaluation.
     pub fn workspace(&self) -> Option<&Workspace> {
         self.ws.as_ref()
@@ -144,6 +171,15 @@ macro_rules! steps_from_its_evaluation {
             gradient: bool,
         ) -> bool {
             self.$eval.beside(field, x, other, other_ws, gradient)
+        }
+        fn evaluate_beside_with_loss(
+            &mut self,
+            field: &dyn $crate::field::Field,
+            x: &[f64],
+            other: (&[f64], &mut $crate::field::Workspace),
+            loss_at: (&[f64], &mut $crate::field::Workspace),
+        ) -> bool {
+            self.$eval.beside_with_loss(field, x, other, loss_at)
         }
         fn workspace(&self) -> Option<&$crate::field::Workspace> {
             self.$eval.workspace()
@@ -223,6 +259,15 @@ impl<S: Stepper + ?Sized> Stepper for Box<S> {
         gradient: bool,
     ) -> bool {
         (**self).evaluate_beside(field, x, other, other_ws, gradient)
+    }
+    fn evaluate_beside_with_loss(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: (&[f64], &mut Workspace),
+        loss_at: (&[f64], &mut Workspace),
+    ) -> bool {
+        (**self).evaluate_beside_with_loss(field, x, other, loss_at)
     }
     fn workspace(&self) -> Option<&Workspace> {
         (**self).workspace()

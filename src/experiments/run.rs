@@ -201,8 +201,11 @@ struct Comparison<'a> {
     /// ‖X*‖, the scale of `distance_rel`.
     target_norm: f64,
     /// The limit's outputs whose record and method step wait for a pass of the limit's solve
-    /// to ride on ([`Comparison::ride`]), oldest first.
+    /// to ride on ([`Comparison::ride`]), oldest first, and how many may wait.
     waiting: VecDeque<Waiting>,
+    max_waiting: usize,
+    /// The method's evaluations and the records' that rode on the limit's passes.
+    riding: (usize, usize),
 }
 
 /// A limit's output at t_j, held until its record's evaluation and the method's at x_j have
@@ -216,9 +219,10 @@ struct Waiting {
     measured: bool,
 }
 
-/// How many outputs may wait for passes to ride on: beyond it the oldest is completed with
-/// passes of its own, so memory stays a few states whatever the limit's steps span.
-const MAX_WAITING: usize = 64;
+/// The memory the outputs waiting for passes to ride on may hold: beyond it the oldest is
+/// completed with passes of its own (a solver's steps can span many of the method's while the
+/// state is small, and shorter steps later have passes to spare).
+const WAITING_BYTES: usize = 16 << 20;
 
 impl<'a> Comparison<'a> {
     fn new(
@@ -250,6 +254,8 @@ impl<'a> Comparison<'a> {
             method_seconds: 0.0,
             record_seconds: 0.0,
             waiting: VecDeque::new(),
+            max_waiting: (WAITING_BYTES / (8 * field.state_len().max(1))).max(64),
+            riding: (0, 0),
         }
     }
 
@@ -383,10 +389,12 @@ impl<'a> Comparison<'a> {
     }
 
     /// One of the limit's passes over the sensing matrix, about to evaluate `field` at `x`
-    /// into `ws`: the oldest waiting output's record evaluation rides on it, or else the
-    /// method's evaluation at x_j, which completes that output ([`Comparison::limit_output`]
-    /// finds both done). Outputs that need neither are completed on the way. Results are
-    /// those of separate passes bit for bit ([`Field::evaluate_pair`]).
+    /// into `ws`: the oldest waiting output's record evaluation and the method's at x_j ride
+    /// on it together where the record needs only the loss and the method can share
+    /// ([`Stepper::evaluate_beside_with_loss`]), or else the record's and, on the next pass,
+    /// the method's; the output is then complete ([`Comparison::limit_output`] finds both
+    /// done). Outputs that need neither are completed on the way. Results are those of
+    /// separate passes bit for bit ([`Field::evaluate_pair_beside_loss`]).
     fn ride(
         &mut self,
         field: &dyn Field,
@@ -402,18 +410,31 @@ impl<'a> Comparison<'a> {
             if self.recorded(front.j) && !front.measured {
                 let spectrum = self.spectrum_due(self.flow.records.len());
                 let y = &front.state;
-                if self.recorder.needs_gradient(spectrum) {
+                let gradient = self.recorder.needs_gradient(spectrum);
+                // a record that needs only the loss and the method's step, both on this pass
+                if !gradient
+                    && driver.step() == front.j
+                    && driver.evaluate_beside_with_loss((x, ws), (y, &mut self.flow_ws))
+                {
+                    self.riding.0 += 1;
+                    self.riding.1 += 1;
+                    let w = self.waiting.pop_front().expect("a front");
+                    self.limit_output(w.j, w.t, &w.state, &w.columns, driver);
+                    return;
+                }
+                if gradient {
                     field.evaluate_pair(x, ws, y, &mut self.flow_ws);
                 } else {
                     field.evaluate_beside_loss(x, ws, y, &mut self.flow_ws);
                 }
                 self.waiting[0].measured = true;
+                self.riding.1 += 1;
                 return;
             }
             let w = self.waiting.pop_front().expect("a front");
             let steps = driver.step() == w.j && !driver.is_done();
-            if steps {
-                driver.evaluate_beside(x, ws, true);
+            if steps && driver.evaluate_beside(x, ws, true) {
+                self.riding.0 += 1;
             }
             self.limit_output(w.j, w.t, &w.state, &w.columns, driver);
             if steps {
@@ -424,7 +445,7 @@ impl<'a> Comparison<'a> {
 
     /// Hold the limit's output at t_j until passes of its solve can carry its evaluations
     /// ([`Comparison::ride`]), completing the oldest with passes of its own beyond
-    /// [`MAX_WAITING`].
+    /// [`WAITING_BYTES`].
     fn wait(&mut self, j: usize, t: f64, out: &Output<'_>, driver: &mut Driver<'_, Method>) {
         self.waiting.push_back(Waiting {
             j,
@@ -433,7 +454,7 @@ impl<'a> Comparison<'a> {
             columns: out.columns.clone(),
             measured: false,
         });
-        if self.waiting.len() > MAX_WAITING {
+        if self.waiting.len() > self.max_waiting {
             self.complete_oldest(driver);
         }
     }
@@ -641,6 +662,8 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
             gd_seconds: cmp.method_seconds,
             flow_seconds: solve_seconds - cmp.method_seconds - cmp.record_seconds,
             record_seconds: cmp.record_seconds,
+            method_evaluations_riding: cmp.riding.0,
+            records_riding: cmp.riding.1,
             total_seconds: setup.seconds + start.elapsed().as_secs_f64(),
         },
     };

@@ -302,6 +302,22 @@ pub trait Field: Send + Sync {
     ) -> (f64, f64) {
         (self.evaluate(a, wa), self.evaluate_loss(b, wb))
     }
+    /// [`Field::evaluate_pair`] at `a` and `b` and [`Field::evaluate_loss`] at `c`, with the
+    /// same results bit for bit; where the three share a pass over the sensing matrix, `c`
+    /// costs its residual's dot products only (a flow's right-hand side, GD's step and a
+    /// record beside them that needs only the loss).
+    fn evaluate_pair_beside_loss(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+        c: &[f64],
+        wc: &mut Workspace,
+    ) -> (f64, f64, f64) {
+        let (la, lb) = self.evaluate_pair(a, wa, b, wb);
+        (la, lb, self.evaluate_loss(c, wc))
+    }
     /// out = F(state); returns the loss f(state).
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64;
     /// out = J(state)·dir, the derivative of [`Field::rhs`].
@@ -423,6 +439,17 @@ pub trait FactorGradient: Send + Sync {
         b.x = x;
         (self.gradient(a), lb)
     }
+    /// [`Self::gradient_pair`] at `a` and `b` and the loss alone at X = `c.x`, each
+    /// bit-identical to its own call; the sensing field serves all three from one pass.
+    fn gradient_pair_beside_loss(
+        &self,
+        a: &mut Workspace,
+        b: &mut Workspace,
+        c: &mut Workspace,
+    ) -> (f64, f64, f64) {
+        let (la, lc) = self.gradient_beside_loss(a, c);
+        (la, self.gradient(b), lc)
+    }
     /// G̈ = D²G(X)[Ẋ_u, Ẋ_w] + DG(X)[Ẍ] into `out`.
     fn gradient_second(
         &self,
@@ -454,7 +481,7 @@ pub trait FactorGradient: Send + Sync {
 }
 
 /// X = UVᵀ of each state into its workspace, for a pass that serves them together.
-fn products_into(f: Factors, states: [(&[f64], &mut Workspace); 2]) {
+fn products_into<const N: usize>(f: Factors, states: [(&[f64], &mut Workspace); N]) {
     for (state, ws) in states {
         assert_eq!(state.len(), f.state_len(), "state length");
         f.product_into(state, &mut ws.x);
@@ -525,6 +552,30 @@ impl<T: FactorGradient> Field for T {
         wa.remember(a, la);
         wb.remember_loss(b, lb);
         (la, lb)
+    }
+
+    fn evaluate_pair_beside_loss(
+        &self,
+        a: &[f64],
+        wa: &mut Workspace,
+        b: &[f64],
+        wb: &mut Workspace,
+        c: &[f64],
+        wc: &mut Workspace,
+    ) -> (f64, f64, f64) {
+        if wa.holds(a) || wb.holds(b) || wc.holds_loss(c) {
+            let (la, lb) = self.evaluate_pair(a, wa, b, wb);
+            return (la, lb, self.evaluate_loss(c, wc));
+        }
+        products_into(
+            FactorGradient::factors(self),
+            [(a, &mut *wa), (b, &mut *wb), (c, &mut *wc)],
+        );
+        let (la, lb, lc) = self.gradient_pair_beside_loss(wa, wb, wc);
+        wa.remember(a, la);
+        wb.remember(b, lb);
+        wc.remember_loss(c, lc);
+        (la, lb, lc)
     }
 
     fn rhs(&self, state: &[f64], out: &mut [f64], ws: &mut Workspace) -> f64 {

@@ -129,6 +129,22 @@ impl FactorGradient for SensingField {
         (self.loss_of(&a.r), self.loss_of(&b.r))
     }
 
+    /// G at `a` and `b` and the residual at `c` from one pass over a dense operator.
+    fn gradient_pair_beside_loss(
+        &self,
+        a: &mut Workspace,
+        b: &mut Workspace,
+        c: &mut Workspace,
+    ) -> (f64, f64, f64) {
+        self.op.residual_adjoint_pair_beside_residual(
+            [a.x.as_slice(), b.x.as_slice(), c.x.as_slice()],
+            &self.y,
+            [&mut a.r, &mut b.r, &mut c.r],
+            [a.g.as_mut_slice(), b.g.as_mut_slice()],
+        );
+        (self.loss_of(&a.r), self.loss_of(&b.r), self.loss_of(&c.r))
+    }
+
     /// Ġ = 𝒜*𝒜Ẋ, in one pass (the residual–adjoint pass with y = 0).
     fn gradient_dot(&self, ws: &mut Workspace) {
         self.op.residual_adjoint(

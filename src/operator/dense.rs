@@ -281,6 +281,16 @@ impl SensingOperator for DenseOperator {
         self.counter.apply();
         self.fused(x, y, residual, [out]);
     }
+    fn residual_adjoint_pair_beside_residual(
+        &self,
+        x: [&[f64]; 3],
+        y: &[f64],
+        residual: [&mut [f64]; 3],
+        out: [&mut [f64]; 2],
+    ) {
+        self.counter.apply();
+        self.fused(x, y, residual, out);
+    }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         let n = self.n1 * self.n2;
         match &self.a {

@@ -1253,6 +1253,25 @@ mod tests {
                 }
                 assert_eq!((&ra, &ga, &rb), (&r1, &g1, &r5), "{way}");
             }
+            // two gradients and a third input's residual alone (a flow's right-hand side,
+            // GD's step and a record): each as its own pass
+            let x3: Vec<f64> = x.iter().map(|v| 0.25 * v - 1.0).collect();
+            let (mut r6, mut g6) = (vec![0.0; m], vec![0.0; n]);
+            fused_rows_kernel(data, n, &x3, y, &mut r6, &mut g6);
+            for way in ["one sweep", "two sweeps", "default target"] {
+                let (mut ra, mut rb, mut rc) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+                let (mut ga, mut gb) = (vec![0.0; n], vec![0.0; n]);
+                let xs = [&x3[..], x, &x2[..]];
+                let rs = [&mut ra[..], &mut rb[..], &mut rc[..]];
+                let gs = [&mut ga[..], &mut gb[..]];
+                match way {
+                    "one sweep" => fused_rows(data, n, xs, y, rs, gs),
+                    "two sweeps" => split_rows(data, n, xs, y, rs, gs),
+                    _ => fused_rows_generic(data, n, xs, y, rs, gs),
+                }
+                let got = (&ra, &ga, &rb, &gb, &rc);
+                assert_eq!(got, (&r6, &g6, &r1, &g1, &r5), "{way}, three inputs");
+            }
         }
         both(&data, n, &x, &y);
         both(&data32, n, &x, &y);

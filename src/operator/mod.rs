@@ -202,6 +202,23 @@ pub trait SensingOperator: Send + Sync {
             *r -= yi;
         }
     }
+    /// [`Self::residual_adjoint_pair`] at `x[0]` and `x[1]` and the residual alone at `x[2]`,
+    /// each bit-identical to its own call: a flow's right-hand side, GD's step and a record
+    /// that needs only the loss, from one pass over [`DenseOperator`]'s matrix.
+    fn residual_adjoint_pair_beside_residual(
+        &self,
+        x: [&[f64]; 3],
+        y: &[f64],
+        residual: [&mut [f64]; 3],
+        out: [&mut [f64]; 2],
+    ) {
+        let [ra, rb, rc] = residual;
+        self.residual_adjoint_pair([x[0], x[1]], y, [ra, rb], out);
+        self.apply(x[2], rc);
+        for (r, yi) in rc.iter_mut().zip(y) {
+            *r -= yi;
+        }
+    }
     /// `out[k] = ⟨A_{rows[k]}, x⟩`: a few measurements (a mini-batch's) at the cost of their
     /// rows alone. The default copies each A_i out ([`Self::measurement_matrix`]).
     fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {

@@ -113,6 +113,12 @@ pub struct Timings {
     #[serde(default)]
     pub record_seconds: f64,
     pub total_seconds: f64,
+    /// Of the method's evaluations, those that rode on the flow's passes.
+    #[serde(default)]
+    pub method_evaluations_riding: usize,
+    /// Of the flow's records, those whose evaluation rode on the flow's passes.
+    #[serde(default)]
+    pub records_riding: usize,
 }
 
 /// What computing the sharpness column cost.

@@ -400,6 +400,23 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
                     beside.1, expected.1 .0,
                     "{threads} threads, m = {m}, beside"
                 );
+                // three inputs: G at the first two, the residual alone at the third
+                let xc: Vec<f64> = xa.iter().zip(&xb).map(|(a, b)| 0.3 * a - b).collect();
+                let trio = super::on_threads(threads, || {
+                    let (mut ra, mut ga) = (vec![0.0; m], vec![0.0; n]);
+                    let (mut rb, mut gb) = (vec![0.0; m], vec![0.0; n]);
+                    let mut rc = vec![0.0; m];
+                    op.residual_adjoint_pair_beside_residual(
+                        [&xb, &xa, &xc],
+                        &y,
+                        [&mut rb, &mut ra, &mut rc],
+                        [&mut gb, &mut ga],
+                    );
+                    ((rb, gb), (ra, ga), rc)
+                });
+                assert_eq!(trio.0, expected.1, "{threads} threads, m = {m}, trio");
+                assert_eq!(trio.1, expected.0, "{threads} threads, m = {m}, trio");
+                assert_eq!(trio.2, single(&xc).0, "{threads} threads, m = {m}, trio");
             }
             let mut applied = vec![0.0; m];
             op.apply(&xb, &mut applied);
@@ -431,6 +448,29 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
         assert_eq!(field.evaluate(&sb, &mut wb2), lb);
         assert_eq!(wb2.g(), wb1.g(), "G evaluated where only the loss was held");
         assert_eq!(field.evaluate_loss(&sa, &mut wa1), la);
+        // G at two states and the loss alone at a third, from one pass
+        let sc: Vec<f64> = sa.iter().zip(&sb).map(|(a, b)| a - 0.5 * b).collect();
+        let (mut w1, mut w2, mut w3) = (field.workspace(), field.workspace(), field.workspace());
+        let lc = field.evaluate(&sc, &mut field.workspace());
+        let before = field.operator().counts();
+        assert_eq!(
+            field.evaluate_pair_beside_loss(&sb, &mut w1, &sa, &mut w2, &sc, &mut w3),
+            (lb, la, lc)
+        );
+        let after = field.operator().counts();
+        assert_eq!(
+            (after.fused - before.fused, after.apply - before.apply),
+            (2, 1),
+            "two gradients and one residual"
+        );
+        assert_eq!(
+            after.passes.unwrap() - before.passes.unwrap(),
+            1,
+            "one pass"
+        );
+        assert_eq!((w1.g(), w2.g()), (wb1.g(), wa1.g()));
+        assert_eq!(w3.g(), &fresh, "no G computed at the loss's state");
+        assert_eq!(field.evaluate_loss(&sc, &mut w3), lc, "cached");
     }
 }
 
@@ -557,6 +597,23 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
             let (mut ra2, mut ga2, mut rb2) = (vec![0.0; m], vec![0.0; n], vec![0.0; m]);
             op.residual_adjoint_beside_residual([&xa, &xb], &y, [&mut ra2, &mut rb2], &mut ga2);
             assert_eq!((&ra2, &ga2, &rb2), (&ra, &ga, &rb), "a residual beside");
+            let (mut r3, mut g3) = (
+                [vec![0.0; m], vec![0.0; m], vec![0.0; m]],
+                [vec![0.0; n], vec![0.0; n]],
+            );
+            let [r3a, r3b, r3c] = &mut r3;
+            let [g3a, g3b] = &mut g3;
+            op.residual_adjoint_pair_beside_residual(
+                [&xb, &xa, &xb],
+                &y,
+                [r3a, r3b, r3c],
+                [g3a, g3b],
+            );
+            assert_eq!(
+                (&r3[1], &g3[1], &r3[0], &g3[0], &r3[2]),
+                (&ra, &ga, &rb, &gb, &rb),
+                "a residual beside a pair"
+            );
             ((r, g), (ra, ga), (rb, gb))
         };
         let run = |op: &gdflow::operator::DenseOperator, threads: usize| {

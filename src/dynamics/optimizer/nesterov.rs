@@ -90,6 +90,16 @@ impl Stepper for NesterovStepper {
         let y = self.y.get_or_insert_with(|| x.to_vec());
         self.eval.beside(field, y, other, other_ws, gradient)
     }
+    fn evaluate_beside_with_loss(
+        &mut self,
+        field: &dyn Field,
+        x: &[f64],
+        other: (&[f64], &mut Workspace),
+        loss_at: (&[f64], &mut Workspace),
+    ) -> bool {
+        let y = self.y.get_or_insert_with(|| x.to_vec());
+        self.eval.beside_with_loss(field, y, other, loss_at)
+    }
     fn advance(&mut self, _field: &dyn Field, x: &mut [f64], eta: f64) {
         let y = self.y.as_mut().expect("evaluated first");
         let c = self.j as f64 / (self.j as f64 + 3.0);
