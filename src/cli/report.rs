@@ -368,8 +368,9 @@ pub fn format_summary(s: &RunSummary) -> String {
         let riding = match (tm.method_evaluations_riding, tm.records_riding) {
             (0, 0) => String::new(),
             (m, r) => format!(
-                ", carrying {m} of {method}'s evaluations and {r} of the flow's records' \
-                 on the flow's passes"
+                " ({} of them the flow's right-hand sides, which carried {m} of {method}'s \
+                 evaluations and {r} of the flow's records')",
+                st.rhs_evals
             ),
         };
         let _ = writeln!(out, "passes over the sensing matrix: {passes}{riding}");

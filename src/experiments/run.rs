@@ -5,6 +5,11 @@
 //! at every step, recorded or not. Only the recorded steps keep their quantities, and no state
 //! is stored, so memory does not grow with the number of steps.
 //!
+//! Beside an ODE of the field itself (GD's gradient flow) the output at t_j waits for the
+//! flow's next right-hand sides, whose passes over the sensing matrix carry the record's
+//! evaluation at y(t_j) and GD's at x_j ([`Passenger`]); the output is then completed as it
+//! would have been at once. A bounded number wait; the rest take passes of their own.
+//!
 //! With the central flow (MATH §8) the flow is also asked for (j + ½)η, where GD's two-step
 //! average x̄_j = ½(x_j + x_{j+1}) is compared with it: the average cancels the period-2
 //! oscillation GD settles into at the edge of stability.
