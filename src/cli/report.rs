@@ -369,7 +369,7 @@ pub fn format_summary(s: &RunSummary) -> String {
             (0, 0) => String::new(),
             (m, r) => format!(
                 " ({} of them the flow's right-hand sides, which carried {m} of {method}'s \
-                 evaluations and {r} of the flow's records')",
+                 evaluations and the evaluations of {r} of the flow's records)",
                 st.rhs_evals
             ),
         };

@@ -3,12 +3,15 @@
 //! GD and the flow advance in lockstep: the flow is asked for its state at every jη (its
 //! save-at hook), GD takes step j beside it, and the distance and balance drifts are measured
 //! at every step, recorded or not. Only the recorded steps keep their quantities, and no state
-//! is stored, so memory does not grow with the number of steps.
+//! is stored beyond the outputs waiting below, so memory does not grow with the number of
+//! steps.
 //!
-//! Beside an ODE of the field itself (GD's gradient flow) the output at t_j waits for the
+//! Beside an ODE of the method's own field (the gradient flow of GD, alternating GD or SGD) the
+//! output at t_j waits for the
 //! flow's next right-hand sides, whose passes over the sensing matrix carry the record's
 //! evaluation at y(t_j) and GD's at x_j ([`Passenger`]); the output is then completed as it
-//! would have been at once. A bounded number wait; the rest take passes of their own.
+//! would have been at once. At most [`WAITING_BYTES`] of them wait; the rest take passes of
+//! their own.
 //!
 //! With the central flow (MATH §8) the flow is also asked for (j + ½)η, where GD's two-step
 //! average x̄_j = ½(x_j + x_{j+1}) is compared with it: the average cancels the period-2
@@ -259,7 +262,7 @@ impl<'a> Comparison<'a> {
             method_seconds: 0.0,
             record_seconds: 0.0,
             waiting: VecDeque::new(),
-            max_waiting: (WAITING_BYTES / (8 * field.state_len().max(1))).max(64),
+            max_waiting: (WAITING_BYTES / (8 * field.state_len().max(1))).max(1),
             riding: (0, 0),
         }
     }
@@ -618,6 +621,8 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         &mut cmp,
         &mut driver,
     )?;
+    // the solve's time less what was done at its outputs
+    let flow_seconds = solve_seconds - cmp.method_seconds - cmp.record_seconds;
     // A limit that stopped early leaves the method to finish alone.
     let t0 = Instant::now();
     while driver.advance(&mut |it: &Iterate<'_>| cmp.observe(it, false)) {}
@@ -665,7 +670,7 @@ pub fn run(setup: &Setup, extras: &RunExtras) -> Result<RunResult> {
         timings: Timings {
             problem_seconds: setup.seconds,
             gd_seconds: cmp.method_seconds,
-            flow_seconds: solve_seconds - cmp.method_seconds - cmp.record_seconds,
+            flow_seconds,
             record_seconds: cmp.record_seconds,
             method_evaluations_riding: cmp.riding.0,
             records_riding: cmp.riding.1,

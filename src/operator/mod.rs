@@ -39,9 +39,10 @@ pub struct OperatorCounts {
     /// [`SensingOperator::adjoint_rows`]): a mini-batch's b rows each, m of them a pass.
     #[serde(default)]
     pub rows: u64,
-    /// The dense operator's sweeps over its stored matrix, what a run's time goes to: one per
-    /// fused pass however many inputs share it, per application, per adjoint and per block
-    /// product. Absent for other operators.
+    /// The dense operator's passes over its stored matrix, what a run's time goes to: one per
+    /// call that reads the matrix — a fused pass however many inputs share it, an
+    /// application, an adjoint, a block product — whether its plan reads the rows in one
+    /// sweep or two. Absent for other operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passes: Option<u64>,
     /// How the dense operator's fused pass ran (see [`FusedPlan`]; chosen at run time by

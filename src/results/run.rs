@@ -93,17 +93,19 @@ pub struct Distance {
     pub final_distance: f64,
 }
 
-/// Wall-clock seconds, kept apart from the results so that those are reproducible byte for byte.
+/// Wall-clock seconds (and what rode on the flow's passes), kept apart from the results so that
+/// those are reproducible byte for byte.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub problem_seconds: f64,
     /// The method's steps and records (the records reuse its own evaluations). Beside a flow
-    /// of the field itself (GD's gradient flow) the method's evaluations and the flow's
-    /// records ride on the flow's passes over the sensing matrix, which are in
-    /// `flow_seconds`; beside any other limit GD, heavy ball, ScaledGD, alternating GD and
-    /// Nesterov share their pass at x_j with the flow's record there (which adds its
-    /// residual's dot products, or its G at the records with spectral columns), in this time;
-    /// the stochastic methods' records' passes are in `record_seconds`.
+    /// of the method's own field (the gradient flow of GD, alternating GD or SGD) the method's
+    /// evaluations and the flow's records ride on the flow's passes over the sensing matrix
+    /// where they can (`method_evaluations_riding`, `records_riding`), and those passes are
+    /// in `flow_seconds`. Otherwise GD, heavy ball, ScaledGD, alternating GD and Nesterov share
+    /// their pass at x_j with the flow's record there (which adds its residual's dot
+    /// products, or its G where the record has spectral columns or a user's quantity), in
+    /// this time; the stochastic methods' records' passes are in `record_seconds`.
     pub gd_seconds: f64,
     /// The flow solver, without the recording done at its output times (with the
     /// evaluations that ride on its passes).

@@ -797,21 +797,23 @@ fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
         }
     }
     let steps = 40;
-    for (method, record_every, spectrum_every, quantity) in [
-        (Method::Dop853, 1, 0, false),
-        (Method::Dop853, 3, 2, false),
-        (Method::Dop853, 1, 0, true),
-        (Method::Bdf, 1, 3, false),
-        (Method::Tsit45, 2, 0, false),
+    for (method, record_every, spectrum_every, quantity, eta) in [
+        (Method::Dop853, 1, 0, false, 0.2),
+        (Method::Dop853, 3, 2, false, 0.2),
+        (Method::Dop853, 1, 0, true, 0.2),
+        (Method::Bdf, 1, 3, false, 0.2),
+        (Method::Tsit45, 2, 0, false, 0.2),
+        // GD diverges while the flow goes on: the outputs after it complete without GD
+        (Method::Dop853, 1, 3, false, 3.0),
     ] {
-        let what = format!("{method:?}, every {record_every}, spectrum {spectrum_every}");
+        let what = format!("{method:?}, every {record_every}, spectrum {spectrum_every}, η {eta}");
         let args = ConfigArgs {
             n1: Some(30),
             n2: Some(30),
             rank: Some(2),
             width: Some(4),
             measurements: Some(400), // the fused pass splits across threads
-            eta: Some(0.2),
+            eta: Some(eta),
             steps: Some(steps),
             alpha: Some(1e-3),
             seed: Some(13),
@@ -846,7 +848,7 @@ fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
         assert_eq!(flow.steps, recorded, "{what}");
         // the run's flow is output at every t_j (its dense output's stages depend on that)
         let every: Vec<usize> = (0..=steps).collect();
-        let times: Vec<f64> = every.iter().map(|&j| j as f64 * 0.2).collect();
+        let times: Vec<f64> = every.iter().map(|&j| j as f64 * eta).collect();
         let opts = setup.config.flow_options();
         let alone = solve_flow(field.as_ref(), &setup.start(), &times, &every, &opts).unwrap();
         let alone_recorded: Vec<&Vec<f64>> = recorded
@@ -868,7 +870,21 @@ fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
                 assert_eq!(rec.get("gradient_norm"), g, "{what}: step {}", rec.step);
             }
         }
-        let gd = gradient_descent_alone(field.as_ref(), &setup.start(), 0.2, steps);
+        let gd = gradient_descent_alone(field.as_ref(), &setup.start(), eta, steps);
+        let diverged = matches!(result.summary.gd.status, Status::Diverged { .. });
+        assert_eq!(
+            diverged,
+            eta > 1.0,
+            "{what}: {:?}",
+            result.summary.gd.status
+        );
+        if record_every == 1 {
+            assert_eq!(
+                result.gd.len(),
+                gd.len(),
+                "{what}: GD's records up to where it stopped"
+            );
+        }
         for rec in &result.gd {
             let mut ws = field.workspace();
             let loss = field.evaluate(&gd[rec.step], &mut ws);

@@ -544,7 +544,7 @@ impl<'f> Dop853<'f> {
     }
 
     /// The same integrator with `passenger` on the passes of its right-hand sides after the
-    /// first.
+    /// two [`Dop853::new`] takes (at the start, and the initial step's probe).
     pub fn with_passenger(self, passenger: Option<&'f dyn super::Passenger>) -> Self {
         Self { passenger, ..self }
     }
