@@ -750,15 +750,6 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
         );
     }
     // a user's quantity reads G at every record, spectral or not
-    struct GradientNorm;
-    impl gdflow::analysis::Quantity for GradientNorm {
-        fn columns(&self) -> Vec<String> {
-            vec!["gradient_norm".into()]
-        }
-        fn measure(&self, at: &gdflow::analysis::At<'_>) -> Vec<f64> {
-            vec![at.workspace.g().norm()]
-        }
-    }
     let extras = RunExtras {
         quantities: vec![std::sync::Arc::new(GradientNorm)],
         ..RunExtras::default()
@@ -787,15 +778,6 @@ fn gd_in_a_run_beside_the_flow_is_gd_alone_bit_for_bit() {
 fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
     use gdflow::config::ConfigArgs;
     use gdflow::experiments::{run, Command, RunExtras, Setup};
-    struct GradientNorm;
-    impl gdflow::analysis::Quantity for GradientNorm {
-        fn columns(&self) -> Vec<String> {
-            vec!["gradient_norm".into()]
-        }
-        fn measure(&self, at: &gdflow::analysis::At<'_>) -> Vec<f64> {
-            vec![at.workspace.g().norm()]
-        }
-    }
     let steps = 40;
     for (method, record_every, spectrum_every, quantity, eta) in [
         (Method::Dop853, 1, 0, false, 0.2),
@@ -903,6 +885,18 @@ fn gd_and_the_records_ride_on_the_flows_passes_changing_no_bit() {
                 steps + 1
             );
         }
+    }
+}
+
+/// A user's quantity that reads G where the record is made: ‖G‖.
+struct GradientNorm;
+
+impl gdflow::analysis::Quantity for GradientNorm {
+    fn columns(&self) -> Vec<String> {
+        vec!["gradient_norm".into()]
+    }
+    fn measure(&self, at: &gdflow::analysis::At<'_>) -> Vec<f64> {
+        vec![at.workspace.g().norm()]
     }
 }
 
