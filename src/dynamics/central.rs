@@ -494,4 +494,7 @@ impl Field for CentralField {
     fn hvp(&self, state: &[f64], dir: &[f64], out: &mut [f64], ws: &mut Workspace) {
         self.inner.hvp(state, dir, out, ws);
     }
+    fn hvp_many(&self, state: &[f64], dirs: &[&[f64]], outs: &mut [Vec<f64>], ws: &mut Workspace) {
+        self.inner.hvp_many(state, dirs, outs, ws);
+    }
 }

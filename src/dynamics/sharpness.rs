@@ -171,20 +171,22 @@ pub fn top_eigenpairs(
             pending.push(random());
             fills += 1;
         }
-        let mut added = 0;
+        // orthonormalised one by one, then their products as one block (shared passes)
+        let from = q.len();
         for v in pending.drain(..) {
             if q.len() >= n {
                 break;
             }
             if let Some(v) = orthonormalise(&q, v) {
-                let mut h = vec![0.0; n];
-                field.hvp(state, &v, &mut h, &mut ws);
-                hvps += 1;
                 q.push(v);
-                hq.push(h);
-                added += 1;
             }
         }
+        let added = q.len() - from;
+        let dirs: Vec<&[f64]> = q[from..].iter().map(|v| v.as_slice()).collect();
+        let mut images = vec![vec![0.0; n]; added];
+        field.hvp_many(state, &dirs, &mut images, &mut ws);
+        hvps += added;
+        hq.extend(images);
         // Rayleigh–Ritz on span(q).
         let d = q.len();
         if d == 0 {

@@ -347,6 +347,15 @@ pub trait Field: Send + Sync {
         out.iter_mut().for_each(|o| *o = -*o);
     }
 
+    /// [`Field::hvp`] along each of `dirs` into `outs`, each bit-identical to its own call;
+    /// fields whose products can share passes over the sensing matrix do (a block of an
+    /// eigen-solve's vectors).
+    fn hvp_many(&self, state: &[f64], dirs: &[&[f64]], outs: &mut [Vec<f64>], ws: &mut Workspace) {
+        for (dir, out) in dirs.iter().zip(outs.iter_mut()) {
+            self.hvp(state, dir, out, ws);
+        }
+    }
+
     /// A fresh workspace for this field.
     fn workspace(&self) -> Workspace {
         Workspace::new(self.factors(), self.operator().m())
@@ -449,6 +458,20 @@ pub trait FactorGradient: Send + Sync {
     ) -> (f64, f64, f64) {
         let (la, lc) = self.gradient_beside_loss(a, c);
         (la, self.gradient(b), lc)
+    }
+    /// [`Self::gradient_dot`] for each of `xdots` into `gdots` (X is the state `gradient` last
+    /// saw), each bit-identical to its own call; the sensing field shares passes among them.
+    fn gradient_dot_many(
+        &self,
+        ws: &mut Workspace,
+        xdots: &[DMatrix<f64>],
+        gdots: &mut [DMatrix<f64>],
+    ) {
+        for (xdot, gdot) in xdots.iter().zip(gdots.iter_mut()) {
+            ws.xdot.copy_from(xdot);
+            self.gradient_dot(ws);
+            gdot.copy_from(&ws.gdot);
+        }
     }
     /// G̈ = D²G(X)[Ẋ_u, Ẋ_w] + DG(X)[Ẍ] into `out`.
     fn gradient_second(
@@ -590,6 +613,27 @@ impl<T: FactorGradient> Field for T {
         f.product_dot(state, dir, &mut ws.xdot);
         self.gradient_dot(ws);
         f.map_gradient_dot(state, dir, &ws.g, &ws.gdot, out);
+    }
+
+    /// As [`Field::hvp`] (−jvp) along each direction, their Ġ from shared passes.
+    fn hvp_many(&self, state: &[f64], dirs: &[&[f64]], outs: &mut [Vec<f64>], ws: &mut Workspace) {
+        self.evaluate(state, ws);
+        let f = FactorGradient::factors(self);
+        let shape = |ws: &Workspace| DMatrix::zeros(ws.xdot.nrows(), ws.xdot.ncols());
+        let xdots: Vec<DMatrix<f64>> = dirs
+            .iter()
+            .map(|dir| {
+                let mut xdot = shape(ws);
+                f.product_dot(state, dir, &mut xdot);
+                xdot
+            })
+            .collect();
+        let mut gdots: Vec<DMatrix<f64>> = dirs.iter().map(|_| shape(ws)).collect();
+        self.gradient_dot_many(ws, &xdots, &mut gdots);
+        for ((dir, gdot), out) in dirs.iter().zip(&gdots).zip(outs.iter_mut()) {
+            f.map_gradient_dot(state, dir, &ws.g, gdot, out);
+            out.iter_mut().for_each(|o| *o = -*o);
+        }
     }
 
     fn loss(&self, state: &[f64], ws: &mut Workspace) -> f64 {

@@ -155,6 +155,20 @@ impl FactorGradient for SensingField {
         );
     }
 
+    /// Ġ for several Ẋ, up to four per pass over a dense operator.
+    fn gradient_dot_many(
+        &self,
+        _ws: &mut Workspace,
+        xdots: &[DMatrix<f64>],
+        gdots: &mut [DMatrix<f64>],
+    ) {
+        let xs: Vec<&[f64]> = xdots.iter().map(|x| x.as_slice()).collect();
+        let mut rdots = vec![vec![0.0; self.op.m()]; xdots.len()];
+        let mut outs: Vec<&mut [f64]> = gdots.iter_mut().map(|g| g.as_mut_slice()).collect();
+        self.op
+            .residual_adjoint_many(&xs, &self.zeros, &mut rdots, &mut outs);
+    }
+
     /// G is affine in X: G̈ = 𝒜*𝒜Ẍ.
     fn gradient_second(
         &self,

@@ -193,6 +193,23 @@ fn fill_gaussian<T>(
     }
 }
 
+/// The first C inputs of a chunk as the fused pass takes them.
+fn many<'a, const C: usize>(x: &[&'a [f64]]) -> [&'a [f64]; C] {
+    std::array::from_fn(|c| x[c])
+}
+
+/// The first C residual buffers of a chunk, each its own mutable slice.
+fn many_mut<const C: usize>(r: &mut [Vec<f64>]) -> [&mut [f64]; C] {
+    let mut it = r.iter_mut();
+    std::array::from_fn(|_| it.next().expect("C buffers").as_mut_slice())
+}
+
+/// The first C gradient slices of a chunk.
+fn many_out<'a, const C: usize>(o: &'a mut [&mut [f64]]) -> [&'a mut [f64]; C] {
+    let mut it = o.iter_mut();
+    std::array::from_fn(|_| &mut **it.next().expect("C slices"))
+}
+
 impl DenseOperator {
     /// The fused residual–gradient pass for C inputs, the first G with their gradient (each
     /// counted as a fused pass; the caller counts the others' applications).
@@ -290,6 +307,24 @@ impl SensingOperator for DenseOperator {
     ) {
         self.counter.apply();
         self.fused(x, y, residual, out);
+    }
+    fn residual_adjoint_many(
+        &self,
+        x: &[&[f64]],
+        y: &[f64],
+        residual: &mut [Vec<f64>],
+        out: &mut [&mut [f64]],
+    ) {
+        for ((x, r), o) in x
+            .chunks(2)
+            .zip(residual.chunks_mut(2))
+            .zip(out.chunks_mut(2))
+        {
+            match x.len() {
+                1 => self.fused::<1, 1>(many(x), y, many_mut(r), many_out(o)),
+                _ => self.fused::<2, 2>(many(x), y, many_mut(r), many_out(o)),
+            }
+        }
     }
     fn measurement_matrix(&self, i: usize, out: &mut [f64]) {
         let n = self.n1 * self.n2;

@@ -220,6 +220,20 @@ pub trait SensingOperator: Send + Sync {
             *r -= yi;
         }
     }
+    /// [`Self::residual_adjoint`] at every `x[c]`, each bit-identical to its own call: the
+    /// default makes the calls one by one; [`DenseOperator`] serves up to four inputs per
+    /// pass over its matrix (a block of Hessian–vector products).
+    fn residual_adjoint_many(
+        &self,
+        x: &[&[f64]],
+        y: &[f64],
+        residual: &mut [Vec<f64>],
+        out: &mut [&mut [f64]],
+    ) {
+        for ((x, r), o) in x.iter().zip(residual.iter_mut()).zip(out.iter_mut()) {
+            self.residual_adjoint(x, y, r, o);
+        }
+    }
     /// `out[k] = ⟨A_{rows[k]}, x⟩`: a few measurements (a mini-batch's) at the cost of their
     /// rows alone. The default copies each A_i out ([`Self::measurement_matrix`]).
     fn apply_rows(&self, rows: &[usize], x: &[f64], out: &mut [f64]) {

@@ -474,15 +474,10 @@ fn a_shared_fused_pass_equals_two_single_ones_bit_for_bit() {
     }
 }
 
-/// The loss alone (`Field::evaluate_loss`: one application of 𝒜 where nothing is held) is the
-/// loss `Field::evaluate` gives with G, bit for bit: the sensing field in f64 and f32 storage
-/// and symmetric, and every perturbed field; on a fresh workspace and on one holding G at
-/// another state. A workspace holding a loss alone is never taken for one holding G, and a
-/// residual riding beside another input's pass is counted as an application of 𝒜.
-#[test]
-fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
+/// The sensing field (Gaussian, symmetric, f64 and f32 storage) and every perturbed field,
+/// each with a state of its shape.
+fn fields_of_every_kind() -> Vec<(Box<dyn Field>, Vec<f64>)> {
     use gdflow::field::{Perturbation, PerturbationModel, Perturbed};
-    use gdflow::operator::SensingOperator;
     use std::sync::Arc;
     let p = small_gaussian(43);
     let sym = super::small_symmetric();
@@ -520,6 +515,73 @@ fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
             super::random_state(&p, 2, 0.5),
         ));
     }
+    fields
+}
+
+/// Hessian–vector products along a block of directions (`Field::hvp_many`, what the
+/// eigen-solves of the sharpness column and the central flow call) equal the products one by
+/// one bit for bit, for every kind of field and through the central flow's and the modified
+/// flow's wrappers; on a dense operator two directions share each pass.
+#[test]
+fn hessian_vector_products_in_a_block_equal_single_ones_bit_for_bit() {
+    use gdflow::field::Modified;
+    use std::sync::Arc;
+    for (field, x) in fields_of_every_kind() {
+        let dirs: Vec<Vec<f64>> = (0..5)
+            .map(|d| {
+                (0..x.len())
+                    .map(|j| (((j + 3 * d) * 7) % 13) as f64 * 0.1 - 0.6)
+                    .collect()
+            })
+            .collect();
+        let dirs: Vec<&[f64]> = dirs.iter().map(|d| d.as_slice()).collect();
+        let single: Vec<Vec<f64>> = dirs
+            .iter()
+            .map(|d| {
+                let mut h = vec![0.0; x.len()];
+                field.hvp(&x, d, &mut h, &mut field.workspace());
+                h
+            })
+            .collect();
+        let mut block = vec![vec![0.0; x.len()]; dirs.len()];
+        let mut ws = field.workspace();
+        field.evaluate(&x, &mut ws);
+        let before = field.operator().counts();
+        field.hvp_many(&x, &dirs, &mut block, &mut ws);
+        let after = field.operator().counts();
+        assert_eq!(block, single, "{}", field.describe());
+        if let (Some(a), Some(b)) = (after.passes, before.passes) {
+            if field.describe().starts_with("sensing") {
+                assert_eq!(
+                    a - b,
+                    3,
+                    "{}: five products in three passes",
+                    field.describe()
+                );
+            }
+        }
+    }
+    // the wrappers pass the block through to the field they wrap
+    let p = small_gaussian(44);
+    let inner: Arc<dyn Field> = Arc::new(SensingField::from_problem(&p));
+    let modified = Modified::new(inner.clone(), 0.1);
+    let x = super::random_state(&p, 5, 0.5);
+    let d: Vec<f64> = x.iter().map(|v| 1.0 - v).collect();
+    let (mut one, mut many) = (vec![0.0; x.len()], vec![vec![0.0; x.len()]]);
+    inner.hvp(&x, &d, &mut one, &mut inner.workspace());
+    modified.hvp_many(&x, &[&d], &mut many, &mut modified.workspace());
+    assert_eq!(many[0], one);
+}
+
+/// The loss alone (`Field::evaluate_loss`: one application of 𝒜 where nothing is held) is the
+/// loss `Field::evaluate` gives with G, bit for bit: the sensing field in f64 and f32 storage
+/// and symmetric, and every perturbed field; on a fresh workspace and on one holding G at
+/// another state. A workspace holding a loss alone is never taken for one holding G, and a
+/// residual riding beside another input's pass is counted as an application of 𝒜.
+#[test]
+fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
+    use gdflow::operator::SensingOperator;
+    let fields = fields_of_every_kind();
     for (field, x) in &fields {
         let other: Vec<f64> = x.iter().map(|v| 0.5 * v + 0.01).collect();
         let (mut full, mut alone) = (field.workspace(), field.workspace());
@@ -554,6 +616,7 @@ fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
     }
     // the counts: one fused pass and one application of 𝒜
     let (op, _) = f64_and_f32_storage(9, 8, 70, 4);
+    let y = vec![0.1; 70];
     let n = 72;
     let (xa, xb) = (vec![0.3; n], vec![-0.2; n]);
     let (mut ra, mut rb, mut g) = (vec![0.0; 70], vec![0.0; 70], vec![0.0; n]);
