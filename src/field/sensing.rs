@@ -155,7 +155,7 @@ impl FactorGradient for SensingField {
         );
     }
 
-    /// Ġ for several Ẋ, up to four per pass over a dense operator.
+    /// Ġ for several Ẋ, two per pass over a dense operator.
     fn gradient_dot_many(
         &self,
         _ws: &mut Workspace,

@@ -221,8 +221,8 @@ pub trait SensingOperator: Send + Sync {
         }
     }
     /// [`Self::residual_adjoint`] at every `x[c]`, each bit-identical to its own call: the
-    /// default makes the calls one by one; [`DenseOperator`] serves up to four inputs per
-    /// pass over its matrix (a block of Hessian–vector products).
+    /// default makes the calls one by one; [`DenseOperator`] serves two inputs per pass over
+    /// its matrix (a block of Hessian–vector products; four a pass ran slower).
     fn residual_adjoint_many(
         &self,
         x: &[&[f64]],
