@@ -182,11 +182,13 @@ pub fn top_eigenpairs(
             }
         }
         let added = q.len() - from;
-        let dirs: Vec<&[f64]> = q[from..].iter().map(|v| v.as_slice()).collect();
-        let mut images = vec![vec![0.0; n]; added];
-        field.hvp_many(state, &dirs, &mut images, &mut ws);
-        hvps += added;
-        hq.extend(images);
+        if added > 0 {
+            let dirs: Vec<&[f64]> = q[from..].iter().map(|v| v.as_slice()).collect();
+            let mut images = vec![vec![0.0; n]; added];
+            field.hvp_many(state, &dirs, &mut images, &mut ws);
+            hvps += added;
+            hq.extend(images);
+        }
         // Rayleigh–Ritz on span(q).
         let d = q.len();
         if d == 0 {

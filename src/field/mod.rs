@@ -617,6 +617,7 @@ impl<T: FactorGradient> Field for T {
 
     /// As [`Field::hvp`] (−jvp) along each direction, their Ġ from shared passes.
     fn hvp_many(&self, state: &[f64], dirs: &[&[f64]], outs: &mut [Vec<f64>], ws: &mut Workspace) {
+        assert_eq!(dirs.len(), outs.len(), "one output per direction");
         self.evaluate(state, ws);
         let f = FactorGradient::factors(self);
         let shape = |ws: &Workspace| DMatrix::zeros(ws.xdot.nrows(), ws.xdot.ncols());

@@ -315,6 +315,10 @@ impl SensingOperator for DenseOperator {
         residual: &mut [Vec<f64>],
         out: &mut [&mut [f64]],
     ) {
+        assert!(
+            x.len() == residual.len() && x.len() == out.len(),
+            "one residual and one output per input"
+        );
         for ((x, r), o) in x
             .chunks(2)
             .zip(residual.chunks_mut(2))

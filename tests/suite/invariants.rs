@@ -520,8 +520,9 @@ fn fields_of_every_kind() -> Vec<(Box<dyn Field>, Vec<f64>)> {
 
 /// Hessian–vector products along a block of directions (`Field::hvp_many`, what the
 /// eigen-solves of the sharpness column and the central flow call) equal the products one by
-/// one bit for bit, for every kind of field and through the central flow's and the modified
-/// flow's wrappers; on a dense operator two directions share each pass.
+/// one bit for bit, for every kind of field and through the modified flow's wrapper; on a
+/// dense operator two directions share each pass (at these sizes one block of rows; the pair
+/// across blocks and plans is `every_plan_of_the_fused_pass_gives_the_same_bits`).
 #[test]
 fn hessian_vector_products_in_a_block_equal_single_ones_bit_for_bit() {
     use gdflow::field::Modified;
