@@ -291,12 +291,11 @@ impl<'f, S: Stepper> Driver<'f, S> {
         other_ws: &mut Workspace,
         gradient: bool,
     ) -> bool {
-        if self.batched || self.is_done() {
-            return false;
-        }
-        let r = &mut self.runs[0];
-        r.stepper
-            .evaluate_beside(self.field, &r.x, other, other_ws, gradient)
+        let field = self.field;
+        self.lone_run().is_some_and(|r| {
+            r.stepper
+                .evaluate_beside(field, &r.x, other, other_ws, gradient)
+        })
     }
 
     /// [`Driver::evaluate_beside`] with G at `other` and the loss alone at `loss_at`, all in
@@ -307,12 +306,17 @@ impl<'f, S: Stepper> Driver<'f, S> {
         other: (&[f64], &mut Workspace),
         loss_at: (&[f64], &mut Workspace),
     ) -> bool {
-        if self.batched || self.is_done() {
-            return false;
-        }
-        let r = &mut self.runs[0];
-        r.stepper
-            .evaluate_beside_with_loss(self.field, &r.x, other, loss_at)
+        let field = self.field;
+        self.lone_run().is_some_and(|r| {
+            r.stepper
+                .evaluate_beside_with_loss(field, &r.x, other, loss_at)
+        })
+    }
+
+    /// The single unfinished run, for a pass shared with another trajectory's evaluation
+    /// (none for batched or finished drivers).
+    fn lone_run(&mut self) -> Option<&mut Run<S>> {
+        (!self.batched && !self.is_done()).then(|| &mut self.runs[0])
     }
 
     /// Advance until every run has ended.

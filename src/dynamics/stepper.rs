@@ -118,11 +118,7 @@ impl Evaluation {
         gradient: bool,
     ) -> bool {
         let ws = self.ws.get_or_insert_with(|| field.workspace());
-        if gradient {
-            field.evaluate_pair(x, ws, other, other_ws);
-        } else {
-            field.evaluate_beside_loss(x, ws, other, other_ws);
-        }
+        crate::field::evaluate_beside(field, (x, ws), (other, other_ws), gradient);
         true
     }
     /// [`Stepper::evaluate_beside_with_loss`] for a method that evaluates at the point it

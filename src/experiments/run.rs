@@ -430,11 +430,7 @@ impl<'a> Comparison<'a> {
                     self.limit_output(w.j, w.t, &w.state, &w.columns, driver);
                     return;
                 }
-                if gradient {
-                    field.evaluate_pair(x, ws, y, &mut self.flow_ws);
-                } else {
-                    field.evaluate_beside_loss(x, ws, y, &mut self.flow_ws);
-                }
+                crate::field::evaluate_beside(field, (x, ws), (y, &mut self.flow_ws), gradient);
                 self.waiting[0].measured = true;
                 self.riding.1 += 1;
                 return;

@@ -503,6 +503,22 @@ pub trait FactorGradient: Send + Sync {
     }
 }
 
+/// `field` at `a` into `wa` and at `b` into `wb` — G there too if `gradient`
+/// ([`Field::evaluate_pair`]), the loss alone otherwise ([`Field::evaluate_beside_loss`]) — in
+/// one pass where the field can share it.
+pub(crate) fn evaluate_beside(
+    field: &dyn Field,
+    (a, wa): (&[f64], &mut Workspace),
+    (b, wb): (&[f64], &mut Workspace),
+    gradient: bool,
+) -> (f64, f64) {
+    if gradient {
+        field.evaluate_pair(a, wa, b, wb)
+    } else {
+        field.evaluate_beside_loss(a, wa, b, wb)
+    }
+}
+
 /// X = UVᵀ of each state into its workspace, for a pass that serves them together.
 fn products_into<const N: usize>(f: Factors, states: [(&[f64], &mut Workspace); N]) {
     for (state, ws) in states {

@@ -151,6 +151,14 @@ impl Counter {
     }
 }
 
+/// r = 𝒜(x) − y by [`SensingOperator::apply`]: the residual as the trait's defaults compute it.
+fn residual_by_apply<O: SensingOperator + ?Sized>(op: &O, x: &[f64], y: &[f64], r: &mut [f64]) {
+    op.apply(x, r);
+    for (ri, yi) in r.iter_mut().zip(y) {
+        *ri -= yi;
+    }
+}
+
 /// A linear measurement operator with its adjoint.
 pub trait SensingOperator: Send + Sync {
     fn n1(&self) -> usize;
@@ -165,10 +173,7 @@ pub trait SensingOperator: Send + Sync {
     /// every evaluation of the field needs. The default applies the two products one after
     /// the other; [`DenseOperator`] does both in one pass over its matrix.
     fn residual_adjoint(&self, x: &[f64], y: &[f64], residual: &mut [f64], out: &mut [f64]) {
-        self.apply(x, residual);
-        for (r, yi) in residual.iter_mut().zip(y) {
-            *r -= yi;
-        }
+        residual_by_apply(self, x, y, residual);
         self.adjoint(residual, out);
     }
     /// [`Self::residual_adjoint`] for two inputs at once, each result bit-identical to its own
@@ -198,10 +203,7 @@ pub trait SensingOperator: Send + Sync {
     ) {
         let [ra, rb] = residual;
         self.residual_adjoint(x[0], y, ra, out);
-        self.apply(x[1], rb);
-        for (r, yi) in rb.iter_mut().zip(y) {
-            *r -= yi;
-        }
+        residual_by_apply(self, x[1], y, rb);
     }
     /// [`Self::residual_adjoint_pair`] at `x[0]` and `x[1]` and the residual alone at `x[2]`,
     /// each bit-identical to its own call: a flow's right-hand side, GD's step and a record
@@ -215,10 +217,7 @@ pub trait SensingOperator: Send + Sync {
     ) {
         let [ra, rb, rc] = residual;
         self.residual_adjoint_pair([x[0], x[1]], y, [ra, rb], out);
-        self.apply(x[2], rc);
-        for (r, yi) in rc.iter_mut().zip(y) {
-            *r -= yi;
-        }
+        residual_by_apply(self, x[2], y, rc);
     }
     /// [`Self::residual_adjoint`] at every `x[c]`, each bit-identical to its own call: the
     /// default makes the calls one by one; [`DenseOperator`] serves two inputs per pass over
