@@ -732,9 +732,10 @@ const FUSED_BLOCKS: usize = 16;
 /// whole-run on one thread against 0.228 s on two; about even at 640 × 625).
 const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
 
-/// How the fused pass runs its row blocks above [`FUSED_PARALLEL_MIN_ENTRIES`]. Every plan
-/// sums in the same order (each block's rows in order, the blocks' partial gradients in block
-/// order), so every plan's residuals and gradients are bit-identical: only their speed
+/// How the fused pass runs: its row blocks above [`FUSED_PARALLEL_MIN_ENTRIES`], its inputs
+/// below it ([`FusedPlan::Inputs`]). Every plan sums in the same order (each block's rows in
+/// order, the blocks' partial gradients in block order; each input's sums its own), so every
+/// plan's residuals and gradients are bit-identical: only their speed
 /// differs, and which is fastest depends on the CPU, its caches and the size (on a 2-core
 /// Intel VM one sweep per block beat two; on a 2-core AMD EPYC VM two sweeps over the matrix
 /// beat one by 1.4×, and at small sizes waking the second thread for each pass costs a
@@ -751,16 +752,37 @@ pub enum FusedPlan {
     SplitPool,
     /// Two sweeps per block, the blocks in turn on the calling thread.
     SplitSerial,
+    /// A pass of several inputs as two passes side by side: the first input on one thread,
+    /// the others on another, each over every row as [`FusedPlan::Serial`] runs them. Where
+    /// the matrix stays in each core's cache (below [`FUSED_PARALLEL_MIN_ENTRIES`]) a pass is
+    /// bound by arithmetic, which grows with the inputs while the rows' blocks do not split
+    /// it well (the second thread's hand-off and the partial gradients cost about what it
+    /// saves); the inputs do split it. One input: as [`FusedPlan::Serial`].
+    Inputs,
 }
 
 impl FusedPlan {
     /// Every plan, [`FusedPlan::Pool`] first.
-    pub const ALL: [FusedPlan; 4] = [
+    pub const ALL: [FusedPlan; 5] = [
+        FusedPlan::Pool,
+        FusedPlan::Serial,
+        FusedPlan::SplitPool,
+        FusedPlan::SplitSerial,
+        FusedPlan::Inputs,
+    ];
+
+    /// The plans timed above [`FUSED_PARALLEL_MIN_ENTRIES`], where the rows' blocks split
+    /// the pass; [`FusedPlan::Pool`], the default, first.
+    pub const ROWS: [FusedPlan; 4] = [
         FusedPlan::Pool,
         FusedPlan::Serial,
         FusedPlan::SplitPool,
         FusedPlan::SplitSerial,
     ];
+
+    /// The plans timed below it for a pass of several inputs on two threads or more;
+    /// [`FusedPlan::Serial`], the default, first.
+    const SMALL: [FusedPlan; 2] = [FusedPlan::Serial, FusedPlan::Inputs];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -768,15 +790,12 @@ impl FusedPlan {
             FusedPlan::Serial => "serial",
             FusedPlan::SplitPool => "split_pool",
             FusedPlan::SplitSerial => "split_serial",
+            FusedPlan::Inputs => "inputs",
         }
     }
 
     fn split(self) -> bool {
         matches!(self, FusedPlan::SplitPool | FusedPlan::SplitSerial)
-    }
-
-    fn pooled(self) -> bool {
-        matches!(self, FusedPlan::Pool | FusedPlan::SplitPool)
     }
 }
 
@@ -820,7 +839,7 @@ struct PlanTrials {
     since_chosen: usize,
     /// The last plan chosen (still reported while the plans are timed again).
     last: Option<FusedPlan>,
-    best: [f64; 4],
+    best: [f64; FusedPlan::ALL.len()],
     calls: usize,
     chosen: Option<FusedPlan>,
 }
@@ -834,8 +853,9 @@ impl Planner {
         }
     }
 
-    /// The plan for the next pass of kind `key` ([`plan_key`]), and whether to time it.
-    fn next(&self, key: usize) -> (FusedPlan, bool) {
+    /// The plan for the next pass of kind `key` ([`plan_key`]) among `plans` (the default
+    /// first; the same for every call of one operator), and whether to time it.
+    fn next(&self, key: usize, plans: &[FusedPlan]) -> (FusedPlan, bool) {
         if let Some(plan) = self.forced {
             return (plan, false);
         }
@@ -851,7 +871,7 @@ impl Planner {
                 t.since_chosen = 0;
                 t.calls = 0;
                 t.chosen = None;
-                (FusedPlan::ALL[0], true)
+                (plans[0], true)
             }
             Some(plan) => {
                 t.since_chosen += 1;
@@ -859,17 +879,17 @@ impl Planner {
             }
             None if t.warmup < PLAN_WARMUP => {
                 t.warmup += 1;
-                (FusedPlan::Pool, false)
+                (plans[0], false)
             }
-            None => (FusedPlan::ALL[t.calls / PLAN_TRIALS], true),
+            None => (plans[t.calls / PLAN_TRIALS], true),
         }
     }
 
-    fn record(&self, key: usize, plan: FusedPlan, seconds: f64) {
+    fn record(&self, key: usize, plans: &[FusedPlan], plan: FusedPlan, seconds: f64) {
         let mut trials = self.trials.lock().expect("not poisoned");
         let t = &mut trials[key - 1];
         // another thread's call may have finished the trials, or moved them to the next plan
-        if t.chosen.is_some() || FusedPlan::ALL[t.calls / PLAN_TRIALS] != plan {
+        if t.chosen.is_some() || plans[t.calls / PLAN_TRIALS] != plan {
             return;
         }
         let i = t.calls / PLAN_TRIALS;
@@ -878,17 +898,17 @@ impl Planner {
             _ => t.best[i].min(seconds),
         };
         t.calls += 1;
-        if t.calls == PLAN_TRIALS * FusedPlan::ALL.len() {
-            // the pool's one sweep unless another plan is clearly faster: near-ties are
-            // decided by noise, and the pool's own timing suffers most from it (its second
-            // thread may be woken late)
-            let fastest = (0..t.best.len())
+        if t.calls == PLAN_TRIALS * plans.len() {
+            // the default (the pool's one sweep; below the parallel size, one thread) unless
+            // another plan is clearly faster: near-ties are decided by noise, and the pool's
+            // own timing suffers most from it (its second thread may be woken late)
+            let fastest = (0..plans.len())
                 .min_by(|&a, &b| t.best[a].total_cmp(&t.best[b]))
                 .expect("plans");
             t.chosen = Some(if t.best[fastest] < CLEARLY_FASTER * t.best[0] {
-                FusedPlan::ALL[fastest]
+                plans[fastest]
             } else {
-                FusedPlan::Pool
+                plans[0]
             });
             t.last = t.chosen;
         }
@@ -920,7 +940,7 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     x: [&[f64]; C],
     y: &[f64],
     r: [&mut [f64]; C],
-    mut g: [&mut [f64]; G],
+    g: [&mut [f64]; G],
     planner: &Planner,
 ) {
     const {
@@ -930,87 +950,250 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
         )
     };
     let m = y.len();
-    if data.len() < FUSED_PARALLEL_MIN_ENTRIES {
-        // always one thread here: one block, straight into g
-        for gc in g.iter_mut() {
-            gc.fill(0.0);
-        }
-        fused_rows(data, n, x, y, r, g);
-        return;
-    }
-    // whole groups of four rows per block, so that the blocks' dot products are apply's
-    let rows = (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4;
+    let small = data.len() < FUSED_PARALLEL_MIN_ENTRIES;
+    // below the parallel size one block, straight into g; above, whole groups of four rows
+    // per block, so that the blocks' dot products are apply's
+    let rows = if small {
+        m.max(1)
+    } else {
+        (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4
+    };
     let blocks: Vec<(usize, usize)> = (0..m)
         .step_by(rows.max(4))
         .map(|s| (s, (s + rows).min(m)))
         .collect();
-    let (plan, timed) = planner.next(plan_key(C, G));
-    let start = timed.then(std::time::Instant::now);
-    let sweep = |a: &[E], x: [&[f64]; C], y: &[f64], r: [&mut [f64]; C], g: [&mut [f64]; G]| {
-        if plan.split() {
-            split_rows(a, n, x, y, r, g)
-        } else {
-            fused_rows(a, n, x, y, r, g)
-        }
-    };
-    if plan.pooled() {
-        let run = |&(s, e): &(usize, usize)| {
-            let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
-            let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
-            sweep(
-                &data[s * n..e * n],
-                x,
-                &y[s..e],
-                rb.each_mut().map(|v| v.as_mut_slice()),
-                parts.each_mut().map(|v| v.as_mut_slice()),
-            );
-            (rb, parts)
-        };
-        let results: Vec<BlockResult<C, G>> = team::map(blocks.len(), |b| run(&blocks[b]));
-        for (c, rc) in r.into_iter().enumerate() {
-            for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
-                rc[s..e].copy_from_slice(&rb[c]);
-            }
-        }
-        let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-        for (c, gc) in g.into_iter().enumerate() {
-            // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
-            let reduce = |(offset, out): (usize, &mut [f64])| {
-                out.fill(0.0);
-                let len = out.len();
-                for (_, parts) in &results {
-                    for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
-                        *o += p;
-                    }
-                }
-            };
-            team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
-        }
+    let plans: &[FusedPlan] = if !small {
+        &FusedPlan::ROWS
+    } else if C > 1 && rayon::current_num_threads() > 1 {
+        &FusedPlan::SMALL
     } else {
-        // the same sums in the same order: g = ((0 + part_0) + part_1) + …
-        let mut r = r;
-        let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
-        for gc in g.iter_mut() {
-            gc.fill(0.0);
+        &[]
+    };
+    let (plan, timed) = match plans {
+        // one input on one thread: one block on the caller, whatever is forced
+        [] => (FusedPlan::Serial, false),
+        _ => planner.next(plan_key(C, G), plans),
+    };
+    // below the parallel size the forced plans that split rows run as one block on the caller
+    let plan = match plan {
+        FusedPlan::Inputs => FusedPlan::Inputs,
+        _ if small => FusedPlan::Serial,
+        other => other,
+    };
+    let start = timed.then(std::time::Instant::now);
+    match plan {
+        FusedPlan::Pool | FusedPlan::SplitPool => {
+            fused_pooled(data, n, x, y, r, g, &blocks, plan.split())
         }
-        for &(s, e) in &blocks {
-            for p in parts.iter_mut() {
-                p.fill(0.0);
-            }
-            sweep(
-                &data[s * n..e * n],
-                x,
-                &y[s..e],
-                r.each_mut().map(|rc| &mut rc[s..e]),
-                parts.each_mut().map(|v| v.as_mut_slice()),
-            );
-            for (gc, p) in g.iter_mut().zip(&parts) {
-                gc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-            }
+        FusedPlan::Serial | FusedPlan::SplitSerial => {
+            fused_serial(data, n, x, y, r, g, &blocks, plan.split())
         }
+        FusedPlan::Inputs => fused_inputs(data, n, &x, y, r, g, &blocks),
     }
     if let Some(start) = start {
-        planner.record(plan_key(C, G), plan, start.elapsed().as_secs_f64());
+        planner.record(plan_key(C, G), plans, plan, start.elapsed().as_secs_f64());
+    }
+}
+
+/// One block's rows in one sweep, or two ([`split_rows`]).
+fn sweep<E: Entry, const C: usize, const G: usize>(
+    split: bool,
+    a: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+) {
+    if split {
+        split_rows(a, n, x, y, r, g)
+    } else {
+        fused_rows(a, n, x, y, r, g)
+    }
+}
+
+/// [`fused_any`]'s blocks over the thread pool, each into a partial gradient of its own; g is
+/// their sum in block order.
+#[allow(clippy::too_many_arguments)]
+fn fused_pooled<E: Entry, const C: usize, const G: usize>(
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+    blocks: &[(usize, usize)],
+    split: bool,
+) {
+    let run = |&(s, e): &(usize, usize)| {
+        let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
+        let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
+        sweep(
+            split,
+            &data[s * n..e * n],
+            n,
+            x,
+            &y[s..e],
+            rb.each_mut().map(|v| v.as_mut_slice()),
+            parts.each_mut().map(|v| v.as_mut_slice()),
+        );
+        (rb, parts)
+    };
+    let results: Vec<BlockResult<C, G>> = team::map(blocks.len(), |b| run(&blocks[b]));
+    for (c, rc) in r.into_iter().enumerate() {
+        for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
+            rc[s..e].copy_from_slice(&rb[c]);
+        }
+    }
+    let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+    for (c, gc) in g.into_iter().enumerate() {
+        // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
+        let reduce = |(offset, out): (usize, &mut [f64])| {
+            out.fill(0.0);
+            let len = out.len();
+            for (_, parts) in &results {
+                for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
+                    *o += p;
+                }
+            }
+        };
+        team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
+    }
+}
+
+/// [`fused_any`]'s blocks in turn on the calling thread, with the pool's sums in the pool's
+/// order: g = ((0 + part_0) + part_1) + …; one block goes straight into g.
+#[allow(clippy::too_many_arguments)]
+fn fused_serial<E: Entry, const C: usize, const G: usize>(
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    mut r: [&mut [f64]; C],
+    mut g: [&mut [f64]; G],
+    blocks: &[(usize, usize)],
+    split: bool,
+) {
+    for gc in g.iter_mut() {
+        gc.fill(0.0);
+    }
+    if let [(0, e)] = blocks {
+        if *e == y.len() {
+            return sweep(split, data, n, x, y, r, g);
+        }
+    }
+    let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
+    for &(s, e) in blocks {
+        for p in parts.iter_mut() {
+            p.fill(0.0);
+        }
+        sweep(
+            split,
+            &data[s * n..e * n],
+            n,
+            x,
+            &y[s..e],
+            r.each_mut().map(|rc| &mut rc[s..e]),
+            parts.each_mut().map(|v| v.as_mut_slice()),
+        );
+        for (gc, p) in g.iter_mut().zip(&parts) {
+            gc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        }
+    }
+}
+
+/// [`FusedPlan::Inputs`]: the first input on one thread, the others on another, each as
+/// [`fused_serial`] runs them (every input's sums are its own, whichever inputs share its
+/// sweep, so the bits are the one-sweep pass's).
+fn fused_inputs<E: Entry, const C: usize, const G: usize>(
+    data: &[E],
+    n: usize,
+    x: &[&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+    blocks: &[(usize, usize)],
+) {
+    let (mut r, mut g): (Vec<&mut [f64]>, Vec<&mut [f64]>) = (r.into(), g.into());
+    let (r_rest, g_rest) = (r.split_off(1), g.split_off(1));
+    // one lock per group only to hand each thread its own outputs: never contended
+    let groups = [
+        std::sync::Mutex::new((&x[..1], r, g)),
+        std::sync::Mutex::new((&x[1..], r_rest, g_rest)),
+    ];
+    team::for_each(groups.len(), |i| {
+        let mut group = groups[i].lock().expect("one call per group");
+        let (xs, rs, gs) = &mut *group;
+        fused_serial_any(
+            data,
+            n,
+            xs,
+            y,
+            std::mem::take(rs),
+            std::mem::take(gs),
+            blocks,
+        );
+    });
+}
+
+/// [`fused_serial`] (one sweep per block) for inputs counted at run time: the kinds of pass a
+/// group of [`fused_inputs`] can be in one sweep, any other input by input.
+fn fused_serial_any<E: Entry>(
+    data: &[E],
+    n: usize,
+    x: &[&[f64]],
+    y: &[f64],
+    r: Vec<&mut [f64]>,
+    g: Vec<&mut [f64]>,
+    blocks: &[(usize, usize)],
+) {
+    fn pieces<T, const K: usize>(v: Vec<T>) -> [T; K] {
+        v.try_into()
+            .unwrap_or_else(|_| unreachable!("{K} pieces matched"))
+    }
+    match (x.len(), g.len()) {
+        (1, 1) => fused_serial::<E, 1, 1>(
+            data,
+            n,
+            pieces(x.to_vec()),
+            y,
+            pieces(r),
+            pieces(g),
+            blocks,
+            false,
+        ),
+        (2, 1) => fused_serial::<E, 2, 1>(
+            data,
+            n,
+            pieces(x.to_vec()),
+            y,
+            pieces(r),
+            pieces(g),
+            blocks,
+            false,
+        ),
+        (2, 2) => fused_serial::<E, 2, 2>(
+            data,
+            n,
+            pieces(x.to_vec()),
+            y,
+            pieces(r),
+            pieces(g),
+            blocks,
+            false,
+        ),
+        _ => {
+            let mut g = g.into_iter();
+            for (xc, rc) in x.iter().zip(r) {
+                match g.next() {
+                    Some(gc) => {
+                        fused_serial::<E, 1, 1>(data, n, [xc], y, [rc], [gc], blocks, false)
+                    }
+                    // the residual alone: apply's products, which every kernel's equal
+                    None => residual_rows(data, n, xc, y, rc),
+                }
+            }
+        }
     }
 }
 

@@ -634,18 +634,27 @@ fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
     );
 }
 
-/// Every way the fused pass can run its row blocks (one sweep or two, on the pool or on the
-/// calling thread; the operator times them on its first calls and keeps the fastest) gives
+/// Every way the fused pass can run (its row blocks in one sweep or two, on the pool or on
+/// the calling thread, or its inputs split between two threads; the operator times them on
+/// its first calls and keeps the fastest) gives
 /// the same residuals and gradients bit for bit, for one input, two sharing a pass, and one
 /// with a second input's residual beside it, in f64
 /// and f32 storage, with 1, 2 and 3 threads, the blocks on the operator's spinning helpers
 /// or on rayon's pool (`beside_other_work`), with three callers at once, at a size with a
 /// short last block (m = 903 rows in blocks of 60) and rows whose length is not a multiple of
-/// four; and an operator left to choose reports the plan it chose.
+/// four, and at a size below the parallel one (one block of 97 rows, the inputs split
+/// between threads); and an operator left to choose reports the plan it chose.
 #[test]
 fn every_plan_of_the_fused_pass_gives_the_same_bits() {
+    // above the parallel size (16 row blocks), and below it (one block; the plans that split
+    // rows then run as one thread, the inputs' plan still splits the inputs)
+    for (n1, n2, m) in [(41, 31, 903), (13, 11, 97)] {
+        every_plan_gives_the_same_bits_at(n1, n2, m);
+    }
+}
+
+fn every_plan_gives_the_same_bits_at(n1: usize, n2: usize, m: usize) {
     use gdflow::operator::{beside_other_work, FusedPlan, SensingOperator};
-    let (n1, n2, m) = (41, 31, 903);
     let n = n1 * n2;
     let (f64_op, f32_op) = f64_and_f32_storage(n1, n2, m, 8);
     let xa: Vec<f64> = (0..n).map(|j| ((j * 7) % 11) as f64 - 5.2).collect();
@@ -718,7 +727,15 @@ fn every_plan_of_the_fused_pass_gives_the_same_bits() {
             }
         }
         let chosen = op.counts().fused_plan;
-        assert!(chosen.is_some(), "a plan chosen after every plan was timed");
+        if n * m >= 1 << 18 {
+            assert!(chosen.is_some(), "a plan chosen after every plan was timed");
+        } else {
+            // one input below the parallel size always runs on one thread, untimed
+            assert_eq!(
+                chosen, None,
+                "one input below the parallel size is not planned"
+            );
+        }
         assert_eq!(op.fused_plan(), chosen);
     }
 }
