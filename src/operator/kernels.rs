@@ -309,14 +309,16 @@ fn has_avx2() -> bool {
     }
 }
 
-/// Whether the CPU has AVX2 and AVX-512VL (with AVX-512F, and the system saving their
-/// registers), asked once: see [`fused_rows`].
+/// Whether the CPU has AVX2 and AVX-512VL (with AVX-512F, FMA and F16C, and the system
+/// saving their registers), asked once: see [`fused_rows`].
 fn has_avx512vl() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static VL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // the AVX-512 build's target features imply FMA and F16C too (unused, but promised)
         *VL.get_or_init(|| {
-            has_avx2()
+            has_fma()
+                && std::is_x86_feature_detected!("f16c")
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512vl")
         })
@@ -404,10 +406,11 @@ fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
 /// Two inputs or more keep 4C dot-product accumulators, the update's 4G broadcast residuals
 /// and four rows live at once, more than AVX2's 16 vector registers: the compiler spills them
 /// to the stack inside the loop. Where the CPU has AVX-512VL the same kernel is compiled with
-/// it, which gives the same 256-bit instructions 32 registers — no other change, so the same
-/// bits — and a pass of two or three inputs takes 10–28% less time ((20, 5, 400) to
-/// (50, 10, 1500), Intel Xeon with AVX-512); one input, which does not spill, takes the AVX2
-/// build.
+/// it, which gives the same 256-bit instructions 32 registers — the same operations in the
+/// same order, so the same bits (the lane sums and the tail rows, which the compiler would
+/// turn into 512-bit arithmetic there, are AVX2 functions of their own) — and a pass of two or
+/// three inputs takes 10–28% less time ((20, 5, 400) to (50, 10, 1500), Intel Xeon with
+/// AVX-512); one input, which does not spill, takes the AVX2 build.
 fn fused_rows<E: Entry, const C: usize, const G: usize>(
     data: &[E],
     n: usize,
@@ -418,7 +421,7 @@ fn fused_rows<E: Entry, const C: usize, const G: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if C > 1 && has_avx512vl() {
-        // SAFETY: the CPU has AVX2, AVX-512F and AVX-512VL (checked at run time).
+        // SAFETY: the CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL (checked at run time).
         return unsafe { fused_rows_avx512vl(data, n, x, y, r, g) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -480,9 +483,13 @@ fn dot4_avx2<E: Entry>(a: [&[E]; 4], x: &[f64]) -> [f64; 4] {
 
 /// The four dot products from their lane accumulators: lanes added as (l0 + l1) + (l2 + l3),
 /// then the tail past the last whole vector in order. One function for every AVX2 kernel, so
-/// that their residuals agree bit for bit.
+/// that their residuals agree bit for bit. Never inlined: in the AVX-512 build of the fused
+/// kernel the compiler vectorised these scalar sums into 512-bit instructions (which lower
+/// some CPUs' clock); written with 256-bit intrinsics instead, inlined, the pass of three
+/// inputs at (100, 20, 5000) took 21–24 ms against 17.5 ms, and out of line 18.8 ms.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline(never)]
 fn finish_dot4<E: Entry>(
     acc: [std::arch::x86_64::__m256d; 4],
     a: [&[E]; 4],
@@ -622,17 +629,44 @@ macro_rules! fused_rows_simd {
                     }
                 }
             }
-            let done = 4 * groups;
-            let mut g = g.into_iter();
-            for (xc, rc) in x.into_iter().zip(r) {
-                let (rows, y, rc) = (&data[done * n..], &y[done..], &mut rc[done..]);
-                match g.next() {
-                    Some(gc) => fused_single_rows(rows, n, xc, y, rc, gc),
-                    None => residual_rows(rows, n, xc, y, rc),
-                }
-            }
+            fused_rows_tail(
+                &data[4 * groups * n..],
+                n,
+                x,
+                &y[4 * groups..],
+                r,
+                g,
+                4 * groups,
+            );
         }
     };
+}
+
+/// The rows past the last whole group of four, one at a time, for both builds of the fused
+/// kernel: a function of its own so that the AVX-512 build does not compile (and run) these
+/// loops with 512-bit instructions. With it and [`finish_dot4`] out of line, the AVX-512
+/// build's only 512-bit instructions zero its accumulators' stack copies (stores, which
+/// lower no clock below what AVX2's arithmetic does).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+fn fused_rows_tail<E: Entry, const C: usize, const G: usize>(
+    rows: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+    done: usize,
+) {
+    let mut g = g.into_iter();
+    for (xc, rc) in x.into_iter().zip(r) {
+        let rc = &mut rc[done..];
+        match g.next() {
+            Some(gc) => fused_single_rows(rows, n, xc, y, rc, gc),
+            None => residual_rows(rows, n, xc, y, rc),
+        }
+    }
 }
 fused_rows_simd!(fused_rows_avx2, "avx2");
 fused_rows_simd!(fused_rows_avx512vl, "avx2,avx512f,avx512vl");
@@ -805,25 +839,27 @@ impl FusedPlan {
 /// call of a plan may meet page faults or a busy moment.
 const PLAN_TRIALS: usize = 6;
 
-/// Calls run by the pool before any is timed: the first ones meet page faults, threads still
-/// starting and a clock still rising, none of which the plans' costs later have.
+/// Calls run with the default plan before any is timed: the first ones meet page faults,
+/// threads still starting and a clock still rising, none of which the plans' costs later have.
 const PLAN_WARMUP: usize = 16;
 
 /// Calls after which the plans are timed again (their trials then cost about 1% of the
 /// calls in between).
 const PLAN_AGAIN_AFTER: usize = 2000;
 
-/// Another plan replaces [`FusedPlan::Pool`] when its best time is below this fraction of the
-/// pool's. On the Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
+/// Another plan replaces the default ([`FusedPlan::Pool`]; below the parallel size,
+/// [`FusedPlan::Serial`]) when its best time is below this fraction of the default's. On the
+/// Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
 /// two sweeps and 0.56 s on one thread, yet one run in five timed one thread up to 10% below
 /// the pool (whose second thread had to be woken in the trials); on its AMD VM streaming
 /// twice took 0.71 of one sweep's time.
 const CLEARLY_FASTER: f64 = 0.85;
 
 /// Chooses one operator's [`FusedPlan`] at run time: after a warm-up, its calls above the
-/// one-thread size run the plans in turn (results are the same whichever runs), each timed,
-/// and then the fastest serves for [`PLAN_AGAIN_AFTER`] calls before the plans are timed
-/// again; separately for each kind of pass ([`plan_key`]: inputs, and how many want a gradient).
+/// one-thread size (below it, its passes of several inputs where there are two threads) run
+/// the plans in turn (results are the same whichever runs), each timed, and then the fastest
+/// serves for [`PLAN_AGAIN_AFTER`] calls before the plans are timed again; separately for
+/// each kind of pass ([`plan_key`]: inputs, and how many want a gradient).
 #[derive(Debug, Default)]
 pub struct Planner {
     forced: Option<FusedPlan>,
@@ -976,7 +1012,8 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     };
     // below the parallel size the forced plans that split rows run as one block on the caller
     let plan = match plan {
-        FusedPlan::Inputs => FusedPlan::Inputs,
+        FusedPlan::Inputs if C > 1 => FusedPlan::Inputs,
+        FusedPlan::Inputs => FusedPlan::Serial,
         _ if small => FusedPlan::Serial,
         other => other,
     };
@@ -1136,8 +1173,9 @@ fn fused_inputs<E: Entry, const C: usize, const G: usize>(
     });
 }
 
-/// [`fused_serial`] (one sweep per block) for inputs counted at run time: the kinds of pass a
-/// group of [`fused_inputs`] can be in one sweep, any other input by input.
+/// [`fused_serial`] (one sweep per block) for inputs counted at run time: a group of
+/// [`fused_inputs`] of two inputs with one gradient (the rest of a pass of three) in one
+/// sweep, any other input by input.
 fn fused_serial_any<E: Entry>(
     data: &[E],
     n: usize,
@@ -1152,30 +1190,11 @@ fn fused_serial_any<E: Entry>(
             .unwrap_or_else(|_| unreachable!("{K} pieces matched"))
     }
     match (x.len(), g.len()) {
-        (1, 1) => fused_serial::<E, 1, 1>(
-            data,
-            n,
-            pieces(x.to_vec()),
-            y,
-            pieces(r),
-            pieces(g),
-            blocks,
-            false,
-        ),
+        // GD's step and a record's loss beside the flow's right-hand side: one sweep
         (2, 1) => fused_serial::<E, 2, 1>(
             data,
             n,
-            pieces(x.to_vec()),
-            y,
-            pieces(r),
-            pieces(g),
-            blocks,
-            false,
-        ),
-        (2, 2) => fused_serial::<E, 2, 2>(
-            data,
-            n,
-            pieces(x.to_vec()),
+            [x[0], x[1]],
             y,
             pieces(r),
             pieces(g),
