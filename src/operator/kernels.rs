@@ -419,8 +419,22 @@ fn fused_rows<E: Entry, const C: usize, const G: usize>(
     r: [&mut [f64]; C],
     g: [&mut [f64]; G],
 ) {
+    fused_rows_built(C > 1, data, n, x, y, r, g)
+}
+
+/// [`fused_rows`], taking the AVX-512VL build where the CPU has it only if `wide` (the unit
+/// test holds the AVX2 build to the same bits on a CPU that has both).
+fn fused_rows_built<E: Entry, const C: usize, const G: usize>(
+    wide: bool,
+    data: &[E],
+    n: usize,
+    x: [&[f64]; C],
+    y: &[f64],
+    r: [&mut [f64]; C],
+    g: [&mut [f64]; G],
+) {
     #[cfg(target_arch = "x86_64")]
-    if C > 1 && has_avx512vl() {
+    if wide && has_avx512vl() {
         // SAFETY: the CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL (checked at run time).
         return unsafe { fused_rows_avx512vl(data, n, x, y, r, g) };
     }
@@ -1469,21 +1483,6 @@ mod tests {
             "two sweeps",
             "default target",
         ];
-        fn avx2_build<E: Entry, const C: usize, const G: usize>(
-            data: &[E],
-            n: usize,
-            x: [&[f64]; C],
-            y: &[f64],
-            r: [&mut [f64]; C],
-            g: [&mut [f64]; G],
-        ) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 (checked at run time).
-                return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
-            }
-            fused_rows_generic(data, n, x, y, r, g)
-        }
         fn both<E: Entry>(data: &[E], n: usize, x: &[f64], y: &[f64]) {
             let m = y.len();
             let (mut a1, mut a2) = (vec![0.0; m], vec![0.0; m]);
@@ -1515,7 +1514,9 @@ mod tests {
                 let (xs, rs) = ([x, &x2[..]], [&mut ra[..], &mut rb[..]]);
                 match way {
                     "one sweep" => fused_rows(data, n, xs, y, rs, [&mut ga]),
-                    "one sweep, AVX2's registers" => avx2_build(data, n, xs, y, rs, [&mut ga]),
+                    "one sweep, AVX2's registers" => {
+                        fused_rows_built(false, data, n, xs, y, rs, [&mut ga])
+                    }
                     "two sweeps" => split_rows(data, n, xs, y, rs, [&mut ga]),
                     _ => fused_rows_generic(data, n, xs, y, rs, [&mut ga]),
                 }
@@ -1534,7 +1535,9 @@ mod tests {
                 let gs = [&mut ga[..], &mut gb[..]];
                 match way {
                     "one sweep" => fused_rows(data, n, xs, y, rs, gs),
-                    "one sweep, AVX2's registers" => avx2_build(data, n, xs, y, rs, gs),
+                    "one sweep, AVX2's registers" => {
+                        fused_rows_built(false, data, n, xs, y, rs, gs)
+                    }
                     "two sweeps" => split_rows(data, n, xs, y, rs, gs),
                     _ => fused_rows_generic(data, n, xs, y, rs, gs),
                 }
