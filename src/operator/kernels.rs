@@ -1001,17 +1001,20 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     };
     let m = y.len();
     let small = data.len() < FUSED_PARALLEL_MIN_ENTRIES;
-    // below the parallel size one block, straight into g; above, whole groups of four rows
-    // per block, so that the blocks' dot products are apply's
-    let rows = if small {
-        m.max(1)
+    // below the parallel size one block of every row; above, whole groups of four rows per
+    // block, so that the blocks' dot products are apply's
+    let every_row = [(0, m)];
+    let row_blocks: Vec<(usize, usize)>;
+    let blocks: &[(usize, usize)] = if small {
+        &every_row
     } else {
-        (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4
+        let rows = (m.div_ceil(FUSED_BLOCKS)).div_ceil(4) * 4;
+        row_blocks = (0..m)
+            .step_by(rows.max(4))
+            .map(|s| (s, (s + rows).min(m)))
+            .collect();
+        &row_blocks
     };
-    let blocks: Vec<(usize, usize)> = (0..m)
-        .step_by(rows.max(4))
-        .map(|s| (s, (s + rows).min(m)))
-        .collect();
     let plans: &[FusedPlan] = if !small {
         &FusedPlan::ROWS
     } else if C > 1 && rayon::current_num_threads() > 1 {
@@ -1034,12 +1037,12 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     let start = timed.then(std::time::Instant::now);
     match plan {
         FusedPlan::Pool | FusedPlan::SplitPool => {
-            fused_pooled(data, n, x, y, r, g, &blocks, plan.split())
+            fused_pooled(data, n, x, y, r, g, blocks, plan.split())
         }
         FusedPlan::Serial | FusedPlan::SplitSerial => {
-            fused_serial(data, n, x, y, r, g, &blocks, plan.split())
+            fused_serial(data, n, x, y, r, g, blocks, plan.split())
         }
-        FusedPlan::Inputs => fused_inputs(data, n, &x, y, r, g, &blocks),
+        FusedPlan::Inputs => fused_inputs(data, n, &x, y, r, g, blocks),
     }
     if let Some(start) = start {
         planner.record(plan_key(C, G), plans, plan, start.elapsed().as_secs_f64());
@@ -1128,10 +1131,8 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
     for gc in g.iter_mut() {
         gc.fill(0.0);
     }
-    if let [(0, e)] = blocks {
-        if *e == y.len() {
-            return sweep(split, data, n, x, y, r, g);
-        }
+    if let [_every_row] = blocks {
+        return sweep(split, data, n, x, y, r, g);
     }
     let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
     for &(s, e) in blocks {
