@@ -973,9 +973,6 @@ impl Planner {
     }
 }
 
-/// One row block's residuals (per input) and partial gradients (per input that wants one).
-type BlockResult<const C: usize, const G: usize> = ([Vec<f64>; C], [Vec<f64>; G]);
-
 /// r_c = 𝒜(x_c) − y and g_c = 𝒜*(r_c) for C inputs in one pass over the stored rows: each
 /// group of four rows is read from memory once for their residuals r_i = ⟨a_i, x_c⟩ − y_i,
 /// and again from cache, while it is still there, for g_c += Σ r_i a_i (or, in a split
@@ -1079,24 +1076,34 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
     blocks: &[(usize, usize)],
     split: bool,
 ) {
-    let run = |&(s, e): &(usize, usize)| {
-        let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
-        let mut rb: [Vec<f64>; C] = std::array::from_fn(|_| vec![0.0; e - s]);
-        sweep(
+    // each block's partial gradients, then its residuals, in a buffer kept on the calling
+    // thread from one pass to the next (allocating and zeroing them anew for every pass took
+    // a tenth of the default run's time, in malloc, free and memset)
+    let rows = blocks.iter().map(|&(s, e)| e - s).max().unwrap_or(0);
+    let stride = G * n + C * rows;
+    let mut scratch = POOLED_SCRATCH.take();
+    scratch.resize(blocks.len() * stride, 0.0);
+    team::for_each_chunk(&mut scratch, stride, |b, chunk| {
+        let (s, e) = blocks[b];
+        let (parts, rb) = chunk.split_at_mut(G * n);
+        parts.fill(0.0);
+        let mut parts = parts.chunks_exact_mut(n);
+        let mut rb = rb.chunks_exact_mut(rows);
+        sweep::<E, C, G>(
             split,
             &data[s * n..e * n],
             n,
             x,
             &y[s..e],
-            rb.each_mut().map(|v| v.as_mut_slice()),
-            parts.each_mut().map(|v| v.as_mut_slice()),
+            std::array::from_fn(|_| &mut rb.next().expect("C residuals")[..e - s]),
+            std::array::from_fn(|_| parts.next().expect("G gradients")),
         );
-        (rb, parts)
-    };
-    let results: Vec<BlockResult<C, G>> = team::map(blocks.len(), |b| run(&blocks[b]));
+    });
+    let part = |b: usize, c: usize| &scratch[b * stride + c * n..][..n];
+    let residuals = |b: usize, c: usize| &scratch[b * stride + G * n + c * rows..][..rows];
     for (c, rc) in r.into_iter().enumerate() {
-        for (&(s, e), (rb, _)) in blocks.iter().zip(&results) {
-            rc[s..e].copy_from_slice(&rb[c]);
+        for (b, &(s, e)) in blocks.iter().enumerate() {
+            rc[s..e].copy_from_slice(&residuals(b, c)[..e - s]);
         }
     }
     let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
@@ -1105,14 +1112,21 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
         let reduce = |(offset, out): (usize, &mut [f64])| {
             out.fill(0.0);
             let len = out.len();
-            for (_, parts) in &results {
-                for (o, p) in out.iter_mut().zip(&parts[c][offset..offset + len]) {
+            for b in 0..blocks.len() {
+                for (o, p) in out.iter_mut().zip(&part(b, c)[offset..offset + len]) {
                     *o += p;
                 }
             }
         };
         team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
     }
+    POOLED_SCRATCH.set(scratch);
+}
+
+thread_local! {
+    /// [`fused_pooled`]'s buffer (a nested call on the same thread finds it empty and makes
+    /// its own).
+    static POOLED_SCRATCH: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`fused_any`]'s blocks in turn on the calling thread, with the pool's sums in the pool's
