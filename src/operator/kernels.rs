@@ -1076,57 +1076,86 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
     blocks: &[(usize, usize)],
     split: bool,
 ) {
-    // each block's partial gradients, then its residuals, in a buffer kept on the calling
-    // thread from one pass to the next (allocating and zeroing them anew for every pass took
-    // a tenth of the default run's time, in malloc, free and memset)
+    // each block's partial gradients and its residuals in buffers kept on the calling thread
+    // from one pass to the next (allocating and zeroing them anew for every pass took a tenth
+    // of the default run's time, in malloc, free and memset); the partial gradients are left
+    // zero by the sums that read them, ready for the next pass
     let rows = blocks.iter().map(|&(s, e)| e - s).max().unwrap_or(0);
-    let stride = G * n + C * rows;
-    let mut scratch = POOLED_SCRATCH.take();
-    scratch.resize(blocks.len() * stride, 0.0);
-    team::for_each_chunk(&mut scratch, stride, |b, chunk| {
-        let (s, e) = blocks[b];
-        let (parts, rb) = chunk.split_at_mut(G * n);
-        parts.fill(0.0);
-        let mut parts = parts.chunks_exact_mut(n);
-        let mut rb = rb.chunks_exact_mut(rows);
-        sweep::<E, C, G>(
-            split,
-            &data[s * n..e * n],
-            n,
-            x,
-            &y[s..e],
-            std::array::from_fn(|_| &mut rb.next().expect("C residuals")[..e - s]),
-            std::array::from_fn(|_| parts.next().expect("G gradients")),
-        );
-    });
-    let part = |b: usize, c: usize| &scratch[b * stride + c * n..][..n];
-    let residuals = |b: usize, c: usize| &scratch[b * stride + G * n + c * rows..][..rows];
+    let mut parts = POOLED_PARTS.take();
+    let mut residuals = POOLED_RESIDUALS.take();
+    parts.resize(blocks.len() * G * n, 0.0);
+    residuals.resize(blocks.len() * C * rows, 0.0);
+    {
+        let chunks: Vec<_> = parts
+            .chunks_mut((G * n).max(1))
+            .zip(residuals.chunks_mut((C * rows).max(1)))
+            .map(std::sync::Mutex::new)
+            .collect();
+        team::for_each(blocks.len(), |b| {
+            let (s, e) = blocks[b];
+            let mut chunk = chunks[b].lock().expect("one call per block");
+            let (parts, rb) = &mut *chunk;
+            let mut parts = parts.chunks_exact_mut(n);
+            let mut rb = rb.chunks_exact_mut(rows);
+            sweep::<E, C, G>(
+                split,
+                &data[s * n..e * n],
+                n,
+                x,
+                &y[s..e],
+                std::array::from_fn(|_| &mut rb.next().expect("C residuals")[..e - s]),
+                std::array::from_fn(|_| parts.next().expect("G gradients")),
+            );
+        });
+    }
     for (c, rc) in r.into_iter().enumerate() {
         for (b, &(s, e)) in blocks.iter().enumerate() {
-            rc[s..e].copy_from_slice(&residuals(b, c)[..e - s]);
+            rc[s..e].copy_from_slice(&residuals[(b * C + c) * rows..][..e - s]);
         }
     }
     let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
+    let shared = SharedParts(parts.as_mut_ptr());
     for (c, gc) in g.into_iter().enumerate() {
         // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
         let reduce = |(offset, out): (usize, &mut [f64])| {
             out.fill(0.0);
-            let len = out.len();
             for b in 0..blocks.len() {
-                for (o, p) in out.iter_mut().zip(&part(b, c)[offset..offset + len]) {
-                    *o += p;
+                // SAFETY: within `parts` (b < blocks, c < G, offset + len <= n); each column
+                // range is one call's, and nothing else touches `parts` meanwhile
+                let part = unsafe { shared.slice((b * G + c) * n + offset, out.len()) };
+                for (o, p) in out.iter_mut().zip(part) {
+                    *o += *p;
+                    *p = 0.0;
                 }
             }
         };
         team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
     }
-    POOLED_SCRATCH.set(scratch);
+    POOLED_PARTS.set(parts);
+    POOLED_RESIDUALS.set(residuals);
+}
+
+/// [`fused_pooled`]'s partial gradients, shared by the column ranges of its sums, each of
+/// which reads and zeroes entries no other range touches.
+struct SharedParts(*mut f64);
+// SAFETY: its users touch disjoint entries
+unsafe impl Sync for SharedParts {}
+impl SharedParts {
+    /// # Safety
+    /// `start + len` within the buffer, and no other reference to those entries while the
+    /// slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f64] {
+        // SAFETY: the caller's contract
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
 }
 
 thread_local! {
-    /// [`fused_pooled`]'s buffer (a nested call on the same thread finds it empty and makes
-    /// its own).
-    static POOLED_SCRATCH: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`fused_pooled`]'s buffers (a nested call on the same thread finds them empty and
+    /// makes its own): the partial gradients, zero between passes, and the residuals.
+    static POOLED_PARTS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    static POOLED_RESIDUALS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`fused_any`]'s blocks in turn on the calling thread, with the pool's sums in the pool's
