@@ -1083,10 +1083,18 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
     let rows = blocks.iter().map(|&(s, e)| e - s).max().unwrap_or(0);
     let mut parts = POOLED_PARTS.take();
     let mut residuals = POOLED_RESIDUALS.take();
-    parts.resize(blocks.len() * G * n, 0.0);
-    residuals.resize(blocks.len() * C * rows, 0.0);
+    // grown, never shrunk: a pass of fewer inputs uses the front, and the rest stays zero
+    // (resizing down and up again zeroed it anew whenever a pass of two gradients followed
+    // one of one, every few passes in a run with riders)
+    let (parts_len, residuals_len) = (blocks.len() * G * n, blocks.len() * C * rows);
+    if parts.len() < parts_len {
+        parts.resize(parts_len, 0.0);
+    }
+    if residuals.len() < residuals_len {
+        residuals.resize(residuals_len, 0.0);
+    }
     {
-        let chunks: Vec<_> = parts
+        let chunks: Vec<_> = parts[..parts_len]
             .chunks_mut((G * n).max(1))
             .zip(residuals.chunks_mut((C * rows).max(1)))
             .map(std::sync::Mutex::new)
