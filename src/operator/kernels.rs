@@ -410,8 +410,10 @@ fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
 /// same order, so the same bits (the lane sums and the tail rows, which the compiler would
 /// turn into 512-bit arithmetic there, are AVX2 functions of their own) — and a pass of two or
 /// three inputs takes 10–28% less time ((20, 5, 400) to (50, 10, 1500), Intel Xeon with
-/// AVX-512); one input, which does not spill, takes the AVX2 build.
+/// AVX-512); one input, which does not spill, takes the AVX2 build. With `prefetch` each
+/// sweep asks for the next rows [`PREFETCH_AHEAD`] entries ahead ([`FusedPlan::PoolPrefetch`]).
 fn fused_rows<E: Entry, const C: usize, const G: usize>(
+    prefetch: bool,
     data: &[E],
     n: usize,
     x: [&[f64]; C],
@@ -419,13 +421,15 @@ fn fused_rows<E: Entry, const C: usize, const G: usize>(
     r: [&mut [f64]; C],
     g: [&mut [f64]; G],
 ) {
-    fused_rows_built(C > 1, data, n, x, y, r, g)
+    fused_rows_built(C > 1, prefetch, data, n, x, y, r, g)
 }
 
 /// [`fused_rows`], taking the AVX-512VL build where the CPU has it only if `wide` (the unit
 /// test holds the AVX2 build to the same bits on a CPU that has both).
+#[allow(clippy::too_many_arguments)]
 fn fused_rows_built<E: Entry, const C: usize, const G: usize>(
     wide: bool,
+    prefetch: bool,
     data: &[E],
     n: usize,
     x: [&[f64]; C],
@@ -436,12 +440,12 @@ fn fused_rows_built<E: Entry, const C: usize, const G: usize>(
     #[cfg(target_arch = "x86_64")]
     if wide && has_avx512vl() {
         // SAFETY: the CPU has AVX2, FMA, F16C, AVX-512F and AVX-512VL (checked at run time).
-        return unsafe { fused_rows_avx512vl(data, n, x, y, r, g) };
+        return unsafe { fused_rows_avx512vl(prefetch, data, n, x, y, r, g) };
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
-        return unsafe { fused_rows_avx2(data, n, x, y, r, g) };
+        return unsafe { fused_rows_avx2(prefetch, data, n, x, y, r, g) };
     }
     fused_rows_generic(data, n, x, y, r, g)
 }
@@ -584,6 +588,7 @@ macro_rules! fused_rows_simd {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         fn $name<E: Entry, const C: usize, const G: usize>(
+            prefetch: bool,
             data: &[E],
             n: usize,
             x: [&[f64]; C],
@@ -592,6 +597,7 @@ macro_rules! fused_rows_simd {
             g: [&mut [f64]; G],
         ) {
             use std::arch::x86_64::*;
+            let ahead = if prefetch { PREFETCH_AHEAD } else { 0 };
             let full = n / 4 * 4;
             let groups = data.len() / (4 * n);
             let group = |q: usize| four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
@@ -616,6 +622,14 @@ macro_rules! fused_rows_simd {
                         // SAFETY: j + 4 <= full <= n, the length of every x, g and row.
                         unsafe {
                             if let Some(b) = next {
+                                if ahead > 0 && j % 8 == 0 {
+                                    for row in b {
+                                        // a hint only: an address past the row is not read
+                                        _mm_prefetch::<_MM_HINT_T0>(
+                                            row.as_ptr().wrapping_add(j + ahead) as *const i8,
+                                        );
+                                    }
+                                }
                                 let bv: [__m256d; 4] =
                                     std::array::from_fn(|l| E::load4(b[l].as_ptr().add(j)));
                                 for c in 0..C {
@@ -786,11 +800,19 @@ const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
 /// plan's residuals and gradients are bit-identical: only their speed
 /// differs, and which is fastest depends on the CPU, its caches and the size (on a 2-core
 /// Intel VM one sweep per block beat two; on a 2-core AMD EPYC VM two sweeps over the matrix
-/// beat one by 1.4×, and at small sizes waking the second thread for each pass costs a
-/// quarter of the run). [`Planner`] times them on the operator's first calls.
+/// once beat one by 1.4×, and the one sweep now gains from prefetching its rows; at small
+/// sizes waking the second thread for each pass costs a quarter of the run). [`Planner`]
+/// times them on the operator's first calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FusedPlan {
+    /// As [`FusedPlan::Pool`], each sweep asking for its next rows' entries [`PREFETCH_AHEAD`]
+    /// ahead of their use (a software prefetch, which changes no result). On a 2-core AMD
+    /// EPYC (Zen 4) VM with a 32 MB L3 the hardware prefetcher left the pass's four row
+    /// streams short: criterion medians, without → with, (50, 10, 1500) 0.90/0.56 →
+    /// 0.52/0.53 ms one gradient, 1.01/0.91 → 0.80/0.77 ms two; (100, 20, 5000) 15.0/14.3 →
+    /// 12.1/11.8 ms and 18.4 → 13.3/14.3 ms (two runs each, in turn).
+    PoolPrefetch,
     /// One sweep per block (its rows' dot products, then from cache their gradient), the
     /// blocks over the thread pool.
     Pool,
@@ -810,8 +832,9 @@ pub enum FusedPlan {
 }
 
 impl FusedPlan {
-    /// Every plan, [`FusedPlan::Pool`] first.
-    pub const ALL: [FusedPlan; 5] = [
+    /// Every plan, [`FusedPlan::PoolPrefetch`] first.
+    pub const ALL: [FusedPlan; 6] = [
+        FusedPlan::PoolPrefetch,
         FusedPlan::Pool,
         FusedPlan::Serial,
         FusedPlan::SplitPool,
@@ -820,8 +843,9 @@ impl FusedPlan {
     ];
 
     /// The plans timed above [`FUSED_PARALLEL_MIN_ENTRIES`], where the rows' blocks split
-    /// the pass; [`FusedPlan::Pool`], the default, first.
-    pub const ROWS: [FusedPlan; 4] = [
+    /// the pass; [`FusedPlan::PoolPrefetch`], the default, first.
+    pub const ROWS: [FusedPlan; 5] = [
+        FusedPlan::PoolPrefetch,
         FusedPlan::Pool,
         FusedPlan::Serial,
         FusedPlan::SplitPool,
@@ -834,6 +858,7 @@ impl FusedPlan {
 
     pub fn name(self) -> &'static str {
         match self {
+            FusedPlan::PoolPrefetch => "pool_prefetch",
             FusedPlan::Pool => "pool",
             FusedPlan::Serial => "serial",
             FusedPlan::SplitPool => "split_pool",
@@ -842,16 +867,39 @@ impl FusedPlan {
         }
     }
 
-    fn split(self) -> bool {
-        matches!(self, FusedPlan::SplitPool | FusedPlan::SplitSerial)
+    fn sweep(self) -> Sweep {
+        match self {
+            FusedPlan::PoolPrefetch => Sweep::Prefetched,
+            FusedPlan::SplitPool | FusedPlan::SplitSerial => Sweep::Two,
+            FusedPlan::Pool | FusedPlan::Serial | FusedPlan::Inputs => Sweep::One,
+        }
     }
 }
+
+/// How a block's rows are swept: once ([`fused_rows`]), once asking for the next rows ahead,
+/// or twice ([`split_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    One,
+    Prefetched,
+    Two,
+}
+
+/// How far ahead of its use, in entries, a prefetching sweep asks for the next rows (1 KB of
+/// f64): 64, 256 and 512 were slower on the AMD VM of [`FusedPlan::PoolPrefetch`].
+const PREFETCH_AHEAD: usize = 128;
 
 /// Consecutive calls each plan runs before one is chosen; the fastest of all but the first
 /// counts. Consecutive, because a plan's cost depends on what came before: a pool's second
 /// thread, left idle by a one-thread plan, has gone to sleep and must be woken; and the first
 /// call of a plan may meet page faults or a busy moment.
 const PLAN_TRIALS: usize = 6;
+
+/// A plan whose first counted trial takes this multiple of the default's best is not tried
+/// further: it could not come out [`CLEARLY_FASTER`]. On a 2-core AMD EPYC VM a one-thread
+/// plan's pass took 2.5–3× the pool's at (50, 10, 1500), and its trials had cost the medium
+/// run 4% of its time.
+const GIVE_UP: f64 = 1.5;
 
 /// Calls run with the default plan before any is timed: the first ones meet page faults,
 /// threads still starting and a clock still rising, none of which the plans' costs later have.
@@ -861,7 +909,7 @@ const PLAN_WARMUP: usize = 16;
 /// calls in between).
 const PLAN_AGAIN_AFTER: usize = 2000;
 
-/// Another plan replaces the default ([`FusedPlan::Pool`]; below the parallel size,
+/// Another plan replaces the default ([`FusedPlan::PoolPrefetch`]; below the parallel size,
 /// [`FusedPlan::Serial`]) when its best time is below this fraction of the default's. On the
 /// Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
 /// two sweeps and 0.56 s on one thread, yet one run in five timed one thread up to 10% below
@@ -948,8 +996,12 @@ impl Planner {
             _ => t.best[i].min(seconds),
         };
         t.calls += 1;
+        if i > 0 && t.calls % PLAN_TRIALS == 2 && t.best[i] > GIVE_UP * t.best[0] {
+            // the rest of this plan's trials skipped (see GIVE_UP)
+            t.calls = (i + 1) * PLAN_TRIALS;
+        }
         if t.calls == PLAN_TRIALS * plans.len() {
-            // the default (the pool's one sweep; below the parallel size, one thread) unless
+            // the default (the pool's prefetching sweep; below the parallel size, one thread) unless
             // another plan is clearly faster: near-ties are decided by noise, and the pool's
             // own timing suffers most from it (its second thread may be woken late)
             let fastest = (0..plans.len())
@@ -1033,11 +1085,11 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
     };
     let start = timed.then(std::time::Instant::now);
     match plan {
-        FusedPlan::Pool | FusedPlan::SplitPool => {
-            fused_pooled(data, n, x, y, r, g, blocks, plan.split())
+        FusedPlan::PoolPrefetch | FusedPlan::Pool | FusedPlan::SplitPool => {
+            fused_pooled(data, n, x, y, r, g, blocks, plan.sweep())
         }
         FusedPlan::Serial | FusedPlan::SplitSerial => {
-            fused_serial(data, n, x, y, r, g, blocks, plan.split())
+            fused_serial(data, n, x, y, r, g, blocks, plan.sweep())
         }
         FusedPlan::Inputs => fused_inputs(data, n, &x, y, r, g, blocks),
     }
@@ -1048,7 +1100,7 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
 
 /// One block's rows in one sweep, or two ([`split_rows`]).
 fn sweep<E: Entry, const C: usize, const G: usize>(
-    split: bool,
+    way: Sweep,
     a: &[E],
     n: usize,
     x: [&[f64]; C],
@@ -1056,10 +1108,10 @@ fn sweep<E: Entry, const C: usize, const G: usize>(
     r: [&mut [f64]; C],
     g: [&mut [f64]; G],
 ) {
-    if split {
-        split_rows(a, n, x, y, r, g)
-    } else {
-        fused_rows(a, n, x, y, r, g)
+    match way {
+        Sweep::One => fused_rows(false, a, n, x, y, r, g),
+        Sweep::Prefetched => fused_rows(true, a, n, x, y, r, g),
+        Sweep::Two => split_rows(a, n, x, y, r, g),
     }
 }
 
@@ -1074,7 +1126,7 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
     r: [&mut [f64]; C],
     g: [&mut [f64]; G],
     blocks: &[(usize, usize)],
-    split: bool,
+    way: Sweep,
 ) {
     // each block's partial gradients and its residuals in buffers kept on the calling thread
     // from one pass to the next (allocating and zeroing them anew for every pass took a tenth
@@ -1106,7 +1158,7 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
             let mut parts = parts.chunks_exact_mut(n);
             let mut rb = rb.chunks_exact_mut(rows);
             sweep::<E, C, G>(
-                split,
+                way,
                 &data[s * n..e * n],
                 n,
                 x,
@@ -1177,13 +1229,13 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
     mut r: [&mut [f64]; C],
     mut g: [&mut [f64]; G],
     blocks: &[(usize, usize)],
-    split: bool,
+    way: Sweep,
 ) {
     for gc in g.iter_mut() {
         gc.fill(0.0);
     }
     if let [_every_row] = blocks {
-        return sweep(split, data, n, x, y, r, g);
+        return sweep(way, data, n, x, y, r, g);
     }
     let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
     for &(s, e) in blocks {
@@ -1191,7 +1243,7 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
             p.fill(0.0);
         }
         sweep(
-            split,
+            way,
             &data[s * n..e * n],
             n,
             x,
@@ -1265,14 +1317,14 @@ fn fused_serial_any<E: Entry>(
             pieces(r),
             pieces(g),
             blocks,
-            false,
+            Sweep::One,
         ),
         _ => {
             let mut g = g.into_iter();
             for (xc, rc) in x.iter().zip(r) {
                 match g.next() {
                     Some(gc) => {
-                        fused_serial::<E, 1, 1>(data, n, [xc], y, [rc], [gc], blocks, false)
+                        fused_serial::<E, 1, 1>(data, n, [xc], y, [rc], [gc], blocks, Sweep::One)
                     }
                     // the residual alone: apply's products, which every kernel's equal
                     None => residual_rows(data, n, xc, y, rc),
@@ -1529,8 +1581,9 @@ mod tests {
         let y: Vec<f64> = (0..m).map(|i| (i % 7) as f64 * 0.1).collect();
         // several inputs take the AVX-512VL build of the one-sweep kernel where the CPU has
         // it (`fused_rows`): the AVX2 build is held to the same bits beside it
-        const WAYS: [&str; 4] = [
+        const WAYS: [&str; 5] = [
             "one sweep",
+            "one sweep, prefetched",
             "one sweep, AVX2's registers",
             "two sweeps",
             "default target",
@@ -1544,7 +1597,7 @@ mod tests {
             let (mut r1, mut g1) = (vec![0.0; m], vec![0.0; n]);
             let (mut r2, mut g2) = (vec![0.0; m], vec![0.0; n]);
             fused_rows_kernel(data, n, x, y, &mut r1, &mut g1);
-            fused_rows(data, n, [x], y, [&mut r2], [&mut g2]);
+            fused_rows(false, data, n, [x], y, [&mut r2], [&mut g2]);
             assert_eq!((&r1, &g1), (&r2, &g2));
             // the two-sweep plans' kernels: dispatched, and generic (residuals, then gradient)
             let (mut r3, mut g3) = (vec![0.0; m], vec![0.0; n]);
@@ -1565,9 +1618,10 @@ mod tests {
                 let (mut ra, mut rb, mut ga) = (vec![0.0; m], vec![0.0; m], vec![0.0; n]);
                 let (xs, rs) = ([x, &x2[..]], [&mut ra[..], &mut rb[..]]);
                 match way {
-                    "one sweep" => fused_rows(data, n, xs, y, rs, [&mut ga]),
+                    "one sweep" => fused_rows(false, data, n, xs, y, rs, [&mut ga]),
+                    "one sweep, prefetched" => fused_rows(true, data, n, xs, y, rs, [&mut ga]),
                     "one sweep, AVX2's registers" => {
-                        fused_rows_built(false, data, n, xs, y, rs, [&mut ga])
+                        fused_rows_built(false, false, data, n, xs, y, rs, [&mut ga])
                     }
                     "two sweeps" => split_rows(data, n, xs, y, rs, [&mut ga]),
                     _ => fused_rows_generic(data, n, xs, y, rs, [&mut ga]),
@@ -1586,9 +1640,10 @@ mod tests {
                 let rs = [&mut ra[..], &mut rb[..], &mut rc[..]];
                 let gs = [&mut ga[..], &mut gb[..]];
                 match way {
-                    "one sweep" => fused_rows(data, n, xs, y, rs, gs),
+                    "one sweep" => fused_rows(false, data, n, xs, y, rs, gs),
+                    "one sweep, prefetched" => fused_rows(true, data, n, xs, y, rs, gs),
                     "one sweep, AVX2's registers" => {
-                        fused_rows_built(false, data, n, xs, y, rs, gs)
+                        fused_rows_built(false, false, data, n, xs, y, rs, gs)
                     }
                     "two sweeps" => split_rows(data, n, xs, y, rs, gs),
                     _ => fused_rows_generic(data, n, xs, y, rs, gs),
