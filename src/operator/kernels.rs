@@ -867,6 +867,16 @@ impl FusedPlan {
         }
     }
 
+    /// Which threads run the plan's sweeps (the planner times plans on the same threads on
+    /// equal terms): the pool's, the caller's alone, or one per group of inputs.
+    fn threads(self) -> u8 {
+        match self {
+            FusedPlan::PoolPrefetch | FusedPlan::Pool | FusedPlan::SplitPool => 0,
+            FusedPlan::Serial | FusedPlan::SplitSerial => 1,
+            FusedPlan::Inputs => 2,
+        }
+    }
+
     fn sweep(self) -> Sweep {
         match self {
             FusedPlan::PoolPrefetch => Sweep::Prefetched,
@@ -909,8 +919,11 @@ const PLAN_WARMUP: usize = 16;
 /// calls in between).
 const PLAN_AGAIN_AFTER: usize = 2000;
 
-/// Another plan replaces the default ([`FusedPlan::PoolPrefetch`]; below the parallel size,
-/// [`FusedPlan::Serial`]) when its best time is below this fraction of the default's. On the
+/// A plan on other threads than the default's ([`FusedPlan::PoolPrefetch`]; below the
+/// parallel size, [`FusedPlan::Serial`]) replaces it only when its best time is below this
+/// fraction of the default's (plans on the same threads compete as timed: at the default
+/// problem's size on the AMD VM the pool's sweeps with and without prefetching were within
+/// 3% of each other, inside this margin, and either may be the faster there). On the
 /// Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
 /// two sweeps and 0.56 s on one thread, yet one run in five timed one thread up to 10% below
 /// the pool (whose second thread had to be woken in the trials); on its AMD VM streaming
@@ -1001,17 +1014,21 @@ impl Planner {
             t.calls = (i + 1) * PLAN_TRIALS;
         }
         if t.calls == PLAN_TRIALS * plans.len() {
-            // the default (the pool's prefetching sweep; below the parallel size, one thread) unless
-            // another plan is clearly faster: near-ties are decided by noise, and the pool's
-            // own timing suffers most from it (its second thread may be woken late)
+            // the fastest, but a plan on other threads than the default's (the pool; below the
+            // parallel size, one thread) must be clearly faster: near-ties between them are
+            // decided by noise, and the pool's own timing suffers most from it (its second
+            // thread may be woken late); plans on the same threads compete as timed
+            let handicap = |p: usize| {
+                if plans[p].threads() == plans[0].threads() {
+                    1.0
+                } else {
+                    1.0 / CLEARLY_FASTER
+                }
+            };
             let fastest = (0..plans.len())
-                .min_by(|&a, &b| t.best[a].total_cmp(&t.best[b]))
+                .min_by(|&a, &b| (t.best[a] * handicap(a)).total_cmp(&(t.best[b] * handicap(b))))
                 .expect("plans");
-            t.chosen = Some(if t.best[fastest] < CLEARLY_FASTER * t.best[0] {
-                plans[fastest]
-            } else {
-                plans[0]
-            });
+            t.chosen = Some(plans[fastest]);
             t.last = t.chosen;
         }
     }
