@@ -42,21 +42,32 @@ impl FactoredSvd {
 /// backward stable, and the Gram matrix's largest eigenvalue is as well conditioned as ‖E‖².
 /// Lanczos with full reorthogonalisation, which this replaced, ran to nearly the whole Krylov
 /// dimension on these spectra, and a record at 27 × 27 took 64 µs with it against 45 µs
-/// (nalgebra's QR algorithm for the eigenvalues instead of the bisection: 54 µs).
+/// (nalgebra's QR algorithm for the eigenvalues instead of the bisection: 54 µs). NaN where
+/// an entry is not finite (a diverged run's record).
 pub fn op_norm(e: &DMatrix<f64>) -> f64 {
     let (rows, cols) = e.shape();
     if rows == 0 || cols == 0 {
         return 0.0;
     }
+    // scaled to entries of at most 1, so that the Gram matrix neither overflows nor underflows
+    let scale = e.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+    if scale.is_nan() || e.iter().any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
+    if scale == 0.0 {
+        return 0.0;
+    }
+    let e = e / scale;
     let gram = if cols <= rows {
-        e.tr_mul(e)
+        e.tr_mul(&e)
     } else {
-        e * e.transpose()
+        &e * e.transpose()
     };
     let (alpha, beta) = nalgebra::linalg::SymmetricTridiagonal::new(gram).unpack_tridiagonal();
-    largest_tridiagonal_eigenvalue(alpha.as_slice(), beta.as_slice())
-        .max(0.0)
-        .sqrt()
+    scale
+        * largest_tridiagonal_eigenvalue(alpha.as_slice(), beta.as_slice())
+            .max(0.0)
+            .sqrt()
 }
 
 /// λ_max of the symmetric tridiagonal matrix with diagonal `alpha` and off-diagonal `beta`,
@@ -112,7 +123,8 @@ mod tests {
     use super::*;
 
     /// ‖E‖_op against nalgebra's SVD: square, tall, wide, low-rank, a repeated top singular
-    /// value, and zero.
+    /// value, zero, one row, one column, one entry, entries near overflow and underflow; NaN
+    /// where an entry is not finite.
     #[test]
     fn op_norm_equals_the_largest_singular_value() {
         let noise = |r: usize, c: usize, s: usize| {
@@ -132,6 +144,11 @@ mod tests {
             low_rank,
             repeated,
             DMatrix::zeros(7, 5),
+            noise(1, 9, 5),
+            noise(9, 1, 6),
+            noise(1, 1, 7),
+            noise(30, 25, 8) * 1e200,
+            noise(30, 25, 9) * 1e-200,
         ] {
             let exact = e.singular_values().max();
             let got = op_norm(&e);
@@ -140,6 +157,11 @@ mod tests {
                 "{got} vs {exact} for a {:?} matrix",
                 e.shape()
             );
+        }
+        let mut broken = noise(4, 3, 10);
+        for bad in [f64::NAN, f64::INFINITY] {
+            broken[(2, 1)] = bad;
+            assert!(op_norm(&broken).is_nan(), "an entry {bad}");
         }
     }
 }

@@ -348,7 +348,7 @@ keys! {
         /// columns — at every j-th record of every dynamics (the last record too), leaving their
         /// cells empty in the others; 1 at every record, 0 never. Every other column, and every
         /// maximum, is still taken at every record and step. A record's spectral work (an
-        /// operator norm from its Gram matrix, factored SVDs) costs about two thirds of a pass
+        /// operator norm from its Gram matrix, factored SVDs) costs about three quarters of a pass
         /// over the sensing matrix at small sizes [default: records ÷ 100 rounded down, at least 1: 100 to 200 spectral
         /// rows per dynamics (every record of a run with fewer than 200), 10 for the default
         /// 1000 steps]

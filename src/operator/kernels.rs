@@ -597,7 +597,12 @@ macro_rules! fused_rows_simd {
             g: [&mut [f64]; G],
         ) {
             use std::arch::x86_64::*;
-            let ahead = if prefetch { PREFETCH_AHEAD } else { 0 };
+            let ahead = if prefetch {
+                PREFETCH_AHEAD / std::mem::size_of::<E>()
+            } else {
+                0
+            };
+            let per_line = 64 / std::mem::size_of::<E>();
             let full = n / 4 * 4;
             let groups = data.len() / (4 * n);
             let group = |q: usize| four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
@@ -622,7 +627,7 @@ macro_rules! fused_rows_simd {
                         // SAFETY: j + 4 <= full <= n, the length of every x, g and row.
                         unsafe {
                             if let Some(b) = next {
-                                if ahead > 0 && j % 8 == 0 {
+                                if ahead > 0 && j % per_line == 0 {
                                     for row in b {
                                         // a hint only: an address past the row is not read
                                         _mm_prefetch::<_MM_HINT_T0>(
@@ -895,9 +900,10 @@ enum Sweep {
     Two,
 }
 
-/// How far ahead of its use, in entries, a prefetching sweep asks for the next rows (1 KB of
-/// f64): 64, 256 and 512 were slower on the AMD VM of [`FusedPlan::PoolPrefetch`].
-const PREFETCH_AHEAD: usize = 128;
+/// How far ahead of its use, in bytes, a prefetching sweep asks for the next rows (128 f64
+/// entries): 64, 256 and 512 entries were no faster on the AMD VM of
+/// [`FusedPlan::PoolPrefetch`]. One request per 64-byte line.
+const PREFETCH_AHEAD: usize = 1024;
 
 /// Consecutive calls each plan runs before one is chosen; the fastest of all but the first
 /// counts. Consecutive, because a plan's cost depends on what came before: a pool's second
@@ -906,7 +912,8 @@ const PREFETCH_AHEAD: usize = 128;
 const PLAN_TRIALS: usize = 6;
 
 /// A plan whose first counted trial takes this multiple of the default's best is not tried
-/// further: it could not come out [`CLEARLY_FASTER`]. On a 2-core AMD EPYC VM a one-thread
+/// further: one sample that slow marks it as no contender (the pool's plans differ by a few
+/// percent to a fifth, one thread by 2.5× at large sizes). On a 2-core AMD EPYC VM a one-thread
 /// plan's pass took 2.5–3× the pool's at (50, 10, 1500), and its trials had cost the medium
 /// run 4% of its time.
 const GIVE_UP: f64 = 1.5;
@@ -923,11 +930,11 @@ const PLAN_AGAIN_AFTER: usize = 2000;
 /// parallel size, [`FusedPlan::Serial`]) replaces it only when its best time is below this
 /// fraction of the default's (plans on the same threads compete as timed: at the default
 /// problem's size on the AMD VM the pool's sweeps with and without prefetching were within
-/// 3% of each other, inside this margin, and either may be the faster there). On the
-/// Intel VM of issue 24 the default run took 0.48 s with the pool, 0.55 s with
+/// 3% of each other, inside this margin, and either may be the faster there). On the 2-core
+/// Intel VM of the sessions before the default run took 0.48 s with the pool, 0.55 s with
 /// two sweeps and 0.56 s on one thread, yet one run in five timed one thread up to 10% below
-/// the pool (whose second thread had to be woken in the trials); on its AMD VM streaming
-/// twice took 0.71 of one sweep's time.
+/// the pool (whose second thread had to be woken in the trials); on issue 24's AMD VM
+/// streaming twice once took 0.71 of one sweep's time.
 const CLEARLY_FASTER: f64 = 0.85;
 
 /// Chooses one operator's [`FusedPlan`] at run time: after a warm-up, its calls above the
@@ -1066,6 +1073,15 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
         )
     };
     let m = y.len();
+    // the kernels read and write through unchecked pointers, and the pooled sums leave their
+    // partial gradients zero only over n entries: every vector must be whole
+    assert!(
+        x.iter().all(|xc| xc.len() == n)
+            && g.iter().all(|gc| gc.len() == n)
+            && r.iter().all(|rc| rc.len() == m)
+            && data.len() == m * n,
+        "inputs and gradients of n = {n} entries, residuals of m = {m}"
+    );
     let small = data.len() < FUSED_PARALLEL_MIN_ENTRIES;
     // below the parallel size one block of every row; above, whole groups of four rows per
     // block, so that the blocks' dot products are apply's
@@ -1191,7 +1207,7 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
         }
     }
     let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
-    let shared = SharedParts(parts.as_mut_ptr());
+    let shared = SharedParts(parts.as_mut_ptr(), parts_len);
     for (c, gc) in g.into_iter().enumerate() {
         // g = Σ_b part_b, in block order for every entry (column ranges may run in parallel)
         let reduce = |(offset, out): (usize, &mut [f64])| {
@@ -1214,7 +1230,7 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
 
 /// [`fused_pooled`]'s partial gradients, shared by the column ranges of its sums, each of
 /// which reads and zeroes entries no other range touches.
-struct SharedParts(*mut f64);
+struct SharedParts(*mut f64, usize);
 // SAFETY: its users touch disjoint entries
 unsafe impl Sync for SharedParts {}
 impl SharedParts {
@@ -1223,7 +1239,8 @@ impl SharedParts {
     /// slice lives.
     #[allow(clippy::mut_from_ref)]
     unsafe fn slice(&self, start: usize, len: usize) -> &mut [f64] {
-        // SAFETY: the caller's contract
+        assert!(start + len <= self.1, "within the partial gradients");
+        // SAFETY: in bounds (checked); no other reference to them, by the caller's contract
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
@@ -1586,16 +1603,10 @@ mod tests {
     use super::*;
 
     /// The intrinsics single-product and fused kernels do the generic kernels' operations in
-    /// the same order: bit for bit, f64 and f32 entries, with row and column tails.
+    /// the same order: bit for bit, f64 and f32 entries, with row and column tails, and rows
+    /// long enough that a prefetching sweep asks for entries of the rows it reads.
     #[test]
     fn intrinsics_kernels_equal_the_generic_ones() {
-        let (n, m) = (37, 23);
-        let data: Vec<f64> = (0..n * m)
-            .map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0)
-            .collect();
-        let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-        let x: Vec<f64> = (0..n).map(|j| ((j * 5 % 17) as f64 - 8.0) / 3.0).collect();
-        let y: Vec<f64> = (0..m).map(|i| (i % 7) as f64 * 0.1).collect();
         // several inputs take the AVX-512VL build of the one-sweep kernel where the CPU has
         // it (`fused_rows`): the AVX2 build is held to the same bits beside it
         const WAYS: [&str; 5] = [
@@ -1616,6 +1627,9 @@ mod tests {
             fused_rows_kernel(data, n, x, y, &mut r1, &mut g1);
             fused_rows(false, data, n, [x], y, [&mut r2], [&mut g2]);
             assert_eq!((&r1, &g1), (&r2, &g2));
+            let (mut r2, mut g2) = (vec![0.0; m], vec![0.0; n]);
+            fused_rows(true, data, n, [x], y, [&mut r2], [&mut g2]);
+            assert_eq!((&r1, &g1), (&r2, &g2), "one input, prefetched");
             // the two-sweep plans' kernels: dispatched, and generic (residuals, then gradient)
             let (mut r3, mut g3) = (vec![0.0; m], vec![0.0; n]);
             split_rows(data, n, [x], y, [&mut r3], [&mut g3]);
@@ -1669,8 +1683,16 @@ mod tests {
                 assert_eq!(got, (&r6, &g6, &r1, &g1, &r5), "{way}, three inputs");
             }
         }
-        both(&data, n, &x, &y);
-        both(&data32, n, &x, &y);
+        for (n, m) in [(37, 23), (301, 9)] {
+            let data: Vec<f64> = (0..n * m)
+                .map(|i| ((i * 13 % 29) as f64 - 14.0) / 7.0)
+                .collect();
+            let data32: Vec<f32> = data.iter().map(|&v| v as f32).collect();
+            let x: Vec<f64> = (0..n).map(|j| ((j * 5 % 17) as f64 - 8.0) / 3.0).collect();
+            let y: Vec<f64> = (0..m).map(|i| (i % 7) as f64 * 0.1).collect();
+            both(&data, n, &x, &y);
+            both(&data32, n, &x, &y);
+        }
     }
 
     /// The intrinsics kernel performs the generic FMA kernel's operations in the same order,

@@ -312,7 +312,8 @@ fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
     }
 }
 
-/// The recorded quantities come from small cores and a Lanczos op-norm, not n1×n2 SVDs: they
+/// The recorded quantities come from small cores and a Gram matrix's largest eigenvalue, not
+/// n1×n2 SVDs: they
 /// agree with the dense SVDs they replace.
 #[test]
 fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
