@@ -808,7 +808,7 @@ const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
 /// once beat one by 1.4×, and the one sweep now gains from prefetching its rows; at small
 /// sizes waking the second thread for each pass costs a quarter of the run). [`Planner`]
 /// times them on the operator's first calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FusedPlan {
     /// As [`FusedPlan::Pool`], each sweep asking for its next rows' entries [`PREFETCH_AHEAD`]
@@ -1693,6 +1693,60 @@ mod tests {
             both(&data, n, &x, &y);
             both(&data32, n, &x, &y);
         }
+    }
+
+    /// The planner's rules on made-up timings: after the warm-up each plan runs six timed
+    /// calls, but one whose first counted call takes 1.5× the default's best is given up after
+    /// it; a plan on the default's threads wins when faster at all, one on other threads only
+    /// when 15% faster; the choice then stands without timing.
+    #[test]
+    fn the_planner_gives_up_slow_plans_and_handicaps_other_threads() {
+        use FusedPlan::*;
+        let run = |seconds: fn(FusedPlan) -> f64| {
+            let planner = Planner::default();
+            let plans = FusedPlan::ROWS;
+            for _ in 0..PLAN_WARMUP {
+                assert_eq!(planner.next(1, &plans), (plans[0], false));
+            }
+            let mut calls = std::collections::HashMap::new();
+            loop {
+                let (plan, timed) = planner.next(1, &plans);
+                if !timed {
+                    assert_eq!(planner.chosen(), Some(plan));
+                    return (plan, calls);
+                }
+                *calls.entry(plan).or_insert(0) += 1;
+                planner.record(1, &plans, plan, seconds(plan));
+            }
+        };
+        // one thread at 3× is given up after two calls; two sweeps on one thread (0.88) is
+        // faster than the plain pool (0.95) but not 15% faster than the default: the pool
+        let (chosen, calls) = run(|plan| match plan {
+            PoolPrefetch => 1.0,
+            Pool => 0.95,
+            Serial => 3.0,
+            SplitPool => 1.2,
+            _ => 0.88,
+        });
+        assert_eq!(chosen, Pool);
+        let expected = [
+            (PoolPrefetch, 6),
+            (Pool, 6),
+            (Serial, 2),
+            (SplitPool, 6),
+            (SplitSerial, 6),
+        ];
+        assert_eq!(calls, expected.into_iter().collect());
+        // the last plan given up still ends the trials; one thread 20% faster wins; a tie
+        // goes to the default
+        let (chosen, calls) = run(|plan| match plan {
+            Serial => 0.8,
+            SplitSerial => 2.0,
+            _ => 1.0,
+        });
+        assert_eq!((chosen, calls[&SplitSerial]), (Serial, 2));
+        let (chosen, _) = run(|_| 1.0);
+        assert_eq!(chosen, PoolPrefetch);
     }
 
     /// The intrinsics kernel performs the generic FMA kernel's operations in the same order,
