@@ -49,11 +49,11 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
     if rows == 0 || cols == 0 {
         return 0.0;
     }
-    // scaled to entries of at most 1, so that the Gram matrix neither overflows nor underflows
-    let scale = e.iter().fold(0.0f64, |s, v| s.max(v.abs()));
-    if scale.is_nan() || e.iter().any(|v| !v.is_finite()) {
+    if e.iter().any(|v| !v.is_finite()) {
         return f64::NAN;
     }
+    // scaled to entries of at most 1, so that the Gram matrix neither overflows nor underflows
+    let scale = e.iter().fold(0.0f64, |s, v| s.max(v.abs()));
     if scale == 0.0 {
         return 0.0;
     }

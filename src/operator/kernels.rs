@@ -411,7 +411,7 @@ fn apply_rows<E: Entry>(data: &[E], n: usize, x: &[f64], out: &mut [f64]) {
 /// turn into 512-bit arithmetic there, are AVX2 functions of their own) — and a pass of two or
 /// three inputs takes 10–28% less time ((20, 5, 400) to (50, 10, 1500), Intel Xeon with
 /// AVX-512); one input, which does not spill, takes the AVX2 build. With `prefetch` each
-/// sweep asks for the next rows [`PREFETCH_AHEAD`] entries ahead ([`FusedPlan::PoolPrefetch`]).
+/// sweep asks for the next rows [`PREFETCH_AHEAD`] bytes ahead ([`FusedPlan::PoolPrefetch`]).
 fn fused_rows<E: Entry, const C: usize, const G: usize>(
     prefetch: bool,
     data: &[E],
@@ -1161,50 +1161,47 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
     blocks: &[(usize, usize)],
     way: Sweep,
 ) {
-    // each block's partial gradients and its residuals in buffers kept on the calling thread
-    // from one pass to the next (allocating and zeroing them anew for every pass took a tenth
-    // of the default run's time, in malloc, free and memset); the partial gradients are left
-    // zero by the sums that read them, ready for the next pass
-    let rows = blocks.iter().map(|&(s, e)| e - s).max().unwrap_or(0);
+    // each block's partial gradients in a buffer kept on the calling thread from one pass to
+    // the next (allocating and zeroing them anew for every pass took a tenth of the default
+    // run's time, in malloc, free and memset), left zero by the sums that read them, ready
+    // for the next pass; grown, never shrunk (resizing down and up again zeroed it anew
+    // whenever a pass of two gradients followed one of one, every few passes with riders)
     let mut parts = POOLED_PARTS.take();
-    let mut residuals = POOLED_RESIDUALS.take();
-    // grown, never shrunk: a pass of fewer inputs uses the front, and the rest stays zero
-    // (resizing down and up again zeroed it anew whenever a pass of two gradients followed
-    // one of one, every few passes in a run with riders)
-    let (parts_len, residuals_len) = (blocks.len() * G * n, blocks.len() * C * rows);
+    let parts_len = blocks.len() * G * n;
     if parts.len() < parts_len {
         parts.resize(parts_len, 0.0);
     }
-    if residuals.len() < residuals_len {
-        residuals.resize(residuals_len, 0.0);
-    }
     {
-        let chunks: Vec<_> = parts[..parts_len]
-            .chunks_mut((G * n).max(1))
-            .zip(residuals.chunks_mut((C * rows).max(1)))
-            .map(std::sync::Mutex::new)
+        // each block's residuals straight into its rows of r (the blocks tile the rows in
+        // order); a lock per block only to hand each its own slices: never contended
+        let mut rest = r;
+        let chunks: Vec<_> = blocks
+            .iter()
+            .zip(parts[..parts_len].chunks_mut((G * n).max(1)))
+            .map(|(&(s, e), part)| {
+                let rows: [&mut [f64]; C] = std::array::from_fn(|c| {
+                    let (block, tail) = std::mem::take(&mut rest[c]).split_at_mut(e - s);
+                    rest[c] = tail;
+                    block
+                });
+                std::sync::Mutex::new((rows, part))
+            })
             .collect();
         team::for_each(blocks.len(), |b| {
             let (s, e) = blocks[b];
             let mut chunk = chunks[b].lock().expect("one call per block");
-            let (parts, rb) = &mut *chunk;
-            let mut parts = parts.chunks_exact_mut(n);
-            let mut rb = rb.chunks_exact_mut(rows);
+            let (rows, part) = &mut *chunk;
+            let mut part = part.chunks_exact_mut(n);
             sweep::<E, C, G>(
                 way,
                 &data[s * n..e * n],
                 n,
                 x,
                 &y[s..e],
-                std::array::from_fn(|_| &mut rb.next().expect("C residuals")[..e - s]),
-                std::array::from_fn(|_| parts.next().expect("G gradients")),
+                rows.each_mut().map(|rc| &mut **rc),
+                std::array::from_fn(|_| part.next().expect("G gradients")),
             );
         });
-    }
-    for (c, rc) in r.into_iter().enumerate() {
-        for (b, &(s, e)) in blocks.iter().enumerate() {
-            rc[s..e].copy_from_slice(&residuals[(b * C + c) * rows..][..e - s]);
-        }
     }
     let width = n.div_ceil(rayon::current_num_threads().max(1)).max(1024);
     let shared = SharedParts(parts.as_mut_ptr(), parts_len);
@@ -1225,7 +1222,6 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
         team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
     }
     POOLED_PARTS.set(parts);
-    POOLED_RESIDUALS.set(residuals);
 }
 
 /// [`fused_pooled`]'s partial gradients, shared by the column ranges of its sums, each of
@@ -1246,10 +1242,9 @@ impl SharedParts {
 }
 
 thread_local! {
-    /// [`fused_pooled`]'s buffers (a nested call on the same thread finds them empty and
-    /// makes its own): the partial gradients, zero between passes, and the residuals.
+    /// [`fused_pooled`]'s partial gradients, zero between passes (a nested call on the same
+    /// thread finds the buffer empty and makes its own).
     static POOLED_PARTS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
-    static POOLED_RESIDUALS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// [`fused_any`]'s blocks in turn on the calling thread, with the pool's sums in the pool's
