@@ -36,6 +36,17 @@ impl FactoredSvd {
     }
 }
 
+impl FactoredSvd {
+    /// The singular values of A·Bᵀ alone, largest first: those of the core R_a R_bᵀ, without
+    /// forming Q_a, Q_b or any singular vector (at 30 × 9 and 25 × 9: 10.3 → 6.1 µs).
+    pub fn values_of(a: DMatrixView<f64>, b: DMatrixView<f64>) -> Vec<f64> {
+        let core = a.clone_owned().qr().r() * b.clone_owned().qr().r().transpose();
+        let mut values: Vec<f64> = core.singular_values().iter().copied().collect();
+        values.sort_by(|x, y| y.total_cmp(x));
+        values
+    }
+}
+
 /// ‖E‖_op, the largest singular value of a dense matrix: the largest eigenvalue of the
 /// smaller of EᵀE and EEᵀ, reduced to tridiagonal form by Householder reflections, found by
 /// bisection. Deterministic, and accurate to rounding relative to ‖E‖_op: the reduction is
@@ -58,8 +69,10 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
         return 0.0;
     }
     let e = e / scale;
+    // one product through matrixmultiply's kernel (nalgebra's `tr_mul` takes a dot product
+    // per entry: 4.5 µs against 1.7 µs at 30 × 25)
     let gram = if cols <= rows {
-        e.tr_mul(&e)
+        e.transpose() * &e
     } else {
         &e * e.transpose()
     };
@@ -70,8 +83,15 @@ pub fn op_norm(e: &DMatrix<f64>) -> f64 {
             .sqrt()
 }
 
+/// Points a sweep of [`largest_tridiagonal_eigenvalue`] counts at, splitting the bracket into
+/// `SHIFTS + 1` parts. Their counts run interleaved, so that each one's chain of divisions
+/// overlaps the others': a sweep takes little more than one point's and shrinks the bracket
+/// 9× instead of 2× (at 25 × 25 on an AMD EPYC: bisection 5.6 µs, 2, 4, 6, 8 points 3.8, 3.2,
+/// 3.0, 2.8 µs).
+const SHIFTS: usize = 8;
+
 /// λ_max of the symmetric tridiagonal matrix with diagonal `alpha` and off-diagonal `beta`,
-/// by bisection on Sturm counts between its Gershgorin bounds, to the last bits.
+/// by multisection on Sturm counts between its Gershgorin bounds, to the last bits.
 fn largest_tridiagonal_eigenvalue(alpha: &[f64], beta: &[f64]) -> f64 {
     let d = alpha.len();
     let off = |j: usize| -> f64 {
@@ -82,37 +102,44 @@ fn largest_tridiagonal_eigenvalue(alpha: &[f64], beta: &[f64]) -> f64 {
     let mut hi = (0..d)
         .map(|j| alpha[j] + off(j))
         .fold(f64::NEG_INFINITY, f64::max);
-    let gersh_lo = (0..d)
+    let mut lo = (0..d)
         .map(|j| alpha[j] - off(j))
         .fold(f64::INFINITY, f64::min);
-    let mut lo = gersh_lo;
-    // eigenvalues below x: negative pivots of the LDLᵀ factorisation of T − xI
-    let below_count = |x: f64| -> usize {
-        let (mut count, mut p) = (0, 1.0);
+    let beta2: Vec<f64> = beta.iter().map(|b| b * b).collect();
+    // eigenvalues below each x: negative pivots of the LDLᵀ factorisation of T − xI
+    let below_counts = |xs: &[f64; SHIFTS]| -> [usize; SHIFTS] {
+        let (mut count, mut p) = ([0usize; SHIFTS], [1.0f64; SHIFTS]);
         for j in 0..d {
-            p = alpha[j]
-                - x
-                - if j > 0 {
-                    beta[j - 1] * beta[j - 1] / p
+            for s in 0..SHIFTS {
+                let q = alpha[j] - xs[s] - if j > 0 { beta2[j - 1] / p[s] } else { 0.0 };
+                p[s] = if q == 0.0 {
+                    -f64::EPSILON * (xs[s].abs() + f64::MIN_POSITIVE)
                 } else {
-                    0.0
+                    q
                 };
-            if p == 0.0 {
-                p = -f64::EPSILON * (x.abs() + f64::MIN_POSITIVE);
+                count[s] += usize::from(p[s] < 0.0);
             }
-            count += usize::from(p < 0.0);
         }
         count
     };
+    // λ_max ≥ lo (fewer than d eigenvalues below it) and < hi (all d below), to adjacent floats
     for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
+        let width = hi - lo;
+        let xs: [f64; SHIFTS] =
+            std::array::from_fn(|s| lo + width * (s + 1) as f64 / (SHIFTS + 1) as f64);
+        if xs.iter().all(|&x| x <= lo || x >= hi) {
             break;
         }
-        if below_count(mid) == d {
-            hi = mid;
-        } else {
-            lo = mid;
+        let counts = below_counts(&xs);
+        for (&x, &count) in xs.iter().zip(&counts) {
+            if x <= lo || x >= hi {
+                continue;
+            }
+            if count == d {
+                hi = x;
+                break;
+            }
+            lo = x;
         }
     }
     hi
@@ -121,6 +148,45 @@ fn largest_tridiagonal_eigenvalue(alpha: &[f64], beta: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The factored singular values, with and without vectors, against nalgebra's SVD of the
+    /// dense product: tall factors, factors with more columns than rows, a rank-deficient one.
+    #[test]
+    fn factored_singular_values_equal_the_dense_ones() {
+        let noise = |r: usize, c: usize, s: usize| {
+            DMatrix::from_fn(r, c, |i, j| {
+                (((i * 7919 + j * 104_729 + s * 31) % 1009) as f64 / 1009.0 - 0.5) * 2.0
+            })
+        };
+        let mut deficient = noise(25, 9, 3);
+        deficient.column_mut(4).fill(0.0);
+        for (a, b) in [
+            (noise(30, 9, 1), noise(25, 9, 2)),
+            (noise(5, 9, 4), noise(25, 9, 5)),
+            (noise(30, 9, 6), deficient),
+        ] {
+            let mut dense: Vec<f64> = (&a * b.transpose())
+                .singular_values()
+                .iter()
+                .copied()
+                .collect();
+            dense.sort_by(|x, y| y.total_cmp(x));
+            let values = FactoredSvd::values_of(a.as_view(), b.as_view());
+            let with_vectors = FactoredSvd::of(a.as_view(), b.as_view()).values;
+            assert_eq!(values.len(), with_vectors.len());
+            for (i, (v, w)) in values.iter().zip(&with_vectors).enumerate() {
+                let exact = dense.get(i).copied().unwrap_or(0.0);
+                assert!(
+                    (v - exact).abs() <= 1e-12 * dense[0],
+                    "value {i}: {v} vs {exact}"
+                );
+                assert!(
+                    (w - exact).abs() <= 1e-12 * dense[0],
+                    "value {i}: {w} vs {exact}"
+                );
+            }
+        }
+    }
 
     /// ‖E‖_op against nalgebra's SVD: square, tall, wide, low-rank, a repeated top singular
     /// value, zero, one row, one column, one entry, entries near overflow and underflow; NaN

@@ -250,14 +250,17 @@ impl Quantity for Spectrum {
                 -v[(i, j - self.r_star.ncols())]
             }
         });
-        let resid_op = FactoredSvd::of(a.as_view(), b.as_view())
-            .values
+        let resid_op = FactoredSvd::values_of(a.as_view(), b.as_view())
             .first()
             .copied()
             .unwrap_or(0.0);
-        let resid = at.x_star - at.product;
         let rho = if resid_op > 0.0 {
-            op_norm(&(-at.workspace.g() - &resid)) / resid_op
+            // E = −G − (X* − UVᵀ), entry by entry in that order
+            let e = at
+                .workspace
+                .g()
+                .zip_zip_map(at.x_star, at.product, |g, s, x| -g - (s - x));
+            op_norm(&e) / resid_op
         } else {
             0.0
         };
@@ -343,7 +346,7 @@ pub fn balance(field: &dyn Field, state: &[f64]) -> DMatrix<f64> {
 /// O((n1 + n2)k²) instead of an n1×n2 SVD; zero-padded to k values.
 pub fn product_singular_values(field: &dyn Field, state: &[f64]) -> Vec<f64> {
     let (u, v) = field.factors().split(state);
-    let mut sv = FactoredSvd::of(u, v).values;
+    let mut sv = FactoredSvd::values_of(u, v);
     sv.resize(field.factors().k, 0.0);
     sv
 }
