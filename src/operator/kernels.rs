@@ -792,15 +792,23 @@ fn adjoint_group_avx2_fma<E: Entry>(
 /// block's partial gradient is summed in row order, and the partials in block order).
 const FUSED_BLOCKS: usize = 16;
 
-/// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this size on: lower than
-/// [`PARALLEL_MIN_ENTRIES`], because each thread's share then stays in its own core's L2
-/// from one pass to the next. Below it, waking the second thread for every pass costs more
-/// than the pass gains (measured on the issue-13 protocol: 400 × 400 entries, 0.150 s
-/// whole-run on one thread against 0.228 s on two; about even at 640 × 625).
-const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 18;
+/// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this size (256 KB of
+/// f64) on, and [`Planner`] times the ways of running them, on the pool or on one thread:
+/// which wins depends on the machine. Each thread's share may then stay in its own core's L2
+/// from one pass to the next where the whole matrix does not fit one core's: at (20, 5, 400)
+/// (1.3 MB) on a 2-core AMD EPYC VM with 1 MB of L2 per core, the small protocol's whole run
+/// took 0.87× its time on one thread (`farm-bench`, 40 pairs); on an Intel VM the two were
+/// even there (23.6 against 23.3 µs a pass), where the planner keeps the pool. Below this
+/// size a pass is a few µs, about what handing half of it to the second thread costs, and
+/// runs as one block on the calling thread (results differ from the blocks' by rounding).
+const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 15;
+
+/// Below this size, where the matrix stays in each core's cache and a pass is bound by
+/// arithmetic, a pass of several inputs may also split its inputs ([`FusedPlan::Inputs`]).
+const FUSED_INPUTS_MAX_ENTRIES: usize = 1 << 18;
 
 /// How the fused pass runs: its row blocks above [`FUSED_PARALLEL_MIN_ENTRIES`], its inputs
-/// below it ([`FusedPlan::Inputs`]). Every plan sums in the same order (each block's rows in
+/// below [`FUSED_INPUTS_MAX_ENTRIES`] ([`FusedPlan::Inputs`]). Every plan sums in the same order (each block's rows in
 /// order, the blocks' partial gradients in block order; each input's sums its own), so every
 /// plan's residuals and gradients are bit-identical: only their speed
 /// differs, and which is fastest depends on the CPU, its caches and the size (on a 2-core
@@ -829,7 +837,7 @@ pub enum FusedPlan {
     SplitSerial,
     /// A pass of several inputs as two passes side by side: the first input on one thread,
     /// the others on another, each over every row as [`FusedPlan::Serial`] runs them. Where
-    /// the matrix stays in each core's cache (below [`FUSED_PARALLEL_MIN_ENTRIES`]) a pass is
+    /// the matrix stays in each core's cache (below [`FUSED_INPUTS_MAX_ENTRIES`]) a pass is
     /// bound by arithmetic, which grows with the inputs while the rows' blocks do not split
     /// it well (the second thread's hand-off and the partial gradients cost about what it
     /// saves); the inputs do split it. One input: as [`FusedPlan::Serial`].
@@ -848,7 +856,8 @@ impl FusedPlan {
     ];
 
     /// The plans timed above [`FUSED_PARALLEL_MIN_ENTRIES`], where the rows' blocks split
-    /// the pass; [`FusedPlan::PoolPrefetch`], the default, first.
+    /// the pass (with [`FusedPlan::Inputs`] for several inputs below
+    /// [`FUSED_INPUTS_MAX_ENTRIES`]); [`FusedPlan::PoolPrefetch`], the default, first.
     pub const ROWS: [FusedPlan; 5] = [
         FusedPlan::PoolPrefetch,
         FusedPlan::Pool,
@@ -1098,7 +1107,11 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
         &row_blocks
     };
     let plans: &[FusedPlan] = if !small {
-        &FusedPlan::ROWS
+        if C > 1 && data.len() < FUSED_INPUTS_MAX_ENTRIES && rayon::current_num_threads() > 1 {
+            &FusedPlan::ALL
+        } else {
+            &FusedPlan::ROWS
+        }
     } else if C > 1 && rayon::current_num_threads() > 1 {
         &FusedPlan::SMALL
     } else {
@@ -1242,7 +1255,7 @@ impl SharedParts {
 }
 
 thread_local! {
-    /// [`fused_pooled`]'s partial gradients, zero between passes (a nested call on the same
+    /// [`fused_pooled`]'s and [`fused_serial`]'s partial gradients, zero between passes (a nested call on the same
     /// thread finds the buffer empty and makes its own).
     static POOLED_PARTS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -1266,24 +1279,45 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
     if let [_every_row] = blocks {
         return sweep(way, data, n, x, y, r, g);
     }
-    let mut parts: [Vec<f64>; G] = std::array::from_fn(|_| vec![0.0; n]);
-    for &(s, e) in blocks {
-        for p in parts.iter_mut() {
-            p.fill(0.0);
-        }
-        sweep(
+    // the first block straight into g (0 + p₀ is p₀), the others into the pool's zeroed
+    // buffer, each added to g and left zero (a fresh buffer per call, filled per block, made
+    // this plan 1.2× one block's time at (20, 5, 400))
+    let Some((&(s, e), rest)) = blocks.split_first() else {
+        return;
+    };
+    sweep(
+        way,
+        &data[s * n..e * n],
+        n,
+        x,
+        &y[s..e],
+        r.each_mut().map(|rc| &mut rc[s..e]),
+        g.each_mut().map(|gc| &mut gc[..]),
+    );
+    let mut parts = POOLED_PARTS.take();
+    if parts.len() < G * n {
+        parts.resize(G * n, 0.0);
+    }
+    // several blocks only above the parallel size: n > 0
+    for &(s, e) in rest {
+        let mut chunks = parts[..G * n].chunks_mut(n);
+        sweep::<E, C, G>(
             way,
             &data[s * n..e * n],
             n,
             x,
             &y[s..e],
             r.each_mut().map(|rc| &mut rc[s..e]),
-            parts.each_mut().map(|v| v.as_mut_slice()),
+            std::array::from_fn(|_| chunks.next().expect("G chunks of n")),
         );
-        for (gc, p) in g.iter_mut().zip(&parts) {
-            gc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        for (gc, p) in g.iter_mut().zip(parts[..G * n].chunks_mut(n)) {
+            for (o, v) in gc.iter_mut().zip(p) {
+                *o += *v;
+                *v = 0.0;
+            }
         }
     }
+    POOLED_PARTS.set(parts);
 }
 
 /// [`FusedPlan::Inputs`]: the first input on one thread, the others on another, each as

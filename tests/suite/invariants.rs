@@ -642,13 +642,16 @@ fn the_loss_alone_is_the_evaluations_loss_bit_for_bit() {
 /// and f32 storage, with 1, 2 and 3 threads, the blocks on the operator's spinning helpers
 /// or on rayon's pool (`beside_other_work`), with three callers at once, at a size with a
 /// short last block (m = 903 rows in blocks of 60) and rows whose length is not a multiple of
-/// four, and at a size below the parallel one (one block of 97 rows, the inputs split
-/// between threads); and an operator left to choose reports the plan it chose.
+/// four, at a smaller size where the inputs' plan competes with the blocks' (150 rows in
+/// blocks of 12), and at a size below the parallel one (one block of 97 rows, the inputs
+/// split between threads); and an operator left to choose reports the plan it chose.
 #[test]
 fn every_plan_of_the_fused_pass_gives_the_same_bits() {
-    // above the parallel size (16 row blocks), and below it (one block; the plans that split
-    // rows then run as one thread, the inputs' plan still splits the inputs)
-    for (n1, n2, m) in [(41, 31, 903), (13, 11, 97)] {
+    // above the parallel size (16 row blocks), above it but below the size where a pass of
+    // several inputs may also split its inputs (13 blocks, the inputs' plan among the others),
+    // and below it (one block; the plans that split rows then run as one thread, the inputs'
+    // plan still splits the inputs)
+    for (n1, n2, m) in [(41, 31, 903), (20, 19, 150), (13, 11, 97)] {
         every_plan_gives_the_same_bits_at(n1, n2, m);
     }
 }
@@ -727,7 +730,8 @@ fn every_plan_gives_the_same_bits_at(n1: usize, n2: usize, m: usize) {
             }
         }
         let chosen = op.counts().fused_plan;
-        if n * m >= 1 << 18 {
+        // the parallel size, `operator::kernels::FUSED_PARALLEL_MIN_ENTRIES`
+        if n * m >= 1 << 15 {
             assert!(chosen.is_some(), "a plan chosen after every plan was timed");
         } else {
             // one input below the parallel size always runs on one thread, untimed
