@@ -218,6 +218,10 @@ impl Spectrum {
         "spurious_u",
         "spurious_v",
     ];
+    /// How many columns [`Self::columns_for`] names.
+    fn width(k: usize) -> usize {
+        k + Self::THEORY.len()
+    }
     fn columns_for(k: usize) -> Vec<String> {
         let mut c: Vec<String> = (1..=k).map(|i| format!("sv_{i}")).collect();
         c.extend(Self::THEORY.iter().map(|s| s.to_string()));
@@ -499,7 +503,9 @@ impl<'f> Recorder<'f> {
         if spectrum {
             values.extend(spectral.measure(&at).into_iter().map(Some));
         } else {
-            values.extend(spectral.columns().iter().map(|_| None));
+            // empty cells, without making the columns' names for every record
+            let width = Spectrum::width(self.field.factors().k);
+            values.resize(values.len() + width, None);
         }
         values.extend(SET_BY_RUN.iter().map(|_| None));
         for q in &self.quantities {
