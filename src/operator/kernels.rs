@@ -792,8 +792,8 @@ fn adjoint_group_avx2_fma<E: Entry>(
 /// block's partial gradient is summed in row order, and the partials in block order).
 const FUSED_BLOCKS: usize = 16;
 
-/// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this size (256 KB of
-/// f64) on, and [`Planner`] times the ways of running them, on the pool or on one thread:
+/// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this many stored entries
+/// (256 KB in f64, 128 KB in f32) on, and [`Planner`] times the ways of running them, on the pool or on one thread:
 /// which wins depends on the machine. Each thread's share may then stay in its own core's L2
 /// from one pass to the next where the whole matrix does not fit one core's: at (20, 5, 400)
 /// (1.3 MB) on a 2-core AMD EPYC VM with 1 MB of L2 per core, the small protocol's whole run
@@ -856,7 +856,7 @@ impl FusedPlan {
     ];
 
     /// The plans timed above [`FUSED_PARALLEL_MIN_ENTRIES`], where the rows' blocks split
-    /// the pass (with [`FusedPlan::Inputs`] for several inputs below
+    /// the pass ([`FusedPlan::ALL`] instead for several inputs below
     /// [`FUSED_INPUTS_MAX_ENTRIES`]); [`FusedPlan::PoolPrefetch`], the default, first.
     pub const ROWS: [FusedPlan; 5] = [
         FusedPlan::PoolPrefetch,
@@ -1106,8 +1106,10 @@ pub(super) fn fused_any<E: Entry, const C: usize, const G: usize>(
             .collect();
         &row_blocks
     };
+    // the planner indexes its trials by position in `plans`: above the parallel size the list
+    // depends on nothing but the operator and the kind of pass, whichever pool calls
     let plans: &[FusedPlan] = if !small {
-        if C > 1 && data.len() < FUSED_INPUTS_MAX_ENTRIES && rayon::current_num_threads() > 1 {
+        if C > 1 && data.len() < FUSED_INPUTS_MAX_ENTRIES {
             &FusedPlan::ALL
         } else {
             &FusedPlan::ROWS
