@@ -793,15 +793,17 @@ fn adjoint_group_avx2_fma<E: Entry>(
 const FUSED_BLOCKS: usize = 16;
 
 /// The fused pass splits its rows into [`FUSED_BLOCKS`] blocks from this many stored entries
-/// (256 KB in f64, 128 KB in f32) on, and [`Planner`] times the ways of running them, on the pool or on one thread:
-/// which wins depends on the machine. Each thread's share may then stay in its own core's L2
-/// from one pass to the next where the whole matrix does not fit one core's: at (20, 5, 400)
-/// (1.3 MB) on a 2-core AMD EPYC VM with 1 MB of L2 per core, the small protocol's whole run
-/// took 0.87× its time on one thread (`farm-bench`, 40 pairs); on an Intel VM the two were
-/// even there (23.6 against 23.3 µs a pass), where the planner keeps the pool. Below this
-/// size a pass is a few µs, about what handing half of it to the second thread costs, and
-/// runs as one block on the calling thread (results differ from the blocks' by rounding).
-const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 15;
+/// (512 KB in f64, 256 KB in f32) on, and [`Planner`] times the ways of running them, on the
+/// pool or on one thread: which wins depends on the machine. Each thread's share may then
+/// stay in its own core's L2 from one pass to the next where the whole matrix does not fit
+/// one core's: at (20, 5, 400) (1.3 MB) on a 2-core AMD EPYC VM with 1 MB of L2 per core,
+/// the small protocol's whole run took 0.87× its time on one thread (`farm-bench`, 40 pairs);
+/// on an Intel VM the two were even there (23.6 against 23.3 µs a pass), where the planner
+/// keeps the pool. Below this size a pass is a few µs, about what handing half of it to the
+/// second thread costs, and runs as one block on the calling thread (results differ from the
+/// blocks' by rounding): on the AMD VM a whole run at 10 × 10 × 400 (40 000 entries) took
+/// 1.06–1.09× with the blocks, at 20 × 20 × 200 (80 000) 0.97× (`farm-bench` medians).
+const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 16;
 
 /// Below this size, where the matrix stays in each core's cache and a pass is bound by
 /// arithmetic, a pass of several inputs may also split its inputs ([`FusedPlan::Inputs`]).
