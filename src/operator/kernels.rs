@@ -810,9 +810,10 @@ const FUSED_PARALLEL_MIN_ENTRIES: usize = 1 << 16;
 const FUSED_INPUTS_MAX_ENTRIES: usize = 1 << 18;
 
 /// How the fused pass runs: its row blocks above [`FUSED_PARALLEL_MIN_ENTRIES`], its inputs
-/// below [`FUSED_INPUTS_MAX_ENTRIES`] ([`FusedPlan::Inputs`]). Every plan sums in the same order (each block's rows in
-/// order, the blocks' partial gradients in block order; each input's sums its own), so every
-/// plan's residuals and gradients are bit-identical: only their speed
+/// below [`FUSED_INPUTS_MAX_ENTRIES`] ([`FusedPlan::Inputs`]). Every plan sums in the same
+/// order (each block's rows in order, the blocks' partial gradients in block order; each
+/// input's sums its own), so every plan's residuals and gradients are bit-identical: only
+/// their speed
 /// differs, and which is fastest depends on the CPU, its caches and the size (on a 2-core
 /// Intel VM one sweep per block beat two; on a 2-core AMD EPYC VM two sweeps over the matrix
 /// once beat one by 1.4×, and the one sweep now gains from prefetching its rows; at small
@@ -1259,8 +1260,8 @@ impl SharedParts {
 }
 
 thread_local! {
-    /// [`fused_pooled`]'s and [`fused_serial`]'s partial gradients, zero between passes (a nested call on the same
-    /// thread finds the buffer empty and makes its own).
+    /// [`fused_pooled`]'s and [`fused_serial`]'s partial gradients, zero between passes (a
+    /// nested call on the same thread finds the buffer empty and makes its own).
     static POOLED_PARTS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -1284,8 +1285,8 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
         return sweep(way, data, n, x, y, r, g);
     }
     // the first block straight into g (0 + p₀ is p₀), the others into the pool's zeroed
-    // buffer, each added to g and left zero (a fresh buffer per call, filled per block, made
-    // this plan 1.2× one block's time at (20, 5, 400))
+    // buffer, each added to g and left zero (not a fresh buffer per call, zeroed per block:
+    // from 2¹⁶ entries this plan competes with the pool's at a few µs a pass)
     let Some((&(s, e), rest)) = blocks.split_first() else {
         return;
     };
