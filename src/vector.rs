@@ -1,4 +1,5 @@
-//! Slice arithmetic the Krylov methods share (the sharpness, the central flow's projections): the same sums in the same order everywhere.
+//! Slice arithmetic the Krylov methods share (the sharpness, the central flow's
+//! projections): the same sums in the same order everywhere.
 
 /// ⟨a, b⟩, summed in index order.
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {

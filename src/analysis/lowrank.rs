@@ -34,9 +34,7 @@ impl FactoredSvd {
             right,
         }
     }
-}
 
-impl FactoredSvd {
     /// The singular values of A·Bᵀ alone, largest first: those of the core R_a R_bᵀ, without
     /// forming Q_a, Q_b or any singular vector (at 30 × 9 and 25 × 9: 10.3 → 6.1 µs).
     pub fn values_of(a: DMatrixView<f64>, b: DMatrixView<f64>) -> Vec<f64> {

@@ -348,10 +348,10 @@ keys! {
         /// columns — at every j-th record of every dynamics (the last record too), leaving their
         /// cells empty in the others; 1 at every record, 0 never. Every other column, and every
         /// maximum, is still taken at every record and step. A record's spectral work (an
-        /// operator norm from its Gram matrix, factored SVDs) costs about three quarters of a pass
-        /// over the sensing matrix at small sizes [default: records ÷ 100 rounded down, at least 1: 100 to 200 spectral
-        /// rows per dynamics (every record of a run with fewer than 200), 10 for the default
-        /// 1000 steps]
+        /// operator norm from its Gram matrix, factored SVDs) costs about three quarters of a
+        /// pass over the sensing matrix at small sizes [default: records ÷ 100 rounded down,
+        /// at least 1: 100 to 200 spectral rows per dynamics (every record of a run with fewer
+        /// than 200), 10 for the default 1000 steps]
         #[cfg_attr(feature = "cli", arg(long, value_name = "j", help_heading = "Method"))]
         pub spectrum_every: Option<usize> = |a| (a.steps() / a.record_every().max(1) / SPECTRAL_ROWS).max(1); check checks::toml_count,
         /// How DOP853 weighs a step's error (MATH §7): per component (Hairer's, SciPy's), or

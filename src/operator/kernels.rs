@@ -1231,10 +1231,7 @@ fn fused_pooled<E: Entry, const C: usize, const G: usize>(
                 // SAFETY: within `parts` (b < blocks, c < G, offset + len <= n); each column
                 // range is one call's, and nothing else touches `parts` meanwhile
                 let part = unsafe { shared.slice((b * G + c) * n + offset, out.len()) };
-                for (o, p) in out.iter_mut().zip(part) {
-                    *o += *p;
-                    *p = 0.0;
-                }
+                add_and_zero(out, part);
             }
         };
         team::for_each_chunk(gc, width, |t, out| reduce((t * width, out)));
@@ -1256,6 +1253,15 @@ impl SharedParts {
         assert!(start + len <= self.1, "within the partial gradients");
         // SAFETY: in bounds (checked); no other reference to them, by the caller's contract
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// out += part, leaving part zero: how the partial gradients are summed and kept ready for
+/// the next pass ([`POOLED_PARTS`]).
+fn add_and_zero(out: &mut [f64], part: &mut [f64]) {
+    for (o, p) in out.iter_mut().zip(part) {
+        *o += *p;
+        *p = 0.0;
     }
 }
 
@@ -1316,10 +1322,7 @@ fn fused_serial<E: Entry, const C: usize, const G: usize>(
             std::array::from_fn(|_| chunks.next().expect("G chunks of n")),
         );
         for (gc, p) in g.iter_mut().zip(parts[..G * n].chunks_mut(n)) {
-            for (o, v) in gc.iter_mut().zip(p) {
-                *o += *v;
-                *v = 0.0;
-            }
+            add_and_zero(gc, p);
         }
     }
     POOLED_PARTS.set(parts);

@@ -313,8 +313,7 @@ fn symmetric_field_is_minus_the_gradient_of_the_quarter_loss() {
 }
 
 /// The recorded quantities come from small cores and a Gram matrix's largest eigenvalue, not
-/// n1×n2 SVDs: they
-/// agree with the dense SVDs they replace.
+/// n1×n2 SVDs: they agree with the dense SVDs they replace.
 #[test]
 fn recorded_quantities_agree_with_dense_singular_value_decompositions() {
     let p = small_gaussian(31);
