@@ -622,36 +622,65 @@ macro_rules! fused_rows_simd {
                     let next = (q + 1 < groups).then(|| group(q + 1));
                     let rv: [[__m256d; 4]; C] = current.map(|rc| rc.map(|v| _mm256_set1_pd(v)));
                     let mut acc = [[_mm256_setzero_pd(); 4]; C];
-                    let mut j = 0;
-                    while j < full {
-                        // SAFETY: j + 4 <= full <= n, the length of every x, g and row.
-                        unsafe {
-                            if let Some(b) = next {
-                                if ahead > 0 && j % per_line == 0 {
-                                    for row in b {
-                                        // a hint only: an address past the row is not read
-                                        _mm_prefetch::<_MM_HINT_T0>(
-                                            row.as_ptr().wrapping_add(j + ahead) as *const i8,
-                                        );
-                                    }
-                                }
+                    // raw row pointers, and no test inside the loop but the bound: with the
+                    // slices and the per-chunk tests of whether there is a next group and
+                    // whether to prefetch, the compiler kept three row pointers on the stack
+                    // and reloaded them in every chunk
+                    let ap: [*const E; 4] = a.map(|row| row.as_ptr());
+                    let xp: [*const f64; C] = x.map(|xc| xc.as_ptr());
+                    let gp: [*mut f64; G] = std::array::from_fn(|c| g[c].as_mut_ptr());
+                    // SAFETY (both closures): j + 4 <= full <= n, the length of every x, g
+                    // and row
+                    let update = |j: usize| unsafe {
+                        let av: [__m256d; 4] = std::array::from_fn(|l| E::load4(ap[l].add(j)));
+                        for c in 0..G {
+                            add_four_lanes(gp[c].add(j), av, rv[c]);
+                        }
+                    };
+                    match next {
+                        Some(b) => {
+                            let bp: [*const E; 4] = b.map(|row| row.as_ptr());
+                            let mut chunk = |j: usize| unsafe {
                                 let bv: [__m256d; 4] =
-                                    std::array::from_fn(|l| E::load4(b[l].as_ptr().add(j)));
+                                    std::array::from_fn(|l| E::load4(bp[l].add(j)));
                                 for c in 0..C {
-                                    let xv = _mm256_loadu_pd(x[c].as_ptr().add(j));
+                                    let xv = _mm256_loadu_pd(xp[c].add(j));
                                     for l in 0..4 {
                                         acc[c][l] =
                                             _mm256_add_pd(acc[c][l], _mm256_mul_pd(bv[l], xv));
                                     }
                                 }
+                                update(j);
+                            };
+                            let mut j = 0;
+                            if ahead > 0 {
+                                // a line of each next row asked for, then the line's chunks
+                                let lines = full / per_line * per_line;
+                                while j < lines {
+                                    for row in bp {
+                                        // a hint only: an address past the row is not read
+                                        _mm_prefetch::<_MM_HINT_T0>(
+                                            row.wrapping_add(j + ahead) as *const i8
+                                        );
+                                    }
+                                    for _ in 0..per_line / 4 {
+                                        chunk(j);
+                                        j += 4;
+                                    }
+                                }
                             }
-                            let av: [__m256d; 4] =
-                                std::array::from_fn(|l| E::load4(a[l].as_ptr().add(j)));
-                            for c in 0..G {
-                                add_four_lanes(g[c].as_mut_ptr().add(j), av, rv[c]);
+                            while j < full {
+                                chunk(j);
+                                j += 4;
                             }
                         }
-                        j += 4;
+                        None => {
+                            let mut j = 0;
+                            while j < full {
+                                update(j);
+                                j += 4;
+                            }
+                        }
                     }
                     for c in 0..G {
                         add_four_rows(g[c], a, current[c], full);
