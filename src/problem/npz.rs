@@ -25,6 +25,7 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     archive: &mut npyz::npz::NpzArchive<R>,
     path: &Path,
     name: &str,
+    memory_limit: u64,
     check: &dyn Fn(&[usize]) -> Result<()>,
 ) -> Result<Option<Array>> {
     let entry = match archive
@@ -35,37 +36,49 @@ fn read_array<R: std::io::Read + std::io::Seek>(
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(Error::npz(path, format!("cannot read array `{name}`: {e}"))),
     };
-    // npyz reads element by element; straight from the zip entry each 8-byte read went through
-    // the checksum on its own (0.13 s for a 30 MB matrix): buffered, the checksum sees 1 MB
-    // at a time
-    let file = npyz::NpyFile::new(std::io::BufReader::with_capacity(1 << 20, entry))
+    // The header through a buffer of its own size (a small array's whole entry): a buffer of
+    // a megabyte for every array was zeroed on its first fill and cost a small problem's load
+    // more than its data did. The data is then read in large pieces that bypass the buffer.
+    let capacity = usize::try_from(entry.size())
+        .unwrap_or(usize::MAX)
+        .clamp(1 << 10, 1 << 16);
+    let mut reader = std::io::BufReader::with_capacity(capacity, entry);
+    let header = npyz::NpyHeader::from_reader(&mut reader)
         .map_err(|e| Error::npz(path, format!("cannot read array `{name}`: {e}")))?;
-    let shape: Vec<usize> = file.shape().iter().map(|&s| s as usize).collect();
+    let shape: Vec<usize> = header.shape().iter().map(|&s| s as usize).collect();
     check(&shape)?;
     // A header may claim any shape: refuse sizes that overflow or cannot fit in memory before
     // anything is allocated for them.
-    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let limit = crate::resources::available_or_default() / 2 / 8;
-    match count {
-        Some(c) if (c as u64) <= limit => {}
+    let count = match shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+        Some(c) if (c as u64) <= memory_limit / 8 => c,
         _ => {
             return Err(Error::npz(
                 path,
                 format!("array `{name}` claims shape {shape:?}, too large to load"),
             ))
         }
-    }
-    let fortran = file.order() == npyz::Order::Fortran;
-    let dtype = file.dtype().descr();
+    };
+    let fortran = header.order() == npyz::Order::Fortran;
+    let dtype = header.dtype().descr();
     let descr = dtype.to_string();
     // NumPy users write float32 as often as float64; both are read as f64 (exactly), and
-    // `sensing_precision` alone decides how the operator is stored
+    // `sensing_precision` alone decides how the operator is stored. Little-endian, as NumPy
+    // writes them on every common machine, in large pieces (npyz reads one element at a time,
+    // into a vector that grows as it goes: 35-50 ms for a 30 MB matrix); any other dtype
+    // through npyz, which reads the other byte order and names what it cannot.
     let single = descr.contains("f4");
-    let read = if single {
-        file.into_vec::<f32>()
-            .map(|v| v.into_iter().map(f64::from).collect())
-    } else {
-        file.into_vec::<f64>()
+    let read = match descr.as_str() {
+        "'<f8'" => read_little_endian(&mut reader, count, f64::from_le_bytes),
+        "'<f4'" => read_little_endian(&mut reader, count, |b| f64::from(f32::from_le_bytes(b))),
+        _ => {
+            let file = npyz::NpyFile::with_header(header, reader);
+            if single {
+                file.into_vec::<f32>()
+                    .map(|v| v.into_iter().map(f64::from).collect())
+            } else {
+                file.into_vec::<f64>()
+            }
+        }
     };
     let raw: Vec<f64> = match read {
         Ok(v) => v,
@@ -103,6 +116,31 @@ fn read_array<R: std::io::Read + std::io::Seek>(
         raw
     };
     Ok(Some(Array { shape, data }))
+}
+
+/// `count` values of `B` little-endian bytes each, converted by `from`, read a megabyte at a
+/// time (the whole matrix is never held twice).
+fn read_little_endian<const B: usize>(
+    reader: &mut impl std::io::Read,
+    count: usize,
+    from: impl Fn([u8; B]) -> f64,
+) -> std::io::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(count);
+    let mut piece = vec![0u8; count.saturating_mul(B).min(1 << 20)];
+    let per_piece = (piece.len() / B).max(1);
+    let mut left = count;
+    while left > 0 {
+        let take = left.min(per_piece);
+        let bytes = &mut piece[..take * B];
+        reader.read_exact(bytes)?;
+        out.extend(
+            bytes
+                .chunks_exact(B)
+                .map(|c| from(c.try_into().expect("B bytes a value"))),
+        );
+        left -= take;
+    }
+    Ok(out)
 }
 
 fn fortran_to_c(raw: &[f64], shape: &[usize]) -> Vec<f64> {
@@ -186,13 +224,15 @@ impl Problem {
                 ),
             ));
         }
+        // half the memory the system has free, for any one array (read once per file)
+        let memory_limit = crate::resources::available_or_default() / 2;
         let shape_error = |name: &str, shape: &[usize], want: String| {
             Error::npz(
                 path,
                 format!("array `{name}` has shape {shape:?}, expected {want}"),
             )
         };
-        let x = read_array(&mut archive, path, "x_star", &|s| {
+        let x = read_array(&mut archive, path, "x_star", memory_limit, &|s| {
             if s.len() == 2 && !s.contains(&0) {
                 Ok(())
             } else {
@@ -214,7 +254,7 @@ impl Problem {
             ));
         }
         let (n1, n2) = (x.shape[0], x.shape[1]);
-        let s = read_array(&mut archive, path, "sensing", &|s| {
+        let s = read_array(&mut archive, path, "sensing", memory_limit, &|s| {
             if s.first().is_some_and(|&m| m > 0) && (s[1..] == [n1, n2] || s[1..] == [n1 * n2]) {
                 Ok(())
             } else {
@@ -264,7 +304,7 @@ impl Problem {
             }
         };
         let target_sv = nonzero_singular_values(&x_star);
-        let y_arr = read_array(&mut archive, path, "y", &|s| {
+        let y_arr = read_array(&mut archive, path, "y", memory_limit, &|s| {
             // (m,) or the column (m, 1) a NumPy user gets from `A @ x`
             if s == [m] || s == [m, 1] {
                 Ok(())
@@ -290,10 +330,10 @@ impl Problem {
                 }
             }
         };
-        let u0 = read_array(&mut archive, path, "u0", &factor("u0", n1))?;
-        let v0 = read_array(&mut archive, path, "v0", &factor("v0", n2))?;
+        let u0 = read_array(&mut archive, path, "u0", memory_limit, &factor("u0", n1))?;
+        let v0 = read_array(&mut archive, path, "v0", memory_limit, &factor("v0", n2))?;
         let (has_u0, has_v0) = (u0.is_some(), v0.is_some());
-        let alpha = match read_array(&mut archive, path, "alpha", &|s| {
+        let alpha = match read_array(&mut archive, path, "alpha", memory_limit, &|s| {
             if s.iter().product::<usize>() == 1 {
                 Ok(())
             } else {

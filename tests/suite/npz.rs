@@ -124,3 +124,117 @@ fn integer_arrays_are_refused_with_their_dtype() {
         .to_string();
     assert!(e.contains("x_star") && e.contains("float64"), "{e}");
 }
+
+/// Write arrays (name, shape, C-order data) at one dtype (`<f8`, `>f8`, `<f4`, `>f4`), C or
+/// Fortran order.
+fn write_npz_as(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)], dtype: &str, fortran: bool) {
+    let dtype = npyz::DType::Plain(dtype.parse::<npyz::TypeStr>().unwrap());
+    let single = dtype.descr().contains("f4");
+    let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
+    for (name, shape, data) in arrays {
+        // Fortran order stores the transpose's C order: index (i, j, …) at i + n_i·(j + …)
+        let stored: Vec<f64> = if fortran {
+            let strides: Vec<usize> = (0..shape.len())
+                .map(|d| shape[d + 1..].iter().product::<u64>() as usize)
+                .collect();
+            let mut idx = vec![0usize; shape.len()];
+            (0..data.len())
+                .map(|_| {
+                    let c: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+                    for (d, i) in idx.iter_mut().enumerate() {
+                        *i += 1;
+                        if *i < shape[d] as usize {
+                            break;
+                        }
+                        *i = 0;
+                    }
+                    data[c]
+                })
+                .collect()
+        } else {
+            data.clone()
+        };
+        let order = if fortran {
+            npyz::Order::Fortran
+        } else {
+            npyz::Order::C
+        };
+        if single {
+            let mut w = npz
+                .array::<f32>(name, Default::default())
+                .unwrap()
+                .dtype(dtype.clone())
+                .shape(shape)
+                .order(order)
+                .begin_nd()
+                .unwrap();
+            w.extend(stored.iter().map(|&v| v as f32)).unwrap();
+            w.finish().unwrap();
+        } else {
+            let mut w = npz
+                .array::<f64>(name, Default::default())
+                .unwrap()
+                .dtype(dtype.clone())
+                .shape(shape)
+                .order(order)
+                .begin_nd()
+                .unwrap();
+            w.extend(stored.iter().copied()).unwrap();
+            w.finish().unwrap();
+        }
+    }
+    npz.zip_writer().finish().unwrap();
+}
+
+/// Little-endian float64 and float32 are read in bulk, any other byte order through npyz:
+/// every encoding NumPy may write holds the same values (all exact in f32 here), so every one
+/// loads to the same problem, and to the values written.
+#[test]
+fn every_float_encoding_loads_the_same_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    // values exact in f32, a sensing matrix large enough to be read in several pieces
+    let (n1, n2, m) = (3usize, 4usize, 30_000usize);
+    let value = |i: usize| ((i * 7919) % 1021) as f64 / 64.0 - 8.0;
+    let x: Vec<f64> = (0..n1 * n2).map(|i| value(i + 5)).collect();
+    let sensing: Vec<f64> = (0..m * n1 * n2).map(value).collect();
+    let u0: Vec<f64> = (0..n1 * 2).map(|i| (i as f64 + 1.0) / 256.0).collect();
+    let v0: Vec<f64> = (0..n2 * 2).map(|i| (i as f64 + 2.0) / 512.0).collect();
+    let arrays = [
+        ("x_star", vec![n1 as u64, n2 as u64], x.clone()),
+        (
+            "sensing",
+            vec![m as u64, n1 as u64, n2 as u64],
+            sensing.clone(),
+        ),
+        ("u0", vec![n1 as u64, 2], u0.clone()),
+        ("v0", vec![n2 as u64, 2], v0),
+    ];
+    let spec = Config::default().problem_spec();
+    let mut loaded = Vec::new();
+    for dtype in ["<f8", ">f8", "<f4", ">f4"] {
+        for fortran in [false, true] {
+            let path = dir.path().join(format!("p{}{fortran}.npz", &dtype[1..]));
+            write_npz_as(&path, &arrays, dtype, fortran);
+            let p = Problem::load_npz(&path, &spec)
+                .unwrap_or_else(|e| panic!("{dtype}, fortran {fortran}: {e}"));
+            loaded.push((dtype, fortran, p));
+        }
+    }
+    let (_, _, first) = &loaded[0];
+    // the values written: X* row-major, A_0 = the first n1·n2 values row-major, y = 𝒜(X*)
+    assert_eq!(first.x_star[(1, 2)], x[n2 + 2]);
+    let mut a0 = vec![0.0; n1 * n2];
+    first.op.measurement_matrix(0, &mut a0);
+    let a0_entry = |a: usize, b: usize| a0[a + b * n1];
+    assert_eq!(a0_entry(2, 1), sensing[2 * n2 + 1]);
+    let y0: f64 = (0..n1 * n2).map(|i| sensing[i] * x[i]).sum();
+    assert!((first.y[0] - y0).abs() <= 1e-12 * y0.abs().max(1.0));
+    assert_eq!(first.u0[(2, 1)], u0[2 * 2 + 1]);
+    for (dtype, fortran, p) in &loaded[1..] {
+        let what = format!("{dtype}, fortran {fortran}");
+        assert_eq!(p.x_star, first.x_star, "{what}");
+        assert_eq!(p.op.to_dense(), first.op.to_dense(), "{what}");
+        assert_eq!(p.y, first.y, "{what}");
+        assert_eq!((&p.u0, &p.v0), (&first.u0, &first.v0), "{what}");
+    }
+}
