@@ -29,6 +29,7 @@ impl<T: Copy + Default> Lines<T> {
 
     fn zeros(len: usize) -> Self {
         let buf = vec![T::default(); len + Self::PAD];
+        super::pages::advise_huge_pages(&buf);
         let offset = buf.as_ptr().align_offset(64).min(Self::PAD);
         Self { buf, offset, len }
     }
@@ -135,9 +136,14 @@ impl DenseOperator {
     /// operator.
     pub fn into_f32(self) -> Self {
         let a = match self.a {
-            Storage::F64(a) => Storage::F32(Lines::from_vec(
-                a.as_slice().iter().map(|&v| v as f32).collect(),
-            )),
+            Storage::F64(a) => {
+                let mut b = Lines::zeros(a.len);
+                b.as_mut_slice()
+                    .iter_mut()
+                    .zip(a.as_slice())
+                    .for_each(|(b, &v)| *b = v as f32);
+                Storage::F32(b)
+            }
             f32 => f32,
         };
         Self {

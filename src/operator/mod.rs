@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 
 mod dense;
 mod kernels;
+mod pages;
 mod sampled;
 mod team;
 
 pub use dense::{DenseOperator, StorageView};
 pub use kernels::FusedPlan;
+pub use pages::advise_huge_pages;
 pub use sampled::{EntryOperator, IdentityOperator};
 pub use team::beside_other_work;
 

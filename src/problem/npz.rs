@@ -126,6 +126,7 @@ fn read_little_endian<const B: usize>(
     from: impl Fn([u8; B]) -> f64,
 ) -> std::io::Result<Vec<f64>> {
     let mut out = Vec::with_capacity(count);
+    crate::operator::advise_huge_pages(&out);
     let mut piece = vec![0u8; count.saturating_mul(B).min(1 << 20)];
     let per_piece = (piece.len() / B).max(1);
     let mut left = count;
