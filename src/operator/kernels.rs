@@ -669,6 +669,14 @@ macro_rules! fused_rows_simd {
                                     }
                                 }
                             }
+                            if ahead > 0 && j < full {
+                                // the last, partial line's request, as in every other line
+                                for row in bp {
+                                    _mm_prefetch::<_MM_HINT_T0>(
+                                        row.wrapping_add(j + ahead) as *const i8
+                                    );
+                                }
+                            }
                             while j < full {
                                 chunk(j);
                                 j += 4;

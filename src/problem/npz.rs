@@ -39,9 +39,8 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     // The header through a buffer of its own size (a small array's whole entry): a buffer of
     // a megabyte for every array was zeroed on its first fill and cost a small problem's load
     // more than its data did. The data is then read in large pieces that bypass the buffer.
-    let capacity = usize::try_from(entry.size())
-        .unwrap_or(usize::MAX)
-        .clamp(1 << 10, 1 << 16);
+    let entry_bytes = usize::try_from(entry.size()).unwrap_or(usize::MAX);
+    let capacity = entry_bytes.clamp(1 << 10, 1 << 16);
     let mut reader = std::io::BufReader::with_capacity(capacity, entry);
     let header = npyz::NpyHeader::from_reader(&mut reader)
         .map_err(|e| Error::npz(path, format!("cannot read array `{name}`: {e}")))?;
@@ -68,8 +67,10 @@ fn read_array<R: std::io::Read + std::io::Seek>(
     // through npyz, which reads the other byte order and names what it cannot.
     let single = descr.contains("f4");
     let read = match descr.as_str() {
-        "'<f8'" => read_little_endian(&mut reader, count, f64::from_le_bytes),
-        "'<f4'" => read_little_endian(&mut reader, count, |b| f64::from(f32::from_le_bytes(b))),
+        "'<f8'" => read_little_endian(&mut reader, count, entry_bytes, f64::from_le_bytes),
+        "'<f4'" => read_little_endian(&mut reader, count, entry_bytes, |b| {
+            f64::from(f32::from_le_bytes(b))
+        }),
         _ => {
             let file = npyz::NpyFile::with_header(header, reader);
             if single {
@@ -119,13 +120,19 @@ fn read_array<R: std::io::Read + std::io::Seek>(
 }
 
 /// `count` values of `B` little-endian bytes each, converted by `from`, read a megabyte at a
-/// time (the whole matrix is never held twice).
+/// time (the whole matrix is never held twice), from an entry of `entry_bytes` bytes (as its
+/// archive says: the vector is never reserved larger than the entry can fill, whatever shape
+/// a header claims).
 fn read_little_endian<const B: usize>(
     reader: &mut impl std::io::Read,
     count: usize,
+    entry_bytes: usize,
     from: impl Fn([u8; B]) -> f64,
 ) -> std::io::Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(count);
+    // 16 values of room: the operator shifts its matrix to a cache line within this block
+    // (`operator::dense::Lines`), which would otherwise reallocate it away from the pages
+    // asked for here
+    let mut out = Vec::with_capacity(count.min(entry_bytes / B) + 16);
     crate::operator::advise_huge_pages(&out);
     let mut piece = vec![0u8; count.saturating_mul(B).min(1 << 20)];
     let per_piece = (piece.len() / B).max(1);
@@ -147,6 +154,7 @@ fn read_little_endian<const B: usize>(
 fn fortran_to_c(raw: &[f64], shape: &[usize]) -> Vec<f64> {
     let n = raw.len();
     let mut out = vec![0.0; n];
+    crate::operator::advise_huge_pages(&out);
     let mut idx = vec![0usize; shape.len()];
     for o in out.iter_mut() {
         let mut f = 0;
