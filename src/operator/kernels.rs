@@ -603,6 +603,23 @@ macro_rules! fused_rows_simd {
                 0
             };
             let per_line = 64 / std::mem::size_of::<E>();
+            // The prefetching sweep's requests for one line of a row of the next group (the
+            // one whose dot products the sweep computes), at column j: that row `ahead`
+            // entries on, into L1, and the same row of the group after it (4n entries on) at
+            // j, into L2, a whole group's sweep before its dot products read it. The near
+            // request alone left a group's rows arriving from L3 or memory while the sweep
+            // waited; the far one brings the group after next into L2 while the sweep
+            // computes (three groups of four rows: 240 KB at n = 2500, a quarter of a 1 MB
+            // L2). On the AMD EPYC VM of issue 24, criterion medians in turn, near only →
+            // both: (50, 10, 1500) 517/579/571 → 473/488/485 µs, (100, 20, 5000)
+            // 13.2/12.7/12.6 → 11.6/12.4/12.2 ms, two inputs 14.7/14.2/13.0 → 11.3/13.8/11.3
+            // ms; (20, 5, 400) and (27, 6, 600), in cache, unchanged; the far one alone took
+            // 0.90× the medium protocol's time but was slower with two inputs at (100, 20,
+            // 5000). Hints only: an address past the row or the matrix is never read.
+            let ask_ahead = |row: *const E, j: usize| {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(j + ahead) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(4 * n + j) as *const i8);
+            };
             let full = n / 4 * 4;
             let groups = data.len() / (4 * n);
             let group = |q: usize| four_rows(&data[q * 4 * n..(q + 1) * 4 * n], n);
@@ -658,10 +675,7 @@ macro_rules! fused_rows_simd {
                                 let lines = full / per_line * per_line;
                                 while j < lines {
                                     for row in bp {
-                                        // a hint only: an address past the row is not read
-                                        _mm_prefetch::<_MM_HINT_T0>(
-                                            row.wrapping_add(j + ahead) as *const i8
-                                        );
+                                        ask_ahead(row, j);
                                     }
                                     for _ in 0..per_line / 4 {
                                         chunk(j);
@@ -670,11 +684,9 @@ macro_rules! fused_rows_simd {
                                 }
                             }
                             if ahead > 0 && j < full {
-                                // the last, partial line's request, as in every other line
+                                // the last, partial line's requests, as in every other line
                                 for row in bp {
-                                    _mm_prefetch::<_MM_HINT_T0>(
-                                        row.wrapping_add(j + ahead) as *const i8
-                                    );
+                                    ask_ahead(row, j);
                                 }
                             }
                             while j < full {
@@ -860,7 +872,8 @@ const FUSED_INPUTS_MAX_ENTRIES: usize = 1 << 18;
 #[serde(rename_all = "snake_case")]
 pub enum FusedPlan {
     /// As [`FusedPlan::Pool`], each sweep asking for its next rows' entries [`PREFETCH_AHEAD`]
-    /// ahead of their use (a software prefetch, which changes no result). On a 2-core AMD
+    /// ahead of their use, and for the rows of the group after them a group ahead, into L2
+    /// (software prefetches, which change no result; see `ask_ahead` in the kernel). On a 2-core AMD
     /// EPYC (Zen 4) VM with a 32 MB L3 the hardware prefetcher left the pass's four row
     /// streams short: criterion medians, without → with, (50, 10, 1500) 0.90/0.56 →
     /// 0.52/0.53 ms one gradient, 1.01/0.91 → 0.80/0.77 ms two; (100, 20, 5000) 15.0/14.3 →
