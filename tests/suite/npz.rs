@@ -10,19 +10,7 @@ use super::small_gaussian;
 
 /// Write float64 arrays (name, shape, C-order data) as an `.npz`.
 pub fn write_npz(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)]) {
-    let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
-    for (name, shape, data) in arrays {
-        let mut w = npz
-            .array::<f64>(name, Default::default())
-            .unwrap()
-            .default_dtype()
-            .shape(shape)
-            .begin_nd()
-            .unwrap();
-        w.extend(data.iter().copied()).unwrap();
-        w.finish().unwrap();
-    }
-    npz.zip_writer().finish().unwrap();
+    write_npz_as(path, arrays, "<f8", false);
 }
 
 #[test]
@@ -130,6 +118,11 @@ fn integer_arrays_are_refused_with_their_dtype() {
 fn write_npz_as(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)], dtype: &str, fortran: bool) {
     let dtype = npyz::DType::Plain(dtype.parse::<npyz::TypeStr>().unwrap());
     let single = dtype.descr().contains("f4");
+    let order = if fortran {
+        npyz::Order::Fortran
+    } else {
+        npyz::Order::C
+    };
     let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
     for (name, shape, data) in arrays {
         // Fortran order stores the transpose's C order: index (i, j, …) at i + n_i·(j + …)
@@ -154,33 +147,27 @@ fn write_npz_as(path: &Path, arrays: &[(&str, Vec<u64>, Vec<f64>)], dtype: &str,
         } else {
             data.clone()
         };
-        let order = if fortran {
-            npyz::Order::Fortran
-        } else {
-            npyz::Order::C
-        };
+        fn put<T: npyz::Serialize, W: std::io::Write + std::io::Seek>(
+            npz: &mut npyz::npz::NpzWriter<W>,
+            (name, dtype, shape, order): (&str, &npyz::DType, &[u64], npyz::Order),
+            values: impl Iterator<Item = T>,
+        ) {
+            let mut w = npz
+                .array::<T>(name, Default::default())
+                .unwrap()
+                .dtype(dtype.clone())
+                .shape(shape)
+                .order(order)
+                .begin_nd()
+                .unwrap();
+            w.extend(values).unwrap();
+            w.finish().unwrap();
+        }
+        let how = (*name, &dtype, &shape[..], order);
         if single {
-            let mut w = npz
-                .array::<f32>(name, Default::default())
-                .unwrap()
-                .dtype(dtype.clone())
-                .shape(shape)
-                .order(order)
-                .begin_nd()
-                .unwrap();
-            w.extend(stored.iter().map(|&v| v as f32)).unwrap();
-            w.finish().unwrap();
+            put(&mut npz, how, stored.iter().map(|&v| v as f32));
         } else {
-            let mut w = npz
-                .array::<f64>(name, Default::default())
-                .unwrap()
-                .dtype(dtype.clone())
-                .shape(shape)
-                .order(order)
-                .begin_nd()
-                .unwrap();
-            w.extend(stored.iter().copied()).unwrap();
-            w.finish().unwrap();
+            put(&mut npz, how, stored.iter().copied());
         }
     }
     npz.zip_writer().finish().unwrap();
