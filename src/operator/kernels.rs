@@ -873,11 +873,12 @@ const FUSED_INPUTS_MAX_ENTRIES: usize = 1 << 18;
 pub enum FusedPlan {
     /// As [`FusedPlan::Pool`], each sweep asking for its next rows' entries [`PREFETCH_AHEAD`]
     /// ahead of their use, and for the rows of the group after them a group ahead, into L2
-    /// (software prefetches, which change no result; see `ask_ahead` in the kernel). On a 2-core AMD
-    /// EPYC (Zen 4) VM with a 32 MB L3 the hardware prefetcher left the pass's four row
-    /// streams short: criterion medians, without → with, (50, 10, 1500) 0.90/0.56 →
-    /// 0.52/0.53 ms one gradient, 1.01/0.91 → 0.80/0.77 ms two; (100, 20, 5000) 15.0/14.3 →
-    /// 12.1/11.8 ms and 18.4 → 13.3/14.3 ms (two runs each, in turn).
+    /// (software prefetches, which change no result; see `ask_ahead` in the kernel). On a
+    /// 2-core AMD EPYC (Zen 4) VM with a 32 MB L3 the hardware prefetcher left the pass's
+    /// four row streams short: criterion medians of the near requests alone, without → with,
+    /// (50, 10, 1500) 0.90/0.56 → 0.52/0.53 ms one gradient, 1.01/0.91 → 0.80/0.77 ms two;
+    /// (100, 20, 5000) 15.0/14.3 → 12.1/11.8 ms and 18.4 → 13.3/14.3 ms (two runs each, in
+    /// turn).
     PoolPrefetch,
     /// One sweep per block (its rows' dot products, then from cache their gradient), the
     /// blocks over the thread pool.
