@@ -375,14 +375,15 @@ impl SensingOperator for DenseOperator {
             Storage::F32(a) => adjoint_block_any(a.as_slice(), n, zs, outs),
         }
     }
+    /// The stored entries copied into a block that asks for huge pages before it is written,
+    /// as [`SensingOperator::to_dense`]'s does.
     fn to_dense(&self) -> DMatrix<f64> {
+        let mut entries = Vec::with_capacity(self.n1 * self.n2 * self.m);
+        super::advise_huge_pages(&entries);
         match &self.a {
-            Storage::F64(a) => DMatrix::from_column_slice(self.n1 * self.n2, self.m, a.as_slice()),
-            Storage::F32(a) => DMatrix::from_iterator(
-                self.n1 * self.n2,
-                self.m,
-                a.as_slice().iter().map(|&v| v as f64),
-            ),
+            Storage::F64(a) => entries.extend_from_slice(a.as_slice()),
+            Storage::F32(a) => entries.extend(a.as_slice().iter().map(|&v| f64::from(v))),
         }
+        DMatrix::from_vec(self.n1 * self.n2, self.m, entries)
     }
 }

@@ -278,10 +278,13 @@ pub trait SensingOperator: Send + Sync {
             self.adjoint(z, out);
         }
     }
-    /// All A_i as columns of an (n1·n2) × m matrix.
+    /// All A_i as columns of an (n1·n2) × m matrix, in a block that asks for huge pages
+    /// before it is written (a symmetric problem's operator is built from it).
     fn to_dense(&self) -> DMatrix<f64> {
         let n = self.n1() * self.n2();
-        let mut out = DMatrix::zeros(n, self.m());
+        let entries = vec![0.0; n * self.m()];
+        advise_huge_pages(&entries);
+        let mut out = DMatrix::from_vec(n, self.m(), entries);
         for i in 0..self.m() {
             self.measurement_matrix(i, out.column_mut(i).as_mut_slice());
         }

@@ -251,14 +251,7 @@ impl Problem {
     fn symmetric_from(op: Arc<dyn SensingOperator>, cfg: &ProblemSpec) -> Self {
         let n = cfg.n1;
         let target_sv = cfg.singular_values.clone();
-        // the generated entries copied into a block that asks for huge pages before it is
-        // written (as the generated matrix's own did), then symmetrised in place
-        let mut entries = vec![0.0; n * n * op.m()];
-        crate::operator::advise_huge_pages(&entries);
-        for (i, column) in entries.chunks_exact_mut(n * n).enumerate() {
-            op.measurement_matrix(i, column);
-        }
-        let mut dense = DMatrix::from_vec(n * n, op.m(), entries);
+        let mut dense = op.to_dense();
         if cfg.operator == OperatorKind::Gaussian {
             let mut a = vec![0.0; n * n];
             for i in 0..dense.ncols() {
