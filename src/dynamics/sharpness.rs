@@ -20,6 +20,9 @@ use crate::field::{Field, Workspace};
 use crate::problem::sub_rng;
 use crate::vector::{dot, norm, orthogonalise};
 
+mod prediction;
+use prediction::Prediction;
+
 /// Stream of the random start vectors (after the problem's streams 1–4).
 pub const STREAM_POWER: u64 = 5;
 
@@ -267,51 +270,89 @@ pub fn top_eigenpairs(
     result
 }
 
+/// How a [`Trail`] starts a solve from the solves before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// The last solve's vectors and the top vectors of at most this many solves before it,
+    /// newest first.
+    History(usize),
+    /// The last solve's vectors and the top vectors predicted at the new state by a model
+    /// linear in the state through at most this many solves before it (for solves along a
+    /// smooth path, where the states span the directions the next one moves in; see
+    /// `prediction.rs`). The solves before feed the model only if they asked for as many
+    /// pairs.
+    Predicted(usize),
+}
+
 /// What eigen-solves along a trajectory carry from one to the next (the central flow's, the
 /// sharpness column's): the last solve's top Ritz vectors, the pairs it sought and
 /// `warm_extra` more, and the top vectors of the solves before it, newest first. Along a
 /// trajectory the states lie nearly on a line, so the eigenvector turns in nearly one
 /// direction, which the differences of its last few values span: Rayleigh–Ritz on them starts
-/// from an extrapolation of the turning rather than from the last vector.
+/// from an extrapolation of the turning rather than from the last vector. Along a smooth path
+/// ([`Carry::Predicted`]) the extrapolation is made before the solve, from the states, and
+/// its vectors replace the earlier ones.
 #[derive(Debug, Clone, Default)]
 pub struct Trail {
     /// The last solve's top Ritz vectors, largest first.
     pub vectors: Vec<Vec<f64>>,
     /// The top vectors of the solves before it, newest first.
     earlier: Vec<Vec<f64>>,
+    /// The states and top vectors of the last solves made with [`Carry::Predicted`].
+    prediction: Option<Prediction>,
 }
 
 impl Trail {
-    /// [`top_eigenpairs`] at `state` started from the trail (`opts.history` is set here),
-    /// which then holds this solve's vectors and at most `keep` earlier top vectors. The
-    /// earlier vectors join only beside a whole warm start: not when a solve asks for more
-    /// pairs than the last one kept (the central flow's event tests, after the field's solve).
+    /// [`top_eigenpairs`] at `state` started from the trail as `carry` says (`opts.history`
+    /// is set here), which then holds this solve's vectors and the earlier ones. The earlier
+    /// or predicted vectors join only beside a whole warm start: not when a solve asks for
+    /// more pairs than the last one kept (the central flow's event tests, after the field's
+    /// solve).
     pub fn solve(
         &mut self,
         field: &dyn Field,
         state: &[f64],
         opts: &EigenOptions,
-        keep: usize,
+        carry: Carry,
         seed: u64,
     ) -> TopEigen {
         let warm = opts.count + opts.warm_extra;
-        let history = if self.vectors.len() >= warm {
-            self.earlier.len()
+        let whole = self.vectors.len() >= warm;
+        let (keep, mut predicted, displacement) = match carry {
+            Carry::History(keep) => (keep, vec![], None),
+            Carry::Predicted(points) => {
+                let model = self
+                    .prediction
+                    .get_or_insert_with(|| Prediction::new(points));
+                if model.capacity() != points {
+                    *model = Prediction::new(points);
+                }
+                let (predicted, displacement) = model.predict(state, opts.count);
+                (0, predicted, displacement)
+            }
+        };
+        if !whole {
+            predicted.clear();
+        }
+        let history = if whole {
+            self.earlier.len().min(keep)
         } else {
             0
         };
-        let start: Vec<Vec<f64>> = self
-            .vectors
-            .iter()
-            .take(warm)
-            .chain(self.earlier.iter().take(history))
-            .cloned()
+        let joined = predicted.len() + history;
+        let start: Vec<Vec<f64>> = predicted
+            .into_iter()
+            .chain(self.vectors.iter().take(warm).cloned())
+            .chain(self.earlier.iter().take(history).cloned())
             .collect();
         let eig = top_eigenpairs(
             field,
             state,
             &start,
-            &EigenOptions { history, ..*opts },
+            &EigenOptions {
+                history: joined,
+                ..*opts
+            },
             seed,
         );
         if let Some(top) = self.vectors.first() {
@@ -319,6 +360,11 @@ impl Trail {
             self.earlier.truncate(keep);
         }
         self.vectors = eig.warm.clone();
+        if let (Carry::Predicted(_), Some(model)) = (carry, self.prediction.as_mut()) {
+            if eig.vectors.len() == opts.count {
+                model.record(state, eig.vectors.clone(), displacement);
+            }
+        }
         eig
     }
 }

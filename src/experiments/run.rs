@@ -26,7 +26,7 @@ use crate::analysis::{Quantity, Record, Recorder};
 use crate::config::{Config, FlowVariant};
 use crate::dynamics::flow::{CentralReport, Passenger, Times};
 use crate::dynamics::optimizer::{End, Limit, Optimizer, Output};
-use crate::dynamics::sharpness::{EigenOptions, Trail};
+use crate::dynamics::sharpness::{Carry, EigenOptions, Trail};
 use crate::dynamics::{Driver, Iterate, RunOptions, SaveAt, Status, Stepper};
 use crate::error::{Error, Result};
 use crate::field::{Field, Workspace};
@@ -132,7 +132,7 @@ impl SharpnessTracker {
                 warm_extra: SHARPNESS_WARM_EXTRA,
                 ..EigenOptions::default()
             },
-            SHARPNESS_HISTORY,
+            Carry::History(SHARPNESS_HISTORY),
             0,
         );
         self.cost.computations += 1;

@@ -4,7 +4,7 @@
 
 use gdflow::config::ConfigArgs;
 use gdflow::dynamics::central::{project_psd, solve_sdp, KMap};
-use gdflow::dynamics::sharpness::{top_eigenpairs, EigenOptions};
+use gdflow::dynamics::sharpness::{top_eigenpairs, Carry, EigenOptions, Trail};
 use gdflow::field::{Field, Perturbation, PerturbationModel, Perturbed, SensingField};
 use gdflow::problem::Problem;
 use nalgebra::{DMatrix, SymmetricEigen};
@@ -216,6 +216,80 @@ fn eigen_solves_started_from_earlier_vectors_meet_their_tolerance() {
         with_history < without,
         "{with_history} products with earlier vectors, {without} without"
     );
+}
+
+/// Along a smooth path (the gradient flow by classical Runge–Kutta steps, an eigen-solve at
+/// each stage), eigen-solves started from the vectors a model linear in the state predicts
+/// meet their tolerance at every state, also after a jump off the path, which the model must
+/// not extrapolate to.
+#[test]
+fn eigen_solves_started_from_predicted_vectors_meet_their_tolerance() {
+    let g = small_gaussian(44);
+    let field = SensingField::from_problem(&g);
+    let mut x = random_state(&g, 5, 0.7);
+    let opts = EigenOptions {
+        count: 1,
+        block: 2,
+        tol: 1e-10,
+        max_hvps: 800,
+        max_basis: 24,
+        warm_extra: 1,
+        ..EigenOptions::default()
+    };
+    let (mut predicted, mut earlier) = (Trail::default(), Trail::default());
+    let mut check = |at: &[f64], what: &str| {
+        let hessian = dense_hessian(&field, at);
+        let lambda = SymmetricEigen::new(hessian.clone()).eigenvalues.max();
+        for (trail, carry) in [
+            (&mut predicted, Carry::Predicted(24)),
+            (&mut earlier, Carry::History(4)),
+        ] {
+            let solved = trail.solve(&field, at, &opts, carry, 3);
+            assert!(solved.converged, "{what}, {carry:?}");
+            assert!(
+                (solved.values[0] - lambda).abs() <= 1e-9 * lambda.abs(),
+                "{what}, {carry:?}: {} vs {lambda}",
+                solved.values[0]
+            );
+            let v = &solved.vectors[0];
+            let hv = DMatrix::from_column_slice(v.len(), 1, v);
+            let r = (&hessian * &hv - &hv * solved.values[0]).norm();
+            assert!(
+                r <= 1e-9 * lambda.abs(),
+                "{what}, {carry:?}: residual {r:e}"
+            );
+        }
+    };
+    let h = 0.01;
+    let f = |y: &[f64]| {
+        let mut out = vec![0.0; y.len()];
+        field.rhs(y, &mut out, &mut field.workspace());
+        out
+    };
+    let along = |y: &[f64], k: &[f64], c: f64| -> Vec<f64> {
+        y.iter().zip(k).map(|(a, b)| a + c * h * b).collect()
+    };
+    for step in 0..30 {
+        if step == 20 {
+            // off the path: every entry moved, in no direction the last states span
+            x.iter_mut()
+                .enumerate()
+                .for_each(|(i, xi)| *xi += 0.05 * if i % 3 == 0 { 1.0 } else { -0.5 });
+        }
+        let k1 = f(&x);
+        let x2 = along(&x, &k1, 0.5);
+        let k2 = f(&x2);
+        let x3 = along(&x, &k2, 0.5);
+        let k3 = f(&x3);
+        let x4 = along(&x, &k3, 1.0);
+        let k4 = f(&x4);
+        for (s, at) in [&x, &x2, &x3, &x4].into_iter().enumerate() {
+            check(at, &format!("step {step}, stage {s}"));
+        }
+        for i in 0..x.len() {
+            x[i] += h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);
+        }
+    }
 }
 
 fn check_kkt(k: &KMap, a: &DMatrix<f64>, m: &DMatrix<f64>) {
