@@ -318,20 +318,21 @@ pub struct CentralField {
 const WARM_EXTRA: usize = 1;
 
 /// Top vectors of earlier eigen-solves also put in the start of a solve the field does not
-/// make (the event tests' while no eigenvalue is held; [`Trail`]: the solver's stages lie
-/// nearly on a line). Measured with the same tolerance (so with eigenpairs as accurate as
+/// make (the event tests' and their bisections'; [`Trail`]: the solver's stages lie nearly on
+/// a line). Measured with the same tolerance (so with eigenpairs as accurate as
 /// before): Hessian–vector products per evaluation 18.9 → 11.1 on the default problem at
 /// η = 1 (120 steps), 10.6 → 5.9 on the README's 8 × 7 problem (2000 steps); 2 to 8 earlier
 /// vectors with 1 to 3 Ritz neighbours all gave 10.6–12.7 and 5.9–7.4.
 const HISTORY: usize = 4;
 
 /// The field's own eigen-solves start from the held vectors predicted at the new state by a
-/// model linear in the state through the last 24 to this many solves ([`Carry::Predicted`]),
-/// beside the last solve's vectors, instead of the earlier vectors themselves. Measured with
+/// model linear in the state through at most this many solves ([`Carry::Predicted`]; 24 to
+/// 48 once its window has filled), beside the last solve's vectors, instead of the earlier
+/// vectors themselves. Measured with
 /// the same tolerance: Hessian–vector products per evaluation 9.15 → 6.49 on the default
-/// problem at η = 1 (300 steps; 35.6 → 14.5 at η = 1.2), 5.70 → 3.87 on the README's 8 × 7
+/// problem at η = 1 (300 steps; 35.6 → 8.9 at η = 1.2, two held), 5.70 → 3.87 on the README's 8 × 7
 /// problem (2000 steps); through at most 32 and 64 solves 6.67 and 6.32, 3.99 and 3.84. The
-/// four earlier vectors beside the prediction bought no products.
+/// four earlier vectors beside the prediction cost more products than they saved.
 const PREDICTION_POINTS: usize = 48;
 
 /// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate
@@ -360,9 +361,21 @@ impl CentralField {
         *self.state.lock().expect("not poisoned") = (point, stats);
     }
 
-    /// What the last evaluation saw, and the work so far.
+    /// What the last evaluation saw, and the work so far: a copy of the whole warm start
+    /// (the prediction's states included), for the next segment's field.
     pub fn last(&self) -> (CentralPoint, CentralStats) {
         self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// `look` at what the last evaluation saw, without copying it (every step and output
+    /// reads it: a copy of the prediction's states each time would cost about a product).
+    pub fn inspect<R>(&self, look: impl FnOnce(&CentralPoint) -> R) -> R {
+        look(&self.state.lock().expect("not poisoned").0)
+    }
+
+    /// The work so far.
+    pub fn stats(&self) -> CentralStats {
+        self.state.lock().expect("not poisoned").1.clone()
     }
 
     /// The top `count` eigenpairs at `x`, warm-started from the last evaluation's vectors

@@ -279,8 +279,8 @@ pub enum Carry {
     /// The last solve's vectors and the top vectors predicted at the new state by a model
     /// linear in the state through at most this many solves before it (for solves along a
     /// smooth path, where the states span the directions the next one moves in; see
-    /// `prediction.rs`). The solves before feed the model only if they asked for as many
-    /// pairs.
+    /// `prediction.rs`). A solve for another number of pairs, or at a state outside the span
+    /// of the last ones, starts the model again.
     Predicted(usize),
 }
 
@@ -298,6 +298,10 @@ pub struct Trail {
     pub vectors: Vec<Vec<f64>>,
     /// The top vectors of the solves before it, newest first.
     earlier: Vec<Vec<f64>>,
+    /// How many earlier vectors the last [`Carry::History`] solve kept: solves with
+    /// [`Carry::Predicted`] keep as many for the next such solve (the central flow's event
+    /// tests between the field's solves).
+    keep: usize,
     /// The states and top vectors of the last solves made with [`Carry::Predicted`].
     prediction: Option<Prediction>,
 }
@@ -319,7 +323,10 @@ impl Trail {
         let warm = opts.count + opts.warm_extra;
         let whole = self.vectors.len() >= warm;
         let (keep, mut predicted, displacement) = match carry {
-            Carry::History(keep) => (keep, vec![], None),
+            Carry::History(keep) => {
+                self.keep = keep;
+                (keep, vec![], None)
+            }
             Carry::Predicted(points) => {
                 let model = self
                     .prediction
@@ -328,16 +335,15 @@ impl Trail {
                     *model = Prediction::new(points);
                 }
                 let (predicted, displacement) = model.predict(state, opts.count);
-                (0, predicted, displacement)
+                (self.keep, predicted, displacement)
             }
         };
         if !whole {
             predicted.clear();
         }
-        let history = if whole {
-            self.earlier.len().min(keep)
-        } else {
-            0
+        let history = match carry {
+            Carry::History(_) if whole => self.earlier.len().min(keep),
+            _ => 0,
         };
         let joined = predicted.len() + history;
         let start: Vec<Vec<f64>> = predicted
@@ -361,7 +367,8 @@ impl Trail {
         }
         self.vectors = eig.warm.clone();
         if let (Carry::Predicted(_), Some(model)) = (carry, self.prediction.as_mut()) {
-            if eig.vectors.len() == opts.count {
+            // an unconverged solve's vectors would mislead the next predictions
+            if eig.converged && eig.vectors.len() == opts.count {
                 model.record(state, eig.vectors.clone(), displacement);
             }
         }

@@ -237,12 +237,12 @@ fn eigen_solves_started_from_predicted_vectors_meet_their_tolerance() {
         ..EigenOptions::default()
     };
     let (mut predicted, mut earlier) = (Trail::default(), Trail::default());
-    let mut check = |at: &[f64], what: &str| {
+    let check = |predicted: &mut Trail, earlier: &mut Trail, at: &[f64], what: &str| {
         let hessian = dense_hessian(&field, at);
         let lambda = SymmetricEigen::new(hessian.clone()).eigenvalues.max();
         for (trail, carry) in [
-            (&mut predicted, Carry::Predicted(24)),
-            (&mut earlier, Carry::History(4)),
+            (predicted, Carry::Predicted(24)),
+            (earlier, Carry::History(4)),
         ] {
             let solved = trail.solve(&field, at, &opts, carry, 3);
             assert!(solved.converged, "{what}, {carry:?}");
@@ -284,7 +284,30 @@ fn eigen_solves_started_from_predicted_vectors_meet_their_tolerance() {
         let x4 = along(&x, &k3, 1.0);
         let k4 = f(&x4);
         for (s, at) in [&x, &x2, &x3, &x4].into_iter().enumerate() {
-            check(at, &format!("step {step}, stage {s}"));
+            check(
+                &mut predicted,
+                &mut earlier,
+                at,
+                &format!("step {step}, stage {s}"),
+            );
+        }
+        // between the steps, a solve for one pair more on the same trail (the central flow's
+        // event test), which must neither use nor break the prediction
+        let hessian = dense_hessian(&field, &x4);
+        let mut top: Vec<f64> = SymmetricEigen::new(hessian)
+            .eigenvalues
+            .iter()
+            .copied()
+            .collect();
+        top.sort_by(|a, b| b.total_cmp(a));
+        let two = EigenOptions { count: 2, ..opts };
+        let solved = predicted.solve(&field, &x4, &two, Carry::History(4), 3);
+        assert!(solved.converged, "step {step}: two pairs");
+        for (got, want) in solved.values.iter().zip(&top) {
+            assert!(
+                (got - want).abs() <= 1e-9 * top[0].abs(),
+                "step {step}: {got} vs {want}"
+            );
         }
         for i in 0..x.len() {
             x[i] += h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);

@@ -155,8 +155,7 @@ pub fn solve_central_flow_with(
                 central.eigenpairs(y, 1, None);
             }
             let known = p > 0 || sharpness_at_outputs;
-            let (pt, _) = central.last();
-            CentralOutput {
+            central.inspect(|pt| CentralOutput {
                 sharpness: pt
                     .eigenvalues
                     .first()
@@ -166,7 +165,7 @@ pub fn solve_central_flow_with(
                 sigma_trace: if p == 0 { 0.0 } else { pt.sigma_trace() },
                 active: p,
                 vectors: pt.trail.vectors.iter().take(p).cloned().collect(),
-            }
+            })
         };
         while next < times.len() && times.at(next) <= t0 {
             let what = output(&central, &y0);
@@ -174,7 +173,7 @@ pub fn solve_central_flow_with(
             next += 1;
         }
         if next == times.len() {
-            (_, work) = central.last();
+            work = central.stats();
             break;
         }
         let mut s = Dop853::new(&central, t0, &y0, opts.rtol, opts.atol, opts.scale, t_end);
@@ -184,7 +183,7 @@ pub fn solve_central_flow_with(
                     t: s.t(),
                     reason: crate::dynamics::stop::REASON.into(),
                 };
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
             if stats.steps >= opts.max_steps {
@@ -192,13 +191,13 @@ pub fn solve_central_flow_with(
                     t: s.t(),
                     reason: format!("step budget of {} steps exhausted", opts.max_steps),
                 };
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
             let (t_old, steps_before, rejected_before) = (s.t(), s.steps, s.rejected);
             if let Err(reason) = s.step(t_end) {
                 status = Status::Failed { t: s.t(), reason };
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
             stats.steps += s.steps - steps_before;
@@ -211,14 +210,15 @@ pub fn solve_central_flow_with(
                     .map(|v| v.to_bits())
                     .eq(b.iter().map(|v| v.to_bits()))
             };
-            let at_end = Some(central.last().0).filter(|pt| p > 0 && same(&pt.at, s.y()));
+            let held = |pt: &CentralPoint| (pt.m.clone(), pt.eigenvalues.clone());
+            let at_end = central.inspect(|pt| (p > 0 && same(&pt.at, s.y())).then(|| held(pt)));
             on_step(t);
             if s.y().iter().any(|v| !v.is_finite()) {
                 status = Status::Failed {
                     t,
                     reason: "non-finite state".into(),
                 };
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
             // an eigenvalue beyond the active ones reaching 2/η?
@@ -231,7 +231,7 @@ pub fn solve_central_flow_with(
                         t,
                         reason: "the Hessian's top eigenvalues did not converge".into(),
                     };
-                    (_, work) = central.last();
+                    work = central.stats();
                     break 'segments;
                 }
             }
@@ -287,28 +287,26 @@ pub fn solve_central_flow_with(
                 report.max_active = report.max_active.max(p);
                 if p > MAX_HELD {
                     status = too_many_held(te);
-                    (_, work) = central.last();
+                    work = central.stats();
                     break 'segments;
                 }
                 continue 'segments;
             }
             if next == times.len() {
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
             // M releasing a direction whose eigenvalue has fallen below 2/η?
             if p > 0 {
-                let pt = at_end.unwrap_or_else(|| {
+                let (m, eigenvalues) = at_end.unwrap_or_else(|| {
                     let mut out = vec![0.0; buf.len()];
                     central.rhs(s.y(), &mut out, &mut central.workspace());
-                    central.last().0
+                    central.inspect(held)
                 });
-                let eig = SymmetricEigen::new(pt.m.clone());
-                let trace = pt.m.trace().max(f64::MIN_POSITIVE);
-                let released = eig.eigenvalues.min() <= RELEASED * trace;
+                let trace = m.trace().max(f64::MIN_POSITIVE);
+                let released = SymmetricEigen::new(m).eigenvalues.min() <= RELEASED * trace;
                 if released
-                    && pt
-                        .eigenvalues
+                    && eigenvalues
                         .get(p - 1)
                         .is_some_and(|l| *l < threshold * (1.0 - 1e-4))
                 {
@@ -320,12 +318,12 @@ pub fn solve_central_flow_with(
                         t,
                         kind: "leave".into(),
                         active: p,
-                        eigenvalue: pt.eigenvalues[p],
+                        eigenvalue: eigenvalues[p],
                     });
                     continue 'segments;
                 }
             }
-            let (_, w) = central.last();
+            let w = central.stats();
             if w.worst_sdp_residual > 1e-6 {
                 status = Status::Failed {
                     t,
@@ -334,7 +332,7 @@ pub fn solve_central_flow_with(
                         w.worst_sdp_residual
                     ),
                 };
-                (_, work) = central.last();
+                work = central.stats();
                 break 'segments;
             }
         }

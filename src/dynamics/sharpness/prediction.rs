@@ -39,12 +39,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// λ as a fraction of the largest ‖e_i‖² when the factor was built. The model's useful
-/// directions include very small ones (with the pull towards the newest state as a
-/// pseudo-inverse cut, 1e-16 of the largest eigenvalue gave fewer products than 1e-14, 1e-10
-/// or 1e-8), but at 1e-15 the fit extrapolated wildly (twice the products); 1e-13 needs as
-/// few products as the pseudo-inverse, 1e-12 and 1e-10 10% and 45% more. Pulled towards the
-/// anchor instead of the newest state, the fit needed 20% more.
+/// λ as a fraction of the largest ‖e_i‖² when the factor was built. The fit's useful
+/// directions include very small ones: in a first version (a pseudo-inverse of the Gram
+/// matrix of displacements from the newest state, instead of this ridge) a cut at 1e-16 of
+/// its largest eigenvalue gave fewer products than at 1e-14, 1e-10 or 1e-8. With the ridge,
+/// 1e-15 let the fit extrapolate wildly (twice the products), 1e-13 needs as few products as
+/// that pseudo-inverse, 1e-12 and 1e-10 10% and 45% more; pulled towards the anchor instead of
+/// the newest state, 20% more.
 const RIDGE: f64 = 1e-13;
 
 /// A fit that leaves more than this fraction of the displacement unexplained (the state
@@ -66,6 +67,29 @@ pub(super) struct Prediction {
     lambda: f64,
     /// Row i of the lower Cholesky factor of EᵀE + λ(I + 11ᵀ).
     factor: Vec<Vec<f64>>,
+}
+
+/// The basis Q R of the span of `tops` closest to `last` (R orthogonal: the orthogonal
+/// Procrustes solution, R = UVᵀ from Qᵀ Q_last = UΣVᵀ). Held eigenvalues all sit at 2/η, so a
+/// solver returns any basis of their span, and only a basis aligned to the last one varies
+/// smoothly from state to state; for one vector, R is its sign.
+fn aligned(tops: Vec<Vec<f64>>, last: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let p = tops.len();
+    let overlap = DMatrix::from_fn(p, p, |a, b| dot(&tops[a], &last[b]));
+    let svd = overlap.svd(true, true);
+    let (Some(u), Some(v_t)) = (svd.u, svd.v_t) else {
+        return tops;
+    };
+    let r = u * v_t;
+    (0..p)
+        .map(|b| {
+            let mut q = vec![0.0; tops[0].len()];
+            for (a, t) in tops.iter().enumerate() {
+                q.iter_mut().zip(t).for_each(|(o, v)| *o += r[(a, b)] * v);
+            }
+            q
+        })
+        .collect()
 }
 
 /// A new state's displacement from the anchor, and the factor's row for it: what a
@@ -100,10 +124,10 @@ impl Prediction {
         state: &[f64],
         count: usize,
     ) -> (Vec<Vec<f64>>, Option<Displacement>) {
-        let (Some(anchor), Some(first)) = (self.states.first(), self.tops.first()) else {
+        let (Some(anchor), Some(anchor_tops)) = (self.states.first(), self.tops.first()) else {
             return (vec![], None);
         };
-        if first.len() != count || anchor.len() != state.len() {
+        if anchor_tops.len() != count || anchor.len() != state.len() {
             return (vec![], None);
         }
         let moved: Vec<f64> = state.iter().zip(anchor).map(|(x, a)| x - a).collect();
@@ -112,15 +136,49 @@ impl Prediction {
         if l == 0 {
             return (vec![], Some(Displacement { moved, row: vec![] }));
         }
-        // F y = b + λ(1 + e_r), the newest state r the last displacement's
+        let (row, y, gamma) = self.weights(&b);
+        // ‖t − Eγ‖² = ‖t‖² − 2γᵀb + ‖Eγ‖², and γᵀ(EᵀE + λ(I + 11ᵀ))γ = ‖Fᵀγ‖² = ‖y‖²
+        let sum: f64 = gamma.iter().sum();
+        let fitted = dot(&y, &y) - self.lambda * (dot(&gamma, &gamma) + sum * sum);
+        let tt = dot(&moved, &moved);
+        let unexplained = tt - 2.0 * dot(&gamma, &b) + fitted;
+        if !(gamma.iter().all(|v| v.is_finite()) && unexplained <= UNEXPLAINED.powi(2) * tt) {
+            // the state left the span of the last ones (a new segment, a jump): the model
+            // starts again from it rather than keep states that no longer describe the path
+            return (vec![], None);
+        }
+        let predicted: Vec<Vec<f64>> = (0..count)
+            .map(|a| {
+                let mut p = anchor_tops[a].clone();
+                for (q, g) in self.tops[1..].iter().zip(&gamma) {
+                    p.iter_mut()
+                        .zip(q[a].iter().zip(&anchor_tops[a]))
+                        .for_each(|(o, (qi, q0))| *o += g * (qi - q0));
+                }
+                p
+            })
+            // a vector far off the unit sphere is a bad fit's
+            .filter(|p| (0.5..=1.5).contains(&dot(p, p).sqrt()))
+            .collect();
+        let predicted = if predicted.len() == count {
+            predicted
+        } else {
+            vec![]
+        };
+        (predicted, Some(Displacement { moved, row }))
+    }
+
+    /// From b_i = ⟨e_i, x − x_0⟩: the factor's row for x (F row = b + λ1), y (F y = b +
+    /// λ(1 + e_r), the newest state r the last displacement's) and the weights γ (Fᵀγ = y).
+    fn weights(&self, b: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let l = b.len();
         let mut y: Vec<f64> = b.iter().map(|v| v + self.lambda).collect();
         y[l - 1] += self.lambda;
         self.forward(&mut y);
-        // the factor's row for this state solves F row = b + λ1: y less λ F⁻¹e_r, which is
-        // e_r/F_rr
+        // the row's right-hand side is y's less λe_r, and F⁻¹e_r = e_r/F_rr
         let mut row = y.clone();
         row[l - 1] -= self.lambda / self.factor[l - 1][l - 1];
-        // Fᵀγ = y by the columns of Fᵀ, which are F's rows: contiguous updates
+        // by the columns of Fᵀ, which are F's rows: contiguous updates
         let mut gamma = y.clone();
         for i in (0..l).rev() {
             let f = &self.factor[i];
@@ -131,35 +189,7 @@ impl Prediction {
                 .zip(&f[..i])
                 .for_each(|(g, fij)| *g -= fij * gi);
         }
-        // ‖t − Eγ‖² = ‖t‖² − 2γᵀb + ‖Eγ‖², and γᵀ(EᵀE + λ(I + 11ᵀ))γ = ‖Fᵀγ‖² = ‖y‖²
-        let sum: f64 = gamma.iter().sum();
-        let fitted = dot(&y, &y) - self.lambda * (dot(&gamma, &gamma) + sum * sum);
-        let tt = dot(&moved, &moved);
-        let unexplained = tt - 2.0 * dot(&gamma, &b) + fitted;
-        let fits = gamma.iter().all(|v| v.is_finite()) && unexplained <= UNEXPLAINED.powi(2) * tt;
-        let predicted: Vec<Vec<f64>> = if fits {
-            (0..count)
-                .map(|a| {
-                    let mut p = first[a].clone();
-                    for (q, g) in self.tops[1..].iter().zip(&gamma) {
-                        p.iter_mut()
-                            .zip(q[a].iter().zip(&first[a]))
-                            .for_each(|(o, (qi, q0))| *o += g * (qi - q0));
-                    }
-                    p
-                })
-                // a vector far off the unit sphere is a bad fit's
-                .filter(|p| (0.5..=1.5).contains(&dot(p, p).sqrt()))
-                .collect()
-        } else {
-            vec![]
-        };
-        let predicted = if predicted.len() == count {
-            predicted
-        } else {
-            vec![]
-        };
-        (predicted, Some(Displacement { moved, row }))
+        (row, y, gamma)
     }
 
     /// y ← F⁻¹y, F the factor.
@@ -190,11 +220,7 @@ impl Prediction {
             return;
         }
         if let Some(last) = self.tops.last() {
-            for (q, r) in tops.iter_mut().zip(last) {
-                if dot(q, r) < 0.0 {
-                    q.iter_mut().for_each(|v| *v = -*v);
-                }
-            }
+            tops = aligned(tops, last);
         }
         self.states.push(state.to_vec());
         self.tops.push(tops);
@@ -206,9 +232,9 @@ impl Prediction {
         } else if self.states.len().is_power_of_two() {
             self.rebuild();
         } else {
-            let rest = tt + 2.0 * self.lambda - dot(&row, &row);
+            let pivot_squared = tt + 2.0 * self.lambda - dot(&row, &row);
             // at least λ in exact arithmetic: rounding must not make it less
-            row.push(rest.max(self.lambda).sqrt());
+            row.push(pivot_squared.max(self.lambda).sqrt());
             self.factor.push(row);
             self.moves.push(moved);
         }
@@ -233,7 +259,8 @@ impl Prediction {
                     .map(|i| (0..=i).map(|j| f[(i, j)]).collect())
                     .collect()
             }
-            // positive definite but for a state the anchor's twice (λ = 0): start again
+            // positive definite in exact arithmetic (λ > 0); rounding can break that when the
+            // states are nearly dependent: start again from the newest
             None => {
                 let (state, tops) = (self.states.pop(), self.tops.pop());
                 *self = Self::new(self.capacity);
@@ -362,5 +389,60 @@ mod tests {
             l1 / l2 > 1.7 && l1 / l2 < 2.5,
             "last vector: {l1:e} → {l2:e}"
         );
+    }
+
+    /// Along a smooth curve through six dimensions, with rows added one at a time between
+    /// the rebuilds at 2, 4 and 8 states: the factor is the Cholesky factor of
+    /// EᵀE + λ(I + 11ᵀ), and the weights solve the normal equations to rounding.
+    #[test]
+    fn the_factor_and_the_weights_are_the_normal_equations() {
+        let x = |t: f64| -> Vec<f64> {
+            (0..20)
+                .map(|j| {
+                    0.2 + (0..6)
+                        .map(|d| {
+                            let c = ((d + 1) as f64 * 0.9 * t + d as f64).sin();
+                            c * ((j * (d + 2)) as f64 * 0.61).cos()
+                        })
+                        .sum::<f64>()
+                })
+                .collect()
+        };
+        let mut model = Prediction::new(16);
+        for k in 0..15 {
+            let xk = x(0.15 * k as f64);
+            let (_, displacement) = model.predict(&xk, 1);
+            assert_eq!(model.states.len(), k, "no restart along the curve");
+            let l = model.moves.len();
+            if l > 0 {
+                let lambda = model.lambda;
+                let m = DMatrix::from_fn(l, l, |i, j| {
+                    dot(&model.moves[i], &model.moves[j]) + lambda * if i == j { 2.0 } else { 1.0 }
+                });
+                let f =
+                    DMatrix::from_fn(l, l, |i, j| if j <= i { model.factor[i][j] } else { 0.0 });
+                let gap = (&f * f.transpose() - &m).abs().max() / m.abs().max();
+                assert!(gap <= 1e-12, "{k} states: the factor is off by {gap:e}");
+                let t: Vec<f64> = xk
+                    .iter()
+                    .zip(&model.states[0])
+                    .map(|(a, b)| a - b)
+                    .collect();
+                let b: Vec<f64> = model.moves.iter().map(|e| dot(e, &t)).collect();
+                let (_, _, gamma) = model.weights(&b);
+                let gamma = nalgebra::DVector::from_vec(gamma);
+                let rhs = nalgebra::DVector::from_fn(l, |i, _| {
+                    b[i] + lambda * if i + 1 == l { 2.0 } else { 1.0 }
+                });
+                let residual = (&m * &gamma - &rhs).norm() / (m.norm() * gamma.norm());
+                assert!(
+                    residual <= 1e-12,
+                    "{k} states: the weights' residual {residual:e}"
+                );
+            }
+            let q: Vec<f64> = xk.iter().map(|v| 0.3 * v.sin()).chain([1.0]).collect();
+            let n = dot(&q, &q).sqrt();
+            model.record(&xk, vec![q.iter().map(|v| v / n).collect()], displacement);
+        }
     }
 }
