@@ -4,7 +4,7 @@
 
 use gdflow::config::ConfigArgs;
 use gdflow::dynamics::central::{project_psd, solve_sdp, KMap};
-use gdflow::dynamics::sharpness::{top_eigenpairs, Carry, EigenOptions, Trail};
+use gdflow::dynamics::sharpness::{top_eigenpairs, Carry, EigenOptions, TopEigen, Trail};
 use gdflow::field::{Field, Perturbation, PerturbationModel, Perturbed, SensingField};
 use gdflow::problem::Problem;
 use nalgebra::{DMatrix, SymmetricEigen};
@@ -151,6 +151,21 @@ fn eigen_solver_matches_dense_eigendecompositions() {
     }
 }
 
+/// `solved` converged to the top eigenpair of `hessian` (λ_max `lambda`): its value and its
+/// residual ‖Hv − θv‖ within 1e-9 of λ_max.
+fn assert_top_pair(hessian: &DMatrix<f64>, lambda: f64, solved: &TopEigen, what: &str) {
+    assert!(solved.converged, "{what}");
+    assert!(
+        (solved.values[0] - lambda).abs() <= 1e-9 * lambda.abs(),
+        "{what}: {} vs {lambda}",
+        solved.values[0]
+    );
+    let v = &solved.vectors[0];
+    let hv = DMatrix::from_column_slice(v.len(), 1, v);
+    let r = (hessian * &hv - &hv * solved.values[0]).norm();
+    assert!(r <= 1e-9 * lambda.abs(), "{what}: residual {r:e}");
+}
+
 /// Along a trajectory (GD steps), an eigen-solve started from the last call's Ritz vectors
 /// and the top vectors of earlier calls (as the central flow starts its own) returns the dense
 /// top eigenpair to its tolerance at every state, also when those earlier vectors are
@@ -188,16 +203,7 @@ fn eigen_solves_started_from_earlier_vectors_meet_their_tolerance() {
         let start: Vec<Vec<f64>> = warm.iter().chain(&history).cloned().collect();
         let h = if warm.len() >= 2 { history.len() } else { 0 };
         let solved = top_eigenpairs(&field, &x, &start, &opts(h), 3);
-        assert!(solved.converged, "step {step}");
-        assert!(
-            (solved.values[0] - lambda).abs() <= 1e-9 * lambda.abs(),
-            "step {step}: {} vs {lambda}",
-            solved.values[0]
-        );
-        let v = &solved.vectors[0];
-        let hv = DMatrix::from_column_slice(v.len(), 1, v);
-        let r = (&hessian * &hv - &hv * solved.values[0]).norm();
-        assert!(r <= 1e-9 * lambda.abs(), "step {step}: residual {r:e}");
+        assert_top_pair(&hessian, lambda, &solved, &format!("step {step}"));
         with_history += solved.hvps;
         if let Some(q) = warm.first() {
             earlier.insert(0, q.clone());
@@ -245,19 +251,7 @@ fn eigen_solves_started_from_predicted_vectors_meet_their_tolerance() {
             (earlier, Carry::History(4)),
         ] {
             let solved = trail.solve(&field, at, &opts, carry, 3);
-            assert!(solved.converged, "{what}, {carry:?}");
-            assert!(
-                (solved.values[0] - lambda).abs() <= 1e-9 * lambda.abs(),
-                "{what}, {carry:?}: {} vs {lambda}",
-                solved.values[0]
-            );
-            let v = &solved.vectors[0];
-            let hv = DMatrix::from_column_slice(v.len(), 1, v);
-            let r = (&hessian * &hv - &hv * solved.values[0]).norm();
-            assert!(
-                r <= 1e-9 * lambda.abs(),
-                "{what}, {carry:?}: residual {r:e}"
-            );
+            assert_top_pair(&hessian, lambda, &solved, &format!("{what}, {carry:?}"));
         }
     };
     let h = 0.01;
