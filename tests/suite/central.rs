@@ -151,6 +151,20 @@ fn eigen_solver_matches_dense_eigendecompositions() {
     }
 }
 
+/// One top pair to 1e-10, warm-started with the next Ritz vector and `history` earlier ones.
+fn warm_options(history: usize) -> EigenOptions {
+    EigenOptions {
+        count: 1,
+        block: 2,
+        tol: 1e-10,
+        max_hvps: 800,
+        max_basis: 24,
+        warm_extra: 1,
+        history,
+        ..EigenOptions::default()
+    }
+}
+
 /// `solved` converged to the top eigenpair of `hessian` (λ_max `lambda`): its value and its
 /// residual ‖Hv − θv‖ within 1e-9 of λ_max.
 fn assert_top_pair(hessian: &DMatrix<f64>, lambda: f64, solved: &TopEigen, what: &str) {
@@ -175,16 +189,7 @@ fn eigen_solves_started_from_earlier_vectors_meet_their_tolerance() {
     let g = small_gaussian(44);
     let field = SensingField::from_problem(&g);
     let mut x = random_state(&g, 5, 0.7);
-    let opts = |history: usize| EigenOptions {
-        count: 1,
-        block: 2,
-        tol: 1e-10,
-        max_hvps: 800,
-        max_basis: 24,
-        warm_extra: 1,
-        history,
-        ..EigenOptions::default()
-    };
+    let opts = warm_options;
     let (mut warm, mut warm_plain) = (Vec::new(), Vec::new());
     let mut earlier: Vec<Vec<f64>> = Vec::new();
     let (mut with_history, mut without) = (0, 0);
@@ -233,15 +238,7 @@ fn eigen_solves_started_from_predicted_vectors_meet_their_tolerance() {
     let g = small_gaussian(44);
     let field = SensingField::from_problem(&g);
     let mut x = random_state(&g, 5, 0.7);
-    let opts = EigenOptions {
-        count: 1,
-        block: 2,
-        tol: 1e-10,
-        max_hvps: 800,
-        max_basis: 24,
-        warm_extra: 1,
-        ..EigenOptions::default()
-    };
+    let opts = warm_options(0);
     let (mut predicted, mut earlier) = (Trail::default(), Trail::default());
     let check = |predicted: &mut Trail, earlier: &mut Trail, at: &[f64], what: &str| {
         let hessian = dense_hessian(&field, at);
