@@ -60,7 +60,8 @@ pub(super) struct Prediction {
     capacity: usize,
     /// Oldest first: the anchor x_0, then the states after it.
     states: Vec<Vec<f64>>,
-    /// Each state's top vectors, each with the sign that makes it closest to the one before.
+    /// Each state's top vectors, rotated to the basis of their span nearest the state before's
+    /// ([`aligned`]).
     tops: Vec<Vec<Vec<f64>>>,
     /// e_i = x_i − x_0 for i ≥ 1.
     moves: Vec<Vec<f64>>,
