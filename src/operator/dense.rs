@@ -24,6 +24,15 @@ struct Lines<T> {
     len: usize,
 }
 
+/// An empty block for `count` entries read to become an operator's matrix: huge pages asked
+/// for before it is written, and room for the shift to a cache line that [`DenseOperator`]
+/// makes within the block (without it the matrix would be moved to a new, unadvised one).
+pub fn matrix_block(count: usize) -> Vec<f64> {
+    let block = Vec::with_capacity(count + Lines::<f64>::PAD);
+    super::pages::advise_huge_pages(&block);
+    block
+}
+
 impl<T: Copy + Default> Lines<T> {
     const PAD: usize = 64 / std::mem::size_of::<T>();
 

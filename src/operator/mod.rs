@@ -20,7 +20,7 @@ mod pages;
 mod sampled;
 mod team;
 
-pub use dense::{DenseOperator, StorageView};
+pub use dense::{matrix_block, DenseOperator, StorageView};
 pub use kernels::FusedPlan;
 pub use pages::advise_huge_pages;
 pub use sampled::{EntryOperator, IdentityOperator};

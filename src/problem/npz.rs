@@ -129,11 +129,7 @@ fn read_little_endian<const B: usize>(
     entry_bytes: usize,
     from: impl Fn([u8; B]) -> f64,
 ) -> std::io::Result<Vec<f64>> {
-    // 16 values of room: the operator shifts its matrix to a cache line within this block
-    // (`operator::dense::Lines`), which would otherwise reallocate it away from the pages
-    // asked for here
-    let mut out = Vec::with_capacity(count.min(entry_bytes / B) + 16);
-    crate::operator::advise_huge_pages(&out);
+    let mut out = crate::operator::matrix_block(count.min(entry_bytes / B));
     let mut piece = vec![0u8; count.saturating_mul(B).min(1 << 20)];
     let per_piece = (piece.len() / B).max(1);
     let mut left = count;

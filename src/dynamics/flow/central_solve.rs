@@ -332,7 +332,7 @@ pub fn solve_central_flow_with(
                         w.worst_sdp_residual
                     ),
                 };
-                work = central.stats();
+                work = w;
                 break 'segments;
             }
         }

@@ -97,6 +97,8 @@ fn aligned(tops: Vec<Vec<f64>>, last: &[Vec<f64>]) -> Vec<Vec<f64>> {
 /// prediction computes and the update after the solve reuses.
 pub(super) struct Displacement {
     moved: Vec<f64>,
+    /// ‖moved‖².
+    tt: f64,
     row: Vec<f64>,
 }
 
@@ -133,15 +135,16 @@ impl Prediction {
         }
         let moved: Vec<f64> = state.iter().zip(anchor).map(|(x, a)| x - a).collect();
         let b: Vec<f64> = self.moves.iter().map(|e| dot(e, &moved)).collect();
+        let tt = dot(&moved, &moved);
         let l = b.len();
         if l == 0 {
-            return (vec![], Some(Displacement { moved, row: vec![] }));
+            let row = vec![];
+            return (vec![], Some(Displacement { moved, tt, row }));
         }
         let (row, y, gamma) = self.weights(&b);
         // ‖t − Eγ‖² = ‖t‖² − 2γᵀb + ‖Eγ‖², and γᵀ(EᵀE + λ(I + 11ᵀ))γ = ‖Fᵀγ‖² = ‖y‖²
         let sum: f64 = gamma.iter().sum();
         let fitted = dot(&y, &y) - self.lambda * (dot(&gamma, &gamma) + sum * sum);
-        let tt = dot(&moved, &moved);
         let unexplained = tt - 2.0 * dot(&gamma, &b) + fitted;
         if !(gamma.iter().all(|v| v.is_finite()) && unexplained <= UNEXPLAINED.powi(2) * tt) {
             // the state left the span of the last ones (a new segment, a jump): the model
@@ -166,7 +169,7 @@ impl Prediction {
         } else {
             vec![]
         };
-        (predicted, Some(Displacement { moved, row }))
+        (predicted, Some(Displacement { moved, tt, row }))
     }
 
     /// From b_i = ⟨e_i, x − x_0⟩: the factor's row for x (F row = b + λ1), y (F y = b +
@@ -209,13 +212,12 @@ impl Prediction {
         mut tops: Vec<Vec<f64>>,
         displacement: Option<Displacement>,
     ) {
-        let Some(Displacement { moved, mut row }) = displacement else {
+        let Some(Displacement { moved, tt, mut row }) = displacement else {
             *self = Self::new(self.capacity);
             self.states.push(state.to_vec());
             self.tops.push(tops);
             return;
         };
-        let tt = dot(&moved, &moved);
         if tt == 0.0 {
             // the anchor again: nothing new to fit through
             return;
