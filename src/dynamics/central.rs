@@ -327,12 +327,18 @@ const HISTORY: usize = 4;
 
 /// The field's own eigen-solves start from the held vectors predicted at the new state by a
 /// model linear in the state through at most this many solves ([`Carry::Predicted`]; 24 to
-/// 48 once its window has filled), beside the last solve's vectors, instead of the earlier
+/// 48 once its window has filled), beside the last solve's neighbour, instead of the earlier
 /// vectors themselves. Measured with
 /// the same tolerance: Hessian–vector products per evaluation 9.15 → 6.49 on the default
 /// problem at η = 1 (300 steps; 35.6 → 8.9 at η = 1.2, two held), 5.70 → 3.87 on the README's 8 × 7
 /// problem (2000 steps); through at most 32 and 64 solves 6.67 and 6.32, 3.99 and 3.84. The
-/// four earlier vectors beside the prediction cost more products than they saved.
+/// four earlier vectors beside the prediction cost more products than they saved, and so did
+/// the last solve's held vectors: without them 5.75, 7.30 and 2.95 (the counts of evaluations
+/// within 1%). Tried and not kept: the neighbour only where the prediction alone has not
+/// converged (4.9 and 2.2 products, but 4–9% more evaluations: the field, its vector's error
+/// along the neighbour not projected out, looks rougher to the error control; 1.13× the 8 × 7
+/// run's time), the ridge pulled towards the nearest state instead of the newest (−3% products
+/// on the default problem, +4% on 8 × 7), a window of 64 (−3%, −1%).
 const PREDICTION_POINTS: usize = 48;
 
 /// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate

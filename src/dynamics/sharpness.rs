@@ -276,11 +276,12 @@ pub enum Carry {
     /// The last solve's vectors and the top vectors of at most this many solves before it,
     /// newest first.
     History(usize),
-    /// The last solve's vectors and the top vectors predicted at the new state by a model
-    /// linear in the state through at most this many solves before it (for solves along a
-    /// smooth path, where the states span the directions the next one moves in; see
-    /// `prediction.rs`). A solve for another number of pairs, or at a state outside the span
-    /// of the last ones, starts the model again.
+    /// The top vectors predicted at the new state by a model linear in the state through at
+    /// most this many solves before it (for solves along a smooth path, where the states span
+    /// the directions the next one moves in; see `prediction.rs`), in place of the last
+    /// solve's, beside its other vectors (the `warm_extra` neighbours). Without a prediction,
+    /// the last solve's vectors. A solve for another number of pairs, or at a state outside
+    /// the span of the last ones, starts the model again.
     Predicted(usize),
 }
 
@@ -345,20 +346,21 @@ impl Trail {
             Carry::History(_) if whole => self.earlier.len().min(keep),
             _ => 0,
         };
-        let joined = predicted.len() + history;
+        // predicted vectors stand in for the last solve's top ones, which are wrong at first
+        // order where they are wrong at second: beside them the last top vectors cost a
+        // product each and saved less (see `central.rs`); its other vectors, the neighbours
+        // the top ones turn towards, stay
+        let replaced = predicted.len();
         let start: Vec<Vec<f64>> = predicted
             .into_iter()
-            .chain(self.vectors.iter().take(warm).cloned())
+            .chain(self.vectors.iter().take(warm).skip(replaced).cloned())
             .chain(self.earlier.iter().take(history).cloned())
             .collect();
         let eig = top_eigenpairs(
             field,
             state,
             &start,
-            &EigenOptions {
-                history: joined,
-                ..*opts
-            },
+            &EigenOptions { history, ..*opts },
             seed,
         );
         if let Some(top) = self.vectors.first() {
