@@ -388,7 +388,9 @@ fn semidefinite_problem_meets_its_optimality_conditions() {
 
 use gdflow::config::{FlowVariant, Method};
 use gdflow::dynamics::central::{CentralField, DRIFT_RATE};
-use gdflow::dynamics::flow::{solve_central_flow_with, solve_flow_with, FlowOptions, Times};
+use gdflow::dynamics::flow::{
+    solve_central_flow_with, solve_flow_with, CentralColumns, FlowOptions, Times,
+};
 use gdflow::experiments::{run, Command, RunExtras, Setup};
 
 /// The edge-of-stability problem of MATH §8's kind: 8×7, r = 2, k = 3, m = 60.
@@ -429,7 +431,7 @@ fn below_the_limit_the_central_flow_is_the_gradient_flow() {
         &x0,
         times,
         &opts,
-        true,
+        CentralColumns::ALL,
         &mut |_, _, y, w| {
             assert_eq!(w.active, 0);
             assert!(w.sharpness < 20.0);
@@ -623,6 +625,73 @@ fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
     }
 }
 
+/// A run compares GD's two-step average with the central flow's state alone at the half
+/// steps between its records: measured at every second output only, the solve leaves the
+/// others' columns empty (no evaluation of the central field there) and measures the rest as
+/// a solve measured everywhere does, its states the same to the solver's tolerance.
+#[test]
+fn measuring_every_second_output_leaves_the_others_state_only() {
+    let eta = eta_past_the_limit();
+    let setup = Setup::new(&eos_args(eta, 100), Command::Run, false).unwrap();
+    let field = setup.field();
+    let times = Times::Grid {
+        dt: eta / 2.0,
+        count: 201,
+    };
+    let rtol = 1e-8;
+    let opts = FlowOptions::new(Method::Dop853, rtol, 1e-12);
+    let solve = |columns| {
+        let mut outputs = Vec::new();
+        let (status, _, report) = solve_central_flow_with(
+            field.clone(),
+            eta,
+            &setup.start(),
+            times,
+            &opts,
+            columns,
+            &mut |i, _, y, w| outputs.push((i, y.to_vec(), w.clone())),
+            &mut |_| {},
+        );
+        assert_eq!(status, gdflow::dynamics::Status::Completed);
+        (outputs, report)
+    };
+    let (all, all_report) = solve(CentralColumns::ALL);
+    let (every, report) = solve(CentralColumns {
+        every: 2,
+        ..CentralColumns::ALL
+    });
+    assert_eq!(all.len(), 201);
+    assert_eq!(every.len(), 201);
+    let reached = report.first_reached.expect("the sharpness reaches 2/η");
+    assert!(reached < 0.8 * times.last(), "reached at {reached}");
+    assert!((reached - all_report.first_reached.unwrap()).abs() <= 1e-3 * reached);
+    let norm = setup.problem.x_star.norm();
+    for ((i, x, measured), (_, y, reference)) in every.iter().zip(&all) {
+        let gap = (field.product(x) - field.product(y)).norm() / norm;
+        assert!(gap <= 10.0 * rtol, "output {i}: states {gap:e} apart");
+        assert_eq!(measured.active, reference.active, "output {i}");
+        if i % 2 == 1 {
+            assert!(measured.sharpness.is_nan() && measured.sigma_trace.is_nan());
+            assert!(measured.vectors.is_empty(), "output {i}");
+            continue;
+        }
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-3);
+        assert!(
+            close(measured.sharpness, reference.sharpness),
+            "output {i}: sharpness {} against {}",
+            measured.sharpness,
+            reference.sharpness
+        );
+        assert!(
+            close(measured.sigma_trace, reference.sigma_trace),
+            "output {i}: tr Σ {} against {}",
+            measured.sigma_trace,
+            reference.sigma_trace
+        );
+        assert_eq!(measured.vectors.len(), measured.active, "output {i}");
+    }
+}
+
 /// `gdflow check` past the limit adds the edge-of-stability rows and they pass; below it (the
 /// same problem at a small η) only the stability row is there, below 1.
 #[test]
@@ -740,7 +809,7 @@ fn held_eigenvalues_match_the_dense_hessian(args: &ConfigArgs, tens: usize) -> u
         &setup.start(),
         Times::List(&times),
         &FlowOptions::new(Method::Dop853, 1e-8, 1e-12),
-        true,
+        CentralColumns::ALL,
         &mut |_, t, y, w| states.push((t, y.to_vec(), w.active)),
         &mut |_| {},
     );

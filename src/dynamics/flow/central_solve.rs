@@ -81,12 +81,33 @@ const RELEASED: f64 = 1e-8;
 /// What a central solve reports at each output: (index, t, state, what was found there).
 pub type OnCentralOutput<'a> = dyn FnMut(usize, f64, &[f64], &CentralOutput) + 'a;
 
+/// What a central solve measures at its outputs beside the state, each measurement an
+/// evaluation of the central field or an eigen-solve of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CentralColumns {
+    /// The sharpness also while no eigenvalue is held (NaN otherwise: an eigen-solve per
+    /// output is most of the cost of a solve on a fine output grid).
+    pub sharpness_unheld: bool,
+    /// Only the outputs whose index is a multiple of this are measured (0: none); the others
+    /// carry their state and the held count alone (NaN columns, no directions): a run
+    /// compares GD's two-step average with the flow's state at the half steps between its
+    /// records, and a sweep compares states only, so M and the held pairs there, an
+    /// evaluation of the central field each, would go unread.
+    pub every: usize,
+}
+
+impl CentralColumns {
+    /// Every column at every output.
+    pub const ALL: Self = Self {
+        sharpness_unheld: true,
+        every: 1,
+    };
+}
+
 /// Solve the central flow of `field` (a gradient field) for GD's step `eta` at `times`;
-/// `on_output(i, t, state, what)` for each output reached, with the sharpness in `what` also
-/// while no eigenvalue is held when `sharpness_at_outputs` (NaN otherwise: an eigen-solve per
-/// output is most of the cost of a solve on a fine output grid). A failure (a step size too small,
-/// an eigen-solve or semidefinite problem that cannot be met) ends the solve as
-/// [`Status::Failed`] with t and the reason.
+/// `on_output(i, t, state, what)` for each output reached, `what` measured as `columns`
+/// says. A failure (a step size too small, an eigen-solve or semidefinite problem that cannot
+/// be met) ends the solve as [`Status::Failed`] with t and the reason.
 #[allow(clippy::too_many_arguments)]
 pub fn solve_central_flow_with(
     field: Arc<dyn Field>,
@@ -94,7 +115,7 @@ pub fn solve_central_flow_with(
     x0: &[f64],
     times: Times<'_>,
     opts: &FlowOptions,
-    sharpness_at_outputs: bool,
+    columns: CentralColumns,
     on_output: &mut OnCentralOutput<'_>,
     on_step: &mut dyn FnMut(f64),
 ) -> (Status, SolverStats, CentralReport) {
@@ -146,15 +167,23 @@ pub fn solve_central_flow_with(
             }
             continue 'segments;
         }
-        let output = |central: &CentralField, y: &[f64]| -> CentralOutput {
+        let output = |central: &CentralField, i: usize, y: &[f64]| -> CentralOutput {
+            if columns.every == 0 || !i.is_multiple_of(columns.every) {
+                return CentralOutput {
+                    sharpness: f64::NAN,
+                    sigma_trace: f64::NAN,
+                    active: p,
+                    vectors: vec![],
+                };
+            }
             // M and the held eigenpairs at y (nothing to solve for while none is held)
             if p > 0 {
                 let mut out = vec![0.0; y.len()];
                 central.rhs(y, &mut out, &mut central.workspace());
-            } else if sharpness_at_outputs {
+            } else if columns.sharpness_unheld {
                 central.eigenpairs(y, 1, None);
             }
-            let known = p > 0 || sharpness_at_outputs;
+            let known = p > 0 || columns.sharpness_unheld;
             central.inspect(|pt| CentralOutput {
                 sharpness: pt
                     .eigenvalues
@@ -168,7 +197,7 @@ pub fn solve_central_flow_with(
             })
         };
         while next < times.len() && times.at(next) <= t0 {
-            let what = output(&central, &y0);
+            let what = output(&central, next, &y0);
             on_output(next, times.at(next), &y0, &what);
             next += 1;
         }
@@ -263,7 +292,7 @@ pub fn solve_central_flow_with(
                 } else {
                     s.interpolate(at, &mut buf);
                 }
-                let what = output(&central, &buf);
+                let what = output(&central, next, &buf);
                 on_output(next, at, &buf, &what);
                 next += 1;
             }

@@ -27,7 +27,9 @@ mod lu;
 mod stability_region;
 
 pub use auto::{tsit45_stability_bound, AutoReport, MethodSwitch};
-pub use central_solve::{solve_central_flow_with, CentralEvent, CentralOutput, CentralReport};
+pub use central_solve::{
+    solve_central_flow_with, CentralColumns, CentralEvent, CentralOutput, CentralReport,
+};
 pub use dop853::ErrorScale;
 pub use lu::BlockedLu;
 pub use stability_region::real_stability_bound;

@@ -163,17 +163,14 @@ impl Limit {
                     central: None,
                 })
             }
-            LimitSolver::Central {
-                eta,
-                sharpness_at_outputs,
-            } => {
+            LimitSolver::Central { eta, columns } => {
                 let (status, solver, report) = solve_central_flow_with(
                     self.field.clone(),
                     *eta,
                     &self.start,
                     times,
                     opts,
-                    *sharpness_at_outputs,
+                    *columns,
                     &mut |i, t, y, w| {
                         let out = Output {
                             state: self.position(y),

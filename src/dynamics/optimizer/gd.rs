@@ -45,7 +45,7 @@ impl Optimizer for GdMethod {
             FlowVariant::Central => Limit {
                 solver: LimitSolver::Central {
                     eta,
-                    sharpness_at_outputs: true,
+                    columns: crate::dynamics::flow::CentralColumns::ALL,
                 },
                 ..Limit::ode(field, start, "the central flow (MATH §8)")
             },

@@ -77,13 +77,12 @@ pub enum LimitSolver {
     Ode,
     /// The central flow for GD's step `eta` (MATH §8): the gradient flow of `field` until
     /// the sharpness reaches 2/η, then its event-driven solve. Its outputs carry the columns
-    /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η. The
-    /// sharpness is measured at outputs where no eigenvalue is held only when
-    /// `sharpness_at_outputs` (NaN otherwise): on a fine output grid that eigen-solve is most
-    /// of the cost, and a sweep, which compares positions only, leaves it out.
+    /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η, as
+    /// `columns` says: a sweep, which compares positions only, measures none of them, and a
+    /// run measures only at its records, not at the half steps between them.
     Central {
         eta: f64,
-        sharpness_at_outputs: bool,
+        columns: crate::dynamics::flow::CentralColumns,
     },
     /// A stochastic modified equation (MATH §10): `field` is its drift, the noise is the
     /// SME's, one path per replica ([`Limit::replica`]).
@@ -161,15 +160,25 @@ impl Limit {
     }
 
     /// The same limit without the measurements beside its positions that cost solves of their
-    /// own (the central flow's sharpness where no eigenvalue is held).
+    /// own (the central flow's sharpness, tr Σ and held directions: an eigen-solve or an
+    /// evaluation of the central field at each output; the held count stays).
     pub fn positions_only(&self) -> Limit {
         let mut l = self.clone();
-        if let LimitSolver::Central {
-            sharpness_at_outputs,
-            ..
-        } = &mut l.solver
-        {
-            *sharpness_at_outputs = false;
+        if let LimitSolver::Central { columns, .. } = &mut l.solver {
+            *columns = crate::dynamics::flow::CentralColumns {
+                sharpness_unheld: false,
+                every: 0,
+            };
+        }
+        l
+    }
+
+    /// The same limit measuring its columns only at every `every`-th output (the others
+    /// carry their position alone; see [`crate::dynamics::flow::CentralColumns::every`]).
+    pub fn measured_every(&self, every: usize) -> Limit {
+        let mut l = self.clone();
+        if let LimitSolver::Central { columns, .. } = &mut l.solver {
+            columns.every = every;
         }
         l
     }
