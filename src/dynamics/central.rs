@@ -285,8 +285,8 @@ pub struct CentralStats {
 pub struct CentralPoint {
     /// Top eigenvalues of ∇²f (p + 1 of them).
     pub eigenvalues: Vec<f64>,
-    /// Their eigenvectors (and a neighbour's), with the top vectors of earlier solves: the
-    /// next eigen-solve's start.
+    /// Their eigenvectors (and a neighbour's), with the top vectors of earlier solves and
+    /// the model that predicts the next ones: the next eigen-solve's start.
     pub trail: Trail,
     /// M (p × p), zero-sized while p = 0.
     pub m: DMatrix<f64>,
@@ -314,7 +314,8 @@ pub struct CentralField {
 /// Ritz vectors kept beyond the held ones as the next eigen-solve's warm start: the next
 /// eigenvector, whose eigenvalue is the held one's neighbour (1.89 beside 2 on the default
 /// problem at η = 1). More of them bought fewer products only before [`HISTORY`] and
-/// [`PREDICTION_POINTS`] (2 beside the prediction: 8% more products on the default problem).
+/// [`PREDICTION_POINTS`] (2 beside the prediction: 8% more products on the default problem
+/// with the last held vector in the start, 3% more without it).
 const WARM_EXTRA: usize = 1;
 
 /// Top vectors of earlier eigen-solves also put in the start of a solve the field does not
@@ -328,13 +329,13 @@ const HISTORY: usize = 4;
 /// The field's own eigen-solves start from the held vectors predicted at the new state by a
 /// model linear in the state through at most this many solves ([`Carry::Predicted`]; 24 to
 /// 48 once its window has filled), beside the last solve's neighbour, instead of the earlier
-/// vectors themselves. Measured with
-/// the same tolerance: Hessian–vector products per evaluation 9.15 → 6.49 on the default
-/// problem at η = 1 (300 steps; 35.6 → 8.9 at η = 1.2, two held), 5.70 → 3.87 on the README's 8 × 7
-/// problem (2000 steps); through at most 32 and 64 solves 6.67 and 6.32, 3.99 and 3.84. The
-/// four earlier vectors beside the prediction cost more products than they saved, and so did
-/// the last solve's held vectors: without them 5.75, 7.30 and 2.95 (the counts of evaluations
-/// within 1%). Tried and not kept: the neighbour only where the prediction alone has not
+/// vectors themselves. Measured with the same tolerance, Hessian–vector products per
+/// evaluation on the default problem at η = 1 (300 steps), at η = 1.2 (two held) and on the
+/// README's 8 × 7 problem (2000 steps): 9.15, 35.6 and 5.70 from the earlier vectors; 6.49,
+/// 8.9 and 3.87 from the prediction beside the last solve's held vectors (through at most 32
+/// and 64 solves 6.67 and 6.32, –, 3.99 and 3.84); 5.75, 7.30 and 2.95 from the prediction in
+/// their place (the counts of evaluations within 1%). The four earlier vectors beside the
+/// prediction cost more products than they saved. Tried and not kept: the neighbour only where the prediction alone has not
 /// converged (4.9 and 2.2 products, but 4–9% more evaluations: the field, its vector's error
 /// along the neighbour not projected out, looks rougher to the error control; 1.13× the 8 × 7
 /// run's time), the ridge pulled towards the nearest state instead of the newest (−3% products
@@ -385,8 +386,9 @@ impl CentralField {
     }
 
     /// The top `count` eigenpairs at `x`, warm-started from the last evaluation's vectors
-    /// (and, for the field's own p pairs, from the vectors predicted at `x`); pairs found
-    /// below `settled_below` need not converge (see [`EigenOptions::settled_below`]).
+    /// (for the field's own p pairs, from the vectors predicted at `x` in place of the last
+    /// held ones, beside the last neighbour); pairs found below `settled_below` need not
+    /// converge (see [`EigenOptions::settled_below`]).
     pub fn eigenpairs(
         &self,
         x: &[f64],

@@ -292,7 +292,7 @@ pub enum Carry {
 /// direction, which the differences of its last few values span: Rayleigh–Ritz on them starts
 /// from an extrapolation of the turning rather than from the last vector. Along a smooth path
 /// ([`Carry::Predicted`]) the extrapolation is made before the solve, from the states, and
-/// its vectors replace the earlier ones.
+/// its vectors replace the earlier ones and the last solve's top ones.
 #[derive(Debug, Clone, Default)]
 pub struct Trail {
     /// The last solve's top Ritz vectors, largest first.
@@ -310,7 +310,7 @@ pub struct Trail {
 impl Trail {
     /// [`top_eigenpairs`] at `state` started from the trail as `carry` says (`opts.history`
     /// is set here), which then holds this solve's vectors and the earlier ones. The earlier
-    /// or predicted vectors join only beside a whole warm start: not when a solve asks for
+    /// or predicted vectors are used only with a whole warm start: not when a solve asks for
     /// more pairs than the last one kept (the central flow's event tests, after the field's
     /// solve).
     pub fn solve(
@@ -346,10 +346,10 @@ impl Trail {
             Carry::History(_) if whole => self.earlier.len().min(keep),
             _ => 0,
         };
-        // predicted vectors stand in for the last solve's top ones, which are wrong at first
-        // order where they are wrong at second: beside them the last top vectors cost a
-        // product each and saved less (see `central.rs`); its other vectors, the neighbours
-        // the top ones turn towards, stay
+        // the predicted vectors stand in for the last solve's top ones: those are wrong at
+        // first order in the move where the predicted ones are wrong at second, and beside
+        // the prediction they cost a product each and saved less (see `central.rs`); the last
+        // solve's other vectors, the neighbours the top ones turn towards, stay
         let replaced = predicted.len();
         let start: Vec<Vec<f64>> = predicted
             .into_iter()

@@ -690,6 +690,88 @@ fn measuring_every_second_output_leaves_the_others_state_only() {
         );
         assert_eq!(measured.vectors.len(), measured.active, "output {i}");
     }
+
+    // Where outputs are dense, each one measured is an evaluation of the central field: 401
+    // outputs over a few steps while an eigenvalue is held, all of them measured, one in two,
+    // none. Until the first of them the three solves are the same; after it their steps may
+    // differ by one or two (the eigen-solves' starts differ), some 16 evaluations each.
+    let from = 0.9 * times.last();
+    let dense: Vec<f64> = std::iter::once(0.0)
+        .chain((0..=400).map(|i| from + i as f64 * eta / 100.0))
+        .collect();
+    let evaluations = |every| {
+        let mut held = usize::MAX;
+        let (status, _, report) = solve_central_flow_with(
+            field.clone(),
+            eta,
+            &setup.start(),
+            Times::List(&dense),
+            &opts,
+            CentralColumns {
+                every,
+                ..CentralColumns::ALL
+            },
+            &mut |i, _, _, w| {
+                if i > 0 {
+                    held = held.min(w.active);
+                }
+            },
+            &mut |_| {},
+        );
+        assert_eq!(status, gdflow::dynamics::Status::Completed);
+        assert!(held >= 1, "an eigenvalue held at every dense output");
+        report.work.evaluations
+    };
+    let (all, one_in_two, none) = (evaluations(1), evaluations(2), evaluations(0));
+    // 201 odd outputs, then the 200 even ones after t = 0
+    assert!(all >= one_in_two + 160, "{all} against {one_in_two}");
+    assert!(one_in_two >= none + 160, "{one_in_two} against {none}");
+}
+
+/// A run measures the central flow at its whole steps t_j only, not at the half steps where
+/// GD's two-step average is compared with its state: the run's solve is, product for product,
+/// the solve measured at every second output of its grid, and not the one measured at all.
+#[test]
+fn a_run_measures_the_central_flow_at_its_whole_steps_only() {
+    let eta = eta_past_the_limit();
+    let steps = 100;
+    let setup = Setup::new(
+        &ConfigArgs {
+            flow: Some(FlowVariant::Central),
+            ..eos_args(eta, steps)
+        },
+        Command::Run,
+        false,
+    )
+    .unwrap();
+    let r = run(&setup, &RunExtras::default()).unwrap();
+    let ran = &r.summary.central.as_ref().unwrap().report.work;
+    let solve = |every| {
+        let (_, _, report) = solve_central_flow_with(
+            setup.flow_field(FlowVariant::Central, eta),
+            eta,
+            &setup.start(),
+            Times::Grid {
+                dt: eta / 2.0,
+                count: 2 * steps + 1,
+            },
+            &setup.config.flow_options(),
+            CentralColumns {
+                every,
+                ..CentralColumns::ALL
+            },
+            &mut |_, _, _, _| {},
+            &mut |_| {},
+        );
+        report.work
+    };
+    let (one_in_two, all) = (solve(2), solve(1));
+    assert!(ran.evaluations > 0);
+    assert_eq!(
+        (ran.evaluations, ran.hvps),
+        (one_in_two.evaluations, one_in_two.hvps)
+    );
+    assert!(all.evaluations > one_in_two.evaluations);
 }
 
 /// `gdflow check` past the limit adds the edge-of-stability rows and they pass; below it (the

@@ -43,12 +43,15 @@ pub struct CentralReport {
 /// What is known at an output of the central flow.
 #[derive(Debug, Clone)]
 pub struct CentralOutput {
-    /// λ_max(∇²f).
+    /// λ_max(∇²f) (NaN where not measured).
     pub sharpness: f64,
-    /// tr Σ (0 while no eigenvalue is active).
+    /// tr Σ (0 while no eigenvalue is active; NaN at an output not measured, see
+    /// [`CentralColumns::every`]).
     pub sigma_trace: f64,
+    /// How many eigenvalues are held (at every output, measured or not).
     pub active: usize,
-    /// The active eigenvectors (p of them), an orthonormal basis of Σ's range.
+    /// The active eigenvectors (p of them), an orthonormal basis of Σ's range; none at an
+    /// output not measured.
     pub vectors: Vec<Vec<f64>>,
 }
 
@@ -91,7 +94,7 @@ pub struct CentralColumns {
     /// Only the outputs whose index is a multiple of this are measured (0: none); the others
     /// carry their state and the held count alone (NaN columns, no directions): a run
     /// compares GD's two-step average with the flow's state at the half steps between its
-    /// records, and a sweep compares states only, so M and the held pairs there, an
+    /// whole steps t_j, and a sweep compares states only, so M and the held pairs there, an
     /// evaluation of the central field each, would go unread.
     pub every: usize,
 }

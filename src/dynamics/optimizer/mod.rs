@@ -79,7 +79,7 @@ pub enum LimitSolver {
     /// the sharpness reaches 2/η, then its event-driven solve. Its outputs carry the columns
     /// `sharpness`, `sigma_trace` and `active`, and the eigenvectors held at 2/η, as
     /// `columns` says: a sweep, which compares positions only, measures none of them, and a
-    /// run measures only at its records, not at the half steps between them.
+    /// run measures only at its whole steps t_j, not at the half steps between them.
     Central {
         eta: f64,
         columns: crate::dynamics::flow::CentralColumns,
@@ -174,7 +174,8 @@ impl Limit {
     }
 
     /// The same limit measuring its columns only at every `every`-th output (the others
-    /// carry their position alone; see [`crate::dynamics::flow::CentralColumns::every`]).
+    /// carry their position and the held count alone; see
+    /// [`crate::dynamics::flow::CentralColumns::every`]).
     pub fn measured_every(&self, every: usize) -> Limit {
         let mut l = self.clone();
         if let LimitSolver::Central { columns, .. } = &mut l.solver {
