@@ -402,6 +402,19 @@ fn eos_args(eta: f64, steps: usize) -> ConfigArgs {
     }
 }
 
+/// The problem of [`eos_args`] set up for a run beside its central flow.
+fn central_run(eta: f64, steps: usize) -> Setup {
+    Setup::new(
+        &ConfigArgs {
+            flow: Some(FlowVariant::Central),
+            ..eos_args(eta, steps)
+        },
+        Command::Run,
+        false,
+    )
+    .unwrap()
+}
+
 /// Below the stability limit no eigenvalue reaches 2/η: the central flow is the gradient
 /// flow, to the solver's tolerance (here: the same steps, bit for bit).
 #[test]
@@ -563,15 +576,7 @@ fn eta_past_the_limit() -> f64 {
 fn past_the_limit_gds_average_follows_the_central_flow_not_the_gradient_flow() {
     let eta = eta_past_the_limit();
     let steps = 300;
-    let setup = Setup::new(
-        &ConfigArgs {
-            flow: Some(FlowVariant::Central),
-            ..eos_args(eta, steps)
-        },
-        Command::Run,
-        false,
-    )
-    .unwrap();
+    let setup = central_run(eta, steps);
     let r = run(&setup, &RunExtras::default()).unwrap();
     let central = r.summary.central.as_ref().unwrap();
     let reached = central
@@ -735,15 +740,7 @@ fn measuring_every_second_output_leaves_the_others_state_only() {
 fn a_run_measures_the_central_flow_at_its_whole_steps_only() {
     let eta = eta_past_the_limit();
     let steps = 100;
-    let setup = Setup::new(
-        &ConfigArgs {
-            flow: Some(FlowVariant::Central),
-            ..eos_args(eta, steps)
-        },
-        Command::Run,
-        false,
-    )
-    .unwrap();
+    let setup = central_run(eta, steps);
     let r = run(&setup, &RunExtras::default()).unwrap();
     let ran = &r.summary.central.as_ref().unwrap().report.work;
     let solve = |every| {
