@@ -326,20 +326,20 @@ const WARM_EXTRA: usize = 1;
 /// vectors with 1 to 3 Ritz neighbours all gave 10.6–12.7 and 5.9–7.4.
 const HISTORY: usize = 4;
 
-/// The field's own eigen-solves start from the held vectors predicted at the new state by a
-/// model linear in the state through at most this many solves ([`Carry::Predicted`]; 24 to
-/// 48 once its window has filled), beside the last solve's neighbour, instead of the earlier
-/// vectors themselves. Measured with the same tolerance, Hessian–vector products per
-/// evaluation on the default problem at η = 1 (300 steps), at η = 1.2 (two held) and on the
-/// README's 8 × 7 problem (2000 steps): 9.15, 35.6 and 5.70 from the earlier vectors; 6.49,
-/// 8.9 and 3.87 from the prediction beside the last solve's held vectors (through at most 32
-/// and 64 solves 6.67 and 6.32, –, 3.99 and 3.84); 5.75, 7.30 and 2.95 from the prediction in
-/// their place (the counts of evaluations within 1%). The four earlier vectors beside the
-/// prediction cost more products than they saved. Tried and not kept: the neighbour only where the prediction alone has not
-/// converged (4.9 and 2.2 products, but 4–9% more evaluations: the field, its vector's error
-/// along the neighbour not projected out, looks rougher to the error control; 1.13× the 8 × 7
-/// run's time), the ridge pulled towards the nearest state instead of the newest (−3% products
-/// on the default problem, +4% on 8 × 7), a window of 64 (−3%, −1%).
+/// The field's own eigen-solves start from the held vectors predicted at the new state by a model
+/// linear in the state through at most this many solves ([`Carry::Predicted`]; 24 to 48 once its
+/// window has filled), beside the last solve's neighbour, instead of the earlier vectors
+/// themselves. Measured with the same tolerance, Hessian–vector products per evaluation on the
+/// default problem at η = 1 (300 steps), at η = 1.2 (two held) and on the README's 8 × 7 problem
+/// (2000 steps): 9.15, 35.6 and 5.70 from the earlier vectors; 6.49, 8.9 and 3.87 from the
+/// prediction beside the last solve's held vectors (through at most 32 and 64 solves 6.67 and 6.32,
+/// –, 3.99 and 3.84); 5.75, 7.30 and 2.95 from the prediction in their place (the counts of
+/// evaluations within 1%). The four earlier vectors beside the prediction cost more products than
+/// they saved. Tried and not kept: the neighbour only where the prediction alone has not converged
+/// (4.9 and 2.2 products, but 4–9% more evaluations: the field, its vector's error along the
+/// neighbour not projected out, looks rougher to the error control; 1.13× the 8 × 7 run's time),
+/// the ridge pulled towards the nearest state instead of the newest (−3% products on the default
+/// problem, +4% on 8 × 7), a window of 64 (−3%, −1%).
 const PREDICTION_POINTS: usize = 48;
 
 /// Baumgarte's rate, in units of 1/η: active eigenvalues that drift off 2/η return with rate

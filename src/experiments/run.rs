@@ -110,17 +110,16 @@ struct SharpnessTracker {
 /// Ritz vectors beyond the top one kept as the next record's start: where the top one turns
 /// to from step to step.
 const SHARPNESS_WARM_EXTRA: usize = 1;
-/// Each record's solve starts from the top vector predicted at its state by a model linear
-/// in the state through at most this many records before it ([`Carry::Predicted`], as the
-/// central flow's own solves do), beside the last record's next vector. Along a flow the
-/// records lie on a smooth path; at the edge of stability GD's iterates alternate between two
-/// such paths, both of which the model, a function of the state, fits. Against the last record's vectors and
-/// the top vectors of the four before it (the record two back is nearer than the last there),
-/// with the same tolerance and values within 1e-11: 16 155 → 12 358 products on the default
-/// run with `--sharpness-every 1` (GD's and the flow's 2002 records), 9334 → 6373 for GD's
-/// iterates and averages in the default problem's central-flow run at η = 1, 30 093 → 16 168
-/// in the README's 8 × 7 one (2000 steps); through 24 and 48 records 11 885 and 13 496,
-/// 6373 both, 16 435 and 15 980.
+/// Each record's solve starts from the top vector predicted at its state by a model linear in the
+/// state through at most this many records before it ([`Carry::Predicted`], as the central flow's
+/// own solves do), beside the last record's next vector. Along a flow the records lie on a smooth
+/// path; at the edge of stability GD's iterates alternate between two such paths, both of which the
+/// model, a function of the state, fits. Against the last record's vectors and the top vectors of
+/// the four before it (the record two back is nearer than the last there), with the same tolerance
+/// and values within 1e-11: 16 155 → 12 358 products on the default run with `--sharpness-every 1`
+/// (GD's and the flow's 2002 records), 9334 → 6373 for GD's iterates and averages in the default
+/// problem's central-flow run at η = 1, 30 093 → 16 168 in the README's 8 × 7 one (2000 steps);
+/// through 24 and 48 records 11 885 and 13 496, 6373 both, 16 435 and 15 980.
 const SHARPNESS_PREDICTION_POINTS: usize = 32;
 
 impl SharpnessTracker {
