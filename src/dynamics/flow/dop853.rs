@@ -680,12 +680,6 @@ impl<'f> Dop853<'f> {
             // one direction per attempt sees the stiffness or not: keep the largest seen
             // lately, rejected attempts included
             self.rho = self.rho.max(rho);
-            if std::env::var_os("GDFLOW_DEBUG_DOP").is_some() {
-                eprintln!(
-                    "t {:.4} h {:.3e} err {:.3e} rho {:.3e}",
-                    self.t, h, err, rho
-                );
-            }
             if err < 1.0 && h * rho > DENSE_REJECT_H_RHO && h > min_step {
                 // accurate at its end, but its dense output would amplify the stiff modes
                 h_abs = DENSE_STABLE_H_RHO / rho;
