@@ -288,11 +288,20 @@ pub fn format_summary(s: &RunSummary) -> String {
             );
         }
         if let (Some(mean), Some(plain)) = (&c.distance_mean, &c.distance_plain) {
-            let verdict = match (r.first_reached, c.follows_central()) {
-                (None, _) => "below the stability limit throughout: the central flow is the \
+            let diverged = match s.gd.status {
+                Status::Diverged { step, .. } => Some(step),
+                _ => None,
+            };
+            let verdict = match (diverged, r.first_reached, c.follows_central()) {
+                // distances to a diverging iterate compare nothing: neither flow describes it
+                (Some(step), _, _) => format!(
+                    "GD diverged at step {step}: the distances cover its steps before, and \
+                     neither flow describes the divergence"
+                ),
+                (None, None, _) => "below the stability limit throughout: the central flow is the \
                               gradient flow, and GD follows it"
                     .to_string(),
-                (Some(_), Some(true)) => {
+                (None, Some(_), Some(true)) => {
                     "GD follows the central flow on average, not the gradient flow".into()
                 }
                 _ => "GD's average is not nearer the central flow than its iterates are to the \

@@ -312,6 +312,15 @@ impl Config {
                 ),
             ));
         }
+        if self.flow == FlowVariant::Central && self.method != Method::Dop853 {
+            return Err(Error::invalid(
+                "method",
+                self.method.name(),
+                "with --flow central: the central flow is solved by DOP853 alone (its field \
+                 makes an eigen-solve at every evaluation, which the other methods' Jacobians \
+                 would differentiate); drop --method or give dop853",
+            ));
+        }
         if self.replicas > 1 && self.flow == FlowVariant::Central {
             return Err(Error::invalid(
                 "replicas",
@@ -616,6 +625,7 @@ impl Config {
             let recorded = (self.steps / self.record_every.max(1)) as f64;
             let states = 16.0 * recorded * ((self.n1 + self.n2) * self.width) as f64;
             let operator = 8.0 * self.measurements as f64 * n12;
+            // every key lowers the estimate but --record-every, which raises it the other way
             let (field, value, what) = if operator >= states && operator >= 48.0 * n12 {
                 let key = if self.measurements >= self.n1.max(self.n2) {
                     ("measurements", self.measurements.to_string())
@@ -647,10 +657,15 @@ impl Config {
                 value,
                 format!(
                     "the run would need about {:.1} GiB, mostly {what}, and {:.1} GiB is 80% of \
-                     the {:.1} GiB available (the rest is kept free): lower --{}",
+                     the {:.1} GiB available (the rest is kept free): {} --{}",
                     needed / f64::from(1u32 << 30),
                     0.8 * available / f64::from(1u32 << 30),
                     available / f64::from(1u32 << 30),
+                    if field == "record_every" {
+                        "raise"
+                    } else {
+                        "lower"
+                    },
                     field.replace('_', "-")
                 ),
             ));

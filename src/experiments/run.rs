@@ -221,6 +221,21 @@ struct Comparison<'a> {
     max_waiting: usize,
     /// The method's evaluations and the records' that rode on the limit's passes.
     riding: (usize, usize),
+    /// GD's two-step average at (j + ½)η and the limit there, held until x_{j+1} has passed
+    /// its divergence test (made when it is evaluated, after the limit reached (j + ½)η): an
+    /// average with a diverged iterate is not a state before the divergence.
+    pending_mean: Option<PendingMean>,
+    /// Where the averages' records evaluate (`flow_ws` holds the limit's record at t_j when
+    /// the average waiting for x_{j+1} is completed).
+    mean_ws: Workspace,
+}
+
+/// GD's two-step average ½(x_j + x_{j+1}) and the limit's state at (j + ½)η.
+struct PendingMean {
+    j: usize,
+    t: f64,
+    xbar: Vec<f64>,
+    y: Vec<f64>,
 }
 
 /// A limit's output at t_j, held until its record's evaluation and the method's at x_j have
@@ -271,6 +286,8 @@ impl<'a> Comparison<'a> {
             waiting: VecDeque::new(),
             max_waiting: (WAITING_BYTES / (8 * field.state_len().max(1))).max(1),
             riding: (0, 0),
+            pending_mean: None,
+            mean_ws: field.workspace(),
         }
     }
 
@@ -292,6 +309,14 @@ impl<'a> Comparison<'a> {
     /// reached t_j (`beside_flow`), a record at the recorded steps from the method's own
     /// evaluation at x_j where it made one (Nesterov's is at y_j).
     fn observe(&mut self, it: &Iterate<'_>, beside_flow: bool) {
+        // x_j passed its divergence test: the average ending at it stands
+        if let Some(mean) = self.pending_mean.take() {
+            if mean.j + 1 == it.step {
+                let t0 = Instant::now();
+                self.complete_mean(mean);
+                self.record_seconds += t0.elapsed().as_secs_f64();
+            }
+        }
         let drift = self.recorder.balance_drift(it.state);
         self.method.max_drift = self.method.max_drift.max(drift);
         let mut distance = None;
@@ -324,7 +349,8 @@ impl<'a> Comparison<'a> {
         self.last = Some((it.step, it.state.to_vec(), it.loss));
     }
 
-    /// The central flow at (j + ½)η against GD's two-step average ½(x_j + x_{j+1}).
+    /// The central flow at (j + ½)η against GD's two-step average ½(x_j + x_{j+1}), held until
+    /// x_{j+1} has passed its divergence test ([`Comparison::complete_mean`]).
     fn average_output(&mut self, j: usize, t: f64, y: &[f64], driver: &Driver<'_, Method>) {
         let Some((jj, xj, _)) = self.last.as_ref().filter(|l| l.0 == j) else {
             return;
@@ -337,13 +363,25 @@ impl<'a> Comparison<'a> {
             .zip(driver.state(0))
             .map(|(a, b)| 0.5 * (a + b))
             .collect();
-        let d = (self.field.product(&xbar) - self.field.product(y)).norm();
-        self.distance_mean.update(d, *jj, t);
+        self.pending_mean = Some(PendingMean {
+            j: *jj,
+            t,
+            xbar,
+            y: y.to_vec(),
+        });
+    }
+
+    /// The average at (j + ½)η once x_{j+1} has passed its divergence test: its distance to the
+    /// limit, and its record at the recorded steps.
+    fn complete_mean(&mut self, mean: PendingMean) {
+        let PendingMean { j, t, xbar, y } = mean;
+        let d = (self.field.product(&xbar) - self.field.product(&y)).norm();
+        self.distance_mean.update(d, j, t);
         if self.recorded(j) {
             let spectrum = self.spectrum_due(self.mean.records.len());
             let mut rec = self
                 .recorder
-                .record_with(j, t, &xbar, &mut self.flow_ws, spectrum);
+                .record_with(j, t, &xbar, &mut self.mean_ws, spectrum);
             if self.sharp_due(self.mean.records.len()) {
                 rec.set("sharpness", self.sharp_mean.at(self.field, &xbar));
             }

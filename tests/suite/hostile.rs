@@ -86,6 +86,9 @@ fn values_that_make_no_sense_are_refused_naming_the_flag() {
             &["run", "--optimizer", "nesterov", "--flow", "modified"],
             "flow",
         ),
+        // the central flow is solved by DOP853 alone: another method would be ignored
+        (&["run", "--flow", "central", "--method", "bdf"], "method"),
+        (&["run", "--flow", "central", "--method", "auto"], "method"),
     ] {
         refused(args, key);
     }
@@ -520,6 +523,123 @@ fn far_past_its_regime_a_run_ends_as_a_result_not_a_hang() {
     );
 }
 
+/// MATH §8's 8 × 7 problem, past its stability limit at η = 0.9093.
+const EOS: &[&str] = &[
+    "--n1",
+    "8",
+    "--n2",
+    "7",
+    "--rank",
+    "2",
+    "--width",
+    "3",
+    "--measurements",
+    "60",
+    "--alpha",
+    "1e-2",
+    "--seed",
+    "1",
+];
+
+/// The central flow's eigen-solves ask for residuals of rtol/100 of the sharpness; below
+/// 1e-14 rounding never lets a residual pass, and each solve spent its whole budget: a single
+/// step at rtol 5e-14 had not ended in a minute, in `run`, `sweep` and `check` alike.
+#[test]
+fn the_central_flow_at_the_tightest_tolerances_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (run, sweep, check) = (out("run"), out("sweep"), out("check"));
+    let tight = ["--rtol", "5e-14"];
+    ends(
+        &[
+            &["run", "--quiet", "--flow", "central", "--eta", "0.9093"][..],
+            EOS,
+            &["--steps", "20", "--out", &run],
+            &tight,
+        ]
+        .concat(),
+        0,
+        30.0,
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(std::path::Path::new(&run).join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    let work = &summary["central"]["work"];
+    assert_eq!(work["unconverged_eigen_solves"], 0, "{work}");
+    assert!(work["eigen_solves"].as_u64().unwrap() > 0, "{work}");
+    ends(
+        &[
+            &["sweep", "--etas", "0.5,0.9093", "--horizon", "20"][..],
+            &["--stability-steps", "0", "--out", &sweep],
+            EOS,
+            &tight,
+        ]
+        .concat(),
+        0,
+        30.0,
+    );
+    ends(
+        &[
+            &[
+                "check", "--eta", "0.9093", "--steps", "100", "--out", &check,
+            ],
+            EOS,
+            &tight,
+        ]
+        .concat(),
+        0,
+        30.0,
+    );
+}
+
+/// GD's two-step average at (j + ½)η waits for x_{j+1}'s divergence test: a run that
+/// diverges keeps no average with the diverged iterate, and its verdict says it diverged.
+#[test]
+fn an_average_with_a_diverged_iterate_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ends(
+        &[
+            &["run", "--flow", "central", "--eta", "2.3681646270471752"][..],
+            EOS,
+            &["--steps", "50", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
+        0,
+        30.0,
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["gd"]["status"], "diverged", "{}", summary["gd"]);
+    let diverged = summary["gd"]["step"].as_u64().unwrap();
+    let csv = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    let means: Vec<(u64, f64)> = csv
+        .lines()
+        .filter(|l| l.starts_with("gd_mean,"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    let last = means.last().expect("averages before the divergence").0;
+    // x_{diverged} failed its test, so the last average is ½(x_{d−2} + x_{d−1})
+    assert_eq!(last + 2, diverged, "{means:?}");
+    let gd_loss_before: f64 = csv
+        .lines()
+        .find(|l| l.starts_with(&format!("gd,{},", diverged - 1)))
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .unwrap();
+    assert!(
+        means.iter().all(|(_, loss)| loss.is_finite()),
+        "{means:?} (GD's last kept loss {gd_loss_before:e})"
+    );
+    assert!(
+        stdout.contains(&format!("verdict: GD diverged at step {diverged}")),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn second_batch_of_silent_and_late_cases() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,6 +772,28 @@ fn an_address_space_limit_bounds_the_memory_estimate() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("measurements") && err.contains("GiB"), "{err}");
+}
+
+/// A run whose memory is mostly its recorded states is told to record less often: a larger
+/// --record-every, not a smaller one.
+#[test]
+fn too_many_recorded_states_ask_for_a_larger_record_every() {
+    let bin = assert_cmd::cargo::cargo_bin("gdflow");
+    let out = Process::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 4000000; {} run --n1 8 --n2 7 --rank 2 --width 3 --measurements 60 \
+             --eta 0.05 --steps 4000000",
+            bin.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("record_every") && err.contains("raise --record-every"),
+        "{err}"
+    );
 }
 
 /// A seed acts on nothing when the problem file holds y and the start: said, not ignored.
