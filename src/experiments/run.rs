@@ -423,11 +423,15 @@ impl<'a> Comparison<'a> {
             let mut rec = self
                 .recorder
                 .record_with(j, t, y, &mut self.flow_ws, spectrum);
-            // the limit's own columns; the sharpness by Lanczos where it brings none
+            // the limit's own columns, its sharpness at the --sharpness-every cadence of every
+            // dynamics; the sharpness by Lanczos where it brings none
+            let sharp_due = self.sharp_due(self.flow.records.len());
             for (name, v) in columns {
-                rec.set(name, Some(*v));
+                if *name != "sharpness" || sharp_due {
+                    rec.set(name, Some(*v));
+                }
             }
-            if rec.sharpness().is_none() && self.sharp_due(self.flow.records.len()) {
+            if rec.sharpness().is_none() && sharp_due {
                 rec.set("sharpness", self.sharp_flow.at(self.curvature, y));
             }
             self.flow.push(rec, y);
@@ -800,7 +804,9 @@ fn solve_limit(
     let cfg = &setup.config;
     let half = if limit.follows_average() { 2 } else { 1 };
     // the half steps compare GD's two-step average with the state alone
-    let limit = &limit.measured_every(half);
+    let limit = &limit
+        .measured_every(half)
+        .sharpness_while_unheld(cfg.sharpness_every > 0);
     let times = Times::Grid {
         dt: dt / half as f64,
         count: half * cfg.steps + 1,

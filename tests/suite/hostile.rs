@@ -593,6 +593,40 @@ fn the_central_flow_at_the_tightest_tolerances_ends() {
     );
 }
 
+/// --sharpness-every acts on the central flow's rows as on GD's: 0 leaves the column empty,
+/// 5 fills one record in five (the central flow measured its own at every record before).
+#[test]
+fn sharpness_every_acts_on_the_central_flows_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows_with_sharpness = |every: &str| -> (usize, usize) {
+        let out = dir.path().join(format!("every{every}"));
+        ends(
+            &[
+                &["run", "--quiet", "--flow", "central", "--eta", "0.9093"][..],
+                EOS,
+                &["--steps", "100", "--sharpness-every", every],
+                &["--out", out.to_str().unwrap()],
+            ]
+            .concat(),
+            0,
+            30.0,
+        );
+        let csv = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let col = header.iter().position(|h| *h == "sharpness").unwrap();
+        let count = |dynamics: &str| {
+            csv.lines()
+                .filter(|l| l.starts_with(&format!("{dynamics},")))
+                .filter(|l| !l.split(',').nth(col).unwrap().is_empty())
+                .count()
+        };
+        (count("gd"), count("flow"))
+    };
+    assert_eq!(rows_with_sharpness("0"), (0, 0));
+    // records 0, 5, …, 100 of each
+    assert_eq!(rows_with_sharpness("5"), (21, 21));
+}
+
 /// GD's two-step average at (j + ½)η waits for x_{j+1}'s divergence test: a run that
 /// diverges keeps no average with the diverged iterate, and its verdict says it diverged.
 #[test]

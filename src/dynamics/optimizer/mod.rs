@@ -173,6 +173,17 @@ impl Limit {
         l
     }
 
+    /// The same limit with or without the central flow's sharpness while no eigenvalue is held
+    /// (an eigen-solve of its own at each measured output; see
+    /// [`crate::dynamics::flow::CentralColumns::sharpness_unheld`]).
+    pub fn sharpness_while_unheld(&self, on: bool) -> Limit {
+        let mut l = self.clone();
+        if let LimitSolver::Central { columns, .. } = &mut l.solver {
+            columns.sharpness_unheld = on;
+        }
+        l
+    }
+
     /// The same limit measuring its columns only at every `every`-th output (the others
     /// carry their position and the held count alone; see
     /// [`crate::dynamics::flow::CentralColumns::every`]).
