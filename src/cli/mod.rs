@@ -212,6 +212,10 @@ pub fn main() -> ExitCode {
         std::process::exit(130);
     });
     let cli = parse();
+    if let Err(e) = check_thread_count(std::env::var_os("RAYON_NUM_THREADS")) {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     // the whole command on a worker of the pool: every parallel pass then starts from inside
     // it (work split with the other worker) instead of handing the pass over from this thread
     // and sleeping until it is done
@@ -224,6 +228,36 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// `RAYON_NUM_THREADS`, which sizes the thread pool (and the helpers of every pass beside
+/// it): rayon takes a value it cannot read for unset, and a hundred thousand threads on two
+/// processors made a 300-step run take minutes. At most [`MAX_THREADS_PER_PROCESSOR`] per
+/// processor, and never fewer than 64.
+fn check_thread_count(value: Option<std::ffi::OsString>) -> Result<(), Error> {
+    let Some(value) = value else { return Ok(()) };
+    let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let most = (MAX_THREADS_PER_PROCESSOR * processors).max(64);
+    let text = value.to_string_lossy();
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= most => Ok(()),
+        Ok(_) => Err(Error::invalid(
+            "RAYON_NUM_THREADS",
+            &text,
+            format!(
+                "at most {most} threads on this machine's {processors} processors: more only \
+                 wait for each other; 0 or unset gives one per processor"
+            ),
+        )),
+        Err(_) => Err(Error::invalid(
+            "RAYON_NUM_THREADS",
+            &text,
+            "must be a whole number of threads, 0 or unset for one per processor",
+        )),
+    }
+}
+
+/// Threads per processor that `RAYON_NUM_THREADS` may ask for (see [`check_thread_count`]).
+const MAX_THREADS_PER_PROCESSOR: usize = 4;
 
 fn write_figures(figures: &[crate::plot::Figure], dir: &Path) -> anyhow::Result<()> {
     for fig in figures {

@@ -593,6 +593,51 @@ fn the_central_flow_at_the_tightest_tolerances_ends() {
     );
 }
 
+/// RAYON_NUM_THREADS sizes the pool: a value rayon cannot read (which it takes for unset) or
+/// a count far past the processors (a hundred thousand threads made a 300-step run take
+/// minutes) is refused naming it, before any work and without output.
+#[test]
+fn an_unreadable_or_huge_thread_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["abc", "-1", "100000"] {
+        let out = dir.path().join(format!("out{value}"));
+        let run = gdflow()
+            .env("RAYON_NUM_THREADS", value)
+            .args(["run", "--steps", "5", "--out", out.to_str().unwrap()])
+            .args(TINY)
+            .timeout(Duration::from_secs(20))
+            .assert()
+            .code(2)
+            .get_output()
+            .clone();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            err.contains("RAYON_NUM_THREADS") && err.contains(value),
+            "{err}"
+        );
+        assert!(!out.exists(), "{value}: no output for a refused run");
+    }
+    // a few threads per processor run, with the same results as one
+    let csv = |value: &str| {
+        let out = dir.path().join(format!("ok{value}"));
+        gdflow()
+            .env("RAYON_NUM_THREADS", value)
+            .args([
+                "run",
+                "--quiet",
+                "--steps",
+                "5",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(TINY)
+            .assert()
+            .success();
+        std::fs::read(out.join("trajectory.csv")).unwrap()
+    };
+    assert_eq!(csv("8"), csv("1"));
+}
+
 /// --sharpness-every acts on the central flow's rows as on GD's: 0 leaves the column empty,
 /// 5 fills one record in five (the central flow measured its own at every record before).
 #[test]
