@@ -186,6 +186,31 @@ impl Setup {
             ));
         }
         let mut cfg = args.resolve()?;
+        // a field that reads no sensing operator: its keys would act on nothing (`check`'s
+        // RIP row still measures 𝒜)
+        if let Some(model) = args.perturbation.filter(|m| !m.uses_sensing()) {
+            let sensing = ["measurements", "operator", "sensing_precision", "noise"];
+            if let Some(key) = sensing.iter().find(|k| args.is_set(k)) {
+                if command != Command::Check {
+                    let value = toml::Table::try_from(args)
+                        .ok()
+                        .and_then(|t| t.get(*key).map(|v| v.to_string()))
+                        .unwrap_or_else(|| "given".into());
+                    return Err(Error::invalid(
+                        key,
+                        value,
+                        format!(
+                            "acts on the sensing operator 𝒜 and y, which the `{}` perturbation \
+                             ({}) does not read: drop --{}, or use --perturbation sensing or \
+                             noise",
+                            model.name(),
+                            model.description(),
+                            key.replace('_', "-")
+                        ),
+                    ));
+                }
+            }
+        }
         if command != Command::Run {
             // refused above: a check reads ρ's maximum and the phases from every record, a
             // sweep records no spectral columns

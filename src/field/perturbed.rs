@@ -54,6 +54,11 @@ impl PerturbationModel {
             PerturbationModel::Absolute => "E = ε·W/‖W‖ (constant forcing)",
         }
     }
+    /// Whether the field reads the sensing operator 𝒜 and y (the others are the factorisation
+    /// X* − UVᵀ and a seeded E of their own).
+    pub fn uses_sensing(self) -> bool {
+        matches!(self, PerturbationModel::Sensing | PerturbationModel::Noise)
+    }
     /// Whether ε (`--perturbation-size`) enters E.
     pub fn uses_size(self) -> bool {
         matches!(

@@ -748,6 +748,31 @@ fn second_batch_of_silent_and_late_cases() {
             vec!["run", "--perturbation", "relative", "--noise", "0.1"],
             "noise",
         ),
+        // a field that reads no sensing operator: its keys would act on nothing
+        (
+            vec![
+                "run",
+                "--perturbation",
+                "none",
+                "--sensing-precision",
+                "f32",
+            ],
+            "sensing_precision",
+        ),
+        (
+            vec!["run", "--perturbation", "relative", "--measurements", "61"],
+            "measurements",
+        ),
+        (
+            vec![
+                "sweep",
+                "--perturbation",
+                "absolute",
+                "--operator",
+                "identity",
+            ],
+            "operator",
+        ),
         (
             vec!["run", "--singular-values", "1,0.5", "--kappa", "5"],
             "kappa",

@@ -74,7 +74,6 @@ fn sweep_runs_gd_on_the_perturbed_field() {
         n2: Some(6),
         rank: Some(2),
         width: Some(3),
-        measurements: Some(40),
         alpha: Some(1e-2),
         perturbation: Some(PerturbationModel::Relative),
         perturbation_size: Some(3.0),
