@@ -375,6 +375,11 @@ pub fn format_summary(s: &RunSummary) -> String {
     );
     if let Some(passes) = s.operator_counts.passes {
         let riding = match (tm.method_evaluations_riding, tm.records_riding) {
+            // a field that reads no sensing operator (a perturbation's factorisation) makes
+            // its right-hand sides without passes: nothing rides on them
+            _ if passes < st.rhs_evals as u64 => {
+                " (the flow's field reads no sensing operator)".to_string()
+            }
             (0, 0) => String::new(),
             (m, r) => format!(
                 " ({} of them the flow's right-hand sides, which carried {m} of {method}'s \

@@ -593,6 +593,36 @@ fn the_central_flow_at_the_tightest_tolerances_ends() {
     );
 }
 
+/// A perturbation's factorisation field makes no pass over the sensing matrix: the report
+/// does not count its right-hand sides among the passes (it said "3 passes (62 of them the
+/// flow's right-hand sides …)").
+#[test]
+fn a_field_without_the_sensing_operator_reports_no_passes_for_its_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ends(
+        &[
+            &["run", "--perturbation", "none", "--steps", "30"][..],
+            TINY_SIZES,
+            &["--out", out.to_str().unwrap()],
+        ]
+        .concat(),
+        0,
+        30.0,
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("passes over the sensing matrix"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("reads no sensing operator") && !line.contains("right-hand sides"),
+        "{line}"
+    );
+}
+
+/// [`TINY`]'s sizes without its number of measurements.
+const TINY_SIZES: &[&str] = &["--n1", "8", "--n2", "6", "--rank", "2", "--width", "3"];
+
 /// RAYON_NUM_THREADS sizes the pool: a value rayon cannot read (which it takes for unset) or
 /// a count far past the processors (a hundred thousand threads made a 300-step run take
 /// minutes) is refused naming it, before any work and without output.
