@@ -232,7 +232,7 @@ pub fn main() -> ExitCode {
 /// `RAYON_NUM_THREADS`, which sizes the thread pool (and the helpers of every pass beside
 /// it): rayon takes a value it cannot read for unset, and a hundred thousand threads on two
 /// processors made a 300-step run take minutes. At most [`MAX_THREADS_PER_PROCESSOR`] per
-/// processor, and never fewer than 64.
+/// processor, or 64 on a machine with fewer than 16.
 fn check_thread_count(value: Option<std::ffi::OsString>) -> Result<(), Error> {
     let Some(value) = value else { return Ok(()) };
     let processors = std::thread::available_parallelism().map_or(1, |n| n.get());

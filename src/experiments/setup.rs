@@ -174,14 +174,9 @@ impl Setup {
     ) -> Result<Self> {
         let start = Instant::now();
         if let Some((field, why)) = command.refused(args) {
-            // the value as given (its TOML form), for the message
-            let value = toml::Table::try_from(args)
-                .ok()
-                .and_then(|t| t.get(field).map(|v| v.to_string()))
-                .unwrap_or_else(|| "given".into());
             return Err(Error::invalid(
                 field,
-                value,
+                given_value(args, field),
                 format!("is not an option of `gdflow {}`: {why}", command.name()),
             ));
         }
@@ -192,13 +187,9 @@ impl Setup {
             let sensing = ["measurements", "operator", "sensing_precision", "noise"];
             if let Some(key) = sensing.iter().find(|k| args.is_set(k)) {
                 if command != Command::Check {
-                    let value = toml::Table::try_from(args)
-                        .ok()
-                        .and_then(|t| t.get(*key).map(|v| v.to_string()))
-                        .unwrap_or_else(|| "given".into());
                     return Err(Error::invalid(
                         key,
-                        value,
+                        given_value(args, key),
                         format!(
                             "acts on the sensing operator 𝒜 and y, which the `{}` perturbation \
                              ({}) does not read: drop --{}, or use --perturbation sensing or \
@@ -490,6 +481,14 @@ fn check_paths(cfg: &Config, force: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The value `args` gives `key`, in its TOML form (for a message that names it).
+fn given_value(args: &ConfigArgs, key: &str) -> String {
+    toml::Table::try_from(args)
+        .ok()
+        .and_then(|t| t.get(key).map(|v| v.to_string()))
+        .unwrap_or_else(|| "given".into())
 }
 
 /// `--seed` given where nothing is drawn: the problem file holds y and the start (and no
