@@ -18,6 +18,9 @@ struct Array {
 /// The arrays a problem file may hold.
 pub const ARRAYS: [&str; 6] = ["x_star", "sensing", "y", "u0", "v0", "alpha"];
 
+/// The least start scale a file may hold, as the least `--alpha`.
+const START_SCALE_MIN: f64 = 1e-100;
+
 /// Array `name`, or `None` if the file has none; `check` sees the shape its header claims
 /// before any of its data is inflated (a compressed entry may inflate to far more than the
 /// file's size), and refuses what does not fit the arrays read before it.
@@ -354,6 +357,13 @@ impl Problem {
             }
             None => None,
         };
+        if alpha.is_some() && !has_u0 && !has_v0 {
+            return Err(Error::npz(
+                path,
+                "array `alpha` is the scale of a start the file does not hold: add `u0` and `v0`, \
+                 or leave `alpha` out and give --alpha for the start drawn here",
+            ));
+        }
         let k = match (&u0, &v0) {
             (Some(a), _) | (None, Some(a)) if a.shape.len() == 2 => a.shape[1],
             (Some(a), _) | (None, Some(a)) => {
@@ -416,6 +426,18 @@ impl Problem {
                 _ => alpha,
             },
         };
+        // the range --alpha is held to: below it α² underflows, and atol = rtol·α/√k with it
+        let scale = problem.start_scale();
+        if has_u0 && !(scale >= START_SCALE_MIN) {
+            return Err(Error::npz(
+                path,
+                format!(
+                    "its start `u0`, `v0` has scale α = {scale:e}, below {START_SCALE_MIN:e} (the \
+                     least --alpha): the solver's absolute tolerance, rtol·α/√k, would underflow; \
+                     scale the start up"
+                ),
+            ));
+        }
         if cfg.symmetric {
             problem.make_symmetric(path)?;
         }

@@ -215,13 +215,40 @@ fn problem_files_are_checked_from_their_headers() {
         ],
     );
     npz_refused(&p, "sensing");
-    // NumPy writes a Python scalar as a 0-d array: alpha = 1e-3 is one number
+    // NumPy writes a Python scalar as a 0-d array: alpha = 1e-3 is one number, the scale of
+    // the file's start
+    let u0 = ("u0", vec![2, 2], vec![1e-3, -2e-3, 5e-4, 1e-3]);
+    let v0 = ("v0", vec![3, 2], vec![2e-3, 1e-3, -1e-3, 5e-4, 1e-3, -2e-3]);
     let p = dir.path().join("scalar.npz");
-    write_npz(&p, &[x.clone(), s.clone(), ("alpha", vec![], vec![1e-3])]);
+    write_npz(
+        &p,
+        &[
+            x.clone(),
+            s.clone(),
+            u0.clone(),
+            v0.clone(),
+            ("alpha", vec![], vec![1e-3]),
+        ],
+    );
     gdflow()
         .args(["run", "--steps", "3", "--problem", p.to_str().unwrap()])
         .assert()
         .success();
+    // without a start in the file its alpha would scale nothing: refused, not ignored
+    let p = dir.path().join("alpha_alone.npz");
+    write_npz(&p, &[x.clone(), s.clone(), ("alpha", vec![], vec![1e-3])]);
+    npz_refused(&p, "alpha");
+    // a start below the least --alpha: its absolute tolerance would underflow
+    let p = dir.path().join("tiny_start.npz");
+    let tiny = |(name, shape, v): (&'static str, Vec<u64>, Vec<f64>)| {
+        (
+            name,
+            shape,
+            v.iter().map(|x| x * 1e-297).collect::<Vec<f64>>(),
+        )
+    };
+    write_npz(&p, &[x.clone(), s.clone(), tiny(u0), tiny(v0)]);
+    npz_refused(&p, "u0");
 }
 
 #[test]
