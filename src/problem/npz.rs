@@ -357,13 +357,6 @@ impl Problem {
             }
             None => None,
         };
-        if alpha.is_some() && !has_u0 && !has_v0 {
-            return Err(Error::npz(
-                path,
-                "array `alpha` is the scale of a start the file does not hold: add `u0` and `v0`, \
-                 or leave `alpha` out and give --alpha for the start drawn here",
-            ));
-        }
         let k = match (&u0, &v0) {
             (Some(a), _) | (None, Some(a)) if a.shape.len() == 2 => a.shape[1],
             (Some(a), _) | (None, Some(a)) => {

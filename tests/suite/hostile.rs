@@ -234,10 +234,6 @@ fn problem_files_are_checked_from_their_headers() {
         .args(["run", "--steps", "3", "--problem", p.to_str().unwrap()])
         .assert()
         .success();
-    // without a start in the file its alpha would scale nothing: refused, not ignored
-    let p = dir.path().join("alpha_alone.npz");
-    write_npz(&p, &[x.clone(), s.clone(), ("alpha", vec![], vec![1e-3])]);
-    npz_refused(&p, "alpha");
     // a start below the least --alpha: its absolute tolerance would underflow
     let p = dir.path().join("tiny_start.npz");
     let tiny = |(name, shape, v): (&'static str, Vec<u64>, Vec<f64>)| {
