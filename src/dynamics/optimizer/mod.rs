@@ -163,34 +163,37 @@ impl Limit {
     /// own (the central flow's sharpness, tr Σ and held directions: an eigen-solve or an
     /// evaluation of the central field at each output; the held count stays).
     pub fn positions_only(&self) -> Limit {
-        let mut l = self.clone();
-        if let LimitSolver::Central { columns, .. } = &mut l.solver {
-            *columns = crate::dynamics::flow::CentralColumns {
+        self.with_central_columns(|c| {
+            *c = crate::dynamics::flow::CentralColumns {
                 sharpness_unheld: false,
                 every: 0,
-            };
-        }
-        l
+            }
+        })
     }
 
     /// The same limit with or without the central flow's sharpness while no eigenvalue is held
     /// (an eigen-solve of its own at each measured output; see
     /// [`crate::dynamics::flow::CentralColumns::sharpness_unheld`]).
     pub fn sharpness_while_unheld(&self, on: bool) -> Limit {
-        let mut l = self.clone();
-        if let LimitSolver::Central { columns, .. } = &mut l.solver {
-            columns.sharpness_unheld = on;
-        }
-        l
+        self.with_central_columns(|c| c.sharpness_unheld = on)
     }
 
     /// The same limit measuring its columns only at every `every`-th output (the others
     /// carry their position and the held count alone; see
     /// [`crate::dynamics::flow::CentralColumns::every`]).
     pub fn measured_every(&self, every: usize) -> Limit {
+        self.with_central_columns(|c| c.every = every)
+    }
+
+    /// The same limit with the central flow's columns changed by `set` (other limits measure
+    /// no columns of their own: unchanged).
+    fn with_central_columns(
+        &self,
+        set: impl FnOnce(&mut crate::dynamics::flow::CentralColumns),
+    ) -> Limit {
         let mut l = self.clone();
         if let LimitSolver::Central { columns, .. } = &mut l.solver {
-            columns.every = every;
+            set(columns);
         }
         l
     }
